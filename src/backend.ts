@@ -1,0 +1,155 @@
+import * as tf from '@tensorflow/tfjs';
+import { createRequire } from 'node:module';
+import { GrngError } from './errors.js';
+
+/** The backends grng can run on, in the order `auto` tries them. */
+export const BACKENDS = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKENDS)[number];
+export type BackendChoice = BackendName | 'auto';
+
+export interface BackendInfo {
+  /** The backend in use, as tfjs names it. */
+  readonly name: BackendName;
+  /** What was tried before it and why each failed (only for `auto`). */
+  readonly skipped: ReadonlyArray<{ readonly name: BackendName; readonly reason: string }>;
+  /** Details worth recording in run metadata (adapter, package, SIMD...). */
+  readonly detail: string;
+}
+
+const require = createRequire(import.meta.url);
+let active: BackendInfo | undefined;
+
+/**
+ * Picks and initialises the tfjs backend. `auto` tries tensorflow (tfjs-node-gpu, then
+ * tfjs-node), webgpu (Dawn), wasm, cpu; the `GRNG_BACKEND` environment variable overrides
+ * `auto`. Asking for a backend that cannot start throws a GrngError saying why.
+ *
+ * @example
+ * const info = await initBackend('auto'); console.log(info.name);
+ */
+export async function initBackend(choice: BackendChoice | string = 'auto'): Promise<BackendInfo> {
+  const requested = choice === 'auto' && process.env.GRNG_BACKEND ? process.env.GRNG_BACKEND : choice;
+  if (requested !== 'auto' && !(BACKENDS as readonly string[]).includes(requested)) {
+    throw new GrngError('invalid-option', `invalid backend: ${JSON.stringify(requested)} (expected one of auto, ${BACKENDS.join(', ')})`, { option: 'backend', value: requested });
+  }
+  if (active && (requested === 'auto' || requested === active.name) && tf.getBackend() === active.name) return active;
+  if (requested !== 'auto') {
+    const detail = await start(requested as BackendName);
+    active = { name: requested as BackendName, skipped: [], detail };
+    return active;
+  }
+  const skipped: Array<{ name: BackendName; reason: string }> = [];
+  for (const name of BACKENDS) {
+    try {
+      const detail = await start(name, { auto: true });
+      active = { name, skipped, detail };
+      return active;
+    } catch (error) {
+      skipped.push({ name, reason: error instanceof Error ? error.message : String(error) });
+    }
+  }
+  throw new GrngError('backend', `no backend could start: ${skipped.map((s) => `${s.name} (${s.reason})`).join('; ')}`, { skipped });
+}
+
+/** The backend chosen by the last `initBackend`, if any. */
+export function activeBackend(): BackendInfo | undefined {
+  return active;
+}
+
+async function start(name: BackendName, { auto = false } = {}): Promise<string> {
+  let detail: string;
+  switch (name) {
+    case 'tensorflow':
+      detail = await loadTensorflow();
+      break;
+    case 'webgpu':
+      detail = await loadWebgpu(auto);
+      break;
+    case 'wasm':
+      await importOrExplain('@tensorflow/tfjs-backend-wasm', 'wasm');
+      detail = 'tfjs-backend-wasm';
+      break;
+    case 'cpu':
+      detail = 'tfjs-backend-cpu (pure JavaScript)';
+      break;
+  }
+  let ok: boolean;
+  try {
+    ok = await tf.setBackend(name);
+  } catch (error) {
+    throw new GrngError('backend', `backend ${name} failed to initialise: ${error instanceof Error ? error.message : String(error)}`, { backend: name }, { cause: error });
+  }
+  if (!ok || tf.getBackend() !== name) throw new GrngError('backend', `backend ${name} failed to initialise`, { backend: name });
+  await tf.ready();
+  if (name === 'wasm') detail += tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? ' (SIMD)' : ' (no SIMD)';
+  return detail;
+}
+
+async function importOrExplain(pkg: string, backend: BackendName): Promise<void> {
+  try {
+    await import(pkg);
+  } catch (error) {
+    throw new GrngError('backend', `backend ${backend} needs the package ${pkg}, which could not be loaded: ${firstLine(error)}`, { backend, package: pkg }, { cause: error });
+  }
+}
+
+async function loadTensorflow(): Promise<string> {
+  const reasons: string[] = [];
+  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    try {
+      require.resolve(pkg);
+    } catch {
+      reasons.push(`${pkg} is not installed`);
+      continue;
+    }
+    try {
+      await import(pkg);
+      if (pkg.endsWith('-gpu') && !hasCuda()) {
+        reasons.push(`${pkg} loaded but no CUDA device is visible (nvidia-smi / libcuda not found)`);
+      }
+      return pkg;
+    } catch (error) {
+      reasons.push(`${pkg} failed to load: ${firstLine(error)}`);
+    }
+  }
+  throw new GrngError('backend', `backend tensorflow unavailable: ${reasons.join('; ')}`, { backend: 'tensorflow' });
+}
+
+function hasCuda(): boolean {
+  try {
+    require('node:fs').accessSync('/dev/nvidiactl');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function loadWebgpu(auto: boolean): Promise<string> {
+  let create: (flags: string[]) => unknown;
+  try {
+    ({ create } = (await import('webgpu')) as unknown as { create: (flags: string[]) => unknown });
+  } catch (error) {
+    throw new GrngError('backend', `backend webgpu needs the package webgpu (Dawn), which could not be loaded: ${firstLine(error)}`, { backend: 'webgpu', package: 'webgpu' }, { cause: error });
+  }
+  type Adapter = { info?: { vendor?: string; architecture?: string; description?: string; isFallbackAdapter?: boolean }; isFallbackAdapter?: boolean };
+  const gpu = create([]) as { requestAdapter(options?: object): Promise<Adapter | null> };
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) {
+    throw new GrngError('backend', 'backend webgpu: no WebGPU adapter found (no GPU, or no Vulkan driver: libvulkan.so.1 and an ICD are needed)', { backend: 'webgpu' });
+  }
+  const fallback = adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false;
+  if (fallback && auto) {
+    throw new GrngError('backend', 'backend webgpu: only a software (CPU) adapter was found; wasm is faster', { backend: 'webgpu' });
+  }
+  // tfjs-backend-webgpu registers itself only if navigator.gpu exists when it is imported.
+  const g = globalThis as { navigator?: { gpu?: unknown } };
+  if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: {}, configurable: true, writable: true });
+  if (!g.navigator!.gpu) Object.defineProperty(g.navigator!, 'gpu', { value: gpu, configurable: true });
+  await importOrExplain('@tensorflow/tfjs-backend-webgpu', 'webgpu');
+  const info = adapter.info ?? {};
+  return `webgpu (Dawn) ${[info.vendor, info.architecture, info.description].filter(Boolean).join(' ')}`.trim();
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split('\n')[0] ?? '';
+}

@@ -1,0 +1,50 @@
+import { GrngError } from '../errors.js';
+
+/** Rows of a classification dataset held on the host: row-major features and int labels. */
+export interface Split {
+  /** n×features, row-major. */
+  readonly x: Float32Array;
+  /** n labels in [0, classes). */
+  readonly y: Int32Array;
+  readonly n: number;
+}
+
+export interface Dataset {
+  readonly name: string;
+  readonly features: number;
+  readonly classes: number;
+  readonly train: Split;
+  readonly test: Split;
+  /** How the data was made or split, for run metadata. */
+  readonly description: string;
+}
+
+/**
+ * Checks a dataset before training: sizes agree, labels are integers in range, features are
+ * finite. Each problem is one error naming the split, the row and what is wrong.
+ */
+export function validateDataset(data: Dataset): Dataset {
+  const fail = (message: string, context: Record<string, unknown>): never => {
+    throw new GrngError('invalid-data', `dataset ${data.name}: ${message}`, { dataset: data.name, ...context });
+  };
+  if (!Number.isInteger(data.features) || data.features < 1) fail(`features must be a positive integer, got ${data.features}`, {});
+  if (!Number.isInteger(data.classes) || data.classes < 2) fail(`classes must be an integer ≥ 2, got ${data.classes}`, {});
+  for (const [name, split] of [['train', data.train], ['test', data.test]] as const) {
+    if (split.n < 1) fail(`the ${name} split is empty`, { split: name });
+    if (split.x.length !== split.n * data.features) {
+      fail(`the ${name} split has ${split.x.length} feature values, expected ${split.n}×${data.features} = ${split.n * data.features}`, { split: name });
+    }
+    if (split.y.length !== split.n) fail(`the ${name} split has ${split.y.length} labels for ${split.n} rows`, { split: name });
+    for (let i = 0; i < split.n; i++) {
+      const label = split.y[i]!;
+      if (label < 0 || label >= data.classes) fail(`${name} row ${i} has label ${label}, outside [0, ${data.classes})`, { split: name, row: i, label });
+    }
+    for (let i = 0; i < split.x.length; i++) {
+      if (!Number.isFinite(split.x[i]!)) {
+        const row = Math.floor(i / data.features);
+        fail(`${name} row ${row} feature ${i % data.features} is ${split.x[i]} (features must be finite)`, { split: name, row, feature: i % data.features });
+      }
+    }
+  }
+  return data;
+}

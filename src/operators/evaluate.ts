@@ -1,0 +1,63 @@
+import * as tf from '@tensorflow/tfjs';
+import type { OperatorFunction } from 'rxjs';
+import type { Split } from '../data/dataset.js';
+import { correctCount, softmaxCrossEntropyPerSample } from '../nn/losses.js';
+import type { Sequential } from '../nn/sequential.js';
+import type { Params, Step } from '../types.js';
+import { checkInteger, checkKeys } from '../validate.js';
+import { ownedMap } from './ownedMap.js';
+
+export interface EvaluateOptions {
+  /** Evaluate every N steps (counting from 1); 0 = only at the end of each epoch. Default 0. */
+  readonly every?: number;
+  /** Also evaluate on the last batch of every epoch; default true. */
+  readonly atEpochEnd?: boolean;
+  /** Rows per evaluation forward pass; default 1024. */
+  readonly batchSize?: number;
+}
+
+/**
+ * Test-set loss and accuracy of the current model, every `every` steps and at epoch ends,
+ * computed in batches on the device and attached to the step as `evaluation` = [loss, accuracy]
+ * (read back with the step's other metrics, in one transfer). The test set is uploaded once per
+ * subscription and disposed with it.
+ *
+ * @example
+ * steps$.pipe(update(model, opt), evaluate(model, data.test, { every: 100 }), metrics());
+ */
+export function evaluate(model: Sequential, test: Split, options: EvaluateOptions = {}): OperatorFunction<Step, Step> {
+  checkKeys('evaluate', options, ['every', 'atEpochEnd', 'batchSize']);
+  const every = checkInteger('evalEvery', options.every ?? 0, 0);
+  const atEpochEnd = options.atEpochEnd ?? true;
+  const batchSize = checkInteger('evaluation batchSize', options.batchSize ?? 1024, 1);
+  return ownedMap<Step, Step, { chunks: Array<{ x: tf.Tensor2D; y: tf.Tensor1D }> }>(
+    'evaluate',
+    () => {
+      const features = test.x.length / test.n;
+      const chunks = [];
+      for (let start = 0; start < test.n; start += batchSize) {
+        const end = Math.min(test.n, start + batchSize);
+        chunks.push({ x: tf.tensor2d(test.x.subarray(start * features, end * features), [end - start, features]), y: tf.tensor1d(test.y.subarray(start, end), 'int32') });
+      }
+      return { chunks };
+    },
+    (step, { chunks }) => {
+      const due = (every > 0 && (step.batch.step + 1) % every === 0) || (atEpochEnd && step.batch.lastOfEpoch);
+      if (!due) return { value: step, owned: [] };
+      const started = performance.now();
+      const evaluation = tf.tidy(() => {
+        let lossSum: tf.Tensor = tf.scalar(0);
+        let correct: tf.Tensor = tf.scalar(0);
+        for (const chunk of chunks) {
+          const logits = model.apply(model.params as Params, chunk.x).logits;
+          const oneHot = tf.cast(tf.oneHot(chunk.y, model.outputs), 'float32') as tf.Tensor2D;
+          lossSum = tf.add(lossSum, tf.sum(softmaxCrossEntropyPerSample(logits, oneHot)));
+          correct = tf.add(correct, correctCount(logits, chunk.y));
+        }
+        return tf.div(tf.stack([lossSum, correct]), test.n) as tf.Tensor1D;
+      });
+      return { value: { ...step, evaluation, evaluationMs: (step.evaluationMs ?? 0) + performance.now() - started }, owned: [evaluation] };
+    },
+    ({ chunks }) => tf.dispose(chunks.flatMap((c) => [c.x, c.y])),
+  );
+}

@@ -1,0 +1,64 @@
+import * as tf from '@tensorflow/tfjs';
+import type { OperatorFunction } from 'rxjs';
+import { GrngError } from '../errors.js';
+import { correctCount, softmaxCrossEntropy } from '../nn/losses.js';
+import type { DenseTap, Sequential } from '../nn/sequential.js';
+import type { Batch, LayerSignals, Params, Step } from '../types.js';
+import { ownedMap, type Owned } from './ownedMap.js';
+
+export interface ForwardBackwardOptions {
+  /**
+   * Also return, for every dense layer, its input `a` and per-sample signal δ (spec §0: the
+   * zero-tensor trick, one backward pass). K-FAC statistics need them; default false.
+   */
+  readonly signals?: boolean;
+}
+
+/**
+ * Forward and backward pass of the model on each batch: mean softmax cross-entropy, its
+ * gradient with respect to every parameter, the number of correct rows and, optionally, the
+ * per-layer inputs and signals. The tensors it emits are disposed when downstream `next`
+ * returns.
+ *
+ * @example
+ * batches(data.train, { batchSize: 128 }).pipe(forwardBackward(model), update(model, sgd({ learningRate: 0.1 })));
+ */
+export function forwardBackward(model: Sequential, options: ForwardBackwardOptions = {}): OperatorFunction<Batch, Step> {
+  const withSignals = options.signals ?? false;
+  return ownedMap<Batch, Step>('forwardBackward', () => undefined, (batch) => computeStep(model, batch, withSignals));
+}
+
+/** One forward/backward pass; exported for benchmarks and optimizers that need extra passes. */
+export function computeStep(model: Sequential, batch: Batch, withSignals: boolean): Owned<Step> {
+  if (batch.x.shape[1] !== model.inputs) {
+    throw new GrngError('shape', `batch has ${batch.x.shape[1]} features but the model ${model.description} expects ${model.inputs}`, { step: batch.step, got: batch.x.shape });
+  }
+  const keys = Object.keys(model.params);
+  const m = batch.size;
+  const taps: DenseTap[] = [];
+  let logits: tf.Tensor2D | undefined;
+  const result = tf.tidy(() => {
+    const oneHot = tf.cast(tf.oneHot(batch.y, model.outputs), 'float32') as tf.Tensor2D;
+    const zeros = withSignals ? model.layers.map((l) => tf.zeros([m, l.units]) as tf.Tensor2D) : [];
+    const lossFn = (...args: tf.Tensor[]): tf.Scalar => {
+      const params: Params = {};
+      keys.forEach((k, i) => (params[k] = args[i]!));
+      const out = model.apply(params, batch.x, withSignals ? { signals: args.slice(keys.length) as tf.Tensor2D[], taps } : {});
+      logits = tf.keep(out.logits);
+      if (withSignals) for (const tap of taps) if (tap.a !== batch.x) tf.keep(tap.a);
+      return softmaxCrossEntropy(out.logits, oneHot);
+    };
+    const { value, grads } = tf.valueAndGrads(lossFn)([...keys.map((k) => model.params[k]!), ...zeros]);
+    const gradTree: Params = {};
+    keys.forEach((k, i) => (gradTree[k] = grads[i]!));
+    // The gradient of the *mean* loss w.r.t. the zero tensor is δ/m; δ is per sample.
+    const deltas = grads.slice(keys.length).map((g) => tf.mul(g, m) as tf.Tensor2D);
+    return { loss: value, grads: gradTree, deltas };
+  });
+  const correct = tf.tidy(() => correctCount(logits!, batch.y));
+  logits!.dispose();
+  const signals: LayerSignals[] | undefined = withSignals ? taps.map((tap, i) => ({ a: tap.a, delta: result.deltas[i]! })) : undefined;
+  const owned: tf.Tensor[] = [result.loss, correct, ...Object.values(result.grads), ...result.deltas, ...taps.map((t) => t.a).filter((a) => a !== batch.x)];
+  const step: Step = signals ? { batch, loss: result.loss, correct, grads: result.grads, signals } : { batch, loss: result.loss, correct, grads: result.grads };
+  return { value: step, owned };
+}

@@ -1,0 +1,100 @@
+import type * as tf from '@tensorflow/tfjs';
+
+/** A parameter tree: flat, keyed by path (`dense0/kernel`). Gradients and updates share its keys. */
+export type Params = Record<string, tf.Tensor>;
+
+/**
+ * One mini-batch, as the batch source emits it. The source owns `x` and `y` and disposes them
+ * once every holder has released the batch; the next batch is made only after that (pull pacing).
+ */
+export interface Batch {
+  /** Global step index, from 0. */
+  readonly step: number;
+  /** Epoch index, from 0. */
+  readonly epoch: number;
+  /** Index of the batch within its epoch. */
+  readonly index: number;
+  /** Number of batches in an epoch under the current partial-batch policy. */
+  readonly batchesPerEpoch: number;
+  /** True for the final batch of an epoch (evaluation points). */
+  readonly lastOfEpoch: boolean;
+  /** True for the final batch of the run. */
+  readonly last: boolean;
+  /** Rows in this batch (the final batch of an epoch may be smaller). */
+  readonly size: number;
+  /** Features, size×features, float32. */
+  readonly x: tf.Tensor2D;
+  /** Class labels, int32. */
+  readonly y: tf.Tensor1D;
+  /**
+   * Asks the source to keep this batch (and hold back the next one) until the returned
+   * function is called. Operators that finish their work asynchronously hold the batch.
+   */
+  hold(): () => void;
+}
+
+/** Per dense layer: its input and its per-sample back-propagated signal δ = ∂l_i/∂s_i. */
+export interface LayerSignals {
+  /** Layer input a (m×in), homogeneous column not included. */
+  readonly a: tf.Tensor2D;
+  /** Per-sample signal (m×out): the gradient of the *summed* loss with respect to s. */
+  readonly delta: tf.Tensor2D;
+}
+
+/** What a training step carries after forwardBackward. */
+export interface Step {
+  readonly batch: Batch;
+  /** Mean loss of the batch. */
+  readonly loss: tf.Scalar;
+  /** Number of correctly classified rows in the batch (float scalar). */
+  readonly correct: tf.Scalar;
+  /** Gradient of the mean loss, keyed like the parameters. */
+  readonly grads: Params;
+  /** Per dense layer input and signal, when forwardBackward was asked for them. */
+  readonly signals?: readonly LayerSignals[];
+  /** What the optimizer did, after `update`. */
+  readonly update?: UpdateInfo;
+  /** Test-set loss and accuracy packed as [loss, accuracy], at evaluation points. */
+  readonly evaluation?: tf.Tensor1D;
+  /** Milliseconds spent in evaluation during this step (host time). */
+  readonly evaluationMs?: number;
+}
+
+/** The optimizer's output for one step. */
+export interface UpdateInfo {
+  /** The update added to the parameters, keyed like them. */
+  readonly updates: Params;
+  /** Learning rate in force at this step (host number). */
+  readonly learningRate: number;
+  /** Optimizer diagnostics (spec §5), scalars on the device or host numbers. */
+  readonly diagnostics: Readonly<Record<string, tf.Scalar | number>>;
+}
+
+/** One row of metrics: plain numbers only, the only thing that crosses into sinks. */
+export interface MetricsRow {
+  readonly step: number;
+  readonly epoch: number;
+  /** Milliseconds since the run started, when this step's metrics were read. */
+  readonly wallMs: number;
+  /** Milliseconds this step took (from the previous row), evaluation included. */
+  readonly stepMs: number;
+  /** Milliseconds of this step spent evaluating on the test set (0 when none). */
+  readonly evaluationMs: number;
+  /** Rows in the batch. */
+  readonly samples: number;
+  readonly loss: number;
+  /** Batch accuracy in [0, 1]. */
+  readonly accuracy: number;
+  readonly learningRate: number;
+  /** ‖g‖ over all parameters. */
+  readonly gradNorm: number;
+  /** ‖update‖ over all parameters. */
+  readonly updateNorm: number;
+  /** Pearson correlation between the update and −g over all coordinates ([ours], spec §5). */
+  readonly updateGradCorrelation: number;
+  /** Test loss and accuracy at evaluation points, null elsewhere. */
+  readonly testLoss: number | null;
+  readonly testAccuracy: number | null;
+  /** Optimizer diagnostics by name (damping, newtonIterations, klClip, winRate, ...). */
+  readonly diagnostics: Readonly<Record<string, number>>;
+}
