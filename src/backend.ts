@@ -131,6 +131,10 @@ async function loadWebgpu(auto: boolean): Promise<string> {
   } catch (error) {
     throw new GrngError('backend', `backend webgpu needs the package webgpu (Dawn), which could not be loaded: ${firstLine(error)}`, { backend: 'webgpu', package: 'webgpu' }, { cause: error });
   }
+  if (process.platform === 'linux' && !findSharedLibrary('libvulkan.so.1')) {
+    // Asking Dawn anyway would only print native warnings before failing.
+    throw new GrngError('backend', 'backend webgpu: the Vulkan loader libvulkan.so.1 is not installed (Debian: apt-get install libvulkan1), so no GPU adapter can be found', { backend: 'webgpu' });
+  }
   type Adapter = { info?: { vendor?: string; architecture?: string; description?: string; isFallbackAdapter?: boolean }; isFallbackAdapter?: boolean };
   const gpu = create([]) as { requestAdapter(options?: object): Promise<Adapter | null> };
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
@@ -148,6 +152,13 @@ async function loadWebgpu(auto: boolean): Promise<string> {
   await importOrExplain('@tensorflow/tfjs-backend-webgpu', 'webgpu');
   const info = adapter.info ?? {};
   return `webgpu (Dawn) ${[info.vendor, info.architecture, info.description].filter(Boolean).join(' ')}`.trim();
+}
+
+/** Looks for a shared library where the dynamic loader would: LD_LIBRARY_PATH and the usual dirs. */
+function findSharedLibrary(name: string): boolean {
+  const fs = require('node:fs') as typeof import('node:fs');
+  const dirs = [...(process.env.LD_LIBRARY_PATH ?? '').split(':'), '/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib/aarch64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/lib64', '/usr/lib', '/usr/local/lib'];
+  return dirs.some((dir) => dir !== '' && fs.existsSync(`${dir}/${name}`));
 }
 
 function firstLine(error: unknown): string {

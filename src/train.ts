@@ -24,7 +24,7 @@ export interface TrainOptions {
   readonly synthetic?: SyntheticOptions;
   /** Model spec (`mlp:784-256-10`) or options; default an MLP with one hidden layer of 256. */
   readonly model?: string | Omit<MlpOptions, 'seed'>;
-  /** Weight initialisation; default auto (He before relu, Glorot otherwise). */
+  /** Weight initialisation; default torch (PyTorch's nn.Linear: U(±1/√fanIn)). */
   readonly init?: Initializer;
   /** Optimizer by name; default adamw. */
   readonly optimizer?: string;

@@ -18,7 +18,7 @@ export interface MlpOptions {
   readonly inputs: number;
   /** Dense layers in order; the last one produces the logits. */
   readonly layers: readonly DenseSpec[];
-  /** Weight initialisation, see {@link Initializer}; default `auto`. */
+  /** Weight initialisation, see {@link Initializer}; default `torch` (PyTorch's nn.Linear). */
   readonly init?: Initializer;
   /** Seed of the initial weights; default 1. */
   readonly seed?: number;
@@ -64,7 +64,7 @@ export class Sequential {
   constructor(options: MlpOptions) {
     checkKeys('model', options, ['inputs', 'layers', 'init', 'seed']);
     const inputs = checkInteger('model inputs', options.inputs, 1);
-    const init = checkChoice('model init', options.init ?? 'auto', INITIALIZERS);
+    const init = checkChoice('model init', options.init ?? 'torch', INITIALIZERS);
     const seed = checkInteger('model seed', options.seed ?? 1, 0);
     if (!Array.isArray(options.layers) || options.layers.length === 0) {
       throw new GrngError('invalid-model', 'invalid model layers: need at least one dense layer', { option: 'layers' });

@@ -1,0 +1,139 @@
+/**
+ * Step time of grng's RxJS pipeline against bare tfjs loops doing the same SGD steps, on the
+ * same backend, in the same process. Rounds alternate between the variants so that drifts in
+ * machine speed hit all of them alike; the figure per variant is the median over rounds.
+ *
+ *   npx tsx bench/pipeline.ts [--backend wasm] [--model mlp:784-512-512-10] [--batch 128]
+ *                             [--steps 40] [--rounds 5] [--json]
+ */
+import * as tf from '@tensorflow/tfjs';
+import { lastValueFrom, toArray } from 'rxjs';
+import { initBackend } from '../src/backend.js';
+import { loadMnist } from '../src/data/mnist.js';
+import { softmaxCrossEntropy } from '../src/nn/losses.js';
+import { mlp, parseModelSpec, type Sequential } from '../src/nn/sequential.js';
+import { forwardBackward } from '../src/operators/forwardBackward.js';
+import { metrics, type MetricsOptions } from '../src/operators/metrics.js';
+import { update } from '../src/operators/update.js';
+import { sgd } from '../src/optim/sgd.js';
+import { batches } from '../src/streams/batches.js';
+import type { Split } from '../src/data/dataset.js';
+import type { Params } from '../src/types.js';
+
+const args = process.argv.slice(2);
+const flag = (name: string, fallback: string): string => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] ? args[i + 1]! : fallback;
+};
+const backendName = flag('backend', 'wasm');
+const spec = flag('model', 'mlp:784-512-512-10');
+const batchSize = Number(flag('batch', '128'));
+const steps = Number(flag('steps', '40'));
+const rounds = Number(flag('rounds', '5'));
+const lr = 0.05;
+
+const backend = await initBackend(backendName);
+const data = await loadMnist();
+const model = mlp({ ...parseModelSpec(spec), seed: 1 });
+
+/** grng: batches → forwardBackward → update(sgd) → metrics with the given statistics. */
+async function grngPipeline(options: MetricsOptions): Promise<number> {
+  const started = performance.now();
+  await lastValueFrom(
+    batches(data.train, { batchSize, steps, seed: 1 }).pipe(forwardBackward(model), update(model, sgd({ learningRate: lr })), metrics(options), toArray()),
+  );
+  return (performance.now() - started) / steps;
+}
+
+/** The same step as a bare loop: host batch → variableGrads → manual SGD → await loss. */
+async function bareLoop(matMul: 'tfjs' | 'grng'): Promise<number> {
+  const started = performance.now();
+  const vars = Object.values(model.params);
+  const order = shuffledRows(data.train, 1);
+  for (let s = 0; s < steps; s++) {
+    const { x, y } = hostBatch(data.train, order, s);
+    const loss = tf.tidy(() => {
+      const oneHot = tf.cast(tf.oneHot(y, model.outputs), 'float32') as tf.Tensor2D;
+      const { value, grads } = tf.variableGrads(() => softmaxCrossEntropy(matMul === 'grng' ? model.apply(model.params as Params, x).logits : plainForward(model, x), oneHot), vars);
+      const scale = tf.scalar(lr);
+      for (const v of vars) v.assign(tf.sub(v, tf.mul(grads[v.name]!, scale)));
+      return value;
+    });
+    await loss.data();
+    tf.dispose([loss, x, y]);
+  }
+  return (performance.now() - started) / steps;
+}
+
+/** The model's forward pass with tfjs's own matMul, whose gradient uses transposed products. */
+function plainForward(net: Sequential, x: tf.Tensor2D): tf.Tensor2D {
+  let a: tf.Tensor2D = x;
+  for (const layer of net.layers) {
+    const s = tf.add(tf.matMul(a, net.params[layer.kernel] as tf.Tensor2D), net.params[layer.bias]!) as tf.Tensor2D;
+    a = layer.activation === 'relu' ? tf.relu(s) : s;
+  }
+  return a;
+}
+
+function shuffledRows(split: Split, seed: number): Int32Array {
+  const order = Int32Array.from({ length: split.n }, (_, i) => i);
+  let state = seed;
+  for (let i = order.length - 1; i > 0; i--) {
+    state = (state * 1103515245 + 12345) % 2147483648;
+    const j = state % (i + 1);
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}
+
+function hostBatch(split: Split, order: Int32Array, step: number): { x: tf.Tensor2D; y: tf.Tensor1D } {
+  const features = split.x.length / split.n;
+  const perEpoch = Math.ceil(split.n / batchSize);
+  const start = (step % perEpoch) * batchSize;
+  const size = Math.min(batchSize, split.n - start);
+  const xs = new Float32Array(size * features);
+  const ys = new Int32Array(size);
+  for (let r = 0; r < size; r++) {
+    const row = order[start + r]!;
+    xs.set(split.x.subarray(row * features, (row + 1) * features), r * features);
+    ys[r] = split.y[row]!;
+  }
+  return { x: tf.tensor2d(xs, [size, features]), y: tf.tensor1d(ys, 'int32') };
+}
+
+const variants: Record<string, () => Promise<number>> = {
+  grngDefaultMetrics: () => grngPipeline({}),
+  grngEveryStepCorrelation: () => grngPipeline({ correlationEvery: 1 }),
+  grngLossOnly: () => grngPipeline({ norms: false }),
+  bareLoopSameLayers: () => bareLoop('grng'),
+  bareLoopTfjsMatMul: () => bareLoop('tfjs'),
+};
+const times: Record<string, number[]> = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
+for (const run of Object.values(variants)) await run(); // warm-up: kernels, caches
+const tensorsBefore = tf.memory().numTensors;
+for (let r = 0; r < rounds; r++) for (const [name, run] of Object.entries(variants)) times[name]!.push(await run());
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const ms = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
+const result = {
+  backend: backend.name,
+  model: spec,
+  batchSize,
+  steps,
+  rounds,
+  msPerStep: ms,
+  ratios: {
+    grngLossOnlyOverBareLoop: ms.grngLossOnly! / ms.bareLoopSameLayers!,
+    grngDefaultMetricsOverBareLoop: ms.grngDefaultMetrics! / ms.bareLoopSameLayers!,
+    grngEveryStepCorrelationOverBareLoop: ms.grngEveryStepCorrelation! / ms.bareLoopSameLayers!,
+    tfjsMatMulOverGrngLayers: ms.bareLoopTfjsMatMul! / ms.bareLoopSameLayers!,
+  },
+  tensorLeak: tf.memory().numTensors - tensorsBefore,
+};
+if (args.includes('--json')) console.log(JSON.stringify(result));
+else {
+  console.log(`backend ${result.backend}, ${spec}, batch ${batchSize}, ${steps} steps × ${rounds} rounds (median ms/step)`);
+  for (const [k, v] of Object.entries(ms)) console.log(`  ${k.padEnd(22)} ${v.toFixed(2)} ms`);
+  for (const [k, v] of Object.entries(result.ratios)) console.log(`  ${k.padEnd(32)} ${v.toFixed(3)}`);
+  console.log(`  tensors leaked: ${result.tensorLeak}`);
+}
+model.dispose();

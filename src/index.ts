@@ -1,0 +1,42 @@
+/**
+ * grng: train neural networks in Node.js with regularized natural gradients, as RxJS pipelines
+ * of TensorFlow.js tensors. Public API: everything a pipeline is composed of.
+ */
+export { initBackend, activeBackend, BACKENDS, type BackendChoice, type BackendName, type BackendInfo } from './backend.js';
+export { GrngError, isGrngError, type GrngErrorCode } from './errors.js';
+export type { Batch, Step, LayerSignals, UpdateInfo, MetricsRow, Params } from './types.js';
+
+export { loadMnist, MNIST_TEST_FRACTION } from './data/mnist.js';
+export { syntheticDataset, type SyntheticOptions } from './data/synthetic.js';
+export { validateDataset, type Dataset, type Split } from './data/dataset.js';
+
+export { Sequential, mlp, parseModelSpec, type MlpOptions, type DenseSpec, type DenseLayerInfo } from './nn/sequential.js';
+export { ACTIVATIONS, activate, type Activation } from './nn/activations.js';
+export { INITIALIZERS, type Initializer } from './nn/init.js';
+export { softmaxCrossEntropy, softmaxCrossEntropyPerSample, correctCount } from './nn/losses.js';
+export { matMulFast, matMulInput, stopGradient } from './nn/matMulFast.js';
+
+export { batches, batchesPerEpoch, type BatchOptions } from './streams/batches.js';
+
+export { forwardBackward, computeStep, type ForwardBackwardOptions } from './operators/forwardBackward.js';
+export { update } from './operators/update.js';
+export { evaluate, type EvaluateOptions } from './operators/evaluate.js';
+export { metrics, pearsonFromSums, type MetricsOptions } from './operators/metrics.js';
+export { summarize, type RunSummary, type SummaryContext } from './operators/summarize.js';
+
+export type { GradientTransformation, TransformResult, UpdateContext } from './optim/transform.js';
+export { chain } from './optim/chain.js';
+export { scaleByLearningRate } from './optim/scaleByLearningRate.js';
+export { addDecayedWeights } from './optim/addDecayedWeights.js';
+export { traceMomentum } from './optim/traceMomentum.js';
+export { scaleByAdam, type AdamOptions } from './optim/scaleByAdam.js';
+export { sgd, type SgdOptions } from './optim/sgd.js';
+export { adamw, type AdamwOptions } from './optim/adamw.js';
+export { createOptimizer, OPTIMIZERS, OPTIMIZER_DEFAULTS, type OptimizerName, type NamedOptimizerOptions } from './optim/registry.js';
+export { valueAt, constantSchedule, stepSchedule, cosineSchedule, warmupSchedule, type Schedule, type Hyper } from './optim/schedules.js';
+export { globalNorm } from './optim/tree.js';
+
+export { progressBar, type ProgressBarOptions } from './sinks/progressBar.js';
+export { formatSummaryTable } from './sinks/summaryTable.js';
+
+export { prepareRun, train, liveTensors, type TrainOptions, type PreparedRun, type RunMetadata } from './train.js';
