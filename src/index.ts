@@ -14,7 +14,7 @@ export { Sequential, mlp, parseModelSpec, type MlpOptions, type DenseSpec, type 
 export { ACTIVATIONS, activate, type Activation } from './nn/activations.js';
 export { INITIALIZERS, type Initializer } from './nn/init.js';
 export { softmaxCrossEntropy, softmaxCrossEntropyPerSample, correctCount } from './nn/losses.js';
-export { matMulFast, matMulInput, stopGradient } from './nn/matMulFast.js';
+export { matMulFast, matMulInput, rowMaxNoGradient, exp as differentiableExp, tanh as differentiableTanh } from './nn/ops.js';
 
 export { batches, batchesPerEpoch, type BatchOptions } from './streams/batches.js';
 

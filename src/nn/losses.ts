@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { stopGradient } from './matMulFast.js';
+import { exp, rowMaxNoGradient } from './ops.js';
 
 /**
  * Per-sample softmax cross-entropy −log softmax(z)[y], written from primitive ops
@@ -12,8 +12,8 @@ import { stopGradient } from './matMulFast.js';
  * @returns m per-sample losses
  */
 export function softmaxCrossEntropyPerSample(logits: tf.Tensor2D, oneHot: tf.Tensor2D): tf.Tensor1D {
-  const shifted = tf.sub(logits, stopGradient(tf.max(logits, 1, true)));
-  const logSumExp = tf.log(tf.sum(tf.exp(shifted), 1));
+  const shifted = tf.sub(logits, rowMaxNoGradient(logits));
+  const logSumExp = tf.log(tf.sum(exp(shifted), 1));
   return tf.sub(logSumExp, tf.sum(tf.mul(shifted, oneHot), 1));
 }
 

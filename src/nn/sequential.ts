@@ -3,7 +3,7 @@ import { GrngError } from '../errors.js';
 import { checkChoice, checkInteger, checkKeys } from '../validate.js';
 import { ACTIVATIONS, activate, type Activation } from './activations.js';
 import { INITIALIZERS, initDense, type Initializer } from './init.js';
-import { matMulFast, matMulInput } from './matMulFast.js';
+import { matMulFast, matMulInput } from './ops.js';
 import type { Params } from '../types.js';
 
 export interface DenseSpec {

@@ -1,0 +1,39 @@
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../src/backend.js';
+import type { Batch } from '../src/types.js';
+
+/** Starts the backend tests run on: GRNG_TEST_BACKEND, default wasm (the project default). */
+export async function useTestBackend(): Promise<string> {
+  const info = await initBackend((process.env.GRNG_TEST_BACKEND as 'wasm' | 'cpu' | undefined) ?? 'wasm');
+  return info.name;
+}
+
+/** A hand-made batch (not from the paced source); `released` counts hold releases. */
+export function makeBatch(x: number[][], y: number[], step = 0, extra: Partial<Batch> = {}): Batch & { holds: number; releases: number; dispose(): void } {
+  const xt = tf.tensor2d(x);
+  const yt = tf.tensor1d(y, 'int32');
+  const batch = {
+    step,
+    epoch: 0,
+    index: step,
+    batchesPerEpoch: 1,
+    lastOfEpoch: false,
+    last: false,
+    size: y.length,
+    x: xt,
+    y: yt,
+    holds: 0,
+    releases: 0,
+    hold() {
+      batch.holds += 1;
+      return () => {
+        batch.releases += 1;
+      };
+    },
+    dispose() {
+      tf.dispose([xt, yt]);
+    },
+    ...extra,
+  };
+  return batch;
+}

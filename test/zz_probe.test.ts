@@ -1,0 +1,23 @@
+import * as tf from '@tensorflow/tfjs';
+import { of, take, tap, map } from 'rxjs';
+import { it, expect, beforeAll } from 'vitest';
+import { useTestBackend, makeBatch } from './helpers.js';
+import { mlp } from '../src/nn/sequential.js';
+import { forwardBackward } from '../src/operators/forwardBackward.js';
+import { update } from '../src/operators/update.js';
+import { sgd } from '../src/optim/sgd.js';
+beforeAll(async () => { console.log(await useTestBackend()); });
+it('probe', () => {
+  const model = mlp({ inputs: 3, layers: [{ units: 4 }, { units: 2 }], seed: 1 });
+  const bs = [0, 1, 2].map((s) => makeBatch([[1, 2, 3], [0, 1, 0]], [0, 1], s));
+  const opt = sgd({ learningRate: 0.1, momentum: 0.9 });
+  let calls = 0;
+  const counting = { init: opt.init, update: (...a: Parameters<typeof opt.update>) => { calls++; return opt.update(...a); } };
+  const n0 = tf.memory().numTensors;
+  const out: number[] = [];
+  of(...bs).pipe(update(model, counting as any) as any, take(1), map((s: any) => s.batch.step)).subscribe((v) => out.push(v as number));
+  console.log('direct', { out, calls, d: tf.memory().numTensors - n0 });
+  calls = 0;
+  of(...bs).pipe(forwardBackward(model), update(model, counting), take(1), map((s) => s.batch.step)).subscribe((v) => out.push(v));
+  console.log({ out, calls, d: tf.memory().numTensors - n0 });
+});
