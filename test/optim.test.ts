@@ -1,0 +1,151 @@
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { isGrngError } from '../src/errors.js';
+import { adamw } from '../src/optim/adamw.js';
+import { chain } from '../src/optim/chain.js';
+import { createOptimizer } from '../src/optim/registry.js';
+import { scaleByLearningRate } from '../src/optim/scaleByLearningRate.js';
+import { cosineSchedule, stepSchedule, warmupSchedule } from '../src/optim/schedules.js';
+import { sgd } from '../src/optim/sgd.js';
+import type { GradientTransformation } from '../src/optim/transform.js';
+import { disposeReplaced } from '../src/optim/tree.js';
+import type { Params } from '../src/types.js';
+import { useTestBackend } from './helpers.js';
+
+beforeAll(async () => {
+  await useTestBackend();
+});
+
+const THETA = [0.5, -1.0, 2.0];
+const GRADS = [
+  [0.1, -0.2, 0.3],
+  [-0.4, 0.5, 0.05],
+  [0.2, 0.2, -0.6],
+];
+
+/** Runs an optimizer for the given gradients on one parameter vector; returns θ after each step. */
+function run(opt: GradientTransformation<any>): number[][] {
+  let theta: Params = { w: tf.tensor1d(THETA) };
+  let state = tf.tidy(() => opt.init(theta));
+  const trajectory: number[][] = [];
+  GRADS.forEach((g, step) => {
+    const grads = { w: tf.tensor1d(g) };
+    const result = tf.tidy(() => opt.update(grads, state, theta, { step }));
+    const next = { w: tf.tidy(() => tf.add(theta.w!, result.updates.w!)) };
+    disposeReplaced(state, result.state);
+    tf.dispose([theta.w!, grads.w, result.updates.w!]);
+    for (const v of Object.values(result.diagnostics ?? {})) if (typeof v !== 'number') v.dispose();
+    state = result.state;
+    theta = next;
+    trajectory.push(Array.from(theta.w!.dataSync()));
+  });
+  tf.dispose([theta.w!]);
+  disposeReplaced(state, undefined);
+  return trajectory;
+}
+
+function expectClose(actual: number[][], expected: number[][], digits = 6): void {
+  actual.forEach((row, i) => row.forEach((v, j) => expect(v).toBeCloseTo(expected[i]![j]!, digits)));
+}
+
+describe('SGD against hand-computed steps (PyTorch convention)', () => {
+  it('momentum, Nesterov and coupled weight decay', () => {
+    for (const nesterov of [false, true]) {
+      const lr = 0.1;
+      const mu = 0.9;
+      const wd = 0.01;
+      const theta = [...THETA];
+      const buf = [0, 0, 0];
+      const expected: number[][] = [];
+      for (const g of GRADS) {
+        for (let j = 0; j < 3; j++) {
+          const d = g[j]! + wd * theta[j]!;
+          buf[j] = mu * buf[j]! + d;
+          theta[j] = theta[j]! - lr * (nesterov ? d + mu * buf[j]! : buf[j]!);
+        }
+        expected.push([...theta]);
+      }
+      expectClose(run(sgd({ learningRate: lr, momentum: mu, nesterov, weightDecay: wd })), expected);
+    }
+  });
+
+  it('plain SGD with a step schedule', () => {
+    const schedule = stepSchedule({ initial: 0.5, every: 2, factor: 0.1 });
+    const theta = [...THETA];
+    const expected = GRADS.map((g, step) => {
+      g.forEach((gj, j) => (theta[j] = theta[j]! - schedule(step) * gj));
+      return [...theta];
+    });
+    expectClose(run(sgd({ learningRate: schedule })), expected);
+  });
+});
+
+describe('AdamW against hand-computed steps', () => {
+  it('bias-corrected moments and decoupled decay, as torch.optim.AdamW', () => {
+    const [lr, b1, b2, eps, wd] = [0.01, 0.9, 0.999, 1e-8, 0.1];
+    const theta = [...THETA];
+    const m = [0, 0, 0];
+    const v = [0, 0, 0];
+    const expected = GRADS.map((g, step) => {
+      const t = step + 1;
+      for (let j = 0; j < 3; j++) {
+        m[j] = b1 * m[j]! + (1 - b1) * g[j]!;
+        v[j] = b2 * v[j]! + (1 - b2) * g[j]! ** 2;
+        const mHat = m[j]! / (1 - b1 ** t);
+        const vHat = v[j]! / (1 - b2 ** t);
+        theta[j] = theta[j]! - lr * wd * theta[j]! - (lr * mHat) / (Math.sqrt(vHat) + eps);
+      }
+      return [...theta];
+    });
+    expectClose(run(adamw({ learningRate: lr, b1, b2, eps, weightDecay: wd })), expected, 5);
+  });
+});
+
+describe('composition and schedules', () => {
+  it('chain reports diagnostics and threads state', () => {
+    const opt = chain(scaleByLearningRate(0.5));
+    const theta = { w: tf.tensor1d([1]) };
+    const state = opt.init(theta);
+    const g = { w: tf.tensor1d([2]) };
+    const r = opt.update(g, state, theta, { step: 0 });
+    expect(r.diagnostics?.learningRate).toBe(0.5);
+    expect(Array.from(r.updates.w!.dataSync())).toEqual([-1]);
+    expect((r.state[0] as { count: number }).count).toBe(1);
+    tf.dispose([theta.w, g.w, r.updates.w!]);
+  });
+
+  it('schedules give the documented values', () => {
+    const cos = cosineSchedule({ initial: 1, steps: 10, final: 0.1 });
+    expect(cos(0)).toBeCloseTo(1);
+    expect(cos(5)).toBeCloseTo(0.55);
+    expect(cos(10)).toBeCloseTo(0.1);
+    expect(cos(50)).toBeCloseTo(0.1);
+    const warm = warmupSchedule({ steps: 4, then: 0.8 });
+    [0.2, 0.4, 0.6, 0.8, 0.8, 0.8].forEach((v, i) => expect(warm([0, 1, 2, 3, 4, 100][i]!)).toBeCloseTo(v, 12));
+  });
+});
+
+describe('option validation', () => {
+  const cases: Array<[string, () => unknown, RegExp]> = [
+    ['negative learning rate', () => sgd({ learningRate: -1 }), /learningRate: -1/],
+    ['momentum 1', () => sgd({ learningRate: 0.1, momentum: 1 }), /momentum: 1/],
+    ['NaN weight decay', () => adamw({ weightDecay: NaN }), /weightDecay: null|weightDecay: NaN/],
+    ['b2 above 1', () => adamw({ b2: 1.5 }), /b2: 1.5/],
+    ['unknown option', () => adamw({ lr: 1 } as never), /adamw option "lr"/],
+    ['schedule that starts negative', () => sgd({ learningRate: () => -0.1 }), /learningRate \(schedule value at step 0\)/],
+    ['unknown optimizer', () => createOptimizer('rmsprop'), /optimizer: "rmsprop"/],
+    ['option of another optimizer', () => createOptimizer('sgd', { b1: 0.9 }), /option b1 for optimizer sgd/],
+  ];
+  for (const [name, make, message] of cases) {
+    it(`rejects ${name} with a message naming it`, () => {
+      let error: unknown;
+      try {
+        make();
+      } catch (e) {
+        error = e;
+      }
+      expect(isGrngError(error)).toBe(true);
+      expect((error as Error).message).toMatch(message);
+    });
+  }
+});
