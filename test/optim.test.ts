@@ -30,7 +30,7 @@ function run(opt: GradientTransformation<any>): number[][] {
   const trajectory: number[][] = [];
   GRADS.forEach((g, step) => {
     const grads = { w: tf.tensor1d(g) };
-    const result = tf.tidy(() => opt.update(grads, state, theta, { step }));
+    const result = tf.tidy(() => opt.update(grads, state, theta, { step }) as unknown as tf.TensorContainer) as unknown as ReturnType<typeof opt.update>;
     const next = { w: tf.tidy(() => tf.add(theta.w!, result.updates.w!)) };
     disposeReplaced(state, result.state);
     tf.dispose([theta.w!, grads.w, result.updates.w!]);
