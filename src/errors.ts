@@ -36,11 +36,12 @@ export function isGrngError(value: unknown): value is GrngError {
  * that the `error` notification always carries a typed error.
  */
 export function asGrngError(error: unknown, context: Record<string, unknown> = {}): GrngError {
+  const where = context.operator ? `${String(context.operator)}${context.step !== undefined ? ` at step ${String(context.step)}` : ''}: ` : '';
   if (isGrngError(error)) {
-    return Object.keys(context).length === 0 ? error : new GrngError(error.code, error.message, { ...context, ...error.context }, { cause: error.cause });
+    if (Object.keys(context).length === 0 || error.context.operator !== undefined) return error;
+    return new GrngError(error.code, `${where}${error.message}`, { ...context, ...error.context }, { cause: error.cause });
   }
   const message = error instanceof Error ? error.message : String(error);
-  const where = context.operator ? `${String(context.operator)}${context.step !== undefined ? ` at step ${String(context.step)}` : ''}: ` : '';
   return new GrngError('step', `${where}${message}`, context, { cause: error });
 }
 

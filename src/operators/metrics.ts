@@ -42,7 +42,9 @@ export function metrics(options: MetricsOptions = {}): OperatorFunction<Step, Me
           try {
             ({ packed, layout } = pack(step, withNorms, withNorms && correlationEvery > 0 && step.batch.step % correlationEvery === 0));
           } catch (error) {
-            subscriber.error(asGrngError(error, { operator: 'metrics', step: step.batch.step }));
+            // Rows already being read still come out first.
+            const wrapped = asGrngError(error, { operator: 'metrics', step: step.batch.step });
+            queue = queue.then(() => subscriber.error(wrapped));
             return;
           }
           const release = step.batch.hold();

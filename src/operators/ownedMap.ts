@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { Observable, type OperatorFunction } from 'rxjs';
+import { defer, finalize, map, mergeMap, Observable, type OperatorFunction } from 'rxjs';
 import { asGrngError } from '../errors.js';
 
 /** What a step function returns: the value to emit and the tensors it created for it. */
@@ -14,7 +14,8 @@ export interface Owned<R> {
  * created are disposed as soon as downstream `next` returns (downstream copies what it needs
  * synchronously, or holds the batch). Anything thrown becomes an `error` notification with a
  * typed GrngError naming the operator and step; `teardown` runs on complete, error and
- * unsubscribe.
+ * unsubscribe. Built from public RxJS operators so that a synchronous source stops being pulled
+ * the moment downstream unsubscribes (e.g. `take(1)`).
  */
 export function ownedMap<T extends { readonly batch: { readonly step: number } } | { readonly step: number }, R, S = void>(
   operator: string,
@@ -23,36 +24,33 @@ export function ownedMap<T extends { readonly batch: { readonly step: number } }
   teardown: (state: S) => void = () => {},
 ): OperatorFunction<T, R> {
   return (source) =>
-    new Observable<R>((subscriber) => {
+    defer(() => {
       let state: S;
       try {
         state = setup();
       } catch (error) {
-        subscriber.error(asGrngError(error, { operator }));
-        return;
+        throw asGrngError(error, { operator });
       }
-      const subscription = source.subscribe({
-        next(value) {
-          let result: Owned<R>;
+      return source.pipe(
+        map((value) => {
           try {
-            result = project(value, state);
+            return project(value, state);
           } catch (error) {
-            const step = 'batch' in value ? value.batch.step : value.step;
-            subscriber.error(asGrngError(error, { operator, step }));
-            return;
+            throw asGrngError(error, { operator, step: 'batch' in value ? value.batch.step : value.step });
           }
-          try {
-            subscriber.next(result.value);
-          } finally {
-            tf.dispose(result.owned as tf.Tensor[]);
-          }
-        },
-        error: (error: unknown) => subscriber.error(error),
-        complete: () => subscriber.complete(),
-      });
-      return () => {
-        subscription.unsubscribe();
-        teardown(state);
-      };
+        }),
+        mergeMap(
+          (result) =>
+            new Observable<R>((subscriber) => {
+              try {
+                subscriber.next(result.value);
+              } finally {
+                tf.dispose(result.owned as tf.Tensor[]);
+              }
+              subscriber.complete();
+            }),
+        ),
+        finalize(() => teardown(state)),
+      );
     });
 }

@@ -25,12 +25,16 @@ export function update<S>(model: Pick<Sequential, 'params'>, optimizer: Gradient
       if (holder.state === undefined) holder.state = tf.tidy(() => optimizer.init(params) as tf.TensorContainer) as S;
       const result = tf.tidy(() => {
         const r = optimizer.update(step.grads, holder.state as S, params, { step: step.batch.step, source: step });
+        // Checked inside the tidy so that a failing step leaks nothing it made.
+        for (const key of Object.keys(params)) {
+          const u = r.updates[key];
+          if (!u) throw new GrngError('internal', `optimizer produced no update for parameter ${key}`, { key });
+          if (u.shape.join() !== params[key]!.shape.join()) {
+            throw new GrngError('shape', `optimizer update for ${key} has shape [${u.shape.join(', ')}], the parameter [${params[key]!.shape.join(', ')}]`, { key });
+          }
+        }
         return { updates: r.updates, state: r.state as tf.TensorContainer, diagnostics: (r.diagnostics ?? {}) as tf.TensorContainer };
       }) as { updates: Params; state: S; diagnostics: Record<string, tf.Scalar | number> };
-      for (const key of Object.keys(params)) {
-        const u = result.updates[key];
-        if (!u) throw new GrngError('internal', `optimizer produced no update for parameter ${key}`, { key });
-      }
       tf.tidy(() => {
         for (const key of Object.keys(params)) (params[key] as tf.Variable).assign(tf.add(params[key]!, result.updates[key]!));
       });
