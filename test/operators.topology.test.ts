@@ -387,9 +387,8 @@ describe('update', () => {
     expect(isGrngError(seen) && seen.context.key).toBe('dense0/kernel');
   });
 
-  // KNOWN BUG in src/operators/update.ts (see the report): when the optimizer leaves a parameter
-  // without an update, the GrngError is thrown after tf.tidy returned, so the new state, the
-  // updates and the diagnostics of that step are never disposed. Turn into `it` once fixed.
+  // Regression: a step that fails its update check must dispose the state, updates and
+  // diagnostics it made.
   it('an optimizer that omits a parameter: no tensors leak', () => {
     const before = tf.memory().numTensors;
     let failed = false;
@@ -545,9 +544,8 @@ describe('metrics (asynchronous read-back)', () => {
     expect(tf.memory().numTensors).toBe(start);
   });
 
-  // KNOWN BUG in src/operators/metrics.ts (see the report): an error while packing a step is
-  // sent at once, not queued behind the reads in flight, so rows already read are dropped —
-  // contrary to "completion and errors wait for reads in flight".
+  // Regression: an error while packing a step is queued behind the reads in flight, so rows
+  // already being read still come out ("completion and errors wait for reads in flight").
   it('an error inside the step waits for the rows already in flight', async () => {
     const bad: Step = { ...steps[2]!, update: { updates: steps[2]!.update!.updates, learningRate: 0.1, diagnostics: { broken: notAScalar() } } };
     owned.push({ dispose: () => tf.dispose(bad.update!.diagnostics.broken as tf.Tensor) });
