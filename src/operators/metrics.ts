@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Observable, type OperatorFunction } from 'rxjs';
 import { asGrngError } from '../errors.js';
+import { sumAll } from '../optim/tree.js';
 import type { MetricsRow, Params, Step } from '../types.js';
 import { checkBoolean, checkInteger, checkKeys } from '../validate.js';
 
@@ -100,8 +101,7 @@ export function pearsonFromSums(n: number, sx: number, sy: number, sxx: number, 
 /** Sums over all coordinates: [Σg², Σu², Σu, Σg, Σug]; only the squares without correlation. */
 function gradientStatistics(grads: Params, updates: Params | undefined, correlation: boolean): tf.Tensor[] {
   const keys = Object.keys(grads);
-  const sumOf = (f: (k: string) => tf.Tensor): tf.Tensor => tf.addN(keys.map((k) => tf.sum(f(k))));
-  // Plain sums of squares: on wasm tf.sum is a scalar loop, the cost that matters here.
+  const sumOf = (f: (k: string) => tf.Tensor): tf.Tensor => tf.addN(keys.map((k) => sumAll(f(k))));
   const stats = [sumOf((k) => tf.square(grads[k]!))];
   if (!updates) return stats;
   stats.push(sumOf((k) => tf.square(updates[k]!)));
