@@ -17,7 +17,7 @@ import { metrics, type MetricsOptions } from '../src/operators/metrics.js';
 import { update } from '../src/operators/update.js';
 import { sgd } from '../src/optim/sgd.js';
 import { batches } from '../src/streams/batches.js';
-import type { Split } from '../src/data/dataset.js';
+import { gatherRows, type Split } from '../src/data/dataset.js';
 import type { Params } from '../src/types.js';
 
 const args = process.argv.slice(2);
@@ -91,14 +91,8 @@ function hostBatch(split: Split, order: Int32Array, step: number): { x: tf.Tenso
   const perEpoch = Math.ceil(split.n / batchSize);
   const start = (step % perEpoch) * batchSize;
   const size = Math.min(batchSize, split.n - start);
-  const xs = new Float32Array(size * features);
-  const ys = new Int32Array(size);
-  for (let r = 0; r < size; r++) {
-    const row = order[start + r]!;
-    xs.set(split.x.subarray(row * features, (row + 1) * features), r * features);
-    ys[r] = split.y[row]!;
-  }
-  return { x: tf.tensor2d(xs, [size, features]), y: tf.tensor1d(ys, 'int32') };
+  const rows = gatherRows(split, order, start, size);
+  return { x: tf.tensor2d(rows.x, [size, features]), y: tf.tensor1d(rows.y, 'int32') };
 }
 
 const variants: Record<string, () => Promise<number>> = {

@@ -19,6 +19,19 @@ export interface Dataset {
   readonly description: string;
 }
 
+/** Copies the rows `order[start .. start+size)` of a split into contiguous host arrays. */
+export function gatherRows(split: Split, order: ArrayLike<number>, start: number, size: number): { x: Float32Array; y: Int32Array } {
+  const features = split.x.length / split.n;
+  const x = new Float32Array(size * features);
+  const y = new Int32Array(size);
+  for (let r = 0; r < size; r++) {
+    const row = order[start + r]!;
+    x.set(split.x.subarray(row * features, (row + 1) * features), r * features);
+    y[r] = split.y[row]!;
+  }
+  return { x, y };
+}
+
 /**
  * Checks a dataset before training: sizes agree, labels are integers in range, features are
  * finite. Each problem is one error naming the split, the row and what is wrong.

@@ -3,7 +3,7 @@ import { Observable } from 'rxjs';
 import seedrandom from 'seedrandom';
 import { asGrngError, invalidOption } from '../errors.js';
 import { checkBoolean, checkChoice, checkInteger, checkKeys } from '../validate.js';
-import type { Split } from '../data/dataset.js';
+import { gatherRows, type Split } from '../data/dataset.js';
 import type { Batch } from '../types.js';
 
 export interface BatchOptions {
@@ -70,15 +70,9 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
           if (subscriber.closed) return;
           const start = index * batchSize;
           const size = Math.min(batchSize, split.n - start);
-          const xs = new Float32Array(size * features);
-          const ys = new Int32Array(size);
-          for (let r = 0; r < size; r++) {
-            const row = order[start + r]!;
-            xs.set(split.x.subarray(row * features, (row + 1) * features), r * features);
-            ys[r] = split.y[row]!;
-          }
-          const x = tf.tensor2d(xs, [size, features], 'float32');
-          const y = tf.tensor1d(ys, 'int32');
+          const rows = gatherRows(split, order, start, size);
+          const x = tf.tensor2d(rows.x, [size, features], 'float32');
+          const y = tf.tensor1d(rows.y, 'int32');
           current = [x, y];
           let holds = 0;
           const batch: Batch = {
