@@ -52,12 +52,37 @@ export interface Step {
   readonly grads: Params;
   /** Per dense layer input and signal, when forwardBackward was asked for them. */
   readonly signals?: readonly LayerSignals[];
+  /** Per-sample losses l_i (m), when forwardBackward was asked for signals. */
+  readonly losses?: tf.Tensor1D;
+  /** Kronecker-factored curvature in force at this step, after fisherScan. */
+  readonly curvature?: Curvature;
   /** What the optimizer did, after `update`. */
   readonly update?: UpdateInfo;
   /** Test-set loss and accuracy packed as [loss, accuracy], at evaluation points. */
   readonly evaluation?: tf.Tensor1D;
   /** Milliseconds spent in evaluation during this step (host time). */
   readonly evaluationMs?: number;
+}
+
+/** Damped inverse Kronecker factors of one dense layer: F_l⁻¹ ≈ A_γ⁻¹ ⊗ G_γ⁻¹. */
+export interface KroneckerInverse {
+  /** (A + π√γ I)⁻¹, (in+1)×(in+1), the last row/column for the bias (homogeneous input). */
+  readonly aInverse: tf.Tensor2D;
+  /** (G + (√γ/π) I)⁻¹, out×out. */
+  readonly gInverse: tf.Tensor2D;
+}
+
+/** What fisherScan attaches to a step. Tensors are owned by fisherScan (valid during `next`). */
+export interface Curvature {
+  /** Per dense layer, in model order. */
+  readonly layers: readonly KroneckerInverse[];
+  /** Total damping γ used at the last inverse refresh. */
+  readonly damping: number;
+  /** Newton–Schulz iterations of the last refresh (summed over factors) and its worst residual. */
+  readonly newtonIterations: number;
+  readonly newtonResidual: number;
+  /** True on the step whose inverses were just refreshed. */
+  readonly refreshed: boolean;
 }
 
 /** The optimizer's output for one step. */

@@ -39,6 +39,18 @@ export function matMulInput(x: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
 }
 
 /**
+ * a (m×k) · w (k×n) where w is held constant: only a gets a gradient. For passes that need the
+ * back-propagated signals but no weight gradients (the sampled-label Fisher pass).
+ */
+export function matMulConstantB(a: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  const op = tf.customGrad(((x: tf.Tensor2D, save: tf.GradSaveFunc) => {
+    save([x]);
+    return { value: tf.matMul(x, w), gradFunc: (dy: tf.Tensor2D) => [matMulFast(dy, tf.transpose(w))] };
+  }) as unknown as CustomGradientFunc) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
+  return op(a);
+}
+
+/**
  * Row-wise maximum (m×c → m×1) that carries no gradient: the constant shift of a stable
  * log-sum-exp. Computing the max inside the custom op keeps tf.max's own gradient (built on
  * Equal, which has no gradient) off the tape, so the loss stays twice differentiable.

@@ -3,7 +3,7 @@ import { GrngError } from '../errors.js';
 import { checkChoice, checkInteger, checkKeys } from '../validate.js';
 import { ACTIVATIONS, activate, type Activation } from './activations.js';
 import { INITIALIZERS, initDense, type Initializer } from './init.js';
-import { matMulFast, matMulInput } from './ops.js';
+import { matMulConstantB, matMulFast, matMulInput } from './ops.js';
 import type { Params } from '../types.js';
 
 export interface DenseSpec {
@@ -100,8 +100,10 @@ export class Sequential {
    * Forward pass with explicit parameters. With `signals` (one m×out tensor per layer, zeros in
    * practice), each is added to its layer's pre-activation, so differentiating the loss with
    * respect to them yields the back-propagated signal; `taps` returns each layer's input.
+   * `constantParams` treats the parameters as constants: a backward pass then computes signals
+   * but no weight gradients.
    */
-  apply(params: Params, x: tf.Tensor2D, options: { signals?: readonly tf.Tensor2D[]; taps?: DenseTap[] } = {}): { logits: tf.Tensor2D } {
+  apply(params: Params, x: tf.Tensor2D, options: { signals?: readonly tf.Tensor2D[]; taps?: DenseTap[]; constantParams?: boolean } = {}): { logits: tf.Tensor2D } {
     if (this.disposed) throw new GrngError('invalid-model', 'the model has been disposed');
     if (x.rank !== 2 || x.shape[1] !== this.inputs) {
       throw new GrngError('shape', `model expects input of shape [batch, ${this.inputs}], got [${x.shape.join(', ')}]`, { expected: [null, this.inputs], got: x.shape });
@@ -110,7 +112,13 @@ export class Sequential {
     for (const layer of this.layers) {
       const kernel = params[layer.kernel] as tf.Tensor2D;
       const bias = params[layer.bias] as tf.Tensor1D;
-      const product = layer.index === 0 ? matMulInput(a, kernel) : matMulFast(a, kernel);
+      const product = options.constantParams
+        ? layer.index === 0
+          ? tf.matMul(a, kernel)
+          : matMulConstantB(a, kernel)
+        : layer.index === 0
+          ? matMulInput(a, kernel)
+          : matMulFast(a, kernel);
       let s = tf.add(product, bias) as tf.Tensor2D;
       const signal = options.signals?.[layer.index];
       if (signal) s = tf.add(s, signal);

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { OperatorFunction } from 'rxjs';
 import { GrngError } from '../errors.js';
-import { correctCount, softmaxCrossEntropy } from '../nn/losses.js';
+import { correctCount, softmaxCrossEntropy, softmaxCrossEntropyPerSample } from '../nn/losses.js';
 import type { DenseTap, Sequential } from '../nn/sequential.js';
 import type { Batch, LayerSignals, Params, Step } from '../types.js';
 import { ownedMap, type Owned } from './ownedMap.js';
@@ -9,7 +9,8 @@ import { ownedMap, type Owned } from './ownedMap.js';
 export interface ForwardBackwardOptions {
   /**
    * Also return, for every dense layer, its input `a` and per-sample signal δ (spec §0: the
-   * zero-tensor trick, one backward pass). K-FAC statistics need them; default false.
+   * zero-tensor trick, one backward pass), and the per-sample losses. K-FAC statistics and
+   * R-Kalman need them; default false.
    */
   readonly signals?: boolean;
 }
@@ -37,6 +38,7 @@ export function computeStep(model: Sequential, batch: Batch, withSignals: boolea
   const m = batch.size;
   const taps: DenseTap[] = [];
   let logits: tf.Tensor2D | undefined;
+  let losses: tf.Tensor1D | undefined;
   const result = tf.tidy(() => {
     const oneHot = tf.cast(tf.oneHot(batch.y, model.outputs), 'float32') as tf.Tensor2D;
     const zeros = withSignals ? model.layers.map((l) => tf.zeros([m, l.units]) as tf.Tensor2D) : [];
@@ -45,8 +47,11 @@ export function computeStep(model: Sequential, batch: Batch, withSignals: boolea
       keys.forEach((k, i) => (params[k] = args[i]!));
       const out = model.apply(params, batch.x, withSignals ? { signals: args.slice(keys.length) as tf.Tensor2D[], taps } : {});
       logits = tf.keep(out.logits);
-      if (withSignals) for (const tap of taps) if (tap.a !== batch.x) tf.keep(tap.a);
-      return softmaxCrossEntropy(out.logits, oneHot);
+      if (!withSignals) return softmaxCrossEntropy(out.logits, oneHot);
+      for (const tap of taps) if (tap.a !== batch.x) tf.keep(tap.a);
+      const perSample = softmaxCrossEntropyPerSample(out.logits, oneHot);
+      losses = tf.keep(tf.clone(perSample));
+      return tf.mean(perSample);
     };
     const { value, grads } = tf.valueAndGrads(lossFn)([...keys.map((k) => model.params[k]!), ...zeros]);
     const gradTree: Params = {};
@@ -58,7 +63,7 @@ export function computeStep(model: Sequential, batch: Batch, withSignals: boolea
   const correct = tf.tidy(() => correctCount(logits!, batch.y));
   logits!.dispose();
   const signals: LayerSignals[] | undefined = withSignals ? taps.map((tap, i) => ({ a: tap.a, delta: result.deltas[i]! })) : undefined;
-  const owned: tf.Tensor[] = [result.loss, correct, ...Object.values(result.grads), ...result.deltas, ...taps.map((t) => t.a).filter((a) => a !== batch.x)];
-  const step: Step = signals ? { batch, loss: result.loss, correct, grads: result.grads, signals } : { batch, loss: result.loss, correct, grads: result.grads };
+  const owned: tf.Tensor[] = [result.loss, correct, ...Object.values(result.grads), ...result.deltas, ...taps.map((t) => t.a).filter((a) => a !== batch.x), ...(losses ? [losses] : [])];
+  const step: Step = signals && losses ? { batch, loss: result.loss, correct, grads: result.grads, signals, losses } : { batch, loss: result.loss, correct, grads: result.grads };
   return { value: step, owned };
 }

@@ -1,0 +1,56 @@
+import * as tf from '@tensorflow/tfjs';
+import { softmaxCrossEntropy } from '../nn/losses.js';
+import type { Sequential } from '../nn/sequential.js';
+import type { Params } from '../types.js';
+
+/**
+ * Labels drawn from the model's own predictive distribution, one per row, on the device
+ * (Gumbel-max: arg-max of logits + Gumbel noise; no backend-specific kernel, no read-back).
+ * Seeded, so a run is reproducible.
+ */
+export function sampleLabels(logits: tf.Tensor2D, seed: number): tf.Tensor1D {
+  return tf.tidy(() => {
+    const u = tf.randomUniform(logits.shape, 1e-7, 1 - 1e-7, 'float32', seed);
+    const gumbel = tf.neg(tf.log(tf.neg(tf.log(u))));
+    return tf.cast(tf.argMax(tf.add(logits, gumbel), 1), 'int32') as tf.Tensor1D;
+  });
+}
+
+/** What a sampled-label backward pass returns. */
+export interface SampledPass {
+  /** Per dense layer, per-sample signals δ̃ for the sampled labels (m×out), when asked. */
+  readonly deltas?: tf.Tensor2D[];
+  /** Gradient of the mean sampled-label loss, keyed like the parameters, when asked. */
+  readonly grads?: Params;
+}
+
+/**
+ * The backward pass of the *true* Fisher [prior]: labels sampled from the model's softmax
+ * (one Monte-Carlo sample per row), then the signals δ̃ (for K-FAC's G factor) and/or the
+ * parameter gradient ĝ (for Sophia's Hessian estimate) of that loss. With only `signals`, the
+ * parameters are held constant so no weight gradient is computed. The caller owns the result.
+ *
+ * @param seed seeds the label sampling; pass a value that changes every step.
+ */
+export function sampledLabelPass(model: Sequential, x: tf.Tensor2D, { signals = false, grads = false, seed }: { signals?: boolean; grads?: boolean; seed: number }): SampledPass {
+  return tf.tidy(() => {
+    const keys = Object.keys(model.params);
+    const m = x.shape[0];
+    const oneHot = tf.tidy(() => {
+      const logits = model.apply(model.params as Params, x, { constantParams: true }).logits;
+      return tf.cast(tf.oneHot(sampleLabels(logits, seed), model.outputs), 'float32') as tf.Tensor2D;
+    });
+    const zeros = signals ? model.layers.map((l) => tf.zeros([m, l.units]) as tf.Tensor2D) : [];
+    const paramArgs = grads ? keys.map((k) => model.params[k]! as tf.Tensor) : [];
+    const lossFn = (...args: tf.Tensor[]): tf.Scalar => {
+      const params: Params = grads ? Object.fromEntries(keys.map((k, i) => [k, args[i]!])) : (model.params as Params);
+      const out = model.apply(params, x, { signals: args.slice(paramArgs.length) as tf.Tensor2D[], constantParams: !grads });
+      return softmaxCrossEntropy(out.logits, oneHot);
+    };
+    const result = tf.grads(lossFn)([...paramArgs, ...zeros]);
+    const out: { deltas?: tf.Tensor2D[]; grads?: Params } = {};
+    if (grads) out.grads = Object.fromEntries(keys.map((k, i) => [k, result[i]!]));
+    if (signals) out.deltas = result.slice(paramArgs.length).map((g) => tf.mul(g, m) as tf.Tensor2D);
+    return out as tf.TensorContainer;
+  }) as SampledPass;
+}
