@@ -4,7 +4,9 @@
  */
 export { initBackend, activeBackend, BACKENDS, type BackendChoice, type BackendName, type BackendInfo } from './backend.js';
 export { GrngError, isGrngError, type GrngErrorCode } from './errors.js';
-export type { Batch, Step, LayerSignals, UpdateInfo, MetricsRow, Params } from './types.js';
+export type { Batch, Step, LayerSignals, UpdateInfo, MetricsRow, Params, Curvature, KroneckerInverse } from './types.js';
+export { sampledLabelPass, sampleLabels } from './curvature/sampledLabels.js';
+export { resolveCurvatureOptions, type CurvatureOptions, type DampingRule } from './curvature/options.js';
 
 export { loadMnist, MNIST_TEST_FRACTION } from './data/mnist.js';
 export { syntheticDataset, type SyntheticOptions } from './data/synthetic.js';
@@ -22,6 +24,7 @@ export { forwardBackward, computeStep, type ForwardBackwardOptions } from './ope
 export { update } from './operators/update.js';
 export { evaluate, type EvaluateOptions } from './operators/evaluate.js';
 export { metrics, pearsonFromSums, type MetricsOptions } from './operators/metrics.js';
+export { fisherScan } from './operators/fisherScan.js';
 export { summarize, type RunSummary, type SummaryContext } from './operators/summarize.js';
 
 export type { GradientTransformation, TransformResult, UpdateContext } from './optim/transform.js';
@@ -32,7 +35,11 @@ export { traceMomentum } from './optim/traceMomentum.js';
 export { scaleByAdam, type AdamOptions } from './optim/scaleByAdam.js';
 export { sgd, type SgdOptions } from './optim/sgd.js';
 export { adamw, type AdamwOptions } from './optim/adamw.js';
-export { createOptimizer, OPTIMIZERS, OPTIMIZER_DEFAULTS, type OptimizerName, type NamedOptimizerOptions } from './optim/registry.js';
+export { createOptimizer, optimizerDefaults, resolveOptimizerOptions, OPTIMIZERS, type OptimizerName, type NamedOptimizer, type NamedOptimizerOptions } from './optim/registry.js';
+export { kfac, type KfacOptions, type CurvatureOptimizer } from './optim/kfac.js';
+export { ring, type RingOptions } from './optim/ring.js';
+export { reng, hessianGradientProduct, finiteDifferenceHg, type RengOptions } from './optim/reng.js';
+export { naturalGradient, precondition, type NaturalGradientOptions } from './optim/naturalGradient.js';
 export { valueAt, constantSchedule, stepSchedule, cosineSchedule, warmupSchedule, type Schedule, type Hyper } from './optim/schedules.js';
 export { globalNorm } from './optim/tree.js';
 

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { lastValueFrom, type MonoTypeOperatorFunction, type Observable } from 'rxjs';
+import { identity, lastValueFrom, type MonoTypeOperatorFunction, type Observable } from 'rxjs';
 import { initBackend, type BackendChoice } from './backend.js';
 import type { Dataset } from './data/dataset.js';
 import { loadMnist } from './data/mnist.js';
@@ -12,7 +12,8 @@ import { forwardBackward } from './operators/forwardBackward.js';
 import { metrics } from './operators/metrics.js';
 import { summarize, type RunSummary } from './operators/summarize.js';
 import { update } from './operators/update.js';
-import { createOptimizer, resolveOptimizerOptions, type NamedOptimizerOptions } from './optim/registry.js';
+import { acceptsOption, createOptimizer, resolveOptimizerOptions, type NamedOptimizer, type NamedOptimizerOptions, type OptimizerName } from './optim/registry.js';
+import { fisherScan } from './operators/fisherScan.js';
 import { batches, batchesPerEpoch } from './streams/batches.js';
 import type { MetricsRow } from './types.js';
 import { checkChoice, checkInteger, checkKeys } from './validate.js';
@@ -41,6 +42,10 @@ export interface TrainOptions {
   readonly partial?: 'keep' | 'drop';
   /** Backend; default auto. */
   readonly backend?: BackendChoice;
+  /** Drop optimizer options the optimizer does not take instead of failing (used by compare). */
+  readonly lenientOptions?: boolean;
+  /** Test accuracy whose first crossing `summary.epochsToTarget` reports. */
+  readonly targetAccuracy?: number;
 }
 
 /** Everything a run is made of, ready to subscribe; call `dispose` when done with the model. */
@@ -69,7 +74,7 @@ export interface RunMetadata {
   readonly batchesPerEpoch: number;
 }
 
-const KNOWN = ['dataset', 'synthetic', 'model', 'init', 'optimizer', 'optimizerOptions', 'epochs', 'steps', 'batchSize', 'seed', 'evalEvery', 'partial', 'backend'];
+const KNOWN = ['dataset', 'synthetic', 'model', 'init', 'optimizer', 'optimizerOptions', 'epochs', 'steps', 'batchSize', 'seed', 'evalEvery', 'partial', 'backend', 'lenientOptions', 'targetAccuracy'];
 
 /**
  * Validates options, starts the backend, loads the data, builds the model and optimizer, and
@@ -88,8 +93,8 @@ export async function prepareRun(options: TrainOptions = {}): Promise<PreparedRu
   const evalEvery = checkInteger('evalEvery', options.evalEvery ?? 0, 0);
   const partial = checkChoice('partial', options.partial ?? 'keep', ['keep', 'drop'] as const);
   const optimizerName = options.optimizer ?? 'adamw';
-  const optimizerOptions = resolveOptimizerOptions(optimizerName, options.optimizerOptions);
-  const optimizer = createOptimizer(optimizerName, optimizerOptions);
+  // Validate the optimizer's options before any slow set-up.
+  resolveOptimizerOptions(optimizerName, options.optimizerOptions, { lenient: options.lenientOptions ?? false });
   const backend = await initBackend(options.backend ?? 'auto');
   const data = await loadDataset(options.dataset ?? 'mnist', options.synthetic, seed);
   const modelOptions = typeof options.model === 'string' || options.model === undefined ? parseModelSpec(options.model ?? `mlp:${data.features}-256-${data.classes}`) : options.model;
@@ -101,16 +106,27 @@ export async function prepareRun(options: TrainOptions = {}): Promise<PreparedRu
     throw new GrngError('invalid-model', `model ${describe(modelOptions)} has ${outputs} outputs but dataset ${data.name} has ${data.classes} classes`, { option: 'model' });
   }
   const model = mlp({ ...modelOptions, seed, ...(options.init ? { init: options.init } : {}) });
+  let optimizer: NamedOptimizer;
+  try {
+    const given = { ...options.optimizerOptions };
+    if (given.seed === undefined && acceptsOption(optimizerName as OptimizerName, 'seed')) (given as { seed?: number }).seed = seed;
+    optimizer = createOptimizer(optimizerName, model, given, { lenient: options.lenientOptions ?? false });
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
   const perEpoch = batchesPerEpoch(data.train.n, batchSize, partial);
+  const curvature = optimizer.curvature;
   const rows = batches(data.train, { batchSize, epochs, seed, partial, ...(steps ? { steps } : {}) }).pipe(
-    forwardBackward(model),
-    update(model, optimizer),
+    forwardBackward(model, { signals: optimizer.needsSignals }),
+    curvature ? fisherScan(model, curvature.damping, curvature.options) : identity,
+    update(model, optimizer.transform),
     evaluate(model, data.test, { every: evalEvery }),
     metrics(),
   );
   const meta: RunMetadata = {
     optimizer: optimizerName,
-    optimizerOptions,
+    optimizerOptions: optimizer.options,
     model: model.description,
     parameters: model.size,
     dataset: data.name,
@@ -137,7 +153,7 @@ export async function train(options: TrainOptions = {}, sink?: (meta: RunMetadat
   const run = await prepareRun(options);
   try {
     const rows = sink ? run.rows.pipe(sink(run.meta)) : run.rows;
-    const summary = await lastValueFrom(rows.pipe(summarize({ optimizer: run.meta.optimizer, backend: run.meta.backend, dataset: run.meta.dataset, batchesPerEpoch: run.meta.batchesPerEpoch })));
+    const summary = await lastValueFrom(rows.pipe(summarize({ optimizer: run.meta.optimizer, backend: run.meta.backend, dataset: run.meta.dataset, batchesPerEpoch: run.meta.batchesPerEpoch, ...(options.targetAccuracy !== undefined ? { targetAccuracy: options.targetAccuracy } : {}) })));
     return { ...summary, meta: run.meta };
   } finally {
     run.dispose();

@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { BACKENDS } from '../backend.js';
 import { INITIALIZERS } from '../nn/init.js';
 import { OPTIMIZERS } from '../optim/registry.js';
-import { runTrainCommand, type TrainCommandOptions } from './trainCommand.js';
+import { runCompareCommand, runTrainCommand, type CompareCommandOptions, type TrainCommandOptions } from './trainCommand.js';
 
 /** Where the CLI writes; injectable so tests can run it in-process. */
 export interface CliIo {
@@ -23,7 +23,40 @@ const integer = (flag: string, min: number) => (value: string): number => {
   return parsed;
 };
 
-/** The `grng` command line. Parse with `program.parseAsync(argv)`. */
+/** Flags shared by `train` and `compare`: data, model, schedule, backend, optimizer options. */
+function addRunOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--dataset <name>', 'dataset').choices(['mnist', 'synthetic']).default('mnist'))
+    .option('--model <spec>', 'model spec, e.g. mlp:784-256-10 (relu between layers) or mlp:784-256-10:tanh (default: mlp:<features>-256-<classes>)')
+    .option('--epochs <n>', 'passes over the training set', integer('--epochs', 1), 3)
+    .option('--steps <n>', 'stop after N steps', integer('--steps', 1))
+    .option('--batch-size <n>', 'rows per batch', integer('--batch-size', 1), 128)
+    .addOption(new Option('--partial <policy>', 'last partial batch of an epoch').choices(['keep', 'drop']).default('keep'))
+    .option('--seed <n>', 'seed of initial weights, data order and label sampling', integer('--seed', 0), 1)
+    .addOption(new Option('--init <kind>', 'weight initialisation').choices([...INITIALIZERS]).default('torch'))
+    .addOption(new Option('--backend <name>', 'tfjs backend (env GRNG_BACKEND overrides auto)').choices(['auto', ...BACKENDS]).default('auto'))
+    .option('--json', 'print the JSON summary as the last line of stdout')
+    .option('--lr <number>', 'learning rate (default per optimizer: sgd 0.05, adamw 1e-3, kfac/ring/reng 0.05)', number('--lr'))
+    .option('--momentum <number>', 'momentum (sgd, kfac, ring, reng; default 0.9)', number('--momentum'))
+    .option('--nesterov', 'SGD Nesterov momentum')
+    .option('--weight-decay <number>', 'weight decay (default: adamw 1e-2, others 0)', number('--weight-decay'))
+    .option('--b1 <number>', 'AdamW β₁ (default 0.9)', number('--b1'))
+    .option('--b2 <number>', 'AdamW β₂ (default 0.999)', number('--b2'))
+    .option('--eps <number>', 'AdamW ε (default 1e-8)', number('--eps'))
+    .option('--damping <number>', 'K-FAC/RING/RENG damping λ (default 1e-3)', number('--damping'))
+    .option('--rho <number>', 'gradient-regularisation strength ρ (ring, reng; default 0.1)', number('--rho'))
+    .option('--kl-clip <number>', 'KL-clip bound κ, 0 = off (default 1e-3)', number('--kl-clip'))
+    .addOption(new Option('--fisher <kind>', 'Fisher estimate (default sampled)').choices(['sampled', 'empirical']))
+    .option('--stats-decay <number>', 'moving-average decay β of the Kronecker factors (default 0.95)', number('--stats-decay'))
+    .option('--stats-every <n>', 'factor statistics every N steps (default 1)', integer('--stats-every', 1))
+    .option('--inverse-every <n>', 'refresh the inverses every N steps (default 10)', integer('--inverse-every', 1))
+    .option('--newton-tol <number>', 'Newton–Schulz tolerance (default 1e-4)', number('--newton-tol'))
+    .option('--newton-max-iters <n>', 'Newton–Schulz iteration cap (default 30)', integer('--newton-max-iters', 1))
+    .addOption(new Option('--ring-norm <kind>', 'RING ḡ²: mean since the last refresh or this step (default mean)').choices(['mean', 'step']))
+    .addOption(new Option('--hvp <kind>', 'RENG Hg: double-backprop or finite-difference (default double-backprop)').choices(['double-backprop', 'finite-difference']));
+}
+
+/** The `grng` command line. Parse with `program.parseAsync(argv, { from: 'user' })`. */
 export function buildProgram(io: CliIo): Command {
   const program = new Command('grng')
     .description('Train neural networks with regularized natural gradients (RENG, RING, R-Kalman) and baselines, as RxJS pipelines on TensorFlow.js.')
@@ -31,30 +64,24 @@ export function buildProgram(io: CliIo): Command {
     .configureOutput({ writeOut: io.out, writeErr: io.err })
     .exitOverride();
 
-  program
-    .command('train')
-    .description('train a model on a dataset and print a summary')
-    .addOption(new Option('--dataset <name>', 'dataset').choices(['mnist', 'synthetic']).default('mnist'))
-    .option('--model <spec>', 'model spec, e.g. mlp:784-256-10 (relu between layers) or mlp:784-256-10:tanh (default: mlp:<features>-256-<classes>)')
+  addRunOptions(program.command('train').description('train a model on a dataset and print a summary'))
     .addOption(new Option('--optimizer <name>', 'optimizer').choices([...OPTIMIZERS]).default('adamw'))
-    .option('--lr <number>', 'learning rate (default: sgd 0.05, adamw 1e-3)', number('--lr'))
-    .option('--momentum <number>', 'SGD momentum (default 0.9)', number('--momentum'))
-    .option('--nesterov', 'SGD Nesterov momentum')
-    .option('--weight-decay <number>', 'weight decay (default: sgd 0, adamw 1e-2)', number('--weight-decay'))
-    .option('--b1 <number>', 'AdamW β₁ (default 0.9)', number('--b1'))
-    .option('--b2 <number>', 'AdamW β₂ (default 0.999)', number('--b2'))
-    .option('--eps <number>', 'AdamW ε (default 1e-8)', number('--eps'))
-    .option('--epochs <n>', 'passes over the training set', integer('--epochs', 1), 3)
-    .option('--steps <n>', 'stop after N steps', integer('--steps', 1))
-    .option('--batch-size <n>', 'rows per batch', integer('--batch-size', 1), 128)
-    .addOption(new Option('--partial <policy>', 'last partial batch of an epoch').choices(['keep', 'drop']).default('keep'))
-    .option('--seed <n>', 'seed of initial weights and data order', integer('--seed', 0), 1)
-    .addOption(new Option('--init <kind>', 'weight initialisation').choices([...INITIALIZERS]).default('torch'))
     .option('--eval-every <n>', 'evaluate on the test set every N steps (always at epoch ends)', integer('--eval-every', 0), 0)
-    .addOption(new Option('--backend <name>', 'tfjs backend (env GRNG_BACKEND overrides auto)').choices(['auto', ...BACKENDS]).default('auto'))
-    .option('--json', 'print one JSON summary object as the last line of stdout')
     .action(async (options: TrainCommandOptions) => {
       await runTrainCommand(options, io);
+    });
+
+  addRunOptions(program.command('compare').description('train several optimizers on the same data order and initial weights; print one table'))
+    .option('--optimizers <list>', `comma-separated, from ${OPTIMIZERS.join(', ')}`, (value: string) => {
+      const names = value.split(',').map((s) => s.trim()).filter(Boolean);
+      const unknown = names.filter((n) => !(OPTIMIZERS as readonly string[]).includes(n));
+      if (names.length === 0 || unknown.length > 0) throw new InvalidArgumentError(`--optimizers must list optimizers from ${OPTIMIZERS.join(', ')}, got "${value}".`);
+      return names;
+    }, [...OPTIMIZERS])
+    .option('--target <accuracy>', 'test accuracy for the epochs-to-target column', number('--target'), 0.9)
+    .option('--eval-every <n>', 'evaluate on the test set every N steps (always at epoch ends)', integer('--eval-every', 0), 10)
+    .action(async (options: CompareCommandOptions) => {
+      await runCompareCommand(options, io);
     });
 
   return program;

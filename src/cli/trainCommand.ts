@@ -1,22 +1,16 @@
 import type { BackendChoice } from '../backend.js';
 import type { Initializer } from '../nn/init.js';
+import type { RunSummary } from '../operators/summarize.js';
 import type { NamedOptimizerOptions } from '../optim/registry.js';
 import { progressBar } from '../sinks/progressBar.js';
 import { formatSummaryTable } from '../sinks/summaryTable.js';
-import { train } from '../train.js';
+import { train, type TrainOptions } from '../train.js';
 import type { CliIo } from './program.js';
 
-export interface TrainCommandOptions {
+/** Flags shared by `train` and `compare`, as commander parses them. */
+export interface RunCommandOptions {
   readonly dataset: 'mnist' | 'synthetic';
   readonly model?: string;
-  readonly optimizer: string;
-  readonly lr?: number;
-  readonly momentum?: number;
-  readonly nesterov?: boolean;
-  readonly weightDecay?: number;
-  readonly b1?: number;
-  readonly b2?: number;
-  readonly eps?: number;
   readonly epochs: number;
   readonly steps?: number;
   readonly batchSize: number;
@@ -26,13 +20,40 @@ export interface TrainCommandOptions {
   readonly evalEvery: number;
   readonly backend: BackendChoice;
   readonly json?: boolean;
+  readonly lr?: number;
+  readonly momentum?: number;
+  readonly nesterov?: boolean;
+  readonly weightDecay?: number;
+  readonly b1?: number;
+  readonly b2?: number;
+  readonly eps?: number;
+  readonly damping?: number;
+  readonly rho?: number;
+  readonly klClip?: number;
+  readonly fisher?: 'sampled' | 'empirical';
+  readonly statsDecay?: number;
+  readonly statsEvery?: number;
+  readonly inverseEvery?: number;
+  readonly newtonTol?: number;
+  readonly newtonMaxIters?: number;
+  readonly ringNorm?: 'mean' | 'step';
+  readonly hvp?: 'double-backprop' | 'finite-difference';
 }
 
-/** The fields `train --json` prints, in this order. */
+export interface TrainCommandOptions extends RunCommandOptions {
+  readonly optimizer: string;
+}
+
+export interface CompareCommandOptions extends RunCommandOptions {
+  readonly optimizers: string[];
+  readonly target: number;
+}
+
+/** The fields `train --json` prints, in this order (compare adds the rest of the summary). */
 export const JSON_FIELDS = ['optimizer', 'backend', 'dataset', 'steps', 'epochs', 'finalLoss', 'testAccuracy', 'testLoss', 'msPerStep', 'samplesPerSecond', 'meanGradNorm'] as const;
 
-export async function runTrainCommand(options: TrainCommandOptions, io: CliIo): Promise<void> {
-  const optimizerOptions: NamedOptimizerOptions = dropUndefined({
+function optimizerOptionsOf(options: RunCommandOptions): NamedOptimizerOptions {
+  return dropUndefined({
     learningRate: options.lr,
     momentum: options.momentum,
     nesterov: options.nesterov,
@@ -40,31 +61,70 @@ export async function runTrainCommand(options: TrainCommandOptions, io: CliIo): 
     b1: options.b1,
     b2: options.b2,
     eps: options.eps,
+    damping: options.damping,
+    rho: options.rho,
+    klClip: options.klClip,
+    fisher: options.fisher,
+    beta: options.statsDecay,
+    statsEvery: options.statsEvery,
+    inverseEvery: options.inverseEvery,
+    newtonTolerance: options.newtonTol,
+    newtonMaxIterations: options.newtonMaxIters,
+    ringNorm: options.ringNorm,
+    hvp: options.hvp,
   });
-  const summary = await train(
-    dropUndefined({
-      dataset: options.dataset,
-      model: options.model,
-      init: options.init,
-      optimizer: options.optimizer,
-      optimizerOptions,
-      epochs: options.epochs,
-      steps: options.steps,
-      batchSize: options.batchSize,
-      partial: options.partial,
-      seed: options.seed,
-      evalEvery: options.evalEvery,
-      backend: options.backend,
-    }),
-    (meta) => {
-      io.err(`grng: backend ${meta.backend} (${meta.backendDetail}); ${meta.model} (${meta.parameters} parameters) on ${meta.dataset}, ${meta.optimizer} ${JSON.stringify(meta.optimizerOptions)}, ${meta.totalSteps} steps\n`);
-      return progressBar({ total: meta.totalSteps, label: meta.optimizer });
-    },
-  );
+}
+
+function trainOptionsOf(options: RunCommandOptions, optimizer: string, extra: Partial<TrainOptions> = {}): TrainOptions {
+  return dropUndefined({
+    dataset: options.dataset,
+    model: options.model,
+    init: options.init,
+    optimizer,
+    optimizerOptions: optimizerOptionsOf(options),
+    epochs: options.epochs,
+    steps: options.steps,
+    batchSize: options.batchSize,
+    partial: options.partial,
+    seed: options.seed,
+    evalEvery: options.evalEvery,
+    backend: options.backend,
+    ...extra,
+  }) as TrainOptions;
+}
+
+async function runOne(trainOptions: TrainOptions, io: CliIo): Promise<RunSummary> {
+  return train(trainOptions, (meta) => {
+    io.err(`grng: backend ${meta.backend} (${meta.backendDetail}); ${meta.model} (${meta.parameters} parameters) on ${meta.dataset}, ${meta.optimizer} ${JSON.stringify(meta.optimizerOptions)}, ${meta.totalSteps} steps\n`);
+    return progressBar({ total: meta.totalSteps, label: meta.optimizer });
+  });
+}
+
+export async function runTrainCommand(options: TrainCommandOptions, io: CliIo): Promise<void> {
+  const summary = await runOne(trainOptionsOf(options, options.optimizer), io);
   const table = formatSummaryTable([summary]);
   if (options.json) {
     io.err(`${table}\n`);
     io.out(`${JSON.stringify(Object.fromEntries(JSON_FIELDS.map((k) => [k, summary[k]])))}\n`);
+  } else {
+    io.out(`${table}\n`);
+  }
+}
+
+/**
+ * Trains each optimizer in turn with the same seed (so the same initial weights, data order and
+ * label samples) and prints one table; options an optimizer does not take are ignored for it.
+ */
+export async function runCompareCommand(options: CompareCommandOptions, io: CliIo): Promise<void> {
+  const summaries: RunSummary[] = [];
+  for (const optimizer of options.optimizers) {
+    summaries.push(await runOne(trainOptionsOf(options, optimizer, { lenientOptions: true, targetAccuracy: options.target }), io));
+  }
+  const table = formatSummaryTable(summaries, { targetAccuracy: options.target });
+  if (options.json) {
+    io.err(`${table}\n`);
+    const fields = [...JSON_FIELDS, 'meanUpdateGradCorrelation', 'epochsToTarget'] as const;
+    io.out(`${JSON.stringify(summaries.map((s) => Object.fromEntries(fields.map((k) => [k, s[k]]))))}\n`);
   } else {
     io.out(`${table}\n`);
   }

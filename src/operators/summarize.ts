@@ -23,6 +23,8 @@ export interface RunSummary {
   readonly meanGradNorm: number;
   /** Mean update/−gradient correlation over steps where it was computed. */
   readonly meanUpdateGradCorrelation: number;
+  /** Epochs (fractional) until the test accuracy first reached the target; null if never or no target. */
+  readonly epochsToTarget: number | null;
 }
 
 export interface SummaryContext {
@@ -31,6 +33,8 @@ export interface SummaryContext {
   readonly dataset: string;
   /** Batches per epoch, to turn steps into epochs and pick the last epoch's losses. */
   readonly batchesPerEpoch: number;
+  /** Test accuracy for `epochsToTarget`. */
+  readonly targetAccuracy?: number;
 }
 
 /**
@@ -52,6 +56,7 @@ export function summarize(context: SummaryContext): OperatorFunction<MetricsRow,
       let correlationCount = 0;
       let testAccuracy: number | null = null;
       let testLoss: number | null = null;
+      let epochsToTarget: number | null = null;
       return source.subscribe({
         next(row) {
           steps += 1;
@@ -70,6 +75,9 @@ export function summarize(context: SummaryContext): OperatorFunction<MetricsRow,
           if (row.testAccuracy !== null) {
             testAccuracy = row.testAccuracy;
             testLoss = row.testLoss;
+            if (epochsToTarget === null && context.targetAccuracy !== undefined && row.testAccuracy >= context.targetAccuracy) {
+              epochsToTarget = round((row.step + 1) / context.batchesPerEpoch, 4);
+            }
           }
           lastEpoch = row.epoch;
           lastIndexInEpoch = row.step - row.epoch * context.batchesPerEpoch;
@@ -90,6 +98,7 @@ export function summarize(context: SummaryContext): OperatorFunction<MetricsRow,
             samplesPerSecond: timedMs > 0 ? (timedSamples * 1000) / timedMs : NaN,
             meanGradNorm: steps ? gradNormSum / steps : NaN,
             meanUpdateGradCorrelation: correlationCount ? correlationSum / correlationCount : NaN,
+            epochsToTarget,
           });
           subscriber.complete();
         },

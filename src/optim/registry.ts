@@ -1,13 +1,18 @@
+import type { CurvatureOptions, DampingRule } from '../curvature/options.js';
 import { invalidOption } from '../errors.js';
+import type { Sequential } from '../nn/sequential.js';
 import { adamw, type AdamwOptions } from './adamw.js';
+import { kfac, type KfacOptions } from './kfac.js';
+import { reng, type RengOptions } from './reng.js';
+import { ring, type RingOptions } from './ring.js';
 import { sgd, type SgdOptions } from './sgd.js';
 import type { GradientTransformation } from './transform.js';
 
-/** Optimizers reachable by name from the CLI and `train`. */
-export const OPTIMIZERS = ['sgd', 'adamw'] as const;
+/** Optimizers reachable by name from the CLI, `train` and `compare`. */
+export const OPTIMIZERS = ['sgd', 'adamw', 'kfac', 'ring', 'reng'] as const;
 export type OptimizerName = (typeof OPTIMIZERS)[number];
 
-/** Options every named optimizer may receive; each takes the ones it knows. */
+/** Options every named optimizer may receive; each accepts the ones it knows. */
 export interface NamedOptimizerOptions {
   readonly learningRate?: number;
   readonly momentum?: number;
@@ -16,42 +21,118 @@ export interface NamedOptimizerOptions {
   readonly b1?: number;
   readonly b2?: number;
   readonly eps?: number;
+  readonly damping?: number;
+  readonly rho?: number;
+  readonly klClip?: number;
+  readonly fisher?: 'sampled' | 'empirical';
+  readonly beta?: number;
+  readonly statsEvery?: number;
+  readonly inverseEvery?: number;
+  readonly newtonTolerance?: number;
+  readonly newtonMaxIterations?: number;
+  readonly ringNorm?: 'mean' | 'step';
+  readonly hvp?: 'double-backprop' | 'finite-difference';
+  readonly seed?: number;
+}
+
+/** A named optimizer, ready for the pipeline: what it needs upstream of `update`. */
+export interface NamedOptimizer {
+  readonly name: OptimizerName;
+  readonly options: NamedOptimizerOptions;
+  readonly transform: GradientTransformation<unknown>;
+  /** forwardBackward must emit per-layer signals (and per-sample losses). */
+  readonly needsSignals: boolean;
+  /** fisherScan must run before update, with this damping rule and these options. */
+  readonly curvature?: { readonly damping: DampingRule; readonly options: CurvatureOptions };
+}
+
+const CURVATURE = ['damping', 'klClip', 'fisher', 'beta', 'statsEvery', 'inverseEvery', 'newtonTolerance', 'newtonMaxIterations', 'seed', 'learningRate', 'momentum', 'weightDecay'] as const;
+
+interface Entry {
+  readonly defaults: NamedOptimizerOptions;
+  readonly accepts: readonly (keyof NamedOptimizerOptions)[];
+  readonly build: (model: Sequential, options: NamedOptimizerOptions) => GradientTransformation<unknown> & { curvature?: NamedOptimizer['curvature'] };
+  readonly needsSignals: boolean;
 }
 
 /**
- * Defaults when an optimizer is picked by name (CLI, `train`). SGD's momentum 0.9 and η = 0.05
- * are the settings of the reference runs; the `sgd()` function itself keeps PyTorch's momentum 0.
+ * Defaults when an optimizer is picked by name. SGD's momentum 0.9 and η = 0.05 are the settings
+ * of the reference runs (the `sgd()` function itself keeps PyTorch's momentum 0); the
+ * natural-gradient defaults are the spec's (§4).
  */
-export const OPTIMIZER_DEFAULTS: Record<OptimizerName, NamedOptimizerOptions> = {
-  sgd: { learningRate: 0.05, momentum: 0.9, nesterov: false, weightDecay: 0 },
-  adamw: { learningRate: 1e-3, weightDecay: 1e-2, b1: 0.9, b2: 0.999, eps: 1e-8 },
+const REGISTRY: Record<OptimizerName, Entry> = {
+  sgd: {
+    defaults: { learningRate: 0.05, momentum: 0.9, nesterov: false, weightDecay: 0 },
+    accepts: ['learningRate', 'momentum', 'nesterov', 'weightDecay'],
+    build: (_, o) => sgd(o as SgdOptions),
+    needsSignals: false,
+  },
+  adamw: {
+    defaults: { learningRate: 1e-3, weightDecay: 1e-2, b1: 0.9, b2: 0.999, eps: 1e-8 },
+    accepts: ['learningRate', 'weightDecay', 'b1', 'b2', 'eps'],
+    build: (_, o) => adamw(o as AdamwOptions),
+    needsSignals: false,
+  },
+  kfac: {
+    defaults: { learningRate: 0.05, damping: 1e-3, momentum: 0.9, klClip: 1e-3, weightDecay: 0, fisher: 'sampled', beta: 0.95, statsEvery: 1, inverseEvery: 10 },
+    accepts: [...CURVATURE],
+    build: (m, o) => kfac(m, o as KfacOptions),
+    needsSignals: true,
+  },
+  ring: {
+    defaults: { learningRate: 0.05, damping: 1e-3, rho: 0.1, ringNorm: 'mean', momentum: 0.9, klClip: 1e-3, weightDecay: 0, fisher: 'sampled', beta: 0.95, statsEvery: 1, inverseEvery: 10 },
+    accepts: [...CURVATURE, 'rho', 'ringNorm'],
+    build: (m, o) => ring(m, o as RingOptions),
+    needsSignals: true,
+  },
+  reng: {
+    defaults: { learningRate: 0.05, damping: 1e-3, rho: 0.1, hvp: 'double-backprop', momentum: 0.9, klClip: 1e-3, weightDecay: 0, fisher: 'sampled', beta: 0.95, statsEvery: 1, inverseEvery: 10 },
+    accepts: [...CURVATURE, 'rho', 'hvp'],
+    build: (m, o) => reng(m, o as RengOptions),
+    needsSignals: true,
+  },
 };
 
-const ACCEPTS: Record<OptimizerName, readonly (keyof NamedOptimizerOptions)[]> = {
-  sgd: ['learningRate', 'momentum', 'nesterov', 'weightDecay'],
-  adamw: ['learningRate', 'weightDecay', 'b1', 'b2', 'eps'],
-};
+/** Whether a named optimizer takes an option (e.g. `seed`, to pass the run's seed along). */
+export function acceptsOption(name: OptimizerName, key: keyof NamedOptimizerOptions): boolean {
+  return REGISTRY[name].accepts.includes(key);
+}
 
-/** Resolved options of a named optimizer: its defaults overridden by what was given. */
-export function resolveOptimizerOptions(name: string, options: NamedOptimizerOptions = {}): NamedOptimizerOptions {
+/** The defaults of a named optimizer. */
+export function optimizerDefaults(name: OptimizerName): NamedOptimizerOptions {
+  return REGISTRY[name].defaults;
+}
+
+/**
+ * Resolved options of a named optimizer: its defaults overridden by what was given. With
+ * `lenient`, options it does not accept are dropped (for `compare`, where one flag set serves
+ * several optimizers) instead of being an error.
+ */
+export function resolveOptimizerOptions(name: string, options: NamedOptimizerOptions = {}, { lenient = false } = {}): NamedOptimizerOptions {
   if (!(OPTIMIZERS as readonly string[]).includes(name)) invalidOption('optimizer', name, `one of ${OPTIMIZERS.join(', ')}`);
-  const known = ACCEPTS[name as OptimizerName];
-  const resolved: Record<string, unknown> = { ...OPTIMIZER_DEFAULTS[name as OptimizerName] };
+  const entry = REGISTRY[name as OptimizerName];
+  const resolved: Record<string, unknown> = { ...entry.defaults };
   for (const [key, value] of Object.entries(options)) {
     if (value === undefined) continue;
-    if (!known.includes(key as keyof NamedOptimizerOptions)) invalidOption(`option ${key} for optimizer ${name}`, value, `only ${known.join(', ')}`);
+    if (!entry.accepts.includes(key as keyof NamedOptimizerOptions)) {
+      if (lenient) continue;
+      invalidOption(`option ${key} for optimizer ${name}`, value, `only ${entry.accepts.join(', ')}`);
+    }
     resolved[key] = value;
   }
   return resolved as NamedOptimizerOptions;
 }
 
-/** Builds a named optimizer with its defaults; unknown names and options are errors. */
-export function createOptimizer(name: string, options: NamedOptimizerOptions = {}): GradientTransformation<unknown> {
-  const resolved = resolveOptimizerOptions(name, options);
-  switch (name as OptimizerName) {
-    case 'sgd':
-      return sgd(resolved as SgdOptions);
-    case 'adamw':
-      return adamw(resolved as AdamwOptions);
-  }
+/** Builds a named optimizer for a model, with its defaults; unknown names and options are errors. */
+export function createOptimizer(name: string, model: Sequential, options: NamedOptimizerOptions = {}, { lenient = false } = {}): NamedOptimizer {
+  const resolved = resolveOptimizerOptions(name, options, { lenient });
+  const entry = REGISTRY[name as OptimizerName];
+  const transform = entry.build(model, resolved);
+  return {
+    name: name as OptimizerName,
+    options: resolved,
+    transform,
+    needsSignals: entry.needsSignals,
+    ...(transform.curvature ? { curvature: transform.curvature } : {}),
+  };
 }

@@ -1,7 +1,7 @@
 import type { RunSummary } from '../operators/summarize.js';
 
 /** A plain-text table of run summaries, one row per run, for the terminal. */
-export function formatSummaryTable(summaries: readonly RunSummary[]): string {
+export function formatSummaryTable(summaries: readonly RunSummary[], { targetAccuracy }: { targetAccuracy?: number } = {}): string {
   const columns: Array<[string, (s: RunSummary) => string]> = [
     ['optimizer', (s) => s.optimizer],
     ['backend', (s) => s.backend],
@@ -15,6 +15,9 @@ export function formatSummaryTable(summaries: readonly RunSummary[]): string {
     ['samples/s', (s) => fixed(s.samplesPerSecond, 0)],
     ['mean ‖g‖', (s) => fixed(s.meanGradNorm, 4)],
   ];
+  if (targetAccuracy !== undefined) {
+    columns.push([`epochs→${targetAccuracy}`, (s) => fixed(s.epochsToTarget, 2)], ['corr(u,−g)', (s) => fixed(s.meanUpdateGradCorrelation, 3)]);
+  }
   const cells = [columns.map(([h]) => h), ...summaries.map((s) => columns.map(([, f]) => f(s)))];
   const widths = columns.map((_, c) => Math.max(...cells.map((row) => row[c]!.length)));
   const line = (row: string[]): string => row.map((cell, c) => (c < 3 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');

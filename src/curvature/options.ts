@@ -1,0 +1,48 @@
+import { checkChoice, checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
+
+/** How the Kronecker-factored Fisher is estimated and inverted (spec §2–3). */
+export interface CurvatureOptions {
+  /** `sampled` (true Fisher, labels drawn from the model, default) or `empirical` (true labels). */
+  readonly fisher?: 'sampled' | 'empirical';
+  /** Moving-average decay β of the factors; default 0.95. */
+  readonly beta?: number;
+  /** Compute factor statistics every k steps; default 1. */
+  readonly statsEvery?: number;
+  /** Refresh the damped inverses every k steps; default 10 (first refresh at step 0). */
+  readonly inverseEvery?: number;
+  /** Newton–Schulz stopping tolerance on ‖I − MX‖_F/√d; default 1e-4. */
+  readonly newtonTolerance?: number;
+  /** Newton–Schulz iteration cap; default 30. */
+  readonly newtonMaxIterations?: number;
+  /** Seed of the label sampling; default 1. */
+  readonly seed?: number;
+}
+
+/**
+ * The damping in force at an inverse refresh: γ = λ + ρ·ḡ², with ḡ² the mean ‖g‖² over the steps
+ * since the previous refresh (`norm: 'mean'`) or the current step's (`norm: 'step'`, refreshing
+ * every step). ρ = 0 is K-FAC's constant damping; ρ > 0 is RING's gradient regularisation.
+ */
+export interface DampingRule {
+  readonly lambda: number;
+  readonly rho: number;
+  readonly norm: 'mean' | 'step';
+}
+
+export type ResolvedCurvatureOptions = Required<CurvatureOptions>;
+
+export const CURVATURE_KEYS = ['fisher', 'beta', 'statsEvery', 'inverseEvery', 'newtonTolerance', 'newtonMaxIterations', 'seed'] as const;
+
+/** Validates curvature options (each error names the option) and fills in the defaults. */
+export function resolveCurvatureOptions(options: CurvatureOptions = {}): ResolvedCurvatureOptions {
+  checkKeys('curvature', options, CURVATURE_KEYS);
+  return {
+    fisher: checkChoice('fisher', options.fisher ?? 'sampled', ['sampled', 'empirical'] as const),
+    beta: checkUnitInterval('beta', options.beta ?? 0.95),
+    statsEvery: checkInteger('statsEvery', options.statsEvery ?? 1, 1),
+    inverseEvery: checkInteger('inverseEvery', options.inverseEvery ?? 10, 1),
+    newtonTolerance: checkNumber('newtonTolerance', options.newtonTolerance ?? 1e-4, { min: 0, minExclusive: true }),
+    newtonMaxIterations: checkInteger('newtonMaxIterations', options.newtonMaxIterations ?? 30, 1),
+    seed: checkInteger('seed', options.seed ?? 1, 0),
+  };
+}

@@ -1,0 +1,189 @@
+import * as tf from '@tensorflow/tfjs';
+import { concatMap, defer, finalize, map, Observable, type OperatorFunction } from 'rxjs';
+import { dampFactors } from '../curvature/damping.js';
+import { batchFactors } from '../curvature/factors.js';
+import { averageValue, startAverage, updateAverage, type FactorAverage } from '../curvature/movingAverage.js';
+import { newtonSchulzInverse } from '../curvature/newtonSchulz.js';
+import { resolveCurvatureOptions, type CurvatureOptions, type DampingRule } from '../curvature/options.js';
+import { sampledLabelPass } from '../curvature/sampledLabels.js';
+import { asGrngError, GrngError } from '../errors.js';
+import type { Sequential } from '../nn/sequential.js';
+import { sumAll } from '../optim/tree.js';
+import type { Curvature, KroneckerInverse, Step } from '../types.js';
+import { checkKeys, checkNumber } from '../validate.js';
+import { retainStep } from './retainStep.js';
+
+interface LayerState {
+  a: FactorAverage;
+  g: FactorAverage;
+  inverse?: KroneckerInverse;
+}
+
+interface ScanState {
+  layers: LayerState[] | undefined;
+  /** Σ‖g‖² over the steps since the last refresh (device scalar), and their count. */
+  gradNormSquaredSum: tf.Scalar | undefined;
+  stepsSinceRefresh: number;
+  /** Set on teardown, so a refresh still in flight disposes what it makes. */
+  closed: boolean;
+  last: Omit<Curvature, 'layers' | 'refreshed'>;
+}
+
+/**
+ * The Kronecker-factored Fisher as an RxJS scan [prior: K-FAC, Martens & Grosse 2015]. It owns,
+ * per subscription, each dense layer's moving averages of A = ĀᵀĀ/m and G = Δ̃ᵀΔ̃/m (bias
+ * corrected, decay β), updated every `statsEvery` steps from the step's signals (and, for the
+ * true Fisher, a sampled-label backward pass), and the damped inverses
+ * (A + π√γ I)⁻¹, (G + √γ/π I)⁻¹ refreshed by Newton–Schulz every `inverseEvery` steps with the
+ * damping γ = λ + ρ·ḡ² of `damping`. Steps leave with `curvature` attached; replaced tensors are
+ * disposed, and all of them on complete, error and unsubscribe.
+ *
+ * Refresh steps are asynchronous (Newton–Schulz reads its residual back to stop early); they
+ * hold the batch, so a paced source waits. Needs `forwardBackward(model, { signals: true })`.
+ *
+ * @example
+ * steps$.pipe(fisherScan(model, { lambda: 1e-3, rho: 0, norm: 'mean' }), update(model, kfac()));
+ */
+export function fisherScan(model: Sequential, damping: DampingRule, options: CurvatureOptions = {}): OperatorFunction<Step, Step> {
+  checkKeys('damping', damping, ['lambda', 'rho', 'norm']);
+  checkNumber('damping', damping.lambda, { min: 0 });
+  checkNumber('rho', damping.rho, { min: 0 });
+  if (damping.lambda === 0 && damping.rho === 0) checkNumber('damping', damping.lambda, { min: 0, minExclusive: true });
+  const resolved = resolveCurvatureOptions(options);
+  const inverseEvery = damping.norm === 'step' ? 1 : resolved.inverseEvery;
+  const needsGradNorm = damping.rho > 0;
+
+  return (source) =>
+    defer(() => {
+      const state: ScanState = { layers: undefined, gradNormSquaredSum: undefined, stepsSinceRefresh: 0, closed: false, last: { damping: NaN, newtonIterations: 0, newtonResidual: NaN } };
+      return source.pipe(
+        // Statistics synchronously, while the step's tensors are alive; retained copies let the
+        // (possibly asynchronous) emission happen later without upstream's tensors being gone.
+        map((step) => {
+          try {
+            accumulate(step, state);
+          } catch (error) {
+            throw asGrngError(error, { operator: 'fisherScan', step: step.batch.step });
+          }
+          return retainStep(step);
+        }),
+        concatMap(({ step, retained }) =>
+          new Observable<Step>((subscriber) => {
+            const emit = (refreshed: boolean): void => {
+              try {
+                subscriber.next({ ...step, curvature: snapshot(state, refreshed) });
+              } finally {
+                tf.dispose(retained);
+              }
+              subscriber.complete();
+            };
+            if (step.batch.step % inverseEvery !== 0 && state.layers!.every((l) => l.inverse)) {
+              emit(false);
+              return;
+            }
+            const release = step.batch.hold();
+            let cancelled = false;
+            refresh(state)
+              .then(() => {
+                if (!cancelled) emit(true);
+                else tf.dispose(retained);
+              })
+              .catch((error: unknown) => {
+                tf.dispose(retained);
+                subscriber.error(asGrngError(error, { operator: 'fisherScan', step: step.batch.step }));
+              })
+              .finally(release);
+            return () => {
+              cancelled = true;
+            };
+          }),
+        ),
+        finalize(() => {
+          state.closed = true;
+          for (const layer of state.layers ?? []) {
+            tf.dispose([layer.a.sum, layer.g.sum]);
+            if (layer.inverse) tf.dispose([layer.inverse.aInverse, layer.inverse.gInverse]);
+          }
+          state.gradNormSquaredSum?.dispose();
+        }),
+      );
+    });
+
+  function accumulate(step: Step, state: ScanState): void {
+    if (!step.signals || step.signals.length !== model.layers.length) {
+      throw new GrngError('step', 'fisherScan needs per-layer signals: run forwardBackward(model, { signals: true }) before it', { got: step.signals?.length ?? 0 });
+    }
+    if (needsGradNorm) {
+      const previous = state.gradNormSquaredSum;
+      state.gradNormSquaredSum = tf.tidy(() => {
+        const g2 = tf.addN(Object.values(step.grads).map((g) => sumAll(tf.square(g))));
+        return (previous && damping.norm === 'mean' ? tf.add(previous, g2) : g2) as tf.Scalar;
+      });
+      previous?.dispose();
+    }
+    state.stepsSinceRefresh += 1;
+    const due = state.layers === undefined || step.batch.step % resolved.statsEvery === 0;
+    if (!due) return;
+    const sampled = resolved.fisher === 'sampled' ? sampledLabelPass(model, step.batch.x, { signals: true, seed: resolved.seed * 100_003 + step.batch.step }).deltas! : undefined;
+    try {
+      const fresh = step.signals.map((s, i) => batchFactors(s.a, sampled ? sampled[i]! : s.delta));
+      if (state.layers === undefined) {
+        state.layers = fresh.map((f) => ({ a: startAverage(f.a, resolved.beta), g: startAverage(f.g, resolved.beta) }));
+      } else {
+        state.layers.forEach((layer, i) => {
+          const a = updateAverage(layer.a, fresh[i]!.a, resolved.beta);
+          const g = updateAverage(layer.g, fresh[i]!.g, resolved.beta);
+          tf.dispose([layer.a.sum, layer.g.sum]);
+          layer.a = a;
+          layer.g = g;
+        });
+      }
+      tf.dispose(fresh.flatMap((f) => [f.a, f.g]));
+    } finally {
+      if (sampled) tf.dispose(sampled);
+    }
+  }
+
+  async function refresh(state: ScanState): Promise<void> {
+    let meanGradNormSquared = 0;
+    if (needsGradNorm && state.gradNormSquaredSum) {
+      const total = (await state.gradNormSquaredSum.data())[0]!;
+      meanGradNormSquared = damping.norm === 'mean' ? total / Math.max(1, state.stepsSinceRefresh) : total;
+      state.gradNormSquaredSum.dispose();
+      state.gradNormSquaredSum = undefined;
+    }
+    state.stepsSinceRefresh = 0;
+    const gamma = damping.lambda + damping.rho * meanGradNormSquared;
+    if (!Number.isFinite(gamma) || gamma <= 0) {
+      throw new GrngError('step', `damping became ${gamma} (λ = ${damping.lambda}, ρ = ${damping.rho}, mean ‖g‖² = ${meanGradNormSquared})`, { gamma });
+    }
+    let iterations = 0;
+    let residual = 0;
+    for (const layer of state.layers!) {
+      const damped = tf.tidy(() => {
+        const a = averageValue(layer.a);
+        const g = averageValue(layer.g);
+        return dampFactors(a, g, gamma);
+      });
+      try {
+        const aInv = await newtonSchulzInverse(damped.a, { ...(layer.inverse ? { warmStart: layer.inverse.aInverse } : {}), tolerance: resolved.newtonTolerance, maxIterations: resolved.newtonMaxIterations });
+        const gInv = await newtonSchulzInverse(damped.g, { ...(layer.inverse ? { warmStart: layer.inverse.gInverse } : {}), tolerance: resolved.newtonTolerance, maxIterations: resolved.newtonMaxIterations });
+        if (state.closed) {
+          tf.dispose([aInv.inverse, gInv.inverse]);
+          return;
+        }
+        if (layer.inverse) tf.dispose([layer.inverse.aInverse, layer.inverse.gInverse]);
+        layer.inverse = { aInverse: aInv.inverse, gInverse: gInv.inverse };
+        iterations += aInv.iterations + gInv.iterations;
+        residual = Math.max(residual, aInv.residual, gInv.residual);
+      } finally {
+        tf.dispose([damped.a, damped.g, damped.pi]);
+      }
+    }
+    state.last = { damping: gamma, newtonIterations: iterations, newtonResidual: residual };
+  }
+}
+
+function snapshot(state: ScanState, refreshed: boolean): Curvature {
+  return { layers: state.layers!.map((l) => l.inverse!), ...state.last, refreshed };
+}
