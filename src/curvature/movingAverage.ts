@@ -25,7 +25,7 @@ export interface FactorAverage {
  * let avg = startAverage(aHat); // averageValue(avg) equals aHat
  */
 export function startAverage(sample: tf.Tensor2D, beta: number = DEFAULT_FACTOR_DECAY): FactorAverage {
-  const b = checkUnitInterval('factorDecay', beta);
+  const b = checkUnitInterval('beta', beta);
   return { sum: tf.tidy(() => tf.mul(sample, 1 - b) as tf.Tensor2D), weight: 1 - b };
 }
 
@@ -38,7 +38,7 @@ export function startAverage(sample: tf.Tensor2D, beta: number = DEFAULT_FACTOR_
  * const next = updateAverage(avg, aHat); avg.sum.dispose(); avg = next;
  */
 export function updateAverage(average: FactorAverage, sample: tf.Tensor2D, beta: number = DEFAULT_FACTOR_DECAY): FactorAverage {
-  const b = checkUnitInterval('factorDecay', beta);
+  const b = checkUnitInterval('beta', beta);
   const sum = tf.tidy(() => tf.add(tf.mul(average.sum, b), tf.mul(sample, 1 - b)) as tf.Tensor2D);
   return { sum, weight: b * average.weight + (1 - b) };
 }
