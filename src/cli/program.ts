@@ -52,6 +52,7 @@ function addRunOptions(command: Command): Command {
     .option('--inverse-every <n>', 'refresh the inverses every N steps (default 10)', integer('--inverse-every', 1))
     .option('--newton-tol <number>', 'Newton–Schulz tolerance (default 1e-4)', number('--newton-tol'))
     .option('--newton-max-iters <n>', 'Newton–Schulz iteration cap (default 30)', integer('--newton-max-iters', 1))
+    .option('--newton-warm-trials <n>', 'iterations a warm start gets before a cold restart (default 1)', integer('--newton-warm-trials', 0))
     .addOption(new Option('--ring-norm <kind>', 'RING ḡ²: mean since the last refresh or this step (default mean)').choices(['mean', 'step']))
     .addOption(new Option('--hvp <kind>', 'RENG Hg: double-backprop or finite-difference (default double-backprop)').choices(['double-backprop', 'finite-difference']));
 }

@@ -36,6 +36,7 @@ export interface RunCommandOptions {
   readonly inverseEvery?: number;
   readonly newtonTol?: number;
   readonly newtonMaxIters?: number;
+  readonly newtonWarmTrials?: number;
   readonly ringNorm?: 'mean' | 'step';
   readonly hvp?: 'double-backprop' | 'finite-difference';
 }
@@ -70,6 +71,7 @@ function optimizerOptionsOf(options: RunCommandOptions): NamedOptimizerOptions {
     inverseEvery: options.inverseEvery,
     newtonTolerance: options.newtonTol,
     newtonMaxIterations: options.newtonMaxIters,
+    newtonWarmTrials: options.newtonWarmTrials,
     ringNorm: options.ringNorm,
     hvp: options.hvp,
   });

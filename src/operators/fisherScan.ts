@@ -166,8 +166,8 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
         return dampFactors(a, g, gamma);
       });
       try {
-        const aInv = await newtonSchulzInverse(damped.a, { ...(layer.inverse ? { warmStart: layer.inverse.aInverse } : {}), tolerance: resolved.newtonTolerance, maxIterations: resolved.newtonMaxIterations });
-        const gInv = await newtonSchulzInverse(damped.g, { ...(layer.inverse ? { warmStart: layer.inverse.gInverse } : {}), tolerance: resolved.newtonTolerance, maxIterations: resolved.newtonMaxIterations });
+        const aInv = await newtonSchulzInverse(damped.a, { ...(layer.inverse ? { warmStart: layer.inverse.aInverse } : {}), tolerance: resolved.newtonTolerance, maxIterations: resolved.newtonMaxIterations, warmTrials: resolved.newtonWarmTrials });
+        const gInv = await newtonSchulzInverse(damped.g, { ...(layer.inverse ? { warmStart: layer.inverse.gInverse } : {}), tolerance: resolved.newtonTolerance, maxIterations: resolved.newtonMaxIterations, warmTrials: resolved.newtonWarmTrials });
         if (state.closed) {
           tf.dispose([aInv.inverse, gInv.inverse]);
           return;

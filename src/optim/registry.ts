@@ -30,6 +30,7 @@ export interface NamedOptimizerOptions {
   readonly inverseEvery?: number;
   readonly newtonTolerance?: number;
   readonly newtonMaxIterations?: number;
+  readonly newtonWarmTrials?: number;
   readonly ringNorm?: 'mean' | 'step';
   readonly hvp?: 'double-backprop' | 'finite-difference';
   readonly seed?: number;
@@ -46,7 +47,7 @@ export interface NamedOptimizer {
   readonly curvature?: { readonly damping: DampingRule; readonly options: CurvatureOptions };
 }
 
-const CURVATURE = ['damping', 'klClip', 'fisher', 'beta', 'statsEvery', 'inverseEvery', 'newtonTolerance', 'newtonMaxIterations', 'seed', 'learningRate', 'momentum', 'weightDecay'] as const;
+const CURVATURE = ['damping', 'klClip', 'fisher', 'beta', 'statsEvery', 'inverseEvery', 'newtonTolerance', 'newtonMaxIterations', 'newtonWarmTrials', 'seed', 'learningRate', 'momentum', 'weightDecay'] as const;
 
 interface Entry {
   readonly defaults: NamedOptimizerOptions;
