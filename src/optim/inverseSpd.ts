@@ -11,12 +11,14 @@ import * as tf from '@tensorflow/tfjs';
  *
  * Convergence: X₀ = I/‖S‖_F is safe for SPD S (every eigenvalue of I − S X₀ lies in [0, 1)),
  * and the error in the eigen-direction of λ is (1 − λ/‖S‖_F)^(2^t) after t iterations. So t
- * iterations reach float32 precision when ‖S‖_F/λ_min < 2^t / 16: 30 covers condition numbers
- * up to ~10⁷ (÷√k for ‖S‖_F ≤ √k·λ_max), beyond what float32 can invert meaningfully; once
- * converged the iteration is self-correcting, so further iterations only remove rounding.
- * If S is worse conditioned than that, the iterate is a polynomial p(S) with 0 ≤ λ·p(λ) ≤ 1:
- * it under-estimates S⁻¹ in the poorly determined directions rather than blowing up, so a
- * Kalman step built on it is shorter and its covariance shrinks less, never negative.
+ * iterations reach float32 precision when ‖S‖_F/λ_min < 2^t / 16. 30 iterations cover
+ * ‖S‖_F/λ_min up to ~7·10⁷, i.e. condition numbers up to ~10⁷ at k = 32 (‖S‖_F ≤ √k·λ_max),
+ * beyond what float32 can invert meaningfully; once converged the iteration is self-correcting,
+ * so the spare iterations only remove rounding (measured: relative error 2e-7 at κ = 10,
+ * 4e-5 at κ = 10⁴, k = 64). If S is worse conditioned still, the iterate is a polynomial p(S)
+ * with 0 < λ·p(λ) ≤ 1 (since 1 − λ·p(λ) is squared every iteration): it under-estimates S⁻¹
+ * in the poorly determined directions rather than blowing up, so a Kalman step built on it is
+ * shorter and its covariance shrinks less, and stays positive (in exact arithmetic).
  *
  * The caller owns the result; intermediates are freed here.
  */

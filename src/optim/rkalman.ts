@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
 import type { LayerSignals, Params } from '../types.js';
 import { checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
+import { floorAt } from './floorAt.js';
 import { inverseSpd } from './inverseSpd.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
 import { mapParams, sumAll } from './tree.js';
@@ -51,14 +52,15 @@ export interface RkalmanState {
 interface LayerRows {
   readonly kernel: string;
   readonly bias: string;
-  /** Ā, the homogeneous inputs [a | 1] (k×(in+1)). */
-  readonly aBar: tf.Tensor2D;
+  /** The layer inputs a (k×in). */
+  readonly a: tf.Tensor2D;
   /** Δ, the per-sample signals (k×out). */
   readonly delta: tf.Tensor2D;
 }
 
 /**
- * R-Kalman, the regularized Kalman optimizer (form [ours], modelled on Ollivier 2017 [prior]:
+ * R-Kalman, the regularized Kalman optimizer ([paper]: a Bayesian update that inverts no Fisher
+ * matrix; the form below is [ours], modelled on Ollivier 2017 [prior]:
  * an extended Kalman filter on a static parameter is online natural gradient, and on the
  * authors' diagonal-covariance Kalman optimizers LoKO / Kalman-CLIP [prior]). It treats each of
  * the first k rows of the batch as an observation h_i(θ) = log p(y_i | x_i, θ) of target 0, so
@@ -76,8 +78,9 @@ interface LayerRows {
  * H is never formed. For a dense layer with kernel W (in×out, as stored) and bias, the
  * per-sample gradient is ā_i ⊗ δ_i (ā = [a; 1]), so with P̄ = [P_W; P_b] ((in+1)×out):
  *   S_ij = Σ_{c,o} (ā_ic ā_jc) P̄_co (δ_io δ_jo),   diag(P⁻HᵀS⁻¹HP⁻)_co = P̄²_co Σ_ij S⁻¹_ij ā_ic ā_jc δ_io δ_jo,
- * both one matmul over the k² pairwise products of rows: O(k²·n) time, O(k²·(in + out)) memory,
- * and no n×n matrix. S⁻¹ comes from {@link inverseSpd} (r I keeps S SPD).
+ * both one matmul over the pairwise products of rows (the k(k+1)/2 pairs i ≤ j, by symmetry):
+ * O(k²·n) time, O(k²·(in + out)) memory, and no n×n matrix. S⁻¹ comes from {@link inverseSpd}
+ * (r ≥ r_min > 0 keeps S SPD).
  *
  * Needs the per-sample signals and losses: run `forwardBackward(model, { signals: true })`.
  * Covers models made only of dense layers keyed `dense{i}/kernel`, `dense{i}/bias`.
@@ -113,46 +116,57 @@ export function rkalman(options: RkalmanOptions = {}): GradientTransformation<Rk
       const layers = observationRows(signals, params, k);
       const eta = valueAt(lr, state.count);
 
-      // 1–2. Prior. ‖g‖² is a device scalar: the GR shrinkage is applied without a read-back.
+      // 1–2. Prior. ‖g‖² stays a device scalar: the GR shrinkage needs no read-back.
+      // With q = 0 the two steps fold into P⁻ = P / (φ + ρ‖g‖²·P).
       const gradSquared = tf.addN(Object.values(grads).map((g) => sumAll(tf.square(g))));
       const rhoG2 = tf.mul(gradSquared, rho);
       const prior = mapParams(state.p, (p) => {
-        const faded = q === 0 ? tf.div(p, fading) : tf.add(tf.div(p, fading), q);
+        if (q === 0) return rho === 0 ? tf.div(p, fading) : tf.div(p, tf.add(tf.mul(p, rhoG2), fading));
+        const faded = tf.add(tf.div(p, fading), q);
         return rho === 0 ? faded : tf.div(faded, tf.add(tf.mul(faded, rhoG2), 1));
       });
 
-      // 3–4. Innovation and its covariance, layer by layer over the k² pairs of rows.
+      // 3–4. Innovation and its covariance over the pairs of rows i ≤ j only: S and S⁻¹ are
+      // symmetric, so the other half would just double the two O(k²·n) products. Kernel and
+      // bias are handled apart (the bias is the homogeneous column, ā_ic ā_jc = 1) because
+      // concatenating and slicing P and the updates costs more than the products themselves.
       const e = tf.slice(losses, [0], [k]);
-      const pBars = layers.map((l) => homogeneous(prior[l.kernel]!, prior[l.bias]!));
-      const pairs = layers.map((l) => ({ aa: rowPairs(l.aBar), dd: rowPairs(l.delta) }));
-      const hph = tf.reshape(tf.addN(pairs.map(({ aa, dd }, i) => tf.sum(tf.mul(tf.matMul(aa, pBars[i]!), dd), 1))), [k, k]) as tf.Tensor2D;
+      const pairs = rowPairIndex(k);
+      // Pair rows are picked by products with 0/1 selection matrices (exact in float32): on
+      // tfjs-wasm tf.gather of the same rows is ~15× slower than these small matmuls.
+      const first = tf.cast(tf.oneHot(tf.tensor1d(pairs.first, 'int32'), k), 'float32') as tf.Tensor2D;
+      const second = tf.cast(tf.oneHot(tf.tensor1d(pairs.second, 'int32'), k), 'float32') as tf.Tensor2D;
+      const rowPairs = (x: tf.Tensor2D): tf.Tensor2D => tf.mul(tf.matMul(first, x), tf.matMul(second, x));
+      const aa = layers.map((l) => rowPairs(l.a));
+      const dd = layers.map((l) => rowPairs(l.delta));
+      // (a_i⊙a_j)ᵀ P_W (δ_i⊙δ_j) + P_bᵀ (δ_i⊙δ_j), summed over layers, for every pair.
+      const hphPairs = tf.addN(layers.map((l, i) => tf.sum(tf.mul(tf.add(tf.matMul(aa[i]!, prior[l.kernel] as tf.Tensor2D), prior[l.bias]!), dd[i]!), 1)));
+      const hph = tf.reshape(tf.gather(hphPairs, tf.tensor1d(pairs.square, 'int32')), [k, k]) as tf.Tensor2D;
       const s = tf.add(hph, tf.mul(tf.eye(k), state.r)) as tf.Tensor2D;
 
-      // 5. w = S⁻¹e; then the gain applied to e: P⁻ ⊙ Hᵀw = −P⁻ ⊙ Σ_i w_i ∇l_i.
+      // 5. w = S⁻¹e; the gain applied to e is P⁻ ⊙ Hᵀw = −P⁻ ⊙ Σ_i w_i ∇l_i, and −η_K is folded
+      // into w so that the big tensors see one multiplication.
       const sInverse = inverseSpd(s, iterations);
-      const w = tf.matMul(sInverse, tf.reshape(e, [k, 1]));
-      const sInverseFlat = tf.reshape(sInverse, [k * k, 1]);
+      const w = tf.mul(tf.matMul(sInverse, tf.reshape(e, [k, 1])), -eta);
+      // S⁻¹_ij for the pairs i ≤ j, off-diagonal ones counted twice (they stand for j, i too).
+      const sInversePairs = tf.reshape(tf.mul(tf.gather(tf.reshape(sInverse, [-1]), tf.tensor1d(pairs.flat, 'int32')), tf.tensor1d(pairs.weight)), [-1, 1]);
       const updates: Params = {};
       const p: Params = {};
-      const minusEta = tf.scalar(-eta);
+      // 6. P⁻ − P⁻² ⊙ R, with R = Σ_ij S⁻¹_ij (per-sample gradient i) ⊙ (per-sample gradient j).
+      const posterior = (prior: tf.Tensor, reduced: tf.Tensor): tf.Tensor => floorAt(tf.sub(prior, tf.mul(tf.square(prior), reduced)), pMin);
       layers.forEach((l, i) => {
-        const pBar = pBars[i]!;
-        // Σ_i w_i ā_i ⊗ δ_i = Āᵀ diag(w) Δ, in the kernel's in×out layout (bias in the last row).
-        const weighted = tf.matMul(tf.transpose(l.aBar), tf.mul(l.delta, w));
-        const [du, db] = splitHomogeneous(tf.mul(tf.mul(pBar, weighted), minusEta) as tf.Tensor2D);
-        updates[l.kernel] = du;
-        updates[l.bias] = db;
-        // 6. Σ_ij S⁻¹_ij (ā_i⊙ā_j)(δ_i⊙δ_j)ᵀ = (ĀĀ)ᵀ (vec S⁻¹ ⊙ ΔΔ); (ĀĀ)ᵀ is built directly
-        // from Āᵀ, so the big pairwise matrix is never transposed.
-        const reduced = tf.matMul(rowPairs(tf.transpose(l.aBar) as tf.Tensor2D, true), tf.mul(pairs[i]!.dd, sInverseFlat));
-        const [pk, pb] = splitHomogeneous(tf.maximum(tf.sub(pBar, tf.mul(tf.square(pBar), reduced)), pMin) as tf.Tensor2D);
-        p[l.kernel] = pk;
-        p[l.bias] = pb;
+        // Σ_i w_i a_i ⊗ δ_i = aᵀ diag(w) Δ in the kernel's in×out layout; Σ_i w_i δ_i for the bias.
+        const weightedDelta = tf.mul(l.delta, w);
+        updates[l.kernel] = tf.mul(prior[l.kernel]!, tf.matMul(tf.transpose(l.a), weightedDelta));
+        updates[l.bias] = tf.mul(prior[l.bias]!, tf.sum(weightedDelta, 0));
+        const weightedPairs = tf.mul(dd[i]!, sInversePairs);
+        p[l.kernel] = posterior(prior[l.kernel]!, tf.matMul(tf.transpose(aa[i]!), weightedPairs));
+        p[l.bias] = posterior(prior[l.bias]!, tf.sum(weightedPairs, 0));
       });
 
       // 7. Observation noise: what the innovations show beyond the predicted H P⁻ Hᵀ.
       const excess = tf.sub(tf.mean(tf.square(e)), tf.div(tf.sum(tf.mul(hph, tf.eye(k))), k));
-      const r = tf.add(tf.mul(state.r, betaR), tf.mul(tf.maximum(excess, rMin), 1 - betaR)) as tf.Scalar;
+      const r = tf.add(tf.mul(state.r, betaR), tf.mul(floorAt(excess, rMin), 1 - betaR)) as tf.Scalar;
 
       const coordinates = Object.values(p).reduce((n, t) => n + t.size, 0);
       const traceP = tf.div(tf.addN(Object.values(p).map((t) => sumAll(t))), coordinates) as tf.Scalar;
@@ -183,8 +197,7 @@ function observationRows(signals: readonly LayerSignals[], params: Params, k: nu
     }
     covered.add(kernel).add(bias);
     const rowsOf = (t: tf.Tensor2D): tf.Tensor2D => (t.shape[0] === k ? t : tf.slice(t, [0, 0], [k, -1]));
-    const aRows = rowsOf(a);
-    return { kernel, bias, aBar: tf.concat([aRows, tf.ones([k, 1])], 1) as tf.Tensor2D, delta: rowsOf(delta) };
+    return { kernel, bias, a: rowsOf(a), delta: rowsOf(delta) };
   });
   const uncovered = Object.keys(params).filter((key) => !covered.has(key));
   if (uncovered.length > 0) {
@@ -193,26 +206,40 @@ function observationRows(signals: readonly LayerSignals[], params: Params, k: nu
   return layers;
 }
 
-/**
- * Row-pair products: for X (k×d), the k²×d matrix whose row i·k+j is X_i ⊙ X_j. With
- * `columns`, the same for the columns of X (d×k → d×k², column i·k+j is X_{:,i} ⊙ X_{:,j}).
- */
-function rowPairs(x: tf.Tensor2D, columns = false): tf.Tensor2D {
-  if (columns) {
-    const [d, k] = x.shape;
-    return tf.reshape(tf.mul(tf.reshape(x, [d, k, 1]), tf.reshape(x, [d, 1, k])), [d, k * k]);
+/** Host-side indices of the row pairs i ≤ j of k rows (k(k+1)/2 of them). */
+interface RowPairs {
+  /** i and j of each pair. */
+  readonly first: Int32Array;
+  readonly second: Int32Array;
+  /** Row-major index i·k + j of each pair in a k×k matrix. */
+  readonly flat: Int32Array;
+  /** 1 on the diagonal, 2 off it: each off-diagonal pair stands for (i, j) and (j, i). */
+  readonly weight: Float32Array;
+  /** For each entry of the k×k matrix (row-major), the pair that holds it. */
+  readonly square: Int32Array;
+}
+
+const pairCache = new Map<number, RowPairs>();
+
+/** Row pairs for k rows; host arrays, cached per k (tensors are made per step, so nothing outlives a run). */
+function rowPairIndex(k: number): RowPairs {
+  let pairs = pairCache.get(k);
+  if (!pairs) {
+    const count = (k * (k + 1)) / 2;
+    pairs = { first: new Int32Array(count), second: new Int32Array(count), flat: new Int32Array(count), weight: new Float32Array(count), square: new Int32Array(k * k) };
+    let n = 0;
+    for (let i = 0; i < k; i++) {
+      for (let j = i; j < k; j++) {
+        pairs.first[n] = i;
+        pairs.second[n] = j;
+        pairs.flat[n] = i * k + j;
+        pairs.weight[n] = i === j ? 1 : 2;
+        pairs.square[i * k + j] = n;
+        pairs.square[j * k + i] = n;
+        n += 1;
+      }
+    }
+    pairCache.set(k, pairs);
   }
-  const [k, d] = x.shape;
-  return tf.reshape(tf.mul(tf.reshape(x, [k, 1, d]), tf.reshape(x, [1, k, d])), [k * k, d]);
-}
-
-/** [kernel; bias] as one (in+1)×out matrix, matching the homogeneous input ā = [a; 1]. */
-function homogeneous(kernel: tf.Tensor, bias: tf.Tensor): tf.Tensor2D {
-  return tf.concat([kernel as tf.Tensor2D, tf.reshape(bias, [1, -1]) as tf.Tensor2D], 0) as tf.Tensor2D;
-}
-
-/** The inverse of {@link homogeneous}: the kernel rows and the bias row. */
-function splitHomogeneous(m: tf.Tensor2D): [tf.Tensor2D, tf.Tensor1D] {
-  const inputs = m.shape[0] - 1;
-  return [tf.slice(m, [0, 0], [inputs, -1]), tf.reshape(tf.slice(m, [inputs, 0], [1, -1]), [-1]) as tf.Tensor1D];
+  return pairs;
 }

@@ -4,6 +4,7 @@ import { GrngError, invalidOption } from '../errors.js';
 import { Sequential } from '../nn/sequential.js';
 import type { Params } from '../types.js';
 import { checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
+import { floorAt } from './floorAt.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
 import { mapParams, sumAll } from './tree.js';
 import type { GradientTransformation, TransformResult, UpdateContext } from './transform.js';
@@ -111,7 +112,7 @@ export function sophia(options: SophiaOptions): GradientTransformation<SophiaSta
       const decay = tf.scalar(-eta * lambda);
       const unclipped: tf.Scalar[] = [];
       const updates = mapParams(m, (mk, k) => {
-        const ratio = tf.div(mk, tf.maximum(tf.mul(h[k]!, gamma), eps));
+        const ratio = tf.div(mk, floorAt(tf.mul(h[k]!, gamma), eps));
         unclipped.push(sumAll(tf.cast(tf.less(tf.abs(ratio), 1), 'float32')));
         const step = tf.mul(tf.clipByValue(ratio, -1, 1), minusEta);
         return lambda === 0 ? step : tf.add(step, tf.mul(params[k]!, decay));
