@@ -39,6 +39,8 @@ export { createOptimizer, optimizerDefaults, resolveOptimizerOptions, OPTIMIZERS
 export { kfac, type KfacOptions, type CurvatureOptimizer } from './optim/kfac.js';
 export { ring, type RingOptions } from './optim/ring.js';
 export { reng, hessianGradientProduct, finiteDifferenceHg, type RengOptions } from './optim/reng.js';
+export { sophia, type SophiaOptions } from './optim/sophia.js';
+export { rkalman, type RkalmanOptions } from './optim/rkalman.js';
 export { naturalGradient, precondition, type NaturalGradientOptions } from './optim/naturalGradient.js';
 export { valueAt, constantSchedule, stepSchedule, cosineSchedule, warmupSchedule, type Schedule, type Hyper } from './optim/schedules.js';
 export { globalNorm } from './optim/tree.js';

@@ -39,6 +39,16 @@ export interface RunCommandOptions {
   readonly newtonWarmTrials?: number;
   readonly ringNorm?: 'mean' | 'step';
   readonly hvp?: 'double-backprop' | 'finite-difference';
+  readonly gamma?: number;
+  readonly hessianEvery?: number;
+  readonly kalmanRows?: number;
+  readonly p0?: number;
+  readonly r0?: number;
+  readonly fading?: number;
+  readonly processNoise?: number;
+  readonly betaR?: number;
+  readonly rMin?: number;
+  readonly pMin?: number;
 }
 
 export interface TrainCommandOptions extends RunCommandOptions {
@@ -74,6 +84,16 @@ function optimizerOptionsOf(options: RunCommandOptions): NamedOptimizerOptions {
     newtonWarmTrials: options.newtonWarmTrials,
     ringNorm: options.ringNorm,
     hvp: options.hvp,
+    gamma: options.gamma,
+    hessianEvery: options.hessianEvery,
+    rows: options.kalmanRows,
+    p0: options.p0,
+    r0: options.r0,
+    fading: options.fading,
+    processNoise: options.processNoise,
+    betaR: options.betaR,
+    rMin: options.rMin,
+    pMin: options.pMin,
   });
 }
 

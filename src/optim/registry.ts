@@ -5,11 +5,13 @@ import { adamw, type AdamwOptions } from './adamw.js';
 import { kfac, type KfacOptions } from './kfac.js';
 import { reng, type RengOptions } from './reng.js';
 import { ring, type RingOptions } from './ring.js';
+import { rkalman, type RkalmanOptions } from './rkalman.js';
 import { sgd, type SgdOptions } from './sgd.js';
+import { sophia, type SophiaOptions } from './sophia.js';
 import type { GradientTransformation } from './transform.js';
 
 /** Optimizers reachable by name from the CLI, `train` and `compare`. */
-export const OPTIMIZERS = ['sgd', 'adamw', 'kfac', 'ring', 'reng'] as const;
+export const OPTIMIZERS = ['sgd', 'adamw', 'kfac', 'ring', 'reng', 'rkalman', 'sophia'] as const;
 export type OptimizerName = (typeof OPTIMIZERS)[number];
 
 /** Options every named optimizer may receive; each accepts the ones it knows. */
@@ -34,6 +36,16 @@ export interface NamedOptimizerOptions {
   readonly ringNorm?: 'mean' | 'step';
   readonly hvp?: 'double-backprop' | 'finite-difference';
   readonly seed?: number;
+  readonly gamma?: number;
+  readonly hessianEvery?: number;
+  readonly rows?: number;
+  readonly p0?: number;
+  readonly r0?: number;
+  readonly fading?: number;
+  readonly processNoise?: number;
+  readonly betaR?: number;
+  readonly rMin?: number;
+  readonly pMin?: number;
 }
 
 /** A named optimizer, ready for the pipeline: what it needs upstream of `update`. */
@@ -91,6 +103,18 @@ const REGISTRY: Record<OptimizerName, Entry> = {
     accepts: [...CURVATURE, 'rho', 'hvp'],
     build: (m, o) => reng(m, o as RengOptions),
     needsSignals: true,
+  },
+  rkalman: {
+    defaults: { learningRate: 1, rows: 32, p0: 0.1, r0: 1, fading: 0.999, processNoise: 0, rho: 0.1, betaR: 0.99, rMin: 1e-2, pMin: 1e-6 },
+    accepts: ['learningRate', 'rows', 'p0', 'r0', 'fading', 'processNoise', 'rho', 'betaR', 'rMin', 'pMin'],
+    build: (_, o) => rkalman(o as RkalmanOptions),
+    needsSignals: true,
+  },
+  sophia: {
+    defaults: { learningRate: 1e-3, b1: 0.965, b2: 0.99, gamma: 0.04, weightDecay: 0.1, eps: 1e-12, hessianEvery: 10 },
+    accepts: ['learningRate', 'b1', 'b2', 'gamma', 'weightDecay', 'eps', 'hessianEvery', 'seed'],
+    build: (m, o) => sophia({ ...(o as Omit<SophiaOptions, 'model'>), model: m }),
+    needsSignals: false,
   },
 };
 
