@@ -17,6 +17,20 @@ async function grng(args: string[]): Promise<{ code: number; stdout: string; std
 
 const FIELDS = ['optimizer', 'backend', 'dataset', 'steps', 'epochs', 'finalLoss', 'testAccuracy', 'testLoss', 'msPerStep', 'samplesPerSecond'];
 
+describe('grng compare', () => {
+  it('trains each optimizer from the same start and prints one JSON array', async () => {
+    const { code, stdout, stderr } = await grng(['compare', '--dataset', 'synthetic', '--optimizers', 'sgd,kfac,ring', '--epochs', '2', '--batch-size', '64', '--target', '0.7', '--lr', '0.05', '--backend', 'wasm', '--json']);
+    expect(code).toBe(0);
+    const summaries = JSON.parse(stdout.trim().split('\n').at(-1)!);
+    expect(summaries.map((s: { optimizer: string }) => s.optimizer)).toEqual(['sgd', 'kfac', 'ring']);
+    for (const s of summaries) {
+      for (const field of [...FIELDS, 'meanGradNorm', 'meanUpdateGradCorrelation', 'epochsToTarget']) expect(s).toHaveProperty(field);
+      expect(s.steps).toBe(64);
+    }
+    expect(stderr).toMatch(/epochs→0.7/);
+  });
+});
+
 describe('grng train', () => {
   it('--json prints one JSON summary as the last stdout line', async () => {
     const { code, stdout, stderr } = await grng(['train', '--dataset', 'synthetic', '--optimizer', 'sgd', '--epochs', '2', '--batch-size', '64', '--backend', 'wasm', '--json']);
@@ -53,6 +67,15 @@ describe('grng train', () => {
     [['train', '--dataset', 'synthetic', '--model', 'mlp:20-8-7'], /has 7 outputs but dataset synthetic has 4 classes/, 2],
     [['train', '--dataset', 'synthetic', '--model', 'resnet'], /invalid model spec "resnet"/, 2],
     [['frobnicate'], /unknown command 'frobnicate'/, 2],
+    [['train', '--dataset', 'synthetic', '--optimizer', 'ring', '--rho', '-0.5'], /invalid rho: -0.5/, 2],
+    [['train', '--dataset', 'synthetic', '--optimizer', 'kfac', '--damping', '-1'], /invalid damping: -1/, 2],
+    [['train', '--dataset', 'synthetic', '--optimizer', 'kfac', '--damping', '0'], /invalid damping: 0/, 2],
+    [['train', '--dataset', 'synthetic', '--optimizer', 'rkalman', '--kalman-rows', '0'], /invalid rows: 0/, 2],
+    [['train', '--dataset', 'synthetic', '--optimizer', 'kfac', '--inverse-every', '2.5'], /--inverse-every must be an integer ≥ 1, got "2.5"/, 2],
+    [['train', '--dataset', 'synthetic', '--optimizer', 'kfac', '--stats-every', '0'], /--stats-every must be an integer ≥ 1, got "0"/, 2],
+    [['train', '--dataset', 'synthetic', '--optimizer', 'sgd', '--rho', '0.1'], /option rho for optimizer sgd/, 2],
+    [['train', '--dataset', 'synthetic', '--optimizer', 'kfac', '--fisher', 'exact'], /argument 'exact' is invalid/, 2],
+    [['compare', '--optimizers', 'sgd,lbfgs'], /--optimizers must list optimizers from/, 2],
   ];
   for (const [args, message, exitCode] of bad) {
     it(`rejects ${args.slice(1).join(' ') || args[0]} with one clear line`, async () => {
@@ -63,6 +86,17 @@ describe('grng train', () => {
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatch(message);
       expect(stderr).not.toMatch(/^\s+at /m);
+    });
+  }
+
+  for (const optimizer of ['sophia', 'kfac', 'ring', 'reng', 'rkalman']) {
+    it(`trains the synthetic set with ${optimizer} and its defaults`, async () => {
+      const { code, stdout } = await grng(['train', '--dataset', 'synthetic', '--optimizer', optimizer, '--epochs', '3', '--batch-size', '64', '--backend', 'wasm', '--json']);
+      expect(code).toBe(0);
+      const summary = JSON.parse(stdout.trim().split('\n').at(-1)!);
+      expect(summary.optimizer).toBe(optimizer);
+      expect(summary.testAccuracy).toBeGreaterThan(0.6);
+      expect(Number.isFinite(summary.finalLoss)).toBe(true);
     });
   }
 
