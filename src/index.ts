@@ -49,3 +49,15 @@ export { progressBar, type ProgressBarOptions } from './sinks/progressBar.js';
 export { formatSummaryTable } from './sinks/summaryTable.js';
 
 export { prepareRun, train, liveTensors, type TrainOptions, type PreparedRun, type RunMetadata } from './train.js';
+
+export { METRIC_COLUMNS, metricsSchema, runOfSchema, rowsToRecordBatch, recordBatchToRows, type RecordedRun } from './sinks/metricsSchema.js';
+export { toRecordBatches, type RecordBatchOptions } from './operators/toRecordBatches.js';
+export { recordArrow, type RecordArrowOptions } from './sinks/recordArrow.js';
+export { arrowSink, type ArrowSinkOptions } from './sinks/arrowSink.js';
+export { broadcast } from './operators/broadcast.js';
+export { RunHub, type HubRun, type HubEvent } from './sinks/runHub.js';
+export { startServer, type ServerOptions, type ServerHandle } from './sinks/server.js';
+export { encodeStream } from './sinks/encodeStream.js';
+export { readRecording, parseRecording, type Recording } from './streams/readRecording.js';
+export { replayArrow, type ReplayedRow, type ReplayOptions } from './streams/replayArrow.js';
+export { VERSION } from './version.js';

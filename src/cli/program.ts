@@ -3,6 +3,7 @@ import { BACKENDS } from '../backend.js';
 import { INITIALIZERS } from '../nn/init.js';
 import { OPTIMIZERS } from '../optim/registry.js';
 import { runCompareCommand, runTrainCommand, type CompareCommandOptions, type TrainCommandOptions } from './trainCommand.js';
+import { runReplayCommand, runServeCommand, type ReplayCommandOptions, type ServeCommandOptions } from './replayCommand.js';
 
 /** Where the CLI writes; injectable so tests can run it in-process. */
 export interface CliIo {
@@ -25,7 +26,7 @@ const integer = (flag: string, min: number) => (value: string): number => {
 
 /** Flags shared by `train` and `compare`: data, model, schedule, backend, optimizer options. */
 function addRunOptions(command: Command): Command {
-  return command
+  command
     .addOption(new Option('--dataset <name>', 'dataset').choices(['mnist', 'synthetic']).default('mnist'))
     .option('--model <spec>', 'model spec, e.g. mlp:784-256-10 (relu between layers) or mlp:784-256-10:tanh (default: mlp:<features>-256-<classes>)')
     .option('--epochs <n>', 'passes over the training set', integer('--epochs', 1), 3)
@@ -65,6 +66,18 @@ function addRunOptions(command: Command): Command {
     .option('--r-min <number>', 'R-Kalman floor of r (default 1e-2)', number('--r-min'))
     .option('--p-min <number>', 'R-Kalman floor of P (default 1e-6)', number('--p-min'))
     .addOption(new Option('--hvp <kind>', 'RENG Hg: double-backprop or finite-difference (default double-backprop)').choices(['double-backprop', 'finite-difference']));
+  return addLiveOptions(command)
+    .option('--record <path>', 'record the metrics to an Arrow IPC stream file (.arrows); compare writes one file per optimizer (NAME.OPTIMIZER.arrows)')
+    .option('--overwrite', 'replace an existing recording');
+}
+
+/** Flags of the dashboard server. */
+function addLiveOptions(command: Command, { serveFlag = true } = {}): Command {
+  if (serveFlag) command.option('--serve', 'serve the live dashboard while training (prints its URL)').option('--keep-serving', 'keep serving after the run ends, until Ctrl-C');
+  return command
+    .option('--port <n>', 'dashboard port (0 = any free port)', integer('--port', 0), 8080)
+    .option('--host <address>', 'address to bind (default 127.0.0.1: this machine only)', '127.0.0.1')
+    .option('--token <token>', 'require this token on every dashboard connection');
 }
 
 /** The `grng` command line. Parse with `program.parseAsync(argv, { from: 'user' })`. */
@@ -94,6 +107,17 @@ export function buildProgram(io: CliIo): Command {
     .action(async (options: CompareCommandOptions) => {
       await runCompareCommand(options, io);
     });
+
+  addLiveOptions(program.command('replay').description('replay recordings: a summary table, or through the dashboard').argument('<files...>', 'recordings (.arrows)'))
+    .option('--speed <n>', 'replay pace: recorded pace × N (default: as fast as possible)', number('--speed'))
+    .option('--summary', 'print a per-run summary table (the default without --serve)')
+    .action(async (files: string[], options: ReplayCommandOptions) => {
+      await runReplayCommand(files, options, io);
+    });
+
+  addLiveOptions(program.command('serve').description('serve the dashboard for every recording in a folder').argument('<dir>', 'folder of recordings (.arrows)'), { serveFlag: false }).action(async (dir: string, options: ServeCommandOptions) => {
+    await runServeCommand(dir, options, io);
+  });
 
   return program;
 }

@@ -6,9 +6,12 @@ import { progressBar } from '../sinks/progressBar.js';
 import { formatSummaryTable } from '../sinks/summaryTable.js';
 import { train, type TrainOptions } from '../train.js';
 import type { CliIo } from './program.js';
+import { liveSink, withLive, type LiveOptions } from './live.js';
+import type { RunHub } from '../sinks/runHub.js';
+import { randomUUID } from 'node:crypto';
 
 /** Flags shared by `train` and `compare`, as commander parses them. */
-export interface RunCommandOptions {
+export interface RunCommandOptions extends LiveOptions {
   readonly dataset: 'mnist' | 'synthetic';
   readonly model?: string;
   readonly epochs: number;
@@ -115,15 +118,20 @@ function trainOptionsOf(options: RunCommandOptions, optimizer: string, extra: Pa
   }) as TrainOptions;
 }
 
-async function runOne(trainOptions: TrainOptions, io: CliIo): Promise<RunSummary> {
+async function runOne(trainOptions: TrainOptions, io: CliIo, live: { options: LiveOptions; hub: RunHub | undefined; many: boolean; group?: string }): Promise<RunSummary> {
   return train(trainOptions, (meta) => {
     io.err(`grng: backend ${meta.backend} (${meta.backendDetail}); ${meta.model} (${meta.parameters} parameters) on ${meta.dataset}, ${meta.optimizer} ${JSON.stringify(meta.optimizerOptions)}, ${meta.totalSteps} steps\n`);
-    return progressBar({ total: meta.totalSteps, label: meta.optimizer });
+    const bar = progressBar({ total: meta.totalSteps, label: meta.optimizer });
+    const arrow = liveSink(meta, live.options, live.hub, meta.optimizer, live.many, live.group);
+    return arrow ? (rows) => rows.pipe(arrow, bar) : bar;
   });
 }
 
 export async function runTrainCommand(options: TrainCommandOptions, io: CliIo): Promise<void> {
-  const summary = await runOne(trainOptionsOf(options, options.optimizer), io);
+  let summary!: RunSummary;
+  await withLive(options, io, async (hub) => {
+    summary = await runOne(trainOptionsOf(options, options.optimizer), io, { options, hub, many: false });
+  });
   const table = formatSummaryTable([summary]);
   if (options.json) {
     io.err(`${table}\n`);
@@ -139,9 +147,12 @@ export async function runTrainCommand(options: TrainCommandOptions, io: CliIo): 
  */
 export async function runCompareCommand(options: CompareCommandOptions, io: CliIo): Promise<void> {
   const summaries: RunSummary[] = [];
-  for (const optimizer of options.optimizers) {
-    summaries.push(await runOne(trainOptionsOf(options, optimizer, { lenientOptions: true, targetAccuracy: options.target }), io));
-  }
+  const group = `compare-${randomUUID().slice(0, 8)}`;
+  await withLive(options, io, async (hub) => {
+    for (const optimizer of options.optimizers) {
+      summaries.push(await runOne(trainOptionsOf(options, optimizer, { lenientOptions: true, targetAccuracy: options.target }), io, { options, hub, many: true, group }));
+    }
+  });
   const table = formatSummaryTable(summaries, { targetAccuracy: options.target });
   if (options.json) {
     io.err(`${table}\n`);

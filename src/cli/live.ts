@@ -1,0 +1,90 @@
+import { randomUUID } from 'node:crypto';
+import { extname, basename, dirname, join } from 'node:path';
+import type { MonoTypeOperatorFunction } from 'rxjs';
+import { arrowSink } from '../sinks/arrowSink.js';
+import type { RecordedRun } from '../sinks/metricsSchema.js';
+import { RunHub } from '../sinks/runHub.js';
+import { startServer } from '../sinks/server.js';
+import type { RunMetadata } from '../train.js';
+import type { MetricsRow } from '../types.js';
+import { VERSION } from '../version.js';
+import type { CliIo } from './program.js';
+
+/** Flags for recording and live serving, shared by train, compare and replay. */
+export interface LiveOptions {
+  readonly record?: string;
+  readonly overwrite?: boolean;
+  readonly serve?: boolean;
+  readonly port: number;
+  readonly host: string;
+  readonly token?: string;
+  readonly keepServing?: boolean;
+}
+
+/** The run description that recordings and dashboards carry. */
+export function recordedRunOf(meta: RunMetadata, label: string, group?: string): RecordedRun {
+  return {
+    id: `${label}-${randomUUID().slice(0, 8)}`,
+    label,
+    optimizer: meta.optimizer,
+    optimizerOptions: meta.optimizerOptions as Record<string, unknown>,
+    model: meta.model,
+    dataset: meta.dataset,
+    backend: meta.backend,
+    seed: meta.seed,
+    batchSize: meta.batchSize,
+    totalSteps: meta.totalSteps,
+    batchesPerEpoch: meta.batchesPerEpoch,
+    version: VERSION,
+    startedAt: new Date().toISOString(),
+    ...(group ? { group } : {}),
+  };
+}
+
+/** `runs/x.arrows` for one run; `runs/x.ring.arrows` for the run `ring` of several. */
+export function recordingPathFor(path: string, label: string | undefined): string {
+  if (!label) return path;
+  const ext = extname(path) || '.arrows';
+  return join(dirname(path), `${basename(path, extname(path))}.${label}${ext}`);
+}
+
+/**
+ * Starts the dashboard server when asked, runs `body` with the hub (undefined when not serving),
+ * then keeps serving until SIGINT/SIGTERM if asked, and closes the server.
+ */
+export async function withLive(options: LiveOptions, io: CliIo, body: (hub: RunHub | undefined) => Promise<void>, { alwaysServe = false } = {}): Promise<void> {
+  if (!options.serve && !alwaysServe) {
+    await body(undefined);
+    return;
+  }
+  const hub = new RunHub();
+  const server = await startServer({ hub, host: options.host, port: options.port, ...(options.token ? { token: options.token } : {}) });
+  io.err(`grng: dashboard at ${server.url}\n`);
+  try {
+    await body(hub);
+    if (options.keepServing || alwaysServe) {
+      io.err('grng: serving until Ctrl-C\n');
+      await new Promise<void>((resolve) => {
+        const stop = (): void => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          resolve();
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+    }
+  } finally {
+    await server.close();
+  }
+}
+
+/** The Arrow sink for one run when recording or serving, else nothing. */
+export function liveSink(meta: RunMetadata, options: LiveOptions, hub: RunHub | undefined, label: string, many: boolean, group?: string): MonoTypeOperatorFunction<MetricsRow> | undefined {
+  if (!options.record && !hub) return undefined;
+  const run = recordedRunOf(meta, label, group);
+  return arrowSink(run, {
+    ...(options.record ? { record: recordingPathFor(options.record, many ? label : undefined), overwrite: options.overwrite ?? false } : {}),
+    ...(hub ? { hub } : {}),
+  });
+}

@@ -1,0 +1,105 @@
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { from, lastValueFrom, Subject, type Subscription } from 'rxjs';
+import { GrngError, isGrngError } from '../errors.js';
+import { broadcast } from '../operators/broadcast.js';
+import { summarize, type RunSummary } from '../operators/summarize.js';
+import { toRecordBatches } from '../operators/toRecordBatches.js';
+import { metricsSchema, type RecordedRun } from '../sinks/metricsSchema.js';
+import type { RunHub } from '../sinks/runHub.js';
+import { formatSummaryTable } from '../sinks/summaryTable.js';
+import { readRecording } from '../streams/readRecording.js';
+import { replayArrow } from '../streams/replayArrow.js';
+import type { MetricsRow } from '../types.js';
+import { withLive, type LiveOptions } from './live.js';
+import type { CliIo } from './program.js';
+
+export interface ReplayCommandOptions extends LiveOptions {
+  readonly speed?: number;
+  readonly summary?: boolean;
+}
+
+export type ServeCommandOptions = Omit<LiveOptions, 'serve' | 'keepServing' | 'record' | 'overwrite'>;
+
+/**
+ * `grng replay FILE...`: replays recordings through the same sinks as a live run — the dashboard
+ * (`--serve`, at `--speed` × the recorded pace) and/or a per-run summary table.
+ */
+export async function runReplayCommand(files: string[], options: ReplayCommandOptions, io: CliIo): Promise<void> {
+  const rowsByRun = new Map<string, { run: RecordedRun; rows: MetricsRow[] }>();
+  await withLive(options, io, async (hub) => {
+    const feeds = new Map<string, { rows: Subject<MetricsRow>; subscription: Subscription }>();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        replayArrow(files, { ...(options.speed !== undefined ? { speed: options.speed } : {}), onWarning: (message) => io.err(`grng: warning: ${message}\n`) }).subscribe({
+          next: ({ run, row }) => {
+            let entry = rowsByRun.get(run.id);
+            if (!entry) rowsByRun.set(run.id, (entry = { run, rows: [] }));
+            entry.rows.push(row);
+            if (hub) feedOf(feeds, hub, run).next(row);
+          },
+          error: reject,
+          complete: resolve,
+        });
+      });
+    } finally {
+      for (const feed of feeds.values()) {
+        feed.rows.complete();
+        feed.subscription.unsubscribe();
+      }
+    }
+  });
+  if (options.summary || !options.serve) {
+    const summaries: RunSummary[] = [];
+    for (const { run, rows } of rowsByRun.values()) summaries.push(await summaryOf(run, rows));
+    io.out(`${formatSummaryTable(summaries)}\n`);
+  }
+}
+
+function feedOf(feeds: Map<string, { rows: Subject<MetricsRow>; subscription: Subscription }>, hub: RunHub, run: RecordedRun): Subject<MetricsRow> {
+  let feed = feeds.get(run.id);
+  if (!feed) {
+    const schema = metricsSchema(run);
+    const rows = new Subject<MetricsRow>();
+    const subscription = rows.pipe(toRecordBatches(schema), broadcast(hub, run, schema)).subscribe();
+    feeds.set(run.id, (feed = { rows, subscription }));
+  }
+  return feed.rows;
+}
+
+/** A run summary recomputed from its recorded rows. */
+export function summaryOf(run: RecordedRun, rows: MetricsRow[]): Promise<RunSummary> {
+  return lastValueFrom(from(rows).pipe(summarize({ optimizer: run.label, backend: run.backend, dataset: run.dataset, batchesPerEpoch: run.batchesPerEpoch })));
+}
+
+/**
+ * `grng serve DIR`: every recording in a folder, finished, on the dashboard. Unreadable files
+ * are reported and skipped; truncated ones are served up to their last complete batch.
+ */
+export async function runServeCommand(dir: string, options: ServeCommandOptions, io: CliIo): Promise<void> {
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith('.arrows')).sort();
+  } catch (error) {
+    throw new GrngError('invalid-option', `cannot read folder ${dir}: ${(error as Error).message}`, { option: 'dir', value: dir });
+  }
+  await withLive(
+    { ...options, serve: true },
+    io,
+    async (hub) => {
+      for (const name of names) {
+        const path = join(dir, name);
+        try {
+          const rec = readRecording(path);
+          if (rec.truncated) io.err(`grng: warning: ${path}: truncated at byte ${rec.truncated.offset}; serving ${rec.rows} rows\n`);
+          hub!.addRun(rec.run, rec.schema, { batches: rec.batches, finished: true, recordingPath: path });
+        } catch (error) {
+          if (!isGrngError(error)) throw error;
+          io.err(`grng: skipping ${error.message}\n`);
+        }
+      }
+      io.err(`grng: ${hub!.runs().length} recording(s) from ${dir}\n`);
+    },
+    { alwaysServe: true },
+  );
+}
