@@ -474,6 +474,16 @@ describe('startServer: access', () => {
     expect(server.clients()).toBe(2);
   });
 
+  it('refuses WebSocket upgrades from pages of another origin (403) and accepts its own', async () => {
+    const hub = new RunHub();
+    addRun(hub, 'A', { rows: 2 });
+    const server = await serve({ hub });
+    await expect(connect(server, 'ws', { headers: { Origin: 'https://evil.example' } })).rejects.toThrow('HTTP 403');
+    await expect(connect(server, 'ws', { headers: { Origin: 'not a url' } })).rejects.toThrow('HTTP 403');
+    const own = await connect(server, 'ws', { headers: { Origin: `http://127.0.0.1:${server.port}` } });
+    await own.waitForJson((m) => m.type === 'ready', 'ready');
+  });
+
   it('binds 127.0.0.1 by default, 0.0.0.0 only when asked, and says when the port is taken', async () => {
     const hub = new RunHub();
     const local = await serve({ hub });

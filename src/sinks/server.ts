@@ -262,6 +262,7 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     const url = requestUrl(req);
     if (!url) return refuseUpgrade(socket, 400);
     if (!authorized(req, url)) return refuseUpgrade(socket, 401);
+    if (!sameOrigin(req)) return refuseUpgrade(socket, 403);
     if (url.pathname !== '/ws') return refuseUpgrade(socket, 404);
     if (closing) return refuseUpgrade(socket, 503);
     wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws));
@@ -715,5 +716,21 @@ function packageVersion(): string {
     return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
   } catch {
     return '0.0.0';
+  }
+}
+
+/**
+ * Browsers let any page open a WebSocket to 127.0.0.1 and do not apply cross-site rules to it,
+ * so a page from elsewhere could read the metrics of a server without a token. A browser always
+ * sends Origin: accept it only when it names this very host. Clients that are not browsers (Node,
+ * Python) send no Origin and are governed by the token alone.
+ */
+function sameOrigin(req: IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined) return true;
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
   }
 }
