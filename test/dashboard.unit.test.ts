@@ -9,6 +9,7 @@ import { formatDuration, formatNumber, tickLabels } from '../src/dashboard/forma
 import { RunStore } from '../src/dashboard/store.js';
 import { metricsSchema, METRIC_COLUMNS } from '../src/sinks/metricsSchema.js';
 import { rowsToRecordBatch } from '../src/sinks/metricsSchema.js';
+import { encodeStream } from '../src/sinks/encodeStream.js';
 import { syntheticRow, syntheticRun } from './dashboardSynthetic.js';
 
 const series = fc.array(fc.oneof(fc.double({ min: -1e6, max: 1e6, noNaN: true }), fc.constant(NaN)), { minLength: 1, maxLength: 3000 });
@@ -132,7 +133,7 @@ describe('Arrow decoding and the run store', () => {
   const run = syntheticRun('r1', 'ring');
   const schema = metricsSchema(run);
   const rows = Array.from({ length: 300 }, (_, i) => syntheticRow('ring', i));
-  const encode = (from: number, to: number) => RecordBatchStreamWriter.writeAll([rowsToRecordBatch(schema, rows.slice(from, to))]).toUint8Array(true);
+  const encode = (from: number, to: number) => encodeStream([rowsToRecordBatch(schema, rows.slice(from, to))]);
 
   it('decodes a protocol frame: every column, nulls as NaN, the run from the schema metadata', () => {
     const d = decodeBatch(encode(0, 300));
@@ -154,6 +155,17 @@ describe('Arrow decoding and the run store', () => {
     expect(d.rows).toBe(300);
     expect(Array.from(d.columns.get('step')!)).toEqual(rows.map((r) => r.step));
     expect(Array.from(d.columns.get('testAccuracy')!, (v) => (Number.isNaN(v) ? null : v))).toEqual(rows.map((r) => r.testAccuracy));
+  });
+
+  it('decodes a frame with the schema and no rows (every waiting row was dropped)', () => {
+    const d = decodeBatch(encodeStream([], schema)); // what the server sends then
+    expect(d.rows).toBe(0);
+    expect(d.run).toEqual(run);
+    const store = new RunStore();
+    store.append(run.id, decodeBatch(encode(0, 10)), 0);
+    store.append(run.id, d, 40);
+    expect(store.runs.get(run.id)!.rows).toBe(10);
+    expect(store.runs.get(run.id)!.missed).toBe(40);
   });
 
   it('the store grows columns, tracks which quantities a run reports, counts missed rows', () => {
@@ -190,7 +202,10 @@ describe('formatting', () => {
     expect(formatDuration(3_720_000)).toBe('1h 02m');
     expect(tickLabels([0.04001, 0.04002, 0.04003])).toEqual(['0.04001', '0.04002', '0.04003']);
     expect(tickLabels([0, 0.5, 1])).toEqual(['0.0', '0.5', '1.0']);
+    expect(tickLabels([0.05, 0.075, 0.1, 0.125])).toEqual(['0.050', '0.075', '0.100', '0.125']);
+    expect(tickLabels([0, 250, 500])).toEqual(['0', '250', '500']);
     expect(tickLabels([1e-6, 2e-6, 3e-6])).toEqual(['1e-6', '2e-6', '3e-6']);
+    expect(tickLabels([0, 2e-5, 4e-5])).toEqual(['0', '2e-5', '4e-5']);
     expect(tickLabels([0.1, null, 1], true)).toEqual(['0.1', '', '1']);
   });
 });

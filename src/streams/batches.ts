@@ -64,6 +64,7 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
 
     const run = async (): Promise<void> => {
       let step = 0;
+      let lastYield = performance.now();
       for (let epoch = 0; step < totalSteps; epoch++) {
         if (shuffle) fisherYates(order, rng);
         for (let index = 0; index < perEpoch && step < totalSteps; index++, step++) {
@@ -100,12 +101,16 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
           if (holds > 0) {
             await new Promise<void>((resolve) => (wake = resolve));
             wake = undefined;
-          } else {
-            // Yield to the event loop between purely synchronous steps so that timers, signals
-            // and sockets are served during a long run.
-            await new Promise<void>((resolve) => setImmediate(resolve));
           }
           release();
+          // Yield to the event loop every few milliseconds: a read-back on the cpu and wasm
+          // backends resolves as a microtask, so without this timers, signals and sockets (the
+          // dashboard server, the recorder's time-based flush) would wait for the whole run.
+          // Not every step: a macrotask hop per step measurably slows small steps.
+          if (performance.now() - lastYield > YIELD_EVERY_MS) {
+            await new Promise<void>((resolve) => setImmediate(resolve));
+            lastYield = performance.now();
+          }
         }
       }
       if (!subscriber.closed) subscriber.complete();
@@ -121,6 +126,9 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
     };
   });
 }
+
+/** Longest stretch of training without letting the event loop run (ms). */
+const YIELD_EVERY_MS = 20;
 
 function fisherYates(order: Int32Array, rng: () => number): void {
   for (let i = order.length - 1; i > 0; i--) {
