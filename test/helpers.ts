@@ -37,3 +37,20 @@ export function makeBatch(x: number[][], y: number[], step = 0, extra: Partial<B
   };
   return batch;
 }
+
+/** Runs a pipeline to completion, keeping every row and the live tensor count after each one. */
+export async function collectRows<T>(source: import('rxjs').Observable<T>): Promise<{ rows: T[]; counts: number[] }> {
+  const rows: T[] = [];
+  const counts: number[] = [];
+  await new Promise<void>((resolve, reject) =>
+    source.subscribe({
+      next: (row) => {
+        rows.push(row);
+        counts.push(tf.memory().numTensors);
+      },
+      error: reject,
+      complete: resolve,
+    }),
+  );
+  return { rows, counts };
+}

@@ -14,7 +14,7 @@ import { disposeReplaced } from '../src/optim/tree.js';
 import { batches } from '../src/streams/batches.js';
 import type { MetricsRow, Params } from '../src/types.js';
 import { act, crossEntropy, finiteDifferences, forward, maxRelativeError, type Matrix, type RefLayer } from './reference.js';
-import { makeBatch, useTestBackend } from './helpers.js';
+import { makeBatch, useTestBackend, collectRows } from './helpers.js';
 
 beforeAll(async () => {
   await useTestBackend();
@@ -265,19 +265,8 @@ describe('R-Kalman in the pipeline', () => {
     const data = syntheticDataset({ features: 8, classes: 3, train: 256, test: 64, seed: 2 });
     const model = mlp({ inputs: 8, layers: [{ units: 16 }, { units: 3 }], seed: 1 });
     const baseline = tf.memory().numTensors;
-    const counts: number[] = [];
-    const rows: MetricsRow[] = [];
     const run = batches(data.train, { batchSize: 32, epochs: 25, steps: 200, seed: 3 }).pipe(forwardBackward(model, { signals: true }), update(model, rkalman({ rows: 16 })), metrics());
-    await new Promise<void>((resolve, reject) =>
-      run.subscribe({
-        next: (row) => {
-          rows.push(row);
-          counts.push(tf.memory().numTensors);
-        },
-        error: reject,
-        complete: resolve,
-      }),
-    );
+    const { rows, counts } = await collectRows(run);
     expect(rows).toHaveLength(200);
     expect(Math.max(...counts.slice(5))).toBe(Math.min(...counts.slice(5)));
     expect(tf.memory().numTensors).toBe(baseline);

@@ -13,7 +13,7 @@ import { disposeReplaced } from '../src/optim/tree.js';
 import { batches } from '../src/streams/batches.js';
 import type { MetricsRow, Params } from '../src/types.js';
 import { maxRelativeError } from './reference.js';
-import { makeBatch, useTestBackend } from './helpers.js';
+import { makeBatch, useTestBackend, collectRows } from './helpers.js';
 
 beforeAll(async () => {
   await useTestBackend();
@@ -126,19 +126,8 @@ describe('Sophia in the pipeline', () => {
     const data = syntheticDataset({ features: 8, classes: 3, train: 256, test: 64, seed: 2 });
     const model: Sequential = mlp({ inputs: 8, layers: [{ units: 16 }, { units: 3 }], seed: 1 });
     const baseline = tf.memory().numTensors;
-    const rows: MetricsRow[] = [];
-    const counts: number[] = [];
     const run = batches(data.train, { batchSize: 32, epochs: 25, steps: 200, seed: 3 }).pipe(forwardBackward(model, { signals: true }), update(model, sophia({ model, learningRate: 1e-2 })), metrics());
-    await new Promise<void>((resolve, reject) =>
-      run.subscribe({
-        next: (row) => {
-          rows.push(row);
-          counts.push(tf.memory().numTensors);
-        },
-        error: reject,
-        complete: resolve,
-      }),
-    );
+    const { rows, counts } = await collectRows(run);
     expect(rows).toHaveLength(200);
     // Hessian steps (every 10) and the others must leave the same number of tensors.
     expect(Math.max(...counts.slice(5))).toBe(Math.min(...counts.slice(5)));
