@@ -1,21 +1,55 @@
 /**
  * `npm run bench`: every benchmark, each reporting ratios against a baseline measured in the
- * same run. `npm run bench -- --json` prints one JSON object with every figure;
- * `--accuracy` adds the MNIST accuracy table (about two minutes on wasm).
+ * same run, then the figures written into docs/benchmarks.md between the
+ * `<!-- bench:begin -->` / `<!-- bench:end -->` markers (the analysis around them is kept).
+ *
+ *   npm run bench                 # full run (~10 min on the 2-core dev VM)
+ *   npm run bench -- --quick      # a smoke run of every benchmark (< 2 min; used by a test)
+ *   npm run bench -- --json       # one JSON object with every figure on stdout
+ *   npm run bench -- --torch      # also the PyTorch CPU reference (installs python3-torch via apt when root)
+ *   npm run bench -- --accuracy   # also the MNIST accuracy table (~2 min)
+ *   npm run bench -- --no-write   # do not touch docs/benchmarks.md
  */
 import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { renderReport } from './report.js';
 
 const args = process.argv.slice(2);
+const quick = args.includes('--quick');
 const json = args.includes('--json');
-const passThrough = args.filter((a) => a !== '--json' && a !== '--accuracy');
-const runBench = (file: string, extra: string[] = []): unknown => {
-  const out = execFileSync(process.execPath, ['--import', 'tsx', file, ...extra, ...(json ? ['--json'] : [])], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
-  if (!json) {
-    process.stdout.write(out);
-    return undefined;
-  }
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+/** Runs one benchmark in its own process (a fresh tfjs engine each) and parses its JSON line. */
+function runBench(file: string, extra: string[] = []): unknown {
+  const started = Date.now();
+  process.stderr.write(`bench: ${file} ${extra.join(' ')}\n`);
+  const out = execFileSync(process.execPath, ['--import', 'tsx', file, ...extra, '--json'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 });
+  process.stderr.write(`bench: ${file} done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   return JSON.parse(out.trim().split('\n').at(-1)!);
+}
+
+const q = quick ? ['--quick'] : [];
+const started = Date.now();
+const results: Record<string, unknown> = {
+  machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, date: new Date().toISOString(), quick },
+  pipeline: runBench('bench/pipeline.ts', quick ? ['--steps', '10', '--rounds', '3'] : ['--rounds', '7']),
+  optimizers: runBench('bench/optimizers.ts', q),
 };
-const results: Record<string, unknown> = { pipeline: runBench('bench/pipeline.ts', passThrough) };
-if (args.includes('--accuracy')) results.accuracy = runBench('bench/accuracy.ts');
+if (existsSync(`${root}/bench/scaling.ts`)) results.scaling = runBench('bench/scaling.ts', [...q, '--svg', quick ? `${root}/test-artifacts/scaling-quick.svg` : 'docs/scaling.svg']);
+if (existsSync(`${root}/bench/memory.ts`)) results.memory = runBench('bench/memory.ts', q);
+if (args.includes('--torch') && existsSync(`${root}/bench/torchReference.ts`)) results.torch = runBench('bench/torchReference.ts', [...q, '--install']);
+if (args.includes('--accuracy')) results.accuracy = runBench('bench/accuracy.ts', quick ? ['--seeds', '1'] : []);
+results.seconds = Math.round((Date.now() - started) / 1000);
+
+if (!args.includes('--no-write') && !quick) {
+  const path = `${root}/docs/benchmarks.md`;
+  const doc = readFileSync(path, 'utf8');
+  const section = `<!-- bench:begin -->\n${renderReport(results)}\n<!-- bench:end -->`;
+  const updated = /<!-- bench:begin -->[\s\S]*<!-- bench:end -->/.test(doc) ? doc.replace(/<!-- bench:begin -->[\s\S]*<!-- bench:end -->/, section) : `${doc.trimEnd()}\n\n${section}\n`;
+  writeFileSync(path, updated);
+  process.stderr.write(`bench: wrote docs/benchmarks.md (${results.seconds} s)\n`);
+}
 if (json) console.log(JSON.stringify(results));
+else process.stdout.write(`${renderReport(results)}\n`);

@@ -1,0 +1,104 @@
+/**
+ * Optimizer overhead: step time of each optimizer against SGD's, measured in the same run on the
+ * same model, data and backend, with a breakdown per pipeline stage so the next bottleneck is
+ * visible. Stages are timed by taps between the operators (exact on the synchronous cpu/wasm
+ * backends): forward/backward, curvature statistics (fisherScan on ordinary steps), Newton–Schulz
+ * refresh (fisherScan on refresh steps, beyond its statistics; amortized over the period),
+ * optimizer update, metrics read-back.
+ *
+ *   npx tsx bench/optimizers.ts [--model mlp:784-512-512-10] [--batch 256] [--steps 30]
+ *                               [--optimizers sgd,adamw,...] [--quick] [--json]
+ */
+import * as tf from '@tensorflow/tfjs';
+import { identity, lastValueFrom, tap, toArray } from 'rxjs';
+import { initBackend } from '../src/backend.js';
+import { loadMnist } from '../src/data/mnist.js';
+import { mlp, parseModelSpec } from '../src/nn/sequential.js';
+import { fisherScan } from '../src/operators/fisherScan.js';
+import { forwardBackward } from '../src/operators/forwardBackward.js';
+import { metrics } from '../src/operators/metrics.js';
+import { update } from '../src/operators/update.js';
+import { createOptimizer, OPTIMIZERS } from '../src/optim/registry.js';
+import { batches } from '../src/streams/batches.js';
+
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const flag = (name: string, fallback: string): string => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] ? args[i + 1]! : fallback;
+};
+const spec = flag('model', quick ? 'mlp:784-128-10' : 'mlp:784-512-512-10');
+const batchSize = Number(flag('batch', quick ? '64' : '256'));
+const steps = Number(flag('steps', quick ? '12' : '30'));
+const warmup = quick ? 2 : 5;
+const names = flag('optimizers', OPTIMIZERS.join(',')).split(',');
+
+const backend = await initBackend(flag('backend', 'wasm'));
+const data = await loadMnist();
+
+interface Stages {
+  forwardBackward: number;
+  statistics: number;
+  refresh: number;
+  update: number;
+  metrics: number;
+}
+
+async function measure(name: string): Promise<{ msPerStep: number; stages: Stages; refreshSteps: number }> {
+  const model = mlp({ ...parseModelSpec(spec), seed: 1 });
+  const optimizer = createOptimizer(name, model, {});
+  const inverseEvery = optimizer.curvature?.options.inverseEvery ?? 10;
+  const marks = { start: 0, fb: 0, curvature: 0, update: 0 };
+  const perStep: Array<{ step: number; total: number; fb: number; curvature: number; update: number; metrics: number }> = [];
+  const now = (): number => performance.now();
+  await lastValueFrom(
+    batches(data.train, { batchSize, epochs: 100, steps: warmup + steps, seed: 1 }).pipe(
+      tap(() => (marks.start = now())),
+      forwardBackward(model, { signals: optimizer.needsSignals }),
+      tap(() => (marks.fb = now())),
+      optimizer.curvature ? fisherScan(model, optimizer.curvature.damping, optimizer.curvature.options) : identity,
+      tap(() => (marks.curvature = now())),
+      update(model, optimizer.transform),
+      tap(() => (marks.update = now())),
+      metrics(),
+      tap((row) => {
+        const end = now();
+        perStep.push({ step: row.step, total: end - marks.start, fb: marks.fb - marks.start, curvature: marks.curvature - marks.fb, update: marks.update - marks.curvature, metrics: end - marks.update });
+      }),
+      toArray(),
+    ),
+  );
+  model.dispose();
+  const timed = perStep.filter((s) => s.step >= warmup);
+  const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
+  const refreshing = timed.filter((s) => optimizer.curvature && s.step % inverseEvery === 0);
+  const ordinary = timed.filter((s) => !refreshing.includes(s));
+  const statistics = mean(ordinary.map((s) => s.curvature));
+  // A refresh step's fisherScan time beyond ordinary statistics, spread over its period.
+  const refresh = refreshing.length ? Math.max(0, mean(refreshing.map((s) => s.curvature)) - statistics) / inverseEvery : 0;
+  return {
+    msPerStep: mean(timed.map((s) => s.total)),
+    refreshSteps: refreshing.length,
+    stages: { forwardBackward: mean(timed.map((s) => s.fb)), statistics, refresh, update: mean(timed.map((s) => s.update)), metrics: mean(timed.map((s) => s.metrics)) },
+  };
+}
+
+const results: Record<string, Awaited<ReturnType<typeof measure>> & { overSgd: number }> = {};
+const sgd = await measure('sgd');
+for (const name of names) {
+  const r = name === 'sgd' ? sgd : await measure(name);
+  results[name] = { ...r, overSgd: r.msPerStep / sgd.msPerStep };
+}
+const goals: Record<string, number> = { kfac: 1.5, ring: 1.5, rkalman: 1.5, reng: 2.5, sophia: 1.2 };
+const out = { backend: backend.name, model: spec, batchSize, steps, warmup, results, goals, tensors: tf.memory().numTensors };
+if (args.includes('--json')) console.log(JSON.stringify(out));
+else {
+  console.log(`backend ${backend.name}, ${spec}, batch ${batchSize}, ${steps} timed steps (after ${warmup}); ms/step and stages (ms)`);
+  console.log('optimizer  ms/step  ×SGD   goal   fwd/bwd  stats  refresh  update  metrics');
+  for (const [name, r] of Object.entries(results)) {
+    const s = r.stages;
+    console.log(
+      `${name.padEnd(9)} ${r.msPerStep.toFixed(1).padStart(8)} ${r.overSgd.toFixed(2).padStart(5)} ${(goals[name] ? `≤${goals[name]}` : '').padStart(6)} ${s.forwardBackward.toFixed(1).padStart(8)} ${s.statistics.toFixed(1).padStart(6)} ${s.refresh.toFixed(1).padStart(8)} ${s.update.toFixed(1).padStart(7)} ${s.metrics.toFixed(1).padStart(8)}`,
+    );
+  }
+}
