@@ -5,6 +5,7 @@
  *
  *   npx tsx bench/memory.ts [--steps 10000] [--optimizer ring[,sgd,...]] [--every 100]
  *                           [--quick] [--json] [--no-gc] [--backend wasm]
+ *                           [--dataset synthetic|mnist] [--model mlp:64-64-10] [--batch 32]
  *
  * Set-up, chosen so that 10,000 ring steps take well under 3 minutes on the 2-core wasm machine:
  * the synthetic teacher–student set with 64 features and 10 classes (4,096 train / 512 test
@@ -28,6 +29,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { lastValueFrom, tap } from 'rxjs';
 import { initBackend } from '../src/backend.js';
+import { loadMnist } from '../src/data/mnist.js';
 import { syntheticDataset } from '../src/data/synthetic.js';
 import { prepareRun } from '../src/train.js';
 
@@ -54,9 +56,10 @@ if (useGc) {
   gc = runInNewContext('gc') as () => void;
 }
 
-const dataset = syntheticDataset({ features: 64, classes: 10, train: 4096, test: 512, seed: 1 });
-const model = 'mlp:64-64-10';
-const batchSize = 32;
+const datasetName = flag('dataset', 'synthetic');
+const dataset = datasetName === 'mnist' ? await loadMnist() : syntheticDataset({ features: 64, classes: 10, train: 4096, test: 512, seed: 1 });
+const model = flag('model', datasetName === 'mnist' ? 'mlp:784-64-10' : 'mlp:64-64-10');
+const batchSize = Number(flag('batch', '32'));
 
 interface Sample {
   step: number;
@@ -166,7 +169,7 @@ for (const optimizer of optimizers) {
   runs.push(r);
   if (!json) {
     const mib = (v: number): string => (v / MIB).toFixed(1);
-    console.log(`${optimizer}: ${r.steps} steps in ${r.seconds.toFixed(1)} s (${r.msPerStep.toFixed(2)} ms/step), ${dataset.name} ${dataset.features}→${model}, batch ${batchSize}, sample every ${every} steps${gc ? ' after a forced GC' : ''}`);
+    console.log(`${optimizer}: ${r.steps} steps in ${r.seconds.toFixed(1)} s (${r.msPerStep.toFixed(2)} ms/step), ${dataset.name}, ${model}, batch ${batchSize}, sample every ${every} steps${gc ? ' after a forced GC' : ''}`);
     console.log(`  ${'quantity'.padEnd(12)} ${'start'.padStart(10)} ${'end'.padStart(10)} ${'max'.padStart(10)} ${'slope/1000 steps (2nd half)'.padStart(28)} ${'2nd-half range'.padStart(15)}`);
     for (const q of QUANTITIES) {
       const v = r.report[q];

@@ -606,7 +606,7 @@ function scalingSvg(): string {
   }
   const notes = [
     'amortized = (9·ordinary + every-10th step)/10; the every-10th step holds the inverse refresh (kfac, ring, reng) or the Hessian estimate (sophia).',
-    `kfac/ring/reng: one run per point, medians of steps 3–${steps - 1} (every-10th from step ${periodicFrom(steps)}); the others: median of ${rounds} runs of ${cheapSteps} steps. Evaluation excluded.`,
+    `kfac/ring/reng: one run per point, medians of steps 3–${steps - 1}${widths.some((w) => kroneckerSteps(w) !== steps) ? ` (W ≥ 1024: 3–${Math.min(steps, 21) - 1})` : ''}, every-10th from step ${periodicFrom(steps)}; the others: median of ${rounds} runs of ${cheapSteps} steps. Evaluation excluded.`,
   ];
   if (skipped.length) notes.push(`Not run: ${[...new Set(skipped.map((s) => s.optimizer))].join(', ')} at W = ${[...new Set(skipped.map((s) => s.width))].join(', ')} (one inverse refresh there ≈ 40–60 s); their components at W = 2048 are in the JSON.`);
   notes.forEach((n, i) => out.push(`<text x="${left}" y="${H - 36 + i * 14}" fill="#555" font-size="11">${esc(n)}</text>`));
