@@ -104,10 +104,8 @@ async function loadTensorflow(): Promise<string> {
     }
     try {
       await import(pkg);
-      if (pkg.endsWith('-gpu') && !hasCuda()) {
-        reasons.push(`${pkg} loaded but no CUDA device is visible (nvidia-smi / libcuda not found)`);
-      }
-      return pkg;
+      // tfjs-node-gpu can load and still run on the CPU when no GPU is visible: say so.
+      return pkg.endsWith('-gpu') && !hasCuda() ? `${pkg} (no CUDA device visible: /dev/nvidiactl missing)` : pkg;
     } catch (error) {
       reasons.push(`${pkg} failed to load: ${firstLine(error)}`);
     }

@@ -29,7 +29,7 @@ export interface TrainOptions {
   readonly init?: Initializer;
   /** Optimizer by name; default adamw. */
   readonly optimizer?: string;
-  /** Its options (defaults per optimizer, see OPTIMIZER_DEFAULTS). */
+  /** Its options (defaults per optimizer, see optimizerDefaults). */
   readonly optimizerOptions?: NamedOptimizerOptions;
   readonly epochs?: number;
   readonly steps?: number;
