@@ -62,6 +62,33 @@ export interface Step {
   readonly evaluation?: tf.Tensor1D;
   /** Milliseconds spent in evaluation during this step (host time). */
   readonly evaluationMs?: number;
+  /** Set when the step was skipped because something in it was not finite (see guardFinite). */
+  readonly skipped?: SkippedStep;
+}
+
+/** Why a step was skipped: what was not finite, and where first. */
+export interface SkippedStep {
+  /** The quantity that was NaN or ±Inf. */
+  readonly what: 'loss' | 'gradient' | 'update';
+  /** The first offending parameter (`dense1/kernel`), or `loss`. */
+  readonly where: string;
+}
+
+/**
+ * Shared by guardFinite, fisherScan, update and metrics in one run: the count of skipped
+ * non-finite steps and the damping boost the K-FAC family applies after one. Host numbers.
+ */
+export interface StepHealth {
+  /** Consecutive skipped steps up to now (reset by a finite step). */
+  consecutive: number;
+  /** Skipped steps in the whole run (the `skippedSteps` metric). */
+  total: number;
+  /** Factor on the K-FAC family's damping γ: ×10 per skipped step, back ÷10 per clean refresh. */
+  dampingBoost: number;
+  /** Set by a skipped step; fisherScan refreshes its inverses with the raised damping at once. */
+  refreshDue: boolean;
+  /** Consecutive skipped steps that end the run with an error. */
+  readonly maxBadSteps: number;
 }
 
 /** Damped inverse Kronecker factors of one dense layer: F_l⁻¹ ≈ A_γ⁻¹ ⊗ G_γ⁻¹. */

@@ -9,17 +9,19 @@ import { sampledLabelPass } from '../curvature/sampledLabels.js';
 import { asGrngError, GrngError } from '../errors.js';
 import type { Sequential } from '../nn/sequential.js';
 import { sumAll } from '../optim/tree.js';
-import type { Curvature, KroneckerInverse, Step } from '../types.js';
+import type { Curvature, KroneckerInverse, Step, StepHealth } from '../types.js';
 import { checkKeys, checkNumber } from '../validate.js';
 import { retainStep } from './retainStep.js';
+import type { StateSlot } from './stateSlot.js';
 
-interface LayerState {
+export interface LayerState {
   a: FactorAverage;
   g: FactorAverage;
   inverse?: KroneckerInverse;
 }
 
-interface ScanState {
+/** What fisherScan keeps between steps (and what a checkpoint saves of it). */
+export interface ScanState {
   layers: LayerState[] | undefined;
   /** Σ‖g‖² over the steps since the last refresh (device scalar), and their count. */
   gradNormSquaredSum: tf.Scalar | undefined;
@@ -27,6 +29,14 @@ interface ScanState {
   /** Set on teardown, so a refresh still in flight disposes what it makes. */
   closed: boolean;
   last: Omit<Curvature, 'layers' | 'refreshed'>;
+}
+
+/** What fisherScan shares with the rest of a run besides its steps. */
+export interface FisherScanRun {
+  /** Skipped non-finite steps: not folded into the factors; each raises the damping (×10) and forces a refresh. */
+  readonly health?: StepHealth;
+  /** Exposes the scan state to checkpoints and takes a restored one. */
+  readonly state?: StateSlot<ScanState>;
 }
 
 /**
@@ -44,7 +54,7 @@ interface ScanState {
  * @example
  * steps$.pipe(fisherScan(model, { lambda: 1e-3, rho: 0, norm: 'mean' }), update(model, kfac()));
  */
-export function fisherScan(model: Sequential, damping: DampingRule, options: CurvatureOptions = {}): OperatorFunction<Step, Step> {
+export function fisherScan(model: Sequential, damping: DampingRule, options: CurvatureOptions = {}, run: FisherScanRun = {}): OperatorFunction<Step, Step> {
   checkKeys('damping', damping, ['lambda', 'rho', 'norm']);
   checkNumber('damping', damping.lambda, { min: 0 });
   checkNumber('rho', damping.rho, { min: 0 });
@@ -56,6 +66,14 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
   return (source) =>
     defer(() => {
       const state: ScanState = { layers: undefined, gradNormSquaredSum: undefined, stepsSinceRefresh: 0, closed: false, last: { damping: NaN, newtonIterations: 0, newtonResidual: NaN } };
+      run.state?.attach({
+        get: () => state,
+        set: (restored) => {
+          disposeScanState(state);
+          Object.assign(state, { ...restored, closed: false });
+        },
+      });
+      const health = run.health;
       return source.pipe(
         // Statistics synchronously, while the step's tensors are alive; retained copies let the
         // (possibly asynchronous) emission happen later without upstream's tensors being gone.
@@ -71,19 +89,22 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
           new Observable<Step>((subscriber) => {
             const emit = (refreshed: boolean): void => {
               try {
-                subscriber.next({ ...step, curvature: snapshot(state, refreshed) });
+                // A skipped step before any statistics has no curvature; update skips it anyway.
+                subscriber.next(state.layers ? { ...step, curvature: snapshot(state, refreshed) } : step);
               } finally {
                 tf.dispose(retained);
               }
               subscriber.complete();
             };
-            if (step.batch.step % inverseEvery !== 0 && state.layers!.every((l) => l.inverse)) {
+            const forced = health?.refreshDue === true;
+            if (!state.layers || (step.batch.step % inverseEvery !== 0 && !forced && state.layers.every((l) => l.inverse))) {
               emit(false);
               return;
             }
             const release = step.batch.hold();
             let cancelled = false;
-            refresh(state)
+            if (forced) health!.refreshDue = false;
+            refresh(state, forced)
               .then(() => {
                 if (!cancelled) emit(true);
                 else tf.dispose(retained);
@@ -99,17 +120,15 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
           }),
         ),
         finalize(() => {
+          run.state?.detach();
           state.closed = true;
-          for (const layer of state.layers ?? []) {
-            tf.dispose([layer.a.sum, layer.g.sum]);
-            if (layer.inverse) tf.dispose([layer.inverse.aInverse, layer.inverse.gInverse]);
-          }
-          state.gradNormSquaredSum?.dispose();
+          disposeScanState(state);
         }),
       );
     });
 
   function accumulate(step: Step, state: ScanState): void {
+    if (step.skipped) return;
     if (!step.signals || step.signals.length !== model.layers.length) {
       throw new GrngError('step', 'fisherScan needs per-layer signals: run forwardBackward(model, { signals: true }) before it', { got: step.signals?.length ?? 0 });
     }
@@ -144,7 +163,7 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
     }
   }
 
-  async function refresh(state: ScanState): Promise<void> {
+  async function refresh(state: ScanState, forced: boolean): Promise<void> {
     let meanGradNormSquared = 0;
     if (needsGradNorm && state.gradNormSquaredSum) {
       const total = (await state.gradNormSquaredSum.data())[0]!;
@@ -153,7 +172,9 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
       state.gradNormSquaredSum = undefined;
     }
     state.stepsSinceRefresh = 0;
-    const gamma = damping.lambda + damping.rho * meanGradNormSquared;
+    // A clean scheduled refresh takes back one ×10 of the boost a skipped step added.
+    if (run.health && !forced && run.health.dampingBoost > 1) run.health.dampingBoost = Math.max(1, run.health.dampingBoost / 10);
+    const gamma = (damping.lambda + damping.rho * meanGradNormSquared) * (run.health?.dampingBoost ?? 1);
     if (!Number.isFinite(gamma) || gamma <= 0) {
       throw new GrngError('step', `damping became ${gamma} (λ = ${damping.lambda}, ρ = ${damping.rho}, mean ‖g‖² = ${meanGradNormSquared})`, { gamma });
     }
@@ -186,4 +207,14 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
 
 function snapshot(state: ScanState, refreshed: boolean): Curvature {
   return { layers: state.layers!.map((l) => l.inverse!), ...state.last, refreshed };
+}
+
+function disposeScanState(state: ScanState): void {
+  for (const layer of state.layers ?? []) {
+    tf.dispose([layer.a.sum, layer.g.sum]);
+    if (layer.inverse) tf.dispose([layer.inverse.aInverse, layer.inverse.gInverse]);
+  }
+  state.gradNormSquaredSum?.dispose();
+  state.layers = undefined;
+  state.gradNormSquaredSum = undefined;
 }

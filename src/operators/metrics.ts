@@ -2,8 +2,8 @@ import * as tf from '@tensorflow/tfjs';
 import { Observable, type OperatorFunction } from 'rxjs';
 import { asGrngError } from '../errors.js';
 import { sumAll } from '../optim/tree.js';
-import type { MetricsRow, Params, Step } from '../types.js';
-import { checkBoolean, checkInteger, checkKeys } from '../validate.js';
+import type { MetricsRow, Params, Step, StepHealth } from '../types.js';
+import { checkBoolean, checkInteger, checkKeys, checkNumber } from '../validate.js';
 
 export interface MetricsOptions {
   /** Compute ‖g‖ and ‖update‖ (two reductions over every parameter); default true. */
@@ -14,6 +14,10 @@ export interface MetricsOptions {
    * report NaN.
    */
   readonly correlationEvery?: number;
+  /** Reports `health.total` as the `skippedSteps` diagnostic of every row. */
+  readonly health?: StepHealth;
+  /** Added to `wallMs`: a resumed run continues its clock where the checkpoint left it. */
+  readonly wallOffsetMs?: number;
 }
 
 /**
@@ -28,7 +32,9 @@ export interface MetricsOptions {
  * steps$.pipe(update(model, opt), metrics()).subscribe((row) => console.log(row.loss));
  */
 export function metrics(options: MetricsOptions = {}): OperatorFunction<Step, MetricsRow> {
-  checkKeys('metrics', options, ['norms', 'correlationEvery']);
+  checkKeys('metrics', options, ['norms', 'correlationEvery', 'health', 'wallOffsetMs']);
+  const wallOffsetMs = checkNumber('wallOffsetMs', options.wallOffsetMs ?? 0, { min: 0 });
+  const health = options.health;
   const withNorms = checkBoolean('norms', options.norms ?? true);
   const correlationEvery = checkInteger('correlationEvery', options.correlationEvery ?? 10, 0);
   return (source) =>
@@ -42,6 +48,7 @@ export function metrics(options: MetricsOptions = {}): OperatorFunction<Step, Me
           let layout: Layout;
           try {
             ({ packed, layout } = pack(step, withNorms, withNorms && correlationEvery > 0 && step.batch.step % correlationEvery === 0));
+            if (health) layout = { ...layout, hostDiagnostics: { ...layout.hostDiagnostics, skippedSteps: health.total } };
           } catch (error) {
             // Rows already being read still come out first.
             const wrapped = asGrngError(error, { operator: 'metrics', step: step.batch.step });
@@ -55,7 +62,7 @@ export function metrics(options: MetricsOptions = {}): OperatorFunction<Step, Me
               const values = await packed.data();
               if (subscriber.closed) return;
               const now = performance.now();
-              const row = unpack(values, layout, summary, now - started, now - previous);
+              const row = unpack(values, layout, summary, wallOffsetMs + now - started, now - previous);
               previous = now;
               subscriber.next(row);
             } catch (error) {

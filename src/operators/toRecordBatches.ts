@@ -9,6 +9,8 @@ export interface RecordBatchOptions {
   readonly maxRows?: number;
   /** ... or once the oldest waiting row is this old (ms); default 250. */
   readonly maxMs?: number;
+  /** Emit the waiting rows whenever this emits (a checkpoint wants the recording up to date). */
+  readonly flushOn?: Observable<unknown>;
 }
 
 /**
@@ -21,7 +23,7 @@ export interface RecordBatchOptions {
  * rows$.pipe(toRecordBatches(metricsSchema(run)), recordArrow('runs/a.arrows'));
  */
 export function toRecordBatches(schema: Schema, options: RecordBatchOptions = {}): OperatorFunction<MetricsRow, RecordBatch> {
-  checkKeys('record batch', options, ['maxRows', 'maxMs']);
+  checkKeys('record batch', options, ['maxRows', 'maxMs', 'flushOn']);
   const maxRows = checkInteger('maxRows', options.maxRows ?? 64, 1);
   const maxMs = checkInteger('maxMs', options.maxMs ?? 250, 0);
   return (source) =>
@@ -36,6 +38,7 @@ export function toRecordBatches(schema: Schema, options: RecordBatchOptions = {}
         pending = [];
         subscriber.next(rowsToRecordBatch(schema, rows));
       };
+      const flushes = options.flushOn?.subscribe(() => flush());
       const subscription = source.subscribe({
         next(row) {
           pending.push(row);
@@ -57,6 +60,7 @@ export function toRecordBatches(schema: Schema, options: RecordBatchOptions = {}
       });
       return () => {
         if (timer) clearTimeout(timer);
+        flushes?.unsubscribe();
         subscription.unsubscribe();
       };
     });

@@ -1,54 +1,151 @@
 import * as tf from '@tensorflow/tfjs';
-import type { OperatorFunction } from 'rxjs';
-import { GrngError } from '../errors.js';
+import { concatMap, defer, finalize, Observable, of, type OperatorFunction } from 'rxjs';
+import { asGrngError, GrngError } from '../errors.js';
 import type { Sequential } from '../nn/sequential.js';
-import type { GradientTransformation } from '../optim/transform.js';
+import type { GradientTransformation, TransformResult } from '../optim/transform.js';
 import { disposeReplaced, tensorsIn } from '../optim/tree.js';
-import type { Params, Step } from '../types.js';
-import { ownedMap } from './ownedMap.js';
+import type { Params, Step, StepHealth } from '../types.js';
+import { finiteFlags, firstNonFinite, recordFiniteStep, recordSkippedStep } from './guardFinite.js';
+import { retainStep } from './retainStep.js';
+import type { StateSlot } from './stateSlot.js';
+
+export interface UpdateOptions<S> {
+  /**
+   * Check the update before it touches the parameters (one small async read-back per step): a
+   * NaN/Inf update skips the step — parameters and optimizer state stay as they were — and is
+   * counted in `health` like guardFinite's skips. Steps guardFinite already skipped pass
+   * through untouched either way.
+   */
+  readonly guard?: StepHealth;
+  /** Where a checkpoint reads the optimizer state from and a resumed run restores it. */
+  readonly state?: StateSlot<S>;
+}
+
+type Computed<S> = { updates: Params; state: S; diagnostics: Record<string, tf.Scalar | number> };
 
 /**
  * Applies an optimizer to each step: runs its pure `update` inside tf.tidy, adds the updates to
  * the model's variables, and emits the step with what the optimizer did. The optimizer state is
- * created on the first step of each subscription and disposed on complete, error and
- * unsubscribe; replaced state tensors are disposed every step.
+ * created on the first step of each subscription (or restored from `state`) and disposed on
+ * complete, error and unsubscribe; replaced state tensors are disposed every step.
  *
  * @example
  * steps$.pipe(update(model, adamw({ learningRate: 1e-3 })));
  */
-export function update<S>(model: Pick<Sequential, 'params'>, optimizer: GradientTransformation<S>): OperatorFunction<Step, Step> {
+export function update<S>(model: Pick<Sequential, 'params'>, optimizer: GradientTransformation<S>, options: UpdateOptions<S> = {}): OperatorFunction<Step, Step> {
   const params = model.params as Params;
-  return ownedMap<Step, Step, { state: S | undefined }>(
-    'update',
-    () => ({ state: undefined }),
-    (step, holder) => {
-      if (holder.state === undefined) holder.state = tf.tidy(() => optimizer.init(params) as tf.TensorContainer) as S;
-      const result = tf.tidy(() => {
-        const r = optimizer.update(step.grads, holder.state as S, params, { step: step.batch.step, source: step });
-        // Checked inside the tidy so that a failing step leaks nothing it made.
-        for (const key of Object.keys(params)) {
-          const u = r.updates[key];
-          if (!u) throw new GrngError('internal', `optimizer produced no update for parameter ${key}`, { key });
-          if (u.shape.join() !== params[key]!.shape.join()) {
-            throw new GrngError('shape', `optimizer update for ${key} has shape [${u.shape.join(', ')}], the parameter [${params[key]!.shape.join(', ')}]`, { key });
-          }
-        }
-        return { updates: r.updates, state: r.state as tf.TensorContainer, diagnostics: (r.diagnostics ?? {}) as tf.TensorContainer };
-      }) as { updates: Params; state: S; diagnostics: Record<string, tf.Scalar | number> };
-      tf.tidy(() => {
-        for (const key of Object.keys(params)) (params[key] as tf.Variable).assign(tf.add(params[key]!, result.updates[key]!));
+  return (source) =>
+    defer(() => {
+      const holder: { state: S | undefined } = { state: undefined };
+      options.state?.attach({
+        get: () => holder.state,
+        set: (state) => {
+          if (holder.state !== undefined) tf.dispose(tensorsIn(holder.state));
+          holder.state = state;
+        },
       });
-      disposeReplaced(holder.state, result.state);
-      holder.state = result.state;
-      const learningRate = typeof result.diagnostics.learningRate === 'number' ? result.diagnostics.learningRate : NaN;
-      // Updates that are also gradients (owned upstream) or state (owned here) are not per-step.
-      const kept = new Set([...Object.values(step.grads), ...tensorsIn(result.state)]);
-      const owned = [...Object.values(result.updates).filter((u) => !kept.has(u)), ...tensorsIn(result.diagnostics)];
-      return { value: { ...step, update: { updates: result.updates, learningRate, diagnostics: result.diagnostics } }, owned };
-    },
-    (holder) => {
-      tf.dispose(tensorsIn(holder.state));
-      holder.state = undefined;
-    },
-  );
+
+      const compute = (step: Step): Computed<S> => {
+        if (holder.state === undefined) holder.state = tf.tidy(() => optimizer.init(params) as tf.TensorContainer) as S;
+        return tf.tidy(() => {
+          const r: TransformResult<S> = optimizer.update(step.grads, holder.state as S, params, { step: step.batch.step, source: step });
+          // Checked inside the tidy so that a failing step leaks nothing it made.
+          for (const key of Object.keys(params)) {
+            const u = r.updates[key];
+            if (!u) throw new GrngError('internal', `optimizer produced no update for parameter ${key}`, { key });
+            if (u.shape.join() !== params[key]!.shape.join()) {
+              throw new GrngError('shape', `optimizer update for ${key} has shape [${u.shape.join(', ')}], the parameter [${params[key]!.shape.join(', ')}]`, { key });
+            }
+          }
+          return { updates: r.updates, state: r.state as tf.TensorContainer, diagnostics: (r.diagnostics ?? {}) as tf.TensorContainer };
+        }) as Computed<S>;
+      };
+
+      /** Assigns, swaps the state, and emits; the per-step tensors die when `next` returns. */
+      const apply = (step: Step, result: Computed<S>, emit: (s: Step) => void): void => {
+        tf.tidy(() => {
+          for (const key of Object.keys(params)) (params[key] as tf.Variable).assign(tf.add(params[key]!, result.updates[key]!));
+        });
+        disposeReplaced(holder.state, result.state);
+        holder.state = result.state;
+        const learningRate = typeof result.diagnostics.learningRate === 'number' ? result.diagnostics.learningRate : NaN;
+        // Updates that are also gradients (owned upstream) or state (owned here) are not per-step.
+        const kept = new Set([...Object.values(step.grads), ...tensorsIn(result.state)]);
+        const owned = [...Object.values(result.updates).filter((u) => !kept.has(u)), ...tensorsIn(result.diagnostics)];
+        try {
+          emit({ ...step, update: { updates: result.updates, learningRate, diagnostics: result.diagnostics } });
+        } finally {
+          tf.dispose(owned);
+        }
+      };
+
+      /** Throws away a computed step whose update was not finite: nothing of it survives. */
+      const discard = (step: Step, result: Computed<S>): void => {
+        const keep = new Set([...tensorsIn(holder.state), ...Object.values(step.grads)]);
+        tf.dispose([...Object.values(result.updates), ...tensorsIn(result.state), ...tensorsIn(result.diagnostics)].filter((t) => !keep.has(t)));
+      };
+
+      return source.pipe(
+        concatMap((step) => {
+          if (step.skipped) return of(step);
+          const health = options.guard;
+          // A guarded step finishes after an async read: work on a copy whose tensors outlive
+          // upstream's disposal (an update that passes a gradient through is then that copy).
+          const { step: kept, retained } = health ? retainStep(step) : { step, retained: [] };
+          let result: Computed<S>;
+          try {
+            result = compute(kept);
+          } catch (error) {
+            tf.dispose(retained);
+            throw asGrngError(error, { operator: 'update', step: step.batch.step });
+          }
+          if (!health) {
+            return new Observable<Step>((subscriber) => {
+              try {
+                apply(step, result, (s) => subscriber.next(s));
+              } catch (error) {
+                subscriber.error(asGrngError(error, { operator: 'update', step: step.batch.step }));
+                return;
+              }
+              subscriber.complete();
+            });
+          }
+          const flags = finiteFlags(result.updates);
+          const release = step.batch.hold();
+          return new Observable<Step>((subscriber) => {
+            let cancelled = false;
+            flags
+              .data()
+              .then((values) => {
+                if (cancelled) return discard(kept, result);
+                const bad = firstNonFinite(values, Object.keys(result.updates));
+                if (bad === undefined) {
+                  recordFiniteStep(health);
+                  apply(kept, result, (s) => subscriber.next(s));
+                } else {
+                  discard(kept, result);
+                  const skipped = { what: 'update', where: bad } as const;
+                  recordSkippedStep(health, step.batch.step, skipped);
+                  subscriber.next({ ...kept, skipped });
+                }
+                subscriber.complete();
+              })
+              .catch((error: unknown) => subscriber.error(asGrngError(error, { operator: 'update', step: step.batch.step })))
+              .finally(() => {
+                flags.dispose();
+                tf.dispose(retained);
+                release();
+              });
+            return () => {
+              cancelled = true;
+            };
+          });
+        }),
+        finalize(() => {
+          options.state?.detach();
+          tf.dispose(tensorsIn(holder.state));
+          holder.state = undefined;
+        }),
+      );
+    });
 }

@@ -1,3 +1,4 @@
+import type { RecordBatch } from 'apache-arrow';
 import { Observable, Subject, type MonoTypeOperatorFunction } from 'rxjs';
 import { toRecordBatches, type RecordBatchOptions } from '../operators/toRecordBatches.js';
 import { broadcast } from '../operators/broadcast.js';
@@ -15,6 +16,10 @@ export interface ArrowSinkOptions {
   readonly hub?: RunHub;
   /** Batching of rows into record batches. */
   readonly batching?: RecordBatchOptions;
+  /** Append to a recording reopened for a resumed run (see reopenRecording). */
+  readonly append?: boolean;
+  /** Batches the run already has (a resumed run's recording), shown to dashboard clients first. */
+  readonly history?: readonly RecordBatch[];
 }
 
 /**
@@ -32,8 +37,8 @@ export function arrowSink(run: RecordedRun, options: ArrowSinkOptions): MonoType
     new Observable<MetricsRow>((subscriber) => {
       const rows = new Subject<MetricsRow>();
       let batches = rows.pipe(toRecordBatches(schema, options.batching));
-      if (options.record) batches = batches.pipe(recordArrow(options.record, { overwrite: options.overwrite ?? false }));
-      if (options.hub) batches = batches.pipe(broadcast(options.hub, run, schema, options.record ? { recordingPath: options.record } : {}));
+      if (options.record) batches = batches.pipe(recordArrow(options.record, options.append ? { append: true } : { overwrite: options.overwrite ?? false }));
+      if (options.hub) batches = batches.pipe(broadcast(options.hub, run, schema, { ...(options.record ? { recordingPath: options.record } : {}), ...(options.history ? { history: options.history } : {}) }));
       let sinkError: unknown;
       const sink = batches.subscribe({ error: (error: unknown) => (sinkError = error) });
       if (sinkError !== undefined) {

@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { RecordBatchStreamWriter, type RecordBatch } from 'apache-arrow';
 import { Observable, type MonoTypeOperatorFunction } from 'rxjs';
@@ -10,6 +10,11 @@ export interface RecordArrowOptions {
   readonly overwrite?: boolean;
   /** fsync after every batch (survives power loss, not only a killed process); default false. */
   readonly fsync?: boolean;
+  /**
+   * Append record batches to an existing stream that has its schema and no end-of-stream
+   * marker (see reopenRecording); default false.
+   */
+  readonly append?: boolean;
 }
 
 /** Arrow IPC end-of-stream marker: continuation token, zero metadata length. */
@@ -27,15 +32,18 @@ export const END_OF_STREAM = Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0
  * rows$.pipe(toRecordBatches(schema), recordArrow('runs/ring.arrows')).subscribe();
  */
 export function recordArrow(path: string, options: RecordArrowOptions = {}): MonoTypeOperatorFunction<RecordBatch> {
-  checkKeys('recordArrow', options, ['overwrite', 'fsync']);
+  checkKeys('recordArrow', options, ['overwrite', 'fsync', 'append']);
+  const append = checkBoolean('append', options.append ?? false);
   const overwrite = checkBoolean('overwrite', options.overwrite ?? false);
   const durable = checkBoolean('fsync', options.fsync ?? false);
   return (source) =>
     new Observable<RecordBatch>((subscriber) => {
       let fd: number;
+      let position = 0;
       try {
         mkdirSync(dirname(path), { recursive: true });
-        fd = openSync(path, overwrite ? 'w' : 'wx');
+        fd = openSync(path, append ? 'r+' : overwrite ? 'w' : 'wx');
+        if (append) position = fstatSync(fd).size;
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         subscriber.error(
@@ -43,11 +51,15 @@ export function recordArrow(path: string, options: RecordArrowOptions = {}): Mon
         );
         return;
       }
-      let schemaWritten = false;
+      let schemaWritten = append;
       let closed = false;
       const write = (bytes: Uint8Array): void => {
         let offset = 0;
-        while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);
+        while (offset < bytes.length) {
+          const written = writeSync(fd, bytes, offset, bytes.length - offset, position);
+          offset += written;
+          position += written;
+        }
         if (durable) fsyncSync(fd);
       };
       const finish = (): void => {

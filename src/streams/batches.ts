@@ -19,6 +19,33 @@ export interface BatchOptions {
   readonly shuffle?: boolean;
   /** What to do with the last, smaller batch of an epoch: `keep` it (default) or `drop` it. */
   readonly partial?: 'keep' | 'drop';
+  /** Resume and checkpoint hooks (see {@link SourceControl}). */
+  readonly control?: SourceControl;
+}
+
+/** Where a batch source stands between two steps: enough to continue the same data order. */
+export interface SourcePosition {
+  /** The next step to make. */
+  readonly step: number;
+  readonly epoch: number;
+  /** Index in the epoch of the next batch; equal to the batches per epoch when a new epoch (and shuffle) is due. */
+  readonly index: number;
+  /** This epoch's row order. */
+  readonly order: Int32Array;
+  /** The shuffle generator's state after this epoch's shuffle (seedrandom's state object). */
+  readonly rngState: object;
+}
+
+/** How a run steers its source: where to start, and what to do between steps. */
+export interface SourceControl {
+  /** Continue from here instead of step 0 (a resumed run). */
+  readonly start?: SourcePosition;
+  /**
+   * Called after every step, once everything downstream has released it and before the next
+   * batch is made (so nothing is in flight: a checkpoint sees the state after `step - 1`).
+   * `position()` describes where the source stands; resolve `true` to complete the source now.
+   */
+  between?(at: { readonly step: number; readonly last: boolean; position(): SourcePosition }): boolean | Promise<boolean>;
 }
 
 /** Number of batches per epoch for a split size under a partial-batch policy. */
@@ -40,7 +67,7 @@ export function batchesPerEpoch(n: number, batchSize: number, partial: 'keep' | 
  * batches(data.train, { batchSize: 128, epochs: 2, seed: 1 }).subscribe((b) => console.log(b.step));
  */
 export function batches(split: Split, options: BatchOptions): Observable<Batch> {
-  checkKeys('batch', options, ['batchSize', 'epochs', 'steps', 'seed', 'shuffle', 'partial']);
+  checkKeys('batch', options, ['batchSize', 'epochs', 'steps', 'seed', 'shuffle', 'partial', 'control']);
   const batchSize = checkInteger('batchSize', options.batchSize, 1);
   const epochs = checkInteger('epochs', options.epochs ?? 1, 1);
   const maxSteps = options.steps === undefined ? Infinity : checkInteger('steps', options.steps, 1);
@@ -51,10 +78,16 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
   const perEpoch = batchesPerEpoch(split.n, batchSize, partial);
   if (perEpoch === 0) invalidOption('batchSize', batchSize, `at most ${split.n} (the number of rows) when partial batches are dropped`);
   const totalSteps = Math.min(maxSteps, perEpoch * epochs);
+  const control = options.control;
+  const start = control?.start;
+  if (start && (start.order.length !== split.n || start.index > perEpoch || start.step < 0)) {
+    invalidOption('resume position', { step: start.step, index: start.index, rows: start.order.length }, `a position in this data: ${split.n} rows, ${perEpoch} batches per epoch`);
+  }
 
   return new Observable<Batch>((subscriber) => {
-    const rng = seedrandom(`grng-batches-${seed}`);
-    const order = Int32Array.from({ length: split.n }, (_, i) => i);
+    // The generator's state is kept so a checkpoint can save it and a resumed run continue it.
+    const rng = start ? seedrandom('', { state: start.rngState as seedrandom.State.Arc4 }) : seedrandom(`grng-batches-${seed}`, { state: true });
+    const order = start ? Int32Array.from(start.order) : Int32Array.from({ length: split.n }, (_, i) => i);
     let current: tf.Tensor[] = [];
     let wake: (() => void) | undefined;
     const release = (): void => {
@@ -63,54 +96,71 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
     };
 
     const run = async (): Promise<void> => {
-      let step = 0;
+      let step = start?.step ?? 0;
+      let epoch = start?.epoch ?? 0;
+      let index = start?.index ?? 0;
+      // A resumed position is already shuffled for its epoch, unless it stands at the epoch's end.
+      let shuffled = start !== undefined;
       let lastYield = performance.now();
-      for (let epoch = 0; step < totalSteps; epoch++) {
-        if (shuffle) fisherYates(order, rng);
-        for (let index = 0; index < perEpoch && step < totalSteps; index++, step++) {
-          if (subscriber.closed) return;
-          const start = index * batchSize;
-          const size = Math.min(batchSize, split.n - start);
-          const rows = gatherRows(split, order, start, size);
-          const x = tf.tensor2d(rows.x, [size, features], 'float32');
-          const y = tf.tensor1d(rows.y, 'int32');
-          current = [x, y];
-          let holds = 0;
-          const batch: Batch = {
-            step,
-            epoch,
-            index,
-            batchesPerEpoch: perEpoch,
-            lastOfEpoch: index === perEpoch - 1 || step === totalSteps - 1,
-            last: step === totalSteps - 1,
-            size,
-            x,
-            y,
-            hold: () => {
-              holds += 1;
-              let released = false;
-              return () => {
-                if (released) return;
-                released = true;
-                holds -= 1;
-                if (holds === 0) wake?.();
-              };
-            },
-          };
-          subscriber.next(batch);
-          if (holds > 0) {
-            await new Promise<void>((resolve) => (wake = resolve));
-            wake = undefined;
-          }
-          release();
-          // Yield to the event loop every few milliseconds: a read-back on the cpu and wasm
-          // backends resolves as a microtask, so without this timers, signals and sockets (the
-          // dashboard server, the recorder's time-based flush) would wait for the whole run.
-          // Not every step: a macrotask hop per step measurably slows small steps.
-          if (performance.now() - lastYield > YIELD_EVERY_MS) {
-            await new Promise<void>((resolve) => setImmediate(resolve));
-            lastYield = performance.now();
-          }
+      while (step < totalSteps) {
+        if (subscriber.closed) return;
+        if (index >= perEpoch) {
+          epoch += 1;
+          index = 0;
+          shuffled = false;
+        }
+        if (!shuffled) {
+          if (shuffle) fisherYates(order, rng);
+          shuffled = true;
+        }
+        const start = index * batchSize;
+        const size = Math.min(batchSize, split.n - start);
+        const rows = gatherRows(split, order, start, size);
+        const x = tf.tensor2d(rows.x, [size, features], 'float32');
+        const y = tf.tensor1d(rows.y, 'int32');
+        current = [x, y];
+        let holds = 0;
+        const batch: Batch = {
+          step,
+          epoch,
+          index,
+          batchesPerEpoch: perEpoch,
+          lastOfEpoch: index === perEpoch - 1 || step === totalSteps - 1,
+          last: step === totalSteps - 1,
+          size,
+          x,
+          y,
+          hold: () => {
+            holds += 1;
+            let released = false;
+            return () => {
+              if (released) return;
+              released = true;
+              holds -= 1;
+              if (holds === 0) wake?.();
+            };
+          },
+        };
+        subscriber.next(batch);
+        if (holds > 0) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+        }
+        release();
+        step += 1;
+        index += 1;
+        if (control?.between && !subscriber.closed) {
+          const at = { step, epoch, index };
+          const stop = await control.between({ step, last: step >= totalSteps, position: () => ({ ...at, order: order.slice(), rngState: rng.state() }) });
+          if (stop) break;
+        }
+        // Yield to the event loop every few milliseconds: a read-back on the cpu and wasm
+        // backends resolves as a microtask, so without this timers, signals and sockets (the
+        // dashboard server, the recorder's time-based flush) would wait for the whole run.
+        // Not every step: a macrotask hop per step measurably slows small steps.
+        if (performance.now() - lastYield > YIELD_EVERY_MS) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          lastYield = performance.now();
         }
       }
       if (!subscriber.closed) subscriber.complete();
