@@ -10,6 +10,7 @@ export { resolveCurvatureOptions, type CurvatureOptions, type DampingRule } from
 
 export { loadMnist, MNIST_TEST_FRACTION } from './data/mnist.js';
 export { syntheticDataset, type SyntheticOptions } from './data/synthetic.js';
+export { loadDatasetFile, DATASET_FILE_EXTENSIONS, FILE_TEST_FRACTION } from './data/fileDataset.js';
 export { validateDataset, type Dataset, type Split } from './data/dataset.js';
 
 export { Sequential, mlp, parseModelSpec, type MlpOptions, type DenseSpec, type DenseLayerInfo } from './nn/sequential.js';

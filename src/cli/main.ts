@@ -1,5 +1,6 @@
 import { CommanderError } from 'commander';
 import { isGrngError } from '../errors.js';
+import { cliMessage } from './optionFlags.js';
 import { buildProgram } from './program.js';
 
 /**
@@ -18,11 +19,11 @@ export async function main(argv: readonly string[], io = { out: (t: string) => v
       return error.exitCode === 0 ? 0 : 2;
     }
     if (isGrngError(error)) {
-      io.err(`grng: ${error.message}\n`);
+      io.err(`grng: ${cliMessage(error)}\n`);
       if (process.env.GRNG_DEBUG) io.err(`${error.stack}\n`);
       return error.code === 'internal' || error.code === 'step' || error.code === 'backend' ? 1 : 2;
     }
-    io.err(`grng: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}\n`);
+    io.err(`grng: ${error instanceof Error ? error.message.split('\n')[0] : String(error).split('\n')[0]}\n`);
     if (process.env.GRNG_DEBUG && error instanceof Error) io.err(`${error.stack}\n`);
     return 1;
   }

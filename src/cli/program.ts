@@ -1,3 +1,4 @@
+import { existsSync, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { BACKENDS } from '../backend.js';
 import { INITIALIZERS } from '../nn/init.js';
@@ -12,22 +13,37 @@ export interface CliIo {
   readonly isTTY: boolean;
 }
 
-const number = (flag: string) => (value: string): number => {
+const number = (flag: string, { min = -Infinity, max = Infinity } = {}) => (value: string): number => {
   const parsed = Number(value);
   if (value.trim() === '' || !Number.isFinite(parsed)) throw new InvalidArgumentError(`${flag} must be a number, got "${value}".`);
+  if (parsed < min || parsed > max) throw new InvalidArgumentError(`${flag} must be a number in [${min}, ${max}], got "${value}".`);
   return parsed;
 };
 
-const integer = (flag: string, min: number) => (value: string): number => {
+const integer = (flag: string, min: number, max = Number.MAX_SAFE_INTEGER) => (value: string): number => {
   const parsed = Number(value);
-  if (!/^-?\d+$/.test(value.trim()) || parsed < min) throw new InvalidArgumentError(`${flag} must be an integer ≥ ${min}, got "${value}".`);
+  const range = max < Number.MAX_SAFE_INTEGER ? `≥ ${min} and ≤ ${max}` : `≥ ${min}`;
+  if (!/^-?\d+$/.test(value.trim()) || parsed < min || parsed > max) throw new InvalidArgumentError(`${flag} must be an integer ${range}, got "${value}".`);
   return parsed;
+};
+
+/** A string flag that must not be blank (an empty --token would silently mean "no token"). */
+const nonEmpty = (flag: string) => (value: string): string => {
+  if (value.trim() === '') throw new InvalidArgumentError(`${flag} must not be empty, got "${value}".`);
+  return value;
+};
+
+/** --record names a file to create; a folder there is a mistake to catch before training. */
+const recordingPath = (value: string): string => {
+  if (value.trim() === '') throw new InvalidArgumentError(`--record must name a file, got "${value}".`);
+  if (value.endsWith('/') || (existsSync(value) && statSync(value).isDirectory())) throw new InvalidArgumentError(`--record must name a file, got the folder "${value}".`);
+  return value;
 };
 
 /** Flags shared by `train` and `compare`: data, model, schedule, backend, optimizer options. */
 function addRunOptions(command: Command): Command {
   command
-    .addOption(new Option('--dataset <name>', 'dataset').choices(['mnist', 'synthetic']).default('mnist'))
+    .option('--dataset <name|path>', 'mnist, synthetic, or a .csv / .arrow / .arrows / .feather file with a "label" column and numeric features (README: Data)', 'mnist')
     .option('--model <spec>', 'model spec, e.g. mlp:784-256-10 (relu between layers) or mlp:784-256-10:tanh (default: mlp:<features>-256-<classes>)')
     .option('--epochs <n>', 'passes over the training set', integer('--epochs', 1), 3)
     .option('--steps <n>', 'stop after N steps', integer('--steps', 1))
@@ -67,7 +83,7 @@ function addRunOptions(command: Command): Command {
     .option('--p-min <number>', 'R-Kalman floor of P (default 1e-6)', number('--p-min'))
     .addOption(new Option('--hvp <kind>', 'RENG Hg: double-backprop or finite-difference (default double-backprop)').choices(['double-backprop', 'finite-difference']));
   return addLiveOptions(command)
-    .option('--record <path>', 'record the metrics to an Arrow IPC stream file (.arrows); compare writes one file per optimizer (NAME.OPTIMIZER.arrows)')
+    .option('--record <path>', 'record the metrics to an Arrow IPC stream file (.arrows); compare writes one file per optimizer (NAME.OPTIMIZER.arrows)', recordingPath)
     .option('--overwrite', 'replace an existing recording');
 }
 
@@ -75,9 +91,9 @@ function addRunOptions(command: Command): Command {
 function addLiveOptions(command: Command, { serveFlag = true } = {}): Command {
   if (serveFlag) command.option('--serve', 'serve the live dashboard while training (prints its URL)').option('--keep-serving', 'keep serving after the run ends, until Ctrl-C');
   return command
-    .option('--port <n>', 'dashboard port (0 = any free port)', integer('--port', 0), 8080)
+    .option('--port <n>', 'dashboard port (0 = any free port)', integer('--port', 0, 65535), 8080)
     .option('--host <address>', 'address to bind (default 127.0.0.1: this machine only)', '127.0.0.1')
-    .option('--token <token>', 'require this token on every dashboard connection');
+    .option('--token <token>', 'require this token on every dashboard connection', nonEmpty('--token'));
 }
 
 /** The `grng` command line. Parse with `program.parseAsync(argv, { from: 'user' })`. */
@@ -85,7 +101,8 @@ export function buildProgram(io: CliIo): Command {
   const program = new Command('grng')
     .description('Train neural networks with regularized natural gradients (RENG, RING, R-Kalman) and baselines, as RxJS pipelines on TensorFlow.js.')
     .showSuggestionAfterError(true)
-    .configureOutput({ writeOut: io.out, writeErr: io.err })
+    // Commander puts "(Did you mean …?)" on a second line; every bad input is one line here.
+    .configureOutput({ writeOut: io.out, writeErr: io.err, outputError: (message, write) => write(`grng: ${message.replace(/^error: /, '').trimEnd().replace(/\s*\n\s*/g, ' ')}\n`) })
     .exitOverride();
 
   addRunOptions(program.command('train').description('train a model on a dataset and print a summary'))
@@ -102,7 +119,7 @@ export function buildProgram(io: CliIo): Command {
       if (names.length === 0 || unknown.length > 0) throw new InvalidArgumentError(`--optimizers must list optimizers from ${OPTIMIZERS.join(', ')}, got "${value}".`);
       return names;
     }, [...OPTIMIZERS])
-    .option('--target <accuracy>', 'test accuracy for the epochs-to-target column', number('--target'), 0.9)
+    .option('--target <accuracy>', 'test accuracy for the epochs-to-target column', number('--target', { min: 0, max: 1 }), 0.9)
     .option('--eval-every <n>', 'evaluate on the test set every N steps (always at epoch ends)', integer('--eval-every', 0), 10)
     .action(async (options: CompareCommandOptions) => {
       await runCompareCommand(options, io);
@@ -117,6 +134,18 @@ export function buildProgram(io: CliIo): Command {
 
   addLiveOptions(program.command('serve').description('serve the dashboard for every recording in a folder').argument('<dir>', 'folder of recordings (.arrows)'), { serveFlag: false }).action(async (dir: string, options: ServeCommandOptions) => {
     await runServeCommand(dir, options, io);
+  });
+
+  // Commander's "too many arguments … got 1" does not say which word; name it, since it is
+  // often a value given to a flag that takes none (`--nesterov 1`).
+  for (const command of program.commands) command.allowExcessArguments(true);
+  program.hook('preAction', (_program, action) => {
+    const takes = action.registeredArguments;
+    if (takes.at(-1)?.variadic) return;
+    const stray = action.args[takes.length];
+    if (stray === undefined) return;
+    const expected = takes.length === 0 ? 'it takes only options' : `it takes ${takes.map((a) => `<${a.name()}>`).join(' ')} and options`;
+    action.error(`unexpected argument ${JSON.stringify(stray)} for '${action.name()}' (${expected}; flags such as --json take no value)`, { code: 'commander.excessArguments' });
   });
 
   return program;

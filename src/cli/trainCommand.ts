@@ -12,7 +12,8 @@ import { randomUUID } from 'node:crypto';
 
 /** Flags shared by `train` and `compare`, as commander parses them. */
 export interface RunCommandOptions extends LiveOptions {
-  readonly dataset: 'mnist' | 'synthetic';
+  /** mnist, synthetic, or a dataset file path. */
+  readonly dataset: string;
   readonly model?: string;
   readonly epochs: number;
   readonly steps?: number;

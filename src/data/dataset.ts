@@ -37,12 +37,16 @@ export function gatherRows(split: Split, order: ArrayLike<number>, start: number
  * finite. Each problem is one error naming the split, the row and what is wrong.
  */
 export function validateDataset(data: Dataset): Dataset {
+  if (typeof data !== 'object' || data === null) throw new GrngError('invalid-data', `invalid dataset: ${String(data)} (expected { name, features, classes, train, test })`, { option: 'dataset' });
   const fail = (message: string, context: Record<string, unknown>): never => {
     throw new GrngError('invalid-data', `dataset ${data.name}: ${message}`, { dataset: data.name, ...context });
   };
   if (!Number.isInteger(data.features) || data.features < 1) fail(`features must be a positive integer, got ${data.features}`, {});
   if (!Number.isInteger(data.classes) || data.classes < 2) fail(`classes must be an integer ≥ 2, got ${data.classes}`, {});
   for (const [name, split] of [['train', data.train], ['test', data.test]] as const) {
+    if (typeof split !== 'object' || split === null || !(split.x instanceof Float32Array) || !(split.y instanceof Int32Array) || !Number.isInteger(split.n)) {
+      fail(`the ${name} split must be { x: Float32Array, y: Int32Array, n: integer }`, { split: name });
+    }
     if (split.n < 1) fail(`the ${name} split is empty`, { split: name });
     if (split.x.length !== split.n * data.features) {
       fail(`the ${name} split has ${split.x.length} feature values, expected ${split.n}×${data.features} = ${split.n * data.features}`, { split: name });

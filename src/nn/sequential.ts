@@ -69,6 +69,11 @@ export class Sequential {
     if (!Array.isArray(options.layers) || options.layers.length === 0) {
       throw new GrngError('invalid-model', 'invalid model layers: need at least one dense layer', { option: 'layers' });
     }
+    const widths = [inputs, ...options.layers.map((spec, index) => checkInteger(`model layer ${index} units`, spec?.units, 1))];
+    const parameters = parameterCount(widths);
+    if (parameters > MAX_PARAMETERS) {
+      throw new GrngError('invalid-model', `invalid model mlp:${widths.join('-')}: ${parameters.toExponential(2)} parameters, more than the ${MAX_PARAMETERS} (2^31 - 1) a model can have`, { option: 'model', parameters });
+    }
     const layers: DenseLayerInfo[] = [];
     const params: Record<string, tf.Variable> = {};
     let width = inputs;
@@ -163,19 +168,52 @@ export function mlp(options: MlpOptions): Sequential {
 }
 
 /**
+ * Most trainable scalars a model may have. tfjs addresses tensor elements with 32-bit integers
+ * and the wasm backend's heap is a 32-bit address space, so a larger model cannot even be
+ * allocated; saying so up front beats an out-of-memory crash deep inside a backend.
+ */
+export const MAX_PARAMETERS = 2 ** 31 - 1;
+
+/**
  * Parses the CLI model spec `mlp:784-256-10` (relu between layers) or
- * `mlp:784-256-10:tanh` (another hidden activation) into {@link MlpOptions}.
+ * `mlp:784-256-10:tanh` (another hidden activation) into {@link MlpOptions}. Each malformed
+ * spec is a GrngError saying which part is wrong.
+ *
+ * @example
+ * parseModelSpec('mlp:784-256-10:tanh'); // { inputs: 784, layers: [{ units: 256, activation: 'tanh' }, { units: 10, activation: 'identity' }] }
  */
 export function parseModelSpec(spec: string, extra: { seed?: number; init?: Initializer } = {}): MlpOptions {
-  const match = /^mlp:(\d+(?:-\d+)+)(?::([a-z]+))?$/.exec(spec.trim());
-  if (!match) {
-    throw new GrngError('invalid-model', `invalid model spec ${JSON.stringify(spec)} (expected e.g. mlp:784-256-10 or mlp:784-256-10:tanh)`, { option: 'model', value: spec });
-  }
-  const widths = match[1]!.split('-').map(Number);
-  if (widths.some((w) => w < 1)) {
-    throw new GrngError('invalid-model', `invalid model spec ${JSON.stringify(spec)}: every width must be ≥ 1`, { option: 'model', value: spec });
-  }
-  const hidden = checkChoice('model activation', match[2] ?? 'relu', ACTIVATIONS);
+  const fail = (problem: string): never => {
+    throw new GrngError('invalid-model', `invalid model spec ${JSON.stringify(spec)}: ${problem} (expected e.g. mlp:784-256-10 or mlp:784-256-10:tanh)`, { option: 'model', value: spec });
+  };
+  if (typeof spec !== 'string') fail('not a string');
+  const parts = spec.trim().split(':');
+  if (parts[0] !== 'mlp') fail(`unknown model kind ${JSON.stringify(parts[0])} (only mlp)`);
+  if (parts.length > 3) fail(`${parts.length - 1} ":" separators, at most 2`);
+  const widthsText = parts[1] ?? '';
+  if (widthsText === '') fail('no layer widths after "mlp:"');
+  const pieces = widthsText.split('-');
+  const widths = pieces.map((piece, index) => {
+    const which = index === 0 ? 'the input width' : `width ${index + 1}`;
+    if (piece === '') fail(`${which} is empty (two "-" in a row, or one at an end)`);
+    if (!/^\d+$/.test(piece)) fail(`${which} ${JSON.stringify(piece)} is not a whole number`);
+    const width = Number(piece);
+    if (width < 1) fail(`${which} is ${piece}; every width must be ≥ 1`);
+    if (width > MAX_PARAMETERS) fail(`${which} ${piece} is larger than ${MAX_PARAMETERS}`);
+    return width;
+  });
+  if (widths.length < 2) fail('needs an input width and at least one layer width');
+  if (parts.length === 3 && !(ACTIVATIONS as readonly string[]).includes(parts[2]!)) fail(`unknown activation ${JSON.stringify(parts[2])} (one of ${ACTIVATIONS.join(', ')})`);
+  const hidden = (parts[2] ?? 'relu') as Activation;
+  const parameters = parameterCount(widths);
+  if (parameters > MAX_PARAMETERS) fail(`${parameters.toExponential(2)} parameters, more than the ${MAX_PARAMETERS} (2^31 - 1) a model can have`);
   const layers = widths.slice(1).map((units, i, all) => ({ units, activation: i === all.length - 1 ? ('identity' as const) : hidden }));
   return { inputs: widths[0]!, layers, ...extra };
+}
+
+/** Weights plus biases of dense layers of these widths (input first). */
+function parameterCount(widths: readonly number[]): number {
+  let total = 0;
+  for (let i = 1; i < widths.length; i++) total += (widths[i - 1]! + 1) * widths[i]!;
+  return total;
 }

@@ -1,0 +1,422 @@
+import { readFileSync, statSync } from 'node:fs';
+import { extname } from 'node:path';
+import { DataType, tableFromIPC, type Table, type Vector } from 'apache-arrow';
+import { GrngError } from '../errors.js';
+import { validateDataset, type Dataset, type Split } from './dataset.js';
+
+/** Extensions `loadDatasetFile` reads, and the reader each one goes to. */
+export const DATASET_FILE_EXTENSIONS = ['.csv', '.arrow', '.arrows', '.feather'] as const;
+
+/**
+ * Share of each class, taken from the end of the file in file order, that forms the test set
+ * when the file has no `split` column — the same rule as the MNIST split.
+ */
+export const FILE_TEST_FRACTION = 0.2;
+
+/** Labels are stored as Int32 and a model needs one output per class. */
+const MAX_LABEL = 2 ** 31 - 2;
+
+/** Rows as read from a file, before the train/test split. */
+interface Rows {
+  readonly features: number;
+  readonly n: number;
+  readonly x: Float32Array;
+  readonly y: Int32Array;
+  /** 1 for a test row, 0 for a train row; undefined without a `split` column. */
+  readonly isTest: Uint8Array | undefined;
+  /** Names of the feature columns (or `features[i]`), for the description. */
+  readonly columns: string;
+}
+
+/**
+ * Reads a classification dataset from a file the user made:
+ *
+ * - `.csv`: a header row, a `label` column of integers ≥ 0, every other column a numeric
+ *   feature; optionally a `split` column of `train`/`test`. RFC 4180 quoting, CRLF or LF line
+ *   ends, a UTF-8 byte-order mark and blank lines are accepted.
+ * - `.arrow`, `.feather` (Arrow IPC file, Feather v2) or `.arrows` (Arrow IPC stream; either
+ *   form is read whatever the extension): an integer `label` column and either numeric feature
+ *   columns or one FixedSizeList<number> column named `features`; optionally a string `split`.
+ *
+ * Without a `split` column the last ⌈20%⌉ of each class in file order are the test set (at
+ * least one row per class stays in training). Classes are `0 .. max label`. Every problem is a
+ * GrngError naming the file and, where it applies, the line or row, the column and the byte.
+ *
+ * @example
+ * const data = loadDatasetFile('iris.csv'); console.log(data.features, data.classes, data.train.n);
+ */
+export function loadDatasetFile(path: string): Dataset {
+  if (typeof path !== 'string' || path.trim() === '') {
+    throw new GrngError('invalid-option', `invalid dataset: ${JSON.stringify(path)} (expected mnist, synthetic or a path to a ${DATASET_FILE_EXTENSIONS.join(', ')} file)`, { option: 'dataset', value: path });
+  }
+  const extension = extname(path).toLowerCase();
+  if (!(DATASET_FILE_EXTENSIONS as readonly string[]).includes(extension)) {
+    const what = extension === '' ? 'is neither mnist, synthetic nor a file name with an extension' : `has the unknown extension "${extension}"`;
+    throw new GrngError('invalid-option', `invalid dataset: ${JSON.stringify(path)} ${what} (expected mnist, synthetic or a path to a ${DATASET_FILE_EXTENSIONS.join(', ')} file)`, { option: 'dataset', value: path });
+  }
+  const bytes = readDatasetBytes(path);
+  const rows = extension === '.csv' ? parseCsvDataset(bytes, path) : parseArrowDataset(bytes, path);
+  return splitRows(rows, path);
+}
+
+function readDatasetBytes(path: string): Buffer {
+  let isDirectory: boolean;
+  try {
+    isDirectory = statSync(path).isDirectory();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'cannot be read (permission denied)' : `cannot be read (${(error as Error).message})`;
+    throw new GrngError('invalid-option', `dataset file ${path} ${why}`, { option: 'dataset', value: path, file: path }, { cause: error });
+  }
+  if (isDirectory) throw new GrngError('invalid-option', `dataset file ${path} is a directory, expected a file`, { option: 'dataset', value: path, file: path });
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (error) {
+    throw new GrngError('invalid-data', `dataset file ${path} cannot be read (${(error as Error).message})`, { file: path }, { cause: error });
+  }
+  if (bytes.length === 0) throw new GrngError('invalid-data', `dataset file ${path} is empty (0 bytes)`, { file: path, offset: 0 });
+  return bytes;
+}
+
+/** Where a CSV problem is: 1-based line and column, 0-based byte offset of the cell. */
+interface CsvPlace {
+  readonly line: number;
+  readonly byte: number;
+  readonly column?: { readonly index: number; readonly name: string };
+}
+
+function csvError(path: string, place: CsvPlace, problem: string): GrngError {
+  const column = place.column ? `, column ${place.column.index + 1} (${JSON.stringify(place.column.name)})` : '';
+  return new GrngError('invalid-data', `dataset file ${path} line ${place.line}${column}, byte ${place.byte}: ${problem}`, {
+    file: path,
+    line: place.line,
+    offset: place.byte,
+    ...(place.column ? { column: place.column.name } : {}),
+  });
+}
+
+interface CsvRecord {
+  readonly line: number;
+  readonly byte: number;
+  /** Cell text and the byte offset where each cell starts. */
+  readonly cells: string[];
+  readonly offsets: number[];
+}
+
+const COMMA = 0x2c;
+const QUOTE = 0x22;
+const CR = 0x0d;
+const LF = 0x0a;
+
+/**
+ * RFC 4180 records from raw bytes. Working on bytes rather than a decoded string keeps every
+ * reported offset a true byte offset in the file (a multi-byte character before the problem
+ * would otherwise shift it). Records that are entirely empty (blank lines) are skipped.
+ */
+function* csvRecords(bytes: Uint8Array, path: string): Generator<CsvRecord> {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  const text = (start: number, end: number, place: CsvPlace): string => {
+    try {
+      return decoder.decode(bytes.subarray(start, end));
+    } catch {
+      throw csvError(path, place, 'the cell is not valid UTF-8');
+    }
+  };
+  let i = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
+  let line = 1;
+  while (i < bytes.length) {
+    const record: CsvRecord = { line, byte: i, cells: [], offsets: [] };
+    let endOfRecord = false;
+    while (!endOfRecord) {
+      const start = i;
+      let cell: string;
+      if (bytes[i] === QUOTE) {
+        const openLine = line;
+        let pieceStart = i + 1;
+        let value = '';
+        i += 1;
+        for (;;) {
+          if (i >= bytes.length) throw csvError(path, { line: openLine, byte: start }, 'a quoted cell opened here is never closed');
+          if (bytes[i] === QUOTE) {
+            value += text(pieceStart, i, { line, byte: start });
+            if (bytes[i + 1] === QUOTE) {
+              value += '"';
+              i += 2;
+              pieceStart = i;
+              continue;
+            }
+            i += 1;
+            break;
+          }
+          if (bytes[i] === LF) line += 1;
+          i += 1;
+        }
+        const next = bytes[i];
+        if (i < bytes.length && next !== COMMA && next !== CR && next !== LF) {
+          throw csvError(path, { line, byte: i }, `unexpected ${JSON.stringify(String.fromCharCode(next!))} after the closing quote of a cell (a quote inside a quoted cell is written "")`);
+        }
+        cell = value;
+      } else {
+        while (i < bytes.length && bytes[i] !== COMMA && bytes[i] !== CR && bytes[i] !== LF) i += 1;
+        cell = text(start, i, { line, byte: start });
+      }
+      record.cells.push(cell);
+      record.offsets.push(start);
+      if (i >= bytes.length) {
+        endOfRecord = true;
+      } else if (bytes[i] === COMMA) {
+        i += 1;
+      } else {
+        // CRLF, LF, or a lone CR (old Mac files) all end a record.
+        i += bytes[i] === CR && bytes[i + 1] === LF ? 2 : 1;
+        line += 1;
+        endOfRecord = true;
+      }
+    }
+    if (!(record.cells.length === 1 && record.cells[0]!.trim() === '')) yield record;
+  }
+}
+
+/** A decimal number as people and spreadsheets write it; hex, binary and `1_000` are not data. */
+const DECIMAL = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
+const NOT_FINITE = /^[+-]?(?:nan|inf|infinity)$/i;
+
+function parseCsvDataset(bytes: Uint8Array, path: string): Rows {
+  const records = csvRecords(bytes, path);
+  const first = records.next();
+  if (first.done) throw new GrngError('invalid-data', `dataset file ${path} has no header row (only blank lines)`, { file: path, offset: 0 });
+  const header = first.value;
+  const names = header.cells.map((c) => c.trim());
+  const seen = new Map<string, number>();
+  names.forEach((name, index) => {
+    const place = { line: header.line, byte: header.offsets[index]!, column: { index, name } };
+    if (name === '') throw csvError(path, place, 'the header has an empty column name');
+    const earlier = seen.get(name);
+    if (earlier !== undefined) throw csvError(path, place, `the header names column ${JSON.stringify(name)} twice (also column ${earlier + 1})`);
+    seen.set(name, index);
+  });
+  const labelIndex = seen.get('label');
+  if (labelIndex === undefined) {
+    throw csvError(path, { line: header.line, byte: header.byte }, `the header has no "label" column (columns: ${names.map((n) => JSON.stringify(n)).join(', ')})`);
+  }
+  const splitIndex = seen.get('split');
+  const featureIndexes = names.map((_, i) => i).filter((i) => i !== labelIndex && i !== splitIndex);
+  if (featureIndexes.length === 0) throw csvError(path, { line: header.line, byte: header.byte }, 'the header has no feature columns besides "label"');
+  const features = featureIndexes.length;
+  const x = new GrowableFloat32();
+  const y: number[] = [];
+  const isTest: number[] = [];
+  for (const record of records) {
+    if (record.cells.length !== names.length) {
+      throw csvError(path, { line: record.line, byte: record.byte }, `${record.cells.length} cell${record.cells.length === 1 ? '' : 's'}, but the header has ${names.length} columns`);
+    }
+    const placeOf = (index: number): CsvPlace => ({ line: record.line, byte: record.offsets[index]!, column: { index, name: names[index]! } });
+    const labelCell = record.cells[labelIndex]!.trim();
+    y.push(checkLabel(labelCell, (problem) => csvError(path, placeOf(labelIndex), problem)));
+    if (splitIndex !== undefined) {
+      const split = record.cells[splitIndex]!.trim().toLowerCase();
+      if (split !== 'train' && split !== 'test') throw csvError(path, placeOf(splitIndex), `split ${JSON.stringify(record.cells[splitIndex])} is neither train nor test`);
+      isTest.push(split === 'test' ? 1 : 0);
+    }
+    for (const index of featureIndexes) {
+      const cell = record.cells[index]!.trim();
+      const fail = (problem: string): never => {
+        throw csvError(path, placeOf(index), problem);
+      };
+      if (cell === '') fail('the cell is empty (features must be numbers)');
+      if (NOT_FINITE.test(cell)) fail(`${cell} is not a finite number (features must be finite)`);
+      if (!DECIMAL.test(cell)) fail(`${JSON.stringify(cell)} is not a number`);
+      const value = Math.fround(Number(cell));
+      if (!Number.isFinite(value)) fail(`${cell} does not fit in a 32-bit float (|x| < 3.4e38)`);
+      x.push(value);
+    }
+  }
+  if (y.length === 0) throw csvError(path, { line: header.line, byte: header.byte }, 'the file has a header but no data rows');
+  return {
+    features,
+    n: y.length,
+    x: x.toArray(),
+    y: Int32Array.from(y),
+    isTest: splitIndex === undefined ? undefined : Uint8Array.from(isTest),
+    columns: featureIndexes.map((i) => names[i]).join(','),
+  };
+}
+
+/** An integer label ≥ 0 from its text, or the problem `fail` turns into an error. */
+function checkLabel(cell: string, fail: (problem: string) => GrngError): number {
+  if (cell === '') throw fail('the label is empty');
+  if (!DECIMAL.test(cell)) throw fail(`label ${JSON.stringify(cell)} is not a number (labels are class indices 0, 1, 2, …)`);
+  const value = Number(cell);
+  return checkLabelValue(value, fail);
+}
+
+function checkLabelValue(value: number, fail: (problem: string) => GrngError): number {
+  if (!Number.isInteger(value)) throw fail(`label ${value} is not an integer (labels are class indices 0, 1, 2, …)`);
+  if (value < 0) throw fail(`label ${value} is negative (labels are class indices 0, 1, 2, …)`);
+  if (value > MAX_LABEL) throw fail(`label ${value} is too large (at most ${MAX_LABEL})`);
+  return value;
+}
+
+/** A Float32Array that doubles as it fills, so a large CSV needs no boxed number per cell. */
+class GrowableFloat32 {
+  private data = new Float32Array(1024);
+  private length = 0;
+
+  push(value: number): void {
+    if (this.length === this.data.length) {
+      const bigger = new Float32Array(this.data.length * 2);
+      bigger.set(this.data);
+      this.data = bigger;
+    }
+    this.data[this.length++] = value;
+  }
+
+  toArray(): Float32Array {
+    return this.data.slice(0, this.length);
+  }
+}
+
+const ARROW_FILE_MAGIC = 'ARROW1';
+const FEATHER_V1_MAGIC = 'FEA1';
+
+function parseArrowDataset(bytes: Uint8Array, path: string): Rows {
+  const fail = (problem: string, context: Record<string, unknown> = {}): never => {
+    throw new GrngError('invalid-data', `dataset file ${path}: ${problem}`, { file: path, ...context });
+  };
+  const head = Buffer.from(bytes.subarray(0, 8));
+  const isFile = head.subarray(0, 6).toString('latin1') === ARROW_FILE_MAGIC;
+  const isStream = head.length >= 4 && head.readUInt32LE(0) === 0xffffffff;
+  if (head.subarray(0, 4).toString('latin1') === FEATHER_V1_MAGIC) fail('is Feather v1 (magic "FEA1" at byte 0), which grng does not read; save it as Feather v2 / Arrow IPC (e.g. pyarrow.feather.write_feather(..., version=2))', { offset: 0 });
+  if (!isFile && !isStream) fail(`is not Arrow IPC: expected the file magic "ARROW1" or a stream's continuation marker 0xFFFFFFFF at byte 0, found 0x${head.subarray(0, 4).toString('hex')}`, { offset: 0 });
+  if (isFile && Buffer.from(bytes.subarray(bytes.length - 6)).toString('latin1') !== ARROW_FILE_MAGIC) {
+    fail(`is truncated: an Arrow IPC file ends with "ARROW1", not found at byte ${Math.max(0, bytes.length - 6)} (file size ${bytes.length})`, { offset: Math.max(0, bytes.length - 6) });
+  }
+  let table: Table;
+  try {
+    table = tableFromIPC(bytes);
+  } catch (error) {
+    return fail(`cannot be read as Arrow IPC ${isFile ? 'file' : 'stream'} (${(error as Error).message}; file size ${bytes.length} bytes)`);
+  }
+  if (table.schema.fields.length === 0) fail('has no schema (an Arrow stream with no messages)', { offset: 0 });
+  const names = table.schema.fields.map((f) => f.name);
+  const columnOf = (name: string): Vector => table.getChild(name)!;
+  if (!names.includes('label')) fail(`has no "label" column (columns: ${names.map((n) => JSON.stringify(n)).join(', ')})`);
+  const label = columnOf('label');
+  if (!DataType.isInt(label.type)) fail(`column "label" is ${String(label.type)}, expected an integer type (class indices 0, 1, 2, …)`, { column: 'label' });
+  if (table.numRows === 0) fail(`has no rows (columns: ${names.join(', ')})`);
+  const n = table.numRows;
+  const y = new Int32Array(n);
+  for (let row = 0; row < n; row++) {
+    const raw = label.get(row) as number | bigint | null;
+    const rowFail = (problem: string): GrngError => new GrngError('invalid-data', `dataset file ${path} row ${row}, column "label": ${problem}`, { file: path, row, column: 'label' });
+    if (raw === null || raw === undefined) throw rowFail('the label is null');
+    y[row] = checkLabelValue(Number(raw), rowFail);
+  }
+  let isTest: Uint8Array | undefined;
+  if (names.includes('split')) {
+    const split = columnOf('split');
+    if (!DataType.isUtf8(split.type) && !DataType.isLargeUtf8(split.type) && !(DataType.isDictionary(split.type) && (DataType.isUtf8(split.type.dictionary) || DataType.isLargeUtf8(split.type.dictionary)))) {
+      fail(`column "split" is ${String(split.type)}, expected strings train/test`, { column: 'split' });
+    }
+    isTest = new Uint8Array(n);
+    for (let row = 0; row < n; row++) {
+      const value = String(split.get(row) ?? '').trim().toLowerCase();
+      if (value !== 'train' && value !== 'test') fail(`row ${row}, column "split": ${JSON.stringify(split.get(row))} is neither train nor test`, { row, column: 'split' });
+      isTest[row] = value === 'test' ? 1 : 0;
+    }
+  }
+  const featureNames = names.filter((name) => name !== 'label' && name !== 'split');
+  if (featureNames.length === 0) fail('has no feature columns besides "label"');
+  const listColumn = featureNames.length === 1 && DataType.isFixedSizeList(columnOf(featureNames[0]!).type) ? columnOf(featureNames[0]!) : undefined;
+  const checkValue = (value: unknown, row: number, column: string): number => {
+    if (value === null || value === undefined) fail(`row ${row}, column ${JSON.stringify(column)}: the value is null (features must be numbers)`, { row, column });
+    const number = Math.fround(Number(value));
+    if (!Number.isFinite(number)) fail(`row ${row}, column ${JSON.stringify(column)}: ${String(value)} is not a finite 32-bit float (features must be finite)`, { row, column });
+    return number;
+  };
+  if (listColumn) {
+    const type = listColumn.type as DataType & { listSize: number; children: { type: DataType }[] };
+    const inner = type.children[0]!.type;
+    if (!DataType.isFloat(inner) && !DataType.isInt(inner)) fail(`column ${JSON.stringify(featureNames[0])} is ${String(type)}, expected a fixed-size list of numbers`, { column: featureNames[0] });
+    const features = type.listSize;
+    if (features < 1) fail(`column ${JSON.stringify(featureNames[0])} is a fixed-size list of ${features} values, expected at least 1`, { column: featureNames[0] });
+    const x = new Float32Array(n * features);
+    for (let row = 0; row < n; row++) {
+      const list = listColumn.get(row) as Vector | null;
+      if (list === null) fail(`row ${row}, column ${JSON.stringify(featureNames[0])}: the list is null`, { row, column: featureNames[0] });
+      for (let j = 0; j < features; j++) x[row * features + j] = checkValue(list!.get(j), row, `${featureNames[0]}[${j}]`);
+    }
+    return { features, n, x, y, isTest, columns: `${featureNames[0]}[${features}]` };
+  }
+  const columns = featureNames.map((name) => {
+    const column = columnOf(name);
+    if (!DataType.isFloat(column.type) && !DataType.isInt(column.type)) {
+      fail(`column ${JSON.stringify(name)} is ${String(column.type)}; feature columns must be numeric (or one FixedSizeList<number> column named "features")`, { column: name });
+    }
+    return column;
+  });
+  const features = columns.length;
+  const x = new Float32Array(n * features);
+  columns.forEach((column, j) => {
+    for (let row = 0; row < n; row++) x[row * features + j] = checkValue(column.get(row), row, featureNames[j]!);
+  });
+  return { features, n, x, y, isTest, columns: featureNames.join(',') };
+}
+
+/** The train/test split: the `split` column, else the last ⌈20%⌉ of each class in file order. */
+function splitRows(rows: Rows, path: string): Dataset {
+  let classes = 0;
+  for (const label of rows.y) classes = Math.max(classes, label + 1);
+  const distinct = new Set(rows.y).size;
+  if (distinct < 2) {
+    throw new GrngError('invalid-data', `dataset file ${path}: every one of its ${rows.n} rows has label ${rows.y[0]}; a classifier needs at least 2 classes`, { file: path });
+  }
+  let isTest = rows.isTest;
+  let rule: string;
+  if (isTest) {
+    rule = 'split column';
+  } else {
+    const perClass = new Map<number, number>();
+    for (const label of rows.y) perClass.set(label, (perClass.get(label) ?? 0) + 1);
+    const testLeft = new Map([...perClass].map(([label, count]) => [label, Math.min(Math.ceil(count * FILE_TEST_FRACTION), count - 1)]));
+    isTest = new Uint8Array(rows.n);
+    for (let row = rows.n - 1; row >= 0; row--) {
+      const label = rows.y[row]!;
+      const left = testLeft.get(label)!;
+      if (left > 0) {
+        isTest[row] = 1;
+        testLeft.set(label, left - 1);
+      }
+    }
+    rule = `per class the last ceil(${FILE_TEST_FRACTION * 100}%) in file order are test`;
+  }
+  const take = (test: number): Split => {
+    let n = 0;
+    for (const flag of isTest!) if (flag === test) n += 1;
+    const x = new Float32Array(n * rows.features);
+    const y = new Int32Array(n);
+    let out = 0;
+    for (let row = 0; row < rows.n; row++) {
+      if (isTest![row] !== test) continue;
+      x.set(rows.x.subarray(row * rows.features, (row + 1) * rows.features), out * rows.features);
+      y[out] = rows.y[row]!;
+      out += 1;
+    }
+    return { x, y, n };
+  };
+  const train = take(0);
+  const test = take(1);
+  return validateDataset({
+    name: path,
+    features: rows.features,
+    classes,
+    train,
+    test,
+    description: `file ${path}: ${rows.features} features (${abbreviate(rows.columns)}), ${classes} classes, ${rule}: ${train.n} train / ${test.n} test`,
+  });
+}
+
+function abbreviate(columns: string): string {
+  return columns.length > 80 ? `${columns.slice(0, 77)}...` : columns;
+}

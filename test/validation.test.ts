@@ -1,0 +1,199 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Command, Option } from 'commander';
+import { afterAll, describe, expect, it } from 'vitest';
+import { main } from '../src/cli/main.js';
+import { FLAG_OF_OPTION } from '../src/cli/optionFlags.js';
+import { buildProgram } from '../src/cli/program.js';
+
+/**
+ * Every option of every command, given a bad value, must exit non-zero with exactly one line on
+ * stderr naming the flag and the value, and nothing on stdout. The options are read from the
+ * commander program itself, so a flag added without an entry below fails `has a bad-value case
+ * for every option`.
+ */
+
+const dir = mkdtempSync(join(tmpdir(), 'grng-validation-'));
+const folderNamedCsv = join(dir, 'folder.csv');
+mkdirSync(folderNamedCsv);
+const emptyServeDir = join(dir, 'recordings');
+mkdirSync(emptyServeDir);
+writeFileSync(join(dir, 'notes.txt'), 'label,a\n0,1\n');
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** One bad value: `--flag value`, or `=value` for `--flag=value` (how a boolean flag gets one). */
+interface BadValue {
+  readonly value: string;
+  /** What the line must also contain besides the flag (default: the value itself). */
+  readonly names?: string;
+  /** Optimizer that takes the flag, so the value (not the optimizer's choice) is what fails. */
+  readonly optimizer?: string;
+  /** Extra arguments the case needs (e.g. --serve for server-only checks). */
+  readonly with?: readonly string[];
+}
+
+const v = (value: string, more: Omit<BadValue, 'value'> = {}): BadValue => ({ value, ...more });
+const on = (optimizer: string, ...values: string[]): BadValue[] => values.map((value) => ({ value, optimizer }));
+
+/** Bad values per flag, for every command that has the flag. */
+const BAD: Readonly<Record<string, readonly BadValue[]>> = {
+  '--dataset': [v('cifar'), v('/no/such/file.csv'), v(''), v(folderNamedCsv), v(join(dir, 'notes.txt'), { names: '.txt' })],
+  '--model': [v('mlp:'), v('mlp:20--4'), v('mlp:20-0-4'), v('mlp:20-8-4:sigmoid'), v('mlp:20-70000-70000-4'), v('mlp:10-4'), v('mlp:20-8-7'), v('resnet'), v('mlp:20-x-4')],
+  '--epochs': [v('0'), v('-1'), v('1.5'), v('abc')],
+  '--steps': [v('0'), v('-2'), v('x')],
+  '--batch-size': [v('0'), v('-3'), v('2.5'), v('NaN')],
+  '--partial': [v('sometimes')],
+  '--seed': [v('-1'), v('1.5'), v('abc')],
+  '--init': [v('zeros')],
+  '--backend': [v('tpu')],
+  '--json': [v('=1')],
+  '--lr': [v('abc'), v('NaN'), v('Infinity'), v('-1'), v('')],
+  '--momentum': on('sgd', '1', '-0.1', 'abc'),
+  '--nesterov': [v('=yes')],
+  '--weight-decay': on('adamw', '-1', 'abc'),
+  '--b1': on('adamw', '1', '-0.5', 'x'),
+  '--b2': on('adamw', '1.5'),
+  '--eps': on('adamw', '-1'),
+  '--damping': on('kfac', '0', '-1'),
+  '--rho': on('ring', '-0.5'),
+  '--kl-clip': on('kfac', '-1'),
+  '--fisher': [v('exact', { optimizer: 'kfac' })],
+  '--stats-decay': on('kfac', '1', '-0.1'),
+  '--stats-every': on('kfac', '0'),
+  '--inverse-every': on('kfac', '0', '2.5'),
+  '--newton-tol': on('kfac', '-1', 'tiny'),
+  '--newton-max-iters': on('kfac', '0'),
+  '--newton-warm-trials': on('kfac', '-1'),
+  '--ring-norm': [v('max', { optimizer: 'ring' })],
+  '--gamma': on('sophia', '0', '-1'),
+  '--hessian-every': on('sophia', '0'),
+  '--kalman-rows': on('rkalman', '0', '-1'),
+  '--p0': on('rkalman', '0'),
+  '--r0': on('rkalman', '-1'),
+  '--fading': on('rkalman', '0', '1.5'),
+  '--process-noise': on('rkalman', '-1'),
+  '--beta-r': on('rkalman', '1'),
+  '--r-min': on('rkalman', '0'),
+  '--p-min': on('rkalman', '-1'),
+  '--hvp': [v('exact', { optimizer: 'reng' })],
+  '--record': [v(dir), v('')],
+  '--overwrite': [v('=1')],
+  '--serve': [v('=1')],
+  '--keep-serving': [v('=1')],
+  '--port': [v('-1'), v('70000'), v('abc')],
+  '--host': [v('', { with: ['--serve'], names: '""' }), v('local host', { with: ['--serve'] })],
+  '--token': [v(''), v('   ')],
+  '--max-clients': [v('0'), v('abc')],
+  '--eval-every': [v('-1'), v('x')],
+  '--optimizer': [v('rmsprop')],
+  '--optimizers': [v('sgd,lbfgs'), v(''), v(',')],
+  '--target': [v('2'), v('-0.1'), v('abc')],
+  '--speed': [v('0'), v('-1'), v('abc')],
+  '--summary': [v('=1')],
+};
+
+/** Arguments that make each command reach its checks quickly (a tiny synthetic run). */
+function argsFor(command: string, flag: string, bad: BadValue): string[] {
+  const optimizer = bad.optimizer ? (command === 'compare' ? ['--optimizers', bad.optimizer] : ['--optimizer', bad.optimizer]) : command === 'compare' ? ['--optimizers', 'sgd'] : [];
+  const base: Record<string, string[]> = {
+    train: ['train', '--dataset', 'synthetic', '--backend', 'wasm', '--steps', '1', ...optimizer],
+    compare: ['compare', '--dataset', 'synthetic', '--backend', 'wasm', '--steps', '1', ...optimizer],
+    replay: ['replay', join(dir, 'missing.arrows')],
+    serve: ['serve', emptyServeDir],
+  };
+  const given = bad.value.startsWith('=') ? [`${flag}${bad.value}`] : [flag, bad.value];
+  // `serve` always serves, so it has no --serve to add.
+  const extra = (bad.with ?? []).filter((arg) => commandOf(command).options.some((o) => o.long === arg));
+  return [...base[command]!, ...extra, ...given];
+}
+
+async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(argv, { out: (t) => void (out += t), err: (t) => void (err += t), isTTY: false });
+  return { code, out, err };
+}
+
+function expectOneLine(result: { code: number; out: string; err: string }, ...names: string[]): string {
+  expect(result.code, result.err).not.toBe(0);
+  expect(result.out).toBe('');
+  const lines = result.err.split('\n').filter((line) => line !== '');
+  expect(lines, result.err).toHaveLength(1);
+  expect(result.err.endsWith('\n')).toBe(true);
+  if (process.env.GRNG_DUMP_LINES) console.log(`LINE ${lines[0]}`);
+  for (const name of names) expect(lines[0], `${lines[0]} should name ${name}`).toContain(name);
+  expect(lines[0]).toMatch(/^grng: /);
+  return lines[0]!;
+}
+
+const program = buildProgram({ out: () => {}, err: () => {}, isTTY: false });
+const COMMANDS = ['train', 'compare', 'replay', 'serve'];
+const commandOf = (name: string): Command => program.commands.find((c) => c.name() === name)!;
+const optionsOf = (name: string): readonly Option[] => commandOf(name).options.filter((o) => o.long !== '--help');
+const tally = { cases: 0, missing: 0 };
+
+describe('every CLI option rejects bad values with one line', () => {
+  it('has a bad-value case for every option of train, compare, replay and serve', () => {
+    expect(program.commands.map((c) => c.name())).toEqual(expect.arrayContaining(COMMANDS));
+    const untested = COMMANDS.flatMap((name) => optionsOf(name).filter((o) => !BAD[o.long!]?.length).map((o) => `${name} ${o.long}`));
+    expect(untested, 'add bad values for these flags to BAD in test/validation.test.ts').toEqual([]);
+  });
+
+  for (const command of COMMANDS) {
+    describe(command, () => {
+      for (const option of optionsOf(command)) {
+        const flag = option.long!;
+        for (const bad of BAD[flag] ?? []) {
+          tally.cases += 1;
+          it(`${flag} ${JSON.stringify(bad.value)}${bad.optimizer ? ` (${bad.optimizer})` : ''}`, async () => {
+            const value = bad.value.replace(/^=/, '');
+            const line = expectOneLine(await cli(argsFor(command, flag, bad)), flag, ...(bad.names ? [bad.names] : value.trim() ? [value] : []));
+            if (!bad.names && value.trim() === '') expect(line).toMatch(/""|" +"/);
+          });
+        }
+        if (option.required) {
+          tally.missing += 1;
+          it(`${flag} without its value`, async () => {
+            const argv = argsFor(command, flag, v('x'));
+            expectOneLine(await cli(argv.slice(0, -1)), flag, 'argument missing');
+          });
+        }
+      }
+
+      it('an unknown option, with the suggestion on the same line', async () => {
+        expectOneLine(await cli([command, '--bogus']), "unknown option '--bogus'");
+        expectOneLine(await cli([command, '--prot', '1']), "unknown option '--prot'", 'Did you mean --port?');
+      });
+    });
+  }
+
+  it('a missing file or folder argument, an extra argument and an unknown command', async () => {
+    expectOneLine(await cli(['replay']), "missing required argument 'files'");
+    expectOneLine(await cli(['serve']), "missing required argument 'dir'");
+    expectOneLine(await cli(['serve', join(dir, 'nope')]), join(dir, 'nope'));
+    expectOneLine(await cli(['train', 'extra']), 'unexpected argument "extra"', "'train'");
+    expectOneLine(await cli(['train', '--nesterov', '1']), 'unexpected argument "1"');
+    expectOneLine(await cli(['serve', emptyServeDir, 'more']), 'unexpected argument "more"', "'serve'");
+    expectOneLine(await cli(['frobnicate']), "unknown command 'frobnicate'");
+  });
+
+  it('accepts the same command with good values (the harness can tell success from failure)', async () => {
+    const result = await cli(['train', '--dataset', 'synthetic', '--backend', 'wasm', '--steps', '1', '--json']);
+    expect(result.code, result.err).toBe(0);
+    expect(JSON.parse(result.out.trim().split('\n').at(-1)!)).toMatchObject({ dataset: 'synthetic', steps: 1 });
+  });
+
+  it('counts its cases', () => {
+    // Printed so a reader can see the size of the table; the first test guards completeness.
+    console.log(`validation: ${tally.cases} bad values + ${tally.missing} missing values over ${COMMANDS.map((c) => `${c} ${optionsOf(c).length}`).join(', ')} options`);
+    expect(tally.cases).toBeGreaterThan(100);
+  });
+});
+
+describe('FLAG_OF_OPTION', () => {
+  it('maps library options only to flags the CLI has', () => {
+    const flags = new Set(COMMANDS.flatMap((c) => optionsOf(c).map((o) => o.long)));
+    expect(Object.values(FLAG_OF_OPTION).filter((flag) => !flags.has(flag))).toEqual([]);
+  });
+});
