@@ -118,7 +118,7 @@ export interface Checkpoint {
   /** Optimizer state, fisherScan state and the skipped-step record, as their operators keep them. */
   readonly optimizer: unknown;
   readonly curvature: unknown;
-  readonly health: { consecutive: number; total: number; dampingBoost: number; refreshDue: boolean } | undefined;
+  readonly health: { consecutive: number; total: number; dampingBoost: number; lastBadStep: number; refreshDue: boolean } | undefined;
 }
 
 interface Header {

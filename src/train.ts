@@ -205,7 +205,7 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
       params: model.params,
       optimizer: slots.optimizer.get(),
       curvature: slots.curvature.get(),
-      health: { consecutive: health.consecutive, total: health.total, dampingBoost: health.dampingBoost, refreshDue: health.refreshDue },
+      health: { consecutive: health.consecutive, total: health.total, dampingBoost: health.dampingBoost, lastBadStep: health.lastBadStep, refreshDue: health.refreshDue },
     });
   };
   const every = checkpoint?.every ?? perEpoch;

@@ -83,8 +83,10 @@ export interface StepHealth {
   consecutive: number;
   /** Skipped steps in the whole run (the `skippedSteps` metric). */
   total: number;
-  /** Factor on the K-FAC family's damping γ: ×10 per skipped step, back ÷10 per clean refresh. */
+  /** Factor on the K-FAC family's damping γ: ×10 per skipped step, back ÷10 per scheduled refresh a full period after the last skip. */
   dampingBoost: number;
+  /** The last skipped step (−1 when none). */
+  lastBadStep: number;
   /** Set by a skipped step; fisherScan refreshes its inverses with the raised damping at once. */
   refreshDue: boolean;
   /** Consecutive skipped steps that end the run with an error. */

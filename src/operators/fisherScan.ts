@@ -104,7 +104,7 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
             const release = step.batch.hold();
             let cancelled = false;
             if (forced) health!.refreshDue = false;
-            refresh(state, forced)
+            refresh(state, forced, step.batch.step)
               .then(() => {
                 if (!cancelled) emit(true);
                 else tf.dispose(retained);
@@ -163,7 +163,7 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
     }
   }
 
-  async function refresh(state: ScanState, forced: boolean): Promise<void> {
+  async function refresh(state: ScanState, forced: boolean, step: number): Promise<void> {
     let meanGradNormSquared = 0;
     if (needsGradNorm && state.gradNormSquaredSum) {
       const total = (await state.gradNormSquaredSum.data())[0]!;
@@ -172,9 +172,10 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
       state.gradNormSquaredSum = undefined;
     }
     state.stepsSinceRefresh = 0;
-    // A clean scheduled refresh takes back one ×10 of the boost a skipped step added.
-    if (run.health && !forced && run.health.dampingBoost > 1) run.health.dampingBoost = Math.max(1, run.health.dampingBoost / 10);
-    const gamma = (damping.lambda + damping.rho * meanGradNormSquared) * (run.health?.dampingBoost ?? 1);
+    // A scheduled refresh a whole period after the last skipped step takes back one ×10.
+    const health = run.health;
+    if (health && !forced && health.dampingBoost > 1 && step - health.lastBadStep >= inverseEvery) health.dampingBoost = Math.max(1, health.dampingBoost / 10);
+    const gamma = (damping.lambda + damping.rho * meanGradNormSquared) * (health?.dampingBoost ?? 1);
     if (!Number.isFinite(gamma) || gamma <= 0) {
       throw new GrngError('step', `damping became ${gamma} (λ = ${damping.lambda}, ρ = ${damping.rho}, mean ‖g‖² = ${meanGradNormSquared})`, { gamma });
     }

@@ -18,7 +18,7 @@ const MAX_DAMPING_BOOST = 1e6;
  * const health = stepHealth({ maxBadSteps: 5 });
  */
 export function stepHealth({ maxBadSteps = DEFAULT_MAX_BAD_STEPS }: { maxBadSteps?: number } = {}): StepHealth {
-  return { consecutive: 0, total: 0, dampingBoost: 1, refreshDue: false, maxBadSteps: checkInteger('maxBadSteps', maxBadSteps, 1) };
+  return { consecutive: 0, total: 0, dampingBoost: 1, lastBadStep: -1, refreshDue: false, maxBadSteps: checkInteger('maxBadSteps', maxBadSteps, 1) };
 }
 
 /**
@@ -58,7 +58,9 @@ export function guardFinite(health: StepHealth): OperatorFunction<Step, Step> {
               if (cancelled) return;
               const bad = firstNonFinite(values, ['loss', ...Object.keys(step.grads)]);
               if (bad === undefined) {
-                recordFiniteStep(health);
+                // A later check (update's) may still skip this step, so only a clean previous
+                // step ends a run of skips here; update's guard ends it once the step is applied.
+                if (health.lastBadStep < step.batch.step - 1) recordFiniteStep(health);
                 subscriber.next(kept);
               } else {
                 const skipped: SkippedStep = bad === 'loss' ? { what: 'loss', where: 'loss' } : { what: 'gradient', where: bad };
@@ -92,7 +94,7 @@ export function firstNonFinite(flags: ArrayLike<number>, keys: readonly string[]
   return undefined;
 }
 
-/** A finite step ends a run of skipped ones. */
+/** A step that went through ends a run of skipped ones. */
 export function recordFiniteStep(health: StepHealth): void {
   health.consecutive = 0;
 }
@@ -106,6 +108,7 @@ export function recordSkippedStep(health: StepHealth, step: number, skipped: Ski
   health.total += 1;
   health.dampingBoost = Math.min(MAX_DAMPING_BOOST, health.dampingBoost * 10);
   health.refreshDue = true;
+  health.lastBadStep = step;
   if (health.consecutive >= health.maxBadSteps) {
     const where = skipped.what === 'loss' ? 'the loss' : `the ${skipped.what} of ${skipped.where} (layer ${layerOf(skipped.where)})`;
     throw new GrngError('step', `step ${step}: ${health.consecutive} consecutive non-finite steps (max-bad-steps ${health.maxBadSteps}); ${where} is NaN or infinite`, { step, ...skipped, layer: layerOf(skipped.where) });
