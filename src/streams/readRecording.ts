@@ -104,6 +104,18 @@ export function parseRecording(bytes: Uint8Array, path: string): Recording {
   const names = schema.fields.map((f) => f.name);
   const missing = METRIC_COLUMNS.map((c) => c.name).filter((n) => !names.includes(n));
   if (missing.length > 0) fail(0, `the schema lacks the metric columns ${missing.join(', ')}`);
+  // Replay and the summary table use these values as they are: a damaged but still well-formed
+  // schema (a flipped bit in a type or a JSON key) must stop here, not as a TypeError later.
+  for (const column of METRIC_COLUMNS) {
+    const type = String(schema.fields.find((f) => f.name === column.name)!.type);
+    const expected = column.type === 'int' ? 'Int32' : 'Float64';
+    if (type !== expected) fail(0, `the metric column ${column.name} has type ${type}, expected ${expected}`);
+  }
+  const wrongRunField = Object.entries(RUN_FIELD_TYPES).find(([key, type]) => {
+    const value = (run as unknown as Record<string, unknown>)[key];
+    return key === 'group' ? value !== undefined && typeof value !== type : typeof value !== type || value === null;
+  });
+  if (wrongRunField) fail(0, `the grng.run metadata has no ${wrongRunField[1]} ${wrongRunField[0]}`);
 
   const batches: RecordBatch[] = [];
   for (const message of messages.slice(1)) {
@@ -119,6 +131,24 @@ export function parseRecording(bytes: Uint8Array, path: string): Recording {
 
 const EOS = Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
 
+/** The `typeof` of every RecordedRun field (`group` may be absent). */
+const RUN_FIELD_TYPES: Record<keyof RecordedRun, 'string' | 'number' | 'object'> = {
+  id: 'string',
+  label: 'string',
+  optimizer: 'string',
+  optimizerOptions: 'object',
+  model: 'string',
+  dataset: 'string',
+  backend: 'string',
+  seed: 'number',
+  batchSize: 'number',
+  totalSteps: 'number',
+  batchesPerEpoch: 'number',
+  version: 'string',
+  startedAt: 'string',
+  group: 'string',
+};
+
 function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
@@ -133,11 +163,12 @@ type Fail = (offset: number, what: string) => never;
 
 /**
  * A flatbuffer table inside [start, end) of the file, read with every offset bounds-checked:
- * `field(i, size)` is the absolute position of field i (undefined when absent).
+ * `field(i, size)` is the absolute position of field i (undefined when absent). `from` is where
+ * the reference to the table is stored: errors name that byte, since `at` may lie past the file.
  */
-function table(view: DataView, start: number, end: number, at: number, fail: Fail): { field(index: number, size: number): number | undefined; ref(index: number): number | undefined } {
+function table(view: DataView, start: number, end: number, at: number, fail: Fail, from = at): { field(index: number, size: number): number | undefined; ref(index: number): number | undefined } {
   const inside = (pos: number, size: number): boolean => pos >= start && pos + size <= end;
-  if (!inside(at, 4)) fail(at, 'message metadata table offset points outside the metadata');
+  if (!inside(at, 4)) fail(from, 'message metadata table offset points outside the metadata');
   const vtableAt = at - view.getInt32(at, true);
   if (!inside(vtableAt, 4)) fail(at, 'message metadata vtable offset points outside the metadata');
   const vtableLength = view.getUint16(vtableAt, true);
@@ -169,7 +200,7 @@ function table(view: DataView, start: number, end: number, at: number, fail: Fai
  */
 function readMessageHeader(view: DataView, start: number, length: number, fail: Fail, columns = METRIC_COLUMNS.length): { headerType: number; bodyLength: number } {
   const end = start + length;
-  const message = table(view, start, end, start + view.getUint32(start, true), fail);
+  const message = table(view, start, end, start + view.getUint32(start, true), fail, start);
   // Message: 0 version (short), 1 header_type (ubyte), 2 header (table), 3 bodyLength (long).
   const typeAt = message.field(1, 1);
   const headerType = typeAt === undefined ? 0 : view.getUint8(typeAt);
@@ -225,11 +256,10 @@ function checkSchemaHeader(view: DataView, start: number, end: number, schemaAt:
     if (at === undefined) return [];
     const n = view.getUint32(at, true);
     if (n > max || at + 4 + 4 * n > end) fail(at, `schema has ${n} ${what} (at most ${max} expected)`);
-    return Array.from({ length: n }, (_, i) => {
-      const slot = at + 4 + 4 * i;
-      return slot + view.getUint32(slot, true);
-    });
+    return Array.from({ length: n }, (_, i) => at + 4 + 4 * i);
   };
+  // A vector slot holds the offset of its table, relative to the slot.
+  const tableAt = (slot: number): ReturnType<typeof table> => table(view, start, end, slot + view.getUint32(slot, true), fail, slot);
   const string = (at: number | undefined, what: string, max: number): void => {
     if (at === undefined) return;
     const n = view.getUint32(at, true);
@@ -237,14 +267,14 @@ function checkSchemaHeader(view: DataView, start: number, end: number, schemaAt:
   };
   const fields = vectorOf(schema.ref(1), 'fields', columns);
   if (fields.length !== columns) fail(schemaAt, `schema has ${fields.length} fields, expected the ${columns} metric columns`);
-  for (const fieldAt of fields) {
-    const field = table(view, start, end, fieldAt, fail);
+  for (const slot of fields) {
+    const field = tableAt(slot);
     string(field.ref(0), 'a field name', 64);
-    if (vectorOf(field.ref(5), 'children', 0).length > 0 || field.ref(4) !== undefined) fail(fieldAt, 'metric columns have no children or dictionaries');
+    if (vectorOf(field.ref(5), 'children', 0).length > 0 || field.ref(4) !== undefined) fail(slot, 'metric columns have no children or dictionaries');
     vectorOf(field.ref(6), 'field metadata entries', 0);
   }
-  for (const entryAt of vectorOf(schema.ref(2), 'metadata entries', 16)) {
-    const entry = table(view, start, end, entryAt, fail);
+  for (const slot of vectorOf(schema.ref(2), 'metadata entries', 16)) {
+    const entry = tableAt(slot);
     string(entry.ref(0), 'a metadata key', 256);
     string(entry.ref(1), 'a metadata value', end - start);
   }

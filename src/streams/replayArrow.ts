@@ -22,7 +22,8 @@ export interface ReplayOptions {
  * fast as possible or at the recorded pace × `speed`. Files are read and checked when
  * subscribed: a truncated tail is read up to the last complete batch with a warning
  * (`onWarning`); a corrupt or non-Arrow file is an error notification (GrngError with file and
- * byte offset) before any row.
+ * byte offset) before any row. A row whose wall time is not a finite, non-negative number (only
+ * damage makes one) is replayed right after the row before it in its recording.
  *
  * @example
  * replayArrow(['runs/ring.arrows', 'runs/adamw.arrows']).subscribe(({ run, row }) => console.log(run.label, row.loss));
@@ -33,34 +34,34 @@ export function replayArrow(paths: string | readonly string[], options: ReplayOp
   const files = typeof paths === 'string' ? [paths] : [...paths];
   return new Observable<ReplayedRow>((subscriber) => {
     let timer: NodeJS.Timeout | undefined;
-    let items: ReplayedRow[];
+    let items: Scheduled[];
     try {
       const recordings = files.map((path) => readRecording(path));
       for (const rec of recordings) {
         if (rec.truncated) options.onWarning?.(`${rec.path}: truncated at byte ${rec.truncated.offset} (${rec.truncated.reason}); read ${rec.rows} rows up to the last complete batch`, rec);
       }
-      items = recordings.flatMap((rec) => rec.batches.flatMap((b) => recordBatchToRows(b)).map((row) => ({ run: rec.run, row })));
+      items = recordings.flatMap((rec) => schedule(rec));
       // A stable sort keeps each run's own order for equal times.
-      items.sort((a, b) => a.row.wallMs - b.row.wallMs);
+      items.sort((a, b) => a.dueMs - b.dueMs);
     } catch (error) {
       subscriber.error(error);
       return;
     }
     if (speed === Infinity) {
-      for (const item of items) {
+      for (const { item } of items) {
         if (subscriber.closed) return;
         subscriber.next(item);
       }
       subscriber.complete();
       return;
     }
-    const origin = items[0]?.row.wallMs ?? 0;
+    const origin = items[0]?.dueMs ?? 0;
     const started = performance.now();
     let index = 0;
     const pump = (): void => {
       const now = (performance.now() - started) * speed + origin;
-      while (index < items.length && items[index]!.row.wallMs <= now) {
-        subscriber.next(items[index]!);
+      while (index < items.length && items[index]!.dueMs <= now) {
+        subscriber.next(items[index]!.item);
         index += 1;
         if (subscriber.closed) return;
       }
@@ -68,11 +69,37 @@ export function replayArrow(paths: string | readonly string[], options: ReplayOp
         subscriber.complete();
         return;
       }
-      timer = setTimeout(pump, Math.max(0, (items[index]!.row.wallMs - now) / speed));
+      // Longer delays would make Node fire after 1 ms, again and again, with a warning each time.
+      timer = setTimeout(pump, Math.min(MAX_TIMER_MS, Math.max(0, (items[index]!.dueMs - now) / speed)));
     };
     pump();
     return () => {
       if (timer) clearTimeout(timer);
     };
   });
+}
+
+/** Node's longest timer (ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+interface Scheduled {
+  readonly item: ReplayedRow;
+  /** When the row is due, in recorded milliseconds. */
+  readonly dueMs: number;
+}
+
+/**
+ * The rows of a recording with the recorded time each is due. A wall time that is not a finite,
+ * non-negative number (only a damaged file holds one: the writer records none) cannot be placed
+ * in time, so its row is due with the row before it; paced replay would otherwise wait for it
+ * forever, or measure every other row from a start at −1e300.
+ */
+function schedule(rec: Recording): Scheduled[] {
+  let previousMs = 0;
+  return rec.batches.flatMap((batch) =>
+    recordBatchToRows(batch).map((row) => {
+      if (Number.isFinite(row.wallMs) && row.wallMs >= 0) previousMs = row.wallMs;
+      return { item: { run: rec.run, row }, dueMs: previousMs };
+    }),
+  );
 }
