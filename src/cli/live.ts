@@ -18,6 +18,8 @@ export interface LiveOptions {
   readonly port: number;
   readonly host: string;
   readonly token?: string;
+  /** Most WebSocket clients at once (server default when absent). */
+  readonly maxClients?: number;
   readonly keepServing?: boolean;
 }
 
@@ -58,7 +60,7 @@ export async function withLive(options: LiveOptions, io: CliIo, body: (hub: RunH
     return;
   }
   const hub = new RunHub();
-  const server = await startServer({ hub, host: options.host, port: options.port, ...(options.token ? { token: options.token } : {}) });
+  const server = await startServer({ hub, host: options.host, port: options.port, ...(options.token ? { token: options.token } : {}), ...(options.maxClients !== undefined ? { maxClients: options.maxClients } : {}) });
   io.err(`grng: dashboard at ${server.url}\n`);
   try {
     await body(hub);

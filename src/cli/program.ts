@@ -93,7 +93,8 @@ function addLiveOptions(command: Command, { serveFlag = true } = {}): Command {
   return command
     .option('--port <n>', 'dashboard port (0 = any free port)', integer('--port', 0, 65535), 8080)
     .option('--host <address>', 'address to bind (default 127.0.0.1: this machine only)', '127.0.0.1')
-    .option('--token <token>', 'require this token on every dashboard connection', nonEmpty('--token'));
+    .option('--token <token>', 'require this token on every dashboard connection', nonEmpty('--token'))
+    .option('--max-clients <n>', 'most dashboard WebSocket clients at once; more are refused with HTTP 503', integer('--max-clients', 1), 64);
 }
 
 /** The `grng` command line. Parse with `program.parseAsync(argv, { from: 'user' })`. */

@@ -1,5 +1,5 @@
-import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { isAbsolute, join, relative, sep } from 'node:path';
 import { from, lastValueFrom, Subject, type Subscription } from 'rxjs';
 import { GrngError, isGrngError } from '../errors.js';
 import { broadcast } from '../operators/broadcast.js';
@@ -74,7 +74,10 @@ export function summaryOf(run: RecordedRun, rows: MetricsRow[]): Promise<RunSumm
 
 /**
  * `grng serve DIR`: every recording in a folder, finished, on the dashboard. Unreadable files
- * are reported and skipped; truncated ones are served up to their last complete batch.
+ * are reported and skipped; truncated ones are served up to their last complete batch. Only
+ * regular files whose real path lies inside DIR are served: a symbolic link out of DIR would
+ * publish whatever it points to, and a FIFO would block the reader forever. A second file with
+ * the id of a run already served is skipped too, so one id always names one file.
  */
 export async function runServeCommand(dir: string, options: ServeCommandOptions, io: CliIo): Promise<void> {
   let names: string[];
@@ -87,11 +90,22 @@ export async function runServeCommand(dir: string, options: ServeCommandOptions,
     { ...options, serve: true },
     io,
     async (hub) => {
+      const realDir = realpathSync(dir);
       for (const name of names) {
         const path = join(dir, name);
+        const refusal = unservable(path, realDir);
+        if (refusal) {
+          io.err(`grng: warning: skipping ${path}: ${refusal}\n`);
+          continue;
+        }
         try {
           const rec = readRecording(path);
           if (rec.truncated) io.err(`grng: warning: ${path}: truncated at byte ${rec.truncated.offset}; serving ${rec.rows} rows\n`);
+          const earlier = hub!.run(rec.run.id);
+          if (earlier) {
+            io.err(`grng: warning: skipping ${path}: run id ${JSON.stringify(rec.run.id)} is already served from ${earlier.recordingPath ?? 'another file'}\n`);
+            continue;
+          }
           hub!.addRun(rec.run, rec.schema, { batches: rec.batches, finished: true, recordingPath: path });
         } catch (error) {
           if (!isGrngError(error)) throw error;
@@ -102,4 +116,19 @@ export async function runServeCommand(dir: string, options: ServeCommandOptions,
     },
     { alwaysServe: true },
   );
+}
+
+/** Why `path` (an entry of the folder whose real path is `realDir`) must not be served, if it must not. */
+function unservable(path: string, realDir: string): string | undefined {
+  try {
+    if (lstatSync(path).isSymbolicLink()) {
+      const target = realpathSync(path);
+      const inside = relative(realDir, target);
+      if (inside === '' || inside === '..' || inside.startsWith(`..${sep}`) || isAbsolute(inside)) return `a symbolic link to ${target}, outside the folder`;
+    }
+    if (!statSync(path).isFile()) return 'not a regular file';
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return undefined;
 }

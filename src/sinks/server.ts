@@ -33,6 +33,17 @@ export interface ServerOptions {
   readonly heartbeatMs?: number | undefined;
   /** Rows per history message; default 4096. */
   readonly historyChunkRows?: number | undefined;
+  /**
+   * Most WebSocket clients at once; default 64. An upgrade beyond it is refused with HTTP 503
+   * and `Retry-After`, so a crowd of dashboards cannot take the training process's memory.
+   */
+  readonly maxClients?: number | undefined;
+  /**
+   * HTTP deadline; default 10 000. A request's headers must have arrived within it (slow or
+   * unfinished requests are cut off), and an HTTP socket on which nothing moves for that long
+   * (an idle keep-alive, a download the client stopped reading) is closed.
+   */
+  readonly httpTimeoutMs?: number | undefined;
 }
 
 /** What a client's send queue holds right now (a test and diagnostics hook). */
@@ -71,13 +82,19 @@ const MAX_CLIENT_MESSAGE = 1024;
 const LIVE_ITEM_OVERHEAD = 256;
 const MAX_SUBSCRIBED_RUNS = 256;
 const MAX_RUN_ID_LENGTH = 256;
+/** Sockets beyond the WebSocket clients (page loads, downloads, handshakes in progress). */
+const MAX_HTTP_SOCKETS = 128;
+/** Live batches whose encoding is kept for the next clients (each client that keeps up sends the same one). */
+const ENCODING_CACHE_SIZE = 8;
+/** How long a client refused for being one too many is asked to wait. */
+const RETRY_AFTER_S = 5;
 const CLOSE_GRACE_MS = 2000;
 const DASHBOARD_FILES: Readonly<Record<string, { file: string; type: string }>> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
   '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
   '/app.css': { file: 'app.css', type: 'text/css; charset=utf-8' },
 };
-const KNOWN_OPTIONS = ['hub', 'host', 'port', 'token', 'dashboardDir', 'maxQueuedBytes', 'heartbeatMs', 'historyChunkRows'];
+const KNOWN_OPTIONS = ['hub', 'host', 'port', 'token', 'dashboardDir', 'maxQueuedBytes', 'heartbeatMs', 'historyChunkRows', 'maxClients', 'httpTimeoutMs'];
 
 const SERVER_NAME = `grng ${packageVersion()}`;
 
@@ -150,10 +167,14 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
   const maxQueuedBytes = options.maxQueuedBytes === undefined ? 1024 * 1024 : checkInteger('maxQueuedBytes', options.maxQueuedBytes, 64 * 1024);
   const heartbeatMs = options.heartbeatMs === undefined ? 15_000 : checkInteger('heartbeatMs', options.heartbeatMs, 10, 2 ** 31 - 1);
   const historyChunkRows = options.historyChunkRows === undefined ? 4096 : checkInteger('historyChunkRows', options.historyChunkRows, 1, 1 << 20);
+  const maxClients = options.maxClients === undefined ? 64 : checkInteger('maxClients', options.maxClients, 1, 100_000);
+  const httpTimeoutMs = options.httpTimeoutMs === undefined ? 10_000 : checkInteger('httpTimeoutMs', options.httpTimeoutMs, 100, 2 ** 31 - 1);
   const tokenDigest = token === undefined ? undefined : sha256(token);
 
   const clients = new Set<Client>();
   let nextClientId = 1;
+  /** Encoding a batch costs ~0.3 ms on the training thread: once per batch, not once per client. */
+  const recentEncodings = new Map<RecordBatch, Uint8Array>();
   let closing: Promise<void> | undefined;
 
   // ---- authorisation -------------------------------------------------------------------------
@@ -246,12 +267,27 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     res.end(head ? undefined : bytes);
   }
 
-  const server = createServer((req, res) => {
-    onRequest(req, res).catch(() => {
-      if (!res.headersSent) text(res, 500, 'internal error');
-      else res.destroy();
-    });
-  });
+  const server = createServer(
+    {
+      // Node checks the header and request deadlines only this often (30 s by default), so a
+      // slowloris socket would outlive httpTimeoutMs by up to that much.
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(httpTimeoutMs / 4))),
+      headersTimeout: httpTimeoutMs,
+      requestTimeout: httpTimeoutMs,
+    },
+    (req, res) => {
+      onRequest(req, res).catch(() => {
+        if (!res.headersSent) text(res, 500, 'internal error');
+        else res.destroy();
+      });
+    },
+  );
+  server.keepAliveTimeout = Math.min(5000, httpTimeoutMs);
+  // Idle HTTP sockets (a download nobody reads) are destroyed; ws clears this on upgrade.
+  server.timeout = httpTimeoutMs;
+  // One bound on every socket, WebSocket clients included: a socket costs memory and a file
+  // descriptor before any request on it is complete. Node closes a connection beyond it at once.
+  server.maxConnections = maxClients + MAX_HTTP_SOCKETS;
 
   // ---- WebSocket -----------------------------------------------------------------------------
 
@@ -264,7 +300,9 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     if (!authorized(req, url)) return refuseUpgrade(socket, 401);
     if (!sameOrigin(req)) return refuseUpgrade(socket, 403);
     if (url.pathname !== '/ws') return refuseUpgrade(socket, 404);
-    if (closing) return refuseUpgrade(socket, 503);
+    if (closing) return refuseUpgrade(socket, 503, 'the server is shutting down');
+    // handleUpgrade completes synchronously (no verifyClient), so `clients` is exact here.
+    if (clients.size >= maxClients) return refuseUpgrade(socket, 503, `too many clients (at most ${maxClients}); try again later`, { 'Retry-After': String(RETRY_AFTER_S) });
     wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws));
   });
 
@@ -506,9 +544,21 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
         ws.send(JSON.stringify({ type: 'batch', runId: item.runId, rows: item.rows, missed, history: false }));
         const batches = item.batches.slice(item.head);
         if (item.skip > 0) batches[0] = batches[0]!.slice(item.skip);
-        ws.send(encodeStream(batches, item.schema), onWritten);
+        const bytes = batches.length === 1 && item.skip === 0 ? encodeHubBatch(batches[0]!) : encodeStream(batches, item.schema);
+        ws.send(bytes, onWritten);
       }
     }
+  }
+
+  /** A whole batch of the hub, encoded alone; shared by every client that sends it next. */
+  function encodeHubBatch(batch: RecordBatch): Uint8Array {
+    let bytes = recentEncodings.get(batch);
+    if (bytes === undefined) {
+      bytes = encodeStream([batch]);
+      recentEncodings.set(batch, bytes);
+      if (recentEncodings.size > ENCODING_CACHE_SIZE) recentEncodings.delete(recentEncodings.keys().next().value!);
+    }
+    return bytes;
   }
 
   // ---- hub -----------------------------------------------------------------------------------
@@ -669,12 +719,13 @@ function text(res: ServerResponse, status: number, message: string): void {
   res.end(res.req.method === 'HEAD' ? undefined : body);
 }
 
-function refuseUpgrade(socket: Duplex, status: number): void {
-  const body = `${STATUS_CODES[status] ?? 'Error'}\n`;
-  const auth = status === 401 ? 'WWW-Authenticate: Bearer realm="grng"\r\n' : '';
+function refuseUpgrade(socket: Duplex, status: number, reason = STATUS_CODES[status] ?? 'Error', extraHeaders: Readonly<Record<string, string>> = {}): void {
+  const body = `${reason}\n`;
+  const headers = { ...(status === 401 ? { 'WWW-Authenticate': 'Bearer realm="grng"' } : {}), ...extraHeaders };
+  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   if (!socket.writable) return void socket.destroy();
   socket.once('finish', () => socket.destroy());
-  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${auth}\r\n${body}`);
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`);
 }
 
 function sha256(value: string): Buffer {
