@@ -69,7 +69,7 @@ describe.each(['cpu', 'wasm'] as const)('checkpoint and resume on %s', (backend)
         expect(resumed[i]![key], `${optimizer} step ${i} ${key}`).toBeCloseTo(expected[i]![key], 6);
       }
       if (expected[i]!.testLoss === null) expect(resumed[i]!.testLoss).toBeNull();
-      else expect(resumed[i]!.testLoss, `${optimizer} step ${i} testLoss`).toBeCloseTo(expected[i]!.testLoss, 6);
+      else expect(resumed[i]!.testLoss, `${optimizer} step ${i} testLoss`).toBeCloseTo(expected[i]!.testLoss!, 6);
       for (const [k, v] of Object.entries(expected[i]!.diagnostics)) {
         if (Number.isFinite(v)) expect(resumed[i]!.diagnostics[k], `${optimizer} step ${i} ${k}`).toBeCloseTo(v, 4);
       }

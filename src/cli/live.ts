@@ -8,6 +8,8 @@ import { startServer } from '../sinks/server.js';
 import type { RunMetadata } from '../train.js';
 import type { MetricsRow } from '../types.js';
 import { VERSION } from '../version.js';
+import type { RunControl } from '../runControl.js';
+import type { ReopenedRecording } from '../sinks/reopenRecording.js';
 import type { CliIo } from './program.js';
 
 /** Flags for recording and live serving, shared by train, compare and replay. */
@@ -24,9 +26,9 @@ export interface LiveOptions {
 }
 
 /** The run description that recordings and dashboards carry. */
-export function recordedRunOf(meta: RunMetadata, label: string, group?: string): RecordedRun {
+export function recordedRunOf(meta: RunMetadata, label: string, group?: string, id = newRunId(label)): RecordedRun {
   return {
-    id: `${label}-${randomUUID().slice(0, 8)}`,
+    id,
     label,
     optimizer: meta.optimizer,
     optimizerOptions: meta.optimizerOptions as Record<string, unknown>,
@@ -54,7 +56,7 @@ export function recordingPathFor(path: string, label: string | undefined): strin
  * Starts the dashboard server when asked, runs `body` with the hub (undefined when not serving),
  * then keeps serving until SIGINT/SIGTERM if asked, and closes the server.
  */
-export async function withLive(options: LiveOptions, io: CliIo, body: (hub: RunHub | undefined) => Promise<void>, { alwaysServe = false } = {}): Promise<void> {
+export async function withLive(options: LiveOptions, io: CliIo, body: (hub: RunHub | undefined) => Promise<void>, { alwaysServe = false, stopped = (): boolean => false }: { alwaysServe?: boolean; stopped?: () => boolean } = {}): Promise<void> {
   if (!options.serve && !alwaysServe) {
     await body(undefined);
     return;
@@ -64,7 +66,8 @@ export async function withLive(options: LiveOptions, io: CliIo, body: (hub: RunH
   io.err(`grng: dashboard at ${server.url}\n`);
   try {
     await body(hub);
-    if (options.keepServing || alwaysServe) {
+    // A run stopped by a signal means "stop": it does not keep serving.
+    if ((options.keepServing || alwaysServe) && !stopped()) {
       io.err('grng: serving until Ctrl-C\n');
       await new Promise<void>((resolve) => {
         const stop = (): void => {
@@ -82,11 +85,32 @@ export async function withLive(options: LiveOptions, io: CliIo, body: (hub: RunH
 }
 
 /** The Arrow sink for one run when recording or serving, else nothing. */
-export function liveSink(meta: RunMetadata, options: LiveOptions, hub: RunHub | undefined, label: string, many: boolean, group?: string): MonoTypeOperatorFunction<MetricsRow> | undefined {
+export function liveSink(meta: RunMetadata, options: LiveOptions, hub: RunHub | undefined, label: string, many: boolean, run: RunSinkOptions = {}): MonoTypeOperatorFunction<MetricsRow> | undefined {
   if (!options.record && !hub) return undefined;
-  const run = recordedRunOf(meta, label, group);
-  return arrowSink(run, {
-    ...(options.record ? { record: recordingPathFor(options.record, many ? label : undefined), overwrite: options.overwrite ?? false } : {}),
+  const resumed = run.resumed;
+  // A resumed run keeps its recording's run (same id, same metadata), with the new step count.
+  const recorded = resumed ? { ...resumed.run, totalSteps: meta.totalSteps } : recordedRunOf(meta, label, run.group, run.id);
+  return arrowSink(recorded, {
+    ...(options.record ? { record: recordingPathFor(options.record, many ? label : undefined), ...(resumed ? { append: true } : { overwrite: options.overwrite ?? false }) } : {}),
     ...(hub ? { hub } : {}),
+    ...(resumed ? { history: resumed.batches } : {}),
+    ...(run.control ? { batching: { flushOn: run.control.flushes } } : {}),
   });
+}
+
+/** How one run's rows reach its recording and the dashboard. */
+export interface RunSinkOptions {
+  /** The compare group the run belongs to. */
+  readonly group?: string;
+  /** Its id (so checkpoints can name it before the sink exists). */
+  readonly id?: string;
+  /** Flush requests (before a checkpoint) reach the recording through this. */
+  readonly control?: RunControl;
+  /** The recording of a resumed run, reopened to append. */
+  readonly resumed?: ReopenedRecording;
+}
+
+/** A fresh run id: the label and 8 random hex digits. */
+export function newRunId(label: string): string {
+  return `${label}-${randomUUID().slice(0, 8)}`;
 }

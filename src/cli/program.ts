@@ -81,6 +81,7 @@ function addRunOptions(command: Command): Command {
     .option('--beta-r <number>', 'R-Kalman observation-noise decay β_r (default 0.99)', number('--beta-r'))
     .option('--r-min <number>', 'R-Kalman floor of r (default 1e-2)', number('--r-min'))
     .option('--p-min <number>', 'R-Kalman floor of P (default 1e-6)', number('--p-min'))
+    .option('--max-bad-steps <n>', 'consecutive non-finite (NaN/Inf) steps, each skipped, before training stops with an error (default 10)', integer('--max-bad-steps', 1))
     .addOption(new Option('--hvp <kind>', 'RENG Hg: double-backprop or finite-difference (default double-backprop)').choices(['double-backprop', 'finite-difference']));
   return addLiveOptions(command)
     .option('--record <path>', 'record the metrics to an Arrow IPC stream file (.arrows); compare writes one file per optimizer (NAME.OPTIMIZER.arrows)', recordingPath)
@@ -109,8 +110,11 @@ export function buildProgram(io: CliIo): Command {
   addRunOptions(program.command('train').description('train a model on a dataset and print a summary'))
     .addOption(new Option('--optimizer <name>', 'optimizer').choices([...OPTIMIZERS]).default('adamw'))
     .option('--eval-every <n>', 'evaluate on the test set every N steps (always at epoch ends)', integer('--eval-every', 0), 0)
-    .action(async (options: TrainCommandOptions) => {
-      await runTrainCommand(options, io);
+    .option('--checkpoint-dir <dir>', 'write the complete training state to this folder (atomically): every --checkpoint-every steps, at the end, and on Ctrl-C/SIGTERM')
+    .option('--checkpoint-every <n>', 'steps between checkpoints (default: one per epoch; needs --checkpoint-dir)', integer('--checkpoint-every', 1))
+    .option('--resume <dir>', 'continue the run checkpointed in this folder (same configuration; --epochs/--steps may extend it; appends to its recording)')
+    .action(async (options: TrainCommandOptions, command: Command) => {
+      await runTrainCommand(options, io, (key) => command.getOptionValueSource(key));
     });
 
   addRunOptions(program.command('compare').description('train several optimizers on the same data order and initial weights; print one table'))

@@ -6,9 +6,15 @@ import { progressBar } from '../sinks/progressBar.js';
 import { formatSummaryTable } from '../sinks/summaryTable.js';
 import { train, type TrainOptions } from '../train.js';
 import type { CliIo } from './program.js';
-import { liveSink, withLive, type LiveOptions } from './live.js';
+import { liveSink, newRunId, withLive, type LiveOptions } from './live.js';
 import type { RunHub } from '../sinks/runHub.js';
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { disposeCheckpoint, loadCheckpoint } from '../checkpoint.js';
+import { GrngError } from '../errors.js';
+import { RunControl } from '../runControl.js';
+import { reopenRecording, type ReopenedRecording } from '../sinks/reopenRecording.js';
+import { handleStopSignals } from './gracefulStop.js';
 
 /** Flags shared by `train` and `compare`, as commander parses them. */
 export interface RunCommandOptions extends LiveOptions {
@@ -53,10 +59,14 @@ export interface RunCommandOptions extends LiveOptions {
   readonly betaR?: number;
   readonly rMin?: number;
   readonly pMin?: number;
+  readonly maxBadSteps?: number;
 }
 
 export interface TrainCommandOptions extends RunCommandOptions {
   readonly optimizer: string;
+  readonly checkpointDir?: string;
+  readonly checkpointEvery?: number;
+  readonly resume?: string;
 }
 
 export interface CompareCommandOptions extends RunCommandOptions {
@@ -115,24 +125,81 @@ function trainOptionsOf(options: RunCommandOptions, optimizer: string, extra: Pa
     seed: options.seed,
     evalEvery: options.evalEvery,
     backend: options.backend,
+    maxBadSteps: options.maxBadSteps,
     ...extra,
   }) as TrainOptions;
 }
 
-async function runOne(trainOptions: TrainOptions, io: CliIo, live: { options: LiveOptions; hub: RunHub | undefined; many: boolean; group?: string }): Promise<RunSummary> {
-  return train(trainOptions, (meta) => {
-    io.err(`grng: backend ${meta.backend} (${meta.backendDetail}); ${meta.model} (${meta.parameters} parameters) on ${meta.dataset}, ${meta.optimizer} ${JSON.stringify(meta.optimizerOptions)}, ${meta.totalSteps} steps\n`);
+interface LiveRun {
+  readonly options: LiveOptions;
+  readonly hub: RunHub | undefined;
+  readonly many: boolean;
+  readonly group?: string;
+  readonly control: RunControl;
+  readonly resumed?: ReopenedRecording;
+  readonly runId?: string;
+}
+
+async function runOne(trainOptions: TrainOptions, io: CliIo, live: LiveRun): Promise<RunSummary> {
+  return train({ ...trainOptions, control: live.control }, (meta) => {
+    const from = meta.startStep > 0 ? `, resuming at step ${meta.startStep} from ${meta.resumedFrom}` : '';
+    io.err(`grng: backend ${meta.backend} (${meta.backendDetail}); ${meta.model} (${meta.parameters} parameters) on ${meta.dataset}, ${meta.optimizer} ${JSON.stringify(meta.optimizerOptions)}, ${meta.totalSteps} steps${from}\n`);
     const bar = progressBar({ total: meta.totalSteps, label: meta.optimizer });
-    const arrow = liveSink(meta, live.options, live.hub, meta.optimizer, live.many, live.group);
+    const arrow = liveSink(meta, live.options, live.hub, meta.optimizer, live.many, {
+      ...(live.group ? { group: live.group } : {}),
+      ...(live.runId ? { id: live.runId } : {}),
+      ...(live.resumed ? { resumed: live.resumed } : {}),
+      control: live.control,
+    });
     return arrow ? (rows) => rows.pipe(arrow, bar) : bar;
   });
 }
 
-export async function runTrainCommand(options: TrainCommandOptions, io: CliIo): Promise<void> {
+/** Where a flag's value came from (commander): `cli` when typed, `default` otherwise. */
+export type OptionSource = (key: string) => string | undefined;
+
+export async function runTrainCommand(options: TrainCommandOptions, io: CliIo, sourceOf: OptionSource = () => 'cli'): Promise<void> {
+  if (options.checkpointEvery !== undefined && !options.checkpointDir && !options.resume) {
+    throw new GrngError('invalid-option', '--checkpoint-every needs --checkpoint-dir (where to write the checkpoints)', { option: 'checkpointEvery' });
+  }
+  const control = new RunControl();
+  const restoreSignals = handleStopSignals(io, control);
   let summary!: RunSummary;
-  await withLive(options, io, async (hub) => {
-    summary = await runOne(trainOptionsOf(options, options.optimizer), io, { options, hub, many: false });
-  });
+  try {
+    const checkpoint = options.resume ? loadCheckpoint(options.resume) : undefined;
+    let trainOptions: TrainOptions;
+    let resumed: ReopenedRecording | undefined;
+    let live: LiveOptions = options;
+    let runId: string | undefined;
+    try {
+      trainOptions = checkpoint ? { ...trainOptionsOfGiven(options, sourceOf, checkpoint.backend), resume: checkpoint } : trainOptionsOf(options, options.optimizer);
+      const checkpointDir = options.checkpointDir ?? options.resume;
+      if (checkpointDir) trainOptions = { ...trainOptions, checkpoint: { dir: checkpointDir, ...(options.checkpointEvery ? { every: options.checkpointEvery } : {}) } };
+      // A resumed run appends to the recording its checkpoint names, unless told otherwise.
+      const recordPath = options.record ?? checkpoint?.recording?.path;
+      if (checkpoint && recordPath) {
+        if (existsSync(recordPath)) {
+          resumed = reopenRecording(recordPath, checkpoint.step);
+          if (resumed.lastStep < checkpoint.step) io.err(`grng: warning: ${recordPath} ends at step ${resumed.lastStep}, the checkpoint at ${checkpoint.step}: steps ${resumed.lastStep + 1}–${checkpoint.step} are missing from it\n`);
+        } else {
+          io.err(`grng: warning: recording ${recordPath} of the checkpointed run is gone; starting a new one\n`);
+        }
+        live = { ...options, record: recordPath };
+      }
+      runId = resumed?.run.id ?? (recordPath || options.serve ? newRunId(checkpoint?.run.optimizer ?? options.optimizer) : undefined);
+      if (recordPath && runId) trainOptions = { ...trainOptions, recording: { path: recordPath, runId } };
+    } catch (error) {
+      if (checkpoint) disposeCheckpoint(checkpoint);
+      throw error;
+    }
+    await withLive(live, io, async (hub) => {
+      summary = await runOne(trainOptions, io, { options: live, hub, many: false, control, ...(resumed ? { resumed } : {}), ...(runId ? { runId } : {}) });
+    }, { stopped: () => control.stopRequested });
+  } finally {
+    restoreSignals();
+  }
+  const checkpointDir = options.checkpointDir ?? options.resume;
+  if (control.stopReason) io.err(`grng: stopped by ${control.stopReason} after ${summary.steps} steps${checkpointDir ? `; checkpoint in ${checkpointDir} (continue with --resume ${checkpointDir})` : ' (no --checkpoint-dir: not checkpointed)'}\n`);
   const table = formatSummaryTable([summary]);
   if (options.json) {
     io.err(`${table}\n`);
@@ -143,17 +210,40 @@ export async function runTrainCommand(options: TrainCommandOptions, io: CliIo): 
 }
 
 /**
+ * The options of a resumed run the user actually typed (commander fills in defaults for the
+ * rest, which must not be mistaken for changes to the checkpoint's configuration).
+ */
+function trainOptionsOfGiven(options: TrainCommandOptions, sourceOf: OptionSource, checkpointBackend: string): TrainOptions {
+  const typed = Object.fromEntries(Object.entries(options).filter(([key]) => sourceOf(key) !== 'default' && sourceOf(key) !== undefined)) as unknown as TrainCommandOptions;
+  // The backend the run was on, unless another is asked for: the trajectory then repeats exactly.
+  const backend = sourceOf('backend') === 'default' && !process.env.GRNG_BACKEND ? (checkpointBackend as BackendChoice) : options.backend;
+  const given = trainOptionsOf({ ...typed, backend } as TrainCommandOptions, typed.optimizer);
+  const optimizerOptions = given.optimizerOptions ?? {};
+  const { optimizerOptions: _dropped, ...rest } = given;
+  return Object.keys(optimizerOptions).length > 0 ? { ...rest, optimizerOptions } : rest;
+}
+
+/**
  * Trains each optimizer in turn with the same seed (so the same initial weights, data order and
  * label samples) and prints one table; options an optimizer does not take are ignored for it.
+ * Ctrl-C/SIGTERM stops the optimizer in progress after its current step and skips the rest.
  */
 export async function runCompareCommand(options: CompareCommandOptions, io: CliIo): Promise<void> {
   const summaries: RunSummary[] = [];
   const group = `compare-${randomUUID().slice(0, 8)}`;
-  await withLive(options, io, async (hub) => {
-    for (const optimizer of options.optimizers) {
-      summaries.push(await runOne(trainOptionsOf(options, optimizer, { lenientOptions: true, targetAccuracy: options.target }), io, { options, hub, many: true, group }));
-    }
-  });
+  const control = new RunControl();
+  const restoreSignals = handleStopSignals(io, control);
+  try {
+    await withLive(options, io, async (hub) => {
+      for (const optimizer of options.optimizers) {
+        if (control.stopRequested) break;
+        summaries.push(await runOne(trainOptionsOf(options, optimizer, { lenientOptions: true, targetAccuracy: options.target }), io, { options, hub, many: true, group, control }));
+      }
+    }, { stopped: () => control.stopRequested });
+  } finally {
+    restoreSignals();
+  }
+  if (control.stopReason) io.err(`grng: stopped by ${control.stopReason}; ${summaries.length} of ${options.optimizers.length} optimizers run\n`);
   const table = formatSummaryTable(summaries, { targetAccuracy: options.target });
   if (options.json) {
     io.err(`${table}\n`);

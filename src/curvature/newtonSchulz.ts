@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { yieldToEventLoop } from '../eventLoop.js';
 import { GrngError } from '../errors.js';
 import { sumAll } from '../optim/tree.js';
 import { checkInteger, checkKeys, checkNumber } from '../validate.js';
@@ -105,7 +106,11 @@ export async function newtonSchulzInverse(m: tf.Tensor2D, options: NewtonSchulzO
   const readResidual = async (): Promise<number> => {
     const s = tf.tidy(() => tf.sqrt(tf.div(sumAll(tf.square(r!)), d)) as tf.Scalar);
     try {
-      return (await s.data())[0]!;
+      const value = (await s.data())[0]!;
+      // A refresh of a large factor takes seconds of microtask-chained reads: let signals,
+      // sockets and timers in between iterations.
+      await yieldToEventLoop();
+      return value;
     } finally {
       s.dispose();
     }

@@ -5,6 +5,7 @@ import { asGrngError, invalidOption } from '../errors.js';
 import { checkBoolean, checkChoice, checkInteger, checkKeys } from '../validate.js';
 import { gatherRows, type Split } from '../data/dataset.js';
 import type { Batch } from '../types.js';
+import { yieldToEventLoop } from '../eventLoop.js';
 
 export interface BatchOptions {
   /** Rows per batch. */
@@ -101,7 +102,6 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
       let index = start?.index ?? 0;
       // A resumed position is already shuffled for its epoch, unless it stands at the epoch's end.
       let shuffled = start !== undefined;
-      let lastYield = performance.now();
       while (step < totalSteps) {
         if (subscriber.closed) return;
         if (index >= perEpoch) {
@@ -154,14 +154,7 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
           const stop = await control.between({ step, last: step >= totalSteps, position: () => ({ ...at, order: order.slice(), rngState: rng.state() }) });
           if (stop) break;
         }
-        // Yield to the event loop every few milliseconds: a read-back on the cpu and wasm
-        // backends resolves as a microtask, so without this timers, signals and sockets (the
-        // dashboard server, the recorder's time-based flush) would wait for the whole run.
-        // Not every step: a macrotask hop per step measurably slows small steps.
-        if (performance.now() - lastYield > YIELD_EVERY_MS) {
-          await new Promise<void>((resolve) => setImmediate(resolve));
-          lastYield = performance.now();
-        }
+        await yieldToEventLoop();
       }
       if (!subscriber.closed) subscriber.complete();
     };
@@ -177,8 +170,6 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
   });
 }
 
-/** Longest stretch of training without letting the event loop run (ms). */
-const YIELD_EVERY_MS = 20;
 
 function fisherYates(order: Int32Array, rng: () => number): void {
   for (let i = order.length - 1; i > 0; i--) {
