@@ -21,6 +21,7 @@ import { checkBoolean, checkChoice, checkInteger, checkKeys } from './validate.j
 import { disposeCheckpoint, saveCheckpoint, type Checkpoint, type ResumableOptions } from './checkpoint.js';
 import { DEFAULT_MAX_BAD_STEPS, guardFinite, stepHealth } from './operators/guardFinite.js';
 import { StateSlot } from './operators/stateSlot.js';
+import { prepareCheckpointDir } from './sinks/checkpointFile.js';
 import { tensorsIn } from './optim/tree.js';
 import type { ScanState } from './operators/fisherScan.js';
 import type { RunControl } from './runControl.js';
@@ -135,6 +136,7 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
   const checkpoint = options.checkpoint === undefined ? undefined : checkCheckpointOptions(options.checkpoint);
   if (checkpoint && typeof options.dataset === 'object') invalidOption('checkpoint', 'a dataset object', "a dataset by name or file (a checkpoint must name the data to resume with); or pass it again to prepareRun with resume");
   if (checkpoint) checkSerializable('optimizerOptions', options.optimizerOptions);
+  if (checkpoint) prepareCheckpointDir(checkpoint.dir);
   const optimizerName = options.optimizer ?? 'adamw';
   // Validate the optimizer's options before any slow set-up.
   resolveOptimizerOptions(optimizerName, options.optimizerOptions, { lenient: options.lenientOptions ?? false });

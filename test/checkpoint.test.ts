@@ -125,7 +125,7 @@ describe('checkpoint files', () => {
     expect(() => loadCheckpoint(ckpt)).toThrow(/header length \d+ runs past the end of the file \(100 bytes\) at byte 12/);
     writeFileSync(file, 'not a checkpoint at all');
     expect(() => loadCheckpoint(ckpt)).toThrow(/expected the magic "GRNGCKPT" at byte 0/);
-    expect(() => loadCheckpoint(join(dir, 'nowhere'))).toThrow(/cannot read checkpoint .*nowhere/);
+    expect(() => loadCheckpoint(join(dir, 'nowhere'))).toThrow(/cannot read checkpoint folder .*nowhere: no checkpoint there/);
   });
 
   it('resuming with a different configuration, or past the end, is refused', async () => {

@@ -91,10 +91,10 @@ const BAD: Readonly<Record<string, readonly BadValue[]>> = {
   '--target': [v('2'), v('-0.1'), v('abc')],
   '--speed': [v('0'), v('-1'), v('abc')],
   '--summary': [v('=1')],
-  // Flags being added by other work; the values any reading of them must refuse.
-  '--checkpoint-every': [v('-1'), v('x')],
-  '--max-bad-steps': [v('-1'), v('x')],
-  '--resume': [v('/no/such/checkpoint')],
+  '--checkpoint-every': [v('-1'), v('x'), v('0'), v('5', { names: '--checkpoint-dir' })],
+  '--checkpoint-dir': [v(''), v(join(dir, 'notes.txt'))],
+  '--max-bad-steps': [v('-1'), v('x'), v('0')],
+  '--resume': [v('/no/such/checkpoint'), v(dir), v(join(dir, 'notes.txt'))],
 };
 
 /** Arguments that make each command reach its checks quickly (a tiny synthetic run). */

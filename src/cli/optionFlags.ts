@@ -56,6 +56,11 @@ export const FLAG_OF_OPTION: Readonly<Record<string, string>> = {
   host: '--host',
   token: '--token',
   maxClients: '--max-clients',
+  // checkpoints and faults
+  resume: '--resume',
+  checkpointDir: '--checkpoint-dir',
+  checkpointEvery: '--checkpoint-every',
+  maxBadSteps: '--max-bad-steps',
 };
 
 /**

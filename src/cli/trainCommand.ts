@@ -15,6 +15,7 @@ import { GrngError } from '../errors.js';
 import { RunControl } from '../runControl.js';
 import { reopenRecording, type ReopenedRecording } from '../sinks/reopenRecording.js';
 import { handleStopSignals } from './gracefulStop.js';
+import { hasCheckpoint, prepareCheckpointDir } from '../sinks/checkpointFile.js';
 
 /** Flags shared by `train` and `compare`, as commander parses them. */
 export interface RunCommandOptions extends LiveOptions {
@@ -161,6 +162,13 @@ export type OptionSource = (key: string) => string | undefined;
 export async function runTrainCommand(options: TrainCommandOptions, io: CliIo, sourceOf: OptionSource = () => 'cli'): Promise<void> {
   if (options.checkpointEvery !== undefined && !options.checkpointDir && !options.resume) {
     throw new GrngError('invalid-option', '--checkpoint-every needs --checkpoint-dir (where to write the checkpoints)', { option: 'checkpointEvery' });
+  }
+  if (options.checkpointDir !== undefined) {
+    prepareCheckpointDir(options.checkpointDir);
+    // Another run's checkpoint is not replaced by accident.
+    if (options.checkpointDir !== options.resume && hasCheckpoint(options.checkpointDir) && !options.overwrite) {
+      throw new GrngError('invalid-option', `--checkpoint-dir ${options.checkpointDir} already holds a checkpoint: continue it with --resume ${options.checkpointDir}, or replace it with --overwrite`, { option: 'checkpointDir' });
+    }
   }
   const control = new RunControl();
   const restoreSignals = handleStopSignals(io, control);

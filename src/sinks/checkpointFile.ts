@@ -69,7 +69,7 @@ export function writeCheckpointFile<H extends object>(dir: string, checkpoint: C
     syncFolder(dir);
   } catch (error) {
     rmSync(temporary, { force: true });
-    throw new GrngError('invalid-option', `cannot write checkpoint ${path}: ${(error as Error).message}`, { option: 'checkpoint-dir', path }, { cause: error });
+    throw new GrngError('invalid-option', `cannot write checkpoint ${path}: ${(error as Error).message}`, { option: 'checkpointDir', path }, { cause: error });
   }
   return path;
 }
@@ -92,7 +92,9 @@ export function readCheckpointFile<H>(dir: string): CheckpointFile<H> & { readon
     if (statSync(dir).isFile()) throw new Error('is a file, expected the checkpoint folder');
     bytes = readFileSync(path);
   } catch (error) {
-    throw new GrngError('invalid-option', `cannot read checkpoint ${path}: ${(error as Error).message}`, { option: 'resume', path }, { cause: error });
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? `no checkpoint there (${CHECKPOINT_FILE} not found)` : (error as Error).message;
+    throw new GrngError('invalid-option', `cannot read checkpoint folder ${dir}: ${why}`, { option: 'resume', path }, { cause: error });
   }
   if (bytes.length < PREAMBLE) fail(0, `file of ${bytes.length} bytes is too short for a checkpoint`);
   if (bytes.toString('latin1', 0, 8) !== MAGIC) fail(0, `expected the magic "${MAGIC}"`);
@@ -122,6 +124,35 @@ export function readCheckpointFile<H>(dir: string): CheckpointFile<H> & { readon
     return dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy);
   });
   return { header: header as H, blobs, path };
+}
+
+/**
+ * Checks, before training starts, that checkpoints can be written to `dir` (created if missing),
+ * so a bad folder is an error now rather than after the first epoch.
+ *
+ * @example
+ * prepareCheckpointDir('runs/ckpt');
+ */
+export function prepareCheckpointDir(dir: string): void {
+  const fail = (why: string, cause?: unknown): never => {
+    throw new GrngError('invalid-option', `invalid --checkpoint-dir ${JSON.stringify(dir)}: ${why}`, { option: 'checkpointDir', path: dir }, { cause });
+  };
+  if (dir.trim() === '') fail('expected a folder path');
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    fail((error as NodeJS.ErrnoException).code === 'EEXIST' ? 'it is a file, expected a folder' : (error as Error).message, error);
+  }
+  if (!statSync(dir).isDirectory()) fail('it is a file, expected a folder');
+}
+
+/** True when `dir` holds a checkpoint (so starting a new run there would replace it). */
+export function hasCheckpoint(dir: string): boolean {
+  try {
+    return statSync(join(dir, CHECKPOINT_FILE)).isFile();
+  } catch {
+    return false;
+  }
 }
 
 function syncFolder(dir: string): void {
