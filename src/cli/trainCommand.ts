@@ -1,7 +1,8 @@
-import type { BackendChoice } from '../backend.js';
 import type { Initializer } from '../nn/init.js';
 import type { RunSummary } from '../operators/summarize.js';
-import type { NamedOptimizerOptions } from '../optim/registry.js';
+import { createOptimizer, type NamedOptimizerOptions } from '../optim/registry.js';
+import { initBackend, type BackendChoice } from '../backend.js';
+import { mlp } from '../nn/sequential.js';
 import { progressBar } from '../sinks/progressBar.js';
 import { formatSummaryTable } from '../sinks/summaryTable.js';
 import { train, type TrainOptions } from '../train.js';
@@ -218,6 +219,20 @@ export async function runTrainCommand(options: TrainCommandOptions, io: CliIo, s
 }
 
 /**
+ * Builds every optimizer of a comparison once on a 2-2-2 model, so a bad value for any of them is
+ * an error before the first one trains rather than when its turn comes.
+ */
+async function checkEveryOptimizer(options: CompareCommandOptions): Promise<void> {
+  await initBackend(options.backend);
+  const probe = mlp({ inputs: 2, layers: [{ units: 2 }, { units: 2 }], seed: 0 });
+  try {
+    for (const optimizer of options.optimizers) createOptimizer(optimizer, probe, optimizerOptionsOf(options), { lenient: true });
+  } finally {
+    probe.dispose();
+  }
+}
+
+/**
  * The options of a resumed run the user actually typed (commander fills in defaults for the
  * rest, which must not be mistaken for changes to the checkpoint's configuration).
  */
@@ -239,6 +254,7 @@ function trainOptionsOfGiven(options: TrainCommandOptions, sourceOf: OptionSourc
 export async function runCompareCommand(options: CompareCommandOptions, io: CliIo): Promise<void> {
   const summaries: RunSummary[] = [];
   const group = `compare-${randomUUID().slice(0, 8)}`;
+  await checkEveryOptimizer(options);
   const control = new RunControl();
   const restoreSignals = handleStopSignals(io, control);
   try {
