@@ -4,7 +4,7 @@
  * machine speed hit all of them alike; the figure per variant is the median over rounds.
  *
  *   npx tsx bench/pipeline.ts [--backend wasm] [--model mlp:784-512-512-10] [--batch 128]
- *                             [--steps 40] [--rounds 5] [--json]
+ *                             [--steps 40] [--rounds 5] [--wasm-threads N] [--json]
  */
 import * as tf from '@tensorflow/tfjs';
 import { lastValueFrom, toArray } from 'rxjs';
@@ -32,7 +32,9 @@ const steps = Number(flag('steps', '40'));
 const rounds = Number(flag('rounds', '5'));
 const lr = 0.05;
 
-const backend = await initBackend(backendName);
+// Threads for the wasm backend; GRNG_WASM_THREADS does the same.
+const wasmThreads = args.includes('--wasm-threads') ? Number(flag('wasm-threads', 'NaN')) : undefined;
+const backend = await initBackend(backendName, wasmThreads === undefined ? {} : { wasmThreads });
 const data = await loadMnist();
 const model = mlp({ ...parseModelSpec(spec), seed: 1 });
 
@@ -110,6 +112,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 const ms = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
 const result = {
   backend: backend.name,
+  backendDetail: backend.detail,
   model: spec,
   batchSize,
   steps,
@@ -125,7 +128,7 @@ const result = {
 };
 if (args.includes('--json')) console.log(JSON.stringify(result));
 else {
-  console.log(`backend ${result.backend}, ${spec}, batch ${batchSize}, ${steps} steps × ${rounds} rounds (median ms/step)`);
+  console.log(`backend ${result.backendDetail}, ${spec}, batch ${batchSize}, ${steps} steps × ${rounds} rounds (median ms/step)`);
   for (const [k, v] of Object.entries(ms)) console.log(`  ${k.padEnd(22)} ${v.toFixed(2)} ms`);
   for (const [k, v] of Object.entries(result.ratios)) console.log(`  ${k.padEnd(32)} ${v.toFixed(3)}`);
   console.log(`  tensors leaked: ${result.tensorLeak}`);

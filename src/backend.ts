@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import { GrngError } from './errors.js';
+import { startWasmThreads, wasmThreadsRequested, wasmThreadsRunning } from './wasmThreads.js';
 
 /** The backends grng can run on, in the order `auto` tries them. */
 export const BACKENDS = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -16,32 +17,46 @@ export interface BackendInfo {
   readonly detail: string;
 }
 
+export interface BackendOptions {
+  /**
+   * Threads for the wasm backend (1–8; default: `GRNG_WASM_THREADS`, else tfjs's
+   * single-threaded build). Applies when wasm first starts in the process; see wasmThreads.ts.
+   */
+  readonly wasmThreads?: number;
+}
+
 const require = createRequire(import.meta.url);
 let active: BackendInfo | undefined;
 
 /**
  * Picks and initialises the tfjs backend. `auto` tries tensorflow (tfjs-node-gpu, then
  * tfjs-node), webgpu (Dawn), wasm, cpu; the `GRNG_BACKEND` environment variable overrides
- * `auto`. Asking for a backend that cannot start throws a GrngError saying why.
+ * `auto`. Asking for a backend that cannot start throws a GrngError saying why. `wasmThreads`
+ * (or `GRNG_WASM_THREADS`) runs the wasm backend multi-threaded.
  *
  * @example
  * const info = await initBackend('auto'); console.log(info.name);
  */
-export async function initBackend(choice: BackendChoice | string = 'auto'): Promise<BackendInfo> {
+export async function initBackend(choice: BackendChoice | string = 'auto', options: BackendOptions = {}): Promise<BackendInfo> {
   const requested = choice === 'auto' && process.env.GRNG_BACKEND ? process.env.GRNG_BACKEND : choice;
   if (requested !== 'auto' && !(BACKENDS as readonly string[]).includes(requested)) {
     throw new GrngError('invalid-option', `invalid backend: ${JSON.stringify(requested)} (expected one of auto, ${BACKENDS.join(', ')})`, { option: 'backend', value: requested });
   }
-  if (active && (requested === 'auto' || requested === active.name) && tf.getBackend() === active.name) return active;
+  const wasmThreads = wasmThreadsRequested(options.wasmThreads);
+  if (active && (requested === 'auto' || requested === active.name) && tf.getBackend() === active.name) {
+    // Throws when the running wasm backend has another thread count than the one asked for.
+    if (active.name === 'wasm' && wasmThreads !== undefined) await startWasmThreads(wasmThreads, async () => true);
+    return active;
+  }
   if (requested !== 'auto') {
-    const detail = await start(requested as BackendName);
+    const detail = await start(requested as BackendName, { wasmThreads });
     active = { name: requested as BackendName, skipped: [], detail };
     return active;
   }
   const skipped: Array<{ name: BackendName; reason: string }> = [];
   for (const name of BACKENDS) {
     try {
-      const detail = await start(name, { auto: true });
+      const detail = await start(name, { auto: true, wasmThreads });
       active = { name, skipped, detail };
       return active;
     } catch (error) {
@@ -56,7 +71,7 @@ export function activeBackend(): BackendInfo | undefined {
   return active;
 }
 
-async function start(name: BackendName, { auto = false } = {}): Promise<string> {
+async function start(name: BackendName, { auto = false, wasmThreads }: { auto?: boolean; wasmThreads?: number | undefined } = {}): Promise<string> {
   let detail: string;
   switch (name) {
     case 'tensorflow':
@@ -75,13 +90,17 @@ async function start(name: BackendName, { auto = false } = {}): Promise<string> 
   }
   let ok: boolean;
   try {
-    ok = await tf.setBackend(name);
+    ok = name === 'wasm' && wasmThreads !== undefined ? await startWasmThreads(wasmThreads, () => tf.setBackend(name)) : await tf.setBackend(name);
   } catch (error) {
+    if (error instanceof GrngError) throw error;
     throw new GrngError('backend', `backend ${name} failed to initialise: ${error instanceof Error ? error.message : String(error)}`, { backend: name }, { cause: error });
   }
   if (!ok || tf.getBackend() !== name) throw new GrngError('backend', `backend ${name} failed to initialise`, { backend: name });
   await tf.ready();
-  if (name === 'wasm') detail += tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? ' (SIMD)' : ' (no SIMD)';
+  if (name === 'wasm') {
+    const threads = await wasmThreadsRunning();
+    detail += `${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? ' (SIMD' : ' (no SIMD'}${threads > 1 ? `, ${threads} threads)` : ')'}`;
+  }
   return detail;
 }
 
