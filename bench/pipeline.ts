@@ -7,13 +7,14 @@
  *                             [--steps 40] [--rounds 5] [--wasm-threads N] [--json]
  */
 import * as tf from '@tensorflow/tfjs';
-import { lastValueFrom, toArray } from 'rxjs';
+import { identity, lastValueFrom, toArray } from 'rxjs';
 import { initBackend } from '../src/backend.js';
 import { loadMnist } from '../src/data/mnist.js';
 import { softmaxCrossEntropy } from '../src/nn/losses.js';
 import { mlp, parseModelSpec, type Sequential } from '../src/nn/sequential.js';
 import { forwardBackward } from '../src/operators/forwardBackward.js';
 import { metrics, type MetricsOptions } from '../src/operators/metrics.js';
+import { guardFinite, stepHealth } from '../src/operators/guardFinite.js';
 import { update } from '../src/operators/update.js';
 import { sgd } from '../src/optim/sgd.js';
 import { batches } from '../src/streams/batches.js';
@@ -38,11 +39,18 @@ const backend = await initBackend(backendName, wasmThreads === undefined ? {} : 
 const data = await loadMnist();
 const model = mlp({ ...parseModelSpec(spec), seed: 1 });
 
-/** grng: batches → forwardBackward → update(sgd) → metrics with the given statistics. */
-async function grngPipeline(options: MetricsOptions): Promise<number> {
+/** grng: batches → forwardBackward → update(sgd) → metrics with the given statistics (and the NaN/Inf guard, as train() runs it). */
+async function grngPipeline(options: MetricsOptions, { guard = false } = {}): Promise<number> {
   const started = performance.now();
+  const health = stepHealth();
   await lastValueFrom(
-    batches(data.train, { batchSize, steps, seed: 1 }).pipe(forwardBackward(model), update(model, sgd({ learningRate: lr })), metrics(options), toArray()),
+    batches(data.train, { batchSize, steps, seed: 1 }).pipe(
+      forwardBackward(model),
+      guard ? guardFinite(health) : identity,
+      update(model, sgd({ learningRate: lr }), guard ? { guard: health } : {}),
+      metrics(guard ? { ...options, health } : options),
+      toArray(),
+    ),
   );
   return (performance.now() - started) / steps;
 }
@@ -101,6 +109,7 @@ const variants: Record<string, () => Promise<number>> = {
   grngDefaultMetrics: () => grngPipeline({}),
   grngEveryStepCorrelation: () => grngPipeline({ correlationEvery: 1 }),
   grngLossOnly: () => grngPipeline({ norms: false }),
+  grngGuardedDefaultMetrics: () => grngPipeline({}, { guard: true }),
   bareLoopSameLayers: () => bareLoop('grng'),
   bareLoopTfjsMatMul: () => bareLoop('tfjs'),
 };
@@ -123,6 +132,8 @@ const result = {
     grngDefaultMetricsOverBareLoop: ms.grngDefaultMetrics! / ms.bareLoopSameLayers!,
     grngEveryStepCorrelationOverBareLoop: ms.grngEveryStepCorrelation! / ms.bareLoopSameLayers!,
     tfjsMatMulOverGrngLayers: ms.bareLoopTfjsMatMul! / ms.bareLoopSameLayers!,
+    /** What the NaN/Inf guard (two small read-backs per step) costs: train() runs it by default. */
+    guardedOverDefaultMetrics: ms.grngGuardedDefaultMetrics! / ms.grngDefaultMetrics!,
   },
   tensorLeak: tf.memory().numTensors - tensorsBefore,
 };
