@@ -49,38 +49,58 @@ export function guardFinite(health: StepHealth): OperatorFunction<Step, Step> {
           throw asGrngError(error, { operator: 'guardFinite', step: step.batch.step });
         }
         const { step: kept, retained } = retainStep(step);
-        const release = step.batch.hold();
-        return new Observable<Step>((subscriber) => {
-          let cancelled = false;
-          flags
-            .data()
-            .then((values) => {
-              if (cancelled) return;
-              const bad = firstNonFinite(values, ['loss', ...Object.keys(step.grads)]);
-              if (bad === undefined) {
-                // A later check (update's) may still skip this step, so only a clean previous
-                // step ends a run of skips here; update's guard ends it once the step is applied.
-                if (health.lastBadStep < step.batch.step - 1) recordFiniteStep(health);
-                subscriber.next(kept);
-              } else {
-                const skipped: SkippedStep = bad === 'loss' ? { what: 'loss', where: 'loss' } : { what: 'gradient', where: bad };
-                recordSkippedStep(health, step.batch.step, skipped);
-                subscriber.next({ ...kept, skipped });
-              }
-              subscriber.complete();
-            })
-            .catch((error: unknown) => subscriber.error(asGrngError(error, { operator: 'guardFinite', step: step.batch.step })))
-            .finally(() => {
-              flags.dispose();
-              tf.dispose(retained);
-              release();
-            });
-          return () => {
-            cancelled = true;
-          };
+        return afterFiniteCheck('guardFinite', step, flags, ['loss', ...Object.keys(step.grads)], retained, (bad, emit) => {
+          if (bad === undefined) {
+            // A later check (update's) may still skip this step, so only a clean previous
+            // step ends a run of skips here; update's guard ends it once the step is applied.
+            if (health.lastBadStep < step.batch.step - 1) recordFiniteStep(health);
+            emit(kept);
+          } else {
+            const skipped: SkippedStep = bad === 'loss' ? { what: 'loss', where: 'loss' } : { what: 'gradient', where: bad };
+            recordSkippedStep(health, step.batch.step, skipped);
+            emit({ ...kept, skipped });
+          }
         });
       }),
     );
+}
+
+/**
+ * The asynchronous half of a finiteness check, shared by guardFinite and update's guard: holds
+ * the step's batch (so the source waits), reads the flags, hands `decide` the first non-finite
+ * key (or undefined) and an emitter, then completes; read errors become the operator's typed
+ * error. The flags and `retained` are disposed and the batch released whatever happens;
+ * `cancelled` runs instead of `decide` when the subscriber left before the read landed.
+ */
+export function afterFiniteCheck(
+  operator: string,
+  step: Step,
+  flags: tf.Tensor1D,
+  keys: readonly string[],
+  retained: readonly tf.Tensor[],
+  decide: (bad: string | undefined, emit: (step: Step) => void) => void,
+  cancelled: () => void = () => {},
+): Observable<Step> {
+  const release = step.batch.hold();
+  return new Observable<Step>((subscriber) => {
+    let left = false;
+    flags
+      .data()
+      .then((values) => {
+        if (left) return cancelled();
+        decide(firstNonFinite(values, keys), (s) => subscriber.next(s));
+        subscriber.complete();
+      })
+      .catch((error: unknown) => subscriber.error(asGrngError(error, { operator, step: step.batch.step })))
+      .finally(() => {
+        flags.dispose();
+        tf.dispose(retained as tf.Tensor[]);
+        release();
+      });
+    return () => {
+      left = true;
+    };
+  });
 }
 
 /** 1 for each finite tensor (by its sum), 0 otherwise, in key order: one tensor to read back. */

@@ -5,7 +5,7 @@ import type { Sequential } from '../nn/sequential.js';
 import type { GradientTransformation, TransformResult } from '../optim/transform.js';
 import { disposeReplaced, tensorsIn } from '../optim/tree.js';
 import type { Params, Step, StepHealth } from '../types.js';
-import { finiteFlags, firstNonFinite, recordFiniteStep, recordSkippedStep } from './guardFinite.js';
+import { afterFiniteCheck, finiteFlags, recordFiniteStep, recordSkippedStep } from './guardFinite.js';
 import { retainStep } from './retainStep.js';
 import type { StateSlot } from './stateSlot.js';
 
@@ -111,35 +111,25 @@ export function update<S>(model: Pick<Sequential, 'params'>, optimizer: Gradient
             });
           }
           const flags = finiteFlags(result.updates);
-          const release = step.batch.hold();
-          return new Observable<Step>((subscriber) => {
-            let cancelled = false;
-            flags
-              .data()
-              .then((values) => {
-                if (cancelled) return discard(kept, result);
-                const bad = firstNonFinite(values, Object.keys(result.updates));
-                if (bad === undefined) {
-                  recordFiniteStep(health);
-                  apply(kept, result, (s) => subscriber.next(s));
-                } else {
-                  discard(kept, result);
-                  const skipped = { what: 'update', where: bad } as const;
-                  recordSkippedStep(health, step.batch.step, skipped);
-                  subscriber.next({ ...kept, skipped });
-                }
-                subscriber.complete();
-              })
-              .catch((error: unknown) => subscriber.error(asGrngError(error, { operator: 'update', step: step.batch.step })))
-              .finally(() => {
-                flags.dispose();
-                tf.dispose(retained);
-                release();
-              });
-            return () => {
-              cancelled = true;
-            };
-          });
+          return afterFiniteCheck(
+            'update',
+            step,
+            flags,
+            Object.keys(result.updates),
+            retained,
+            (bad, emit) => {
+              if (bad === undefined) {
+                recordFiniteStep(health);
+                apply(kept, result, emit);
+              } else {
+                discard(kept, result);
+                const skipped = { what: 'update', where: bad } as const;
+                recordSkippedStep(health, step.batch.step, skipped);
+                emit({ ...kept, skipped });
+              }
+            },
+            () => discard(kept, result),
+          );
         }),
         finalize(() => {
           options.state?.detach();

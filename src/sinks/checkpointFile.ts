@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { GrngError } from '../errors.js';
+import { writeFileAtomically } from './writeFileAtomically.js';
 
 /** The one file of a checkpoint folder; replaced atomically by every save. */
 export const CHECKPOINT_FILE = 'checkpoint.grng';
@@ -52,23 +53,10 @@ export function writeCheckpointFile<H extends object>(dir: string, checkpoint: C
   preamble.writeUInt32LE(header.length, 12);
 
   const path = join(dir, CHECKPOINT_FILE);
-  const temporary = join(dir, `.${CHECKPOINT_FILE}.${process.pid}.tmp`);
   try {
     mkdirSync(dir, { recursive: true });
-    const fd = openSync(temporary, 'w');
-    try {
-      for (const part of [preamble, header, payload]) {
-        let offset = 0;
-        while (offset < part.length) offset += writeSync(fd, part, offset, part.length - offset);
-      }
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(temporary, path);
-    syncFolder(dir);
+    writeFileAtomically(path, [preamble, header, payload]);
   } catch (error) {
-    rmSync(temporary, { force: true });
     throw new GrngError('invalid-option', `cannot write checkpoint ${path}: ${(error as Error).message}`, { option: 'checkpointDir', path }, { cause: error });
   }
   return path;
@@ -152,17 +140,5 @@ export function hasCheckpoint(dir: string): boolean {
     return statSync(join(dir, CHECKPOINT_FILE)).isFile();
   } catch {
     return false;
-  }
-}
-
-function syncFolder(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(dir, 'r');
-    fsyncSync(fd);
-  } catch {
-    // Some file systems cannot fsync a folder; the rename is still atomic there.
-  } finally {
-    if (fd !== undefined) closeSync(fd);
   }
 }

@@ -1,10 +1,10 @@
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import type { RecordBatch, Schema } from 'apache-arrow';
 import { GrngError } from '../errors.js';
 import { readRecording } from '../streams/readRecording.js';
 import type { RecordedRun } from './metricsSchema.js';
 import { rowsToRecordBatch } from './metricsSchema.js';
 import { encodeMessages } from './recordArrow.js';
+import { writeFileAtomically } from './writeFileAtomically.js';
 
 /** A recording made ready for a resumed run to append to. */
 export interface ReopenedRecording {
@@ -41,23 +41,10 @@ export function reopenRecording(path: string, throughStep: number): ReopenedReco
     lastStep = steps.get(keep - 1) as number;
     if (keep < batch.numRows) break;
   }
-  const temporary = `${path}.${process.pid}.resume.tmp`;
   try {
-    const fd = openSync(temporary, 'w');
-    try {
-      // The schema message (with the run's metadata) first, through an empty batch of it.
-      const parts = [encodeMessages(rowsToRecordBatch(recording.schema, []), true), ...kept.map((b) => encodeMessages(b, false))];
-      for (const bytes of parts) {
-        let offset = 0;
-        while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);
-      }
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(temporary, path);
+    // The schema message (with the run's metadata) first, through an empty batch of it.
+    writeFileAtomically(path, [encodeMessages(rowsToRecordBatch(recording.schema, []), true), ...kept.map((b) => encodeMessages(b, false))]);
   } catch (error) {
-    rmSync(temporary, { force: true });
     throw new GrngError('invalid-option', `cannot reopen recording ${path} to append: ${(error as Error).message}`, { option: 'record', path }, { cause: error });
   }
   return { run: recording.run, schema: recording.schema, batches: kept, rows, lastStep };
