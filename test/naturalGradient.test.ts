@@ -209,6 +209,25 @@ describe('each natural-gradient optimizer trains and leaks nothing (spec §6)', 
     model.dispose();
   });
 
+  it('returns to baseline when unsubscribed at any moment of a long refresh (Newton–Schulz yields to the event loop)', async () => {
+    // A 400-wide hidden layer: each refresh is many event-loop turns long, so these delays land
+    // before, inside and after refreshes.
+    const model = mlp({ inputs: 6, layers: [{ units: 400, activation: 'tanh' }, { units: 3 }], seed: 2 });
+    const optimizer = kfac(model, { inverseEvery: 2 });
+    const baseline = tf.memory().numTensors;
+    for (let delay = 0; delay <= 600; delay += 13) {
+      const subscription = batches(data.train, { batchSize: 32, epochs: 40, seed: 1 })
+        .pipe(forwardBackward(model, { signals: true }), fisherScan(model, optimizer.curvature.damping, optimizer.curvature.options), update(model, optimizer), metrics())
+        .subscribe();
+      await new Promise((r) => setTimeout(r, delay));
+      subscription.unsubscribe();
+      // An in-flight refresh finishes, then everything is disposed; a leak never gets back.
+      for (let waited = 0; waited < 5000 && tf.memory().numTensors !== baseline; waited += 20) await new Promise((r) => setTimeout(r, 20));
+      expect(tf.memory().numTensors, `unsubscribed after ${delay} ms`).toBe(baseline);
+    }
+    model.dispose();
+  }, 60_000);
+
   it('rejects a pipeline without signals and bad options with clear errors', async () => {
     const model = tinyModel();
     const optimizer = kfac(model);

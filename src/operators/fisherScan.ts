@@ -28,6 +28,8 @@ export interface ScanState {
   stepsSinceRefresh: number;
   /** Set on teardown, so a refresh still in flight disposes what it makes. */
   closed: boolean;
+  /** The refresh in flight (settles, never rejects), so teardown can wait for it. */
+  refreshing?: Promise<void> | undefined;
   last: Omit<Curvature, 'layers' | 'refreshed'>;
 }
 
@@ -104,7 +106,12 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
             const release = step.batch.hold();
             let cancelled = false;
             if (forced) health!.refreshDue = false;
-            refresh(state, forced, step.batch.step)
+            const refreshing = refresh(state, forced, step.batch.step);
+            state.refreshing = refreshing.then(
+              () => void (state.refreshing = undefined),
+              () => void (state.refreshing = undefined),
+            );
+            refreshing
               .then(() => {
                 if (!cancelled) emit(true);
                 else tf.dispose(retained);
@@ -122,7 +129,11 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
         finalize(() => {
           run.state?.detach();
           state.closed = true;
-          disposeScanState(state);
+          // A refresh in flight still reads the factors and warm-starts from the inverses (it
+          // yields to the event loop between iterations, so teardown can come mid-refresh):
+          // dispose once it has stopped; it disposes what it made itself when it sees `closed`.
+          if (state.refreshing) void state.refreshing.then(() => disposeScanState(state));
+          else disposeScanState(state);
         }),
       );
     });
