@@ -51,6 +51,8 @@ export interface TrainOptions {
   readonly partial?: 'keep' | 'drop';
   /** Backend; default auto. */
   readonly backend?: BackendChoice;
+  /** Threads of the wasm backend (its multi-threaded SIMD build when > 1); default GRNG_WASM_THREADS, else 1. */
+  readonly wasmThreads?: number;
   /** Drop optimizer options the optimizer does not take instead of failing (used by compare). */
   readonly lenientOptions?: boolean;
   /** Test accuracy whose first crossing `summary.epochsToTarget` reports. */
@@ -73,7 +75,7 @@ export interface TrainOptions {
 }
 
 /** Options a resumed run may change; every other one comes from the checkpoint. */
-const RESUME_MAY_CHANGE = ['epochs', 'steps', 'evalEvery', 'backend', 'targetAccuracy', 'lenientOptions', 'guard', 'control', 'checkpoint', 'resume', 'recording', 'maxBadSteps'] as const;
+const RESUME_MAY_CHANGE = ['epochs', 'steps', 'evalEvery', 'backend', 'wasmThreads', 'targetAccuracy', 'lenientOptions', 'guard', 'control', 'checkpoint', 'resume', 'recording', 'maxBadSteps'] as const;
 
 /** Everything a run is made of, ready to subscribe; call `dispose` when done with the model. */
 export interface PreparedRun {
@@ -105,7 +107,7 @@ export interface RunMetadata {
   readonly resumedFrom?: string;
 }
 
-const KNOWN = ['dataset', 'synthetic', 'model', 'init', 'optimizer', 'optimizerOptions', 'epochs', 'steps', 'batchSize', 'seed', 'evalEvery', 'partial', 'backend', 'lenientOptions', 'targetAccuracy', 'maxBadSteps', 'guard', 'control', 'checkpoint', 'resume', 'recording'];
+const KNOWN = ['dataset', 'synthetic', 'model', 'init', 'optimizer', 'optimizerOptions', 'epochs', 'steps', 'batchSize', 'seed', 'evalEvery', 'partial', 'backend', 'lenientOptions', 'targetAccuracy', 'maxBadSteps', 'guard', 'control', 'checkpoint', 'resume', 'recording', 'wasmThreads'];
 
 /**
  * Validates options, starts the backend, loads the data, builds the model and optimizer, and
@@ -142,7 +144,7 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
   resolveOptimizerOptions(optimizerName, options.optimizerOptions, { lenient: options.lenientOptions ?? false });
   // A malformed spec is known before the backend starts and the data loads.
   const givenModel = typeof options.model === 'string' ? parseModelSpec(options.model) : options.model;
-  const backend = await initBackend(options.backend ?? 'auto');
+  const backend = await initBackend(options.backend ?? 'auto', options.wasmThreads === undefined ? {} : { wasmThreads: options.wasmThreads });
   const data = await loadDataset(options.dataset ?? 'mnist', options.synthetic, seed);
   const modelOptions = givenModel ?? parseModelSpec(`mlp:${data.features}-256-${data.classes}`);
   if (modelOptions.inputs !== data.features) {

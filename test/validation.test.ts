@@ -94,6 +94,7 @@ const BAD: Readonly<Record<string, readonly BadValue[]>> = {
   '--checkpoint-every': [v('-1'), v('x'), v('0'), v('5', { names: '--checkpoint-dir' })],
   '--checkpoint-dir': [v(''), v(join(dir, 'notes.txt'))],
   '--max-bad-steps': [v('-1'), v('x'), v('0')],
+  '--wasm-threads': [v('0'), v('9'), v('two')],
   '--resume': [v('/no/such/checkpoint'), v(dir), v(join(dir, 'notes.txt'))],
 };
 

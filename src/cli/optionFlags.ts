@@ -61,6 +61,7 @@ export const FLAG_OF_OPTION: Readonly<Record<string, string>> = {
   checkpointDir: '--checkpoint-dir',
   checkpointEvery: '--checkpoint-every',
   maxBadSteps: '--max-bad-steps',
+  wasmThreads: '--wasm-threads',
 };
 
 /**

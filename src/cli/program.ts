@@ -52,6 +52,7 @@ function addRunOptions(command: Command): Command {
     .option('--seed <n>', 'seed of initial weights, data order and label sampling', integer('--seed', 0), 1)
     .addOption(new Option('--init <kind>', 'weight initialisation').choices([...INITIALIZERS]).default('torch'))
     .addOption(new Option('--backend <name>', 'tfjs backend (env GRNG_BACKEND overrides auto)').choices(['auto', ...BACKENDS]).default('auto'))
+    .option('--wasm-threads <n>', 'threads of the wasm backend: > 1 runs its multi-threaded build (faster only when the cores are free; env GRNG_WASM_THREADS)', integer('--wasm-threads', 1, 8))
     .option('--json', 'print the JSON summary as the last line of stdout')
     .option('--lr <number>', 'learning rate (default per optimizer: sgd 0.05, adamw 1e-3, kfac/ring/reng 0.05, rkalman 1, sophia 1e-3)', number('--lr'))
     .option('--momentum <number>', 'momentum (sgd, kfac, ring, reng; default 0.9)', number('--momentum'))

@@ -31,6 +31,7 @@ export interface RunCommandOptions extends LiveOptions {
   readonly init: Initializer;
   readonly evalEvery: number;
   readonly backend: BackendChoice;
+  readonly wasmThreads?: number;
   readonly json?: boolean;
   readonly lr?: number;
   readonly momentum?: number;
@@ -127,6 +128,7 @@ function trainOptionsOf(options: RunCommandOptions, optimizer: string, extra: Pa
     seed: options.seed,
     evalEvery: options.evalEvery,
     backend: options.backend,
+    wasmThreads: options.wasmThreads,
     maxBadSteps: options.maxBadSteps,
     ...extra,
   }) as TrainOptions;
@@ -223,7 +225,7 @@ export async function runTrainCommand(options: TrainCommandOptions, io: CliIo, s
  * an error before the first one trains rather than when its turn comes.
  */
 async function checkEveryOptimizer(options: CompareCommandOptions): Promise<void> {
-  await initBackend(options.backend);
+  await initBackend(options.backend, options.wasmThreads === undefined ? {} : { wasmThreads: options.wasmThreads });
   const probe = mlp({ inputs: 2, layers: [{ units: 2 }, { units: 2 }], seed: 0 });
   try {
     for (const optimizer of options.optimizers) createOptimizer(optimizer, probe, optimizerOptionsOf(options), { lenient: true });
