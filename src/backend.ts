@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import { GrngError } from './errors.js';
+import { enableNativeBlas, nativeBlasLabel, nativeBlasRequested } from './nativeBlas.js';
 import { startWasmThreads, wasmThreadsRequested, wasmThreadsRunning } from './wasmThreads.js';
 
 /** The backends grng can run on, in the order `auto` tries them. */
@@ -23,6 +24,12 @@ export interface BackendOptions {
    * single-threaded build). Applies when wasm first starts in the process; see wasmThreads.ts.
    */
   readonly wasmThreads?: number;
+  /**
+   * The wasm backend's matMul through a native BLAS (default: `GRNG_BLAS=1`); needs the addon
+   * built by `node scripts/build-native.mjs`. When it cannot load, the detail says why and the
+   * wasm kernel stays. See nativeBlas.ts.
+   */
+  readonly blas?: boolean;
 }
 
 const require = createRequire(import.meta.url);
@@ -43,20 +50,21 @@ export async function initBackend(choice: BackendChoice | string = 'auto', optio
     throw new GrngError('invalid-option', `invalid backend: ${JSON.stringify(requested)} (expected one of auto, ${BACKENDS.join(', ')})`, { option: 'backend', value: requested });
   }
   const wasmThreads = wasmThreadsRequested(options.wasmThreads);
+  const blas = options.blas ?? nativeBlasRequested();
   if (active && (requested === 'auto' || requested === active.name) && tf.getBackend() === active.name) {
     // Throws when the running wasm backend has another thread count than the one asked for.
     if (active.name === 'wasm' && wasmThreads !== undefined) await startWasmThreads(wasmThreads, async () => true);
     return active;
   }
   if (requested !== 'auto') {
-    const detail = await start(requested as BackendName, { wasmThreads });
+    const detail = await start(requested as BackendName, { wasmThreads, blas });
     active = { name: requested as BackendName, skipped: [], detail };
     return active;
   }
   const skipped: Array<{ name: BackendName; reason: string }> = [];
   for (const name of BACKENDS) {
     try {
-      const detail = await start(name, { auto: true, wasmThreads });
+      const detail = await start(name, { auto: true, wasmThreads, blas });
       active = { name, skipped, detail };
       return active;
     } catch (error) {
@@ -71,7 +79,7 @@ export function activeBackend(): BackendInfo | undefined {
   return active;
 }
 
-async function start(name: BackendName, { auto = false, wasmThreads }: { auto?: boolean; wasmThreads?: number | undefined } = {}): Promise<string> {
+async function start(name: BackendName, { auto = false, wasmThreads, blas = false }: { auto?: boolean; wasmThreads?: number | undefined; blas?: boolean } = {}): Promise<string> {
   let detail: string;
   switch (name) {
     case 'tensorflow':
@@ -99,7 +107,10 @@ async function start(name: BackendName, { auto = false, wasmThreads }: { auto?: 
   await tf.ready();
   if (name === 'wasm') {
     const threads = await wasmThreadsRunning();
-    detail += `${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? ' (SIMD' : ' (no SIMD'}${threads > 1 ? `, ${threads} threads)` : ')'}`;
+    // Never throws: a missing addon or BLAS must not make `auto` skip wasm for the cpu backend.
+    const native = blas ? enableNativeBlas() : undefined;
+    const blasNote = native ? (native.enabled ? `, ${nativeBlasLabel(native.library!)}` : `, native matMul unavailable: ${native.reason}`) : '';
+    detail += `${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? ' (SIMD' : ' (no SIMD'}${threads > 1 ? `, ${threads} threads` : ''}${blasNote})`;
   }
   return detail;
 }
