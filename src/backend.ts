@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import { GrngError } from './errors.js';
 import { enableNativeBlas, nativeBlasLabel, nativeBlasRequested } from './nativeBlas.js';
+import { setTransposedProductsFast } from './nn/ops.js';
 import { startWasmThreads, wasmThreadsRequested, wasmThreadsRunning } from './wasmThreads.js';
 
 /** The backends grng can run on, in the order `auto` tries them. */
@@ -80,6 +81,7 @@ export function activeBackend(): BackendInfo | undefined {
 }
 
 async function start(name: BackendName, { auto = false, wasmThreads, blas = false }: { auto?: boolean; wasmThreads?: number | undefined; blas?: boolean } = {}): Promise<string> {
+  setTransposedProductsFast(false);
   let detail: string;
   switch (name) {
     case 'tensorflow':
@@ -109,6 +111,8 @@ async function start(name: BackendName, { auto = false, wasmThreads, blas = fals
     const threads = await wasmThreadsRunning();
     // Never throws: a missing addon or BLAS must not make `auto` skip wasm for the cpu backend.
     const native = blas ? enableNativeBlas() : undefined;
+    // With sgemm, a transposed product costs what a plain one does: no explicit transposes.
+    setTransposedProductsFast(native?.enabled === true);
     const blasNote = native ? (native.enabled ? `, ${nativeBlasLabel(native.library!)}` : `, native matMul unavailable: ${native.reason}`) : '';
     detail += `${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? ' (SIMD' : ' (no SIMD'}${threads > 1 ? `, ${threads} threads` : ''}${blasNote})`;
   }

@@ -11,14 +11,30 @@ type CustomGradientFunc = Parameters<typeof tf.customGrad>[0];
  * path stays fast at every order of differentiation (double backprop included).
  */
 
+let transposedProductsFast = false;
+
+/**
+ * Says whether the backend's transposed products are as fast as plain ones (a native BLAS matMul
+ * is: transposes are flags to sgemm). Then the products below use tfjs's own matMul and its
+ * gradient, which is correct at every order and skips the explicit transposes; otherwise they
+ * transpose explicitly. Set by the backend when it installs a native matMul.
+ */
+export function setTransposedProductsFast(fast: boolean): void {
+  transposedProductsFast = fast;
+}
+
 /** a (m×k) · b (k×n), with a gradient for both inputs that avoids transposed products. */
-export const matMulFast: (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, save: tf.GradSaveFunc) => {
+export function matMulFast(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  return transposedProductsFast ? tf.matMul(a, b) : matMulExplicit(a, b);
+}
+
+const matMulExplicit: (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, save: tf.GradSaveFunc) => {
   save([a, b]);
   return {
     value: tf.matMul(a, b),
     gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
       const [sa, sb] = saved as [tf.Tensor2D, tf.Tensor2D];
-      return [matMulFast(dy, tf.transpose(sb)), matMulFast(tf.transpose(sa), dy)];
+      return [matMulExplicit(dy, tf.transpose(sb)), matMulExplicit(tf.transpose(sa), dy)];
     },
   };
 }) as unknown as CustomGradientFunc) as unknown as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
@@ -32,7 +48,7 @@ export function matMulInput(x: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
     save([w]);
     return {
       value: tf.matMul(x, w),
-      gradFunc: (dy: tf.Tensor2D) => [matMulFast(tf.transpose(x), dy)],
+      gradFunc: (dy: tf.Tensor2D) => [transposedProductsFast ? tf.matMul(x, dy, true, false) : matMulExplicit(tf.transpose(x), dy)],
     };
   }) as unknown as CustomGradientFunc) as unknown as (w: tf.Tensor2D) => tf.Tensor2D;
   return op(b);
@@ -45,7 +61,7 @@ export function matMulInput(x: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
 export function matMulConstantB(a: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   const op = tf.customGrad(((x: tf.Tensor2D, save: tf.GradSaveFunc) => {
     save([x]);
-    return { value: tf.matMul(x, w), gradFunc: (dy: tf.Tensor2D) => [matMulFast(dy, tf.transpose(w))] };
+    return { value: tf.matMul(x, w), gradFunc: (dy: tf.Tensor2D) => [transposedProductsFast ? tf.matMul(dy, w, false, true) : matMulExplicit(dy, tf.transpose(w))] };
   }) as unknown as CustomGradientFunc) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
   return op(a);
 }
