@@ -49,6 +49,8 @@ if (!args.includes('--no-write') && !quick) {
   const section = `<!-- bench:begin -->\n${renderReport(results)}\n<!-- bench:end -->`;
   const updated = /<!-- bench:begin -->[\s\S]*<!-- bench:end -->/.test(doc) ? doc.replace(/<!-- bench:begin -->[\s\S]*<!-- bench:end -->/, section) : `${doc.trimEnd()}\n\n${section}\n`;
   writeFileSync(path, updated);
+  // Every figure, for re-rendering and for comparing runs.
+  writeFileSync(`${root}/docs/benchmarks.json`, `${JSON.stringify(results, null, 1)}\n`);
   process.stderr.write(`bench: wrote docs/benchmarks.md (${results.seconds} s)\n`);
 }
 if (json) console.log(JSON.stringify(results));

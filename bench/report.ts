@@ -37,4 +37,46 @@ export function renderReport(results: Json): string {
 }
 
 /** Per-benchmark renderers; a benchmark without one is shown as JSON. */
-const renderers: Record<string, (r: Json) => string | undefined> = {};
+const renderers: Record<string, (r: Json) => string | undefined> = {
+  scaling: (r) => {
+    const lines = [
+      `**Scaling** (\`bench/scaling.ts\`, ${r.backendDetail}, ${r.model}; log–log slope of amortized ms/step against batch m (width ${r.batchSweep?.width}) and width W (batch ${r.widthSweep?.batch}), measured vs what the multiply–add count predicts; plot: docs/scaling.svg):`,
+      '',
+      '| optimizer | slope in m | expected | slope in W | expected | worse than the math? |',
+      '|---|---|---|---|---|---|',
+    ];
+    for (const [name, sl] of Object.entries((r.slopes ?? {}) as Record<string, Json>)) {
+      const b = sl.batch as Json | undefined;
+      const w = sl.width as Json | undefined;
+      lines.push(`| ${name} | ${fixed(b?.measured)} | ${fixed(b?.expected)} | ${fixed(w?.measured)} | ${fixed(w?.expected)} | ${b?.worseThanMath || w?.worseThanMath ? 'yes' : 'no'} |`);
+    }
+    if (Array.isArray(r.skipped) && r.skipped.length > 0) lines.push('', `Not run: ${r.skipped.map((k: unknown) => (typeof k === 'string' ? k : JSON.stringify(k))).join('; ')}.`);
+    return lines.join('\n');
+  },
+  memory: (r) => {
+    const lines = [
+      `**Memory** (\`bench/memory.ts\`, ${r.backend}, ${r.model}, ${r.steps} steps, batch ${r.batchSize}; slopes per 1,000 steps over the second half):`,
+      '',
+      '| optimizer | numTensors constant | RSS MiB / 1000 steps | heap MiB / 1000 steps | tensors after dispose |',
+      '|---|---|---|---|---|',
+    ];
+    for (const run of (r.runs ?? []) as Json[]) lines.push(`| ${run.optimizer} | ${run.tensorsConstant ? 'yes' : 'no'} | ${fixed(run.rssSlopeMiBPer1000, 3)} | ${fixed(run.heapSlopeMiBPer1000, 3)} | ${run.tensorsAfterDispose} |`);
+    lines.push('', `Flat: ${r.flat ? 'yes' : 'no'}; tensors left after all runs: ${r.tensorsLeftAfterDispose}.`);
+    return lines.join('\n');
+  },
+  torch: (r) => {
+    if (r.skipped) return `**PyTorch reference**: skipped (${r.skipped}).`;
+    const lines = [
+      `**CPU throughput vs PyTorch** (\`bench/torchReference.ts\`, ${r.model}, batch ${r.batchSize}, SGD, ${r.steps} steps × ${r.rounds} rounds, median):`,
+      '',
+      '| run | ms/step | grng ÷ it |',
+      '|---|---|---|',
+      `| grng (${r.grng?.backendDetail ?? r.grng?.backend ?? 'wasm'}) | ${fixed(r.grng?.msPerStep)} | |`,
+      `| PyTorch ${r.torch?.version ?? ''} reference (${r.torch?.threads} threads) | ${fixed(r.torch?.msPerStep)} | **${fixed(r.ratio)}** (goal ≤ ${r.goal}) |`,
+    ];
+    if (r.torchSingleThread) lines.push(`| PyTorch, 1 thread | ${fixed(r.torchSingleThread.msPerStep)} | ${fixed(r.ratioSingleThread)} |`);
+    if (r.torchOutOfTheBox) lines.push(`| PyTorch, out of the box | ${fixed(r.torchOutOfTheBox.msPerStep)} | ${fixed(r.ratioOutOfTheBox)} |`);
+    if (Array.isArray(r.warnings) && r.warnings.length > 0) lines.push('', ...r.warnings.map((w: unknown) => `Warning: ${String(w)}`));
+    return lines.join('\n');
+  },
+};

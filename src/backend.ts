@@ -26,11 +26,12 @@ export interface BackendOptions {
    */
   readonly wasmThreads?: number;
   /**
-   * The wasm backend's matMul through a native BLAS (default: `GRNG_BLAS=1`); needs the addon
+   * The wasm backend's matMul through a native BLAS: true, false, or 'auto' (use it when it loads;
+   * the default, or GRNG_BLAS=1/0); needs the addon
    * built by `node scripts/build-native.mjs`. When it cannot load, the detail says why and the
    * wasm kernel stays. See nativeBlas.ts.
    */
-  readonly blas?: boolean;
+  readonly blas?: boolean | 'auto';
 }
 
 const require = createRequire(import.meta.url);
@@ -80,7 +81,7 @@ export function activeBackend(): BackendInfo | undefined {
   return active;
 }
 
-async function start(name: BackendName, { auto = false, wasmThreads, blas = false }: { auto?: boolean; wasmThreads?: number | undefined; blas?: boolean } = {}): Promise<string> {
+async function start(name: BackendName, { auto = false, wasmThreads, blas = false }: { auto?: boolean; wasmThreads?: number | undefined; blas?: boolean | 'auto' } = {}): Promise<string> {
   setTransposedProductsFast(false);
   let detail: string;
   switch (name) {
@@ -113,7 +114,8 @@ async function start(name: BackendName, { auto = false, wasmThreads, blas = fals
     const native = blas ? enableNativeBlas() : undefined;
     // With sgemm, a transposed product costs what a plain one does: no explicit transposes.
     setTransposedProductsFast(native?.enabled === true);
-    const blasNote = native ? (native.enabled ? `, ${nativeBlasLabel(native.library!)}` : `, native matMul unavailable: ${native.reason}`) : '';
+    // Asked for explicitly, its absence is news; under 'auto' the plain wasm kernel is the norm.
+    const blasNote = native?.enabled ? `, ${nativeBlasLabel(native.library!)}` : native && blas === true ? `, native matMul unavailable: ${native.reason}` : '';
     detail += `${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? ' (SIMD' : ' (no SIMD'}${threads > 1 ? `, ${threads} threads` : ''}${blasNote})`;
   }
   return detail;

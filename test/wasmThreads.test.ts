@@ -34,7 +34,7 @@ describe('wasmThreadsRequested', () => {
 describe('the wasm backend already running', () => {
   it('keeps its thread count: asking for another one is a GrngError, asking for the same one is not', async () => {
     const info = await initBackend('wasm', { wasmThreads: 1 });
-    expect(info.detail).toMatch(/^tfjs-backend-wasm \((no )?SIMD\)$/);
+    expect(info.detail).toMatch(/^tfjs-backend-wasm \((no )?SIMD(, (Open)?BLAS matMul.*)?\)$/);
     const error = await initBackend('wasm', { wasmThreads: 2 }).then(() => undefined, (e: unknown) => e);
     expect(isGrngError(error) && error.code).toBe('backend');
     expect((error as Error).message).toMatch(/already runs with 1 thread\(s\) in this process; wasmThreads=2 must be chosen before it first starts/);
@@ -64,7 +64,7 @@ function probe(threads: number): Promise<ProbeResult> {
   const dir = mkdtempSync(join(tmpdir(), `grng-wasm-threads-${threads}-`));
   dirs.push(dir);
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/wasmThreadsProbe.ts', dir], { cwd: ROOT, env: { ...process.env, GRNG_WASM_THREADS: String(threads) }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/wasmThreadsProbe.ts', dir], { cwd: ROOT, env: { ...process.env, GRNG_WASM_THREADS: String(threads), GRNG_BLAS: '0' }, stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
     let printedAt: number | undefined;
     let killer: NodeJS.Timeout | undefined;
