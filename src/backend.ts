@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import { GrngError } from './errors.js';
 import { enableNativeBlas, nativeBlasLabel, nativeBlasRequested } from './nativeBlas.js';
-import { setTransposedProductsFast } from './nn/ops.js';
+import { setFastMatMul } from './fastMatMul.js';
 import { startWasmThreads, wasmThreadsRequested, wasmThreadsRunning } from './wasmThreads.js';
 
 /** The backends grng can run on, in the order `auto` tries them. */
@@ -82,7 +82,7 @@ export function activeBackend(): BackendInfo | undefined {
 }
 
 async function start(name: BackendName, { auto = false, wasmThreads, blas = false }: { auto?: boolean; wasmThreads?: number | undefined; blas?: boolean | 'auto' } = {}): Promise<string> {
-  setTransposedProductsFast(false);
+  setFastMatMul(false);
   let detail: string;
   switch (name) {
     case 'tensorflow':
@@ -112,8 +112,6 @@ async function start(name: BackendName, { auto = false, wasmThreads, blas = fals
     const threads = await wasmThreadsRunning();
     // Never throws: a missing addon or BLAS must not make `auto` skip wasm for the cpu backend.
     const native = blas ? enableNativeBlas() : undefined;
-    // With sgemm, a transposed product costs what a plain one does: no explicit transposes.
-    setTransposedProductsFast(native?.enabled === true);
     // Asked for explicitly, its absence is news; under 'auto' the plain wasm kernel is the norm.
     const blasNote = native?.enabled ? `, ${nativeBlasLabel(native.library!)}` : native && blas === true ? `, native matMul unavailable: ${native.reason}` : '';
     detail += `${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? ' (SIMD' : ' (no SIMD'}${threads > 1 ? `, ${threads} threads` : ''}${blasNote})`;

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { setFastMatMul } from './fastMatMul.js';
 import { createRequire } from 'node:module';
 import { invalidOption } from './errors.js';
 
@@ -80,7 +81,10 @@ export function nativeBlasAvailable(): NativeBlasStatus {
  * await tf.setBackend('wasm'); const { enabled, reason } = enableNativeBlas();
  */
 export function enableNativeBlas(): NativeBlasStatus {
-  if (status?.enabled) return status;
+  if (status?.enabled) {
+    setFastMatMul(true);
+    return status;
+  }
   const available = nativeBlasAvailable();
   if (!available.enabled) return (status = available);
   const original = tf.getKernel(tf.BatchMatMul, 'wasm');
@@ -102,7 +106,10 @@ export function enableNativeBlas(): NativeBlasStatus {
   restore = () => {
     tf.unregisterKernel(tf.BatchMatMul, 'wasm');
     tf.registerKernel(original);
+    setFastMatMul(false);
   };
+  // Dense layers and reductions switch to the formulations a BLAS makes fast.
+  setFastMatMul(true);
   return (status = available);
 }
 

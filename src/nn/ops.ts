@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { fastMatMul } from '../fastMatMul.js';
 
 type CustomGradientFunc = Parameters<typeof tf.customGrad>[0];
 
@@ -11,21 +12,13 @@ type CustomGradientFunc = Parameters<typeof tf.customGrad>[0];
  * path stays fast at every order of differentiation (double backprop included).
  */
 
-let transposedProductsFast = false;
-
-/**
- * Says whether the backend's transposed products are as fast as plain ones (a native BLAS matMul
- * is: transposes are flags to sgemm). Then the products below use tfjs's own matMul and its
- * gradient, which is correct at every order and skips the explicit transposes; otherwise they
- * transpose explicitly. Set by the backend when it installs a native matMul.
- */
-export function setTransposedProductsFast(fast: boolean): void {
-  transposedProductsFast = fast;
-}
+// With a native BLAS matMul (fastMatMul()), transposes are flags to sgemm: the products below
+// then use tfjs's own matMul and its gradient, correct at every order, instead of explicit
+// transposes.
 
 /** a (m×k) · b (k×n), with a gradient for both inputs that avoids transposed products. */
 export function matMulFast(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
-  return transposedProductsFast ? tf.matMul(a, b) : matMulExplicit(a, b);
+  return fastMatMul() ? tf.matMul(a, b) : matMulExplicit(a, b);
 }
 
 const matMulExplicit: (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, save: tf.GradSaveFunc) => {
@@ -48,7 +41,7 @@ export function matMulInput(x: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
     save([w]);
     return {
       value: tf.matMul(x, w),
-      gradFunc: (dy: tf.Tensor2D) => [transposedProductsFast ? tf.matMul(x, dy, true, false) : matMulExplicit(tf.transpose(x), dy)],
+      gradFunc: (dy: tf.Tensor2D) => [fastMatMul() ? tf.matMul(x, dy, true, false) : matMulExplicit(tf.transpose(x), dy)],
     };
   }) as unknown as CustomGradientFunc) as unknown as (w: tf.Tensor2D) => tf.Tensor2D;
   return op(b);
@@ -61,7 +54,7 @@ export function matMulInput(x: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
 export function matMulConstantB(a: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   const op = tf.customGrad(((x: tf.Tensor2D, save: tf.GradSaveFunc) => {
     save([x]);
-    return { value: tf.matMul(x, w), gradFunc: (dy: tf.Tensor2D) => [transposedProductsFast ? tf.matMul(dy, w, false, true) : matMulExplicit(dy, tf.transpose(w))] };
+    return { value: tf.matMul(x, w), gradFunc: (dy: tf.Tensor2D) => [fastMatMul() ? tf.matMul(dy, w, false, true) : matMulExplicit(dy, tf.transpose(w))] };
   }) as unknown as CustomGradientFunc) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
   return op(a);
 }

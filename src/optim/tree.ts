@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Params } from '../types.js';
+import { fastMatMul } from '../fastMatMul.js';
 
 /** Applies `fn` to every leaf of one or more parameter trees with the same keys. */
 export function mapParams(tree: Params, fn: (value: tf.Tensor, key: string) => tf.Tensor): Params {
@@ -14,6 +15,11 @@ export function mapParams(tree: Params, fn: (value: tf.Tensor, key: string) => t
  * pairwise-style summation is also more accurate in float32.
  */
 export function sumAll(t: tf.Tensor): tf.Scalar {
+  // With a native BLAS matMul, a product with a ones row is one memory-bound sgemm pass.
+  if (fastMatMul() && t.size >= 4096 && t.size % 32 === 0) {
+    const rows = t.size / 32;
+    return tf.sum(tf.matMul(tf.ones([1, rows]), tf.reshape(t, [rows, 32])));
+  }
   if (t.size >= 4096) {
     for (const width of [32, 16, 8]) {
       if (t.size % width === 0) return tf.sum(tf.sum(tf.reshape(t, [-1, width]), 1));
