@@ -53,7 +53,11 @@ describe('server under load', () => {
     // This measures what the server takes from training: keep OpenBLAS's own threads (which
     // spin while they wait) out of the fight with the 50-client process for the 2 cores.
     disableNativeBlas();
-    const prepared = await prepareRun({ dataset: 'synthetic', optimizer: 'sgd', batchSize: 32, epochs: 100_000, steps: 50_000_000, backend: backend as 'wasm' });
+    // The long version trains what `npm start` trains (MNIST, mlp:784-256-10, batch 128: ~100+
+    // steps/s, a metrics row each); the short one a tiny synthetic net at ~600 steps/s, the worst
+    // case for the server (every row goes to every client).
+    const workload = LONG ? { dataset: 'mnist' as const, model: 'mlp:784-256-10', batchSize: 128 } : { dataset: 'synthetic' as const, batchSize: 32 };
+    const prepared = await prepareRun({ ...workload, optimizer: 'sgd', epochs: 100_000, steps: 50_000_000, backend: backend as 'wasm' });
     const hub = new RunHub();
     const server = await startServer({ hub, port: 0, maxClients: 64, maxQueuedBytes: MAX_QUEUED_BYTES });
     let steps = 0;
@@ -128,7 +132,7 @@ describe('server under load', () => {
       const max = (list: typeof samples, key: 'rss' | 'heapUsed' | 'arrayBuffers' | 'peakQueued') => Math.max(0, ...list.map((s) => s[key]));
       const rowsToClients = tallies.map((t) => t.rows);
       console.log(
-        `load: ${backend}, ${prepared.meta.model}, batch 32, sgd; ${CLIENTS} clients in a child process for ${((with1.t - with0.t) / 1000).toFixed(1)} s: ` +
+        `load: ${backend}, ${prepared.meta.model} on ${prepared.meta.dataset}, batch ${prepared.meta.batchSize}, sgd; ${CLIENTS} clients in a child process for ${((with1.t - with0.t) / 1000).toFixed(1)} s: ` +
           `${withClients.toFixed(1)} steps/s vs ${rate(before0, before1).toFixed(1)} before and ${rate(after0, after1).toFixed(1)} after without clients ` +
           `(drop ${(drop * 100).toFixed(1)}%); per CPU-second ${cpuWithClients.toFixed(1)} vs ${perCpuSecond(before0, before1).toFixed(1)} / ${perCpuSecond(after0, after1).toFixed(1)} steps (drop ${(cpuDrop * 100).toFixed(1)}%); ${rowsAtEnd - rowsAtStart} rows published in the window, each client got ${Math.min(...rowsToClients)}–${Math.max(...rowsToClients)} live rows ` +
           `(${Math.min(...tallies.map((t) => t.liveBatches))}–${Math.max(...tallies.map((t) => t.liveBatches))} batches, missed ${tallies.reduce((n, t) => n + t.missed, 0)} in all, ${mib(tallies.reduce((n, t) => n + t.bytes, 0))} MiB received); ` +
