@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { identity, lastValueFrom, toArray } from 'rxjs';
 import { initBackend } from '../src/backend.js';
 import { loadMnist } from '../src/data/mnist.js';
-import { softmaxCrossEntropy } from '../src/nn/losses.js';
+import { correctCount, softmaxCrossEntropy } from '../src/nn/losses.js';
 import { mlp, parseModelSpec, type Sequential } from '../src/nn/sequential.js';
 import { forwardBackward } from '../src/operators/forwardBackward.js';
 import { metrics, type MetricsOptions } from '../src/operators/metrics.js';
@@ -56,21 +56,27 @@ async function grngPipeline(options: MetricsOptions, { guard = false } = {}): Pr
 }
 
 /** The same step as a bare loop: host batch → variableGrads → manual SGD → await loss. */
-async function bareLoop(matMul: 'tfjs' | 'grng'): Promise<number> {
+async function bareLoop(matMul: 'tfjs' | 'grng', { accuracy = false } = {}): Promise<number> {
   const started = performance.now();
   const vars = Object.values(model.params);
   const order = shuffledRows(data.train, 1);
   for (let s = 0; s < steps; s++) {
     const { x, y } = hostBatch(data.train, order, s);
-    const loss = tf.tidy(() => {
+    const read = tf.tidy(() => {
       const oneHot = tf.cast(tf.oneHot(y, model.outputs), 'float32') as tf.Tensor2D;
-      const { value, grads } = tf.variableGrads(() => softmaxCrossEntropy(matMul === 'grng' ? model.apply(model.params as Params, x).logits : plainForward(model, x), oneHot), vars);
+      let logits: tf.Tensor2D | undefined;
+      const { value, grads } = tf.variableGrads(() => {
+        logits = matMul === 'grng' ? model.apply(model.params as Params, x).logits : plainForward(model, x);
+        if (accuracy) tf.keep(logits);
+        return softmaxCrossEntropy(logits, oneHot);
+      }, vars);
       const scale = tf.scalar(lr);
       for (const v of vars) v.assign(tf.sub(v, tf.mul(grads[v.name]!, scale)));
-      return value;
+      // What grng's metrics read back besides the loss: the batch's correct count.
+      return accuracy ? tf.stack([value, correctCount(logits!, y)]) : value;
     });
-    await loss.data();
-    tf.dispose([loss, x, y]);
+    await read.data();
+    tf.dispose([read, x, y]);
   }
   return (performance.now() - started) / steps;
 }
@@ -111,6 +117,7 @@ const variants: Record<string, () => Promise<number>> = {
   grngLossOnly: () => grngPipeline({ norms: false }),
   grngGuardedDefaultMetrics: () => grngPipeline({}, { guard: true }),
   bareLoopSameLayers: () => bareLoop('grng'),
+  bareLoopSameLayersWithAccuracy: () => bareLoop('grng', { accuracy: true }),
   bareLoopTfjsMatMul: () => bareLoop('tfjs'),
 };
 const times: Record<string, number[]> = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
@@ -129,6 +136,8 @@ const result = {
   msPerStep: ms,
   ratios: {
     grngLossOnlyOverBareLoop: ms.grngLossOnly! / ms.bareLoopSameLayers!,
+    /** The same work on both sides: grng's loss-only metrics read the loss and the correct count. */
+    grngLossOnlyOverBareLoopWithAccuracy: ms.grngLossOnly! / ms.bareLoopSameLayersWithAccuracy!,
     grngDefaultMetricsOverBareLoop: ms.grngDefaultMetrics! / ms.bareLoopSameLayers!,
     grngEveryStepCorrelationOverBareLoop: ms.grngEveryStepCorrelation! / ms.bareLoopSameLayers!,
     tfjsMatMulOverGrngLayers: ms.bareLoopTfjsMatMul! / ms.bareLoopSameLayers!,
