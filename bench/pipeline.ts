@@ -62,9 +62,9 @@ async function bareLoop(matMul: 'tfjs' | 'grng', { accuracy = false } = {}): Pro
   const order = shuffledRows(data.train, 1);
   for (let s = 0; s < steps; s++) {
     const { x, y } = hostBatch(data.train, order, s);
+    let logits: tf.Tensor2D | undefined;
     const read = tf.tidy(() => {
       const oneHot = tf.cast(tf.oneHot(y, model.outputs), 'float32') as tf.Tensor2D;
-      let logits: tf.Tensor2D | undefined;
       const { value, grads } = tf.variableGrads(() => {
         logits = matMul === 'grng' ? model.apply(model.params as Params, x).logits : plainForward(model, x);
         if (accuracy) tf.keep(logits);
@@ -76,6 +76,8 @@ async function bareLoop(matMul: 'tfjs' | 'grng', { accuracy = false } = {}): Pro
       return accuracy ? tf.stack([value, correctCount(logits!, y)]) : value;
     });
     await read.data();
+    // Kept out of variableGrads' tidy for the correct count (and only then).
+    if (accuracy) logits?.dispose();
     tf.dispose([read, x, y]);
   }
   return (performance.now() - started) / steps;
