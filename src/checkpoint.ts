@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from './errors.js';
+import { tensorsIn } from './optim/tree.js';
 import { readCheckpointFile, writeCheckpointFile } from './sinks/checkpointFile.js';
 import type { SourcePosition } from './streams/batches.js';
 import { VERSION } from './version.js';
@@ -206,12 +207,5 @@ export function loadCheckpoint(dir: string): Checkpoint {
 
 /** Disposes the tensors of a loaded checkpoint that nobody took over. */
 export function disposeCheckpoint(checkpoint: Checkpoint): void {
-  const tensors: tf.Tensor[] = [];
-  const walk = (v: unknown): void => {
-    if (v instanceof tf.Tensor) tensors.push(v);
-    else if (Array.isArray(v)) v.forEach(walk);
-    else if (v && typeof v === 'object' && !ArrayBuffer.isView(v)) Object.values(v).forEach(walk);
-  };
-  walk([checkpoint.params, checkpoint.optimizer, checkpoint.curvature]);
-  tf.dispose(tensors.filter((t) => !t.isDisposed));
+  tf.dispose(tensorsIn([checkpoint.params, checkpoint.optimizer, checkpoint.curvature]).filter((t) => !t.isDisposed));
 }

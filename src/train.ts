@@ -278,7 +278,7 @@ export async function train(options: TrainOptions = {}, sink?: (meta: RunMetadat
 /** The checkpoint's options with the few a resumed run may change; any other difference is an error. */
 function resumedOptions(checkpoint: Checkpoint, given: TrainOptions): TrainOptions {
   const saved = checkpoint.run;
-  const base: Record<string, unknown> = { ...saved, ...(saved.init ? { init: saved.init as Initializer } : {}) };
+  const base: Record<string, unknown> = { ...saved };
   for (const [key, value] of Object.entries(given)) {
     if (value === undefined || (RESUME_MAY_CHANGE as readonly string[]).includes(key)) continue;
     if (key === 'dataset' && typeof value === 'object') continue; // the same data passed again

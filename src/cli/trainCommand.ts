@@ -167,12 +167,14 @@ export async function runTrainCommand(options: TrainCommandOptions, io: CliIo, s
     throw new GrngError('invalid-option', '--checkpoint-every needs --checkpoint-dir (where to write the checkpoints)', { option: 'checkpointEvery' });
   }
   if (options.checkpointDir !== undefined) {
+    // Checked here too (prepareRun checks it for API callers): an empty value never reaches it.
     prepareCheckpointDir(options.checkpointDir);
     // Another run's checkpoint is not replaced by accident.
     if (options.checkpointDir !== options.resume && hasCheckpoint(options.checkpointDir) && !options.overwrite) {
       throw new GrngError('invalid-option', `--checkpoint-dir ${options.checkpointDir} already holds a checkpoint: continue it with --resume ${options.checkpointDir}, or replace it with --overwrite`, { option: 'checkpointDir' });
     }
   }
+  const checkpointDir = options.checkpointDir ?? options.resume;
   const control = new RunControl();
   const restoreSignals = handleStopSignals(io, control);
   let summary!: RunSummary;
@@ -184,7 +186,6 @@ export async function runTrainCommand(options: TrainCommandOptions, io: CliIo, s
     let runId: string | undefined;
     try {
       trainOptions = checkpoint ? { ...trainOptionsOfGiven(options, sourceOf, checkpoint.backend), resume: checkpoint } : trainOptionsOf(options, options.optimizer);
-      const checkpointDir = options.checkpointDir ?? options.resume;
       if (checkpointDir) trainOptions = { ...trainOptions, checkpoint: { dir: checkpointDir, ...(options.checkpointEvery ? { every: options.checkpointEvery } : {}) } };
       // A resumed run appends to the recording its checkpoint names, unless told otherwise.
       const recordPath = options.record ?? checkpoint?.recording?.path;
@@ -209,15 +210,18 @@ export async function runTrainCommand(options: TrainCommandOptions, io: CliIo, s
   } finally {
     restoreSignals();
   }
-  const checkpointDir = options.checkpointDir ?? options.resume;
   if (control.stopReason) io.err(`grng: stopped by ${control.stopReason} after ${summary.steps} steps${checkpointDir ? `; checkpoint in ${checkpointDir} (continue with --resume ${checkpointDir})` : ' (no --checkpoint-dir: not checkpointed)'}\n`);
-  const table = formatSummaryTable([summary]);
-  if (options.json) {
-    io.err(`${table}\n`);
-    io.out(`${JSON.stringify(Object.fromEntries(JSON_FIELDS.map((k) => [k, summary[k]])))}\n`);
-  } else {
+  printSummaries(io, formatSummaryTable([summary]), options.json ? Object.fromEntries(JSON_FIELDS.map((k) => [k, summary[k]])) : undefined);
+}
+
+/** The table on stdout; with --json the table goes to stderr and the JSON is stdout's last line. */
+function printSummaries(io: CliIo, table: string, json: unknown): void {
+  if (json === undefined) {
     io.out(`${table}\n`);
+    return;
   }
+  io.err(`${table}\n`);
+  io.out(`${JSON.stringify(json)}\n`);
 }
 
 /**
@@ -270,14 +274,8 @@ export async function runCompareCommand(options: CompareCommandOptions, io: CliI
     restoreSignals();
   }
   if (control.stopReason) io.err(`grng: stopped by ${control.stopReason}; ${summaries.length} of ${options.optimizers.length} optimizers run\n`);
-  const table = formatSummaryTable(summaries, { targetAccuracy: options.target });
-  if (options.json) {
-    io.err(`${table}\n`);
-    const fields = [...JSON_FIELDS, 'meanUpdateGradCorrelation', 'epochsToTarget'] as const;
-    io.out(`${JSON.stringify(summaries.map((s) => Object.fromEntries(fields.map((k) => [k, s[k]]))))}\n`);
-  } else {
-    io.out(`${table}\n`);
-  }
+  const fields = [...JSON_FIELDS, 'meanUpdateGradCorrelation', 'epochsToTarget'] as const;
+  printSummaries(io, formatSummaryTable(summaries, { targetAccuracy: options.target }), options.json ? summaries.map((s) => Object.fromEntries(fields.map((k) => [k, s[k]]))) : undefined);
 }
 
 function dropUndefined<T extends object>(value: T): { [K in keyof T]: Exclude<T[K], undefined> } {
