@@ -72,6 +72,11 @@ export class Chart {
   private lastKey = '';
   /** Points handed to uPlot in the last draw, over all runs. */
   points = 0;
+  /**
+   * The largest x handed to uPlot in the last draw. Once decimation caps `points` at about two
+   * per pixel column, this is what shows new rows being drawn.
+   */
+  lastX = -Infinity;
   /** The zoom window the x scale is pinned to. */
   private zoomRange: [number, number] | null = null;
   /** Content width from the ResizeObserver (reading clientWidth every frame forces layout). */
@@ -140,6 +145,7 @@ export class Chart {
     if (this.el.hidden === show) this.el.hidden = !show;
     if (!show) {
       this.points = 0;
+      this.lastX = -Infinity;
       return 'unchanged';
     }
     // The runs that report this quantity (colours stay those of the run's place in the panel).
@@ -170,6 +176,7 @@ export class Chart {
     const xColumn = view.xAxis === 'step' ? 'step' : 'wallMs';
     const tables: uPlot.AlignedData[] = [];
     let points = 0;
+    let lastX = -Infinity;
     runs.forEach((run: RunSeries, i) => {
       const visible = !view.hidden.has(run.run.id);
       const xs = run.column(xColumn);
@@ -188,6 +195,7 @@ export class Chart {
           d = grown.points;
         }
         points += d.x.length;
+        if (d.x.length > 0) lastX = Math.max(lastX, d.x[d.x.length - 1]!);
         tables.push([d.x, d.y]);
       }
       const s = plot.series[i + 1];
@@ -200,6 +208,7 @@ export class Chart {
     const data: uPlot.AlignedData = tables.length === 0 ? [[]] : tables.length === 1 ? tables[0]! : uPlot.join(tables);
     plot.setData(data);
     this.points = points;
+    this.lastX = lastX;
     this.el.dataset.points = String(points);
     this.el.dataset.yDistr = String(plot.scales.y?.distr ?? 1);
     return 'drawn';

@@ -7,6 +7,8 @@ import { RunStore } from './store.js';
 /** Test hook: what the page drew (see test/dashboard.e2e.test.ts). */
 interface GrngHook {
   points(chart: string): number;
+  /** The largest x drawn in `chart` (-Infinity when nothing is drawn). */
+  lastX(chart: string): number;
   rows(runId?: string): number;
 }
 declare global {
@@ -168,6 +170,7 @@ resetZoomEl.addEventListener('click', () => {
 
 window.__grng = {
   points: (chart) => charts.find((c) => c.spec.key === chart)?.points ?? 0,
+  lastX: (chart) => charts.find((c) => c.spec.key === chart)?.lastX ?? -Infinity,
   rows: (runId) => store.rows(runId),
 };
 schedule();
