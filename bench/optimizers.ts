@@ -7,7 +7,8 @@
  * optimizer update, metrics read-back.
  *
  *   npx tsx bench/optimizers.ts [--model mlp:784-512-512-10] [--batch 256] [--steps 30]
- *                               [--optimizers sgd,adamw,...] [--quick] [--json]
+ *                               [--optimizers sgd,adamw,...] [--inverse auto|newton-schulz|cholesky]
+ *                               [--quick] [--json]
  */
 import * as tf from '@tensorflow/tfjs';
 import { identity, lastValueFrom, tap, toArray } from 'rxjs';
@@ -32,6 +33,8 @@ const batchSize = Number(flag('batch', quick ? '64' : '256'));
 const steps = Number(flag('steps', quick ? '12' : '30'));
 const warmup = quick ? 2 : 5;
 const names = flag('optimizers', OPTIMIZERS.join(',')).split(',');
+/** How the Kronecker-factored optimizers invert their factors (their option `inverse`); default auto. */
+const inverse = flag('inverse', 'auto');
 
 const backend = await initBackend(flag('backend', 'wasm'));
 const data = await loadMnist();
@@ -46,7 +49,7 @@ interface Stages {
 
 async function measure(name: string): Promise<{ msPerStep: number; stages: Stages; refreshSteps: number }> {
   const model = mlp({ ...parseModelSpec(spec), seed: 1 });
-  const optimizer = createOptimizer(name, model, {});
+  const optimizer = createOptimizer(name, model, ['kfac', 'ring', 'reng'].includes(name) ? { inverse: inverse as 'auto' } : {});
   const inverseEvery = optimizer.curvature?.options.inverseEvery ?? 10;
   const marks = { start: 0, fb: 0, curvature: 0, update: 0 };
   const perStep: Array<{ step: number; total: number; fb: number; curvature: number; update: number; metrics: number }> = [];
@@ -90,7 +93,7 @@ for (const name of names) {
   results[name] = { ...r, overSgd: r.msPerStep / sgd.msPerStep };
 }
 const goals: Record<string, number> = { kfac: 1.5, ring: 1.5, rkalman: 1.5, reng: 2.5, sophia: 1.2 };
-const out = { backend: backend.name, model: spec, batchSize, steps, warmup, results, goals, tensors: tf.memory().numTensors };
+const out = { backend: backend.name, model: spec, batchSize, steps, warmup, inverse, results, goals, tensors: tf.memory().numTensors };
 if (args.includes('--json')) console.log(JSON.stringify(out));
 else {
   console.log(`backend ${backend.name}, ${spec}, batch ${batchSize}, ${steps} timed steps (after ${warmup}); ms/step and stages (ms)`);

@@ -7,21 +7,36 @@
  * where grng then keeps the wasm kernel. So the prototype of cblas_sgemm is declared here.
  */
 #include <dlfcn.h>
+#include <math.h>
 #include <node_api.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* CBLAS enum values are fixed by the CBLAS standard (netlib cblas.h). */
-enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
+enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112, CBLAS_UPPER = 121 };
 
 typedef void (*sgemm_fn)(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                          const float *a, int lda, const float *b, int ldb, float beta, float *c,
                          int ldc);
+typedef void (*ssyrk_fn)(int order, int uplo, int trans, int n, int k, float alpha, const float *a,
+                         int lda, float beta, float *c, int ldc);
+typedef void (*dgemm_fn)(int order, int trans_a, int trans_b, int m, int n, int k, double alpha,
+                         const double *a, int lda, const double *b, int ldb, double beta, double *c,
+                         int ldc);
+/* LAPACK's Fortran interface (dpotrf_, dpotri_): every argument by reference, hidden string
+ * lengths omitted, which the gfortran ABI tolerates for single-character arguments. */
+typedef void (*potr_fn)(const char *uplo, const int *n, double *a, const int *lda, int *info);
 typedef void (*set_threads_fn)(int threads);
 typedef int (*get_threads_fn)(void);
 
 static sgemm_fn sgemm = NULL;
+static ssyrk_fn ssyrk = NULL;
+/* For spdInverse; NULL when the library has no LAPACK (the reference libblas has none). */
+static dgemm_fn dgemm = NULL;
+static potr_fn dpotrf = NULL;
+static potr_fn dpotri = NULL;
 static set_threads_fn set_threads = NULL;
 static get_threads_fn get_threads = NULL;
 static char loaded_from[256] = "";
@@ -50,6 +65,20 @@ static int load_blas(void) {
       continue;
     }
     sgemm = found;
+    ssyrk = (ssyrk_fn)dlsym(handle, "cblas_ssyrk");
+    dgemm = (dgemm_fn)dlsym(handle, "cblas_dgemm");
+    dpotrf = (potr_fn)dlsym(handle, "dpotrf_");
+    dpotri = (potr_fn)dlsym(handle, "dpotri_");
+    if (!dpotrf || !dpotri || !dgemm) {
+      /* Reference BLAS: LAPACK lives next to it (liblapack.so.3 links libblas.so.3 itself). */
+      void *lapack = dlopen("liblapack.so.3", RTLD_NOW | RTLD_LOCAL);
+      if (lapack && !dgemm) dgemm = (dgemm_fn)dlsym(lapack, "cblas_dgemm");
+      if (lapack) {
+        dpotrf = (potr_fn)dlsym(lapack, "dpotrf_");
+        dpotri = (potr_fn)dlsym(lapack, "dpotri_");
+      }
+      if (!dpotrf || !dpotri || !dgemm) dpotrf = dpotri = NULL;
+    }
     set_threads = (set_threads_fn)dlsym(handle, "openblas_set_num_threads");
     get_threads = (get_threads_fn)dlsym(handle, "openblas_get_num_threads");
     snprintf(loaded_from, sizeof loaded_from, "%s", candidates[i]);
@@ -86,6 +115,12 @@ static napi_value js_load(napi_env env, napi_callback_info info) {
   napi_value threads;
   CHECK(napi_create_int32(env, get_threads ? get_threads() : 0, &threads));
   CHECK(napi_set_named_property(env, result, "threads", threads));
+  napi_value gram;
+  CHECK(napi_get_boolean(env, ssyrk != NULL, &gram));
+  CHECK(napi_set_named_property(env, result, "gram", gram));
+  napi_value lapack;
+  CHECK(napi_get_boolean(env, dpotrf != NULL, &lapack));
+  CHECK(napi_set_named_property(env, result, "lapack", lapack));
   return result;
 }
 
@@ -173,11 +208,185 @@ static napi_value js_sgemm(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * gramUpdate(heap, m, n, xOffset, previousOffset, outOffset, alpha, beta)
+ * OUT (n x n) = alpha * X^T X + beta * PREVIOUS, X m x n row-major; previousOffset < 0 means no
+ * PREVIOUS (beta ignored). The symmetric product through ssyrk costs half a general product's
+ * flops and no transposed copy of X; the upper triangle it computes is mirrored into the lower.
+ * This is K-FAC's factor statistic and its moving average in one call.
+ */
+static napi_value js_gram_update(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 8) {
+    napi_throw_type_error(env, NULL, "blas_matmul.gramUpdate: expected 8 arguments");
+    return NULL;
+  }
+  if (!ssyrk) {
+    napi_throw_error(env, NULL, "blas_matmul.gramUpdate: no cblas_ssyrk loaded (call load() first)");
+    return NULL;
+  }
+  bool is_typed = false;
+  CHECK(napi_is_typedarray(env, argv[0], &is_typed));
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  if (is_typed) CHECK(napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL));
+  if (!is_typed || type != napi_float32_array) {
+    napi_throw_type_error(env, NULL, "blas_matmul.gramUpdate: heap must be a Float32Array");
+    return NULL;
+  }
+  int64_t v[5];
+  for (int i = 0; i < 5; i++) {
+    if (napi_get_value_int64(env, argv[1 + i], &v[i]) != napi_ok || (v[i] < 0 && i != 3)) {
+      napi_throw_type_error(env, NULL, "blas_matmul.gramUpdate: sizes and offsets must be integers >= 0");
+      return NULL;
+    }
+  }
+  double alpha = 0, beta = 0;
+  CHECK(napi_get_value_double(env, argv[6], &alpha));
+  CHECK(napi_get_value_double(env, argv[7], &beta));
+  int64_t m = v[0], n = v[1], x_off = v[2], prev_off = v[3], out_off = v[4];
+  int64_t len = (int64_t)length;
+  if (m > INT32_MAX || n == 0 || n > 46340 || x_off + m * n > len || out_off + n * n > len ||
+      (prev_off >= 0 && prev_off + n * n > len)) {
+    napi_throw_range_error(env, NULL, "blas_matmul.gramUpdate: a matrix extends past the end of the heap");
+    return NULL;
+  }
+  float *heap = (float *)data;
+  float *out = heap + out_off;
+  size_t nn = (size_t)n * (size_t)n;
+  if (prev_off >= 0) memmove(out, heap + prev_off, nn * sizeof(float));
+  float b = prev_off >= 0 ? (float)beta : 0.0f;
+  if (m > 0) ssyrk(CBLAS_ROW_MAJOR, CBLAS_UPPER, CBLAS_TRANS, (int)n, (int)m, (float)alpha, heap + x_off, (int)n, b, out, (int)n);
+  else if (prev_off >= 0) for (size_t i = 0; i < nn; i++) out[i] *= b;
+  /* Mirror in 64x64 tiles: a plain row loop reads the upper triangle down its columns, which
+   * costs more than the product itself at n = 785 (a cache miss per element). */
+  enum { TILE = 64 };
+  for (int64_t r0 = 0; r0 < n; r0 += TILE)
+    for (int64_t c0 = 0; c0 <= r0; c0 += TILE)
+      for (int64_t r = r0; r < r0 + TILE && r < n; r++)
+        for (int64_t c = c0; c < c0 + TILE && c < r; c++) out[r * n + c] = out[c * n + r];
+  return NULL;
+}
+
+/* Rademacher probe entries (+1/-1) from a fixed LCG: the residual estimate is deterministic. */
+static double probe_sign(uint64_t *state) {
+  *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
+  return (*state >> 63) ? 1.0 : -1.0;
+}
+
+enum { RESIDUAL_PROBES = 4 };
+
+/*
+ * spdInverse(heap, n, mOffset, xOffset) -> residual >= 0, or -info when M is not positive
+ * definite (dpotrf's info: the order of the leading minor that is not), or -1e300 when memory
+ * ran out.
+ * X (n x n, float32, at xOffset) = M^-1 for the symmetric positive definite M (float32 at
+ * mOffset; only its lower triangle is read, in row-major terms the upper), by Cholesky in
+ * float64: dpotrf + dpotri, about n^3 flops against ~4 n^3 per Newton-Schulz iteration.
+ * The residual ||I - M X||_F / sqrt(n) is estimated in float64 for the float32 X actually
+ * returned, from RESIDUAL_PROBES random sign vectors v (E||R v||^2 = ||R||_F^2): O(n^2).
+ */
+static napi_value js_spd_inverse(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 4) {
+    napi_throw_type_error(env, NULL, "blas_matmul.spdInverse: expected 4 arguments");
+    return NULL;
+  }
+  if (!dpotrf) {
+    napi_throw_error(env, NULL, "blas_matmul.spdInverse: no LAPACK loaded (call load() first)");
+    return NULL;
+  }
+  bool is_typed = false;
+  CHECK(napi_is_typedarray(env, argv[0], &is_typed));
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  if (is_typed) CHECK(napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL));
+  if (!is_typed || type != napi_float32_array) {
+    napi_throw_type_error(env, NULL, "blas_matmul.spdInverse: heap must be a Float32Array");
+    return NULL;
+  }
+  int64_t v[3];
+  for (int i = 0; i < 3; i++) {
+    if (napi_get_value_int64(env, argv[1 + i], &v[i]) != napi_ok || v[i] < 0) {
+      napi_throw_type_error(env, NULL, "blas_matmul.spdInverse: size and offsets must be integers >= 0");
+      return NULL;
+    }
+  }
+  int64_t n64 = v[0], m_off = v[1], x_off = v[2];
+  if (n64 == 0 || n64 > 46340) {
+    napi_throw_range_error(env, NULL, "blas_matmul.spdInverse: n must be in 1..46340");
+    return NULL;
+  }
+  if (m_off + n64 * n64 > (int64_t)length || x_off + n64 * n64 > (int64_t)length) {
+    napi_throw_range_error(env, NULL, "blas_matmul.spdInverse: a matrix extends past the end of the heap");
+    return NULL;
+  }
+  int n = (int)n64;
+  size_t nn = (size_t)n * (size_t)n;
+  float *heap = (float *)data;
+  double *m = malloc(nn * sizeof(double));
+  double *x = malloc(nn * sizeof(double));
+  double *probes = malloc((size_t)n * 2 * RESIDUAL_PROBES * sizeof(double));
+  double result;
+  if (!m || !x || !probes) {
+    result = -1e300;
+    goto done;
+  }
+  for (size_t i = 0; i < nn; i++) m[i] = x[i] = heap[m_off + i];
+  int info_code = 0;
+  /* Column-major "L" is row-major upper: which triangle does not matter for a symmetric M. */
+  dpotrf("L", &n, x, &n, &info_code);
+  if (info_code != 0) {
+    result = -(double)(info_code > 0 ? info_code : 1);
+    goto done;
+  }
+  dpotri("L", &n, x, &n, &info_code);
+  if (info_code != 0) {
+    result = -(double)(info_code > 0 ? info_code : 1);
+    goto done;
+  }
+  /* dpotri leaves one triangle (column-major lower: x[i + j n], i >= j); mirror it, round to
+   * float32 for the output, and keep the rounded values for the residual. */
+  float *out = heap + x_off;
+  for (int r = 0; r < n; r++) {
+    for (int c = r; c < n; c++) {
+      float value = (float)x[c + (size_t)r * n];
+      out[(size_t)r * n + c] = value;
+      out[(size_t)c * n + r] = value;
+    }
+  }
+  for (size_t i = 0; i < nn; i++) x[i] = out[i];
+  /* V (n x P) random signs; Y = X V; Z = M Y - V. */
+  double *vs = probes, *ys = probes + (size_t)n * RESIDUAL_PROBES;
+  uint64_t state = 0x9E3779B97F4A7C15ULL;
+  for (size_t i = 0; i < (size_t)n * RESIDUAL_PROBES; i++) vs[i] = probe_sign(&state);
+  dgemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, n, RESIDUAL_PROBES, n, 1.0, x, n, vs, RESIDUAL_PROBES, 0.0, ys, RESIDUAL_PROBES);
+  dgemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, n, RESIDUAL_PROBES, n, 1.0, m, n, ys, RESIDUAL_PROBES, -1.0, vs, RESIDUAL_PROBES);
+  double squares = 0;
+  for (size_t i = 0; i < (size_t)n * RESIDUAL_PROBES; i++) squares += vs[i] * vs[i];
+  result = sqrt(squares / RESIDUAL_PROBES / n);
+done:
+  free(m);
+  free(x);
+  free(probes);
+  napi_value value;
+  CHECK(napi_create_double(env, result, &value));
+  return value;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"load", NULL, js_load, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default, NULL},
       {"sgemm", NULL, js_sgemm, NULL, NULL, NULL, napi_default, NULL},
+      {"spdInverse", NULL, js_spd_inverse, NULL, NULL, NULL, napi_default, NULL},
+      {"gramUpdate", NULL, js_gram_update, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties));
   return exports;

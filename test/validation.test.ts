@@ -59,6 +59,7 @@ const BAD: Readonly<Record<string, readonly BadValue[]>> = {
   '--rho': on('ring', '-0.5'),
   '--kl-clip': on('kfac', '-1'),
   '--fisher': [v('exact', { optimizer: 'kfac' })],
+  '--inverse': [v('lu', { optimizer: 'kfac' })],
   '--stats-decay': on('kfac', '1', '-0.1'),
   '--stats-every': on('kfac', '0'),
   '--inverse-every': on('kfac', '0', '2.5'),

@@ -37,6 +37,7 @@ export const FLAG_OF_OPTION: Readonly<Record<string, string>> = {
   newtonTolerance: '--newton-tol',
   newtonMaxIterations: '--newton-max-iters',
   newtonWarmTrials: '--newton-warm-trials',
+  inverse: '--inverse',
   ringNorm: '--ring-norm',
   hvp: '--hvp',
   gamma: '--gamma',

@@ -71,6 +71,7 @@ function addRunOptions(command: Command): Command {
     .option('--newton-tol <number>', 'Newton–Schulz tolerance (default 1e-4)', number('--newton-tol'))
     .option('--newton-max-iters <n>', 'Newton–Schulz iteration cap (default 30)', integer('--newton-max-iters', 1))
     .option('--newton-warm-trials <n>', 'iterations a warm start gets before a cold restart (default 1)', integer('--newton-warm-trials', 0))
+    .addOption(new Option('--inverse <method>', 'how factors are inverted: auto = float64 Cholesky where the native BLAS has LAPACK, else Newton–Schulz (default auto)').choices(['auto', 'newton-schulz', 'cholesky']))
     .addOption(new Option('--ring-norm <kind>', 'RING ḡ²: mean since the last refresh or this step (default mean)').choices(['mean', 'step']))
     .option('--gamma <number>', 'Sophia γ (default 0.04)', number('--gamma'))
     .option('--hessian-every <n>', 'Sophia: Hessian estimate every N steps (default 10)', integer('--hessian-every', 1))

@@ -50,6 +50,7 @@ export interface RunCommandOptions extends LiveOptions {
   readonly newtonTol?: number;
   readonly newtonMaxIters?: number;
   readonly newtonWarmTrials?: number;
+  readonly inverse?: 'auto' | 'newton-schulz' | 'cholesky';
   readonly ringNorm?: 'mean' | 'step';
   readonly hvp?: 'double-backprop' | 'finite-difference';
   readonly gamma?: number;
@@ -99,6 +100,7 @@ function optimizerOptionsOf(options: RunCommandOptions): NamedOptimizerOptions {
     newtonTolerance: options.newtonTol,
     newtonMaxIterations: options.newtonMaxIters,
     newtonWarmTrials: options.newtonWarmTrials,
+    inverse: options.inverse,
     ringNorm: options.ringNorm,
     hvp: options.hvp,
     gamma: options.gamma,

@@ -22,9 +22,21 @@ export interface CurvatureOptions {
    * iterations against 10 cold: 1 makes those refreshes ~2–3× cheaper.
    */
   readonly newtonWarmTrials?: number;
+  /**
+   * How the damped factors are inverted at a refresh [ours]: `newton-schulz` (spec §3: matrix
+   * products only, every backend), `cholesky` (float64 Cholesky through LAPACK, where the native
+   * BLAS matMul is loaded on the wasm backend: ~d³ flops against ~4d³ per Newton–Schulz
+   * iteration, and exact to float32 rounding), or `auto` (default): Cholesky where it is
+   * available, else Newton–Schulz. A factor Cholesky finds not positive definite falls back to
+   * Newton–Schulz.
+   */
+  readonly inverse?: InverseMethod;
   /** Seed of the label sampling; default 1. */
   readonly seed?: number;
 }
+
+export type InverseMethod = 'auto' | 'newton-schulz' | 'cholesky';
+export const INVERSE_METHODS: readonly InverseMethod[] = ['auto', 'newton-schulz', 'cholesky'];
 
 /**
  * The damping in force at an inverse refresh: γ = λ + ρ·ḡ², with ḡ² the mean ‖g‖² over the steps
@@ -39,7 +51,7 @@ export interface DampingRule {
 
 export type ResolvedCurvatureOptions = Required<CurvatureOptions>;
 
-export const CURVATURE_KEYS = ['fisher', 'beta', 'statsEvery', 'inverseEvery', 'newtonTolerance', 'newtonMaxIterations', 'newtonWarmTrials', 'seed'] as const;
+export const CURVATURE_KEYS = ['fisher', 'beta', 'statsEvery', 'inverseEvery', 'newtonTolerance', 'newtonMaxIterations', 'newtonWarmTrials', 'inverse', 'seed'] as const;
 
 /** Validates curvature options (each error names the option) and fills in the defaults. */
 export function resolveCurvatureOptions(options: CurvatureOptions = {}): ResolvedCurvatureOptions {
@@ -52,6 +64,7 @@ export function resolveCurvatureOptions(options: CurvatureOptions = {}): Resolve
     newtonTolerance: checkNumber('newtonTolerance', options.newtonTolerance ?? 1e-4, { min: 0, minExclusive: true }),
     newtonMaxIterations: checkInteger('newtonMaxIterations', options.newtonMaxIterations ?? 30, 1),
     newtonWarmTrials: checkInteger('newtonWarmTrials', options.newtonWarmTrials ?? 1, 0),
+    inverse: checkChoice('inverse', options.inverse ?? 'auto', INVERSE_METHODS),
     seed: checkInteger('seed', options.seed ?? 1, 0),
   };
 }

@@ -1,12 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { concatMap, defer, finalize, map, Observable, type OperatorFunction } from 'rxjs';
 import { dampFactors } from '../curvature/damping.js';
-import { batchFactors } from '../curvature/factors.js';
-import { averageValue, startAverage, updateAverage, type FactorAverage } from '../curvature/movingAverage.js';
-import { newtonSchulzInverse } from '../curvature/newtonSchulz.js';
+import { foldFactors } from '../curvature/factors.js';
+import { averageValue, type FactorAverage } from '../curvature/movingAverage.js';
+import { newtonSchulzInverse, type NewtonSchulzResult } from '../curvature/newtonSchulz.js';
 import { resolveCurvatureOptions, type CurvatureOptions, type DampingRule } from '../curvature/options.js';
-import { sampledLabelPass } from '../curvature/sampledLabels.js';
+import { sampledLabelPass, sampledSignals } from '../curvature/sampledLabels.js';
 import { asGrngError, GrngError } from '../errors.js';
+import { nativeSpdInverse, nativeSpdInverseAvailable } from '../nativeBlas.js';
 import type { Sequential } from '../nn/sequential.js';
 import { sumAll } from '../optim/tree.js';
 import type { Curvature, KroneckerInverse, Step, StepHealth } from '../types.js';
@@ -46,7 +47,7 @@ export interface FisherScanRun {
  * per subscription, each dense layer's moving averages of A = ĀᵀĀ/m and G = Δ̃ᵀΔ̃/m (bias
  * corrected, decay β), updated every `statsEvery` steps from the step's signals (and, for the
  * true Fisher, a sampled-label backward pass), and the damped inverses
- * (A + π√γ I)⁻¹, (G + √γ/π I)⁻¹ refreshed by Newton–Schulz every `inverseEvery` steps with the
+ * (A + π√γ I)⁻¹, (G + √γ/π I)⁻¹ refreshed (Newton–Schulz, or float64 Cholesky: option `inverse`) every `inverseEvery` steps with the
  * damping γ = λ + ρ·ḡ² of `damping`. Steps leave with `curvature` attached; replaced tensors are
  * disposed, and all of them on complete, error and unsubscribe.
  *
@@ -67,6 +68,12 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
 
   return (source) =>
     defer(() => {
+      // Decided at subscription, when the backend is known; `cholesky` where it cannot run is
+      // the user's mistake, said before any step.
+      const cholesky = resolved.inverse === 'cholesky' || (resolved.inverse === 'auto' && nativeSpdInverseAvailable());
+      if (cholesky && !nativeSpdInverseAvailable()) {
+        throw new GrngError('invalid-option', `invalid inverse: "cholesky" needs the native BLAS matMul with LAPACK on the wasm backend (backend ${tf.getBackend()}; see GRNG_BLAS in the README); use "auto" or "newton-schulz"`, { option: 'inverse', value: 'cholesky' });
+      }
       const state: ScanState = { layers: undefined, gradNormSquaredSum: undefined, stepsSinceRefresh: 0, closed: false, last: { damping: NaN, newtonIterations: 0, newtonResidual: NaN } };
       run.state?.attach({
         get: () => state,
@@ -106,7 +113,7 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
             const release = step.batch.hold();
             let cancelled = false;
             if (forced) health!.refreshDue = false;
-            const refreshing = refresh(state, forced, step.batch.step);
+            const refreshing = refresh(state, forced, step.batch.step, cholesky);
             state.refreshing = refreshing.then(
               () => void (state.refreshing = undefined),
               () => void (state.refreshing = undefined),
@@ -154,27 +161,35 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
     state.stepsSinceRefresh += 1;
     const due = state.layers === undefined || step.batch.step % resolved.statsEvery === 0;
     if (!due) return;
-    const sampled = resolved.fisher === 'sampled' ? sampledLabelPass(model, step.batch.x, { signals: true, seed: resolved.seed * 100_003 + step.batch.step }).deltas! : undefined;
+    const seed = resolved.seed * 100_003 + step.batch.step;
+    const sampled = resolved.fisher === 'sampled' ? (sampledSignals(model, step.signals, seed) ?? sampledLabelPass(model, step.batch.x, { signals: true, seed }).deltas!) : undefined;
     try {
-      const fresh = step.signals.map((s, i) => batchFactors(s.a, sampled ? sampled[i]! : s.delta));
+      const signals = step.signals;
       if (state.layers === undefined) {
-        state.layers = fresh.map((f) => ({ a: startAverage(f.a, resolved.beta), g: startAverage(f.g, resolved.beta) }));
+        state.layers = signals.map((s, i) => foldFactors(undefined, s.a, sampled ? sampled[i]! : s.delta, resolved.beta));
       } else {
         state.layers.forEach((layer, i) => {
-          const a = updateAverage(layer.a, fresh[i]!.a, resolved.beta);
-          const g = updateAverage(layer.g, fresh[i]!.g, resolved.beta);
+          const next = foldFactors(layer, signals[i]!.a, sampled ? sampled[i]! : signals[i]!.delta, resolved.beta);
           tf.dispose([layer.a.sum, layer.g.sum]);
-          layer.a = a;
-          layer.g = g;
+          layer.a = next.a;
+          layer.g = next.g;
         });
       }
-      tf.dispose(fresh.flatMap((f) => [f.a, f.g]));
     } finally {
       if (sampled) tf.dispose(sampled);
     }
   }
 
-  async function refresh(state: ScanState, forced: boolean, step: number): Promise<void> {
+  /** One damped factor's inverse: Cholesky when chosen (Newton–Schulz if it fails), else Newton–Schulz from `warm`. */
+  async function invert(m: tf.Tensor2D, warm: tf.Tensor2D | undefined, cholesky: boolean): Promise<NewtonSchulzResult> {
+    if (cholesky) {
+      const exact = nativeSpdInverse(m);
+      if (exact) return { inverse: exact.inverse, iterations: 0, residual: exact.residual, coldStart: true };
+    }
+    return newtonSchulzInverse(m, { ...(warm ? { warmStart: warm } : {}), tolerance: resolved.newtonTolerance, maxIterations: resolved.newtonMaxIterations, warmTrials: resolved.newtonWarmTrials });
+  }
+
+  async function refresh(state: ScanState, forced: boolean, step: number, cholesky: boolean): Promise<void> {
     let meanGradNormSquared = 0;
     if (needsGradNorm && state.gradNormSquaredSum) {
       const total = (await state.gradNormSquaredSum.data())[0]!;
@@ -199,8 +214,8 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
         return dampFactors(a, g, gamma);
       });
       try {
-        const aInv = await newtonSchulzInverse(damped.a, { ...(layer.inverse ? { warmStart: layer.inverse.aInverse } : {}), tolerance: resolved.newtonTolerance, maxIterations: resolved.newtonMaxIterations, warmTrials: resolved.newtonWarmTrials });
-        const gInv = await newtonSchulzInverse(damped.g, { ...(layer.inverse ? { warmStart: layer.inverse.gInverse } : {}), tolerance: resolved.newtonTolerance, maxIterations: resolved.newtonMaxIterations, warmTrials: resolved.newtonWarmTrials });
+        const aInv = await invert(damped.a, layer.inverse?.aInverse, cholesky);
+        const gInv = await invert(damped.g, layer.inverse?.gInverse, cholesky);
         if (state.closed) {
           tf.dispose([aInv.inverse, gInv.inverse]);
           return;

@@ -1,5 +1,5 @@
-import type { CurvatureOptions, DampingRule } from '../curvature/options.js';
-import { invalidOption } from '../errors.js';
+import type { CurvatureOptions, DampingRule, InverseMethod } from '../curvature/options.js';
+import { GrngError, invalidOption } from '../errors.js';
 import type { Sequential } from '../nn/sequential.js';
 import { adamw, type AdamwOptions } from './adamw.js';
 import { kfac, type KfacOptions } from './kfac.js';
@@ -33,6 +33,7 @@ export interface NamedOptimizerOptions {
   readonly newtonTolerance?: number;
   readonly newtonMaxIterations?: number;
   readonly newtonWarmTrials?: number;
+  readonly inverse?: InverseMethod;
   readonly ringNorm?: 'mean' | 'step';
   readonly hvp?: 'double-backprop' | 'finite-difference';
   readonly seed?: number;
@@ -59,7 +60,7 @@ export interface NamedOptimizer {
   readonly curvature?: { readonly damping: DampingRule; readonly options: CurvatureOptions };
 }
 
-const CURVATURE = ['damping', 'klClip', 'fisher', 'beta', 'statsEvery', 'inverseEvery', 'newtonTolerance', 'newtonMaxIterations', 'newtonWarmTrials', 'seed', 'learningRate', 'momentum', 'weightDecay'] as const;
+const CURVATURE = ['damping', 'klClip', 'fisher', 'beta', 'statsEvery', 'inverseEvery', 'newtonTolerance', 'newtonMaxIterations', 'newtonWarmTrials', 'inverse', 'seed', 'learningRate', 'momentum', 'weightDecay'] as const;
 
 interface Entry {
   readonly defaults: NamedOptimizerOptions;
@@ -141,7 +142,8 @@ export function resolveOptimizerOptions(name: string, options: NamedOptimizerOpt
     if (value === undefined) continue;
     if (!entry.accepts.includes(key as keyof NamedOptimizerOptions)) {
       if (lenient) continue;
-      invalidOption(`option ${key} for optimizer ${name}`, value, `only ${entry.accepts.join(', ')}`);
+      // The context names the option itself, so the CLI can put its flag in front.
+      throw new GrngError('invalid-option', `invalid option ${key} for optimizer ${name}: ${JSON.stringify(value)} (${name} takes only ${entry.accepts.join(', ')})`, { option: key, value, optimizer: name });
     }
     resolved[key] = value;
   }

@@ -1,0 +1,92 @@
+// K-FAC statistics on their fast paths against the plain tfjs ones they replace: the native
+// ssyrk fold of a batch into the factor averages (foldFactors) and the true-Fisher signals taken
+// from the training step's own forward pass (sampledSignals).
+import * as tf from '@tensorflow/tfjs';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { batchFactors, foldFactors } from '../src/curvature/factors.js';
+import { startAverage, updateAverage } from '../src/curvature/movingAverage.js';
+import { sampledLabelPass, sampledSignals } from '../src/curvature/sampledLabels.js';
+import { fastMatMul } from '../src/fastMatMul.js';
+import { nativeBlasCounts } from '../src/nativeBlas.js';
+import { computeStep } from '../src/operators/forwardBackward.js';
+import { mlp } from '../src/nn/sequential.js';
+import type { Activation } from '../src/nn/activations.js';
+import { makeBatch, useTestBackend } from './helpers.js';
+
+let backend = '';
+beforeAll(async () => {
+  backend = await useTestBackend();
+});
+let tensorsAtStart = 0;
+beforeEach(() => {
+  tensorsAtStart = tf.memory().numTensors;
+});
+afterEach(() => {
+  expect(tf.memory().numTensors).toBe(tensorsAtStart);
+});
+
+/** max |a − b| / max |b|. */
+function relativeGap(a: tf.Tensor, b: tf.Tensor): number {
+  return tf.tidy(() => tf.div(tf.max(tf.abs(tf.sub(a, b))), tf.max(tf.abs(b))).dataSync()[0]!);
+}
+
+describe('foldFactors', () => {
+  it('equals batchFactors + startAverage/updateAverage over several batches, exactly symmetric', async () => {
+    const beta = 0.9;
+    let fast: ReturnType<typeof foldFactors> | undefined;
+    let slow: { a: ReturnType<typeof startAverage>; g: ReturnType<typeof startAverage> } | undefined;
+    for (let t = 0; t < 4; t++) {
+      const a = tf.randomNormal([48, 37], 0, 1, 'float32', 10 + t) as tf.Tensor2D;
+      const delta = tf.randomNormal([48, 21], 0, 1, 'float32', 20 + t) as tf.Tensor2D;
+      const nextFast = foldFactors(fast, a, delta, beta);
+      const fresh = batchFactors(a, delta);
+      const nextSlow = slow ? { a: updateAverage(slow.a, fresh.a, beta), g: updateAverage(slow.g, fresh.g, beta) } : { a: startAverage(fresh.a, beta), g: startAverage(fresh.g, beta) };
+      tf.dispose([a, delta, fresh.a, fresh.g, ...(fast ? [fast.a.sum, fast.g.sum] : []), ...(slow ? [slow.a.sum, slow.g.sum] : [])]);
+      fast = nextFast;
+      slow = nextSlow;
+      expect(fast.a.weight).toBeCloseTo(slow.a.weight, 12);
+      expect(fast.g.weight).toBeCloseTo(slow.g.weight, 12);
+      expect(relativeGap(fast.a.sum, slow.a.sum)).toBeLessThan(1e-6);
+      expect(relativeGap(fast.g.sum, slow.g.sum)).toBeLessThan(1e-6);
+    }
+    const a = (await fast!.a.sum.array()) as number[][];
+    expect(a.every((row, i) => row.every((v, j) => v === a[j]![i]))).toBe(true);
+    expect(fast!.a.sum.shape).toEqual([38, 38]);
+    tf.dispose([fast!.a.sum, fast!.g.sum, slow!.a.sum, slow!.g.sum]);
+  });
+});
+
+describe('sampledSignals', () => {
+  for (const activation of ['relu', 'tanh', 'identity'] as const) {
+    it(`gives the sampled-label pass's signals from the step's forward pass (hidden ${activation})`, () => {
+      const model = mlp({ inputs: 9, layers: [{ units: 7, activation }, { units: 6, activation }, { units: 4 }], seed: 4 });
+      const rows = Array.from({ length: 24 }, (_, i) => Array.from({ length: 9 }, (_, j) => Math.cos(i * 0.7 + j * 1.3) * 2));
+      const batch = makeBatch(rows, rows.map((_, i) => i % 4));
+      const step = computeStep(model, batch, true);
+      const calls = nativeBlasCounts().native;
+      const byHand = sampledSignals(model, step.value.signals!, 77)!;
+      const byGrad = sampledLabelPass(model, batch.x, { signals: true, seed: 77 }).deltas!;
+      // Same labels drawn (the last layer's δ̃ holds −1 at the sampled class), same chain rule.
+      for (let l = 0; l < 3; l++) expect(relativeGap(byHand[l]!, byGrad[l]!), `layer ${l}`).toBeLessThan(1e-5);
+      // On wasm with the native BLAS the δ·Wᵀ products go to it.
+      if (backend === 'wasm' && fastMatMul()) expect(nativeBlasCounts().native).toBeGreaterThan(calls);
+      tf.dispose([...byHand, ...byGrad, ...step.owned]);
+      model.dispose();
+      batch.dispose();
+    });
+  }
+
+  it('declines models whose derivative it cannot read off the activations (GELU, non-identity output)', () => {
+    for (const layers of [
+      [{ units: 5, activation: 'gelu' as Activation }, { units: 3 }],
+      [{ units: 5 }, { units: 3, activation: 'tanh' as Activation }],
+    ]) {
+      const model = mlp({ inputs: 4, layers, seed: 1 });
+      const a = tf.zeros([2, 4]) as tf.Tensor2D;
+      const signals = model.layers.map((l) => ({ a, delta: tf.zeros([2, l.units]) as tf.Tensor2D }));
+      expect(sampledSignals(model, signals, 1)).toBeUndefined();
+      tf.dispose([a, ...signals.map((s) => s.delta)]);
+      model.dispose();
+    }
+  });
+});
