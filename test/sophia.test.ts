@@ -6,6 +6,7 @@ import { isGrngError } from '../src/errors.js';
 import { mlp, type Sequential } from '../src/nn/sequential.js';
 import { computeStep, forwardBackward } from '../src/operators/forwardBackward.js';
 import { metrics } from '../src/operators/metrics.js';
+import { nativeBlasStatus, nativeSophiaUpdate } from '../src/nativeBlas.js';
 import { update } from '../src/operators/update.js';
 import { sophia, sophiaHessianSeed, type SophiaOptions, type SophiaState } from '../src/optim/sophia.js';
 import type { TransformResult } from '../src/optim/transform.js';
@@ -173,4 +174,44 @@ describe('Sophia option validation', () => {
       expect((error as Error).message).toMatch(message);
     });
   }
+});
+
+/** Decided when the test runs: the backend is set up in beforeAll. */
+const nativeSophiaAvailable = (): boolean => process.env.GRNG_BLAS !== '0' && (process.env.GRNG_TEST_BACKEND ?? 'wasm') === 'wasm';
+
+describe('the fused native Sophia step (wasm with the native BLAS addon)', () => {
+  it.runIf(nativeSophiaAvailable())('equals the tfjs ops it replaces, propagates NaN and leaks nothing', () => {
+    const shape = [37, 5];
+    const g = tf.randomNormal(shape, 0, 1, 'float32', 1);
+    const m = tf.randomNormal(shape, 0, 0.5, 'float32', 2);
+    // Some coordinates with tiny curvature (clipped), some large (not), one NaN gradient.
+    const h = tf.tidy(() => tf.mul(tf.abs(tf.randomNormal(shape, 0, 1, 'float32', 3)), tf.randomUniform(shape, 0, 2, 'float32', 4)));
+    const p = tf.randomNormal(shape, 0, 1, 'float32', 5);
+    const gNaN = tf.tidy(() => tf.where(tf.equal(tf.range(0, 185).reshape(shape), 7), tf.fill(shape, NaN), g));
+    const [b1, gamma, eps, eta, lambda] = [0.965, 1, 1e-12, 0.01, 0.1];
+    expect(nativeBlasStatus()?.enabled, 'the native BLAS addon should be loaded on wasm').toBe(true);
+    const before = tf.memory().numTensors;
+    const fused = nativeSophiaUpdate(gNaN, m, h, p, { b1, gamma, eps, minusEta: -eta, decay: -eta * lambda })!;
+    expect(tf.memory().numTensors).toBe(before + 2);
+    const reference = tf.tidy(() => {
+      const mNew = tf.add(tf.mul(m, b1), tf.mul(gNaN, 1 - b1));
+      const ratio = tf.div(mNew, tf.maximum(tf.mul(h, gamma), eps));
+      const unclipped = tf.sum(tf.cast(tf.less(tf.abs(ratio), 1), 'float32'));
+      const u = tf.add(tf.mul(tf.clipByValue(ratio, -1, 1), -eta), tf.mul(p, -eta * lambda));
+      return [mNew, u, unclipped];
+    });
+    const [mRef, uRef, unclippedRef] = reference.map((t) => Array.from(t.dataSync()));
+    const [mGot, uGot] = [Array.from(fused.m.dataSync()), Array.from(fused.update.dataSync())];
+    expect(Number.isNaN(mGot[7])).toBe(true);
+    expect(Number.isNaN(uGot[7])).toBe(true);
+    for (let i = 0; i < mRef.length; i++) {
+      if (i === 7) continue;
+      expect(mGot[i]).toBeCloseTo(mRef[i]!, 6);
+      expect(uGot[i]).toBeCloseTo(uRef[i]!, 6);
+    }
+    expect(fused.unclipped).toBe(unclippedRef[0]);
+    expect(fused.unclipped).toBeGreaterThan(20);
+    expect(fused.unclipped).toBeLessThan(180);
+    tf.dispose([g, m, h, p, gNaN, fused.m, fused.update, ...reference]);
+  });
 });

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { sampledLabelPass } from '../curvature/sampledLabels.js';
 import { GrngError, invalidOption } from '../errors.js';
+import { nativeSophiaUpdate } from '../nativeBlas.js';
 import { Sequential } from '../nn/sequential.js';
 import type { Params } from '../types.js';
 import { checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
@@ -89,7 +90,6 @@ export function sophia(options: SophiaOptions): GradientTransformation<SophiaSta
       const count = state.count;
       const eta = valueAt(lr, count);
       const lambda = valueAt(wd, count);
-      const m = mapParams(grads, (g, k) => tf.add(tf.mul(state.m[k]!, b1), tf.mul(g, 1 - b1)));
 
       let h = state.h;
       if (count % every === 0) {
@@ -108,6 +108,21 @@ export function sophia(options: SophiaOptions): GradientTransformation<SophiaSta
         });
       }
 
+      const coordinates = Object.values(grads).reduce((n, t) => n + t.size, 0);
+      // One native pass per parameter where the native BLAS addon is loaded (wasm).
+      const fused = Object.keys(grads).map((k) => [k, nativeSophiaUpdate(grads[k]!, state.m[k]!, h[k]!, params[k]!, { b1, gamma, eps, minusEta: -eta, decay: -eta * lambda })] as const);
+      if (fused.every(([, f]) => f !== undefined)) {
+        const parts = Object.fromEntries(fused) as Record<string, NonNullable<(typeof fused)[number][1]>>;
+        const unclippedTotal = Object.values(parts).reduce((n, f) => n + f.unclipped, 0);
+        return {
+          updates: mapParams(grads, (_, k) => parts[k]!.update),
+          state: { count: count + 1, m: mapParams(grads, (_, k) => parts[k]!.m), h },
+          // A device scalar like the tfjs path gives, so readers see one type.
+          diagnostics: { learningRate: eta, winRate: tf.scalar(unclippedTotal / coordinates) },
+        };
+      }
+      for (const [, f] of fused) if (f) tf.dispose([f.m, f.update]);
+      const m = mapParams(grads, (g, k) => tf.add(tf.mul(state.m[k]!, b1), tf.mul(g, 1 - b1)));
       const minusEta = tf.scalar(-eta);
       const decay = tf.scalar(-eta * lambda);
       const unclipped: tf.Scalar[] = [];
@@ -117,7 +132,6 @@ export function sophia(options: SophiaOptions): GradientTransformation<SophiaSta
         const step = tf.mul(tf.clipByValue(ratio, -1, 1), minusEta);
         return lambda === 0 ? step : tf.add(step, tf.mul(params[k]!, decay));
       });
-      const coordinates = Object.values(m).reduce((n, t) => n + t.size, 0);
       const winRate = tf.div(tf.addN(unclipped), coordinates) as tf.Scalar;
       return { updates, state: { count: count + 1, m, h }, diagnostics: { learningRate: eta, winRate } };
     },
