@@ -190,7 +190,8 @@ describe('each natural-gradient optimizer trains and leaks nothing (spec §6)', 
 
   it('numTensors stays flat step by step (kfac) and returns to baseline after unsubscribe mid-refresh', async () => {
     const model = tinyModel(3);
-    const optimizer = kfac(model, { inverseEvery: 3 });
+    // Newton–Schulz: its refreshes are asynchronous (Cholesky's are not), so one can be mid-way.
+    const optimizer = kfac(model, { inverseEvery: 3, inverse: 'newton-schulz' });
     const baseline = tf.memory().numTensors;
     const counts: number[] = [];
     await new Promise<void>((resolve, reject) =>
@@ -213,7 +214,7 @@ describe('each natural-gradient optimizer trains and leaks nothing (spec §6)', 
     // A 400-wide hidden layer: each refresh is many event-loop turns long, so these delays land
     // before, inside and after refreshes.
     const model = mlp({ inputs: 6, layers: [{ units: 400, activation: 'tanh' }, { units: 3 }], seed: 2 });
-    const optimizer = kfac(model, { inverseEvery: 2 });
+    const optimizer = kfac(model, { inverseEvery: 2, inverse: 'newton-schulz' });
     const baseline = tf.memory().numTensors;
     for (let delay = 0; delay <= 600; delay += 13) {
       const subscription = batches(data.train, { batchSize: 32, epochs: 40, seed: 1 })
