@@ -102,6 +102,23 @@ static napi_value make_string(napi_env env, const char *text) {
   return value;
 }
 
+/* The Float32Array heap argument and its length in elements; NULL after throwing a TypeError
+ * that names the function. */
+static float *float_heap(napi_env env, napi_value value, const char *who, size_t *length) {
+  bool is_typed = false;
+  napi_typedarray_type type;
+  void *data = NULL;
+  *length = 0;
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, value, &type, length, &data, NULL, NULL) != napi_ok || type != napi_float32_array) {
+    char message[160];
+    snprintf(message, sizeof message, "blas_matmul.%s: heap must be a Float32Array", who);
+    napi_throw_type_error(env, NULL, message);
+    return NULL;
+  }
+  return (float *)data;
+}
+
 /* load() -> { library, threads } on success, { error } when no BLAS with cblas_sgemm is found. */
 static napi_value js_load(napi_env env, napi_callback_info info) {
   (void)info;
@@ -160,16 +177,9 @@ static napi_value js_sgemm(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "blas_matmul.sgemm: no BLAS loaded (call load() first)");
     return NULL;
   }
-  bool is_typed = false;
-  CHECK(napi_is_typedarray(env, argv[0], &is_typed));
-  napi_typedarray_type type;
   size_t length = 0;
-  void *data = NULL;
-  if (is_typed) CHECK(napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL));
-  if (!is_typed || type != napi_float32_array) {
-    napi_throw_type_error(env, NULL, "blas_matmul.sgemm: heap must be a Float32Array");
-    return NULL;
-  }
+  float *data = float_heap(env, argv[0], "sgemm", &length);
+  if (!data) return NULL;
   bool trans_a = false, trans_b = false;
   CHECK(napi_get_value_bool(env, argv[1], &trans_a));
   CHECK(napi_get_value_bool(env, argv[2], &trans_b));
@@ -193,7 +203,7 @@ static napi_value js_sgemm(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "blas_matmul.sgemm: a matrix extends past the end of the heap");
     return NULL;
   }
-  float *heap = (float *)data;
+  float *heap = data;
   int lda = (int)(trans_a ? m : k), ldb = (int)(trans_b ? k : n);
   for (int64_t i = 0; i < batch; i++) {
     float *c = heap + c_off + i * m * n;
@@ -227,16 +237,9 @@ static napi_value js_gram_update(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "blas_matmul.gramUpdate: no cblas_ssyrk loaded (call load() first)");
     return NULL;
   }
-  bool is_typed = false;
-  CHECK(napi_is_typedarray(env, argv[0], &is_typed));
-  napi_typedarray_type type;
   size_t length = 0;
-  void *data = NULL;
-  if (is_typed) CHECK(napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL));
-  if (!is_typed || type != napi_float32_array) {
-    napi_throw_type_error(env, NULL, "blas_matmul.gramUpdate: heap must be a Float32Array");
-    return NULL;
-  }
+  float *data = float_heap(env, argv[0], "gramUpdate", &length);
+  if (!data) return NULL;
   int64_t v[5];
   for (int i = 0; i < 5; i++) {
     if (napi_get_value_int64(env, argv[1 + i], &v[i]) != napi_ok || (v[i] < 0 && i != 3)) {
@@ -254,7 +257,7 @@ static napi_value js_gram_update(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "blas_matmul.gramUpdate: a matrix extends past the end of the heap");
     return NULL;
   }
-  float *heap = (float *)data;
+  float *heap = data;
   float *out = heap + out_off;
   size_t nn = (size_t)n * (size_t)n;
   if (prev_off >= 0) memmove(out, heap + prev_off, nn * sizeof(float));
@@ -301,16 +304,9 @@ static napi_value js_spd_inverse(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "blas_matmul.spdInverse: no LAPACK loaded (call load() first)");
     return NULL;
   }
-  bool is_typed = false;
-  CHECK(napi_is_typedarray(env, argv[0], &is_typed));
-  napi_typedarray_type type;
   size_t length = 0;
-  void *data = NULL;
-  if (is_typed) CHECK(napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL));
-  if (!is_typed || type != napi_float32_array) {
-    napi_throw_type_error(env, NULL, "blas_matmul.spdInverse: heap must be a Float32Array");
-    return NULL;
-  }
+  float *data = float_heap(env, argv[0], "spdInverse", &length);
+  if (!data) return NULL;
   int64_t v[3];
   for (int i = 0; i < 3; i++) {
     if (napi_get_value_int64(env, argv[1 + i], &v[i]) != napi_ok || v[i] < 0) {
@@ -329,7 +325,7 @@ static napi_value js_spd_inverse(napi_env env, napi_callback_info info) {
   }
   int n = (int)n64;
   size_t nn = (size_t)n * (size_t)n;
-  float *heap = (float *)data;
+  float *heap = data;
   double *m = malloc(nn * sizeof(double));
   double *x = malloc(nn * sizeof(double));
   double *probes = malloc((size_t)n * 2 * RESIDUAL_PROBES * sizeof(double));
@@ -382,23 +378,17 @@ done:
 
 /* The float32 array argument i of a call, checked against the heap: NULL after throwing. */
 static float *heap_array(napi_env env, napi_value heap_value, napi_value offset_value, int64_t count, const char *what) {
-  bool is_typed = false;
-  napi_typedarray_type type;
   size_t length = 0;
-  void *data = NULL;
+  float *heap = float_heap(env, heap_value, "sophiaUpdate", &length);
   int64_t offset = -1;
-  if (napi_is_typedarray(env, heap_value, &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, heap_value, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float32_array) {
-    napi_throw_type_error(env, NULL, "blas_matmul: heap must be a Float32Array");
-    return NULL;
-  }
+  if (!heap) return NULL;
   if (napi_get_value_int64(env, offset_value, &offset) != napi_ok || offset < 0 || count < 0 || offset + count > (int64_t)length) {
     char message[160];
     snprintf(message, sizeof message, "blas_matmul: %s extends past the end of the heap", what);
     napi_throw_range_error(env, NULL, message);
     return NULL;
   }
-  return (float *)data + offset;
+  return heap + offset;
 }
 
 /*

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { dampFactors } from '../src/curvature/damping.js';
 import { batchFactors } from '../src/curvature/factors.js';
 import { averageValue, DEFAULT_FACTOR_DECAY, startAverage, updateAverage } from '../src/curvature/movingAverage.js';
@@ -11,21 +11,14 @@ import {
   newtonSchulzInverse,
 } from '../src/curvature/newtonSchulz.js';
 import { isGrngError } from '../src/errors.js';
-import { useTestBackend } from './helpers.js';
+import { expectNoTensorLeftPerTest, useTestBackend } from './helpers.js';
 import type { Matrix } from './reference.js';
 
 beforeAll(async () => {
   await useTestBackend();
 });
 
-// Every test disposes what it made, so the tensor count must end where it started.
-let tensorsAtStart = 0;
-beforeEach(() => {
-  tensorsAtStart = tf.memory().numTensors;
-});
-afterEach(() => {
-  expect(tf.memory().numTensors).toBe(tensorsAtStart);
-});
+expectNoTensorLeftPerTest();
 
 // ---------- float64 reference helpers (plain JS, independent of tfjs) ----------
 

@@ -2,7 +2,7 @@
 // ssyrk fold of a batch into the factor averages (foldFactors) and the true-Fisher signals taken
 // from the training step's own forward pass (sampledSignals).
 import * as tf from '@tensorflow/tfjs';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { batchFactors, foldFactors } from '../src/curvature/factors.js';
 import { startAverage, updateAverage } from '../src/curvature/movingAverage.js';
 import { sampledLabelPass, sampledSignals } from '../src/curvature/sampledLabels.js';
@@ -11,19 +11,13 @@ import { nativeBlasCounts } from '../src/nativeBlas.js';
 import { computeStep } from '../src/operators/forwardBackward.js';
 import { mlp } from '../src/nn/sequential.js';
 import type { Activation } from '../src/nn/activations.js';
-import { makeBatch, useTestBackend } from './helpers.js';
+import { expectNoTensorLeftPerTest, makeBatch, useTestBackend } from './helpers.js';
 
 let backend = '';
 beforeAll(async () => {
   backend = await useTestBackend();
 });
-let tensorsAtStart = 0;
-beforeEach(() => {
-  tensorsAtStart = tf.memory().numTensors;
-});
-afterEach(() => {
-  expect(tf.memory().numTensors).toBe(tensorsAtStart);
-});
+expectNoTensorLeftPerTest();
 
 /** max |a − b| / max |b|. */
 function relativeGap(a: tf.Tensor, b: tf.Tensor): number {

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { afterEach, beforeEach, expect } from 'vitest';
 import { initBackend } from '../src/backend.js';
 import type { Batch } from '../src/types.js';
 
@@ -53,4 +54,18 @@ export async function collectRows<T>(source: import('rxjs').Observable<T>): Prom
     }),
   );
   return { rows, counts };
+}
+
+/**
+ * Registers hooks that fail any test of the current file that leaves tensors behind: every test
+ * must dispose what it made, so the count ends where it started.
+ */
+export function expectNoTensorLeftPerTest(): void {
+  let tensorsAtStart = 0;
+  beforeEach(() => {
+    tensorsAtStart = tf.memory().numTensors;
+  });
+  afterEach(() => {
+    expect(tf.memory().numTensors).toBe(tensorsAtStart);
+  });
 }

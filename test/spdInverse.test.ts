@@ -3,7 +3,7 @@
 // fallbacks, and the choice it makes in a K-FAC pipeline.
 import * as tf from '@tensorflow/tfjs';
 import { firstValueFrom, from, lastValueFrom, map, toArray } from 'rxjs';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { newtonSchulzInverse } from '../src/curvature/newtonSchulz.js';
 import { isGrngError } from '../src/errors.js';
 import { nativeBlasAvailable, nativeLapackAvailable, nativeSpdInverse } from '../src/nativeBlas.js';
@@ -11,19 +11,13 @@ import { mlp } from '../src/nn/sequential.js';
 import { fisherScan } from '../src/operators/fisherScan.js';
 import { forwardBackward } from '../src/operators/forwardBackward.js';
 import type { Step } from '../src/types.js';
-import { makeBatch, useTestBackend } from './helpers.js';
+import { expectNoTensorLeftPerTest, makeBatch, useTestBackend } from './helpers.js';
 
 beforeAll(async () => {
   await useTestBackend();
 });
 
-let tensorsAtStart = 0;
-beforeEach(() => {
-  tensorsAtStart = tf.memory().numTensors;
-});
-afterEach(() => {
-  expect(tf.memory().numTensors).toBe(tensorsAtStart);
-});
+expectNoTensorLeftPerTest();
 
 // Tests run on wasm, where initBackend enables the native matMul whenever it loads.
 const lapack = nativeBlasAvailable().enabled && nativeLapackAvailable() && (process.env.GRNG_TEST_BACKEND ?? 'wasm') === 'wasm' && process.env.GRNG_BLAS !== '0';
