@@ -118,10 +118,10 @@ describe('graceful stop and resume through the CLI', () => {
 
   it('a second signal exits at once (130), and the recording keeps what was written', async () => {
     const recording = join(dir, 'twice.arrows');
-    // Slow steps (a 1024-wide factor inverted by Newton–Schulz every step, ~0.4 s; Cholesky
-    // would take ~40 ms), so the first signal finds a step in progress and the second arrives
+    // Slow steps (a 2048-wide factor inverted by Newton–Schulz every step, cold each time: ≥ 1 s;
+    // Cholesky would take ~0.25 s), so the first signal finds a step in progress and the second arrives
     // before it ends.
-    const child = grng(['train', '--dataset', 'synthetic', '--backend', 'wasm', '--model', 'mlp:20-1024-4', '--optimizer', 'kfac', '--inverse-every', '1', '--inverse', 'newton-schulz', '--epochs', '1', '--record', recording]);
+    const child = grng(['train', '--dataset', 'synthetic', '--backend', 'wasm', '--model', 'mlp:20-2048-4', '--optimizer', 'kfac', '--inverse-every', '1', '--inverse', 'newton-schulz', '--newton-warm-trials', '0', '--epochs', '1', '--record', recording]);
     await child.waitFor(/grng: backend/);
     await new Promise((r) => setTimeout(r, 2000));
     child.kill('SIGINT');
