@@ -20,6 +20,7 @@ enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112, CBLAS_UPP
 typedef void (*sgemm_fn)(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                          const float *a, int lda, const float *b, int ldb, float beta, float *c,
                          int ldc);
+typedef double (*dsdot_fn)(int n, const float *x, int incx, const float *y, int incy);
 typedef void (*ssyrk_fn)(int order, int uplo, int trans, int n, int k, float alpha, const float *a,
                          int lda, float beta, float *c, int ldc);
 typedef void (*dgemm_fn)(int order, int trans_a, int trans_b, int m, int n, int k, double alpha,
@@ -33,6 +34,7 @@ typedef int (*get_threads_fn)(void);
 
 static sgemm_fn sgemm = NULL;
 static ssyrk_fn ssyrk = NULL;
+static dsdot_fn dsdot = NULL;
 /* For spdInverse; NULL when the library has no LAPACK (the reference libblas has none). */
 static dgemm_fn dgemm = NULL;
 static potr_fn dpotrf = NULL;
@@ -66,6 +68,7 @@ static int load_blas(void) {
     }
     sgemm = found;
     ssyrk = (ssyrk_fn)dlsym(handle, "cblas_ssyrk");
+    dsdot = (dsdot_fn)dlsym(handle, "cblas_dsdot");
     dgemm = (dgemm_fn)dlsym(handle, "cblas_dgemm");
     dpotrf = (potr_fn)dlsym(handle, "dpotrf_");
     dpotri = (potr_fn)dlsym(handle, "dpotri_");
@@ -377,14 +380,14 @@ done:
 }
 
 /* The float32 array argument i of a call, checked against the heap: NULL after throwing. */
-static float *heap_array(napi_env env, napi_value heap_value, napi_value offset_value, int64_t count, const char *what) {
+static float *heap_array(napi_env env, napi_value heap_value, napi_value offset_value, int64_t count, const char *what, const char *who) {
   size_t length = 0;
-  float *heap = float_heap(env, heap_value, "sophiaUpdate", &length);
+  float *heap = float_heap(env, heap_value, who, &length);
   int64_t offset = -1;
   if (!heap) return NULL;
   if (napi_get_value_int64(env, offset_value, &offset) != napi_ok || offset < 0 || count < 0 || offset + count > (int64_t)length) {
     char message[160];
-    snprintf(message, sizeof message, "blas_matmul: %s extends past the end of the heap", what);
+    snprintf(message, sizeof message, "blas_matmul.%s: %s extends past the end of the heap", who, what);
     napi_throw_range_error(env, NULL, message);
     return NULL;
   }
@@ -413,12 +416,12 @@ static napi_value js_sophia_update(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "blas_matmul.sophiaUpdate: n must be an integer >= 0");
     return NULL;
   }
-  const float *g = heap_array(env, argv[0], argv[2], n, "g");
-  const float *m = g ? heap_array(env, argv[0], argv[3], n, "m") : NULL;
-  const float *h = m ? heap_array(env, argv[0], argv[4], n, "h") : NULL;
-  const float *p = h ? heap_array(env, argv[0], argv[5], n, "p") : NULL;
-  float *m_out = p ? heap_array(env, argv[0], argv[6], n, "m out") : NULL;
-  float *u_out = m_out ? heap_array(env, argv[0], argv[7], n, "update out") : NULL;
+  const float *g = heap_array(env, argv[0], argv[2], n, "g", "sophiaUpdate");
+  const float *m = g ? heap_array(env, argv[0], argv[3], n, "m", "sophiaUpdate") : NULL;
+  const float *h = m ? heap_array(env, argv[0], argv[4], n, "h", "sophiaUpdate") : NULL;
+  const float *p = h ? heap_array(env, argv[0], argv[5], n, "p", "sophiaUpdate") : NULL;
+  float *m_out = p ? heap_array(env, argv[0], argv[6], n, "m out", "sophiaUpdate") : NULL;
+  float *u_out = m_out ? heap_array(env, argv[0], argv[7], n, "update out", "sophiaUpdate") : NULL;
   if (!u_out) return NULL;
   double hyper[5];
   for (int i = 0; i < 5; i++) CHECK(napi_get_value_double(env, argv[8 + i], &hyper[i]));
@@ -442,6 +445,44 @@ static napi_value js_sophia_update(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * dot(heap, n, xOffset, yOffset) -> sum of x[i] * y[i] over n float32 elements, accumulated in
+ * float64 (cblas_dsdot; a plain loop where the library lacks it). One read of each operand, where
+ * the tfjs way (square or multiply, then a reduction) writes and reads a whole temporary too.
+ * NaN and infinities propagate into the result.
+ */
+static napi_value js_dot(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 4) {
+    napi_throw_type_error(env, NULL, "blas_matmul.dot: expected 4 arguments");
+    return NULL;
+  }
+  int64_t n = 0;
+  if (napi_get_value_int64(env, argv[1], &n) != napi_ok || n < 0 || n > INT32_MAX) {
+    napi_throw_type_error(env, NULL, "blas_matmul.dot: n must be an integer in 0..2^31-1");
+    return NULL;
+  }
+  const float *x = heap_array(env, argv[0], argv[2], n, "x", "dot");
+  const float *y = x ? heap_array(env, argv[0], argv[3], n, "y", "dot") : NULL;
+  if (!y) return NULL;
+  double sum = 0;
+  if (dsdot && n > 0) {
+    sum = dsdot((int)n, x, 1, y, 1);
+  } else {
+    double partial[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+      for (int j = 0; j < 4; j++) partial[j] += (double)x[i + j] * (double)y[i + j];
+    for (; i < n; i++) partial[0] += (double)x[i] * (double)y[i];
+    sum = (partial[0] + partial[1]) + (partial[2] + partial[3]);
+  }
+  napi_value result;
+  CHECK(napi_create_double(env, sum, &result));
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"load", NULL, js_load, NULL, NULL, NULL, napi_default, NULL},
@@ -450,6 +491,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"spdInverse", NULL, js_spd_inverse, NULL, NULL, NULL, napi_default, NULL},
       {"gramUpdate", NULL, js_gram_update, NULL, NULL, NULL, napi_default, NULL},
       {"sophiaUpdate", NULL, js_sophia_update, NULL, NULL, NULL, napi_default, NULL},
+      {"dot", NULL, js_dot, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties));
   return exports;

@@ -29,6 +29,8 @@ interface BlasAddon {
   load(): { library?: string; threads?: number; lapack?: boolean; gram?: boolean; error?: string };
   /** SophiaG's fused step (see native/blas_matmul.c); returns the count of unclipped coordinates. */
   sophiaUpdate(heap: Float32Array, n: number, g: number, m: number, h: number, p: number, mOut: number, uOut: number, b1: number, gamma: number, eps: number, minusEta: number, decay: number): number;
+  /** Σ x·y over n float32 elements, accumulated in float64. */
+  dot(heap: Float32Array, n: number, xOffset: number, yOffset: number): number;
   /** OUT = alpha·XᵀX + beta·PREVIOUS (previousOffset −1: none), through ssyrk. */
   gramUpdate(heap: Float32Array, m: number, n: number, xOffset: number, previousOffset: number, outOffset: number, alpha: number, beta: number): void;
   setThreads(threads: number): boolean;
@@ -119,6 +121,9 @@ export function enableNativeBlas(): NativeBlasStatus {
     tf.registerKernel({ kernelName: GRAM_UPDATE, backendName: 'wasm', kernelFunc: (args) => gramUpdateKernel(addon, args as unknown as GramUpdateArgs) });
   }
   gramReady = gram;
+  if (!tf.getKernel(DOT, 'wasm')) {
+    tf.registerKernel({ kernelName: DOT, backendName: 'wasm', kernelFunc: (args) => dotKernel(addon, args as unknown as DotArgs) });
+  }
   if (!tf.getKernel(SOPHIA_UPDATE, 'wasm')) {
     tf.registerKernel({ kernelName: SOPHIA_UPDATE, backendName: 'wasm', kernelFunc: (args) => sophiaUpdateKernel(addon, args as unknown as SophiaUpdateArgs) });
   }
@@ -128,6 +133,7 @@ export function enableNativeBlas(): NativeBlasStatus {
     if (tf.getKernel(SPD_INVERSE, 'wasm')) tf.unregisterKernel(SPD_INVERSE, 'wasm');
     if (tf.getKernel(GRAM_UPDATE, 'wasm')) tf.unregisterKernel(GRAM_UPDATE, 'wasm');
     if (tf.getKernel(SOPHIA_UPDATE, 'wasm')) tf.unregisterKernel(SOPHIA_UPDATE, 'wasm');
+    if (tf.getKernel(DOT, 'wasm')) tf.unregisterKernel(DOT, 'wasm');
     spdInverseReady = false;
     gramReady = false;
     setFastMatMul(false);
@@ -395,4 +401,40 @@ export function nativeSophiaUpdate(g: tf.Tensor, m: tf.Tensor, h: tf.Tensor, p: 
   lastUnclipped = Number.NaN;
   const [mOut, update] = tf.engine().runKernel(SOPHIA_UPDATE, { g, m, h, p }, { ...hyper } as unknown as tf.NamedAttrMap) as tf.Tensor[];
   return { m: mOut!, update: update!, unclipped: lastUnclipped };
+}
+
+const DOT = 'GrngDot';
+
+interface DotArgs {
+  inputs: { x: tf.TensorInfo; y: tf.TensorInfo };
+  backend: WasmBackendLike;
+}
+
+function dotKernel(addon: BlasAddon, { inputs: { x, y }, backend }: DotArgs): tf.TensorInfo {
+  const out = backend.makeOutput([], 'float32');
+  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
+  let value: number;
+  try {
+    value = addon.dot(backend.wasm.HEAPF32, tf.util.sizeFromShape(x.shape), offset(x), offset(y));
+  } catch (error) {
+    backend.disposeData(out.dataId);
+    throw error;
+  }
+  // The heap view is read after the call: makeOutput may have grown (and replaced) it.
+  backend.wasm.HEAPF32[offset(out)] = value;
+  return out;
+}
+
+/**
+ * Σ x·y as a device scalar, in one native pass (float64 accumulation through `cblas_dsdot`):
+ * what `sum(mul(x, y))` gives, without writing and re-reading a temporary the size of x. Squared
+ * norms of gradients and updates (metrics, RING's damping, R-Kalman) are the users. Undefined
+ * where it cannot run (not wasm, native BLAS off, not float32 of the same size).
+ *
+ * @example
+ * const squaredNorm = nativeDot(g, g) ?? tf.sum(tf.square(g));
+ */
+export function nativeDot(x: tf.Tensor, y: tf.Tensor): tf.Scalar | undefined {
+  if (!status?.enabled || tf.getBackend() !== 'wasm' || x.dtype !== 'float32' || y.dtype !== 'float32' || x.size !== y.size) return undefined;
+  return tf.engine().runKernel(DOT, { x, y }) as tf.Scalar;
 }

@@ -7,7 +7,8 @@ import { batchFactors, foldFactors } from '../src/curvature/factors.js';
 import { startAverage, updateAverage } from '../src/curvature/movingAverage.js';
 import { sampledLabelPass, sampledSignals } from '../src/curvature/sampledLabels.js';
 import { fastMatMul } from '../src/fastMatMul.js';
-import { nativeBlasCounts } from '../src/nativeBlas.js';
+import { nativeBlasCounts, nativeDot } from '../src/nativeBlas.js';
+import { sumOfProducts, sumOfSquares } from '../src/optim/tree.js';
 import { computeStep } from '../src/operators/forwardBackward.js';
 import { mlp } from '../src/nn/sequential.js';
 import type { Activation } from '../src/nn/activations.js';
@@ -82,5 +83,35 @@ describe('sampledSignals', () => {
       tf.dispose([a, ...signals.map((s) => s.delta)]);
       model.dispose();
     }
+  });
+});
+
+describe('sumOfProducts / sumOfSquares', () => {
+  it('equal the tfjs reductions (one native pass with float64 accumulation on wasm) and propagate NaN', () => {
+    const a = tf.randomNormal([300, 70], 0, 1, 'float32', 1);
+    const b = tf.randomNormal([300, 70], 0, 1, 'float32', 2);
+    const small = tf.randomNormal([5, 7], 0, 1, 'float32', 3);
+    const withNaN = tf.tidy(() => tf.where(tf.equal(tf.range(0, 21000).reshape([300, 70]), 123), tf.fill([300, 70], NaN), a));
+    const read = (f: () => tf.Scalar): number => tf.tidy(() => f().dataSync()[0]!);
+    // Float64 references from the values themselves.
+    const [av, bv, sv] = [a.dataSync(), b.dataSync(), small.dataSync()];
+    let ab = 0;
+    let aa = 0;
+    let ss = 0;
+    for (let i = 0; i < av.length; i++) {
+      ab += av[i]! * bv[i]!;
+      aa += av[i]! * av[i]!;
+    }
+    for (const v of sv) ss += v * v;
+    expect(read(() => sumOfProducts(a, b))).toBeCloseTo(ab, 2);
+    expect(read(() => sumOfSquares(a)) / aa).toBeCloseTo(1, 6);
+    expect(read(() => sumOfSquares(small)) / ss).toBeCloseTo(1, 6);
+    expect(read(() => sumOfSquares(withNaN))).toBeNaN();
+    if (backend === 'wasm' && fastMatMul()) {
+      const native = nativeDot(a, b);
+      expect(native).toBeDefined();
+      native!.dispose();
+    }
+    tf.dispose([a, b, small, withNaN]);
   });
 });

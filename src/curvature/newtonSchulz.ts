@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { yieldToEventLoop } from '../eventLoop.js';
 import { GrngError } from '../errors.js';
-import { sumAll } from '../optim/tree.js';
+import { sumOfSquares } from '../optim/tree.js';
 import { checkInteger, checkKeys, checkNumber } from '../validate.js';
 
 /** Default stopping threshold on ‖I − M X‖_F/√d (spec §3, `newtonTol`). */
@@ -104,7 +104,7 @@ export async function newtonSchulzInverse(m: tf.Tensor2D, options: NewtonSchulzO
   let r: tf.Tensor2D | undefined;
   // Normalised residual ‖R‖_F/√d, so one tolerance fits every factor size.
   const readResidual = async (): Promise<number> => {
-    const s = tf.tidy(() => tf.sqrt(tf.div(sumAll(tf.square(r!)), d)) as tf.Scalar);
+    const s = tf.tidy(() => tf.sqrt(tf.div(sumOfSquares(r!), d)) as tf.Scalar);
     try {
       const value = (await s.data())[0]!;
       // A refresh of a large factor takes seconds of microtask-chained reads: let signals,
@@ -120,7 +120,7 @@ export async function newtonSchulzInverse(m: tf.Tensor2D, options: NewtonSchulzO
     x = next;
     r = withResidual ? tf.tidy(() => tf.sub(eye, tf.matMul(m, next)) as tf.Tensor2D) : undefined;
   };
-  const coldStartMatrix = (): tf.Tensor2D => tf.tidy(() => tf.div(eye, tf.sqrt(sumAll(tf.square(m)))) as tf.Tensor2D);
+  const coldStartMatrix = (): tf.Tensor2D => tf.tidy(() => tf.div(eye, tf.sqrt(sumOfSquares(m))) as tf.Tensor2D);
   // X(2I − M X) = X + X R, with R already at hand; adding a small correction to X also loses
   // less in float32 than forming 2X − X M X.
   const iterate = (withResidual: boolean): void => setIterate(tf.tidy(() => tf.add(x!, tf.matMul(x!, r!))), withResidual);

@@ -9,7 +9,7 @@ import { sampledLabelPass, sampledSignals } from '../curvature/sampledLabels.js'
 import { asGrngError, GrngError } from '../errors.js';
 import { nativeSpdInverse, nativeSpdInverseAvailable } from '../nativeBlas.js';
 import type { Sequential } from '../nn/sequential.js';
-import { sumAll } from '../optim/tree.js';
+import { sumOfSquares } from '../optim/tree.js';
 import type { Curvature, KroneckerInverse, Step, StepHealth } from '../types.js';
 import { checkKeys, checkNumber } from '../validate.js';
 import { retainStep } from './retainStep.js';
@@ -153,7 +153,7 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
     if (needsGradNorm) {
       const previous = state.gradNormSquaredSum;
       state.gradNormSquaredSum = tf.tidy(() => {
-        const g2 = tf.addN(Object.values(step.grads).map((g) => sumAll(tf.square(g))));
+        const g2 = tf.addN(Object.values(step.grads).map((g) => sumOfSquares(g)));
         return (previous && damping.norm === 'mean' ? tf.add(previous, g2) : g2) as tf.Scalar;
       });
       previous?.dispose();

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Observable, type OperatorFunction } from 'rxjs';
 import { asGrngError } from '../errors.js';
-import { sumAll } from '../optim/tree.js';
+import { sumAll, sumOfProducts, sumOfSquares } from '../optim/tree.js';
 import type { MetricsRow, Params, Step, StepHealth } from '../types.js';
 import { checkBoolean, checkInteger, checkKeys, checkNumber } from '../validate.js';
 
@@ -109,10 +109,10 @@ export function pearsonFromSums(n: number, sx: number, sy: number, sxx: number, 
 function gradientStatistics(grads: Params, updates: Params | undefined, correlation: boolean): tf.Tensor[] {
   const keys = Object.keys(grads);
   const sumOf = (f: (k: string) => tf.Tensor): tf.Tensor => tf.addN(keys.map((k) => sumAll(f(k))));
-  const stats = [sumOf((k) => tf.square(grads[k]!))];
+  const stats: tf.Tensor[] = [tf.addN(keys.map((k) => sumOfSquares(grads[k]!)))];
   if (!updates) return stats;
-  stats.push(sumOf((k) => tf.square(updates[k]!)));
-  if (correlation) stats.push(sumOf((k) => updates[k]!), sumOf((k) => grads[k]!), sumOf((k) => tf.mul(updates[k]!, grads[k]!)));
+  stats.push(tf.addN(keys.map((k) => sumOfSquares(updates[k]!))));
+  if (correlation) stats.push(sumOf((k) => updates[k]!), sumOf((k) => grads[k]!), tf.addN(keys.map((k) => sumOfProducts(updates[k]!, grads[k]!))));
   return stats;
 }
 

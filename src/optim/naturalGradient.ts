@@ -3,7 +3,7 @@ import { GrngError } from '../errors.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Curvature, Params } from '../types.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
-import { mapParams, sumAll } from './tree.js';
+import { mapParams, sumOfProducts } from './tree.js';
 import type { GradientTransformation, UpdateContext } from './transform.js';
 import { checkNumber, checkUnitInterval } from '../validate.js';
 
@@ -52,7 +52,7 @@ export function naturalGradient(
       const u = precondition(model, curvature, v);
       let scale: tf.Scalar = tf.scalar(1);
       if (kappa > 0) {
-        const inner = tf.addN(Object.keys(u).map((k) => sumAll(tf.mul(u[k]!, v[k]!))));
+        const inner = tf.addN(Object.keys(u).map((k) => sumOfProducts(u[k]!, v[k]!)));
         // ν = min(1, √(κ/(η²⟨U,V⟩))); a non-positive ⟨U,V⟩ (cannot happen for SPD inverses, but
         // float32 can) leaves the step unclipped.
         const bound = tf.sqrt(tf.div(kappa, tf.mul(eta * eta, tf.maximum(inner, 1e-30))));

@@ -5,7 +5,7 @@ import { checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../vali
 import { floorAt } from './floorAt.js';
 import { inverseSpd } from './inverseSpd.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
-import { mapParams, sumAll } from './tree.js';
+import { mapParams, sumAll, sumOfSquares } from './tree.js';
 import type { GradientTransformation, TransformResult, UpdateContext } from './transform.js';
 
 export interface RkalmanOptions {
@@ -118,7 +118,7 @@ export function rkalman(options: RkalmanOptions = {}): GradientTransformation<Rk
 
       // 1–2. Prior. ‖g‖² stays a device scalar: the GR shrinkage needs no read-back.
       // With q = 0 the two steps fold into P⁻ = P / (φ + ρ‖g‖²·P).
-      const gradSquared = tf.addN(Object.values(grads).map((g) => sumAll(tf.square(g))));
+      const gradSquared = tf.addN(Object.values(grads).map((g) => sumOfSquares(g)));
       const rhoG2 = tf.mul(gradSquared, rho);
       const prior = mapParams(state.p, (p) => {
         if (q === 0) return rho === 0 ? tf.div(p, fading) : tf.div(p, tf.add(tf.mul(p, rhoG2), fading));

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Params } from '../types.js';
 import { fastMatMul } from '../fastMatMul.js';
+import { nativeDot } from '../nativeBlas.js';
 
 /** Applies `fn` to every leaf of one or more parameter trees with the same keys. */
 export function mapParams(tree: Params, fn: (value: tf.Tensor, key: string) => tf.Tensor): Params {
@@ -28,9 +29,23 @@ export function sumAll(t: tf.Tensor): tf.Scalar {
   return tf.sum(t);
 }
 
+/**
+ * Σ a·b over all elements, as a device scalar: one native pass where the BLAS addon is loaded
+ * (float64 accumulation, no temporary), else a product and {@link sumAll}. NaN propagates.
+ */
+export function sumOfProducts(a: tf.Tensor, b: tf.Tensor): tf.Scalar {
+  // Below a few thousand elements the kernel call costs more than the ops it saves.
+  return (a.size >= 4096 ? nativeDot(a, b) : undefined) ?? tf.tidy(() => sumAll(a === b ? tf.square(a) : tf.mul(a, b)));
+}
+
+/** ‖t‖² as a device scalar; see {@link sumOfProducts}. */
+export function sumOfSquares(t: tf.Tensor): tf.Scalar {
+  return sumOfProducts(t, t);
+}
+
 /** √(Σ ‖t‖²) over a tree, as a device scalar. */
 export function globalNorm(tree: Params): tf.Scalar {
-  return tf.tidy(() => tf.sqrt(tf.addN(Object.values(tree).map((t) => sumAll(tf.square(t))))) as tf.Scalar);
+  return tf.tidy(() => tf.sqrt(tf.addN(Object.values(tree).map((t) => sumOfSquares(t)))) as tf.Scalar);
 }
 
 /** All tensors reachable in a container (objects, arrays), for ownership bookkeeping. */
