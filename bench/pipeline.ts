@@ -128,6 +128,12 @@ const tensorsBefore = tf.memory().numTensors;
 for (let r = 0; r < rounds; r++) for (const [name, run] of Object.entries(variants)) times[name]!.push(await run());
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ms = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
+/**
+ * Median over rounds of a's time ÷ b's time in the same round: variants of one round run seconds
+ * apart, so a ratio within a round cancels the VM's drift between rounds, which a ratio of
+ * medians taken over all rounds does not.
+ */
+const ratio = (a: string, b: string): number => median(times[a]!.map((t, i) => t / times[b]![i]!));
 const result = {
   backend: backend.name,
   backendDetail: backend.detail,
@@ -137,14 +143,14 @@ const result = {
   rounds,
   msPerStep: ms,
   ratios: {
-    grngLossOnlyOverBareLoop: ms.grngLossOnly! / ms.bareLoopSameLayers!,
+    grngLossOnlyOverBareLoop: ratio('grngLossOnly', 'bareLoopSameLayers'),
     /** The same work on both sides: grng's loss-only metrics read the loss and the correct count. */
-    grngLossOnlyOverBareLoopWithAccuracy: ms.grngLossOnly! / ms.bareLoopSameLayersWithAccuracy!,
-    grngDefaultMetricsOverBareLoop: ms.grngDefaultMetrics! / ms.bareLoopSameLayers!,
-    grngEveryStepCorrelationOverBareLoop: ms.grngEveryStepCorrelation! / ms.bareLoopSameLayers!,
-    tfjsMatMulOverGrngLayers: ms.bareLoopTfjsMatMul! / ms.bareLoopSameLayers!,
+    grngLossOnlyOverBareLoopWithAccuracy: ratio('grngLossOnly', 'bareLoopSameLayersWithAccuracy'),
+    grngDefaultMetricsOverBareLoop: ratio('grngDefaultMetrics', 'bareLoopSameLayers'),
+    grngEveryStepCorrelationOverBareLoop: ratio('grngEveryStepCorrelation', 'bareLoopSameLayers'),
+    tfjsMatMulOverGrngLayers: ratio('bareLoopTfjsMatMul', 'bareLoopSameLayers'),
     /** What the NaN/Inf guard (two small read-backs per step) costs: train() runs it by default. */
-    guardedOverDefaultMetrics: ms.grngGuardedDefaultMetrics! / ms.grngDefaultMetrics!,
+    guardedOverDefaultMetrics: ratio('grngGuardedDefaultMetrics', 'grngDefaultMetrics'),
   },
   tensorLeak: tf.memory().numTensors - tensorsBefore,
 };
