@@ -483,6 +483,50 @@ static napi_value js_dot(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * adamUpdate(heap, n, gOffset, muOffset, nuOffset, muOutOffset, nuOutOffset, uOutOffset, b1, b2,
+ *            c1, c2, eps)
+ * Adam's moment updates and bias-corrected direction in one pass over a parameter:
+ *   mu' = b1 mu + (1 - b1) g;  nu' = b2 nu + (1 - b2) g^2;  u = c1 mu' / (sqrt(c2 nu') + eps)
+ * with c1 = 1/(1 - b1^t), c2 = 1/(1 - b2^t): what scaleByAdam's ~11 tfjs kernels compute.
+ */
+static napi_value js_adam_update(napi_env env, napi_callback_info info) {
+  size_t argc = 13;
+  napi_value argv[13];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 13) {
+    napi_throw_type_error(env, NULL, "blas_matmul.adamUpdate: expected 13 arguments");
+    return NULL;
+  }
+  int64_t n = 0;
+  if (napi_get_value_int64(env, argv[1], &n) != napi_ok || n < 0) {
+    napi_throw_type_error(env, NULL, "blas_matmul.adamUpdate: n must be an integer >= 0");
+    return NULL;
+  }
+  const char *who = "adamUpdate";
+  const float *g = heap_array(env, argv[0], argv[2], n, "g", who);
+  const float *mu = g ? heap_array(env, argv[0], argv[3], n, "mu", who) : NULL;
+  const float *nu = mu ? heap_array(env, argv[0], argv[4], n, "nu", who) : NULL;
+  float *mu_out = nu ? heap_array(env, argv[0], argv[5], n, "mu out", who) : NULL;
+  float *nu_out = mu_out ? heap_array(env, argv[0], argv[6], n, "nu out", who) : NULL;
+  float *u_out = nu_out ? heap_array(env, argv[0], argv[7], n, "update out", who) : NULL;
+  if (!u_out) return NULL;
+  double hyper[5];
+  for (int i = 0; i < 5; i++) CHECK(napi_get_value_double(env, argv[8 + i], &hyper[i]));
+  const float b1 = (float)hyper[0], one_minus_b1 = (float)(1.0 - hyper[0]), b2 = (float)hyper[1],
+              one_minus_b2 = (float)(1.0 - hyper[1]), c1 = (float)hyper[2], c2 = (float)hyper[3],
+              eps = (float)hyper[4];
+  for (int64_t i = 0; i < n; i++) {
+    float gi = g[i];
+    float m = b1 * mu[i] + one_minus_b1 * gi;
+    float v = b2 * nu[i] + one_minus_b2 * (gi * gi);
+    mu_out[i] = m;
+    nu_out[i] = v;
+    u_out[i] = (m * c1) / (sqrtf(v * c2) + eps);
+  }
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"load", NULL, js_load, NULL, NULL, NULL, napi_default, NULL},
@@ -492,6 +536,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"gramUpdate", NULL, js_gram_update, NULL, NULL, NULL, napi_default, NULL},
       {"sophiaUpdate", NULL, js_sophia_update, NULL, NULL, NULL, napi_default, NULL},
       {"dot", NULL, js_dot, NULL, NULL, NULL, napi_default, NULL},
+      {"adamUpdate", NULL, js_adam_update, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties));
   return exports;

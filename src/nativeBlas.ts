@@ -29,6 +29,8 @@ interface BlasAddon {
   load(): { library?: string; threads?: number; lapack?: boolean; gram?: boolean; error?: string };
   /** SophiaG's fused step (see native/blas_matmul.c); returns the count of unclipped coordinates. */
   sophiaUpdate(heap: Float32Array, n: number, g: number, m: number, h: number, p: number, mOut: number, uOut: number, b1: number, gamma: number, eps: number, minusEta: number, decay: number): number;
+  /** Adam's moments and direction in one pass (see native/blas_matmul.c). */
+  adamUpdate(heap: Float32Array, n: number, g: number, mu: number, nu: number, muOut: number, nuOut: number, uOut: number, b1: number, b2: number, c1: number, c2: number, eps: number): void;
   /** Σ x·y over n float32 elements, accumulated in float64. */
   dot(heap: Float32Array, n: number, xOffset: number, yOffset: number): number;
   /** OUT = alpha·XᵀX + beta·PREVIOUS (previousOffset −1: none), through ssyrk. */
@@ -121,6 +123,9 @@ export function enableNativeBlas(): NativeBlasStatus {
     tf.registerKernel({ kernelName: GRAM_UPDATE, backendName: 'wasm', kernelFunc: (args) => gramUpdateKernel(addon, args as unknown as GramUpdateArgs) });
   }
   gramReady = gram;
+  if (!tf.getKernel(ADAM_UPDATE, 'wasm')) {
+    tf.registerKernel({ kernelName: ADAM_UPDATE, backendName: 'wasm', kernelFunc: (args) => adamUpdateKernel(addon, args as unknown as AdamUpdateArgs) });
+  }
   if (!tf.getKernel(DOT, 'wasm')) {
     tf.registerKernel({ kernelName: DOT, backendName: 'wasm', kernelFunc: (args) => dotKernel(addon, args as unknown as DotArgs) });
   }
@@ -134,6 +139,7 @@ export function enableNativeBlas(): NativeBlasStatus {
     if (tf.getKernel(GRAM_UPDATE, 'wasm')) tf.unregisterKernel(GRAM_UPDATE, 'wasm');
     if (tf.getKernel(SOPHIA_UPDATE, 'wasm')) tf.unregisterKernel(SOPHIA_UPDATE, 'wasm');
     if (tf.getKernel(DOT, 'wasm')) tf.unregisterKernel(DOT, 'wasm');
+    if (tf.getKernel(ADAM_UPDATE, 'wasm')) tf.unregisterKernel(ADAM_UPDATE, 'wasm');
     spdInverseReady = false;
     gramReady = false;
     setFastMatMul(false);
@@ -437,4 +443,51 @@ function dotKernel(addon: BlasAddon, { inputs: { x, y }, backend }: DotArgs): tf
 export function nativeDot(x: tf.Tensor, y: tf.Tensor): tf.Scalar | undefined {
   if (!status?.enabled || tf.getBackend() !== 'wasm' || x.dtype !== 'float32' || y.dtype !== 'float32' || x.size !== y.size) return undefined;
   return tf.engine().runKernel(DOT, { x, y }) as tf.Scalar;
+}
+
+const ADAM_UPDATE = 'GrngAdamUpdate';
+
+/** Adam's hyperparameters for one step, bias corrections included. */
+export interface AdamStepHyper {
+  readonly b1: number;
+  readonly b2: number;
+  /** 1/(1 − β₁ᵗ). */
+  readonly c1: number;
+  /** 1/(1 − β₂ᵗ). */
+  readonly c2: number;
+  readonly eps: number;
+}
+
+interface AdamUpdateArgs {
+  inputs: { g: tf.TensorInfo; mu: tf.TensorInfo; nu: tf.TensorInfo };
+  backend: WasmBackendLike;
+  attrs: AdamStepHyper;
+}
+
+function adamUpdateKernel(addon: BlasAddon, { inputs: { g, mu, nu }, backend, attrs }: AdamUpdateArgs): tf.TensorInfo[] {
+  const outs = [0, 1, 2].map(() => backend.makeOutput([...g.shape], 'float32'));
+  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
+  try {
+    addon.adamUpdate(backend.wasm.HEAPF32, tf.util.sizeFromShape(g.shape), offset(g), offset(mu), offset(nu), offset(outs[0]!), offset(outs[1]!), offset(outs[2]!), attrs.b1, attrs.b2, attrs.c1, attrs.c2, attrs.eps);
+  } catch (error) {
+    for (const out of outs) backend.disposeData(out.dataId);
+    throw error;
+  }
+  return outs;
+}
+
+/**
+ * One parameter's Adam step in a single native pass: the new moments μ, ν and the bias-corrected
+ * direction μ̂/(√ν̂ + ε) that scaleByAdam computes with ~11 tfjs kernels. Undefined where it
+ * cannot run (not wasm, native BLAS off, not float32 of one shape).
+ *
+ * @example
+ * const fused = nativeAdamUpdate(g, mu, nu, { b1, b2, c1: 1 / (1 - b1 ** t), c2: 1 / (1 - b2 ** t), eps });
+ */
+export function nativeAdamUpdate(g: tf.Tensor, mu: tf.Tensor, nu: tf.Tensor, hyper: AdamStepHyper): { mu: tf.Tensor; nu: tf.Tensor; update: tf.Tensor } | undefined {
+  if (!status?.enabled || tf.getBackend() !== 'wasm') return undefined;
+  const same = (t: tf.Tensor): boolean => t.dtype === 'float32' && t.shape.join() === g.shape.join();
+  if (![g, mu, nu].every(same)) return undefined;
+  const [m, v, update] = tf.engine().runKernel(ADAM_UPDATE, { g, mu, nu }, { ...hyper } as unknown as tf.NamedAttrMap) as tf.Tensor[];
+  return { mu: m!, nu: v!, update: update! };
 }

@@ -1,7 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { isGrngError } from '../src/errors.js';
+import { nativeBlasStatus } from '../src/nativeBlas.js';
 import { adamw } from '../src/optim/adamw.js';
+import { scaleByAdam } from '../src/optim/scaleByAdam.js';
 import { chain } from '../src/optim/chain.js';
 import { resolveOptimizerOptions } from '../src/optim/registry.js';
 import { scaleByLearningRate } from '../src/optim/scaleByLearningRate.js';
@@ -148,4 +150,31 @@ describe('option validation', () => {
       expect((error as Error).message).toMatch(message);
     });
   }
+});
+
+describe('scaleByAdam on its fused native pass (wasm with the BLAS addon)', () => {
+  it.runIf(process.env.GRNG_BLAS !== '0' && (process.env.GRNG_TEST_BACKEND ?? 'wasm') === 'wasm')('gives the moments and direction of the tfjs formulas over several steps, leaking nothing', () => {
+    expect(nativeBlasStatus()?.enabled, 'the native BLAS addon should be loaded on wasm').toBe(true);
+    const [b1, b2, eps] = [0.9, 0.999, 1e-8];
+    const adam = scaleByAdam({ b1, b2, eps });
+    const start = tf.memory().numTensors;
+    const params: Params = { w: tf.randomNormal([61, 17], 0, 1, 'float32', 1) };
+    let state = adam.init(params);
+    // The tfjs formulas, written out.
+    let mu = tf.zeros([61, 17]);
+    let nu = tf.zeros([61, 17]);
+    for (let t = 1; t <= 4; t++) {
+      const g = tf.randomNormal([61, 17], 0, 1, 'float32', 10 + t);
+      const result = adam.update({ w: g }, state, params, { step: t - 1 });
+      const [m2, v2] = tf.tidy(() => [tf.add(tf.mul(mu, b1), tf.mul(g, 1 - b1)), tf.add(tf.mul(nu, b2), tf.mul(tf.square(g), 1 - b2))]);
+      const want = tf.tidy(() => tf.div(tf.div(m2!, 1 - b1 ** t), tf.add(tf.sqrt(tf.div(v2!, 1 - b2 ** t)), eps)));
+      const gap = tf.tidy(() => tf.max(tf.abs(tf.sub(result.updates.w!, want))).dataSync()[0]!);
+      expect(gap).toBeLessThan(1e-5);
+      expect(tf.tidy(() => tf.max(tf.abs(tf.sub(result.state.nu.w!, v2))).dataSync()[0]!)).toBeLessThan(1e-7);
+      tf.dispose([g, mu, nu, want, ...Object.values(state.mu), ...Object.values(state.nu), ...Object.values(result.updates)]);
+      [mu, nu, state] = [m2!, v2!, result.state];
+    }
+    tf.dispose([mu, nu, ...Object.values(state.mu), ...Object.values(state.nu), ...Object.values(params)]);
+    expect(tf.memory().numTensors).toBe(start);
+  });
 });

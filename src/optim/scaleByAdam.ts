@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { nativeAdamUpdate } from '../nativeBlas.js';
 import type { Params } from '../types.js';
 import { checkNumber, checkUnitInterval } from '../validate.js';
 import { mapParams } from './tree.js';
@@ -31,6 +32,17 @@ export function scaleByAdam({ b1 = 0.9, b2 = 0.999, eps = 1e-8 }: AdamOptions = 
     init: (params: Params) => ({ count: 0, mu: mapParams(params, (p) => tf.zerosLike(p)), nu: mapParams(params, (p) => tf.zerosLike(p)) }),
     update(updates: Params, state: AdamState) {
       const count = state.count + 1;
+      // One native pass per parameter where the BLAS addon is loaded (wasm).
+      const hyper = { b1, b2, c1: 1 / (1 - b1 ** count), c2: 1 / (1 - b2 ** count), eps };
+      const fused = Object.keys(updates).map((k) => [k, nativeAdamUpdate(updates[k]!, state.mu[k]!, state.nu[k]!, hyper)] as const);
+      if (fused.every(([, f]) => f !== undefined)) {
+        const parts = Object.fromEntries(fused) as Record<string, NonNullable<(typeof fused)[number][1]>>;
+        return {
+          updates: mapParams(updates, (_, k) => parts[k]!.update),
+          state: { count, mu: mapParams(updates, (_, k) => parts[k]!.mu), nu: mapParams(updates, (_, k) => parts[k]!.nu) },
+        };
+      }
+      for (const [, f] of fused) if (f) tf.dispose([f.mu, f.nu, f.update]);
       const [sb1, sb1c, sb2, sb2c] = [tf.scalar(b1), tf.scalar(1 - b1), tf.scalar(b2), tf.scalar(1 - b2)];
       const mu = mapParams(updates, (g, k) => tf.add(tf.mul(state.mu[k]!, sb1), tf.mul(g, sb1c)));
       const nu = mapParams(updates, (g, k) => tf.add(tf.mul(state.nu[k]!, sb2), tf.mul(tf.square(g), sb2c)));
