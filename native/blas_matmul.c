@@ -7,6 +7,7 @@
  * where grng then keeps the wasm kernel. So the prototype of cblas_sgemm is declared here.
  */
 #include <dlfcn.h>
+#include <float.h>
 #include <math.h>
 #include <node_api.h>
 #include <stdint.h>
@@ -527,6 +528,89 @@ static napi_value js_adam_update(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * kalmanPrior(heap, n, pOffset, outOffset, rhoG2Offset, fading, q)
+ * R-Kalman's prior covariance (diagonal), one pass: with s = rho ||g||^2 read from the heap (a
+ * device scalar, so no read-back is needed),
+ *   q = 0:  P- = P / (s P + fading)         q > 0:  F = P / fading + q;  P- = F / (s F + 1)
+ */
+static napi_value js_kalman_prior(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 7) {
+    napi_throw_type_error(env, NULL, "blas_matmul.kalmanPrior: expected 7 arguments");
+    return NULL;
+  }
+  int64_t n = 0;
+  if (napi_get_value_int64(env, argv[1], &n) != napi_ok || n < 0) {
+    napi_throw_type_error(env, NULL, "blas_matmul.kalmanPrior: n must be an integer >= 0");
+    return NULL;
+  }
+  const char *who = "kalmanPrior";
+  const float *p = heap_array(env, argv[0], argv[2], n, "P", who);
+  float *out = p ? heap_array(env, argv[0], argv[3], n, "prior out", who) : NULL;
+  const float *s_ptr = out ? heap_array(env, argv[0], argv[4], 1, "rho g2", who) : NULL;
+  if (!s_ptr) return NULL;
+  double fading = 1, q = 0;
+  CHECK(napi_get_value_double(env, argv[5], &fading));
+  CHECK(napi_get_value_double(env, argv[6], &q));
+  const float s = *s_ptr, f = (float)fading, qf = (float)q;
+  if (qf == 0.0f) {
+    for (int64_t i = 0; i < n; i++) out[i] = p[i] / (s * p[i] + f);
+  } else {
+    for (int64_t i = 0; i < n; i++) {
+      float faded = p[i] / f + qf;
+      out[i] = faded / (s * faded + 1.0f);
+    }
+  }
+  return NULL;
+}
+
+/*
+ * kalmanPosterior(heap, n, priorOffset, reducedOffset, gainOffset, pOutOffset, uOutOffset, pMin)
+ *   -> sum of the new P
+ * R-Kalman's posterior and update, one pass: P = clip(P- - P-^2 R, pMin, FLT_MAX) (NaN stays
+ * NaN, as tfjs's clip leaves it), u = P- G; the sum of P feeds the tr(P)/n diagnostic.
+ */
+static napi_value js_kalman_posterior(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 8) {
+    napi_throw_type_error(env, NULL, "blas_matmul.kalmanPosterior: expected 8 arguments");
+    return NULL;
+  }
+  int64_t n = 0;
+  if (napi_get_value_int64(env, argv[1], &n) != napi_ok || n < 0) {
+    napi_throw_type_error(env, NULL, "blas_matmul.kalmanPosterior: n must be an integer >= 0");
+    return NULL;
+  }
+  const char *who = "kalmanPosterior";
+  const float *prior = heap_array(env, argv[0], argv[2], n, "prior", who);
+  const float *reduced = prior ? heap_array(env, argv[0], argv[3], n, "reduced", who) : NULL;
+  const float *gain = reduced ? heap_array(env, argv[0], argv[4], n, "gain", who) : NULL;
+  float *p_out = gain ? heap_array(env, argv[0], argv[5], n, "P out", who) : NULL;
+  float *u_out = p_out ? heap_array(env, argv[0], argv[6], n, "update out", who) : NULL;
+  if (!u_out) return NULL;
+  double p_min = 0;
+  CHECK(napi_get_value_double(env, argv[7], &p_min));
+  const float floor_value = (float)p_min;
+  double sum = 0;
+  for (int64_t i = 0; i < n; i++) {
+    float pr = prior[i];
+    float post = pr - (pr * pr) * reduced[i];
+    if (post < floor_value) post = floor_value;
+    if (post > FLT_MAX) post = FLT_MAX; /* as floorAt's clip to the largest float32 */
+    p_out[i] = post;
+    u_out[i] = pr * gain[i];
+    sum += post;
+  }
+  napi_value result;
+  CHECK(napi_create_double(env, sum, &result));
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"load", NULL, js_load, NULL, NULL, NULL, napi_default, NULL},
@@ -537,6 +621,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sophiaUpdate", NULL, js_sophia_update, NULL, NULL, NULL, napi_default, NULL},
       {"dot", NULL, js_dot, NULL, NULL, NULL, napi_default, NULL},
       {"adamUpdate", NULL, js_adam_update, NULL, NULL, NULL, napi_default, NULL},
+      {"kalmanPrior", NULL, js_kalman_prior, NULL, NULL, NULL, napi_default, NULL},
+      {"kalmanPosterior", NULL, js_kalman_posterior, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties));
   return exports;

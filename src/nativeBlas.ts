@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { setFastMatMul } from './fastMatMul.js';
 import { createRequire } from 'node:module';
 import { invalidOption } from './errors.js';
+import { registerNativeKernels } from './nativeKernels.js';
 
 /**
  * Opt-in native matMul for the wasm backend (`GRNG_BLAS=1`): tfjs-backend-wasm's `BatchMatMul`
@@ -25,12 +26,16 @@ export interface NativeBlasStatus {
   readonly reason?: string;
 }
 
-interface BlasAddon {
+export interface BlasAddon {
   load(): { library?: string; threads?: number; lapack?: boolean; gram?: boolean; error?: string };
   /** SophiaG's fused step (see native/blas_matmul.c); returns the count of unclipped coordinates. */
   sophiaUpdate(heap: Float32Array, n: number, g: number, m: number, h: number, p: number, mOut: number, uOut: number, b1: number, gamma: number, eps: number, minusEta: number, decay: number): number;
   /** Adam's moments and direction in one pass (see native/blas_matmul.c). */
   adamUpdate(heap: Float32Array, n: number, g: number, mu: number, nu: number, muOut: number, nuOut: number, uOut: number, b1: number, b2: number, c1: number, c2: number, eps: number): void;
+  /** R-Kalman's prior covariance in one pass (see native/blas_matmul.c). */
+  kalmanPrior(heap: Float32Array, n: number, p: number, out: number, rhoG2: number, fading: number, q: number): void;
+  /** R-Kalman's posterior and update in one pass; returns Σ of the new P. */
+  kalmanPosterior(heap: Float32Array, n: number, prior: number, reduced: number, gain: number, pOut: number, uOut: number, pMin: number): number;
   /** Σ x·y over n float32 elements, accumulated in float64. */
   dot(heap: Float32Array, n: number, xOffset: number, yOffset: number): number;
   /** OUT = alpha·XᵀX + beta·PREVIOUS (previousOffset −1: none), through ssyrk. */
@@ -41,7 +46,7 @@ interface BlasAddon {
   sgemm(heap: Float32Array, transA: boolean, transB: boolean, m: number, n: number, k: number, aOffset: number, bOffset: number, cOffset: number, batch: number, aStride: number, bStride: number): void;
 }
 
-interface WasmBackendLike {
+export interface WasmBackendLike {
   dataIdMap: { get(dataId: object): { memoryOffset: number } };
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   disposeData(dataId: object): boolean;
@@ -113,35 +118,11 @@ export function enableNativeBlas(): NativeBlasStatus {
       return original.kernelFunc(args);
     },
   });
-  const lapack = addon.load().lapack === true;
-  if (lapack && !tf.getKernel(SPD_INVERSE, 'wasm')) {
-    tf.registerKernel({ kernelName: SPD_INVERSE, backendName: 'wasm', kernelFunc: (args) => spdInverseKernel(addon, args as unknown as SpdInverseArgs) });
-  }
-  spdInverseReady = lapack;
-  const gram = addon.load().gram === true;
-  if (gram && !tf.getKernel(GRAM_UPDATE, 'wasm')) {
-    tf.registerKernel({ kernelName: GRAM_UPDATE, backendName: 'wasm', kernelFunc: (args) => gramUpdateKernel(addon, args as unknown as GramUpdateArgs) });
-  }
-  gramReady = gram;
-  if (!tf.getKernel(ADAM_UPDATE, 'wasm')) {
-    tf.registerKernel({ kernelName: ADAM_UPDATE, backendName: 'wasm', kernelFunc: (args) => adamUpdateKernel(addon, args as unknown as AdamUpdateArgs) });
-  }
-  if (!tf.getKernel(DOT, 'wasm')) {
-    tf.registerKernel({ kernelName: DOT, backendName: 'wasm', kernelFunc: (args) => dotKernel(addon, args as unknown as DotArgs) });
-  }
-  if (!tf.getKernel(SOPHIA_UPDATE, 'wasm')) {
-    tf.registerKernel({ kernelName: SOPHIA_UPDATE, backendName: 'wasm', kernelFunc: (args) => sophiaUpdateKernel(addon, args as unknown as SophiaUpdateArgs) });
-  }
+  const unregisterKernels = registerNativeKernels(addon);
   restore = () => {
     tf.unregisterKernel(tf.BatchMatMul, 'wasm');
     tf.registerKernel(original);
-    if (tf.getKernel(SPD_INVERSE, 'wasm')) tf.unregisterKernel(SPD_INVERSE, 'wasm');
-    if (tf.getKernel(GRAM_UPDATE, 'wasm')) tf.unregisterKernel(GRAM_UPDATE, 'wasm');
-    if (tf.getKernel(SOPHIA_UPDATE, 'wasm')) tf.unregisterKernel(SOPHIA_UPDATE, 'wasm');
-    if (tf.getKernel(DOT, 'wasm')) tf.unregisterKernel(DOT, 'wasm');
-    if (tf.getKernel(ADAM_UPDATE, 'wasm')) tf.unregisterKernel(ADAM_UPDATE, 'wasm');
-    spdInverseReady = false;
-    gramReady = false;
+    unregisterKernels();
     setFastMatMul(false);
   };
   // Dense layers and reductions switch to the formulations a BLAS makes fast.
@@ -150,10 +131,6 @@ export function enableNativeBlas(): NativeBlasStatus {
 }
 
 let restore: (() => void) | undefined;
-/** Whether the SPD inverse kernel is registered (the BLAS came with LAPACK). */
-let spdInverseReady = false;
-/** Whether the Gram update kernel is registered (the BLAS has cblas_ssyrk). */
-let gramReady = false;
 const counts = { native: 0, fallback: 0 };
 
 /**
@@ -254,55 +231,6 @@ function blasBatchMatMul(addon: BlasAddon, { inputs: { a, b }, backend, attrs: {
   return out;
 }
 
-const SPD_INVERSE = 'GrngSpdInverse';
-/** What the last SpdInverse kernel call estimated (a kernel returns tensors only). */
-let lastResidual = Number.NaN;
-
-interface SpdInverseArgs {
-  inputs: { x: tf.TensorInfo };
-  backend: WasmBackendLike;
-}
-
-function spdInverseKernel(addon: BlasAddon, { inputs: { x }, backend }: SpdInverseArgs): tf.TensorInfo {
-  const n = x.shape[0]!;
-  const out = backend.makeOutput([n, n], 'float32');
-  // Offsets and the heap view after makeOutput, which may grow (and detach) the heap.
-  const mOffset = backend.dataIdMap.get(x.dataId).memoryOffset / 4;
-  const xOffset = backend.dataIdMap.get(out.dataId).memoryOffset / 4;
-  try {
-    lastResidual = addon.spdInverse(backend.wasm.HEAPF32, n, mOffset, xOffset);
-  } catch (error) {
-    backend.disposeData(out.dataId);
-    throw error;
-  }
-  return out;
-}
-
-/**
- * M⁻¹ of a symmetric positive definite float32 matrix by Cholesky in float64 (LAPACK's dpotrf +
- * dpotri, from the BLAS library the native matMul loaded), with ‖I − M X‖_F/√d estimated for the
- * float32 X returned (4 random sign probes). About d³ flops, against ~4d³ for every Newton–Schulz
- * iteration: a 785×785 factor takes ~17 ms here instead of ~200 ms.
- *
- * Returns undefined where it cannot run — not the wasm backend, native BLAS off, no LAPACK in the
- * library — and where M is not positive definite; callers then use Newton–Schulz. `m` is not
- * disposed; the caller owns the result.
- *
- * @example
- * const exact = nativeSpdInverse(damped) ?? (await newtonSchulzInverse(damped));
- */
-export function nativeSpdInverse(m: tf.Tensor2D): { inverse: tf.Tensor2D; residual: number } | undefined {
-  if (!nativeSpdInverseAvailable() || m.dtype !== 'float32' || m.rank !== 2 || m.shape[0] !== m.shape[1] || m.size === 0) return undefined;
-  lastResidual = Number.NaN;
-  const inverse = tf.engine().runKernel(SPD_INVERSE, { x: m }) as tf.Tensor2D;
-  const residual = lastResidual;
-  if (!(residual >= 0)) {
-    inverse.dispose();
-    return undefined;
-  }
-  return { inverse, residual };
-}
-
 /**
  * Whether the addon loads and its BLAS library brings LAPACK's dpotrf/dpotri (OpenBLAS does, the
  * reference libblas needs liblapack.so.3 beside it): what {@link nativeSpdInverse} needs besides
@@ -313,181 +241,4 @@ export function nativeLapackAvailable(): boolean {
   return 'addon' in addon && addon.addon.load().lapack === true;
 }
 
-/** Whether {@link nativeSpdInverse} can run now (wasm backend with the native BLAS and its LAPACK). */
-export function nativeSpdInverseAvailable(): boolean {
-  return spdInverseReady && tf.getBackend() === 'wasm';
-}
-
-const GRAM_UPDATE = 'GrngGramUpdate';
-
-interface GramUpdateArgs {
-  inputs: { x: tf.TensorInfo; previous?: tf.TensorInfo };
-  backend: WasmBackendLike;
-  attrs: { alpha: number; beta: number };
-}
-
-function gramUpdateKernel(addon: BlasAddon, { inputs: { x, previous }, backend, attrs: { alpha, beta } }: GramUpdateArgs): tf.TensorInfo {
-  const [m, n] = x.shape as [number, number];
-  const out = backend.makeOutput([n, n], 'float32');
-  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
-  try {
-    addon.gramUpdate(backend.wasm.HEAPF32, m, n, offset(x), previous ? offset(previous) : -1, offset(out), alpha, beta);
-  } catch (error) {
-    backend.disposeData(out.dataId);
-    throw error;
-  }
-  return out;
-}
-
-/**
- * alpha·XᵀX + beta·previous for a float32 m×n X in one native call (ssyrk: the symmetric
- * product at half a general product's flops, no transposed copy), exactly symmetric. K-FAC's
- * factor statistic ĀᵀĀ/m folded into its moving average. Undefined where it cannot run (not the
- * wasm backend, native BLAS off, no ssyrk): compute it with tfjs ops then. Nothing is disposed.
- *
- * @example
- * const sum = nativeGramUpdate(homogeneous, old.sum, (1 - beta) / m, beta) ?? slowPath();
- */
-export function nativeGramUpdate(x: tf.Tensor2D, previous: tf.Tensor2D | undefined, alpha: number, beta: number): tf.Tensor2D | undefined {
-  if (!gramReady || tf.getBackend() !== 'wasm' || x.dtype !== 'float32' || x.rank !== 2 || x.shape[1] === 0) return undefined;
-  const n = x.shape[1];
-  if (previous && (previous.dtype !== 'float32' || previous.shape[0] !== n || previous.shape[1] !== n)) return undefined;
-  const inputs: tf.NamedTensorMap = previous ? { x, previous } : { x };
-  return tf.engine().runKernel(GRAM_UPDATE, inputs, { alpha, beta } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
-}
-
-const SOPHIA_UPDATE = 'GrngSophiaUpdate';
-/** What the last SophiaUpdate kernel call counted. */
-let lastUnclipped = Number.NaN;
-
-/** SophiaG's hyperparameters for one step, as the fused kernel takes them. */
-export interface SophiaStepHyper {
-  readonly b1: number;
-  readonly gamma: number;
-  readonly eps: number;
-  /** −η. */
-  readonly minusEta: number;
-  /** −η·λ (0: no weight decay). */
-  readonly decay: number;
-}
-
-interface SophiaUpdateArgs {
-  inputs: { g: tf.TensorInfo; m: tf.TensorInfo; h: tf.TensorInfo; p: tf.TensorInfo };
-  backend: WasmBackendLike;
-  attrs: SophiaStepHyper;
-}
-
-function sophiaUpdateKernel(addon: BlasAddon, { inputs: { g, m, h, p }, backend, attrs }: SophiaUpdateArgs): tf.TensorInfo[] {
-  const mOut = backend.makeOutput([...g.shape], 'float32');
-  const uOut = backend.makeOutput([...g.shape], 'float32');
-  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
-  try {
-    lastUnclipped = addon.sophiaUpdate(backend.wasm.HEAPF32, tf.util.sizeFromShape(g.shape), offset(g), offset(m), offset(h), offset(p), offset(mOut), offset(uOut), attrs.b1, attrs.gamma, attrs.eps, attrs.minusEta, attrs.decay);
-  } catch (error) {
-    backend.disposeData(mOut.dataId);
-    backend.disposeData(uOut.dataId);
-    throw error;
-  }
-  return [mOut, uOut];
-}
-
-/**
- * One parameter's SophiaG step in a single native pass: m' = β₁m + (1−β₁)g and
- * u = −η·clip(m'/max(γh, ε), −1, 1) − ηλ·p, with the count of coordinates that were not clipped.
- * Replaces ~14 tfjs kernels (each a pass over memory and an allocation); NaN propagates as
- * there. Undefined where it cannot run (not wasm, native BLAS off, not float32, shapes differ).
- *
- * @example
- * const fused = nativeSophiaUpdate(g, state.m[k], h[k], params[k], { b1, gamma, eps, minusEta: -eta, decay: -eta * lambda });
- */
-export function nativeSophiaUpdate(g: tf.Tensor, m: tf.Tensor, h: tf.Tensor, p: tf.Tensor, hyper: SophiaStepHyper): { m: tf.Tensor; update: tf.Tensor; unclipped: number } | undefined {
-  if (!status?.enabled || tf.getBackend() !== 'wasm') return undefined;
-  const same = (t: tf.Tensor): boolean => t.dtype === 'float32' && t.size === g.size && t.shape.join() === g.shape.join();
-  if (![g, m, h, p].every(same)) return undefined;
-  lastUnclipped = Number.NaN;
-  const [mOut, update] = tf.engine().runKernel(SOPHIA_UPDATE, { g, m, h, p }, { ...hyper } as unknown as tf.NamedAttrMap) as tf.Tensor[];
-  return { m: mOut!, update: update!, unclipped: lastUnclipped };
-}
-
-const DOT = 'GrngDot';
-
-interface DotArgs {
-  inputs: { x: tf.TensorInfo; y: tf.TensorInfo };
-  backend: WasmBackendLike;
-}
-
-function dotKernel(addon: BlasAddon, { inputs: { x, y }, backend }: DotArgs): tf.TensorInfo {
-  const out = backend.makeOutput([], 'float32');
-  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
-  let value: number;
-  try {
-    value = addon.dot(backend.wasm.HEAPF32, tf.util.sizeFromShape(x.shape), offset(x), offset(y));
-  } catch (error) {
-    backend.disposeData(out.dataId);
-    throw error;
-  }
-  // The heap view is read after the call: makeOutput may have grown (and replaced) it.
-  backend.wasm.HEAPF32[offset(out)] = value;
-  return out;
-}
-
-/**
- * Σ x·y as a device scalar, in one native pass (float64 accumulation through `cblas_dsdot`):
- * what `sum(mul(x, y))` gives, without writing and re-reading a temporary the size of x. Squared
- * norms of gradients and updates (metrics, RING's damping, R-Kalman) are the users. Undefined
- * where it cannot run (not wasm, native BLAS off, not float32 of the same size).
- *
- * @example
- * const squaredNorm = nativeDot(g, g) ?? tf.sum(tf.square(g));
- */
-export function nativeDot(x: tf.Tensor, y: tf.Tensor): tf.Scalar | undefined {
-  if (!status?.enabled || tf.getBackend() !== 'wasm' || x.dtype !== 'float32' || y.dtype !== 'float32' || x.size !== y.size) return undefined;
-  return tf.engine().runKernel(DOT, { x, y }) as tf.Scalar;
-}
-
-const ADAM_UPDATE = 'GrngAdamUpdate';
-
-/** Adam's hyperparameters for one step, bias corrections included. */
-export interface AdamStepHyper {
-  readonly b1: number;
-  readonly b2: number;
-  /** 1/(1 − β₁ᵗ). */
-  readonly c1: number;
-  /** 1/(1 − β₂ᵗ). */
-  readonly c2: number;
-  readonly eps: number;
-}
-
-interface AdamUpdateArgs {
-  inputs: { g: tf.TensorInfo; mu: tf.TensorInfo; nu: tf.TensorInfo };
-  backend: WasmBackendLike;
-  attrs: AdamStepHyper;
-}
-
-function adamUpdateKernel(addon: BlasAddon, { inputs: { g, mu, nu }, backend, attrs }: AdamUpdateArgs): tf.TensorInfo[] {
-  const outs = [0, 1, 2].map(() => backend.makeOutput([...g.shape], 'float32'));
-  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
-  try {
-    addon.adamUpdate(backend.wasm.HEAPF32, tf.util.sizeFromShape(g.shape), offset(g), offset(mu), offset(nu), offset(outs[0]!), offset(outs[1]!), offset(outs[2]!), attrs.b1, attrs.b2, attrs.c1, attrs.c2, attrs.eps);
-  } catch (error) {
-    for (const out of outs) backend.disposeData(out.dataId);
-    throw error;
-  }
-  return outs;
-}
-
-/**
- * One parameter's Adam step in a single native pass: the new moments μ, ν and the bias-corrected
- * direction μ̂/(√ν̂ + ε) that scaleByAdam computes with ~11 tfjs kernels. Undefined where it
- * cannot run (not wasm, native BLAS off, not float32 of one shape).
- *
- * @example
- * const fused = nativeAdamUpdate(g, mu, nu, { b1, b2, c1: 1 / (1 - b1 ** t), c2: 1 / (1 - b2 ** t), eps });
- */
-export function nativeAdamUpdate(g: tf.Tensor, mu: tf.Tensor, nu: tf.Tensor, hyper: AdamStepHyper): { mu: tf.Tensor; nu: tf.Tensor; update: tf.Tensor } | undefined {
-  if (!status?.enabled || tf.getBackend() !== 'wasm') return undefined;
-  const same = (t: tf.Tensor): boolean => t.dtype === 'float32' && t.shape.join() === g.shape.join();
-  if (![g, mu, nu].every(same)) return undefined;
-  const [m, v, update] = tf.engine().runKernel(ADAM_UPDATE, { g, mu, nu }, { ...hyper } as unknown as tf.NamedAttrMap) as tf.Tensor[];
-  return { mu: m!, nu: v!, update: update! };
-}
+export { nativeAdamUpdate, nativeDot, nativeKalmanPosterior, nativeKalmanPrior, nativeGramUpdate, nativeSophiaUpdate, nativeSpdInverse, nativeSpdInverseAvailable, type AdamStepHyper, type SophiaStepHyper } from './nativeKernels.js';

@@ -3,6 +3,8 @@ import { GrngError } from '../errors.js';
 import type { LayerSignals, Params } from '../types.js';
 import { checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
 import { floorAt } from './floorAt.js';
+import { fastMatMul } from '../fastMatMul.js';
+import { nativeKalmanPosterior, nativeKalmanPrior, nativeSpdInverse } from '../nativeBlas.js';
 import { inverseSpd } from './inverseSpd.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
 import { mapParams, sumAll, sumOfSquares } from './tree.js';
@@ -35,7 +37,10 @@ export interface RkalmanOptions {
    * ≥ 0 in exact arithmetic, but float32 cancellation leaves noise of ~1e-8 at p₀ = 0.1.
    */
   readonly pMin?: number;
-  /** Newton–Schulz iterations of the k×k solve (see {@link inverseSpd}); default 30 [ours]. */
+  /**
+   * Newton–Schulz iterations of the k×k solve (see {@link inverseSpd}); default 30 [ours]. Unused
+   * where the native addon's LAPACK is loaded: S⁻¹ is then a float64 Cholesky inverse.
+   */
   readonly solveIterations?: number;
 }
 
@@ -80,7 +85,8 @@ interface LayerRows {
  *   S_ij = Σ_{c,o} (ā_ic ā_jc) P̄_co (δ_io δ_jo),   diag(P⁻HᵀS⁻¹HP⁻)_co = P̄²_co Σ_ij S⁻¹_ij ā_ic ā_jc δ_io δ_jo,
  * both one matmul over the pairwise products of rows (the k(k+1)/2 pairs i ≤ j, by symmetry):
  * O(k²·n) time, O(k²·(in + out)) memory, and no n×n matrix. S⁻¹ comes from {@link inverseSpd}
- * (r ≥ r_min > 0 keeps S SPD).
+ * (r ≥ r_min > 0 keeps S SPD), or from float64 Cholesky where the native addon has LAPACK. With
+ * the addon, the prior and the posterior/update are one native pass per parameter each.
  *
  * Needs the per-sample signals and losses: run `forwardBackward(model, { signals: true })`.
  * Covers models made only of dense layers keyed `dense{i}/kernel`, `dense{i}/bias`.
@@ -119,8 +125,10 @@ export function rkalman(options: RkalmanOptions = {}): GradientTransformation<Rk
       // 1–2. Prior. ‖g‖² stays a device scalar: the GR shrinkage needs no read-back.
       // With q = 0 the two steps fold into P⁻ = P / (φ + ρ‖g‖²·P).
       const gradSquared = tf.addN(Object.values(grads).map((g) => sumOfSquares(g)));
-      const rhoG2 = tf.mul(gradSquared, rho);
+      const rhoG2 = tf.mul(gradSquared, rho) as tf.Scalar;
       const prior = mapParams(state.p, (p) => {
+        const fused = nativeKalmanPrior(p, rhoG2, fading, q);
+        if (fused) return fused;
         if (q === 0) return rho === 0 ? tf.div(p, fading) : tf.div(p, tf.add(tf.mul(p, rhoG2), fading));
         const faded = tf.add(tf.div(p, fading), q);
         return rho === 0 ? faded : tf.div(faded, tf.add(tf.mul(faded, rhoG2), 1));
@@ -146,7 +154,8 @@ export function rkalman(options: RkalmanOptions = {}): GradientTransformation<Rk
 
       // 5. w = S⁻¹e; the gain applied to e is P⁻ ⊙ Hᵀw = −P⁻ ⊙ Σ_i w_i ∇l_i, and −η_K is folded
       // into w so that the big tensors see one multiplication.
-      const sInverse = inverseSpd(s, iterations);
+      // Float64 Cholesky where the native LAPACK is loaded (one call instead of ~90 small ops).
+      const sInverse = nativeSpdInverse(s)?.inverse ?? inverseSpd(s, iterations);
       const w = tf.mul(tf.matMul(sInverse, tf.reshape(e, [k, 1])), -eta);
       // S⁻¹_ij for the pairs i ≤ j, off-diagonal ones counted twice (they stand for j, i too).
       const sInversePairs = tf.reshape(tf.mul(tf.gather(tf.reshape(sInverse, [-1]), tf.tensor1d(pairs.flat, 'int32')), tf.tensor1d(pairs.weight)), [-1, 1]);
@@ -154,14 +163,28 @@ export function rkalman(options: RkalmanOptions = {}): GradientTransformation<Rk
       const p: Params = {};
       // 6. P⁻ − P⁻² ⊙ R, with R = Σ_ij S⁻¹_ij (per-sample gradient i) ⊙ (per-sample gradient j).
       const posterior = (prior: tf.Tensor, reduced: tf.Tensor): tf.Tensor => floorAt(tf.sub(prior, tf.mul(tf.square(prior), reduced)), pMin);
+      // xᵀy: a transpose flag is free on a BLAS, 13–70× slower than a copy on the wasm kernel.
+      const transposedProduct = (x: tf.Tensor2D, y: tf.Tensor2D): tf.Tensor2D => (fastMatMul() ? tf.matMul(x, y, true, false) : tf.matMul(tf.transpose(x), y));
+      let posteriorSum: number | undefined = 0;
+      // P and the update of one parameter: one native pass where the addon is loaded.
+      const finish = (key: string, reduced: tf.Tensor, gain: tf.Tensor): void => {
+        const fused = nativeKalmanPosterior(prior[key]!, reduced, gain, pMin);
+        if (fused) {
+          p[key] = fused.p;
+          updates[key] = fused.update;
+          if (posteriorSum !== undefined) posteriorSum += fused.sum;
+          return;
+        }
+        p[key] = posterior(prior[key]!, reduced);
+        updates[key] = tf.mul(prior[key]!, gain);
+        posteriorSum = undefined;
+      };
       layers.forEach((l, i) => {
         // Σ_i w_i a_i ⊗ δ_i = aᵀ diag(w) Δ in the kernel's in×out layout; Σ_i w_i δ_i for the bias.
-        const weightedDelta = tf.mul(l.delta, w);
-        updates[l.kernel] = tf.mul(prior[l.kernel]!, tf.matMul(tf.transpose(l.a), weightedDelta));
-        updates[l.bias] = tf.mul(prior[l.bias]!, tf.sum(weightedDelta, 0));
-        const weightedPairs = tf.mul(dd[i]!, sInversePairs);
-        p[l.kernel] = posterior(prior[l.kernel]!, tf.matMul(tf.transpose(aa[i]!), weightedPairs));
-        p[l.bias] = posterior(prior[l.bias]!, tf.sum(weightedPairs, 0));
+        const weightedDelta = tf.mul(l.delta, w) as tf.Tensor2D;
+        const weightedPairs = tf.mul(dd[i]!, sInversePairs) as tf.Tensor2D;
+        finish(l.kernel, transposedProduct(aa[i]!, weightedPairs), transposedProduct(l.a, weightedDelta));
+        finish(l.bias, tf.sum(weightedPairs, 0), tf.sum(weightedDelta, 0));
       });
 
       // 7. Observation noise: what the innovations show beyond the predicted H P⁻ Hᵀ.
@@ -169,7 +192,7 @@ export function rkalman(options: RkalmanOptions = {}): GradientTransformation<Rk
       const r = tf.add(tf.mul(state.r, betaR), tf.mul(floorAt(excess, rMin), 1 - betaR)) as tf.Scalar;
 
       const coordinates = Object.values(p).reduce((n, t) => n + t.size, 0);
-      const traceP = tf.div(tf.addN(Object.values(p).map((t) => sumAll(t))), coordinates) as tf.Scalar;
+      const traceP = posteriorSum !== undefined ? tf.scalar(posteriorSum / coordinates) : (tf.div(tf.addN(Object.values(p).map((t) => sumAll(t))), coordinates) as tf.Scalar);
       return {
         updates,
         state: { count: state.count + 1, p, r },

@@ -1,0 +1,334 @@
+import * as tf from '@tensorflow/tfjs';
+import type { BlasAddon, WasmBackendLike } from './nativeBlas.js';
+
+/**
+ * grng's own wasm kernels on the native BLAS addon (native/blas_matmul.c), besides the matMul
+ * that src/nativeBlas.ts swaps in: each runs one native pass over tensors that live in the wasm
+ * heap, where the tfjs ops it replaces make several passes and allocations. They are registered
+ * with the matMul (enableNativeBlas) and gone with it; every wrapper returns undefined where its
+ * kernel cannot run, and its caller then uses the tfjs ops.
+ */
+
+/** Which kernels are registered now. */
+const ready = { any: false, spdInverse: false, gram: false };
+
+const offsetOf = (backend: WasmBackendLike, t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
+
+/**
+ * Registers every kernel the addon's library supports on the wasm backend; returns what
+ * unregisters them. Called by enableNativeBlas.
+ */
+export function registerNativeKernels(addon: BlasAddon): () => void {
+  const loaded = addon.load();
+  const kernels: Array<[string, tf.KernelFunc]> = [
+    [ADAM_UPDATE, (args) => adamUpdateKernel(addon, args as unknown as AdamUpdateArgs)],
+    [DOT, (args) => dotKernel(addon, args as unknown as DotArgs)],
+    [SOPHIA_UPDATE, (args) => sophiaUpdateKernel(addon, args as unknown as SophiaUpdateArgs)],
+    [KALMAN_PRIOR, (args) => kalmanPriorKernel(addon, args as unknown as KalmanPriorArgs)],
+    [KALMAN_POSTERIOR, (args) => kalmanPosteriorKernel(addon, args as unknown as KalmanPosteriorArgs)],
+    ...(loaded.lapack ? [[SPD_INVERSE, (args: unknown) => spdInverseKernel(addon, args as SpdInverseArgs)] as [string, tf.KernelFunc]] : []),
+    ...(loaded.gram ? [[GRAM_UPDATE, (args: unknown) => gramUpdateKernel(addon, args as GramUpdateArgs)] as [string, tf.KernelFunc]] : []),
+  ];
+  for (const [kernelName, kernelFunc] of kernels) if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
+  Object.assign(ready, { any: true, spdInverse: loaded.lapack === true, gram: loaded.gram === true });
+  return () => {
+    for (const [kernelName] of kernels) if (tf.getKernel(kernelName, 'wasm')) tf.unregisterKernel(kernelName, 'wasm');
+    Object.assign(ready, { any: false, spdInverse: false, gram: false });
+  };
+}
+
+const SPD_INVERSE = 'GrngSpdInverse';
+/** What the last SpdInverse kernel call estimated (a kernel returns tensors only). */
+let lastResidual = Number.NaN;
+
+interface SpdInverseArgs {
+  inputs: { x: tf.TensorInfo };
+  backend: WasmBackendLike;
+}
+
+function spdInverseKernel(addon: BlasAddon, { inputs: { x }, backend }: SpdInverseArgs): tf.TensorInfo {
+  const n = x.shape[0]!;
+  const out = backend.makeOutput([n, n], 'float32');
+  // Offsets and the heap view after makeOutput, which may grow (and detach) the heap.
+  const mOffset = backend.dataIdMap.get(x.dataId).memoryOffset / 4;
+  const xOffset = backend.dataIdMap.get(out.dataId).memoryOffset / 4;
+  try {
+    lastResidual = addon.spdInverse(backend.wasm.HEAPF32, n, mOffset, xOffset);
+  } catch (error) {
+    backend.disposeData(out.dataId);
+    throw error;
+  }
+  return out;
+}
+
+/**
+ * M⁻¹ of a symmetric positive definite float32 matrix by Cholesky in float64 (LAPACK's dpotrf +
+ * dpotri, from the BLAS library the native matMul loaded), with ‖I − M X‖_F/√d estimated for the
+ * float32 X returned (4 random sign probes). About d³ flops, against ~4d³ for every Newton–Schulz
+ * iteration: a 785×785 factor takes ~17 ms here instead of ~200 ms.
+ *
+ * Returns undefined where it cannot run — not the wasm backend, native BLAS off, no LAPACK in the
+ * library — and where M is not positive definite; callers then use Newton–Schulz. `m` is not
+ * disposed; the caller owns the result.
+ *
+ * @example
+ * const exact = nativeSpdInverse(damped) ?? (await newtonSchulzInverse(damped));
+ */
+export function nativeSpdInverse(m: tf.Tensor2D): { inverse: tf.Tensor2D; residual: number } | undefined {
+  if (!nativeSpdInverseAvailable() || m.dtype !== 'float32' || m.rank !== 2 || m.shape[0] !== m.shape[1] || m.size === 0) return undefined;
+  lastResidual = Number.NaN;
+  const inverse = tf.engine().runKernel(SPD_INVERSE, { x: m }) as tf.Tensor2D;
+  const residual = lastResidual;
+  if (!(residual >= 0)) {
+    inverse.dispose();
+    return undefined;
+  }
+  return { inverse, residual };
+}
+
+/** Whether {@link nativeSpdInverse} can run now (wasm backend with the native BLAS and its LAPACK). */
+export function nativeSpdInverseAvailable(): boolean {
+  return ready.spdInverse && tf.getBackend() === 'wasm';
+}
+
+const GRAM_UPDATE = 'GrngGramUpdate';
+
+interface GramUpdateArgs {
+  inputs: { x: tf.TensorInfo; previous?: tf.TensorInfo };
+  backend: WasmBackendLike;
+  attrs: { alpha: number; beta: number };
+}
+
+function gramUpdateKernel(addon: BlasAddon, { inputs: { x, previous }, backend, attrs: { alpha, beta } }: GramUpdateArgs): tf.TensorInfo {
+  const [m, n] = x.shape as [number, number];
+  const out = backend.makeOutput([n, n], 'float32');
+  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
+  try {
+    addon.gramUpdate(backend.wasm.HEAPF32, m, n, offset(x), previous ? offset(previous) : -1, offset(out), alpha, beta);
+  } catch (error) {
+    backend.disposeData(out.dataId);
+    throw error;
+  }
+  return out;
+}
+
+/**
+ * alpha·XᵀX + beta·previous for a float32 m×n X in one native call (ssyrk: the symmetric
+ * product at half a general product's flops, no transposed copy), exactly symmetric. K-FAC's
+ * factor statistic ĀᵀĀ/m folded into its moving average. Undefined where it cannot run (not the
+ * wasm backend, native BLAS off, no ssyrk): compute it with tfjs ops then. Nothing is disposed.
+ *
+ * @example
+ * const sum = nativeGramUpdate(homogeneous, old.sum, (1 - beta) / m, beta) ?? slowPath();
+ */
+export function nativeGramUpdate(x: tf.Tensor2D, previous: tf.Tensor2D | undefined, alpha: number, beta: number): tf.Tensor2D | undefined {
+  if (!ready.gram || tf.getBackend() !== 'wasm' || x.dtype !== 'float32' || x.rank !== 2 || x.shape[1] === 0) return undefined;
+  const n = x.shape[1];
+  if (previous && (previous.dtype !== 'float32' || previous.shape[0] !== n || previous.shape[1] !== n)) return undefined;
+  const inputs: tf.NamedTensorMap = previous ? { x, previous } : { x };
+  return tf.engine().runKernel(GRAM_UPDATE, inputs, { alpha, beta } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+}
+
+const SOPHIA_UPDATE = 'GrngSophiaUpdate';
+/** What the last SophiaUpdate kernel call counted. */
+let lastUnclipped = Number.NaN;
+
+/** SophiaG's hyperparameters for one step, as the fused kernel takes them. */
+export interface SophiaStepHyper {
+  readonly b1: number;
+  readonly gamma: number;
+  readonly eps: number;
+  /** −η. */
+  readonly minusEta: number;
+  /** −η·λ (0: no weight decay). */
+  readonly decay: number;
+}
+
+interface SophiaUpdateArgs {
+  inputs: { g: tf.TensorInfo; m: tf.TensorInfo; h: tf.TensorInfo; p: tf.TensorInfo };
+  backend: WasmBackendLike;
+  attrs: SophiaStepHyper;
+}
+
+function sophiaUpdateKernel(addon: BlasAddon, { inputs: { g, m, h, p }, backend, attrs }: SophiaUpdateArgs): tf.TensorInfo[] {
+  const mOut = backend.makeOutput([...g.shape], 'float32');
+  const uOut = backend.makeOutput([...g.shape], 'float32');
+  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
+  try {
+    lastUnclipped = addon.sophiaUpdate(backend.wasm.HEAPF32, tf.util.sizeFromShape(g.shape), offset(g), offset(m), offset(h), offset(p), offset(mOut), offset(uOut), attrs.b1, attrs.gamma, attrs.eps, attrs.minusEta, attrs.decay);
+  } catch (error) {
+    backend.disposeData(mOut.dataId);
+    backend.disposeData(uOut.dataId);
+    throw error;
+  }
+  return [mOut, uOut];
+}
+
+/**
+ * One parameter's SophiaG step in a single native pass: m' = β₁m + (1−β₁)g and
+ * u = −η·clip(m'/max(γh, ε), −1, 1) − ηλ·p, with the count of coordinates that were not clipped.
+ * Replaces ~14 tfjs kernels (each a pass over memory and an allocation); NaN propagates as
+ * there. Undefined where it cannot run (not wasm, native BLAS off, not float32, shapes differ).
+ *
+ * @example
+ * const fused = nativeSophiaUpdate(g, state.m[k], h[k], params[k], { b1, gamma, eps, minusEta: -eta, decay: -eta * lambda });
+ */
+export function nativeSophiaUpdate(g: tf.Tensor, m: tf.Tensor, h: tf.Tensor, p: tf.Tensor, hyper: SophiaStepHyper): { m: tf.Tensor; update: tf.Tensor; unclipped: number } | undefined {
+  if (!ready.any || tf.getBackend() !== 'wasm') return undefined;
+  const same = (t: tf.Tensor): boolean => t.dtype === 'float32' && t.size === g.size && t.shape.join() === g.shape.join();
+  if (![g, m, h, p].every(same)) return undefined;
+  lastUnclipped = Number.NaN;
+  const [mOut, update] = tf.engine().runKernel(SOPHIA_UPDATE, { g, m, h, p }, { ...hyper } as unknown as tf.NamedAttrMap) as tf.Tensor[];
+  return { m: mOut!, update: update!, unclipped: lastUnclipped };
+}
+
+const DOT = 'GrngDot';
+
+interface DotArgs {
+  inputs: { x: tf.TensorInfo; y: tf.TensorInfo };
+  backend: WasmBackendLike;
+}
+
+function dotKernel(addon: BlasAddon, { inputs: { x, y }, backend }: DotArgs): tf.TensorInfo {
+  const out = backend.makeOutput([], 'float32');
+  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
+  let value: number;
+  try {
+    value = addon.dot(backend.wasm.HEAPF32, tf.util.sizeFromShape(x.shape), offset(x), offset(y));
+  } catch (error) {
+    backend.disposeData(out.dataId);
+    throw error;
+  }
+  // The heap view is read after the call: makeOutput may have grown (and replaced) it.
+  backend.wasm.HEAPF32[offset(out)] = value;
+  return out;
+}
+
+/**
+ * Σ x·y as a device scalar, in one native pass (float64 accumulation through `cblas_dsdot`):
+ * what `sum(mul(x, y))` gives, without writing and re-reading a temporary the size of x. Squared
+ * norms of gradients and updates (metrics, RING's damping, R-Kalman) are the users. Undefined
+ * where it cannot run (not wasm, native BLAS off, not float32 of the same size).
+ *
+ * @example
+ * const squaredNorm = nativeDot(g, g) ?? tf.sum(tf.square(g));
+ */
+export function nativeDot(x: tf.Tensor, y: tf.Tensor): tf.Scalar | undefined {
+  if (!ready.any || tf.getBackend() !== 'wasm' || x.dtype !== 'float32' || y.dtype !== 'float32' || x.size !== y.size) return undefined;
+  return tf.engine().runKernel(DOT, { x, y }) as tf.Scalar;
+}
+
+const ADAM_UPDATE = 'GrngAdamUpdate';
+
+/** Adam's hyperparameters for one step, bias corrections included. */
+export interface AdamStepHyper {
+  readonly b1: number;
+  readonly b2: number;
+  /** 1/(1 − β₁ᵗ). */
+  readonly c1: number;
+  /** 1/(1 − β₂ᵗ). */
+  readonly c2: number;
+  readonly eps: number;
+}
+
+interface AdamUpdateArgs {
+  inputs: { g: tf.TensorInfo; mu: tf.TensorInfo; nu: tf.TensorInfo };
+  backend: WasmBackendLike;
+  attrs: AdamStepHyper;
+}
+
+function adamUpdateKernel(addon: BlasAddon, { inputs: { g, mu, nu }, backend, attrs }: AdamUpdateArgs): tf.TensorInfo[] {
+  const outs = [0, 1, 2].map(() => backend.makeOutput([...g.shape], 'float32'));
+  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
+  try {
+    addon.adamUpdate(backend.wasm.HEAPF32, tf.util.sizeFromShape(g.shape), offset(g), offset(mu), offset(nu), offset(outs[0]!), offset(outs[1]!), offset(outs[2]!), attrs.b1, attrs.b2, attrs.c1, attrs.c2, attrs.eps);
+  } catch (error) {
+    for (const out of outs) backend.disposeData(out.dataId);
+    throw error;
+  }
+  return outs;
+}
+
+/**
+ * One parameter's Adam step in a single native pass: the new moments μ, ν and the bias-corrected
+ * direction μ̂/(√ν̂ + ε) that scaleByAdam computes with ~11 tfjs kernels. Undefined where it
+ * cannot run (not wasm, native BLAS off, not float32 of one shape).
+ *
+ * @example
+ * const fused = nativeAdamUpdate(g, mu, nu, { b1, b2, c1: 1 / (1 - b1 ** t), c2: 1 / (1 - b2 ** t), eps });
+ */
+export function nativeAdamUpdate(g: tf.Tensor, mu: tf.Tensor, nu: tf.Tensor, hyper: AdamStepHyper): { mu: tf.Tensor; nu: tf.Tensor; update: tf.Tensor } | undefined {
+  if (!ready.any || tf.getBackend() !== 'wasm') return undefined;
+  const same = (t: tf.Tensor): boolean => t.dtype === 'float32' && t.shape.join() === g.shape.join();
+  if (![g, mu, nu].every(same)) return undefined;
+  const [m, v, update] = tf.engine().runKernel(ADAM_UPDATE, { g, mu, nu }, { ...hyper } as unknown as tf.NamedAttrMap) as tf.Tensor[];
+  return { mu: m!, nu: v!, update: update! };
+}
+
+const KALMAN_PRIOR = 'GrngKalmanPrior';
+const KALMAN_POSTERIOR = 'GrngKalmanPosterior';
+/** What the last KalmanPosterior kernel call summed. */
+let lastPosteriorSum = Number.NaN;
+
+interface KalmanPriorArgs {
+  inputs: { p: tf.TensorInfo; rhoG2: tf.TensorInfo };
+  backend: WasmBackendLike;
+  attrs: { fading: number; q: number };
+}
+
+function kalmanPriorKernel(addon: BlasAddon, { inputs: { p, rhoG2 }, backend, attrs }: KalmanPriorArgs): tf.TensorInfo {
+  const out = backend.makeOutput([...p.shape], 'float32');
+  try {
+    addon.kalmanPrior(backend.wasm.HEAPF32, tf.util.sizeFromShape(p.shape), offsetOf(backend, p), offsetOf(backend, out), offsetOf(backend, rhoG2), attrs.fading, attrs.q);
+  } catch (error) {
+    backend.disposeData(out.dataId);
+    throw error;
+  }
+  return out;
+}
+
+interface KalmanPosteriorArgs {
+  inputs: { prior: tf.TensorInfo; reduced: tf.TensorInfo; gain: tf.TensorInfo };
+  backend: WasmBackendLike;
+  attrs: { pMin: number };
+}
+
+function kalmanPosteriorKernel(addon: BlasAddon, { inputs: { prior, reduced, gain }, backend, attrs }: KalmanPosteriorArgs): tf.TensorInfo[] {
+  const outs = [0, 1].map(() => backend.makeOutput([...prior.shape], 'float32'));
+  try {
+    lastPosteriorSum = addon.kalmanPosterior(backend.wasm.HEAPF32, tf.util.sizeFromShape(prior.shape), offsetOf(backend, prior), offsetOf(backend, reduced), offsetOf(backend, gain), offsetOf(backend, outs[0]!), offsetOf(backend, outs[1]!), attrs.pMin);
+  } catch (error) {
+    for (const out of outs) backend.disposeData(out.dataId);
+    throw error;
+  }
+  return outs;
+}
+
+/**
+ * R-Kalman's prior covariance for one parameter in one native pass: P / (s·P + φ) with q = 0,
+ * else F/(s·F + 1) with F = P/φ + q, where s = ρ‖g‖² is a device scalar (read in the kernel: no
+ * read-back). Undefined where it cannot run.
+ *
+ * @example
+ * const prior = nativeKalmanPrior(p, rhoG2, fading, q) ?? tfjsPrior(p);
+ */
+export function nativeKalmanPrior(p: tf.Tensor, rhoG2: tf.Scalar, fading: number, q: number): tf.Tensor | undefined {
+  if (!ready.any || tf.getBackend() !== 'wasm' || p.dtype !== 'float32' || rhoG2.dtype !== 'float32' || rhoG2.size !== 1) return undefined;
+  return tf.engine().runKernel(KALMAN_PRIOR, { p, rhoG2 }, { fading, q } as unknown as tf.NamedAttrMap) as tf.Tensor;
+}
+
+/**
+ * R-Kalman's posterior covariance max(P⁻ − P⁻²⊙R, pMin) and update P⁻⊙G for one parameter in one
+ * native pass, with Σ of the new P (for tr(P)/n). Undefined where it cannot run.
+ *
+ * @example
+ * const post = nativeKalmanPosterior(prior, reduced, gain, pMin);
+ */
+export function nativeKalmanPosterior(prior: tf.Tensor, reduced: tf.Tensor, gain: tf.Tensor, pMin: number): { p: tf.Tensor; update: tf.Tensor; sum: number } | undefined {
+  if (!ready.any || tf.getBackend() !== 'wasm') return undefined;
+  const same = (t: tf.Tensor): boolean => t.dtype === 'float32' && t.shape.join() === prior.shape.join();
+  if (![prior, reduced, gain].every(same)) return undefined;
+  lastPosteriorSum = Number.NaN;
+  const [p, update] = tf.engine().runKernel(KALMAN_POSTERIOR, { prior, reduced, gain }, { pMin } as unknown as tf.NamedAttrMap) as tf.Tensor[];
+  return { p: p!, update: update!, sum: lastPosteriorSum };
+}
