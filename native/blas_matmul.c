@@ -617,6 +617,40 @@ static napi_value js_kalman_posterior(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * allFinite(heap, n, offset) -> whether none of the n float32 values is NaN or infinite. Reads
+ * the exponent bits (all ones only for NaN and infinities) and ORs them over 8 lanes, which the
+ * compiler turns into vector code: one memory-bound pass, no early exit, no float arithmetic.
+ */
+static napi_value js_all_finite(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 3) {
+    napi_throw_type_error(env, NULL, "blas_matmul.allFinite: expected 3 arguments");
+    return NULL;
+  }
+  int64_t n = 0;
+  if (napi_get_value_int64(env, argv[1], &n) != napi_ok || n < 0) {
+    napi_throw_type_error(env, NULL, "blas_matmul.allFinite: n must be an integer >= 0");
+    return NULL;
+  }
+  const float *x = heap_array(env, argv[0], argv[2], n, "x", "allFinite");
+  if (!x) return NULL;
+  const uint32_t *bits = (const uint32_t *)x;
+  const uint32_t exponent = 0x7f800000u;
+  uint32_t lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) lanes[j] |= (uint32_t)((bits[i + j] & exponent) == exponent);
+  uint32_t bad = 0;
+  for (int j = 0; j < 8; j++) bad |= lanes[j];
+  for (; i < n; i++) bad |= (uint32_t)((bits[i] & exponent) == exponent);
+  napi_value result;
+  CHECK(napi_get_boolean(env, bad == 0, &result));
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"load", NULL, js_load, NULL, NULL, NULL, napi_default, NULL},
@@ -626,6 +660,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"gramUpdate", NULL, js_gram_update, NULL, NULL, NULL, napi_default, NULL},
       {"sophiaUpdate", NULL, js_sophia_update, NULL, NULL, NULL, napi_default, NULL},
       {"dot", NULL, js_dot, NULL, NULL, NULL, napi_default, NULL},
+      {"allFinite", NULL, js_all_finite, NULL, NULL, NULL, napi_default, NULL},
       {"adamUpdate", NULL, js_adam_update, NULL, NULL, NULL, napi_default, NULL},
       {"kalmanPrior", NULL, js_kalman_prior, NULL, NULL, NULL, napi_default, NULL},
       {"kalmanPosterior", NULL, js_kalman_posterior, NULL, NULL, NULL, napi_default, NULL},

@@ -23,6 +23,7 @@ export function registerNativeKernels(addon: BlasAddon): () => void {
   const kernels: Array<[string, tf.KernelFunc]> = [
     [ADAM_UPDATE, (args) => adamUpdateKernel(addon, args as unknown as AdamUpdateArgs)],
     [DOT, (args) => dotKernel(addon, args as unknown as DotArgs)],
+    [FINITE_FLAGS, (args) => finiteFlagsKernel(addon, args as unknown as FiniteFlagsArgs)],
     [SOPHIA_UPDATE, (args) => sophiaUpdateKernel(addon, args as unknown as SophiaUpdateArgs)],
     [KALMAN_PRIOR, (args) => kalmanPriorKernel(addon, args as unknown as KalmanPriorArgs)],
     [KALMAN_POSTERIOR, (args) => kalmanPosteriorKernel(addon, args as unknown as KalmanPosteriorArgs)],
@@ -331,4 +332,36 @@ export function nativeKalmanPosterior(prior: tf.Tensor, reduced: tf.Tensor, gain
   lastPosteriorSum = Number.NaN;
   const [p, update] = tf.engine().runKernel(KALMAN_POSTERIOR, { prior, reduced, gain }, { pMin } as unknown as tf.NamedAttrMap) as tf.Tensor[];
   return { p: p!, update: update!, sum: lastPosteriorSum };
+}
+
+const FINITE_FLAGS = 'GrngFiniteFlags';
+
+interface FiniteFlagsArgs {
+  inputs: Record<string, tf.TensorInfo>;
+  backend: WasmBackendLike;
+}
+
+function finiteFlagsKernel(addon: BlasAddon, { inputs, backend }: FiniteFlagsArgs): tf.TensorInfo {
+  const tensors = Object.keys(inputs)
+    .sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)))
+    .map((k) => inputs[k]!);
+  const out = backend.makeOutput([tensors.length], 'float32');
+  const flags = tensors.map((t) => (addon.allFinite(backend.wasm.HEAPF32, tf.util.sizeFromShape(t.shape), offsetOf(backend, t)) ? 1 : 0));
+  // The heap view after the calls: makeOutput may have grown (and replaced) it.
+  backend.wasm.HEAPF32.set(flags, offsetOf(backend, out));
+  return out;
+}
+
+/**
+ * 1 for each tensor with no NaN or ±Inf element, 0 otherwise, in order, as one float32 tensor to
+ * read back: one native pass over the exponent bits of each (the tfjs way is a reduction, an
+ * isFinite and a cast per tensor, then a stack). Undefined where it cannot run.
+ *
+ * @example
+ * const flags = nativeFiniteFlags(Object.values(grads));
+ */
+export function nativeFiniteFlags(tensors: readonly tf.Tensor[]): tf.Tensor1D | undefined {
+  if (!ready.any || tf.getBackend() !== 'wasm' || tensors.length === 0 || tensors.some((t) => t.dtype !== 'float32')) return undefined;
+  const inputs = Object.fromEntries(tensors.map((t, i) => [`t${i}`, t]));
+  return tf.engine().runKernel(FINITE_FLAGS, inputs) as tf.Tensor1D;
 }

@@ -227,9 +227,12 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
   };
   const rows = batches(data.train, { batchSize, epochs, seed, partial, ...(steps ? { steps } : {}), control: sourceControl }).pipe(
     forwardBackward(model, { signals: optimizer.needsSignals }),
-    guard ? guardFinite(health) : identity,
+    // fisherScan folds the gradients' signals into its factors, so a bad step must be caught
+    // before it (guardFinite, a read-back of its own); without it update's guard checks loss,
+    // gradients and update in one read-back.
+    guard && curvature ? guardFinite(health) : identity,
     curvature ? fisherScan(model, curvature.damping, curvature.options, { health, state: slots.curvature }) : identity,
-    update(model, optimizer.transform, { ...(guard ? { guard: health } : {}), state: slots.optimizer }),
+    update(model, optimizer.transform, { ...(guard ? { guard: health, checkGradients: !curvature } : {}), state: slots.optimizer }),
     evaluate(model, data.test, { every: evalEvery }),
     metrics({ health, ...(resume ? { wallOffsetMs: resume.wallMs } : {}) }),
   );

@@ -7,7 +7,8 @@ import { batchFactors, foldFactors } from '../src/curvature/factors.js';
 import { startAverage, updateAverage } from '../src/curvature/movingAverage.js';
 import { sampledLabelPass, sampledSignals } from '../src/curvature/sampledLabels.js';
 import { fastMatMul } from '../src/fastMatMul.js';
-import { nativeBlasCounts, nativeDot } from '../src/nativeBlas.js';
+import { nativeBlasCounts, nativeDot, nativeFiniteFlags } from '../src/nativeBlas.js';
+import { finiteFlags } from '../src/operators/guardFinite.js';
 import { sumOfProducts, sumOfSquares } from '../src/optim/tree.js';
 import { computeStep } from '../src/operators/forwardBackward.js';
 import { mlp } from '../src/nn/sequential.js';
@@ -113,5 +114,21 @@ describe('sumOfProducts / sumOfSquares', () => {
       native!.dispose();
     }
     tf.dispose([a, b, small, withNaN]);
+  });
+});
+
+describe('finiteFlags', () => {
+  it('flags NaN, +Inf and -Inf anywhere in a tensor (native exponent scan on wasm, sums elsewhere), in key order', () => {
+    const n = 70_001; // not a multiple of the native loop's 8 lanes
+    const at = (i: number, v: number): tf.Tensor => tf.tidy(() => tf.where(tf.equal(tf.range(0, n), i), tf.fill([n], v), tf.ones([n])));
+    const tensors = { clean: tf.ones([n]), nanLast: at(n - 1, NaN), infFirst: at(0, Infinity), minusInf: at(12_345, -Infinity), tiny: tf.fill([3], 1e-45), scalar: tf.scalar(2) };
+    const flags = finiteFlags(tensors);
+    expect(Array.from(flags.dataSync())).toEqual([1, 0, 0, 0, 1, 1]);
+    if (backend === 'wasm' && fastMatMul()) {
+      const native = nativeFiniteFlags(Object.values(tensors));
+      expect(native).toBeDefined();
+      native!.dispose();
+    }
+    tf.dispose([flags, ...Object.values(tensors)]);
   });
 });

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { concatMap, Observable, type OperatorFunction } from 'rxjs';
 import { asGrngError, GrngError } from '../errors.js';
+import { nativeFiniteFlags } from '../nativeBlas.js';
 import { sumAll } from '../optim/tree.js';
 import type { Params, SkippedStep, Step, StepHealth } from '../types.js';
 import { checkInteger } from '../validate.js';
@@ -30,9 +31,10 @@ export function stepHealth({ maxBadSteps = DEFAULT_MAX_BAD_STEPS }: { maxBadStep
  * After `health.maxBadSteps` consecutive skips the stream errors naming the step and the first
  * offending parameter.
  *
- * A sum is non-finite when any element is, so one reduction per parameter is enough; a finite
- * gradient whose sum overflows float32 (|Σg| > 3.4e38) counts as non-finite too, which is what
- * a user wants skipped anyway.
+ * Each tensor is checked in one pass: natively (every element's exponent bits) where the BLAS
+ * addon is loaded, else by its sum, which is non-finite when any element is — there a finite
+ * gradient whose sum overflows float32 (|Σg| > 3.4e38) counts as non-finite too, which is what a
+ * user wants skipped anyway.
  *
  * @example
  * const health = stepHealth();
@@ -103,9 +105,12 @@ export function afterFiniteCheck(
   });
 }
 
-/** 1 for each finite tensor (by its sum), 0 otherwise, in key order: one tensor to read back. */
+/**
+ * 1 for each finite tensor, 0 otherwise, in key order: one tensor to read back. Natively (an
+ * exponent-bit scan per tensor) where the addon is loaded, else by each tensor's sum.
+ */
 export function finiteFlags(tensors: Params): tf.Tensor1D {
-  return tf.tidy(() => tf.stack(Object.values(tensors).map((t) => tf.cast(tf.isFinite(sumAll(t)), 'float32'))) as tf.Tensor1D);
+  return nativeFiniteFlags(Object.values(tensors)) ?? tf.tidy(() => tf.stack(Object.values(tensors).map((t) => tf.cast(tf.isFinite(sumAll(t)), 'float32'))) as tf.Tensor1D);
 }
 
 /** The key of the first 0 flag, or undefined when all are finite. */

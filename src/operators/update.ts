@@ -17,6 +17,13 @@ export interface UpdateOptions<S> {
    * through untouched either way.
    */
   readonly guard?: StepHealth;
+  /**
+   * With `guard`: also check the step's loss and gradients, in the same read-back as the update
+   * (a bad one skips the step as guardFinite would: `what` 'loss' or 'gradient'). Use it instead
+   * of guardFinite where nothing between forwardBackward and update reads the gradients
+   * (no fisherScan): one read-back a step instead of two. Default false.
+   */
+  readonly checkGradients?: boolean;
   /** Where a checkpoint reads the optimizer state from and a resumed run restores it. */
   readonly state?: StateSlot<S>;
 }
@@ -110,12 +117,15 @@ export function update<S>(model: Pick<Sequential, 'params'>, optimizer: Gradient
               subscriber.complete();
             });
           }
-          const flags = finiteFlags(result.updates);
+          // Loss and gradients first (when asked), so a NaN gradient is reported as such and
+          // not as the NaN update it makes; keys are prefixed to keep the two apart.
+          const checked: Params = options.checkGradients ? { 'loss:loss': kept.loss, ...prefixed('gradient:', kept.grads), ...prefixed('update:', result.updates) } : prefixed('update:', result.updates);
+          const flags = finiteFlags(checked);
           return afterFiniteCheck(
             'update',
             step,
             flags,
-            Object.keys(result.updates),
+            Object.keys(checked),
             retained,
             (bad, emit) => {
               if (bad === undefined) {
@@ -123,7 +133,8 @@ export function update<S>(model: Pick<Sequential, 'params'>, optimizer: Gradient
                 apply(kept, result, emit);
               } else {
                 discard(kept, result);
-                const skipped = { what: 'update', where: bad } as const;
+                const colon = bad.indexOf(':');
+                const skipped = { what: bad.slice(0, colon) as 'loss' | 'gradient' | 'update', where: bad.slice(colon + 1) } as const;
                 recordSkippedStep(health, step.batch.step, skipped);
                 emit({ ...kept, skipped });
               }
@@ -138,4 +149,9 @@ export function update<S>(model: Pick<Sequential, 'params'>, optimizer: Gradient
         }),
       );
     });
+}
+
+/** The same tree with `prefix` before every key (tensors shared, not copied). */
+function prefixed(prefix: string, tree: Params): Params {
+  return Object.fromEntries(Object.entries(tree).map(([k, t]) => [`${prefix}${k}`, t]));
 }
