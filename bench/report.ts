@@ -16,6 +16,13 @@ export function renderReport(results: Json): string {
     parts.push('| variant | ms/step | ÷ bare loop |', '|---|---|---|');
     for (const [k, v] of Object.entries(p.msPerStep as Json)) parts.push(`| ${k} | ${fixed(v)} | ${fixed((v as number) / p.msPerStep.bareLoopSameLayers, 3)} |`);
     parts.push('');
+    if (p.ratios) {
+      // Paired within each round (variants of a round run seconds apart), then the median over rounds.
+      parts.push('Ratios paired within each round, median over rounds (what the goals are read against):', '');
+      parts.push('| ratio | value |', '|---|---|');
+      for (const [k, v] of Object.entries(p.ratios as Json)) parts.push(`| ${k} | ${fixed(v, 3)} |`);
+      parts.push('');
+    }
   }
   const o = results.optimizers as Json | undefined;
   if (o) {
