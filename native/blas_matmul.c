@@ -387,6 +387,24 @@ done:
 }
 
 /* The float32 array argument i of a call, checked against the heap: NULL after throwing. */
+/* The arguments of an elementwise entry point: exactly `expected` of them, argv[1] the element
+ * count n in 0..limit. False after throwing a TypeError that names the function. */
+static bool elementwise_args(napi_env env, napi_callback_info info, size_t expected, napi_value *argv, int64_t *n, int64_t limit, const char *who) {
+  size_t argc = expected;
+  char message[160];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != expected) {
+    snprintf(message, sizeof message, "blas_matmul.%s: expected %zu arguments", who, expected);
+    napi_throw_type_error(env, NULL, message);
+    return false;
+  }
+  if (napi_get_value_int64(env, argv[1], n) != napi_ok || *n < 0 || *n > limit) {
+    snprintf(message, sizeof message, "blas_matmul.%s: n must be an integer in 0..%lld", who, (long long)limit);
+    napi_throw_type_error(env, NULL, message);
+    return false;
+  }
+  return true;
+}
+
 static float *heap_array(napi_env env, napi_value heap_value, napi_value offset_value, int64_t count, const char *what, const char *who) {
   size_t length = 0;
   float *heap = float_heap(env, heap_value, who, &length);
@@ -411,18 +429,9 @@ static float *heap_array(napi_env env, napi_value heap_value, napi_value offset_
  * leaves p out (0 * inf would be NaN).
  */
 static napi_value js_sophia_update(napi_env env, napi_callback_info info) {
-  size_t argc = 13;
   napi_value argv[13];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 13) {
-    napi_throw_type_error(env, NULL, "blas_matmul.sophiaUpdate: expected 13 arguments");
-    return NULL;
-  }
   int64_t n = 0;
-  if (napi_get_value_int64(env, argv[1], &n) != napi_ok || n < 0) {
-    napi_throw_type_error(env, NULL, "blas_matmul.sophiaUpdate: n must be an integer >= 0");
-    return NULL;
-  }
+  if (!elementwise_args(env, info, 13, argv, &n, INT64_MAX, "sophiaUpdate")) return NULL;
   const float *g = heap_array(env, argv[0], argv[2], n, "g", "sophiaUpdate");
   const float *m = g ? heap_array(env, argv[0], argv[3], n, "m", "sophiaUpdate") : NULL;
   const float *h = m ? heap_array(env, argv[0], argv[4], n, "h", "sophiaUpdate") : NULL;
@@ -459,18 +468,9 @@ static napi_value js_sophia_update(napi_env env, napi_callback_info info) {
  * NaN and infinities propagate into the result.
  */
 static napi_value js_dot(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 4) {
-    napi_throw_type_error(env, NULL, "blas_matmul.dot: expected 4 arguments");
-    return NULL;
-  }
   int64_t n = 0;
-  if (napi_get_value_int64(env, argv[1], &n) != napi_ok || n < 0 || n > INT32_MAX) {
-    napi_throw_type_error(env, NULL, "blas_matmul.dot: n must be an integer in 0..2^31-1");
-    return NULL;
-  }
+  if (!elementwise_args(env, info, 4, argv, &n, INT32_MAX, "dot")) return NULL;
   const float *x = heap_array(env, argv[0], argv[2], n, "x", "dot");
   const float *y = x ? heap_array(env, argv[0], argv[3], n, "y", "dot") : NULL;
   if (!y) return NULL;
@@ -498,18 +498,9 @@ static napi_value js_dot(napi_env env, napi_callback_info info) {
  * with c1 = 1/(1 - b1^t), c2 = 1/(1 - b2^t): what scaleByAdam's ~11 tfjs kernels compute.
  */
 static napi_value js_adam_update(napi_env env, napi_callback_info info) {
-  size_t argc = 13;
   napi_value argv[13];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 13) {
-    napi_throw_type_error(env, NULL, "blas_matmul.adamUpdate: expected 13 arguments");
-    return NULL;
-  }
   int64_t n = 0;
-  if (napi_get_value_int64(env, argv[1], &n) != napi_ok || n < 0) {
-    napi_throw_type_error(env, NULL, "blas_matmul.adamUpdate: n must be an integer >= 0");
-    return NULL;
-  }
+  if (!elementwise_args(env, info, 13, argv, &n, INT64_MAX, "adamUpdate")) return NULL;
   const char *who = "adamUpdate";
   const float *g = heap_array(env, argv[0], argv[2], n, "g", who);
   const float *mu = g ? heap_array(env, argv[0], argv[3], n, "mu", who) : NULL;
@@ -541,18 +532,9 @@ static napi_value js_adam_update(napi_env env, napi_callback_info info) {
  *   q = 0:  P- = P / (s P + fading)         q > 0:  F = P / fading + q;  P- = F / (s F + 1)
  */
 static napi_value js_kalman_prior(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
   napi_value argv[7];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 7) {
-    napi_throw_type_error(env, NULL, "blas_matmul.kalmanPrior: expected 7 arguments");
-    return NULL;
-  }
   int64_t n = 0;
-  if (napi_get_value_int64(env, argv[1], &n) != napi_ok || n < 0) {
-    napi_throw_type_error(env, NULL, "blas_matmul.kalmanPrior: n must be an integer >= 0");
-    return NULL;
-  }
+  if (!elementwise_args(env, info, 7, argv, &n, INT64_MAX, "kalmanPrior")) return NULL;
   const char *who = "kalmanPrior";
   const float *p = heap_array(env, argv[0], argv[2], n, "P", who);
   float *out = p ? heap_array(env, argv[0], argv[3], n, "prior out", who) : NULL;
@@ -580,18 +562,9 @@ static napi_value js_kalman_prior(napi_env env, napi_callback_info info) {
  * NaN, as tfjs's clip leaves it), u = P- G; the sum of P feeds the tr(P)/n diagnostic.
  */
 static napi_value js_kalman_posterior(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
   napi_value argv[8];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 8) {
-    napi_throw_type_error(env, NULL, "blas_matmul.kalmanPosterior: expected 8 arguments");
-    return NULL;
-  }
   int64_t n = 0;
-  if (napi_get_value_int64(env, argv[1], &n) != napi_ok || n < 0) {
-    napi_throw_type_error(env, NULL, "blas_matmul.kalmanPosterior: n must be an integer >= 0");
-    return NULL;
-  }
+  if (!elementwise_args(env, info, 8, argv, &n, INT64_MAX, "kalmanPosterior")) return NULL;
   const char *who = "kalmanPosterior";
   const float *prior = heap_array(env, argv[0], argv[2], n, "prior", who);
   const float *reduced = prior ? heap_array(env, argv[0], argv[3], n, "reduced", who) : NULL;
@@ -623,18 +596,9 @@ static napi_value js_kalman_posterior(napi_env env, napi_callback_info info) {
  * compiler turns into vector code: one memory-bound pass, no early exit, no float arithmetic.
  */
 static napi_value js_all_finite(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 3) {
-    napi_throw_type_error(env, NULL, "blas_matmul.allFinite: expected 3 arguments");
-    return NULL;
-  }
   int64_t n = 0;
-  if (napi_get_value_int64(env, argv[1], &n) != napi_ok || n < 0) {
-    napi_throw_type_error(env, NULL, "blas_matmul.allFinite: n must be an integer >= 0");
-    return NULL;
-  }
+  if (!elementwise_args(env, info, 3, argv, &n, INT64_MAX, "allFinite")) return NULL;
   const float *x = heap_array(env, argv[0], argv[2], n, "x", "allFinite");
   if (!x) return NULL;
   const uint32_t *bits = (const uint32_t *)x;
