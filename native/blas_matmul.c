@@ -615,74 +615,6 @@ static napi_value js_all_finite(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/*
- * moments(heap, n, gOffset, uOffset) -> [sum g^2, sum u^2, sum u, sum g, sum u g] over n float32
- * values (uOffset < 0: no u, its sums 0). The gradient statistics of a metrics row in one pass
- * over g and u, where the tfjs way takes five reductions and three temporaries. Eight float
- * lanes per statistic over blocks of 4,096 values (independent accumulators, which the compiler
- * vectorizes), each block's total then added in float64.
- */
-static napi_value js_moments(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  int64_t n = 0;
-  if (!elementwise_args(env, info, 4, argv, &n, INT64_MAX, "moments")) return NULL;
-  int64_t u_offset = -1;
-  CHECK(napi_get_value_int64(env, argv[3], &u_offset));
-  const float *g = heap_array(env, argv[0], argv[2], n, "g", "moments");
-  const float *u = g && u_offset >= 0 ? heap_array(env, argv[0], argv[3], n, "u", "moments") : NULL;
-  if (!g || (u_offset >= 0 && !u)) return NULL;
-  double total[5] = {0, 0, 0, 0, 0};
-  enum { LANES = 8, BLOCK = 4096 };
-  for (int64_t start = 0; start < n; start += BLOCK) {
-    int64_t end = start + BLOCK < n ? start + BLOCK : n;
-    float gg[LANES] = {0}, uu[LANES] = {0}, su[LANES] = {0}, sg[LANES] = {0}, ug[LANES] = {0};
-    int64_t i = start;
-    if (u) {
-      for (; i + LANES <= end; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-          float gv = g[i + j], uv = u[i + j];
-          gg[j] += gv * gv;
-          uu[j] += uv * uv;
-          su[j] += uv;
-          sg[j] += gv;
-          ug[j] += uv * gv;
-        }
-      for (; i < end; i++) {
-        gg[0] += g[i] * g[i];
-        uu[0] += u[i] * u[i];
-        su[0] += u[i];
-        sg[0] += g[i];
-        ug[0] += u[i] * g[i];
-      }
-    } else {
-      for (; i + LANES <= end; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-          gg[j] += g[i + j] * g[i + j];
-          sg[j] += g[i + j];
-        }
-      for (; i < end; i++) {
-        gg[0] += g[i] * g[i];
-        sg[0] += g[i];
-      }
-    }
-    for (int j = 0; j < LANES; j++) {
-      total[0] += gg[j];
-      total[1] += uu[j];
-      total[2] += su[j];
-      total[3] += sg[j];
-      total[4] += ug[j];
-    }
-  }
-  napi_value result;
-  CHECK(napi_create_array_with_length(env, 5, &result));
-  for (uint32_t k = 0; k < 5; k++) {
-    napi_value value;
-    CHECK(napi_create_double(env, total[k], &value));
-    CHECK(napi_set_element(env, result, k, value));
-  }
-  return result;
-}
-
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"load", NULL, js_load, NULL, NULL, NULL, napi_default, NULL},
@@ -693,7 +625,6 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sophiaUpdate", NULL, js_sophia_update, NULL, NULL, NULL, napi_default, NULL},
       {"dot", NULL, js_dot, NULL, NULL, NULL, napi_default, NULL},
       {"allFinite", NULL, js_all_finite, NULL, NULL, NULL, napi_default, NULL},
-      {"moments", NULL, js_moments, NULL, NULL, NULL, napi_default, NULL},
       {"adamUpdate", NULL, js_adam_update, NULL, NULL, NULL, napi_default, NULL},
       {"kalmanPrior", NULL, js_kalman_prior, NULL, NULL, NULL, napi_default, NULL},
       {"kalmanPosterior", NULL, js_kalman_posterior, NULL, NULL, NULL, napi_default, NULL},

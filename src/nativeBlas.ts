@@ -36,8 +36,6 @@ export interface BlasAddon {
   kalmanPrior(heap: Float32Array, n: number, p: number, out: number, rhoG2: number, fading: number, q: number): void;
   /** R-Kalman's posterior and update in one pass; returns Σ of the new P. */
   kalmanPosterior(heap: Float32Array, n: number, prior: number, reduced: number, gain: number, pOut: number, uOut: number, pMin: number): number;
-  /** [Σg², Σu², Σu, Σg, Σug] over n values (uOffset −1: no u). */
-  moments(heap: Float32Array, n: number, gOffset: number, uOffset: number): number[];
   /** Whether none of n float32 values is NaN or ±Inf. */
   allFinite(heap: Float32Array, n: number, offset: number): boolean;
   /** Σ x·y over n float32 elements, accumulated in float64. */
@@ -245,4 +243,4 @@ export function nativeLapackAvailable(): boolean {
   return 'addon' in addon && addon.addon.load().lapack === true;
 }
 
-export { nativeAdamUpdate, nativeDot, nativeFiniteFlags, nativeGradientMoments, nativeKalmanPosterior, nativeKalmanPrior, nativeGramUpdate, nativeSophiaUpdate, nativeSpdInverse, nativeSpdInverseAvailable, type AdamStepHyper, type SophiaStepHyper } from './nativeKernels.js';
+export { nativeAdamUpdate, nativeDot, nativeFiniteFlags, nativeKalmanPosterior, nativeKalmanPrior, nativeGramUpdate, nativeSophiaUpdate, nativeSpdInverse, nativeSpdInverseAvailable, type AdamStepHyper, type SophiaStepHyper } from './nativeKernels.js';

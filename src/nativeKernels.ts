@@ -24,7 +24,6 @@ export function registerNativeKernels(addon: BlasAddon): () => void {
     [ADAM_UPDATE, (args) => adamUpdateKernel(addon, args as unknown as AdamUpdateArgs)],
     [DOT, (args) => dotKernel(addon, args as unknown as DotArgs)],
     [FINITE_FLAGS, (args) => finiteFlagsKernel(addon, args as unknown as FiniteFlagsArgs)],
-    [MOMENTS, (args) => momentsKernel(addon, args as unknown as MomentsArgs)],
     [SOPHIA_UPDATE, (args) => sophiaUpdateKernel(addon, args as unknown as SophiaUpdateArgs)],
     [KALMAN_PRIOR, (args) => kalmanPriorKernel(addon, args as unknown as KalmanPriorArgs)],
     [KALMAN_POSTERIOR, (args) => kalmanPosteriorKernel(addon, args as unknown as KalmanPosteriorArgs)],
@@ -365,44 +364,4 @@ export function nativeFiniteFlags(tensors: readonly tf.Tensor[]): tf.Tensor1D | 
   if (!ready.any || tf.getBackend() !== 'wasm' || tensors.length === 0 || tensors.some((t) => t.dtype !== 'float32')) return undefined;
   const inputs = Object.fromEntries(tensors.map((t, i) => [`t${i}`, t]));
   return tf.engine().runKernel(FINITE_FLAGS, inputs) as tf.Tensor1D;
-}
-
-const MOMENTS = 'GrngMoments';
-
-interface MomentsArgs {
-  inputs: Record<string, tf.TensorInfo>;
-  backend: WasmBackendLike;
-  attrs: { count: number; stats: number };
-}
-
-function momentsKernel(addon: BlasAddon, { inputs, backend, attrs: { count, stats } }: MomentsArgs): tf.TensorInfo {
-  const total = [0, 0, 0, 0, 0];
-  for (let i = 0; i < count; i++) {
-    const g = inputs[`g${i}`]!;
-    const u = inputs[`u${i}`];
-    const sums = addon.moments(backend.wasm.HEAPF32, tf.util.sizeFromShape(g.shape), offsetOf(backend, g), u ? offsetOf(backend, u) : -1);
-    for (let k = 0; k < 5; k++) total[k]! += sums[k]!;
-  }
-  const out = backend.makeOutput([stats], 'float32');
-  backend.wasm.HEAPF32.set(total.slice(0, stats), offsetOf(backend, out));
-  return out;
-}
-
-/**
- * The gradient statistics of a metrics row in one native pass per parameter, as one tensor:
- * [Σg²] without updates, [Σg², Σu²] with them, [Σg², Σu², Σu, Σg, Σug] with `correlation`
- * (sums over every coordinate of the tree, accumulated in float64). Undefined where it cannot run.
- *
- * @example
- * const stats = nativeGradientMoments(Object.values(grads), Object.values(updates), false);
- */
-export function nativeGradientMoments(grads: readonly tf.Tensor[], updates: readonly tf.Tensor[] | undefined, correlation: boolean): tf.Tensor1D | undefined {
-  if (!ready.any || tf.getBackend() !== 'wasm' || grads.length === 0) return undefined;
-  if (updates && (updates.length !== grads.length || updates.some((u, i) => u.size !== grads[i]!.size))) return undefined;
-  if ([...grads, ...(updates ?? [])].some((t) => t.dtype !== 'float32')) return undefined;
-  const inputs: tf.NamedTensorMap = {};
-  grads.forEach((g, i) => (inputs[`g${i}`] = g));
-  updates?.forEach((u, i) => (inputs[`u${i}`] = u));
-  const stats = !updates ? 1 : correlation ? 5 : 2;
-  return tf.engine().runKernel(MOMENTS, inputs, { count: grads.length, stats } as unknown as tf.NamedAttrMap) as tf.Tensor1D;
 }

@@ -1,7 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { Observable, type OperatorFunction } from 'rxjs';
 import { asGrngError } from '../errors.js';
-import { nativeGradientMoments } from '../nativeBlas.js';
 import { sumAll, sumOfProducts, sumOfSquares } from '../optim/tree.js';
 import type { MetricsRow, Params, Step, StepHealth } from '../types.js';
 import { checkBoolean, checkInteger, checkKeys, checkNumber } from '../validate.js';
@@ -109,9 +108,6 @@ export function pearsonFromSums(n: number, sx: number, sy: number, sxx: number, 
 /** Sums over all coordinates: [Σg², Σu², Σu, Σg, Σug]; only the squares without correlation. */
 function gradientStatistics(grads: Params, updates: Params | undefined, correlation: boolean): tf.Tensor[] {
   const keys = Object.keys(grads);
-  // One native pass per parameter where the addon is loaded (wasm).
-  const fused = nativeGradientMoments(keys.map((k) => grads[k]!), updates && keys.map((k) => updates[k]!), correlation);
-  if (fused) return [fused];
   const sumOf = (f: (k: string) => tf.Tensor): tf.Tensor => tf.addN(keys.map((k) => sumAll(f(k))));
   const stats: tf.Tensor[] = [tf.addN(keys.map((k) => sumOfSquares(grads[k]!)))];
   if (!updates) return stats;
@@ -127,11 +123,9 @@ function pack(step: Step, norms: boolean, correlation: boolean): { packed: tf.Te
   for (const [k, v] of Object.entries(diagnostics)) if (typeof v === 'number' && k !== 'learningRate') hostDiagnostics[k] = v;
   const layout: Layout = { norms, hasUpdate: step.update !== undefined, correlation: correlation && step.update !== undefined, tensorDiagnostics, hostDiagnostics, hasEvaluation: step.evaluation !== undefined, coordinates: Object.values(step.grads).reduce((n, g) => n + g.size, 0) };
   const packed = tf.tidy(() => {
-    // Scalars are reshaped to [1], which also rejects a diagnostic that is not one; the
-    // gradient statistics may come as one vector (the native pass).
-    const one = (t: tf.Tensor): tf.Tensor => tf.reshape(t, [1]);
-    const flat: tf.Tensor[] = [one(step.loss), one(step.correct), ...(norms ? gradientStatistics(step.grads, step.update?.updates, layout.correlation).map((t) => tf.reshape(t, [-1])) : [])];
-    for (const k of tensorDiagnostics) flat.push(one(tf.cast(diagnostics[k] as tf.Scalar, 'float32')));
+    const parts: tf.Tensor[] = [step.loss, step.correct, ...(norms ? gradientStatistics(step.grads, step.update?.updates, layout.correlation) : [])];
+    for (const k of tensorDiagnostics) parts.push(tf.cast(diagnostics[k] as tf.Scalar, 'float32'));
+    const flat = parts.map((p) => tf.reshape(p, [1]));
     if (step.evaluation) flat.push(step.evaluation);
     return tf.concat(flat) as tf.Tensor1D;
   });
