@@ -5,8 +5,8 @@ import { invalidOption } from './errors.js';
 import { registerNativeKernels } from './nativeKernels.js';
 
 /**
- * Opt-in native matMul for the wasm backend (`GRNG_BLAS=1`): tfjs-backend-wasm's `BatchMatMul`
- * kernel is replaced by one that calls `cblas_sgemm` of a BLAS found at run time (OpenBLAS,
+ * Native matMul for the wasm backend, used whenever the addon and a BLAS load (`GRNG_BLAS=0`
+ * turns it off, `GRNG_BLAS=1` insists): tfjs-backend-wasm's `BatchMatMul` kernel is replaced by one that calls `cblas_sgemm` of a BLAS found at run time (OpenBLAS,
  * else libblas.so.3) through a small N-API addon (native/blas_matmul.c, built by
  * `node scripts/build-native.mjs`). Why: XNNPACK in wasm peaks near 29 GFLOP/s per core while
  * OpenBLAS does ~100 per core on the same CPU, and matMul is most of an MLP step.
@@ -14,7 +14,8 @@ import { registerNativeKernels } from './nativeKernels.js';
  * The addon reads and writes the wasm heap in place (no copies), and the transpose flags go to
  * sgemm, so transposed products cost nothing extra. The original kernel stays the fallback for
  * what the BLAS path does not cover (non-float32, batch dims that broadcast other than 1-vs-N,
- * and products too small for the native call to pay off).
+ * and products too small for the native call to pay off). grng's other native kernels
+ * (src/nativeKernels.ts) are registered and removed with it.
  */
 
 /** What `enableNativeBlas` found. */
@@ -91,7 +92,7 @@ export function nativeBlasAvailable(): NativeBlasStatus {
 
 /**
  * Replaces the wasm backend's BatchMatMul kernel with the BLAS one (idempotent). Call after the
- * wasm backend has started (initBackend does when `GRNG_BLAS=1`). Never throws for a missing
+ * wasm backend has started (initBackend does unless `GRNG_BLAS=0`). Never throws for a missing
  * addon or BLAS: the wasm kernel stays and `reason` says why.
  *
  * @example

@@ -15,6 +15,31 @@ const ready = { any: false, spdInverse: false, gram: false };
 const offsetOf = (backend: WasmBackendLike, t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
 
 /**
+ * Allocates float32 outputs of these shapes, then runs `fill` on them; frees them if it throws.
+ * Offsets and the heap view must be taken inside `fill`: each makeOutput may grow the wasm heap,
+ * which detaches earlier views of it.
+ */
+function withOutputs(backend: WasmBackendLike, shapes: readonly number[][], fill: (outs: tf.TensorInfo[]) => void): tf.TensorInfo[] {
+  const outs = shapes.map((shape) => backend.makeOutput(shape, 'float32'));
+  try {
+    fill(outs);
+  } catch (error) {
+    for (const out of outs) backend.disposeData(out.dataId);
+    throw error;
+  }
+  return outs;
+}
+
+/** Whether the kernels are registered and the wasm backend is the one running. */
+const canRun = (): boolean => ready.any && tf.getBackend() === 'wasm';
+
+/** Whether every tensor is float32 with the shape of the first. */
+const sameFloat32 = (first: tf.Tensor, ...rest: tf.Tensor[]): boolean => [first, ...rest].every((t) => t.dtype === 'float32' && t.shape.join() === first.shape.join());
+
+/** A number a kernel computes besides its tensors (a kernel returns tensors only): set by the call, read right after it. */
+let hostResult = Number.NaN;
+
+/**
  * Registers every kernel the addon's library supports on the wasm backend; returns what
  * unregisters them. Called by enableNativeBlas.
  */
@@ -39,8 +64,6 @@ export function registerNativeKernels(addon: BlasAddon): () => void {
 }
 
 const SPD_INVERSE = 'GrngSpdInverse';
-/** What the last SpdInverse kernel call estimated (a kernel returns tensors only). */
-let lastResidual = Number.NaN;
 
 interface SpdInverseArgs {
   inputs: { x: tf.TensorInfo };
@@ -49,17 +72,9 @@ interface SpdInverseArgs {
 
 function spdInverseKernel(addon: BlasAddon, { inputs: { x }, backend }: SpdInverseArgs): tf.TensorInfo {
   const n = x.shape[0]!;
-  const out = backend.makeOutput([n, n], 'float32');
-  // Offsets and the heap view after makeOutput, which may grow (and detach) the heap.
-  const mOffset = backend.dataIdMap.get(x.dataId).memoryOffset / 4;
-  const xOffset = backend.dataIdMap.get(out.dataId).memoryOffset / 4;
-  try {
-    lastResidual = addon.spdInverse(backend.wasm.HEAPF32, n, mOffset, xOffset);
-  } catch (error) {
-    backend.disposeData(out.dataId);
-    throw error;
-  }
-  return out;
+  return withOutputs(backend, [[n, n]], ([out]) => {
+    hostResult = addon.spdInverse(backend.wasm.HEAPF32, n, offsetOf(backend, x), offsetOf(backend, out!));
+  })[0]!;
 }
 
 /**
@@ -77,9 +92,9 @@ function spdInverseKernel(addon: BlasAddon, { inputs: { x }, backend }: SpdInver
  */
 export function nativeSpdInverse(m: tf.Tensor2D): { inverse: tf.Tensor2D; residual: number } | undefined {
   if (!nativeSpdInverseAvailable() || m.dtype !== 'float32' || m.rank !== 2 || m.shape[0] !== m.shape[1] || m.size === 0) return undefined;
-  lastResidual = Number.NaN;
+  hostResult = Number.NaN;
   const inverse = tf.engine().runKernel(SPD_INVERSE, { x: m }) as tf.Tensor2D;
-  const residual = lastResidual;
+  const residual = hostResult;
   if (!(residual >= 0)) {
     inverse.dispose();
     return undefined;
@@ -102,15 +117,9 @@ interface GramUpdateArgs {
 
 function gramUpdateKernel(addon: BlasAddon, { inputs: { x, previous }, backend, attrs: { alpha, beta } }: GramUpdateArgs): tf.TensorInfo {
   const [m, n] = x.shape as [number, number];
-  const out = backend.makeOutput([n, n], 'float32');
-  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
-  try {
-    addon.gramUpdate(backend.wasm.HEAPF32, m, n, offset(x), previous ? offset(previous) : -1, offset(out), alpha, beta);
-  } catch (error) {
-    backend.disposeData(out.dataId);
-    throw error;
-  }
-  return out;
+  return withOutputs(backend, [[n, n]], ([out]) => {
+    addon.gramUpdate(backend.wasm.HEAPF32, m, n, offsetOf(backend, x), previous ? offsetOf(backend, previous) : -1, offsetOf(backend, out!), alpha, beta);
+  })[0]!;
 }
 
 /**
@@ -131,8 +140,6 @@ export function nativeGramUpdate(x: tf.Tensor2D, previous: tf.Tensor2D | undefin
 }
 
 const SOPHIA_UPDATE = 'GrngSophiaUpdate';
-/** What the last SophiaUpdate kernel call counted. */
-let lastUnclipped = Number.NaN;
 
 /** SophiaG's hyperparameters for one step, as the fused kernel takes them. */
 export interface SophiaStepHyper {
@@ -152,17 +159,10 @@ interface SophiaUpdateArgs {
 }
 
 function sophiaUpdateKernel(addon: BlasAddon, { inputs: { g, m, h, p }, backend, attrs }: SophiaUpdateArgs): tf.TensorInfo[] {
-  const mOut = backend.makeOutput([...g.shape], 'float32');
-  const uOut = backend.makeOutput([...g.shape], 'float32');
-  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
-  try {
-    lastUnclipped = addon.sophiaUpdate(backend.wasm.HEAPF32, tf.util.sizeFromShape(g.shape), offset(g), offset(m), offset(h), offset(p), offset(mOut), offset(uOut), attrs.b1, attrs.gamma, attrs.eps, attrs.minusEta, attrs.decay);
-  } catch (error) {
-    backend.disposeData(mOut.dataId);
-    backend.disposeData(uOut.dataId);
-    throw error;
-  }
-  return [mOut, uOut];
+  return withOutputs(backend, [[...g.shape], [...g.shape]], ([mOut, uOut]) => {
+    const at = (t: tf.TensorInfo): number => offsetOf(backend, t);
+    hostResult = addon.sophiaUpdate(backend.wasm.HEAPF32, tf.util.sizeFromShape(g.shape), at(g), at(m), at(h), at(p), at(mOut!), at(uOut!), attrs.b1, attrs.gamma, attrs.eps, attrs.minusEta, attrs.decay);
+  });
 }
 
 /**
@@ -175,12 +175,10 @@ function sophiaUpdateKernel(addon: BlasAddon, { inputs: { g, m, h, p }, backend,
  * const fused = nativeSophiaUpdate(g, state.m[k], h[k], params[k], { b1, gamma, eps, minusEta: -eta, decay: -eta * lambda });
  */
 export function nativeSophiaUpdate(g: tf.Tensor, m: tf.Tensor, h: tf.Tensor, p: tf.Tensor, hyper: SophiaStepHyper): { m: tf.Tensor; update: tf.Tensor; unclipped: number } | undefined {
-  if (!ready.any || tf.getBackend() !== 'wasm') return undefined;
-  const same = (t: tf.Tensor): boolean => t.dtype === 'float32' && t.size === g.size && t.shape.join() === g.shape.join();
-  if (![g, m, h, p].every(same)) return undefined;
-  lastUnclipped = Number.NaN;
+  if (!canRun() || !sameFloat32(g, m, h, p)) return undefined;
+  hostResult = Number.NaN;
   const [mOut, update] = tf.engine().runKernel(SOPHIA_UPDATE, { g, m, h, p }, { ...hyper } as unknown as tf.NamedAttrMap) as tf.Tensor[];
-  return { m: mOut!, update: update!, unclipped: lastUnclipped };
+  return { m: mOut!, update: update!, unclipped: hostResult };
 }
 
 const DOT = 'GrngDot';
@@ -191,18 +189,10 @@ interface DotArgs {
 }
 
 function dotKernel(addon: BlasAddon, { inputs: { x, y }, backend }: DotArgs): tf.TensorInfo {
-  const out = backend.makeOutput([], 'float32');
-  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
-  let value: number;
-  try {
-    value = addon.dot(backend.wasm.HEAPF32, tf.util.sizeFromShape(x.shape), offset(x), offset(y));
-  } catch (error) {
-    backend.disposeData(out.dataId);
-    throw error;
-  }
-  // The heap view is read after the call: makeOutput may have grown (and replaced) it.
-  backend.wasm.HEAPF32[offset(out)] = value;
-  return out;
+  return withOutputs(backend, [[]], ([out]) => {
+    const value = addon.dot(backend.wasm.HEAPF32, tf.util.sizeFromShape(x.shape), offsetOf(backend, x), offsetOf(backend, y));
+    backend.wasm.HEAPF32[offsetOf(backend, out!)] = value;
+  })[0]!;
 }
 
 /**
@@ -215,7 +205,7 @@ function dotKernel(addon: BlasAddon, { inputs: { x, y }, backend }: DotArgs): tf
  * const squaredNorm = nativeDot(g, g) ?? tf.sum(tf.square(g));
  */
 export function nativeDot(x: tf.Tensor, y: tf.Tensor): tf.Scalar | undefined {
-  if (!ready.any || tf.getBackend() !== 'wasm' || x.dtype !== 'float32' || y.dtype !== 'float32' || x.size !== y.size) return undefined;
+  if (!canRun() || x.dtype !== 'float32' || y.dtype !== 'float32' || x.size !== y.size) return undefined;
   return tf.engine().runKernel(DOT, { x, y }) as tf.Scalar;
 }
 
@@ -239,15 +229,10 @@ interface AdamUpdateArgs {
 }
 
 function adamUpdateKernel(addon: BlasAddon, { inputs: { g, mu, nu }, backend, attrs }: AdamUpdateArgs): tf.TensorInfo[] {
-  const outs = [0, 1, 2].map(() => backend.makeOutput([...g.shape], 'float32'));
-  const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
-  try {
-    addon.adamUpdate(backend.wasm.HEAPF32, tf.util.sizeFromShape(g.shape), offset(g), offset(mu), offset(nu), offset(outs[0]!), offset(outs[1]!), offset(outs[2]!), attrs.b1, attrs.b2, attrs.c1, attrs.c2, attrs.eps);
-  } catch (error) {
-    for (const out of outs) backend.disposeData(out.dataId);
-    throw error;
-  }
-  return outs;
+  return withOutputs(backend, [[...g.shape], [...g.shape], [...g.shape]], ([muOut, nuOut, uOut]) => {
+    const at = (t: tf.TensorInfo): number => offsetOf(backend, t);
+    addon.adamUpdate(backend.wasm.HEAPF32, tf.util.sizeFromShape(g.shape), at(g), at(mu), at(nu), at(muOut!), at(nuOut!), at(uOut!), attrs.b1, attrs.b2, attrs.c1, attrs.c2, attrs.eps);
+  });
 }
 
 /**
@@ -259,17 +244,13 @@ function adamUpdateKernel(addon: BlasAddon, { inputs: { g, mu, nu }, backend, at
  * const fused = nativeAdamUpdate(g, mu, nu, { b1, b2, c1: 1 / (1 - b1 ** t), c2: 1 / (1 - b2 ** t), eps });
  */
 export function nativeAdamUpdate(g: tf.Tensor, mu: tf.Tensor, nu: tf.Tensor, hyper: AdamStepHyper): { mu: tf.Tensor; nu: tf.Tensor; update: tf.Tensor } | undefined {
-  if (!ready.any || tf.getBackend() !== 'wasm') return undefined;
-  const same = (t: tf.Tensor): boolean => t.dtype === 'float32' && t.shape.join() === g.shape.join();
-  if (![g, mu, nu].every(same)) return undefined;
+  if (!canRun() || !sameFloat32(g, mu, nu)) return undefined;
   const [m, v, update] = tf.engine().runKernel(ADAM_UPDATE, { g, mu, nu }, { ...hyper } as unknown as tf.NamedAttrMap) as tf.Tensor[];
   return { mu: m!, nu: v!, update: update! };
 }
 
 const KALMAN_PRIOR = 'GrngKalmanPrior';
 const KALMAN_POSTERIOR = 'GrngKalmanPosterior';
-/** What the last KalmanPosterior kernel call summed. */
-let lastPosteriorSum = Number.NaN;
 
 interface KalmanPriorArgs {
   inputs: { p: tf.TensorInfo; rhoG2: tf.TensorInfo };
@@ -278,14 +259,9 @@ interface KalmanPriorArgs {
 }
 
 function kalmanPriorKernel(addon: BlasAddon, { inputs: { p, rhoG2 }, backend, attrs }: KalmanPriorArgs): tf.TensorInfo {
-  const out = backend.makeOutput([...p.shape], 'float32');
-  try {
-    addon.kalmanPrior(backend.wasm.HEAPF32, tf.util.sizeFromShape(p.shape), offsetOf(backend, p), offsetOf(backend, out), offsetOf(backend, rhoG2), attrs.fading, attrs.q);
-  } catch (error) {
-    backend.disposeData(out.dataId);
-    throw error;
-  }
-  return out;
+  return withOutputs(backend, [[...p.shape]], ([out]) => {
+    addon.kalmanPrior(backend.wasm.HEAPF32, tf.util.sizeFromShape(p.shape), offsetOf(backend, p), offsetOf(backend, out!), offsetOf(backend, rhoG2), attrs.fading, attrs.q);
+  })[0]!;
 }
 
 interface KalmanPosteriorArgs {
@@ -295,14 +271,10 @@ interface KalmanPosteriorArgs {
 }
 
 function kalmanPosteriorKernel(addon: BlasAddon, { inputs: { prior, reduced, gain }, backend, attrs }: KalmanPosteriorArgs): tf.TensorInfo[] {
-  const outs = [0, 1].map(() => backend.makeOutput([...prior.shape], 'float32'));
-  try {
-    lastPosteriorSum = addon.kalmanPosterior(backend.wasm.HEAPF32, tf.util.sizeFromShape(prior.shape), offsetOf(backend, prior), offsetOf(backend, reduced), offsetOf(backend, gain), offsetOf(backend, outs[0]!), offsetOf(backend, outs[1]!), attrs.pMin);
-  } catch (error) {
-    for (const out of outs) backend.disposeData(out.dataId);
-    throw error;
-  }
-  return outs;
+  return withOutputs(backend, [[...prior.shape], [...prior.shape]], ([pOut, uOut]) => {
+    const at = (t: tf.TensorInfo): number => offsetOf(backend, t);
+    hostResult = addon.kalmanPosterior(backend.wasm.HEAPF32, tf.util.sizeFromShape(prior.shape), at(prior), at(reduced), at(gain), at(pOut!), at(uOut!), attrs.pMin);
+  });
 }
 
 /**
@@ -314,7 +286,7 @@ function kalmanPosteriorKernel(addon: BlasAddon, { inputs: { prior, reduced, gai
  * const prior = nativeKalmanPrior(p, rhoG2, fading, q) ?? tfjsPrior(p);
  */
 export function nativeKalmanPrior(p: tf.Tensor, rhoG2: tf.Scalar, fading: number, q: number): tf.Tensor | undefined {
-  if (!ready.any || tf.getBackend() !== 'wasm' || p.dtype !== 'float32' || rhoG2.dtype !== 'float32' || rhoG2.size !== 1) return undefined;
+  if (!canRun() || p.dtype !== 'float32' || rhoG2.dtype !== 'float32' || rhoG2.size !== 1) return undefined;
   return tf.engine().runKernel(KALMAN_PRIOR, { p, rhoG2 }, { fading, q } as unknown as tf.NamedAttrMap) as tf.Tensor;
 }
 
@@ -326,12 +298,10 @@ export function nativeKalmanPrior(p: tf.Tensor, rhoG2: tf.Scalar, fading: number
  * const post = nativeKalmanPosterior(prior, reduced, gain, pMin);
  */
 export function nativeKalmanPosterior(prior: tf.Tensor, reduced: tf.Tensor, gain: tf.Tensor, pMin: number): { p: tf.Tensor; update: tf.Tensor; sum: number } | undefined {
-  if (!ready.any || tf.getBackend() !== 'wasm') return undefined;
-  const same = (t: tf.Tensor): boolean => t.dtype === 'float32' && t.shape.join() === prior.shape.join();
-  if (![prior, reduced, gain].every(same)) return undefined;
-  lastPosteriorSum = Number.NaN;
+  if (!canRun() || !sameFloat32(prior, reduced, gain)) return undefined;
+  hostResult = Number.NaN;
   const [p, update] = tf.engine().runKernel(KALMAN_POSTERIOR, { prior, reduced, gain }, { pMin } as unknown as tf.NamedAttrMap) as tf.Tensor[];
-  return { p: p!, update: update!, sum: lastPosteriorSum };
+  return { p: p!, update: update!, sum: hostResult };
 }
 
 const FINITE_FLAGS = 'GrngFiniteFlags';
@@ -345,11 +315,10 @@ function finiteFlagsKernel(addon: BlasAddon, { inputs, backend }: FiniteFlagsArg
   const tensors = Object.keys(inputs)
     .sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)))
     .map((k) => inputs[k]!);
-  const out = backend.makeOutput([tensors.length], 'float32');
-  const flags = tensors.map((t) => (addon.allFinite(backend.wasm.HEAPF32, tf.util.sizeFromShape(t.shape), offsetOf(backend, t)) ? 1 : 0));
-  // The heap view after the calls: makeOutput may have grown (and replaced) it.
-  backend.wasm.HEAPF32.set(flags, offsetOf(backend, out));
-  return out;
+  return withOutputs(backend, [[tensors.length]], ([out]) => {
+    const flags = tensors.map((t) => (addon.allFinite(backend.wasm.HEAPF32, tf.util.sizeFromShape(t.shape), offsetOf(backend, t)) ? 1 : 0));
+    backend.wasm.HEAPF32.set(flags, offsetOf(backend, out!));
+  })[0]!;
 }
 
 /**
@@ -361,7 +330,7 @@ function finiteFlagsKernel(addon: BlasAddon, { inputs, backend }: FiniteFlagsArg
  * const flags = nativeFiniteFlags(Object.values(grads));
  */
 export function nativeFiniteFlags(tensors: readonly tf.Tensor[]): tf.Tensor1D | undefined {
-  if (!ready.any || tf.getBackend() !== 'wasm' || tensors.length === 0 || tensors.some((t) => t.dtype !== 'float32')) return undefined;
+  if (!canRun() || tensors.length === 0 || tensors.some((t) => t.dtype !== 'float32')) return undefined;
   const inputs = Object.fromEntries(tensors.map((t, i) => [`t${i}`, t]));
   return tf.engine().runKernel(FINITE_FLAGS, inputs) as tf.Tensor1D;
 }

@@ -13,26 +13,11 @@ import { metricsSchema, recordBatchToRows, type RecordedRun } from '../src/sinks
 import { parseRecording, readRecording } from '../src/streams/readRecording.js';
 import { replayArrow } from '../src/streams/replayArrow.js';
 import type { MetricsRow } from '../src/types.js';
+import { fakeMetricsRow } from './fixtures/fakeRuns.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'grng-arrow-'));
 const run = (id: string, extra: Partial<RecordedRun> = {}): RecordedRun => ({ id, label: id, optimizer: 'ring', optimizerOptions: { rho: 0.1 }, model: 'mlp:4-3', dataset: 'synthetic', backend: 'cpu', seed: 1, batchSize: 8, totalSteps: 100, batchesPerEpoch: 10, version: 'test', startedAt: '2026-11-28T00:00:00.000Z', ...extra });
-const row = (step: number, wallOffset = 0): MetricsRow => ({
-  step,
-  epoch: Math.floor(step / 10),
-  wallMs: step * 10 + wallOffset,
-  stepMs: 10,
-  evaluationMs: step % 10 === 9 ? 2 : 0,
-  samples: 8,
-  loss: 2 / (step + 1),
-  accuracy: Math.min(1, step / 50),
-  learningRate: 0.05,
-  gradNorm: 1 / (step + 1),
-  updateNorm: 0.01,
-  updateGradCorrelation: step % 10 === 0 ? 0.3 : NaN,
-  testLoss: step % 10 === 9 ? 0.5 : null,
-  testAccuracy: step % 10 === 9 ? 0.8 : null,
-  diagnostics: { damping: 1e-3 + step * 1e-5, newtonIterations: 7, klClip: 0.5 },
-});
+const row = fakeMetricsRow;
 const rows = (n: number, wallOffset = 0) => Array.from({ length: n }, (_, i) => row(i, wallOffset));
 
 async function record(path: string, data: MetricsRow[], r = run('r1')): Promise<void> {

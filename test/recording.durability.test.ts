@@ -21,6 +21,7 @@ import { recordBatchToRows, type RecordedRun } from '../src/sinks/metricsSchema.
 import { parseRecording, readRecording, type Recording } from '../src/streams/readRecording.js';
 import { replayArrow, type ReplayedRow } from '../src/streams/replayArrow.js';
 import type { MetricsRow } from '../src/types.js';
+import { fakeMetricsRow } from './fixtures/fakeRuns.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin/grng.js');
@@ -38,15 +39,8 @@ const dir = mkdtempSync(join(tmpdir(), 'grng-durability-'));
 setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
 
-const concatBytes = (...parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
+// A copy of its own (not a view into Buffer's pool), as the files read back are.
+const concatBytes = (...parts: Uint8Array[]): Uint8Array => new Uint8Array(Buffer.concat(parts));
 const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const normalise = (row: MetricsRow): unknown => JSON.parse(JSON.stringify(row));
@@ -147,23 +141,7 @@ function scanIntact(bytes: Uint8Array): Message[] {
 // Intact recordings of different shapes, written by the real sink.
 
 const runOf = (id: string): RecordedRun => ({ id, label: id, optimizer: 'ring', optimizerOptions: { rho: 0.1 }, model: 'mlp:4-3', dataset: 'synthetic', backend: 'cpu', seed: 1, batchSize: 8, totalSteps: 300, batchesPerEpoch: 10, version: 'test', startedAt: '2026-11-28T00:00:00.000Z' });
-const metricsRow = (step: number): MetricsRow => ({
-  step,
-  epoch: Math.floor(step / 10),
-  wallMs: 1000.125 + step * 10,
-  stepMs: 10,
-  evaluationMs: step % 10 === 9 ? 2 : 0,
-  samples: 8,
-  loss: 2 / (step + 1),
-  accuracy: Math.min(1, step / 50),
-  learningRate: 0.05,
-  gradNorm: 1 / (step + 1),
-  updateNorm: 0.01,
-  updateGradCorrelation: step % 10 === 0 ? 0.3 : NaN,
-  testLoss: step % 10 === 9 ? 0.5 : null,
-  testAccuracy: step % 10 === 9 ? 0.8 : null,
-  diagnostics: { damping: 1e-3 + step * 1e-5, newtonIterations: 7, klClip: 0.5 },
-});
+const metricsRow = (step: number): MetricsRow => fakeMetricsRow(step, 1000.125);
 
 interface Sample {
   readonly name: string;

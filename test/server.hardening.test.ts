@@ -18,6 +18,7 @@ import { metricsSchema, rowsToRecordBatch, type RecordedRun } from '../src/sinks
 import { RunHub } from '../src/sinks/runHub.js';
 import { startServer, type ServerHandle, type ServerOptions } from '../src/sinks/server.js';
 import type { MetricsRow } from '../src/types.js';
+import { fakeRecordedRun } from './fixtures/fakeRuns.js';
 
 const LONG = process.env.GRNG_LONG_TESTS === '1';
 const root = new URL('..', import.meta.url).pathname;
@@ -26,21 +27,7 @@ const BIN = join(root, 'bin/grng.js');
 // ---- fixtures -----------------------------------------------------------------------------------
 
 function recordedRun(id: string): RecordedRun {
-  return {
-    id,
-    label: id,
-    optimizer: 'sgd',
-    optimizerOptions: { learningRate: 0.1 },
-    model: 'mlp:4-3',
-    dataset: 'synthetic',
-    backend: 'cpu',
-    seed: 7,
-    batchSize: 8,
-    totalSteps: 1_000_000,
-    batchesPerEpoch: 10,
-    version: '0.1.0',
-    startedAt: '2025-01-01T00:00:00.000Z',
-  };
+  return fakeRecordedRun(id);
 }
 
 function row(step: number): MetricsRow {

@@ -10,6 +10,7 @@ import { startServer } from '../src/sinks/server.js';
 import { prepareRun } from '../src/train.js';
 import { useTestBackend } from './helpers.js';
 import { disableNativeBlas } from '../src/nativeBlas.js';
+import type { Tally } from './fixtures/loadClients.js';
 
 // Real training and a real server in this process; the dashboard clients in a child process, so
 // that only the server's work (not the clients') shares the training thread. Throughput is
@@ -31,14 +32,6 @@ const MAX_RETAINED_GROWTH = 32 * 2 ** 20;
 const MAX_QUEUED_BYTES = 1024 * 1024;
 const root = new URL('..', import.meta.url).pathname;
 
-interface Tally {
-  ready: boolean;
-  liveBatches: number;
-  rows: number;
-  missed: number;
-  bytes: number;
-  closedCode: number | null;
-}
 
 setFlagsFromString('--expose-gc');
 /** A full collection, so that heap figures count what is retained, not garbage waiting. */

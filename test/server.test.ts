@@ -13,25 +13,12 @@ import { metricsSchema, rowsToRecordBatch, RUN_METADATA_KEY, type RecordedRun } 
 import { RunHub } from '../src/sinks/runHub.js';
 import { startServer, type ServerHandle, type ServerOptions } from '../src/sinks/server.js';
 import type { MetricsRow } from '../src/types.js';
+import { fakeRecordedRun } from './fixtures/fakeRuns.js';
 
 // ---- fixtures -----------------------------------------------------------------------------------
 
 function recordedRun(id: string): RecordedRun {
-  return {
-    id,
-    label: `label of ${id}`,
-    optimizer: 'sgd',
-    optimizerOptions: { learningRate: 0.1 },
-    model: 'mlp:4-3',
-    dataset: 'synthetic',
-    backend: 'cpu',
-    seed: 7,
-    batchSize: 8,
-    totalSteps: 1_000_000,
-    batchesPerEpoch: 10,
-    version: '0.1.0',
-    startedAt: '2025-01-01T00:00:00.000Z',
-  };
+  return fakeRecordedRun(id, `label of ${id}`);
 }
 
 /** A row whose values are functions of its step, so decoded rows can be checked exactly. */

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
 import { nativeGramUpdate } from '../nativeBlas.js';
+import { matMulTransposeA } from '../nn/ops.js';
 import { startAverage, updateAverage, type FactorAverage } from './movingAverage.js';
 
 /** One batch's Kronecker factors of a dense layer's Fisher block. */
@@ -34,9 +35,8 @@ export function batchFactors(a: tf.Tensor2D, delta: tf.Tensor2D): BatchFactors {
   const m = a.shape[0];
   return tf.tidy(() => {
     const homogeneous = tf.concat([a, tf.ones([m, 1])], 1) as tf.Tensor2D;
-    // Explicit transposes: the wasm backend runs transposed matMul flags 13–70× slower.
-    const aFactor = tf.div(tf.matMul(tf.transpose(homogeneous), homogeneous), m) as tf.Tensor2D;
-    const gFactor = tf.div(tf.matMul(tf.transpose(delta), delta), m) as tf.Tensor2D;
+    const aFactor = tf.div(matMulTransposeA(homogeneous, homogeneous), m) as tf.Tensor2D;
+    const gFactor = tf.div(matMulTransposeA(delta, delta), m) as tf.Tensor2D;
     return { a: aFactor, g: gFactor };
   });
 }

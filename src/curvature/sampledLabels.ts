@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { softmaxCrossEntropy } from '../nn/losses.js';
 import type { Sequential } from '../nn/sequential.js';
-import { fastMatMul } from '../fastMatMul.js';
+import { matMulTransposeB } from '../nn/ops.js';
 import type { LayerSignals, Params } from '../types.js';
 
 /**
@@ -84,8 +84,7 @@ export function sampledSignals(model: Sequential, signals: readonly LayerSignals
     deltas[last.index] = delta;
     for (let l = layers.length - 2; l >= 0; l--) {
       const w = kernelOf(l + 1);
-      // δ·Wᵀ: a transposeB flag costs nothing on a BLAS, but 13× on the wasm kernel.
-      const back = (fastMatMul() ? tf.matMul(delta, w, false, true) : tf.matMul(delta, tf.transpose(w))) as tf.Tensor2D;
+      const back = matMulTransposeB(delta, w);
       const out = signals[l + 1]!.a;
       const activation = layers[l]!.activation;
       delta = activation === 'relu' ? (tf.mul(back, tf.step(out)) as tf.Tensor2D) : activation === 'tanh' ? (tf.mul(back, tf.sub(1, tf.square(out))) as tf.Tensor2D) : back;

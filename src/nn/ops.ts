@@ -16,6 +16,19 @@ type CustomGradientFunc = Parameters<typeof tf.customGrad>[0];
 // then use tfjs's own matMul and its gradient, correct at every order, instead of explicit
 // transposes.
 
+/**
+ * aᵀb: the transpose as a flag where a BLAS runs the product (free there), an explicit copy on
+ * the wasm kernel (where the flag costs 13–70×). Differentiable like tf.matMul.
+ */
+export function matMulTransposeA(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  return fastMatMul() ? tf.matMul(a, b, true, false) : tf.matMul(tf.transpose(a), b);
+}
+
+/** abᵀ, the same way as {@link matMulTransposeA}. */
+export function matMulTransposeB(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  return fastMatMul() ? tf.matMul(a, b, false, true) : tf.matMul(a, tf.transpose(b));
+}
+
 /** a (m×k) · b (k×n), with a gradient for both inputs that avoids transposed products. */
 export function matMulFast(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
   return fastMatMul() ? tf.matMul(a, b) : matMulExplicit(a, b);
@@ -41,7 +54,7 @@ export function matMulInput(x: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
     save([w]);
     return {
       value: tf.matMul(x, w),
-      gradFunc: (dy: tf.Tensor2D) => [fastMatMul() ? tf.matMul(x, dy, true, false) : matMulExplicit(tf.transpose(x), dy)],
+      gradFunc: (dy: tf.Tensor2D) => [fastMatMul() ? matMulTransposeA(x, dy) : matMulExplicit(tf.transpose(x), dy)],
     };
   }) as unknown as CustomGradientFunc) as unknown as (w: tf.Tensor2D) => tf.Tensor2D;
   return op(b);

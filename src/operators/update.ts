@@ -4,7 +4,7 @@ import { asGrngError, GrngError } from '../errors.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { GradientTransformation, TransformResult } from '../optim/transform.js';
 import { disposeReplaced, tensorsIn } from '../optim/tree.js';
-import type { Params, Step, StepHealth } from '../types.js';
+import type { Params, SkippedStep, Step, StepHealth } from '../types.js';
 import { afterFiniteCheck, finiteFlags, recordFiniteStep, recordSkippedStep } from './guardFinite.js';
 import { retainStep } from './retainStep.js';
 import type { StateSlot } from './stateSlot.js';
@@ -118,14 +118,18 @@ export function update<S>(model: Pick<Sequential, 'params'>, optimizer: Gradient
             });
           }
           // Loss and gradients first (when asked), so a NaN gradient is reported as such and
-          // not as the NaN update it makes; keys are prefixed to keep the two apart.
-          const checked: Params = options.checkGradients ? { 'loss:loss': kept.loss, ...prefixed('gradient:', kept.grads), ...prefixed('update:', result.updates) } : prefixed('update:', result.updates);
-          const flags = finiteFlags(checked);
+          // not as the NaN update it makes. Flags are keyed by position in this list.
+          const checks: Array<{ tensor: tf.Tensor; skipped: SkippedStep }> = [
+            ...(options.checkGradients ? [{ tensor: kept.loss, skipped: { what: 'loss', where: 'loss' } as const }, ...Object.entries(kept.grads).map(([where, tensor]) => ({ tensor, skipped: { what: 'gradient', where } as const }))] : []),
+            ...Object.entries(result.updates).map(([where, tensor]) => ({ tensor, skipped: { what: 'update', where } as const })),
+          ];
+          const positions = checks.map((_, i) => String(i));
+          const flags = finiteFlags(Object.fromEntries(checks.map((c, i) => [positions[i]!, c.tensor])));
           return afterFiniteCheck(
             'update',
             step,
             flags,
-            Object.keys(checked),
+            positions,
             retained,
             (bad, emit) => {
               if (bad === undefined) {
@@ -133,8 +137,7 @@ export function update<S>(model: Pick<Sequential, 'params'>, optimizer: Gradient
                 apply(kept, result, emit);
               } else {
                 discard(kept, result);
-                const colon = bad.indexOf(':');
-                const skipped = { what: bad.slice(0, colon) as 'loss' | 'gradient' | 'update', where: bad.slice(colon + 1) } as const;
+                const skipped = checks[Number(bad)]!.skipped;
                 recordSkippedStep(health, step.batch.step, skipped);
                 emit({ ...kept, skipped });
               }
@@ -151,7 +154,3 @@ export function update<S>(model: Pick<Sequential, 'params'>, optimizer: Gradient
     });
 }
 
-/** The same tree with `prefix` before every key (tensors shared, not copied). */
-function prefixed(prefix: string, tree: Params): Params {
-  return Object.fromEntries(Object.entries(tree).map(([k, t]) => [`${prefix}${k}`, t]));
-}

@@ -3,7 +3,7 @@ import { GrngError } from '../errors.js';
 import type { LayerSignals, Params } from '../types.js';
 import { checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
 import { floorAt } from './floorAt.js';
-import { fastMatMul } from '../fastMatMul.js';
+import { matMulTransposeA } from '../nn/ops.js';
 import { nativeKalmanPosterior, nativeKalmanPrior, nativeSpdInverse } from '../nativeBlas.js';
 import { inverseSpd } from './inverseSpd.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
@@ -163,8 +163,6 @@ export function rkalman(options: RkalmanOptions = {}): GradientTransformation<Rk
       const p: Params = {};
       // 6. P⁻ − P⁻² ⊙ R, with R = Σ_ij S⁻¹_ij (per-sample gradient i) ⊙ (per-sample gradient j).
       const posterior = (prior: tf.Tensor, reduced: tf.Tensor): tf.Tensor => floorAt(tf.sub(prior, tf.mul(tf.square(prior), reduced)), pMin);
-      // xᵀy: a transpose flag is free on a BLAS, 13–70× slower than a copy on the wasm kernel.
-      const transposedProduct = (x: tf.Tensor2D, y: tf.Tensor2D): tf.Tensor2D => (fastMatMul() ? tf.matMul(x, y, true, false) : tf.matMul(tf.transpose(x), y));
       let posteriorSum: number | undefined = 0;
       // P and the update of one parameter: one native pass where the addon is loaded.
       const finish = (key: string, reduced: tf.Tensor, gain: tf.Tensor): void => {
@@ -183,7 +181,7 @@ export function rkalman(options: RkalmanOptions = {}): GradientTransformation<Rk
         // Σ_i w_i a_i ⊗ δ_i = aᵀ diag(w) Δ in the kernel's in×out layout; Σ_i w_i δ_i for the bias.
         const weightedDelta = tf.mul(l.delta, w) as tf.Tensor2D;
         const weightedPairs = tf.mul(dd[i]!, sInversePairs) as tf.Tensor2D;
-        finish(l.kernel, transposedProduct(aa[i]!, weightedPairs), transposedProduct(l.a, weightedDelta));
+        finish(l.kernel, matMulTransposeA(aa[i]!, weightedPairs), matMulTransposeA(l.a, weightedDelta));
         finish(l.bias, tf.sum(weightedPairs, 0), tf.sum(weightedDelta, 0));
       });
 

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { nativeAdamUpdate } from '../nativeBlas.js';
 import type { Params } from '../types.js';
 import { checkNumber, checkUnitInterval } from '../validate.js';
-import { mapParams } from './tree.js';
+import { mapAllOrNone, mapParams } from './tree.js';
 import type { GradientTransformation } from './transform.js';
 
 export interface AdamState {
@@ -34,21 +34,19 @@ export function scaleByAdam({ b1 = 0.9, b2 = 0.999, eps = 1e-8 }: AdamOptions = 
       const count = state.count + 1;
       // One native pass per parameter where the BLAS addon is loaded (wasm).
       const hyper = { b1, b2, c1: 1 / (1 - b1 ** count), c2: 1 / (1 - b2 ** count), eps };
-      const fused = Object.keys(updates).map((k) => [k, nativeAdamUpdate(updates[k]!, state.mu[k]!, state.nu[k]!, hyper)] as const);
-      if (fused.every(([, f]) => f !== undefined)) {
-        const parts = Object.fromEntries(fused) as Record<string, NonNullable<(typeof fused)[number][1]>>;
+      const parts = mapAllOrNone(Object.keys(updates), (k) => nativeAdamUpdate(updates[k]!, state.mu[k]!, state.nu[k]!, hyper));
+      if (parts) {
         return {
           updates: mapParams(updates, (_, k) => parts[k]!.update),
           state: { count, mu: mapParams(updates, (_, k) => parts[k]!.mu), nu: mapParams(updates, (_, k) => parts[k]!.nu) },
         };
       }
-      for (const [, f] of fused) if (f) tf.dispose([f.mu, f.nu, f.update]);
       const [sb1, sb1c, sb2, sb2c] = [tf.scalar(b1), tf.scalar(1 - b1), tf.scalar(b2), tf.scalar(1 - b2)];
       const mu = mapParams(updates, (g, k) => tf.add(tf.mul(state.mu[k]!, sb1), tf.mul(g, sb1c)));
       const nu = mapParams(updates, (g, k) => tf.add(tf.mul(state.nu[k]!, sb2), tf.mul(tf.square(g), sb2c)));
       // Fold both bias corrections into one step size: m̂/(√v̂+ε) = (m/c1)/(√(v/c2)+ε).
-      const c1 = tf.scalar(1 / (1 - b1 ** count));
-      const c2 = tf.scalar(1 / (1 - b2 ** count));
+      const c1 = tf.scalar(hyper.c1);
+      const c2 = tf.scalar(hyper.c2);
       const e = tf.scalar(eps);
       const out = mapParams(mu, (m, k) => tf.div(tf.mul(m, c1), tf.add(tf.sqrt(tf.mul(nu[k]!, c2)), e)));
       return { updates: out, state: { count, mu, nu } };

@@ -7,7 +7,7 @@ import type { Params } from '../types.js';
 import { checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
 import { floorAt } from './floorAt.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
-import { mapParams, sumAll } from './tree.js';
+import { mapAllOrNone, mapParams, sumAll } from './tree.js';
 import type { GradientTransformation, TransformResult, UpdateContext } from './transform.js';
 
 export interface SophiaOptions {
@@ -110,9 +110,8 @@ export function sophia(options: SophiaOptions): GradientTransformation<SophiaSta
 
       const coordinates = Object.values(grads).reduce((n, t) => n + t.size, 0);
       // One native pass per parameter where the native BLAS addon is loaded (wasm).
-      const fused = Object.keys(grads).map((k) => [k, nativeSophiaUpdate(grads[k]!, state.m[k]!, h[k]!, params[k]!, { b1, gamma, eps, minusEta: -eta, decay: -eta * lambda })] as const);
-      if (fused.every(([, f]) => f !== undefined)) {
-        const parts = Object.fromEntries(fused) as Record<string, NonNullable<(typeof fused)[number][1]>>;
+      const parts = mapAllOrNone(Object.keys(grads), (k) => nativeSophiaUpdate(grads[k]!, state.m[k]!, h[k]!, params[k]!, { b1, gamma, eps, minusEta: -eta, decay: -eta * lambda }));
+      if (parts) {
         const unclippedTotal = Object.values(parts).reduce((n, f) => n + f.unclipped, 0);
         return {
           updates: mapParams(grads, (_, k) => parts[k]!.update),
@@ -121,7 +120,6 @@ export function sophia(options: SophiaOptions): GradientTransformation<SophiaSta
           diagnostics: { learningRate: eta, winRate: tf.scalar(unclippedTotal / coordinates) },
         };
       }
-      for (const [, f] of fused) if (f) tf.dispose([f.m, f.update]);
       const m = mapParams(grads, (g, k) => tf.add(tf.mul(state.m[k]!, b1), tf.mul(g, 1 - b1)));
       const minusEta = tf.scalar(-eta);
       const decay = tf.scalar(-eta * lambda);

@@ -48,6 +48,23 @@ export function globalNorm(tree: Params): tf.Scalar {
   return tf.tidy(() => tf.sqrt(tf.addN(Object.values(tree).map((t) => sumOfSquares(t)))) as tf.Scalar);
 }
 
+/**
+ * `make(key)` for every key, or undefined as soon as one gives undefined, with what was made
+ * disposed: for per-parameter fast paths that must cover the whole tree or step aside.
+ */
+export function mapAllOrNone<T extends tf.TensorContainer>(keys: readonly string[], make: (key: string) => T | undefined): Record<string, T> | undefined {
+  const out: Record<string, T> = {};
+  for (const key of keys) {
+    const value = make(key);
+    if (value === undefined) {
+      tf.dispose(tensorsIn(out));
+      return undefined;
+    }
+    out[key] = value;
+  }
+  return out;
+}
+
 /** All tensors reachable in a container (objects, arrays), for ownership bookkeeping. */
 export function tensorsIn(container: unknown, into: tf.Tensor[] = []): tf.Tensor[] {
   if (container instanceof tf.Tensor) into.push(container);
