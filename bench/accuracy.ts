@@ -5,7 +5,7 @@
  *
  *   npx tsx bench/accuracy.ts [--seeds 3] [--backend wasm] [--json]
  */
-import { train } from '../src/train.js';
+import { train } from '../src/run/train.js';
 import type { Initializer } from '../src/nn/init.js';
 
 const args = process.argv.slice(2);

@@ -31,10 +31,10 @@ import * as tf from '@tensorflow/tfjs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { lastValueFrom, tap } from 'rxjs';
-import { initBackend } from '../src/backend.js';
+import { initBackend } from '../src/runtime/backend.js';
 import { loadMnist } from '../src/data/mnist.js';
 import { syntheticDataset } from '../src/data/synthetic.js';
-import { prepareRun } from '../src/train.js';
+import { prepareRun } from '../src/run/train.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: string): string => {

@@ -12,7 +12,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { identity, lastValueFrom, tap, toArray } from 'rxjs';
-import { initBackend } from '../src/backend.js';
+import { initBackend } from '../src/runtime/backend.js';
 import { loadMnist } from '../src/data/mnist.js';
 import { mlp, parseModelSpec } from '../src/nn/sequential.js';
 import { fisherScan } from '../src/operators/fisherScan.js';

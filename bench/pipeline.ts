@@ -8,7 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { lastValueFrom, toArray } from 'rxjs';
-import { initBackend } from '../src/backend.js';
+import { initBackend } from '../src/runtime/backend.js';
 import { loadMnist } from '../src/data/mnist.js';
 import { correctCount, softmaxCrossEntropy } from '../src/nn/losses.js';
 import { mlp, parseModelSpec, type Sequential } from '../src/nn/sequential.js';

@@ -200,7 +200,7 @@ const torchOob = onlyBest || threads === 1 ? undefined : runTorch(threads, threa
 // grng, the code path of bench/pipeline.ts (imported only now: skipping costs no wasm start).
 const tf = await import('@tensorflow/tfjs');
 const { lastValueFrom, toArray } = await import('rxjs');
-const { initBackend } = await import('../src/backend.js');
+const { initBackend } = await import('../src/runtime/backend.js');
 const { loadMnist } = await import('../src/data/mnist.js');
 const { gatherRows } = await import('../src/data/dataset.js');
 const { softmaxCrossEntropy } = await import('../src/nn/losses.js');

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
- * Builds grng's optional native matMul addon (native/blas_matmul.c → native/build/Release/
- * blas_matmul.node), used when GRNG_BLAS=1 (src/nativeBlas.ts).
+ * Builds grng's optional native matMul addon (native/grng_native.c → native/build/Release/
+ * grng_native.node), used when GRNG_BLAS=1 (src/runtime/nativeBlas.ts).
  *
  *   node scripts/build-native.mjs
  *
@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const nativeDir = join(root, 'native');
-const output = join(nativeDir, 'build', 'Release', 'blas_matmul.node');
+const output = join(nativeDir, 'build', 'Release', 'grng_native.node');
 const require = createRequire(import.meta.url);
 
 /** Node's headers: an installed node's ../include/node holds node_api.h; node-gyp wants its parent. */
@@ -56,11 +56,11 @@ if (!nodeDir) {
     console.log(`build-native: built ${output} with node-gyp`);
     process.exit(0);
   }
-  failures.push(gypFailure ?? 'node-gyp produced no blas_matmul.node');
+  failures.push(gypFailure ?? 'node-gyp produced no grng_native.node');
   mkdirSync(dirname(output), { recursive: true });
   for (const compiler of [process.env.CC, 'cc', 'gcc', 'g++'].filter(Boolean)) {
     // g++ would compile the file as C++; -x c keeps it C.
-    const failure = run(compiler, ['-x', 'c', '-std=c11', '-O2', '-fPIC', '-shared', `-I${join(nodeDir, 'include', 'node')}`, '-DNODE_GYP_MODULE_NAME=blas_matmul', 'blas_matmul.c', '-o', output, '-ldl']);
+    const failure = run(compiler, ['-x', 'c', '-std=c11', '-O2', '-fPIC', '-shared', `-I${join(nodeDir, 'include', 'node')}`, '-DNODE_GYP_MODULE_NAME=grng_native', 'grng_native.c', '-o', output, '-ldl']);
     if (failure === undefined) {
       console.log(`build-native: built ${output} with ${compiler}`);
       process.exit(0);

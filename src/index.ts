@@ -2,10 +2,10 @@
  * grng: train neural networks in Node.js with regularized natural gradients, as RxJS pipelines
  * of TensorFlow.js tensors. Public API: everything a pipeline is composed of.
  */
-export { initBackend, activeBackend, BACKENDS, type BackendChoice, type BackendName, type BackendInfo } from './backend.js';
+export { initBackend, activeBackend, BACKENDS, type BackendChoice, type BackendName, type BackendInfo } from './runtime/backend.js';
 export { GrngError, isGrngError, type GrngErrorCode } from './errors.js';
 export type { Batch, Step, LayerSignals, UpdateInfo, MetricsRow, Params, Curvature, KroneckerInverse } from './types.js';
-export { sampledLabelPass, sampleLabels } from './curvature/sampledLabels.js';
+export { sampledLabelPass, sampleLabels } from './nn/sampledLabels.js';
 export { resolveCurvatureOptions, type CurvatureOptions, type DampingRule } from './curvature/options.js';
 
 export { loadMnist, MNIST_TEST_FRACTION } from './data/mnist.js';
@@ -17,7 +17,7 @@ export { Sequential, mlp, parseModelSpec, type MlpOptions, type DenseSpec, type 
 export { ACTIVATIONS, activate, type Activation } from './nn/activations.js';
 export { INITIALIZERS, type Initializer } from './nn/init.js';
 export { softmaxCrossEntropy, softmaxCrossEntropyPerSample, correctCount } from './nn/losses.js';
-export { matMulFast, matMulInput, rowMaxNoGradient, exp as differentiableExp, tanh as differentiableTanh } from './nn/ops.js';
+export { layerMatMul, matMulInput, rowMaxNoGradient, exp as differentiableExp, tanh as differentiableTanh } from './nn/ops.js';
 
 export { batches, batchesPerEpoch, type BatchOptions } from './streams/batches.js';
 
@@ -26,7 +26,7 @@ export { update } from './operators/update.js';
 export { evaluate, type EvaluateOptions } from './operators/evaluate.js';
 export { metrics, pearsonFromSums, type MetricsOptions } from './operators/metrics.js';
 export { fisherScan } from './operators/fisherScan.js';
-export { summarize, type RunSummary, type SummaryContext } from './operators/summarize.js';
+export { summarize, type RunSummary, type SummaryContext } from './sinks/summarize.js';
 
 export type { GradientTransformation, TransformResult, UpdateContext } from './optim/transform.js';
 export { chain } from './optim/chain.js';
@@ -44,18 +44,18 @@ export { sophia, type SophiaOptions } from './optim/sophia.js';
 export { rkalman, type RkalmanOptions } from './optim/rkalman.js';
 export { naturalGradient, precondition, type NaturalGradientOptions } from './optim/naturalGradient.js';
 export { valueAt, constantSchedule, stepSchedule, cosineSchedule, warmupSchedule, type Schedule, type Hyper } from './optim/schedules.js';
-export { globalNorm } from './optim/tree.js';
+export { globalNorm } from './linalg/reductions.js';
 
 export { progressBar, type ProgressBarOptions } from './sinks/progressBar.js';
 export { formatSummaryTable } from './sinks/summaryTable.js';
 
-export { prepareRun, train, liveTensors, type TrainOptions, type PreparedRun, type RunMetadata } from './train.js';
+export { prepareRun, train, liveTensors, type TrainOptions, type PreparedRun, type RunMetadata } from './run/train.js';
 
-export { METRIC_COLUMNS, metricsSchema, runOfSchema, rowsToRecordBatch, recordBatchToRows, type RecordedRun } from './sinks/metricsSchema.js';
-export { toRecordBatches, type RecordBatchOptions } from './operators/toRecordBatches.js';
+export { METRIC_COLUMNS, metricsSchema, runOfSchema, rowsToRecordBatch, recordBatchToRows, type RecordedRun } from './metrics/schema.js';
+export { toRecordBatches, type RecordBatchOptions } from './sinks/toRecordBatches.js';
 export { recordArrow, type RecordArrowOptions } from './sinks/recordArrow.js';
 export { arrowSink, type ArrowSinkOptions } from './sinks/arrowSink.js';
-export { broadcast } from './operators/broadcast.js';
+export { broadcast } from './sinks/broadcast.js';
 export { RunHub, type HubRun, type HubEvent } from './sinks/runHub.js';
 export { startServer, type ServerOptions, type ServerHandle } from './sinks/server.js';
 export { encodeStream } from './sinks/encodeStream.js';

@@ -9,7 +9,7 @@ import { from, lastValueFrom, throwError, concat, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { isGrngError } from '../src/errors.js';
 import { arrowSink } from '../src/sinks/arrowSink.js';
-import { metricsSchema, recordBatchToRows, type RecordedRun } from '../src/sinks/metricsSchema.js';
+import { metricsSchema, recordBatchToRows, type RecordedRun } from '../src/metrics/schema.js';
 import { parseRecording, readRecording } from '../src/streams/readRecording.js';
 import { replayArrow } from '../src/streams/replayArrow.js';
 import type { MetricsRow } from '../src/types.js';

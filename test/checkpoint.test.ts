@@ -4,11 +4,11 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { tap } from 'rxjs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadCheckpoint, saveCheckpoint, encodeTree, decodeTree } from '../src/checkpoint.js';
+import { loadCheckpoint, saveCheckpoint, encodeTree, decodeTree } from '../src/run/checkpoint.js';
 import { isGrngError } from '../src/errors.js';
-import { RunControl } from '../src/runControl.js';
+import { RunControl } from '../src/run/runControl.js';
 import { CHECKPOINT_FILE } from '../src/sinks/checkpointFile.js';
-import { prepareRun, type TrainOptions } from '../src/train.js';
+import { prepareRun, type TrainOptions } from '../src/run/train.js';
 import type { MetricsRow } from '../src/types.js';
 import { collectRows } from './helpers.js';
 
@@ -108,7 +108,7 @@ describe('checkpoint files', () => {
       [[17, 17], [4, 4], [17, 17], [4, 4]],
     ]);
     expect(Object.keys((checkpoint.optimizer as { velocity: object }).velocity)).toEqual(['dense0/kernel', 'dense0/bias', 'dense1/kernel', 'dense1/bias']);
-    const { disposeCheckpoint } = await import('../src/checkpoint.js');
+    const { disposeCheckpoint } = await import('../src/run/checkpoint.js');
     disposeCheckpoint(checkpoint);
   });
 

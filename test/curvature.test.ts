@@ -9,7 +9,7 @@ import {
   DEFAULT_NEWTON_TOLERANCE,
   DEFAULT_NEWTON_WARM_TRIALS,
   newtonSchulzInverse,
-} from '../src/curvature/newtonSchulz.js';
+} from '../src/linalg/newtonSchulz.js';
 import { isGrngError } from '../src/errors.js';
 import { expectNoTensorLeftPerTest, useTestBackend } from './helpers.js';
 import type { Matrix } from './reference.js';

@@ -7,8 +7,8 @@ import { decodeBatch } from '../src/dashboard/arrow.js';
 import { decimateGrowing, decimateMinMax, emaInto, type GrowingState } from '../src/dashboard/decimate.js';
 import { formatDuration, formatNumber, tickLabels } from '../src/dashboard/format.js';
 import { RunStore } from '../src/dashboard/store.js';
-import { metricsSchema, METRIC_COLUMNS } from '../src/sinks/metricsSchema.js';
-import { rowsToRecordBatch } from '../src/sinks/metricsSchema.js';
+import { metricsSchema, METRIC_COLUMNS } from '../src/metrics/schema.js';
+import { rowsToRecordBatch } from '../src/metrics/schema.js';
 import { encodeStream } from '../src/sinks/encodeStream.js';
 import { syntheticRow, syntheticRun } from './dashboardSynthetic.js';
 

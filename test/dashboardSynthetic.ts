@@ -1,4 +1,4 @@
-import { metricsSchema, rowsToRecordBatch, type RecordedRun } from '../src/sinks/metricsSchema.js';
+import { metricsSchema, rowsToRecordBatch, type RecordedRun } from '../src/metrics/schema.js';
 import type { RunHub } from '../src/sinks/runHub.js';
 import type { MetricsRow } from '../src/types.js';
 

@@ -5,11 +5,11 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { batchFactors, foldFactors } from '../src/curvature/factors.js';
 import { startAverage, updateAverage } from '../src/curvature/movingAverage.js';
-import { sampledLabelPass, sampledSignals } from '../src/curvature/sampledLabels.js';
-import { fastMatMul } from '../src/fastMatMul.js';
-import { nativeBlasCounts, nativeDot, nativeFiniteFlags } from '../src/nativeBlas.js';
+import { sampledLabelPass, sampledSignals } from '../src/nn/sampledLabels.js';
+import { nativeMatMulActive } from '../src/runtime/matMulMode.js';
+import { nativeBlasCounts, nativeDot, nativeFiniteFlags } from '../src/runtime/nativeBlas.js';
 import { finiteFlags } from '../src/operators/guardFinite.js';
-import { sumOfProducts, sumOfSquares } from '../src/optim/tree.js';
+import { sumOfProducts, sumOfSquares } from '../src/linalg/reductions.js';
 import { computeStep } from '../src/operators/forwardBackward.js';
 import { mlp } from '../src/nn/sequential.js';
 import type { Activation } from '../src/nn/activations.js';
@@ -65,7 +65,7 @@ describe('sampledSignals', () => {
       // Same labels drawn (the last layer's δ̃ holds −1 at the sampled class), same chain rule.
       for (let l = 0; l < 3; l++) expect(relativeGap(byHand[l]!, byGrad[l]!), `layer ${l}`).toBeLessThan(1e-5);
       // On wasm with the native BLAS the δ·Wᵀ products go to it.
-      if (backend === 'wasm' && fastMatMul()) expect(nativeBlasCounts().native).toBeGreaterThan(calls);
+      if (backend === 'wasm' && nativeMatMulActive()) expect(nativeBlasCounts().native).toBeGreaterThan(calls);
       tf.dispose([...byHand, ...byGrad, ...step.owned]);
       model.dispose();
       batch.dispose();
@@ -108,7 +108,7 @@ describe('sumOfProducts / sumOfSquares', () => {
     expect(read(() => sumOfSquares(a)) / aa).toBeCloseTo(1, 6);
     expect(read(() => sumOfSquares(small)) / ss).toBeCloseTo(1, 6);
     expect(read(() => sumOfSquares(withNaN))).toBeNaN();
-    if (backend === 'wasm' && fastMatMul()) {
+    if (backend === 'wasm' && nativeMatMulActive()) {
       const native = nativeDot(a, b);
       expect(native).toBeDefined();
       native!.dispose();
@@ -124,7 +124,7 @@ describe('finiteFlags', () => {
     const tensors = { clean: tf.ones([n]), nanLast: at(n - 1, NaN), infFirst: at(0, Infinity), minusInf: at(12_345, -Infinity), tiny: tf.fill([3], 1e-45), scalar: tf.scalar(2) };
     const flags = finiteFlags(tensors);
     expect(Array.from(flags.dataSync())).toEqual([1, 0, 0, 0, 1, 1]);
-    if (backend === 'wasm' && fastMatMul()) {
+    if (backend === 'wasm' && nativeMatMulActive()) {
       const native = nativeFiniteFlags(Object.values(tensors));
       expect(native).toBeDefined();
       native!.dispose();

@@ -7,7 +7,7 @@ import { main } from '../src/cli/main.js';
 import { cliMessage } from '../src/cli/optionFlags.js';
 import { loadDatasetFile } from '../src/data/fileDataset.js';
 import { GrngError, isGrngError } from '../src/errors.js';
-import { train } from '../src/train.js';
+import { train } from '../src/run/train.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'grng-files-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { loadCheckpoint, disposeCheckpoint } from '../src/checkpoint.js';
-import { recordBatchToRows } from '../src/sinks/metricsSchema.js';
+import { loadCheckpoint, disposeCheckpoint } from '../src/run/checkpoint.js';
+import { recordBatchToRows } from '../src/metrics/schema.js';
 import { readRecording } from '../src/streams/readRecording.js';
 import type { MetricsRow } from '../src/types.js';
-import { RunControl } from '../src/runControl.js';
+import { RunControl } from '../src/run/runControl.js';
 import { handleStopSignals } from '../src/cli/gracefulStop.js';
 
 // Real processes and real signals against the built CLI (npm test builds dist/ first).

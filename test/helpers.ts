@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeEach, expect } from 'vitest';
-import { initBackend } from '../src/backend.js';
+import { initBackend } from '../src/runtime/backend.js';
 import type { Batch } from '../src/types.js';
 
 /** Starts the backend tests run on: GRNG_TEST_BACKEND, default wasm (the project default). */

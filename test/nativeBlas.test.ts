@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../src/backend.js';
+import { initBackend } from '../src/runtime/backend.js';
 import { isGrngError } from '../src/errors.js';
-import { disableNativeBlas, enableNativeBlas, nativeBlasAvailable, nativeBlasCounts, nativeBlasLabel, nativeBlasRequested } from '../src/nativeBlas.js';
+import { disableNativeBlas, enableNativeBlas, nativeBlasAvailable, nativeBlasCounts, nativeBlasLabel, nativeBlasRequested } from '../src/runtime/nativeBlas.js';
 import { softmaxCrossEntropy } from '../src/nn/losses.js';
 import { mlp } from '../src/nn/sequential.js';
 import type { Params } from '../src/types.js';
@@ -174,7 +174,7 @@ describe.runIf(available.enabled)('native BLAS BatchMatMul on the wasm backend',
 
 describe.runIf(available.enabled)('GRNG_BLAS in a fresh process', () => {
   const detail = (env: Record<string, string>): string => {
-    const code = "const { initBackend } = await import('./src/backend.ts'); console.log((await initBackend()).detail);";
+    const code = "const { initBackend } = await import('./src/runtime/backend.ts'); console.log((await initBackend()).detail);";
     const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: new URL('..', import.meta.url).pathname, env: { ...process.env, GRNG_WASM_THREADS: '', ...env }, encoding: 'utf8', timeout: 60_000 });
     expect(child.status, child.stderr).toBe(0);
     return child.stdout.trim();

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isGrngError } from '../src/errors.js';
-import { matMulFast, matMulInput } from '../src/nn/ops.js';
+import { layerMatMul, matMulInput } from '../src/nn/ops.js';
 import { softmaxCrossEntropy } from '../src/nn/losses.js';
 import { mlp, parseModelSpec, type Sequential } from '../src/nn/sequential.js';
 import { computeStep } from '../src/operators/forwardBackward.js';
@@ -81,7 +81,7 @@ describe('dense MLP gradients', () => {
 });
 
 describe('transpose-free products', () => {
-  it('matMulFast and matMulInput equal tf.matMul in value, gradient and second order', () => {
+  it('layerMatMul and matMulInput equal tf.matMul in value, gradient and second order', () => {
     const a = tf.randomNormal([5, 4], 0, 1, 'float32', 1) as tf.Tensor2D;
     const w = tf.randomNormal([4, 3], 0, 1, 'float32', 2) as tf.Tensor2D;
     const loss = (mm: (x: tf.Tensor2D, y: tf.Tensor2D) => tf.Tensor2D) => (x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.square(tf.tanh(mm(x as tf.Tensor2D, y as tf.Tensor2D))));
@@ -91,11 +91,11 @@ describe('transpose-free products', () => {
     };
     const maxDiff = (p: tf.Tensor, q: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(p, q))).arraySync() as number);
     tf.tidy(() => {
-      expect(maxDiff(matMulFast(a, w), tf.matMul(a, w))).toBeLessThan(1e-5);
-      const first = [tf.grads(loss(tf.matMul))([a, w]), tf.grads(loss(matMulFast))([a, w])];
+      expect(maxDiff(layerMatMul(a, w), tf.matMul(a, w))).toBeLessThan(1e-5);
+      const first = [tf.grads(loss(tf.matMul))([a, w]), tf.grads(loss(layerMatMul))([a, w])];
       expect(maxDiff(first[0]![0]!, first[1]![0]!)).toBeLessThan(1e-5);
       expect(maxDiff(first[0]![1]!, first[1]![1]!)).toBeLessThan(1e-5);
-      const second = [tf.grads(gradNormSq(tf.matMul))([a, w]), tf.grads(gradNormSq(matMulFast))([a, w])];
+      const second = [tf.grads(gradNormSq(tf.matMul))([a, w]), tf.grads(gradNormSq(layerMatMul))([a, w])];
       expect(maxDiff(second[0]![0]!, second[1]![0]!)).toBeLessThan(1e-4);
       expect(maxDiff(second[0]![1]!, second[1]![1]!)).toBeLessThan(1e-4);
       // matMulInput: gradient for the weights only, same values.

@@ -12,7 +12,7 @@ import { metrics } from '../src/operators/metrics.js';
 import { update } from '../src/operators/update.js';
 import { sgd } from '../src/optim/sgd.js';
 import type { GradientTransformation, UpdateContext } from '../src/optim/transform.js';
-import { tensorsIn } from '../src/optim/tree.js';
+import { tensorsIn } from '../src/linalg/tree.js';
 import type { Batch, MetricsRow, Params, Step } from '../src/types.js';
 import { makeBatch, useTestBackend } from './helpers.js';
 

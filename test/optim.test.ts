@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { isGrngError } from '../src/errors.js';
-import { nativeBlasStatus } from '../src/nativeBlas.js';
+import { nativeBlasStatus } from '../src/runtime/nativeBlas.js';
 import { adamw } from '../src/optim/adamw.js';
 import { scaleByAdam } from '../src/optim/scaleByAdam.js';
 import { chain } from '../src/optim/chain.js';
@@ -10,7 +10,7 @@ import { scaleByLearningRate } from '../src/optim/scaleByLearningRate.js';
 import { cosineSchedule, stepSchedule, warmupSchedule } from '../src/optim/schedules.js';
 import { sgd } from '../src/optim/sgd.js';
 import type { GradientTransformation } from '../src/optim/transform.js';
-import { disposeReplaced } from '../src/optim/tree.js';
+import { disposeReplaced } from '../src/linalg/tree.js';
 import type { Params } from '../src/types.js';
 import { useTestBackend } from './helpers.js';
 

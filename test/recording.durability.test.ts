@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { isGrngError, type GrngError } from '../src/errors.js';
 import { arrowSink } from '../src/sinks/arrowSink.js';
-import { recordBatchToRows, type RecordedRun } from '../src/sinks/metricsSchema.js';
+import { recordBatchToRows, type RecordedRun } from '../src/metrics/schema.js';
 import { parseRecording, readRecording, type Recording } from '../src/streams/readRecording.js';
 import { replayArrow, type ReplayedRow } from '../src/streams/replayArrow.js';
 import type { MetricsRow } from '../src/types.js';

@@ -7,9 +7,9 @@ import { recordedRunOf } from '../src/cli/live.js';
 import { arrowSink } from '../src/sinks/arrowSink.js';
 import { RunHub } from '../src/sinks/runHub.js';
 import { startServer } from '../src/sinks/server.js';
-import { prepareRun } from '../src/train.js';
+import { prepareRun } from '../src/run/train.js';
 import { useTestBackend } from './helpers.js';
-import { disableNativeBlas } from '../src/nativeBlas.js';
+import { disableNativeBlas } from '../src/runtime/nativeBlas.js';
 import type { Tally } from './fixtures/loadClients.js';
 
 // Real training and a real server in this process; the dashboard clients in a child process, so

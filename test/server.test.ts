@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { isGrngError } from '../src/errors.js';
 import { encodeStream } from '../src/sinks/encodeStream.js';
-import { metricsSchema, rowsToRecordBatch, RUN_METADATA_KEY, type RecordedRun } from '../src/sinks/metricsSchema.js';
+import { metricsSchema, rowsToRecordBatch, RUN_METADATA_KEY, type RecordedRun } from '../src/metrics/schema.js';
 import { RunHub } from '../src/sinks/runHub.js';
 import { startServer, type ServerHandle, type ServerOptions } from '../src/sinks/server.js';
 import type { MetricsRow } from '../src/types.js';

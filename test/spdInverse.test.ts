@@ -4,9 +4,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { firstValueFrom, from, lastValueFrom, map, toArray } from 'rxjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { newtonSchulzInverse } from '../src/curvature/newtonSchulz.js';
+import { newtonSchulzInverse } from '../src/linalg/newtonSchulz.js';
 import { isGrngError } from '../src/errors.js';
-import { nativeBlasAvailable, nativeLapackAvailable, nativeSpdInverse } from '../src/nativeBlas.js';
+import { nativeBlasAvailable, nativeLapackAvailable, nativeSpdInverse } from '../src/runtime/nativeBlas.js';
 import { mlp } from '../src/nn/sequential.js';
 import { fisherScan } from '../src/operators/fisherScan.js';
 import { forwardBackward } from '../src/operators/forwardBackward.js';

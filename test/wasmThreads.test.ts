@@ -3,9 +3,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../src/backend.js';
+import { initBackend } from '../src/runtime/backend.js';
 import { isGrngError } from '../src/errors.js';
-import { MAX_WASM_THREADS, wasmThreadsRequested } from '../src/wasmThreads.js';
+import { MAX_WASM_THREADS, wasmThreadsRequested } from '../src/runtime/wasmThreads.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 

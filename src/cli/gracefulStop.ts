@@ -1,4 +1,4 @@
-import type { RunControl } from '../runControl.js';
+import type { RunControl } from '../run/runControl.js';
 import type { CliIo } from './program.js';
 
 const SIGNAL_EXIT_CODES: Readonly<Record<string, number>> = { SIGINT: 130, SIGTERM: 143 };

@@ -2,13 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { extname, basename, dirname, join } from 'node:path';
 import type { MonoTypeOperatorFunction } from 'rxjs';
 import { arrowSink } from '../sinks/arrowSink.js';
-import type { RecordedRun } from '../sinks/metricsSchema.js';
+import type { RecordedRun } from '../metrics/schema.js';
 import { RunHub } from '../sinks/runHub.js';
 import { startServer } from '../sinks/server.js';
-import type { RunMetadata } from '../train.js';
+import type { RunMetadata } from '../run/train.js';
 import type { MetricsRow } from '../types.js';
 import { VERSION } from '../version.js';
-import type { RunControl } from '../runControl.js';
+import type { RunControl } from '../run/runControl.js';
 import type { ReopenedRecording } from '../sinks/reopenRecording.js';
 import type { CliIo } from './program.js';
 

@@ -1,6 +1,6 @@
 import { existsSync, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { BACKENDS } from '../backend.js';
+import { BACKENDS } from '../runtime/backend.js';
 import { INITIALIZERS } from '../nn/init.js';
 import { OPTIMIZERS } from '../optim/registry.js';
 import { runCompareCommand, runTrainCommand, type CompareCommandOptions, type TrainCommandOptions } from './trainCommand.js';

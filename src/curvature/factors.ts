@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
-import { nativeGramUpdate } from '../nativeBlas.js';
+import { nativeGramUpdate } from '../runtime/nativeBlas.js';
 import { matMulTransposeA } from '../nn/ops.js';
 import { startAverage, updateAverage, type FactorAverage } from './movingAverage.js';
 

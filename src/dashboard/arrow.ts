@@ -1,5 +1,5 @@
 import { tableFromIPC } from 'apache-arrow';
-import type { RecordedRun } from '../sinks/metricsSchema.js';
+import type { RecordedRun } from '../metrics/schema.js';
 
 /** One decoded WebSocket frame: every numeric column as float64 with NaN for null. */
 export interface DecodedBatch {

@@ -1,4 +1,4 @@
-import type { RecordedRun } from '../sinks/metricsSchema.js';
+import type { RecordedRun } from '../metrics/schema.js';
 import type { DecodedBatch } from './arrow.js';
 import { emaInto, type EmaState } from './decimate.js';
 

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { fastMatMul } from '../fastMatMul.js';
+import { nativeMatMulActive } from '../runtime/matMulMode.js';
 
 type CustomGradientFunc = Parameters<typeof tf.customGrad>[0];
 
@@ -12,7 +12,7 @@ type CustomGradientFunc = Parameters<typeof tf.customGrad>[0];
  * path stays fast at every order of differentiation (double backprop included).
  */
 
-// With a native BLAS matMul (fastMatMul()), transposes are flags to sgemm: the products below
+// With a native BLAS matMul (nativeMatMulActive()), transposes are flags to sgemm: the products below
 // then use tfjs's own matMul and its gradient, correct at every order, instead of explicit
 // transposes.
 
@@ -21,17 +21,17 @@ type CustomGradientFunc = Parameters<typeof tf.customGrad>[0];
  * the wasm kernel (where the flag costs 13–70×). Differentiable like tf.matMul.
  */
 export function matMulTransposeA(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
-  return fastMatMul() ? tf.matMul(a, b, true, false) : tf.matMul(tf.transpose(a), b);
+  return nativeMatMulActive() ? tf.matMul(a, b, true, false) : tf.matMul(tf.transpose(a), b);
 }
 
 /** abᵀ, the same way as {@link matMulTransposeA}. */
 export function matMulTransposeB(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
-  return fastMatMul() ? tf.matMul(a, b, false, true) : tf.matMul(a, tf.transpose(b));
+  return nativeMatMulActive() ? tf.matMul(a, b, false, true) : tf.matMul(a, tf.transpose(b));
 }
 
 /** a (m×k) · b (k×n), with a gradient for both inputs that avoids transposed products. */
-export function matMulFast(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
-  return fastMatMul() ? tf.matMul(a, b) : matMulExplicit(a, b);
+export function layerMatMul(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  return nativeMatMulActive() ? tf.matMul(a, b) : matMulExplicit(a, b);
 }
 
 const matMulExplicit: (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, save: tf.GradSaveFunc) => {
@@ -47,14 +47,14 @@ const matMulExplicit: (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D = tf.custo
 
 /**
  * x (m×k) · b (k×n) where x is data that needs no gradient (the network input): only b gets one,
- * which saves the m×k product a general matMulFast would compute and throw away.
+ * which saves the m×k product a general layerMatMul would compute and throw away.
  */
 export function matMulInput(x: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
   const op = tf.customGrad(((w: tf.Tensor2D, save: tf.GradSaveFunc) => {
     save([w]);
     return {
       value: tf.matMul(x, w),
-      gradFunc: (dy: tf.Tensor2D) => [fastMatMul() ? matMulTransposeA(x, dy) : matMulExplicit(tf.transpose(x), dy)],
+      gradFunc: (dy: tf.Tensor2D) => [nativeMatMulActive() ? matMulTransposeA(x, dy) : matMulExplicit(tf.transpose(x), dy)],
     };
   }) as unknown as CustomGradientFunc) as unknown as (w: tf.Tensor2D) => tf.Tensor2D;
   return op(b);
@@ -67,7 +67,7 @@ export function matMulInput(x: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
 export function matMulConstantB(a: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   const op = tf.customGrad(((x: tf.Tensor2D, save: tf.GradSaveFunc) => {
     save([x]);
-    return { value: tf.matMul(x, w), gradFunc: (dy: tf.Tensor2D) => [fastMatMul() ? tf.matMul(dy, w, false, true) : matMulExplicit(dy, tf.transpose(w))] };
+    return { value: tf.matMul(x, w), gradFunc: (dy: tf.Tensor2D) => [nativeMatMulActive() ? tf.matMul(dy, w, false, true) : matMulExplicit(dy, tf.transpose(w))] };
   }) as unknown as CustomGradientFunc) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
   return op(a);
 }

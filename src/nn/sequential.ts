@@ -3,7 +3,7 @@ import { GrngError } from '../errors.js';
 import { checkChoice, checkInteger, checkKeys } from '../validate.js';
 import { ACTIVATIONS, activate, type Activation } from './activations.js';
 import { INITIALIZERS, initDense, type Initializer } from './init.js';
-import { matMulConstantB, matMulFast, matMulInput } from './ops.js';
+import { matMulConstantB, layerMatMul, matMulInput } from './ops.js';
 import type { Params } from '../types.js';
 
 export interface DenseSpec {
@@ -123,7 +123,7 @@ export class Sequential {
           : matMulConstantB(a, kernel)
         : layer.index === 0
           ? matMulInput(a, kernel)
-          : matMulFast(a, kernel);
+          : layerMatMul(a, kernel);
       let s = tf.add(product, bias) as tf.Tensor2D;
       const signal = options.signals?.[layer.index];
       if (signal) s = tf.add(s, signal);

@@ -3,13 +3,13 @@ import { concatMap, defer, finalize, map, Observable, type OperatorFunction } fr
 import { dampFactors } from '../curvature/damping.js';
 import { foldFactors } from '../curvature/factors.js';
 import { averageValue, type FactorAverage } from '../curvature/movingAverage.js';
-import { newtonSchulzInverse, type NewtonSchulzResult } from '../curvature/newtonSchulz.js';
+import { newtonSchulzInverse, type NewtonSchulzResult } from '../linalg/newtonSchulz.js';
 import { resolveCurvatureOptions, type CurvatureOptions, type DampingRule } from '../curvature/options.js';
-import { sampledLabelPass, sampledSignals } from '../curvature/sampledLabels.js';
+import { sampledLabelPass, sampledSignals } from '../nn/sampledLabels.js';
 import { asGrngError, GrngError } from '../errors.js';
-import { nativeSpdInverse, nativeSpdInverseAvailable } from '../nativeBlas.js';
+import { nativeSpdInverse, nativeSpdInverseAvailable } from '../runtime/nativeBlas.js';
 import type { Sequential } from '../nn/sequential.js';
-import { sumOfSquares } from '../optim/tree.js';
+import { sumOfSquares } from '../linalg/reductions.js';
 import type { Curvature, KroneckerInverse, Step, StepHealth } from '../types.js';
 import { checkKeys, checkNumber } from '../validate.js';
 import { retainStep } from './retainStep.js';

@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { concatMap, Observable, type OperatorFunction } from 'rxjs';
 import { asGrngError, GrngError } from '../errors.js';
-import { nativeFiniteFlags } from '../nativeBlas.js';
-import { sumAll } from '../optim/tree.js';
+import { nativeFiniteFlags } from '../runtime/nativeBlas.js';
+import { sumAll } from '../linalg/reductions.js';
 import type { Params, SkippedStep, Step, StepHealth } from '../types.js';
 import { checkInteger } from '../validate.js';
 import { retainStep } from './retainStep.js';

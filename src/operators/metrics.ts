@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Observable, type OperatorFunction } from 'rxjs';
 import { asGrngError } from '../errors.js';
-import { sumAll, sumOfProducts, sumOfSquares } from '../optim/tree.js';
+import { sumAll, sumOfProducts, sumOfSquares } from '../linalg/reductions.js';
 import type { MetricsRow, Params, Step, StepHealth } from '../types.js';
 import { checkBoolean, checkInteger, checkKeys, checkNumber } from '../validate.js';
 

@@ -3,7 +3,7 @@ import { concatMap, defer, finalize, Observable, of, type OperatorFunction } fro
 import { asGrngError, GrngError } from '../errors.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { GradientTransformation, TransformResult } from '../optim/transform.js';
-import { disposeReplaced, tensorsIn } from '../optim/tree.js';
+import { disposeReplaced, tensorsIn } from '../linalg/tree.js';
 import type { Params, SkippedStep, Step, StepHealth } from '../types.js';
 import { afterFiniteCheck, finiteFlags, recordFiniteStep, recordSkippedStep } from './guardFinite.js';
 import { retainStep } from './retainStep.js';

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Params } from '../types.js';
 import type { CountState } from './scaleByLearningRate.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
-import { mapParams } from './tree.js';
+import { mapParams } from '../linalg/tree.js';
 import type { GradientTransformation } from './transform.js';
 
 /**

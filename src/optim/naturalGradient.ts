@@ -3,7 +3,8 @@ import { GrngError } from '../errors.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Curvature, Params } from '../types.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
-import { mapParams, sumOfProducts } from './tree.js';
+import { mapParams } from '../linalg/tree.js';
+import { sumOfProducts } from '../linalg/reductions.js';
 import type { GradientTransformation, UpdateContext } from './transform.js';
 import { checkNumber, checkUnitInterval } from '../validate.js';
 

@@ -6,7 +6,8 @@ import type { Params } from '../types.js';
 import { checkChoice, checkKeys, checkNumber } from '../validate.js';
 import { curvatureOptionsOf, NATURAL_GRADIENT_KEYS, type CurvatureOptimizer, type KfacOptions } from './kfac.js';
 import { naturalGradient, type NaturalGradientState } from './naturalGradient.js';
-import { globalNorm, mapParams, sumAll } from './tree.js';
+import { mapParams } from '../linalg/tree.js';
+import { globalNorm, sumAll } from '../linalg/reductions.js';
 
 export interface RengOptions extends KfacOptions {
   /** Gradient-regularisation strength ρ; default 0.1 ([ours]: tune). */

@@ -2,12 +2,13 @@ import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
 import type { LayerSignals, Params } from '../types.js';
 import { checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
-import { floorAt } from './floorAt.js';
+import { floorAt } from '../linalg/floorAt.js';
 import { matMulTransposeA } from '../nn/ops.js';
-import { nativeKalmanPosterior, nativeKalmanPrior, nativeSpdInverse } from '../nativeBlas.js';
-import { inverseSpd } from './inverseSpd.js';
+import { nativeKalmanPosterior, nativeKalmanPrior, nativeSpdInverse } from '../runtime/nativeBlas.js';
+import { inverseSpd } from '../linalg/inverseSpd.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
-import { mapParams, sumAll, sumOfSquares } from './tree.js';
+import { mapParams } from '../linalg/tree.js';
+import { sumAll, sumOfSquares } from '../linalg/reductions.js';
 import type { GradientTransformation, TransformResult, UpdateContext } from './transform.js';
 
 export interface RkalmanOptions {

@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
-import { nativeAdamUpdate } from '../nativeBlas.js';
+import { nativeAdamUpdate } from '../runtime/nativeBlas.js';
 import type { Params } from '../types.js';
 import { checkNumber, checkUnitInterval } from '../validate.js';
-import { mapAllOrNone, mapParams } from './tree.js';
+import { mapAllOrNone, mapParams } from '../linalg/tree.js';
 import type { GradientTransformation } from './transform.js';
 
 export interface AdamState {

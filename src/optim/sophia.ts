@@ -1,13 +1,14 @@
 import * as tf from '@tensorflow/tfjs';
-import { sampledLabelPass } from '../curvature/sampledLabels.js';
+import { sampledLabelPass } from '../nn/sampledLabels.js';
 import { GrngError, invalidOption } from '../errors.js';
-import { nativeSophiaUpdate } from '../nativeBlas.js';
+import { nativeSophiaUpdate } from '../runtime/nativeBlas.js';
 import { Sequential } from '../nn/sequential.js';
 import type { Params } from '../types.js';
 import { checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
-import { floorAt } from './floorAt.js';
+import { floorAt } from '../linalg/floorAt.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
-import { mapAllOrNone, mapParams, sumAll } from './tree.js';
+import { mapAllOrNone, mapParams } from '../linalg/tree.js';
+import { sumAll } from '../linalg/reductions.js';
 import type { GradientTransformation, TransformResult, UpdateContext } from './transform.js';
 
 export interface SophiaOptions {

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Params } from '../types.js';
 import { checkBoolean, checkKeys, checkUnitInterval } from '../validate.js';
-import { mapParams } from './tree.js';
+import { mapParams } from '../linalg/tree.js';
 import type { GradientTransformation } from './transform.js';
 
 export interface TraceState {

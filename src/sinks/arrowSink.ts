@@ -1,9 +1,9 @@
 import type { RecordBatch } from 'apache-arrow';
 import { Observable, Subject, type MonoTypeOperatorFunction } from 'rxjs';
-import { toRecordBatches, type RecordBatchOptions } from '../operators/toRecordBatches.js';
-import { broadcast } from '../operators/broadcast.js';
+import { toRecordBatches, type RecordBatchOptions } from './toRecordBatches.js';
+import { broadcast } from './broadcast.js';
 import type { MetricsRow } from '../types.js';
-import { metricsSchema, type RecordedRun } from './metricsSchema.js';
+import { metricsSchema, type RecordedRun } from '../metrics/schema.js';
 import { recordArrow } from './recordArrow.js';
 import type { RunHub } from './runHub.js';
 

@@ -1,8 +1,8 @@
 import type { RecordBatch, Schema } from 'apache-arrow';
 import { GrngError } from '../errors.js';
 import { readRecording } from '../streams/readRecording.js';
-import type { RecordedRun } from './metricsSchema.js';
-import { rowsToRecordBatch } from './metricsSchema.js';
+import type { RecordedRun } from '../metrics/schema.js';
+import { rowsToRecordBatch } from '../metrics/schema.js';
 import { encodeMessages } from './recordArrow.js';
 import { writeFileAtomically } from './writeFileAtomically.js';
 

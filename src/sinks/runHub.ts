@@ -1,6 +1,6 @@
 import type { RecordBatch, Schema } from 'apache-arrow';
 import { Subject, type Observable } from 'rxjs';
-import type { RecordedRun } from './metricsSchema.js';
+import type { RecordedRun } from '../metrics/schema.js';
 
 /** A run as the hub knows it: its description, schema, every batch so far, whether it ended. */
 export interface HubRun {

@@ -1,4 +1,4 @@
-import type { RunSummary } from '../operators/summarize.js';
+import type { RunSummary } from './summarize.js';
 
 /** A plain-text table of run summaries, one row per run, for the terminal. */
 export function formatSummaryTable(summaries: readonly RunSummary[], { targetAccuracy }: { targetAccuracy?: number } = {}): string {

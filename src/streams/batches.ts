@@ -5,7 +5,7 @@ import { asGrngError, invalidOption } from '../errors.js';
 import { checkBoolean, checkChoice, checkInteger, checkKeys } from '../validate.js';
 import { gatherRows, type Split } from '../data/dataset.js';
 import type { Batch } from '../types.js';
-import { yieldToEventLoop } from '../eventLoop.js';
+import { yieldToEventLoop } from '../runtime/eventLoop.js';
 
 export interface BatchOptions {
   /** Rows per batch. */

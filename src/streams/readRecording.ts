@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { RecordBatchStreamReader, type RecordBatch, type Schema } from 'apache-arrow';
 import { GrngError } from '../errors.js';
-import { METRIC_COLUMNS, runOfSchema, type RecordedRun } from '../sinks/metricsSchema.js';
+import { METRIC_COLUMNS, runOfSchema, type RecordedRun } from '../metrics/schema.js';
 
 /** A recording read back: its run, schema and every complete batch. */
 export interface Recording {

@@ -1,5 +1,5 @@
 import { Observable } from 'rxjs';
-import { recordBatchToRows, type RecordedRun } from '../sinks/metricsSchema.js';
+import { recordBatchToRows, type RecordedRun } from '../metrics/schema.js';
 import type { MetricsRow } from '../types.js';
 import { checkKeys, checkNumber } from '../validate.js';
 import { readRecording, type Recording } from './readRecording.js';

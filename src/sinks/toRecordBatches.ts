@@ -1,6 +1,6 @@
 import type { RecordBatch, Schema } from 'apache-arrow';
 import { Observable, type OperatorFunction } from 'rxjs';
-import { rowsToRecordBatch } from '../sinks/metricsSchema.js';
+import { rowsToRecordBatch } from '../metrics/schema.js';
 import type { MetricsRow } from '../types.js';
 import { checkInteger, checkKeys } from '../validate.js';
 

@@ -3,7 +3,7 @@ import { resolveObjectURL } from 'node:buffer';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { Worker as NodeWorker, type WorkerOptions } from 'node:worker_threads';
-import { GrngError, invalidOption } from './errors.js';
+import { GrngError, invalidOption } from '../errors.js';
 
 /**
  * tfjs-backend-wasm pre-creates 8 pthread workers and its C side clamps XNNPACK's pool to 8

@@ -1,13 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
-import { setFastMatMul } from './fastMatMul.js';
+import { setNativeMatMulActive } from './matMulMode.js';
 import { createRequire } from 'node:module';
-import { invalidOption } from './errors.js';
+import { invalidOption } from '../errors.js';
 import { registerNativeKernels } from './nativeKernels.js';
 
 /**
  * Native matMul for the wasm backend, used whenever the addon and a BLAS load (`GRNG_BLAS=0`
  * turns it off, `GRNG_BLAS=1` insists): tfjs-backend-wasm's `BatchMatMul` kernel is replaced by one that calls `cblas_sgemm` of a BLAS found at run time (OpenBLAS,
- * else libblas.so.3) through a small N-API addon (native/blas_matmul.c, built by
+ * else libblas.so.3) through a small N-API addon (native/grng_native.c, built by
  * `node scripts/build-native.mjs`). Why: XNNPACK in wasm peaks near 29 GFLOP/s per core while
  * OpenBLAS does ~100 per core on the same CPU, and matMul is most of an MLP step.
  *
@@ -15,7 +15,7 @@ import { registerNativeKernels } from './nativeKernels.js';
  * sgemm, so transposed products cost nothing extra. The original kernel stays the fallback for
  * what the BLAS path does not cover (non-float32, batch dims that broadcast other than 1-vs-N,
  * and products too small for the native call to pay off). grng's other native kernels
- * (src/nativeKernels.ts) are registered and removed with it.
+ * (src/runtime/nativeKernels.ts) are registered and removed with it.
  */
 
 /** What `enableNativeBlas` found. */
@@ -29,11 +29,11 @@ export interface NativeBlasStatus {
 
 export interface BlasAddon {
   load(): { library?: string; threads?: number; lapack?: boolean; gram?: boolean; error?: string };
-  /** SophiaG's fused step (see native/blas_matmul.c); returns the count of unclipped coordinates. */
+  /** SophiaG's fused step (see native/grng_native.c); returns the count of unclipped coordinates. */
   sophiaUpdate(heap: Float32Array, n: number, g: number, m: number, h: number, p: number, mOut: number, uOut: number, b1: number, gamma: number, eps: number, minusEta: number, decay: number): number;
-  /** Adam's moments and direction in one pass (see native/blas_matmul.c). */
+  /** Adam's moments and direction in one pass (see native/grng_native.c). */
   adamUpdate(heap: Float32Array, n: number, g: number, mu: number, nu: number, muOut: number, nuOut: number, uOut: number, b1: number, b2: number, c1: number, c2: number, eps: number): void;
-  /** R-Kalman's prior covariance in one pass (see native/blas_matmul.c). */
+  /** R-Kalman's prior covariance in one pass (see native/grng_native.c). */
   kalmanPrior(heap: Float32Array, n: number, p: number, out: number, rhoG2: number, fading: number, q: number): void;
   /** R-Kalman's posterior and update in one pass; returns Σ of the new P. */
   kalmanPosterior(heap: Float32Array, n: number, prior: number, reduced: number, gain: number, pOut: number, uOut: number, pMin: number): number;
@@ -56,7 +56,7 @@ export interface WasmBackendLike {
   wasm: { HEAPF32: Float32Array };
 }
 
-const ADDON_PATH = '../native/build/Release/blas_matmul.node';
+const ADDON_PATH = '../../native/build/Release/grng_native.node';
 const require = createRequire(import.meta.url);
 let status: NativeBlasStatus | undefined;
 
@@ -100,7 +100,7 @@ export function nativeBlasAvailable(): NativeBlasStatus {
  */
 export function enableNativeBlas(): NativeBlasStatus {
   if (status?.enabled) {
-    setFastMatMul(true);
+    setNativeMatMulActive(true);
     return status;
   }
   const available = nativeBlasAvailable();
@@ -126,10 +126,10 @@ export function enableNativeBlas(): NativeBlasStatus {
     tf.unregisterKernel(tf.BatchMatMul, 'wasm');
     tf.registerKernel(original);
     unregisterKernels();
-    setFastMatMul(false);
+    setNativeMatMulActive(false);
   };
   // Dense layers and reductions switch to the formulations a BLAS makes fast.
-  setFastMatMul(true);
+  setNativeMatMulActive(true);
   return (status = available);
 }
 

@@ -2,8 +2,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { BlasAddon, WasmBackendLike } from './nativeBlas.js';
 
 /**
- * grng's own wasm kernels on the native BLAS addon (native/blas_matmul.c), besides the matMul
- * that src/nativeBlas.ts swaps in: each runs one native pass over tensors that live in the wasm
+ * grng's own wasm kernels on the native BLAS addon (native/grng_native.c), besides the matMul
+ * that src/runtime/nativeBlas.ts swaps in: each runs one native pass over tensors that live in the wasm
  * heap, where the tfjs ops it replaces make several passes and allocations. They are registered
  * with the matMul (enableNativeBlas) and gone with it; every wrapper returns undefined where its
  * kernel cannot run, and its caller then uses the tfjs ops.

@@ -101,7 +101,7 @@ static int load_blas(void) {
 #define CHECK(call)                                                                    \
   do {                                                                                 \
     if ((call) != napi_ok) {                                                           \
-      napi_throw_error(env, NULL, "blas_matmul: N-API call failed: " #call);          \
+      napi_throw_error(env, NULL, "grng_native: N-API call failed: " #call);          \
       return NULL;                                                                     \
     }                                                                                  \
   } while (0)
@@ -122,7 +122,7 @@ static float *float_heap(napi_env env, napi_value value, const char *who, size_t
   if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
       napi_get_typedarray_info(env, value, &type, length, &data, NULL, NULL) != napi_ok || type != napi_float32_array) {
     char message[160];
-    snprintf(message, sizeof message, "blas_matmul.%s: heap must be a Float32Array", who);
+    snprintf(message, sizeof message, "grng_native.%s: heap must be a Float32Array", who);
     napi_throw_type_error(env, NULL, message);
     return NULL;
   }
@@ -158,7 +158,7 @@ static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   int32_t threads = 0;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 1 || napi_get_value_int32(env, argv[0], &threads) != napi_ok || threads < 1) {
-    napi_throw_type_error(env, NULL, "blas_matmul.setThreads: expected an integer >= 1");
+    napi_throw_type_error(env, NULL, "grng_native.setThreads: expected an integer >= 1");
     return NULL;
   }
   napi_value ok;
@@ -180,11 +180,11 @@ static napi_value js_sgemm(napi_env env, napi_callback_info info) {
   napi_value argv[12];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc != 12) {
-    napi_throw_type_error(env, NULL, "blas_matmul.sgemm: expected 12 arguments");
+    napi_throw_type_error(env, NULL, "grng_native.sgemm: expected 12 arguments");
     return NULL;
   }
   if (!sgemm) {
-    napi_throw_error(env, NULL, "blas_matmul.sgemm: no BLAS loaded (call load() first)");
+    napi_throw_error(env, NULL, "grng_native.sgemm: no BLAS loaded (call load() first)");
     return NULL;
   }
   size_t length = 0;
@@ -196,21 +196,21 @@ static napi_value js_sgemm(napi_env env, napi_callback_info info) {
   int64_t v[9];
   for (int i = 0; i < 9; i++) {
     if (napi_get_value_int64(env, argv[3 + i], &v[i]) != napi_ok || v[i] < 0) {
-      napi_throw_type_error(env, NULL, "blas_matmul.sgemm: sizes, offsets and strides must be integers >= 0");
+      napi_throw_type_error(env, NULL, "grng_native.sgemm: sizes, offsets and strides must be integers >= 0");
       return NULL;
     }
   }
   int64_t m = v[0], n = v[1], k = v[2], a_off = v[3], b_off = v[4], c_off = v[5], batch = v[6],
           a_stride = v[7], b_stride = v[8];
   if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX) {
-    napi_throw_range_error(env, NULL, "blas_matmul.sgemm: a dimension exceeds the BLAS int range");
+    napi_throw_range_error(env, NULL, "grng_native.sgemm: a dimension exceeds the BLAS int range");
     return NULL;
   }
   if (batch == 0 || m == 0 || n == 0) return NULL;
   int64_t len = (int64_t)length;
   if (a_off + (batch - 1) * a_stride + m * k > len || b_off + (batch - 1) * b_stride + k * n > len ||
       c_off + batch * m * n > len) {
-    napi_throw_range_error(env, NULL, "blas_matmul.sgemm: a matrix extends past the end of the heap");
+    napi_throw_range_error(env, NULL, "grng_native.sgemm: a matrix extends past the end of the heap");
     return NULL;
   }
   float *heap = data;
@@ -240,11 +240,11 @@ static napi_value js_gram_update(napi_env env, napi_callback_info info) {
   napi_value argv[8];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc != 8) {
-    napi_throw_type_error(env, NULL, "blas_matmul.gramUpdate: expected 8 arguments");
+    napi_throw_type_error(env, NULL, "grng_native.gramUpdate: expected 8 arguments");
     return NULL;
   }
   if (!ssyrk) {
-    napi_throw_error(env, NULL, "blas_matmul.gramUpdate: no cblas_ssyrk loaded (call load() first)");
+    napi_throw_error(env, NULL, "grng_native.gramUpdate: no cblas_ssyrk loaded (call load() first)");
     return NULL;
   }
   size_t length = 0;
@@ -253,7 +253,7 @@ static napi_value js_gram_update(napi_env env, napi_callback_info info) {
   int64_t v[5];
   for (int i = 0; i < 5; i++) {
     if (napi_get_value_int64(env, argv[1 + i], &v[i]) != napi_ok || (v[i] < 0 && i != 3)) {
-      napi_throw_type_error(env, NULL, "blas_matmul.gramUpdate: sizes and offsets must be integers >= 0");
+      napi_throw_type_error(env, NULL, "grng_native.gramUpdate: sizes and offsets must be integers >= 0");
       return NULL;
     }
   }
@@ -264,7 +264,7 @@ static napi_value js_gram_update(napi_env env, napi_callback_info info) {
   int64_t len = (int64_t)length;
   if (m > INT32_MAX || n == 0 || n > 46340 || x_off + m * n > len || out_off + n * n > len ||
       (prev_off >= 0 && prev_off + n * n > len)) {
-    napi_throw_range_error(env, NULL, "blas_matmul.gramUpdate: a matrix extends past the end of the heap");
+    napi_throw_range_error(env, NULL, "grng_native.gramUpdate: a matrix extends past the end of the heap");
     return NULL;
   }
   float *heap = data;
@@ -307,11 +307,11 @@ static napi_value js_spd_inverse(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc != 4) {
-    napi_throw_type_error(env, NULL, "blas_matmul.spdInverse: expected 4 arguments");
+    napi_throw_type_error(env, NULL, "grng_native.spdInverse: expected 4 arguments");
     return NULL;
   }
   if (!dpotrf) {
-    napi_throw_error(env, NULL, "blas_matmul.spdInverse: no LAPACK loaded (call load() first)");
+    napi_throw_error(env, NULL, "grng_native.spdInverse: no LAPACK loaded (call load() first)");
     return NULL;
   }
   size_t length = 0;
@@ -320,17 +320,17 @@ static napi_value js_spd_inverse(napi_env env, napi_callback_info info) {
   int64_t v[3];
   for (int i = 0; i < 3; i++) {
     if (napi_get_value_int64(env, argv[1 + i], &v[i]) != napi_ok || v[i] < 0) {
-      napi_throw_type_error(env, NULL, "blas_matmul.spdInverse: size and offsets must be integers >= 0");
+      napi_throw_type_error(env, NULL, "grng_native.spdInverse: size and offsets must be integers >= 0");
       return NULL;
     }
   }
   int64_t n64 = v[0], m_off = v[1], x_off = v[2];
   if (n64 == 0 || n64 > 46340) {
-    napi_throw_range_error(env, NULL, "blas_matmul.spdInverse: n must be in 1..46340");
+    napi_throw_range_error(env, NULL, "grng_native.spdInverse: n must be in 1..46340");
     return NULL;
   }
   if (m_off + n64 * n64 > (int64_t)length || x_off + n64 * n64 > (int64_t)length) {
-    napi_throw_range_error(env, NULL, "blas_matmul.spdInverse: a matrix extends past the end of the heap");
+    napi_throw_range_error(env, NULL, "grng_native.spdInverse: a matrix extends past the end of the heap");
     return NULL;
   }
   int n = (int)n64;
@@ -393,12 +393,12 @@ static bool elementwise_args(napi_env env, napi_callback_info info, size_t expec
   size_t argc = expected;
   char message[160];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != expected) {
-    snprintf(message, sizeof message, "blas_matmul.%s: expected %zu arguments", who, expected);
+    snprintf(message, sizeof message, "grng_native.%s: expected %zu arguments", who, expected);
     napi_throw_type_error(env, NULL, message);
     return false;
   }
   if (napi_get_value_int64(env, argv[1], n) != napi_ok || *n < 0 || *n > limit) {
-    snprintf(message, sizeof message, "blas_matmul.%s: n must be an integer in 0..%lld", who, (long long)limit);
+    snprintf(message, sizeof message, "grng_native.%s: n must be an integer in 0..%lld", who, (long long)limit);
     napi_throw_type_error(env, NULL, message);
     return false;
   }
@@ -412,7 +412,7 @@ static float *heap_array(napi_env env, napi_value heap_value, napi_value offset_
   if (!heap) return NULL;
   if (napi_get_value_int64(env, offset_value, &offset) != napi_ok || offset < 0 || count < 0 || offset + count > (int64_t)length) {
     char message[160];
-    snprintf(message, sizeof message, "blas_matmul.%s: %s extends past the end of the heap", who, what);
+    snprintf(message, sizeof message, "grng_native.%s: %s extends past the end of the heap", who, what);
     napi_throw_range_error(env, NULL, message);
     return NULL;
   }

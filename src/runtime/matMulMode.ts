@@ -5,10 +5,10 @@ let fast = false;
  * cost what plain ones do and a product with a ones vector is the fastest way to sum, so the
  * dense layers and the reductions pick their formulation by it. Set by the backend.
  */
-export function fastMatMul(): boolean {
+export function nativeMatMulActive(): boolean {
   return fast;
 }
 
-export function setFastMatMul(value: boolean): void {
+export function setNativeMatMulActive(value: boolean): void {
   fast = value;
 }

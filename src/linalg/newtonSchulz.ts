@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
-import { yieldToEventLoop } from '../eventLoop.js';
+import { yieldToEventLoop } from '../runtime/eventLoop.js';
 import { GrngError } from '../errors.js';
-import { sumOfSquares } from '../optim/tree.js';
+import { sumOfSquares } from './reductions.js';
 import { checkInteger, checkKeys, checkNumber } from '../validate.js';
 
 /** Default stopping threshold on ‖I − M X‖_F/√d (spec §3, `newtonTol`). */

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
-import { softmaxCrossEntropy } from '../nn/losses.js';
-import type { Sequential } from '../nn/sequential.js';
-import { matMulTransposeB } from '../nn/ops.js';
+import { softmaxCrossEntropy } from './losses.js';
+import type { Sequential } from './sequential.js';
+import { matMulTransposeB } from './ops.js';
 import type { LayerSignals, Params } from '../types.js';
 
 /**

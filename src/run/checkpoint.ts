@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
-import { GrngError } from './errors.js';
-import { tensorsIn } from './optim/tree.js';
-import { readCheckpointFile, writeCheckpointFile } from './sinks/checkpointFile.js';
-import type { SourcePosition } from './streams/batches.js';
-import { VERSION } from './version.js';
+import { GrngError } from '../errors.js';
+import { tensorsIn } from '../linalg/tree.js';
+import { readCheckpointFile, writeCheckpointFile } from '../sinks/checkpointFile.js';
+import type { SourcePosition } from '../streams/batches.js';
+import { VERSION } from '../version.js';
 
 /**
  * A state tree in JSON: plain JSON for finite numbers, strings, booleans and null; tagged objects

@@ -1,7 +1,7 @@
 import type { RecordBatch, Schema } from 'apache-arrow';
 import { Observable, type MonoTypeOperatorFunction } from 'rxjs';
-import type { RecordedRun } from '../sinks/metricsSchema.js';
-import type { RunHub } from '../sinks/runHub.js';
+import type { RecordedRun } from '../metrics/schema.js';
+import type { RunHub } from './runHub.js';
 
 /**
  * Announces a run to a hub when subscribed, passes every record batch to it (and on), and ends

@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
-import { GrngError } from './errors.js';
+import { GrngError } from '../errors.js';
 import { enableNativeBlas, nativeBlasLabel, nativeBlasRequested } from './nativeBlas.js';
-import { setFastMatMul } from './fastMatMul.js';
+import { setNativeMatMulActive } from './matMulMode.js';
 import { startWasmThreads, wasmThreadsRequested, wasmThreadsRunning } from './wasmThreads.js';
 
 /** The backends grng can run on, in the order `auto` tries them. */
@@ -82,7 +82,7 @@ export function activeBackend(): BackendInfo | undefined {
 }
 
 async function start(name: BackendName, { auto = false, wasmThreads, blas = false }: { auto?: boolean; wasmThreads?: number | undefined; blas?: boolean | 'auto' } = {}): Promise<string> {
-  setFastMatMul(false);
+  setNativeMatMulActive(false);
   let detail: string;
   switch (name) {
     case 'tensorflow':
