@@ -12,6 +12,7 @@ import { initBackend } from '../src/runtime/backend.js';
 import { loadMnist } from '../src/data/mnist.js';
 import { correctCount, softmaxCrossEntropy } from '../src/nn/losses.js';
 import { mlp, parseModelSpec, type Sequential } from '../src/nn/sequential.js';
+import type { DenseLayer } from '../src/nn/dense.js';
 import { forwardBackward } from '../src/operators/forwardBackward.js';
 import { metrics, type MetricsOptions } from '../src/operators/metrics.js';
 import { stepHealth } from '../src/operators/guardFinite.js';
@@ -85,7 +86,7 @@ async function bareLoop(matMul: 'tfjs' | 'grng', { accuracy = false } = {}): Pro
 }
 
 /** The model's forward pass with tfjs's own matMul, whose gradient uses transposed products. */
-function plainForward(net: Sequential, x: tf.Tensor2D): tf.Tensor2D {
+function plainForward(net: Sequential<DenseLayer>, x: tf.Tensor2D): tf.Tensor2D {
   let a: tf.Tensor2D = x;
   for (const layer of net.layers) {
     const s = tf.add(tf.matMul(a, net.params[layer.kernel] as tf.Tensor2D), net.params[layer.bias]!) as tf.Tensor2D;

@@ -48,7 +48,7 @@ import { loadavg } from 'node:os';
 import { dirname } from 'node:path';
 import { lastValueFrom, toArray } from 'rxjs';
 import { initBackend } from '../src/runtime/backend.js';
-import { batchFactors } from '../src/curvature/factors.js';
+import { batchFactors } from '../src/curvature/blocks/dense.js';
 import { newtonSchulzInverse } from '../src/linalg/newtonSchulz.js';
 import type { Dataset } from '../src/data/dataset.js';
 import { loadMnist } from '../src/data/mnist.js';

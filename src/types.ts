@@ -22,8 +22,8 @@ export interface Batch {
   readonly last: boolean;
   /** Rows in this batch (the final batch of an epoch may be smaller). */
   readonly size: number;
-  /** Features, size×features, float32. */
-  readonly x: tf.Tensor2D;
+  /** Inputs [size, ...example shape] (e.g. [size, features]), float32. */
+  readonly x: tf.Tensor;
   /** Class labels, int32. */
   readonly y: tf.Tensor1D;
   /**
@@ -33,12 +33,17 @@ export interface Batch {
   hold(): () => void;
 }
 
-/** Per dense layer: its input and its per-sample back-propagated signal δ = ∂l_i/∂s_i. */
+/**
+ * Per signal layer (a layer with a curvature block, e.g. dense): its input and its per-sample
+ * back-propagated signal δ = ∂l_i/∂s_i at the pre-activation s.
+ */
 export interface LayerSignals {
-  /** Layer input a (m×in), homogeneous column not included. */
-  readonly a: tf.Tensor2D;
-  /** Per-sample signal (m×out): the gradient of the *summed* loss with respect to s. */
-  readonly delta: tf.Tensor2D;
+  /** Name of the layer (`dense0`), in the model's order of signal layers. */
+  readonly layer: string;
+  /** Layer input a [m, ...input shape], homogeneous column not included. */
+  readonly a: tf.Tensor;
+  /** Per-sample signal [m, ...pre-activation shape]: the gradient of the *summed* loss with respect to s. */
+  readonly delta: tf.Tensor;
 }
 
 /** What a training step carries after forwardBackward. */
@@ -50,7 +55,7 @@ export interface Step {
   readonly correct: tf.Scalar;
   /** Gradient of the mean loss, keyed like the parameters. */
   readonly grads: Params;
-  /** Per dense layer input and signal, when forwardBackward was asked for them. */
+  /** Per signal layer input and signal, in the model's order, when forwardBackward was asked for them. */
   readonly signals?: readonly LayerSignals[];
   /** Per-sample losses l_i (m), when forwardBackward was asked for signals. */
   readonly losses?: tf.Tensor1D;
@@ -93,17 +98,17 @@ export interface StepHealth {
   readonly maxBadSteps: number;
 }
 
-/** Damped inverse Kronecker factors of one dense layer: F_l⁻¹ ≈ A_γ⁻¹ ⊗ G_γ⁻¹. */
+/** Damped inverse Kronecker factors of one curvature block: F_l⁻¹ ≈ A_γ⁻¹ ⊗ G_γ⁻¹. */
 export interface KroneckerInverse {
-  /** (A + π√γ I)⁻¹, (in+1)×(in+1), the last row/column for the bias (homogeneous input). */
+  /** (A + π√γ I)⁻¹, d_A×d_A (dense: (in+1)×(in+1), the last row/column for the bias). */
   readonly aInverse: tf.Tensor2D;
-  /** (G + (√γ/π) I)⁻¹, out×out. */
+  /** (G + (√γ/π) I)⁻¹, d_G×d_G (dense: out×out). */
   readonly gInverse: tf.Tensor2D;
 }
 
 /** What fisherScan attaches to a step. Tensors are owned by fisherScan (valid during `next`). */
 export interface Curvature {
-  /** Per dense layer, in model order. */
+  /** Per curvature block, in the model's order of signal layers. */
   readonly layers: readonly KroneckerInverse[];
   /** Total damping γ used at the last inverse refresh. */
   readonly damping: number;

@@ -40,7 +40,7 @@ function read(b: Batch): Seen {
   const y = Array.from(b.y.dataSync());
   expect(b.x.shape).toEqual([b.size, FEATURES]);
   expect(b.y.shape).toEqual([b.size]);
-  const rows = x.map((row, i) => {
+  const rows = (x as number[][]).map((row, i) => {
     const r = row[0]!;
     expect(row).toEqual([r, 100 + r, 200 + r]);
     expect(y[i]).toBe(r % 3);

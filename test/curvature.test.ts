@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { dampFactors } from '../src/curvature/damping.js';
-import { batchFactors } from '../src/curvature/factors.js';
+import { batchFactors } from '../src/curvature/blocks/dense.js';
 import { averageValue, DEFAULT_FACTOR_DECAY, startAverage, updateAverage } from '../src/curvature/movingAverage.js';
 import {
   DEFAULT_NEWTON_CHECK_EVERY,

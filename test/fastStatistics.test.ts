@@ -3,7 +3,7 @@
 // from the training step's own forward pass (sampledSignals).
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { batchFactors, foldFactors } from '../src/curvature/factors.js';
+import { batchFactors, foldFactors } from '../src/curvature/blocks/dense.js';
 import { startAverage, updateAverage } from '../src/curvature/movingAverage.js';
 import { sampledLabelPass, sampledSignals } from '../src/nn/sampledLabels.js';
 import { nativeMatMulActive } from '../src/runtime/matMulMode.js';
@@ -79,7 +79,7 @@ describe('sampledSignals', () => {
     ]) {
       const model = mlp({ inputs: 4, layers, seed: 1 });
       const a = tf.zeros([2, 4]) as tf.Tensor2D;
-      const signals = model.layers.map((l) => ({ a, delta: tf.zeros([2, l.units]) as tf.Tensor2D }));
+      const signals = model.layers.map((l) => ({ layer: l.name, a, delta: tf.zeros([2, l.units]) as tf.Tensor2D }));
       expect(sampledSignals(model, signals, 1)).toBeUndefined();
       tf.dispose([a, ...signals.map((s) => s.delta)]);
       model.dispose();

@@ -4,6 +4,7 @@ import { isGrngError } from '../src/errors.js';
 import { layerMatMul, matMulInput } from '../src/nn/ops.js';
 import { softmaxCrossEntropy } from '../src/nn/losses.js';
 import { mlp, parseModelSpec, type Sequential } from '../src/nn/sequential.js';
+import type { DenseLayer } from '../src/nn/dense.js';
 import { computeStep } from '../src/operators/forwardBackward.js';
 import { makeBatch, useTestBackend } from './helpers.js';
 import { crossEntropy, finiteDifferences, forward, maxRelativeError, type RefLayer } from './reference.js';
@@ -21,7 +22,7 @@ beforeAll(async () => {
   await useTestBackend();
 });
 
-async function refLayers(model: Sequential): Promise<RefLayer[]> {
+async function refLayers(model: Sequential<DenseLayer>): Promise<RefLayer[]> {
   return Promise.all(
     model.layers.map(async (l) => ({
       kernel: (await model.params[l.kernel]!.array()) as number[][],

@@ -22,7 +22,7 @@ describe.runIf(LONG)('R-Kalman at full size against float64 formulas', () => {
   it('matches the update, P and r of the explicit formulas after 40 steps of MNIST training', async () => {
     const data = await loadMnist();
     const model = mlp({ inputs: 784, layers: [{ units: 256, activation: 'relu' }, { units: 10 }], seed: 1 });
-    const opt = rkalman();
+    const opt = rkalman(model);
     let state = opt.init(model.params as Params) as RkalmanState;
     let seed = 12345;
     const rand = (): number => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
@@ -64,8 +64,8 @@ describe.runIf(LONG)('R-Kalman at full size against float64 formulas', () => {
         const G = Array.from({ length: k }, () => new Float64Array(n));
         let offset = 0;
         for (const { a, delta } of step.signals!) {
-          const A = a.arraySync();
-          const D = delta.arraySync();
+          const A = a.arraySync() as number[][];
+          const D = delta.arraySync() as number[][];
           const inputs = A[0]!.length;
           const outputs = D[0]!.length;
           for (let i = 0; i < k; i++) {

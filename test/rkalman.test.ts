@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { syntheticDataset } from '../src/data/synthetic.js';
 import { isGrngError } from '../src/errors.js';
 import { mlp, type Sequential } from '../src/nn/sequential.js';
+import type { DenseLayer } from '../src/nn/dense.js';
 import { computeStep, forwardBackward } from '../src/operators/forwardBackward.js';
 import { metrics } from '../src/operators/metrics.js';
 import { update } from '../src/operators/update.js';
@@ -21,7 +22,7 @@ beforeAll(async () => {
 });
 
 /** The model's current parameters as float64 reference layers. */
-function refLayers(model: Sequential): RefLayer[] {
+function refLayers(model: Sequential<DenseLayer>): RefLayer[] {
   return model.layers.map((l) => ({
     kernel: model.params[l.kernel]!.arraySync() as Matrix,
     bias: model.params[l.bias]!.arraySync() as number[],
@@ -115,7 +116,7 @@ function referenceStep(opt: RefOptions, P: number[], r: number, grads: number[][
   return { delta, P: newP, r: newR };
 }
 
-const flatten = (model: Sequential, tree: Params): number[] => model.layers.flatMap((l) => [...tree[l.kernel]!.dataSync(), ...tree[l.bias]!.dataSync()]);
+const flatten = (model: Sequential<DenseLayer>, tree: Params): number[] => model.layers.flatMap((l) => [...tree[l.kernel]!.dataSync(), ...tree[l.bias]!.dataSync()]);
 
 const X = [
   [0.5, -1.2, 0.3],
@@ -147,7 +148,7 @@ describe('R-Kalman against the explicit Kalman formulas (H materialised, float64
     it(`three steps: updates, P and r (${name})`, () => {
       const model = mlp({ inputs: 3, layers: [{ units: 4, activation: 'tanh' }, { units: 2 }], seed: 3 });
       const before = tf.memory().numTensors;
-      const opt = rkalman(options);
+      const opt = rkalman(model, options);
       const ref: RefOptions = {
         eta: (options.learningRate as number | undefined) ?? 1,
         rows: options.rows ?? 32,
@@ -203,7 +204,7 @@ describe('R-Kalman against the explicit Kalman formulas (H materialised, float64
       const { losses } = perSampleGradients(refLayers(model), X, Y);
       return losses.slice(0, 3).reduce((a, b) => a + b, 0);
     };
-    const opt = rkalman({ rows: 3, learningRate: 0.1 });
+    const opt = rkalman(model, { rows: 3, learningRate: 0.1 });
     const params = model.params as Params;
     const state = tf.tidy(() => opt.init(params) as unknown as tf.TensorContainer) as unknown as RkalmanState;
     const lossBefore = observed();
@@ -265,7 +266,7 @@ describe('R-Kalman in the pipeline', () => {
     const data = syntheticDataset({ features: 8, classes: 3, train: 256, test: 64, seed: 2 });
     const model = mlp({ inputs: 8, layers: [{ units: 16 }, { units: 3 }], seed: 1 });
     const baseline = tf.memory().numTensors;
-    const run = batches(data.train, { batchSize: 32, epochs: 25, steps: 200, seed: 3 }).pipe(forwardBackward(model, { signals: true }), update(model, rkalman({ rows: 16 })), metrics());
+    const run = batches(data.train, { batchSize: 32, epochs: 25, steps: 200, seed: 3 }).pipe(forwardBackward(model, { signals: true }), update(model, rkalman(model, { rows: 16 })), metrics());
     const { rows, counts } = await collectRows(run);
     expect(rows).toHaveLength(200);
     expect(Math.max(...counts.slice(5))).toBe(Math.min(...counts.slice(5)));
@@ -284,7 +285,7 @@ describe('R-Kalman in the pipeline', () => {
     const data = syntheticDataset({ features: 8, classes: 3, train: 64, test: 16, seed: 2 });
     const model = mlp({ inputs: 8, layers: [{ units: 3 }], seed: 1 });
     const baseline = tf.memory().numTensors;
-    const error = await lastValueFrom(batches(data.train, { batchSize: 32, steps: 2 }).pipe(forwardBackward(model), update(model, rkalman())))
+    const error = await lastValueFrom(batches(data.train, { batchSize: 32, steps: 2 }).pipe(forwardBackward(model), update(model, rkalman(model))))
       .then(() => undefined)
       .catch((e: unknown) => e);
     expect(isGrngError(error)).toBe(true);
@@ -295,20 +296,22 @@ describe('R-Kalman in the pipeline', () => {
 });
 
 describe('R-Kalman option validation', () => {
+  // Options are checked before the model is looked at: a model without layers will do.
+  const noLayers = { signalLayers: [] };
   const cases: Array<[string, () => unknown, RegExp]> = [
-    ['zero observation rows', () => rkalman({ rows: 0 }), /invalid rows: 0 \(expected an integer ≥ 1\)/],
-    ['fractional rows', () => rkalman({ rows: 2.5 }), /invalid rows: 2.5/],
-    ['negative rho', () => rkalman({ rho: -0.1 }), /invalid rho: -0.1/],
-    ['negative learning rate', () => rkalman({ learningRate: -1 }), /invalid learningRate: -1/],
-    ['zero p0', () => rkalman({ p0: 0 }), /invalid p0: 0/],
-    ['zero r0', () => rkalman({ r0: 0 }), /invalid r0: 0/],
-    ['fading above 1', () => rkalman({ fading: 1.5 }), /invalid fading: 1.5/],
-    ['negative process noise', () => rkalman({ processNoise: -1 }), /invalid processNoise: -1/],
-    ['betaR of 1', () => rkalman({ betaR: 1 }), /invalid betaR: 1/],
-    ['zero rMin (S would not stay SPD)', () => rkalman({ rMin: 0 }), /invalid rMin: 0/],
-    ['negative pMin', () => rkalman({ pMin: -1 }), /invalid pMin: -1/],
-    ['zero solve iterations', () => rkalman({ solveIterations: 0 }), /invalid solveIterations: 0/],
-    ['unknown option', () => rkalman({ row: 4 } as never), /rkalman option "row"/],
+    ['zero observation rows', () => rkalman(noLayers, { rows: 0 }), /invalid rows: 0 \(expected an integer ≥ 1\)/],
+    ['fractional rows', () => rkalman(noLayers, { rows: 2.5 }), /invalid rows: 2.5/],
+    ['negative rho', () => rkalman(noLayers, { rho: -0.1 }), /invalid rho: -0.1/],
+    ['negative learning rate', () => rkalman(noLayers, { learningRate: -1 }), /invalid learningRate: -1/],
+    ['zero p0', () => rkalman(noLayers, { p0: 0 }), /invalid p0: 0/],
+    ['zero r0', () => rkalman(noLayers, { r0: 0 }), /invalid r0: 0/],
+    ['fading above 1', () => rkalman(noLayers, { fading: 1.5 }), /invalid fading: 1.5/],
+    ['negative process noise', () => rkalman(noLayers, { processNoise: -1 }), /invalid processNoise: -1/],
+    ['betaR of 1', () => rkalman(noLayers, { betaR: 1 }), /invalid betaR: 1/],
+    ['zero rMin (S would not stay SPD)', () => rkalman(noLayers, { rMin: 0 }), /invalid rMin: 0/],
+    ['negative pMin', () => rkalman(noLayers, { pMin: -1 }), /invalid pMin: -1/],
+    ['zero solve iterations', () => rkalman(noLayers, { solveIterations: 0 }), /invalid solveIterations: 0/],
+    ['unknown option', () => rkalman(noLayers, { row: 4 } as never), /rkalman option "row"/],
   ];
   for (const [name, make, message] of cases) {
     it(`rejects ${name} with a message naming it`, () => {

@@ -7,6 +7,16 @@ export interface Split {
   /** n labels in [0, classes). */
   readonly y: Int32Array;
   readonly n: number;
+  /**
+   * Shape of one example (e.g. [28, 28, 1]) when it is not a flat row: batches are then
+   * [m, ...shape]. Its product is the features per row. Default [features].
+   */
+  readonly shape?: readonly number[];
+}
+
+/** The shape of one example of a split: its declared shape, else a flat row. */
+export function exampleShape(split: Split): readonly number[] {
+  return split.shape ?? [split.x.length / split.n];
 }
 
 export interface Dataset {
@@ -52,6 +62,9 @@ export function validateDataset(data: Dataset): Dataset {
       fail(`the ${name} split has ${split.x.length} feature values, expected ${split.n}×${data.features} = ${split.n * data.features}`, { split: name });
     }
     if (split.y.length !== split.n) fail(`the ${name} split has ${split.y.length} labels for ${split.n} rows`, { split: name });
+    if (split.shape !== undefined && (!Array.isArray(split.shape) || !split.shape.every((d) => Number.isInteger(d) && d >= 1) || split.shape.reduce((n, d) => n * d, 1) !== data.features)) {
+      fail(`the ${name} split's example shape [${String(split.shape)}] does not hold ${data.features} features`, { split: name });
+    }
     for (let i = 0; i < split.n; i++) {
       const label = split.y[i]!;
       if (label < 0 || label >= data.classes) fail(`${name} row ${i} has label ${label}, outside [0, ${data.classes})`, { split: name, row: i, label });

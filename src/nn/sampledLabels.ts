@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { softmaxCrossEntropy } from './losses.js';
+import type { DenseLayer } from './dense.js';
+import type { Layer } from './layer.js';
 import type { Sequential } from './sequential.js';
 import { matMulTransposeB } from './ops.js';
 import type { LayerSignals, Params } from '../types.js';
@@ -19,8 +21,8 @@ export function sampleLabels(logits: tf.Tensor2D, seed: number): tf.Tensor1D {
 
 /** What a sampled-label backward pass returns. */
 export interface SampledPass {
-  /** Per dense layer, per-sample signals δ̃ for the sampled labels (m×out), when asked. */
-  readonly deltas?: tf.Tensor2D[];
+  /** Per signal layer, per-sample signals δ̃ for the sampled labels (shaped like the pre-activation), when asked. */
+  readonly deltas?: tf.Tensor[];
   /** Gradient of the mean sampled-label loss, keyed like the parameters, when asked. */
   readonly grads?: Params;
 }
@@ -33,7 +35,7 @@ export interface SampledPass {
  *
  * @param seed seeds the label sampling; pass a value that changes every step.
  */
-export function sampledLabelPass(model: Sequential, x: tf.Tensor2D, { signals = false, grads = false, seed }: { signals?: boolean; grads?: boolean; seed: number }): SampledPass {
+export function sampledLabelPass(model: Sequential, x: tf.Tensor, { signals = false, grads = false, seed }: { signals?: boolean; grads?: boolean; seed: number }): SampledPass {
   return tf.tidy(() => {
     const keys = Object.keys(model.params);
     const m = x.shape[0];
@@ -41,17 +43,17 @@ export function sampledLabelPass(model: Sequential, x: tf.Tensor2D, { signals = 
       const logits = model.apply(model.params as Params, x, { constantParams: true }).logits;
       return tf.cast(tf.oneHot(sampleLabels(logits, seed), model.outputs), 'float32') as tf.Tensor2D;
     });
-    const zeros = signals ? model.layers.map((l) => tf.zeros([m, l.units]) as tf.Tensor2D) : [];
+    const zeros = signals ? model.signalLayers.map((l) => tf.zeros([m, ...l.signalShape])) : [];
     const paramArgs = grads ? keys.map((k) => model.params[k]! as tf.Tensor) : [];
     const lossFn = (...args: tf.Tensor[]): tf.Scalar => {
       const params: Params = grads ? Object.fromEntries(keys.map((k, i) => [k, args[i]!])) : (model.params as Params);
-      const out = model.apply(params, x, { signals: args.slice(paramArgs.length) as tf.Tensor2D[], constantParams: !grads });
+      const out = model.apply(params, x, { signals: args.slice(paramArgs.length), constantParams: !grads });
       return softmaxCrossEntropy(out.logits, oneHot);
     };
     const result = tf.grads(lossFn)([...paramArgs, ...zeros]);
-    const out: { deltas?: tf.Tensor2D[]; grads?: Params } = {};
+    const out: { deltas?: tf.Tensor[]; grads?: Params } = {};
     if (grads) out.grads = Object.fromEntries(keys.map((k, i) => [k, result[i]!]));
-    if (signals) out.deltas = result.slice(paramArgs.length).map((g) => tf.mul(g, m) as tf.Tensor2D);
+    if (signals) out.deltas = result.slice(paramArgs.length).map((g) => tf.mul(g, m));
     return out as tf.TensorContainer;
   }) as SampledPass;
 }
@@ -71,17 +73,21 @@ export function sampledLabelPass(model: Sequential, x: tf.Tensor2D, { signals = 
  * @example
  * const deltas = sampledSignals(model, step.signals, seed) ?? sampledLabelPass(model, x, { signals: true, seed }).deltas!;
  */
-export function sampledSignals(model: Sequential, signals: readonly LayerSignals[], seed: number): tf.Tensor2D[] | undefined {
-  const layers = model.layers;
+export function sampledSignals(model: Sequential, signals: readonly LayerSignals[], seed: number): tf.Tensor[] | undefined {
+  // The hand-written chain rule covers a stack of dense layers only (their signal layers are all
+  // the layers); anything else takes the autograd pass.
+  const layers = model.layers.every(isDense) ? (model.layers as readonly DenseLayer[]) : undefined;
+  if (!layers) return undefined;
   const last = layers[layers.length - 1]!;
   if (signals.length !== layers.length || last.activation !== 'identity' || layers.some((l) => l.activation === 'gelu')) return undefined;
   return tf.tidy(() => {
     const kernelOf = (index: number): tf.Tensor2D => model.params[layers[index]!.kernel]! as tf.Tensor2D;
-    const logits = tf.add(tf.matMul(signals[last.index]!.a, kernelOf(last.index)), model.params[last.bias]!) as tf.Tensor2D;
+    const lastIndex = layers.length - 1;
+    const logits = tf.add(tf.matMul(signals[lastIndex]!.a as tf.Tensor2D, kernelOf(lastIndex)), model.params[last.bias]!) as tf.Tensor2D;
     const oneHot = tf.oneHot(sampleLabels(logits, seed), model.outputs);
     let delta = tf.sub(tf.softmax(logits), oneHot) as tf.Tensor2D;
     const deltas: tf.Tensor2D[] = new Array<tf.Tensor2D>(layers.length);
-    deltas[last.index] = delta;
+    deltas[lastIndex] = delta;
     for (let l = layers.length - 2; l >= 0; l--) {
       const w = kernelOf(l + 1);
       const back = matMulTransposeB(delta, w);
@@ -92,4 +98,8 @@ export function sampledSignals(model: Sequential, signals: readonly LayerSignals
     }
     return deltas;
   });
+}
+
+function isDense(layer: Layer): layer is DenseLayer {
+  return layer.kind === 'dense';
 }

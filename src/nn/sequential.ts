@@ -1,9 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
 import { checkChoice, checkInteger, checkKeys } from '../validate.js';
-import { ACTIVATIONS, activate, type Activation } from './activations.js';
+import { ACTIVATIONS, type Activation } from './activations.js';
+import { denseLayer, type DenseLayer } from './dense.js';
+import { hasSignal, type Layer, type LayerTap, type SignalLayer } from './layer.js';
 import { INITIALIZERS, initDense, type Initializer } from './init.js';
-import { matMulConstantB, layerMatMul, matMulInput } from './ops.js';
 import type { Params } from '../types.js';
 
 export interface DenseSpec {
@@ -24,76 +25,79 @@ export interface MlpOptions {
   readonly seed?: number;
 }
 
-/** What one dense layer looked like in a forward pass: its input and (later) its signal. */
-export interface DenseTap {
-  /** Layer input a (m×in), without the homogeneous column. */
-  readonly a: tf.Tensor2D;
-  /** Pre-activation s (m×out). */
-  readonly s: tf.Tensor2D;
-}
+/** A dense layer as the model lists it (kept under its former name for existing callers). */
+export type DenseLayerInfo = DenseLayer;
 
-export interface DenseLayerInfo {
-  readonly index: number;
-  readonly inputs: number;
-  readonly units: number;
-  readonly activation: Activation;
-  /** Keys of its parameters in the parameter tree. */
-  readonly kernel: string;
-  readonly bias: string;
+/** What a layer with a signal point looked like in a forward pass (its input and pre-activation). */
+export type DenseTap = LayerTap;
+
+/** How {@link Sequential.apply} runs a forward pass. */
+export interface ApplyOptions {
+  /**
+   * One tensor per signal layer ({@link Sequential.signalLayers}, in order), shaped like its
+   * pre-activation and zeros in practice: each is added there, so differentiating the loss by it
+   * gives the layer's back-propagated δ.
+   */
+  readonly signals?: readonly tf.Tensor[];
+  /** Receives each signal layer's input and pre-activation, in order. */
+  readonly taps?: LayerTap[];
+  /** Treat the parameters as constants: a backward pass then computes signals but no weight gradients. */
+  readonly constantParams?: boolean;
 }
 
 /**
- * A stack of dense layers with biases. Parameters live in tf.Variables owned by the model
- * (`params`, keyed `dense{i}/kernel` and `dense{i}/bias`, kernels stored in×out so the forward
- * product needs no transpose). `apply` takes the parameters explicitly so gradients can be
- * taken with respect to any tensors, including the zero "signal" tensors added to each
- * pre-activation that give the per-sample back-propagated δ in the same backward pass.
+ * A stack of typed layers (see {@link Layer}). Parameters live in tf.Variables owned by the
+ * model, keyed by the layers (`dense0/kernel`, `dense0/bias`, ...); `apply` takes the parameters
+ * explicitly so gradients can be taken with respect to any tensors, including the zero "signal"
+ * tensors added at each signal layer's pre-activation that give the per-sample back-propagated δ
+ * in the same backward pass.
  *
  * @example
  * const model = mlp({ inputs: 784, layers: [{ units: 256 }, { units: 10 }], seed: 1 });
  * const logits = model.apply(model.params, x).logits;
  */
-export class Sequential {
-  readonly layers: readonly DenseLayerInfo[];
+export class Sequential<L extends Layer = Layer> {
+  /** Every layer, in order. */
+  readonly layers: readonly L[];
+  /** The layers with a signal point, in order: what per-layer signals and curvature blocks align with. */
+  readonly signalLayers: readonly SignalLayer[];
   readonly params: Readonly<Record<string, tf.Variable>>;
+  /** Shape of one example's input. */
+  readonly inputShape: readonly number[];
+  /** Values in one example's input (the product of inputShape). */
   readonly inputs: number;
   readonly outputs: number;
   readonly description: string;
   private disposed = false;
 
-  constructor(options: MlpOptions) {
-    checkKeys('model', options, ['inputs', 'layers', 'init', 'seed']);
-    const inputs = checkInteger('model inputs', options.inputs, 1);
-    const init = checkChoice('model init', options.init ?? 'torch', INITIALIZERS);
-    const seed = checkInteger('model seed', options.seed ?? 1, 0);
-    if (!Array.isArray(options.layers) || options.layers.length === 0) {
-      throw new GrngError('invalid-model', 'invalid model layers: need at least one dense layer', { option: 'layers' });
-    }
-    const widths = [inputs, ...options.layers.map((spec, index) => checkInteger(`model layer ${index} units`, spec?.units, 1))];
-    const parameters = parameterCount(widths);
-    if (parameters > MAX_PARAMETERS) {
-      throw new GrngError('invalid-model', `invalid model mlp:${widths.join('-')}: ${parameters.toExponential(2)} parameters, more than the ${MAX_PARAMETERS} (2^31 - 1) a model can have`, { option: 'model', parameters });
-    }
-    const layers: DenseLayerInfo[] = [];
+  /** Takes over `initial` (one tensor per parameter key of the layers, disposed here). */
+  constructor(layers: readonly L[], initial: Params, description: string) {
+    if (layers.length === 0) throw new GrngError('invalid-model', 'invalid model layers: need at least one layer', { option: 'layers' });
     const params: Record<string, tf.Variable> = {};
-    let width = inputs;
-    options.layers.forEach((spec, index) => {
-      const units = checkInteger(`model layer ${index} units`, spec.units, 1);
-      const last = index === options.layers.length - 1;
-      const activation = checkChoice(`model layer ${index} activation`, spec.activation ?? (last ? 'identity' : 'relu'), ACTIVATIONS);
-      const { kernel, bias } = initDense(width, units, activation, init as Initializer, seed * 1009 + index * 2 + 1);
-      const info = { index, inputs: width, units, activation, kernel: `dense${index}/kernel`, bias: `dense${index}/bias` };
-      params[info.kernel] = tf.variable(kernel, true, `grng/${info.kernel}#${uid()}`);
-      params[info.bias] = tf.variable(bias, true, `grng/${info.bias}#${uid()}`);
-      tf.dispose([kernel, bias]);
-      layers.push(info);
-      width = units;
-    });
+    const names = new Set<string>();
+    let shape = layers[0]!.inputShape;
+    for (const layer of layers) {
+      if (names.has(layer.name)) throw new GrngError('invalid-model', `invalid model: two layers are named ${layer.name}`, { option: 'layers', layer: layer.name });
+      names.add(layer.name);
+      if (layer.inputShape.join() !== shape.join()) {
+        throw new GrngError('invalid-model', `invalid model: layer ${layer.name} takes [${layer.inputShape.join(', ')}] but the layer before it gives [${shape.join(', ')}]`, { option: 'layers', layer: layer.name });
+      }
+      shape = layer.outputShape;
+      for (const key of layer.params) {
+        const value = initial[key];
+        if (!value) throw new GrngError('invalid-model', `invalid model: no initial value for ${key} of layer ${layer.name}`, { option: 'layers', layer: layer.name, key });
+        params[key] = tf.variable(value, true, `grng/${key}#${uid()}`);
+      }
+    }
+    tf.dispose(Object.values(initial));
+    if (shape.length !== 1) throw new GrngError('invalid-model', `invalid model: the last layer ${layers.at(-1)!.name} gives [${shape.join(', ')}], not class logits [classes]`, { option: 'layers' });
     this.layers = layers;
+    this.signalLayers = layers.filter((layer): layer is L & SignalLayer => hasSignal(layer));
     this.params = params;
-    this.inputs = inputs;
-    this.outputs = width;
-    this.description = `mlp:${[inputs, ...layers.map((l) => l.units)].join('-')}`;
+    this.inputShape = layers[0]!.inputShape;
+    this.inputs = this.inputShape.reduce((n, d) => n * d, 1);
+    this.outputs = shape[0]!;
+    this.description = description;
   }
 
   /** Number of trainable scalars. */
@@ -102,37 +106,22 @@ export class Sequential {
   }
 
   /**
-   * Forward pass with explicit parameters. With `signals` (one m×out tensor per layer, zeros in
-   * practice), each is added to its layer's pre-activation, so differentiating the loss with
-   * respect to them yields the back-propagated signal; `taps` returns each layer's input.
-   * `constantParams` treats the parameters as constants: a backward pass then computes signals
-   * but no weight gradients.
+   * Forward pass with explicit parameters on a batch [m, ...inputShape]; see {@link ApplyOptions}
+   * for the signals, taps and constant parameters.
    */
-  apply(params: Params, x: tf.Tensor2D, options: { signals?: readonly tf.Tensor2D[]; taps?: DenseTap[]; constantParams?: boolean } = {}): { logits: tf.Tensor2D } {
+  apply(params: Params, x: tf.Tensor, options: ApplyOptions = {}): { logits: tf.Tensor2D } {
     if (this.disposed) throw new GrngError('invalid-model', 'the model has been disposed');
-    if (x.rank !== 2 || x.shape[1] !== this.inputs) {
-      throw new GrngError('shape', `model expects input of shape [batch, ${this.inputs}], got [${x.shape.join(', ')}]`, { expected: [null, this.inputs], got: x.shape });
+    if (x.rank !== this.inputShape.length + 1 || x.shape.slice(1).join() !== this.inputShape.join()) {
+      throw new GrngError('shape', `model expects input of shape [batch, ${this.inputShape.join(', ')}], got [${x.shape.join(', ')}]`, { expected: [null, ...this.inputShape], got: x.shape });
     }
     let a = x;
-    for (const layer of this.layers) {
-      const kernel = params[layer.kernel] as tf.Tensor2D;
-      const bias = params[layer.bias] as tf.Tensor1D;
-      const product = options.constantParams
-        ? layer.index === 0
-          ? tf.matMul(a, kernel)
-          : matMulConstantB(a, kernel)
-        : layer.index === 0
-          ? matMulInput(a, kernel)
-          : layerMatMul(a, kernel);
-      let s = tf.add(product, bias) as tf.Tensor2D;
-      const signal = options.signals?.[layer.index];
-      if (signal) s = tf.add(s, signal);
-      options.taps?.push({ a, s });
-      a = activate(layer.activation, s) as tf.Tensor2D;
-    }
-    return { logits: a };
+    let signalIndex = 0;
+    this.layers.forEach((layer, index) => {
+      const signal = layer.signalShape ? options.signals?.[signalIndex++] : undefined;
+      a = layer.apply(params, a, { ...(signal ? { signal } : {}), ...(options.taps ? { taps: options.taps } : {}), ...(options.constantParams ? { constantParams: true } : {}), inputIsData: index === 0 });
+    });
+    return { logits: a as tf.Tensor2D };
   }
-
   /** Copies of the current parameter values (the caller owns them). */
   snapshot(): Params {
     return Object.fromEntries(Object.entries(this.params).map(([k, v]) => [k, tf.clone(v)]));
@@ -162,9 +151,37 @@ function uid(): number {
   return counter;
 }
 
-/** Builds a multi-layer perceptron; see {@link MlpOptions}. */
-export function mlp(options: MlpOptions): Sequential {
-  return new Sequential(options);
+/**
+ * Builds a multi-layer perceptron, dense layers `dense0`, `dense1`, ...; see {@link MlpOptions}.
+ *
+ * @example
+ * const model = mlp({ inputs: 784, layers: [{ units: 256 }, { units: 10 }], seed: 1 });
+ */
+export function mlp(options: MlpOptions): Sequential<DenseLayer> {
+  checkKeys('model', options, ['inputs', 'layers', 'init', 'seed']);
+  const inputs = checkInteger('model inputs', options.inputs, 1);
+  const init = checkChoice('model init', options.init ?? 'torch', INITIALIZERS);
+  const seed = checkInteger('model seed', options.seed ?? 1, 0);
+  if (!Array.isArray(options.layers) || options.layers.length === 0) {
+    throw new GrngError('invalid-model', 'invalid model layers: need at least one dense layer', { option: 'layers' });
+  }
+  const widths = [inputs, ...options.layers.map((spec, index) => checkInteger(`model layer ${index} units`, spec?.units, 1))];
+  const parameters = parameterCount(widths);
+  if (parameters > MAX_PARAMETERS) {
+    throw new GrngError('invalid-model', `invalid model mlp:${widths.join('-')}: ${parameters.toExponential(2)} parameters, more than the ${MAX_PARAMETERS} (2^31 - 1) a model can have`, { option: 'model', parameters });
+  }
+  const layers: DenseLayer[] = [];
+  const initial: Params = {};
+  options.layers.forEach((spec, index) => {
+    const last = index === options.layers.length - 1;
+    const activation = checkChoice(`model layer ${index} activation`, spec.activation ?? (last ? 'identity' : 'relu'), ACTIVATIONS);
+    const layer = denseLayer({ name: `dense${index}`, index, inputs: widths[index]!, units: widths[index + 1]!, activation });
+    const { kernel, bias } = initDense(layer.inputs, layer.units, activation, init as Initializer, seed * 1009 + index * 2 + 1);
+    initial[layer.kernel] = kernel;
+    initial[layer.bias] = bias;
+    layers.push(layer);
+  });
+  return new Sequential(layers, initial, `mlp:${widths.join('-')}`);
 }
 
 /**

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { OperatorFunction } from 'rxjs';
-import type { Split } from '../data/dataset.js';
+import { exampleShape, type Split } from '../data/dataset.js';
 import { correctCount, softmaxCrossEntropyPerSample } from '../nn/losses.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Params, Step } from '../types.js';
@@ -30,14 +30,15 @@ export function evaluate(model: Sequential, test: Split, options: EvaluateOption
   const every = checkInteger('evalEvery', options.every ?? 0, 0);
   const atEpochEnd = options.atEpochEnd ?? true;
   const batchSize = checkInteger('evaluation batchSize', options.batchSize ?? 1024, 1);
-  return ownedMap<Step, Step, { chunks: Array<{ x: tf.Tensor2D; y: tf.Tensor1D }> }>(
+  return ownedMap<Step, Step, { chunks: Array<{ x: tf.Tensor; y: tf.Tensor1D }> }>(
     'evaluate',
     () => {
       const features = test.x.length / test.n;
+      const shape = exampleShape(test);
       const chunks = [];
       for (let start = 0; start < test.n; start += batchSize) {
         const end = Math.min(test.n, start + batchSize);
-        chunks.push({ x: tf.tensor2d(test.x.subarray(start * features, end * features), [end - start, features]), y: tf.tensor1d(test.y.subarray(start, end), 'int32') });
+        chunks.push({ x: tf.tensor(test.x.subarray(start * features, end * features), [end - start, ...shape]), y: tf.tensor1d(test.y.subarray(start, end), 'int32') });
       }
       return { chunks };
     },

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { concatMap, defer, finalize, map, Observable, type OperatorFunction } from 'rxjs';
 import { dampFactors } from '../curvature/damping.js';
-import { foldFactors } from '../curvature/factors.js';
+import { curvatureBlocks, foldStatistics } from '../curvature/blocks/index.js';
 import { averageValue, type FactorAverage } from '../curvature/movingAverage.js';
 import { newtonSchulzInverse, type NewtonSchulzResult } from '../linalg/newtonSchulz.js';
 import { resolveCurvatureOptions, type CurvatureOptions, type DampingRule } from '../curvature/options.js';
@@ -15,6 +15,7 @@ import { checkKeys, checkNumber } from '../validate.js';
 import { retainStep } from './retainStep.js';
 import type { StateSlot } from './stateSlot.js';
 
+/** One curvature block's factor averages and damped inverses. */
 export interface LayerState {
   a: FactorAverage;
   g: FactorAverage;
@@ -44,7 +45,8 @@ export interface FisherScanRun {
 
 /**
  * The Kronecker-factored Fisher as an RxJS scan [prior: K-FAC, Martens & Grosse 2015]. It owns,
- * per subscription, each dense layer's moving averages of A = ĀᵀĀ/m and G = Δ̃ᵀΔ̃/m (bias
+ * per subscription, each curvature block's (curvature/blocks: one per dense layer of an MLP)
+ * moving averages of A = ĀᵀĀ/m and G = Δ̃ᵀΔ̃/m (bias
  * corrected, decay β), updated every `statsEvery` steps from the step's signals (and, for the
  * true Fisher, a sampled-label backward pass), and the damped inverses
  * (A + π√γ I)⁻¹, (G + √γ/π I)⁻¹ refreshed (Newton–Schulz, or float64 Cholesky: option `inverse`) every `inverseEvery` steps with the
@@ -63,6 +65,8 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
   checkNumber('rho', damping.rho, { min: 0 });
   if (damping.lambda === 0 && damping.rho === 0) checkNumber('damping', damping.lambda, { min: 0, minExclusive: true });
   const resolved = resolveCurvatureOptions(options);
+  // One block per signal layer, in order; a layer kind without a block is an error here, before any step.
+  const blocks = curvatureBlocks(model);
   const inverseEvery = damping.norm === 'step' ? 1 : resolved.inverseEvery;
   const needsGradNorm = damping.rho > 0;
 
@@ -147,9 +151,13 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
 
   function accumulate(step: Step, state: ScanState): void {
     if (step.skipped) return;
-    if (!step.signals || step.signals.length !== model.layers.length) {
-      throw new GrngError('step', 'fisherScan needs per-layer signals: run forwardBackward(model, { signals: true }) before it', { got: step.signals?.length ?? 0 });
+    const signals = step.signals;
+    if (!signals || signals.length !== blocks.length) {
+      throw new GrngError('step', 'fisherScan needs per-layer signals: run forwardBackward(model, { signals: true }) before it', { got: signals?.length ?? 0 });
     }
+    blocks.forEach((block, i) => {
+      if (signals[i]!.layer !== block.layer) throw new GrngError('step', `fisherScan: signal ${i} is from layer ${signals[i]!.layer}, the model's block ${i} is layer ${block.layer}`, { layer: block.layer });
+    });
     if (needsGradNorm) {
       const previous = state.gradNormSquaredSum;
       state.gradNormSquaredSum = tf.tidy(() => {
@@ -162,14 +170,14 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
     const due = state.layers === undefined || step.batch.step % resolved.statsEvery === 0;
     if (!due) return;
     const seed = resolved.seed * 100_003 + step.batch.step;
-    const sampled = resolved.fisher === 'sampled' ? (sampledSignals(model, step.signals, seed) ?? sampledLabelPass(model, step.batch.x, { signals: true, seed }).deltas!) : undefined;
+    const sampled = resolved.fisher === 'sampled' ? (sampledSignals(model, signals, seed) ?? sampledLabelPass(model, step.batch.x, { signals: true, seed }).deltas!) : undefined;
     try {
-      const signals = step.signals;
+      const deltaOf = (i: number): tf.Tensor => (sampled ? sampled[i]! : signals[i]!.delta);
       if (state.layers === undefined) {
-        state.layers = signals.map((s, i) => foldFactors(undefined, s.a, sampled ? sampled[i]! : s.delta, resolved.beta));
+        state.layers = blocks.map((block, i) => foldStatistics(block, undefined, signals[i]!.a, deltaOf(i), resolved.beta));
       } else {
         state.layers.forEach((layer, i) => {
-          const next = foldFactors(layer, signals[i]!.a, sampled ? sampled[i]! : signals[i]!.delta, resolved.beta);
+          const next = foldStatistics(blocks[i]!, layer, signals[i]!.a, deltaOf(i), resolved.beta);
           tf.dispose([layer.a.sum, layer.g.sum]);
           layer.a = next.a;
           layer.g = next.g;

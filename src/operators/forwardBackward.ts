@@ -2,14 +2,15 @@ import * as tf from '@tensorflow/tfjs';
 import type { OperatorFunction } from 'rxjs';
 import { GrngError } from '../errors.js';
 import { correctCount, softmaxCrossEntropy, softmaxCrossEntropyPerSample } from '../nn/losses.js';
-import type { DenseTap, Sequential } from '../nn/sequential.js';
+import type { LayerTap } from '../nn/layer.js';
+import type { Sequential } from '../nn/sequential.js';
 import type { Batch, LayerSignals, Params, Step } from '../types.js';
 import { ownedMap, type Owned } from './ownedMap.js';
 
 export interface ForwardBackwardOptions {
   /**
-   * Also return, for every dense layer, its input `a` and per-sample signal δ (spec §0: the
-   * zero-tensor trick, one backward pass), and the per-sample losses. K-FAC statistics and
+   * Also return, for every signal layer (one with a curvature block: dense), its input `a` and
+   * per-sample signal δ (the zero-tensor trick, one backward pass), and the per-sample losses. K-FAC statistics and
    * R-Kalman need them; default false.
    */
   readonly signals?: boolean;
@@ -31,21 +32,24 @@ export function forwardBackward(model: Sequential, options: ForwardBackwardOptio
 
 /** One forward/backward pass; exported for benchmarks and optimizers that need extra passes. */
 export function computeStep(model: Sequential, batch: Batch, withSignals: boolean): Owned<Step> {
-  if (batch.x.shape[1] !== model.inputs) {
-    throw new GrngError('shape', `batch has ${batch.x.shape[1]} features but the model ${model.description} expects ${model.inputs}`, { step: batch.step, got: batch.x.shape });
+  if (batch.x.rank !== model.inputShape.length + 1 || batch.x.shape.slice(1).join() !== model.inputShape.join()) {
+    const got = batch.x.shape.slice(1);
+    const what = got.length === 1 && model.inputShape.length === 1 ? `${got[0]} features` : `examples of shape [${got.join(', ')}]`;
+    const expected = model.inputShape.length === 1 ? `${model.inputs}` : `[${model.inputShape.join(', ')}]`;
+    throw new GrngError('shape', `batch has ${what} but the model ${model.description} expects ${expected}`, { step: batch.step, got: batch.x.shape });
   }
   const keys = Object.keys(model.params);
   const m = batch.size;
-  const taps: DenseTap[] = [];
+  const taps: LayerTap[] = [];
   let logits: tf.Tensor2D | undefined;
   let losses: tf.Tensor1D | undefined;
   const result = tf.tidy(() => {
     const oneHot = tf.cast(tf.oneHot(batch.y, model.outputs), 'float32') as tf.Tensor2D;
-    const zeros = withSignals ? model.layers.map((l) => tf.zeros([m, l.units]) as tf.Tensor2D) : [];
+    const zeros = withSignals ? model.signalLayers.map((l) => tf.zeros([m, ...l.signalShape])) : [];
     const lossFn = (...args: tf.Tensor[]): tf.Scalar => {
       const params: Params = {};
       keys.forEach((k, i) => (params[k] = args[i]!));
-      const out = model.apply(params, batch.x, withSignals ? { signals: args.slice(keys.length) as tf.Tensor2D[], taps } : {});
+      const out = model.apply(params, batch.x, withSignals ? { signals: args.slice(keys.length), taps } : {});
       logits = tf.keep(out.logits);
       if (!withSignals) return softmaxCrossEntropy(out.logits, oneHot);
       for (const tap of taps) if (tap.a !== batch.x) tf.keep(tap.a);
@@ -57,12 +61,12 @@ export function computeStep(model: Sequential, batch: Batch, withSignals: boolea
     const gradTree: Params = {};
     keys.forEach((k, i) => (gradTree[k] = grads[i]!));
     // The gradient of the *mean* loss w.r.t. the zero tensor is δ/m; δ is per sample.
-    const deltas = grads.slice(keys.length).map((g) => tf.mul(g, m) as tf.Tensor2D);
+    const deltas = grads.slice(keys.length).map((g) => tf.mul(g, m));
     return { loss: value, grads: gradTree, deltas };
   });
   const correct = tf.tidy(() => correctCount(logits!, batch.y));
   logits!.dispose();
-  const signals: LayerSignals[] | undefined = withSignals ? taps.map((tap, i) => ({ a: tap.a, delta: result.deltas[i]! })) : undefined;
+  const signals: LayerSignals[] | undefined = withSignals ? taps.map((tap, i) => ({ layer: model.signalLayers[i]!.name, a: tap.a, delta: result.deltas[i]! })) : undefined;
   const owned: tf.Tensor[] = [result.loss, correct, ...Object.values(result.grads), ...result.deltas, ...taps.map((t) => t.a).filter((a) => a !== batch.x), ...(losses ? [losses] : [])];
   const step: Step = signals && losses ? { batch, loss: result.loss, correct, grads: result.grads, signals, losses } : { batch, loss: result.loss, correct, grads: result.grads };
   return { value: step, owned };

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
+import { curvatureBlocks, precondition as preconditionBlocks } from '../curvature/blocks/index.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Curvature, Params } from '../types.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
@@ -27,14 +28,14 @@ export interface NaturalGradientState {
 
 /**
  * The update all three Kronecker-factored methods share [prior: K-FAC with KL clipping]:
- * U_l = A_γ⁻¹ V̄_l G_γ⁻¹ per dense layer (V̄_l = [∇kernel; ∇biasᵀ], (in+1)×out, the transpose of
- * the spec's G⁻¹VA⁻¹ in our in×out layout, so only plain products are needed),
+ * U_l = A_γ⁻¹ V̄_l G_γ⁻¹ per curvature block (curvature/blocks; dense: V̄_l = [∇kernel; ∇biasᵀ],
+ * (in+1)×out, the transpose of the textbook G⁻¹VA⁻¹ in our in×out layout),
  * ν = min(1, √(κ / (η² Σ_l ⟨U_l, V_l⟩))), M ← μM + νU, θ ← θ − ηM. `direction` supplies V
  * (g for K-FAC/RING, g + ρHg for RENG).
  */
 export function naturalGradient(
   name: string,
-  model: Pick<Sequential, 'layers'>,
+  model: Pick<Sequential, 'signalLayers'>,
   options: NaturalGradientOptions,
   direction: (grads: Params, params: Params, context: UpdateContext) => { v: Params; diagnostics?: Record<string, tf.Scalar | number> },
 ): GradientTransformation<NaturalGradientState> {
@@ -42,6 +43,7 @@ export function naturalGradient(
   const momentum = checkUnitInterval('momentum', options.momentum ?? 0.9);
   const kappa = checkNumber('klClip', options.klClip ?? 1e-3, { min: 0 });
   const weightDecay = checkNumber('weightDecay', options.weightDecay ?? 0, { min: 0 });
+  const blocks = curvatureBlocks(model);
   return {
     init: (params: Params) => ({ count: 0, velocity: mapParams(params, (p) => tf.zerosLike(p)) }),
     update(grads: Params, state: NaturalGradientState, params: Params, context: UpdateContext) {
@@ -50,7 +52,7 @@ export function naturalGradient(
       const eta = valueAt(lr, state.count);
       const { v: raw, diagnostics = {} } = direction(grads, params, context);
       const v = weightDecay > 0 ? mapParams(raw, (g, k) => tf.add(g, tf.mul(params[k]!, weightDecay))) : raw;
-      const u = precondition(model, curvature, v);
+      const u = preconditionBlocks(blocks, curvature.layers, v);
       let scale: tf.Scalar = tf.scalar(1);
       if (kappa > 0) {
         const inner = tf.addN(Object.keys(u).map((k) => sumOfProducts(u[k]!, v[k]!)));
@@ -70,18 +72,13 @@ export function naturalGradient(
   };
 }
 
-/** U_l = A_γ⁻¹ [∇W; ∇bᵀ] G_γ⁻¹ for each dense layer; other parameters pass through. */
-export function precondition(model: Pick<Sequential, 'layers'>, curvature: Curvature, v: Params): Params {
-  const out: Params = { ...v };
-  model.layers.forEach((layer, i) => {
-    const inv = curvature.layers[i];
-    if (!inv) throw new GrngError('shape', `curvature has no factors for dense layer ${i}`, { layer: i });
-    const kernel = v[layer.kernel]!;
-    const bias = v[layer.bias]!;
-    const stacked = tf.concat([kernel, tf.reshape(bias, [1, layer.units])], 0) as tf.Tensor2D;
-    const u = tf.matMul(tf.matMul(inv.aInverse, stacked), inv.gInverse);
-    out[layer.kernel] = tf.slice(u, [0, 0], [layer.inputs, layer.units]);
-    out[layer.bias] = tf.reshape(tf.slice(u, [layer.inputs, 0], [1, layer.units]), [layer.units]);
-  });
-  return out;
+/**
+ * U = A_γ⁻¹ V G_γ⁻¹ for each curvature block of the model (dense: V = [∇W; ∇bᵀ]); other
+ * parameters pass through. See curvature/blocks.
+ *
+ * @example
+ * const u = precondition(model, step.curvature, step.grads);
+ */
+export function precondition(model: Pick<Sequential, 'signalLayers'>, curvature: Curvature, v: Params): Params {
+  return preconditionBlocks(curvatureBlocks(model), curvature.layers, v);
 }

@@ -108,7 +108,7 @@ const REGISTRY: Record<OptimizerName, Entry> = {
   rkalman: {
     defaults: { learningRate: 1, rows: 32, p0: 0.1, r0: 1, fading: 0.999, processNoise: 0, rho: 0.1, betaR: 0.99, rMin: 1e-2, pMin: 1e-6 },
     accepts: ['learningRate', 'rows', 'p0', 'r0', 'fading', 'processNoise', 'rho', 'betaR', 'rMin', 'pMin'],
-    build: (_, o) => rkalman(o as RkalmanOptions),
+    build: (m, o) => rkalman(m, o as RkalmanOptions),
     needsSignals: true,
   },
   sophia: {

@@ -43,13 +43,13 @@ export function reng(model: Sequential, options: RengOptions = {}): CurvatureOpt
   };
 }
 
-function lossOf(model: Sequential, keys: string[], x: tf.Tensor2D, y: tf.Tensor1D): (...ps: tf.Tensor[]) => tf.Scalar {
+function lossOf(model: Sequential, keys: string[], x: tf.Tensor, y: tf.Tensor1D): (...ps: tf.Tensor[]) => tf.Scalar {
   const oneHot = tf.cast(tf.oneHot(y, model.outputs), 'float32') as tf.Tensor2D;
   return (...ps) => softmaxCrossEntropy(model.apply(Object.fromEntries(keys.map((k, i) => [k, ps[i]!])), x).logits, oneHot);
 }
 
 /** Hg = ∇_θ(½‖∇_θ L‖²) by differentiating the gradient again (every op on the path is twice differentiable). */
-export function hessianGradientProduct(model: Sequential, params: Params, x: tf.Tensor2D, y: tf.Tensor1D): Params {
+export function hessianGradientProduct(model: Sequential, params: Params, x: tf.Tensor, y: tf.Tensor1D): Params {
   const keys = Object.keys(params);
   const loss = lossOf(model, keys, x, y);
   const halfSquaredGradNorm = (...ps: tf.Tensor[]): tf.Scalar => tf.mul(0.5, tf.addN(tf.grads(loss)(ps).map((g) => sumAll(tf.square(g))))) as tf.Scalar;
@@ -58,7 +58,7 @@ export function hessianGradientProduct(model: Sequential, params: Params, x: tf.
 }
 
 /** Hg ≈ (∇L(θ + εĝ) − g)·‖g‖/ε with ĝ = g/‖g‖. */
-export function finiteDifferenceHg(model: Sequential, params: Params, grads: Params, x: tf.Tensor2D, y: tf.Tensor1D, epsilon: number): Params {
+export function finiteDifferenceHg(model: Sequential, params: Params, grads: Params, x: tf.Tensor, y: tf.Tensor1D, epsilon: number): Params {
   const keys = Object.keys(params);
   const norm = globalNorm(grads);
   const safeNorm = tf.maximum(norm, 1e-12);

@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
+import { curvatureBlocks, type KroneckerBlock, type OuterProductRows } from '../curvature/blocks/index.js';
+import type { Sequential } from '../nn/sequential.js';
 import type { LayerSignals, Params } from '../types.js';
 import { checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
 import { floorAt } from '../linalg/floorAt.js';
@@ -54,16 +56,6 @@ export interface RkalmanState {
   readonly r: tf.Scalar;
 }
 
-/** The k observation rows of one dense layer, with the parameter keys they belong to. */
-interface LayerRows {
-  readonly kernel: string;
-  readonly bias: string;
-  /** The layer inputs a (k×in). */
-  readonly a: tf.Tensor2D;
-  /** Δ, the per-sample signals (k×out). */
-  readonly delta: tf.Tensor2D;
-}
-
 /**
  * R-Kalman, the regularized Kalman optimizer ([paper]: a Bayesian update that inverts no Fisher
  * matrix; the form below is [ours], modelled on Ollivier 2017 [prior]:
@@ -90,14 +82,15 @@ interface LayerRows {
  * the addon, the prior and the posterior/update are one native pass per parameter each.
  *
  * Needs the per-sample signals and losses: run `forwardBackward(model, { signals: true })`.
- * Covers models made only of dense layers keyed `dense{i}/kernel`, `dense{i}/bias`.
+ * Covers models whose every parameter belongs to a curvature block with outer-product
+ * per-example gradients (curvature/blocks: dense).
  * Diagnostics: `learningRate` (η_K), `kalmanTraceP` (tr(P)/n), `kalmanNoise` (r) and
  * `kalmanInnovationNorm` (‖e‖), the last three device scalars.
  *
  * @example
- * batches(data.train, { batchSize: 128 }).pipe(forwardBackward(model, { signals: true }), update(model, rkalman({ rows: 32 })));
+ * batches(data.train, { batchSize: 128 }).pipe(forwardBackward(model, { signals: true }), update(model, rkalman(model, { rows: 32 })));
  */
-export function rkalman(options: RkalmanOptions = {}): GradientTransformation<RkalmanState> {
+export function rkalman(model: Pick<Sequential, 'signalLayers'>, options: RkalmanOptions = {}): GradientTransformation<RkalmanState> {
   checkKeys('rkalman', options, ['learningRate', 'rows', 'p0', 'r0', 'fading', 'processNoise', 'rho', 'betaR', 'rMin', 'pMin', 'solveIterations']);
   const lr = checkHyper('learningRate', options.learningRate ?? 1, { min: 0 });
   const rows = checkInteger('rows', options.rows ?? 32, 1);
@@ -110,6 +103,7 @@ export function rkalman(options: RkalmanOptions = {}): GradientTransformation<Rk
   const rMin = checkNumber('rMin', options.rMin ?? 1e-2, { min: 0, minExclusive: true });
   const pMin = checkNumber('pMin', options.pMin ?? 1e-6, { min: 0 });
   const iterations = checkInteger('solveIterations', options.solveIterations ?? 30, 1, 200);
+  const blocks = curvatureBlocks(model);
 
   return {
     init: (params: Params) => ({ count: 0, p: mapParams(params, (t) => tf.fill(t.shape, p0)), r: tf.scalar(r0) }),
@@ -120,7 +114,7 @@ export function rkalman(options: RkalmanOptions = {}): GradientTransformation<Rk
         throw new GrngError('step', 'rkalman needs per-sample signals and losses: run forwardBackward(model, { signals: true }) before update', { step: context.step });
       }
       const k = Math.min(losses.shape[0], rows);
-      const layers = observationRows(signals, params, k);
+      const layers = observationRows(blocks, signals, params, k);
       const eta = valueAt(lr, state.count);
 
       // 1–2. Prior. ‖g‖² stays a device scalar: the GR shrinkage needs no read-back.
@@ -203,23 +197,28 @@ export function rkalman(options: RkalmanOptions = {}): GradientTransformation<Rk
 }
 
 /**
- * The first k rows of every dense layer's input and signal, matched to its parameters; checks
- * that the layers cover the parameter tree exactly, since P has one entry per parameter.
+ * The first k examples' outer-product rows of every block (curvature/blocks), matched to its
+ * parameters; checks that the blocks cover the parameter tree exactly, since P has one entry per
+ * parameter.
  */
-function observationRows(signals: readonly LayerSignals[], params: Params, k: number): LayerRows[] {
+function observationRows(blocks: readonly KroneckerBlock[], signals: readonly LayerSignals[], params: Params, k: number): OuterProductRows[] {
+  if (signals.length !== blocks.length) {
+    throw new GrngError('step', `rkalman: got signals for ${signals.length} layers, the model has ${blocks.length} (${blocks.map((b) => b.layer).join(', ')})`, { layers: blocks.map((b) => b.layer) });
+  }
   const covered = new Set<string>();
-  const layers = signals.map(({ a, delta }, index) => {
-    const kernel = `dense${index}/kernel`;
-    const bias = `dense${index}/bias`;
-    const [inputs, units] = [a.shape[1], delta.shape[1]];
-    const w = params[kernel];
-    const b = params[bias];
+  const layers = blocks.map((block, index) => {
+    const { layer, a, delta } = signals[index]!;
+    if (layer !== block.layer) throw new GrngError('step', `rkalman: signal ${index} is from layer ${layer}, the model's block ${index} is layer ${block.layer}`, { layer: block.layer });
+    if (!block.outerProductRows) throw new GrngError('invalid-model', `rkalman: layer ${block.layer} (${block.kind}) has no per-example outer-product gradient rows; rkalman covers dense layers`, { layer: block.layer });
+    const rows = block.outerProductRows(a, delta, k);
+    const [inputs, units] = [rows.a.shape[1], rows.delta.shape[1]];
+    const w = params[rows.kernel];
+    const b = params[rows.bias];
     if (!w || !b || w.shape.join() !== `${inputs},${units}` || b.shape.join() !== `${units}`) {
-      throw new GrngError('shape', `rkalman: layer ${index} has signals for ${inputs}→${units} but the parameters ${kernel} [${w?.shape.join(', ') ?? 'missing'}] and ${bias} [${b?.shape.join(', ') ?? 'missing'}] do not match`, { layer: index });
+      throw new GrngError('shape', `rkalman: layer ${block.layer} has signals for ${inputs}→${units} but the parameters ${rows.kernel} [${w?.shape.join(', ') ?? 'missing'}] and ${rows.bias} [${b?.shape.join(', ') ?? 'missing'}] do not match`, { layer: block.layer });
     }
-    covered.add(kernel).add(bias);
-    const rowsOf = (t: tf.Tensor2D): tf.Tensor2D => (t.shape[0] === k ? t : tf.slice(t, [0, 0], [k, -1]));
-    return { kernel, bias, a: rowsOf(a), delta: rowsOf(delta) };
+    covered.add(rows.kernel).add(rows.bias);
+    return rows;
   });
   const uncovered = Object.keys(params).filter((key) => !covered.has(key));
   if (uncovered.length > 0) {

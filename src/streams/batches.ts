@@ -3,7 +3,7 @@ import { Observable } from 'rxjs';
 import seedrandom from 'seedrandom';
 import { asGrngError, invalidOption } from '../errors.js';
 import { checkBoolean, checkChoice, checkInteger, checkKeys } from '../validate.js';
-import { gatherRows, type Split } from '../data/dataset.js';
+import { exampleShape, gatherRows, type Split } from '../data/dataset.js';
 import type { Batch } from '../types.js';
 import { yieldToEventLoop } from '../runtime/eventLoop.js';
 
@@ -75,7 +75,7 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
   const seed = checkInteger('seed', options.seed ?? 1, 0);
   const shuffle = checkBoolean('shuffle', options.shuffle ?? true);
   const partial = checkChoice('partial', options.partial ?? 'keep', ['keep', 'drop'] as const);
-  const features = split.x.length / split.n;
+  const shape = exampleShape(split);
   const perEpoch = batchesPerEpoch(split.n, batchSize, partial);
   if (perEpoch === 0) invalidOption('batchSize', batchSize, `at most ${split.n} (the number of rows) when partial batches are dropped`);
   const totalSteps = Math.min(maxSteps, perEpoch * epochs);
@@ -116,7 +116,7 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
         const start = index * batchSize;
         const size = Math.min(batchSize, split.n - start);
         const rows = gatherRows(split, order, start, size);
-        const x = tf.tensor2d(rows.x, [size, features], 'float32');
+        const x = tf.tensor(rows.x, [size, ...shape], 'float32');
         const y = tf.tensor1d(rows.y, 'int32');
         current = [x, y];
         let holds = 0;
