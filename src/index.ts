@@ -44,6 +44,7 @@ export { sophia, type SophiaOptions } from './optim/sophia.js';
 export { rkalman, type RkalmanOptions } from './optim/rkalman.js';
 export { naturalGradient, precondition, type NaturalGradientOptions } from './optim/naturalGradient.js';
 export { valueAt, constantSchedule, stepSchedule, cosineSchedule, warmupSchedule, type Schedule, type Hyper } from './optim/schedules.js';
+export { partition, type PartitionOptions, type PartitionState, type ParameterLabel } from './optim/partition.js';
 export { globalNorm } from './linalg/reductions.js';
 
 export { progressBar, type ProgressBarOptions } from './sinks/progressBar.js';

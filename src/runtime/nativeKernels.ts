@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import type { BlasAddon, WasmBackendLike } from './nativeBlas.js';
+import type { BlasAddon, WasmBackendLike } from './nativeAddon.js';
 
 /**
  * grng's own wasm kernels on the native BLAS addon (native/grng_native.c), besides the matMul
