@@ -74,10 +74,12 @@ export function sampledLabelPass(model: Sequential, x: tf.Tensor, { signals = fa
  * const deltas = sampledSignals(model, step.signals, seed) ?? sampledLabelPass(model, x, { signals: true, seed }).deltas!;
  */
 export function sampledSignals(model: Sequential, signals: readonly LayerSignals[], seed: number): tf.Tensor[] | undefined {
-  // The hand-written chain rule covers a stack of dense layers only (their signal layers are all
-  // the layers); anything else takes the autograd pass.
-  const layers = model.layers.every(isDense) ? (model.layers as readonly DenseLayer[]) : undefined;
-  if (!layers) return undefined;
+  // The hand-written chain rule covers a stack of dense layers, after parameter-free layers that
+  // only shape the input (flatten); anything else takes the autograd pass.
+  const firstDense = model.layers.findIndex(isDense);
+  const chain = firstDense >= 0 && model.layers.every((layer, i) => (i < firstDense ? layer.params.length === 0 && !layer.signalShape : isDense(layer)));
+  if (!chain) return undefined;
+  const layers = model.layers.slice(firstDense).filter(isDense);
   const last = layers[layers.length - 1]!;
   if (signals.length !== layers.length || last.activation !== 'identity' || layers.some((l) => l.activation === 'gelu')) return undefined;
   return tf.tidy(() => {

@@ -3,6 +3,7 @@ import { GrngError } from '../errors.js';
 import { checkChoice, checkInteger, checkKeys } from '../validate.js';
 import { ACTIVATIONS, type Activation } from './activations.js';
 import { denseLayer, type DenseLayer } from './dense.js';
+import { flattenLayer } from './flatten.js';
 import { hasSignal, type Layer, type LayerTap, type SignalLayer } from './layer.js';
 import { INITIALIZERS, initDense, type Initializer } from './init.js';
 import type { Params } from '../types.js';
@@ -17,6 +18,11 @@ export interface DenseSpec {
 export interface MlpOptions {
   /** Input width (784 for MNIST). */
   readonly inputs: number;
+  /**
+   * Shape of one example when batches are not flat rows (e.g. [28, 28, 1]); its product must be
+   * `inputs`. A flatten layer then comes first. Default [inputs].
+   */
+  readonly inputShape?: readonly number[];
   /** Dense layers in order; the last one produces the logits. */
   readonly layers: readonly DenseSpec[];
   /** Weight initialisation, see {@link Initializer}; default `torch` (PyTorch's nn.Linear). */
@@ -152,14 +158,21 @@ function uid(): number {
 }
 
 /**
- * Builds a multi-layer perceptron, dense layers `dense0`, `dense1`, ...; see {@link MlpOptions}.
+ * Builds a multi-layer perceptron, dense layers `dense0`, `dense1`, ... (after a flatten layer when
+ * `inputShape` has more than one dimension); see {@link MlpOptions}.
  *
  * @example
  * const model = mlp({ inputs: 784, layers: [{ units: 256 }, { units: 10 }], seed: 1 });
  */
-export function mlp(options: MlpOptions): Sequential<DenseLayer> {
-  checkKeys('model', options, ['inputs', 'layers', 'init', 'seed']);
+export function mlp(options: MlpOptions & { readonly inputShape?: undefined }): Sequential<DenseLayer>;
+export function mlp(options: MlpOptions): Sequential;
+export function mlp(options: MlpOptions): Sequential {
+  checkKeys('model', options, ['inputs', 'inputShape', 'layers', 'init', 'seed']);
   const inputs = checkInteger('model inputs', options.inputs, 1);
+  const inputShape = options.inputShape ?? [inputs];
+  if (!Array.isArray(inputShape) || inputShape.length === 0 || !inputShape.every((d) => Number.isInteger(d) && d >= 1) || inputShape.reduce((n, d) => n * d, 1) !== inputs) {
+    throw new GrngError('invalid-model', `invalid model inputShape [${String(inputShape)}]: need whole numbers ≥ 1 whose product is the ${inputs} inputs`, { option: 'inputShape', value: inputShape });
+  }
   const init = checkChoice('model init', options.init ?? 'torch', INITIALIZERS);
   const seed = checkInteger('model seed', options.seed ?? 1, 0);
   if (!Array.isArray(options.layers) || options.layers.length === 0) {
@@ -170,7 +183,7 @@ export function mlp(options: MlpOptions): Sequential<DenseLayer> {
   if (parameters > MAX_PARAMETERS) {
     throw new GrngError('invalid-model', `invalid model mlp:${widths.join('-')}: ${parameters.toExponential(2)} parameters, more than the ${MAX_PARAMETERS} (2^31 - 1) a model can have`, { option: 'model', parameters });
   }
-  const layers: DenseLayer[] = [];
+  const layers: Layer[] = inputShape.length > 1 ? [flattenLayer('flatten', inputShape)] : [];
   const initial: Params = {};
   options.layers.forEach((spec, index) => {
     const last = index === options.layers.length - 1;
@@ -199,7 +212,7 @@ export const MAX_PARAMETERS = 2 ** 31 - 1;
  * @example
  * parseModelSpec('mlp:784-256-10:tanh'); // { inputs: 784, layers: [{ units: 256, activation: 'tanh' }, { units: 10, activation: 'identity' }] }
  */
-export function parseModelSpec(spec: string, extra: { seed?: number; init?: Initializer } = {}): MlpOptions {
+export function parseModelSpec(spec: string, extra: { seed?: number; init?: Initializer } = {}): MlpOptions & { readonly inputShape?: undefined } {
   const fail = (problem: string): never => {
     throw new GrngError('invalid-model', `invalid model spec ${JSON.stringify(spec)}: ${problem} (expected e.g. mlp:784-256-10 or mlp:784-256-10:tanh)`, { option: 'model', value: spec });
   };
