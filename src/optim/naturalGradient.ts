@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
-import { curvatureBlocks, precondition as preconditionBlocks } from '../curvature/blocks/index.js';
+import { curvatureBlocks, precondition as preconditionBlocks, type KroneckerBlock } from '../curvature/blocks/index.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Curvature, Params } from '../types.js';
 import { checkHyper, valueAt, type Hyper } from './schedules.js';
@@ -45,7 +45,10 @@ export function naturalGradient(
   const weightDecay = checkNumber('weightDecay', options.weightDecay ?? 0, { min: 0 });
   const blocks = curvatureBlocks(model);
   return {
-    init: (params: Params) => ({ count: 0, velocity: mapParams(params, (p) => tf.zerosLike(p)) }),
+    init: (params: Params) => {
+      checkCoverage(name, blocks, Object.keys(params));
+      return { count: 0, velocity: mapParams(params, (p) => tf.zerosLike(p)) };
+    },
     update(grads: Params, state: NaturalGradientState, params: Params, context: UpdateContext) {
       const curvature = context.source?.curvature;
       if (!curvature) throw new GrngError('step', `${name} needs curvature: put fisherScan(model, ...) between forwardBackward(model, { signals: true }) and update`, {});
@@ -81,4 +84,23 @@ export function naturalGradient(
  */
 export function precondition(model: Pick<Sequential, 'signalLayers'>, curvature: Curvature, v: Params): Params {
   return preconditionBlocks(curvatureBlocks(model), curvature.layers, v);
+}
+
+/**
+ * The parameters a K-FAC-family transform updates must be exactly those of the model's curvature
+ * blocks: a parameter without a block would get the preconditioned step's learning rate and
+ * momentum without any curvature, and count in the KL clip, silently. Such parameters belong to
+ * another group (see partition).
+ */
+function checkCoverage(name: string, blocks: readonly KroneckerBlock[], keys: readonly string[]): void {
+  const covered = new Set(blocks.flatMap((b) => b.params));
+  const stray = keys.filter((k) => !covered.has(k));
+  if (stray.length > 0) {
+    throw new GrngError('invalid-model', `${name} preconditions only parameters of layers with a curvature block (${blocks.map((b) => b.layer).join(', ') || 'none'}); ${stray.join(', ')} ${stray.length === 1 ? 'has' : 'have'} none: give ${stray.length === 1 ? 'it' : 'them'} another optimizer with partition()`, { keys: stray });
+  }
+  const given = new Set(keys);
+  const missing = [...covered].filter((k) => !given.has(k));
+  if (missing.length > 0) {
+    throw new GrngError('invalid-model', `${name} preconditions whole layers: ${missing.join(', ')} of its blocks ${missing.length === 1 ? 'is' : 'are'} not among the parameters it was given`, { keys: missing });
+  }
 }
