@@ -38,3 +38,34 @@ export function checkUnitInterval(option: string, value: unknown): number {
   if (value === 1) invalidOption(option, value, 'a number in [0, 1)');
   return value as number;
 }
+
+/**
+ * The values an option takes, as an option table states them (src/optim/optionSpec.ts); it lives
+ * here so that every layer, src/curvature included, can check against a table it declares.
+ */
+export type ValueRule =
+  | { readonly kind: 'number'; readonly min?: number; readonly max?: number; readonly minExclusive?: boolean; readonly maxExclusive?: boolean }
+  | { readonly kind: 'integer'; readonly min: number; readonly max?: number }
+  | { readonly kind: 'boolean' }
+  | { readonly kind: 'choice'; readonly choices: readonly string[] };
+
+/**
+ * Checks a value against its rule, with the messages of the checks above: `maxExclusive` on
+ * [0, 1] is {@link checkUnitInterval}'s decay rate.
+ */
+export function checkOption(option: string, rule: ValueRule, value: unknown): number | boolean | string {
+  switch (rule.kind) {
+    case 'number': {
+      const min = rule.min ?? -Infinity;
+      const checked = checkNumber(option, value, { min, max: rule.max ?? Infinity, minExclusive: rule.minExclusive ?? false });
+      if (rule.maxExclusive && checked === rule.max) invalidOption(option, value, `a number in ${rule.minExclusive ? '(' : '['}${min}, ${rule.max})`);
+      return checked;
+    }
+    case 'integer':
+      return checkInteger(option, value, rule.min, rule.max);
+    case 'boolean':
+      return checkBoolean(option, value);
+    case 'choice':
+      return checkChoice(option, value, rule.choices);
+  }
+}

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import type { Command, Option } from 'commander';
 import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
-import { FLAG_OF_OPTION } from '../src/cli/optionFlags.js';
+import { FLAG_OF_OPTION, OPTIMIZER_FLAGS } from '../src/cli/optionFlags.js';
+import type { OptionFlag } from '../src/optim/optionSpec.js';
 import { buildProgram } from '../src/cli/program.js';
 
 /**
@@ -36,8 +37,28 @@ interface BadValue {
 const v = (value: string, more: Omit<BadValue, 'value'> = {}): BadValue => ({ value, ...more });
 const on = (optimizer: string, ...values: string[]): BadValue[] => values.map((value) => ({ value, optimizer }));
 
-/** Bad values per flag, for every command that has the flag. */
-const BAD: Readonly<Record<string, readonly BadValue[]>> = {
+/**
+ * Bad values of an optimizer flag, from its option table: not a number, past each bound (the
+ * constructor's and, where it starts lower, the parser's), not an integer, not a choice; on the
+ * first optimizer that takes the flag, so the value (not the optimizer's choice) is what fails.
+ */
+function badValuesFromTable({ spec, takenBy }: OptionFlag): BadValue[] {
+  const optimizer = takenBy[0]!.optimizer;
+  const below = (min: number, exclusive: boolean): string => String(exclusive ? min : min - 1);
+  switch (spec.kind) {
+    case 'boolean':
+      return [v('=1')];
+    case 'choice':
+      return [v('bogus', { optimizer })];
+    case 'integer':
+      return on(optimizer, 'x', '2.5', below(spec.min, false), ...(spec.flagMin !== undefined ? [below(spec.flagMin, false)] : []), ...(spec.max !== undefined ? [String(spec.max + 1)] : []));
+    case 'number':
+      return on(optimizer, 'abc', ...(spec.min !== undefined ? [below(spec.min, spec.minExclusive ?? false)] : []), ...(spec.max !== undefined ? [spec.maxExclusive ? String(spec.max) : String(spec.max + 0.5)] : []));
+  }
+}
+
+/** Hand-picked bad values per flag, for every command that has the flag (optimizer flags get theirs from the tables too). */
+const HAND_PICKED: Readonly<Record<string, readonly BadValue[]>> = {
   '--dataset': [v('cifar'), v('/no/such/file.csv'), v(''), v(folderNamedCsv), v(join(dir, 'notes.txt'), { names: '.txt' })],
   '--model': [v('mlp:'), v('mlp:20--4'), v('mlp:20-0-4'), v('mlp:20-8-4:sigmoid'), v('mlp:20-70000-70000-4'), v('mlp:10-4'), v('mlp:20-8-7'), v('resnet'), v('mlp:20-x-4')],
   '--epochs': [v('0'), v('-1'), v('1.5'), v('abc')],
@@ -48,36 +69,10 @@ const BAD: Readonly<Record<string, readonly BadValue[]>> = {
   '--init': [v('zeros')],
   '--backend': [v('tpu')],
   '--json': [v('=1')],
-  '--lr': [v('abc'), v('NaN'), v('Infinity'), v('-1'), v('')],
-  '--momentum': on('sgd', '1', '-0.1', 'abc'),
-  '--nesterov': [v('=yes')],
-  '--weight-decay': on('adamw', '-1', 'abc'),
-  '--b1': on('adamw', '1', '-0.5', 'x'),
-  '--b2': on('adamw', '1.5'),
-  '--eps': on('adamw', '-1'),
-  '--damping': on('kfac', '0', '-1'),
-  '--rho': on('ring', '-0.5'),
-  '--kl-clip': on('kfac', '-1'),
-  '--fisher': [v('exact', { optimizer: 'kfac' })],
-  '--inverse': [v('lu', { optimizer: 'kfac' })],
-  '--stats-decay': on('kfac', '1', '-0.1'),
-  '--stats-every': on('kfac', '0'),
-  '--inverse-every': on('kfac', '0', '2.5'),
-  '--newton-tol': on('kfac', '-1', 'tiny'),
-  '--newton-max-iters': on('kfac', '0'),
-  '--newton-warm-trials': on('kfac', '-1'),
-  '--ring-norm': [v('max', { optimizer: 'ring' })],
-  '--gamma': on('sophia', '0', '-1'),
-  '--hessian-every': on('sophia', '0'),
-  '--kalman-rows': on('rkalman', '0', '-1'),
-  '--p0': on('rkalman', '0'),
-  '--r0': on('rkalman', '-1'),
-  '--fading': on('rkalman', '0', '1.5'),
-  '--process-noise': on('rkalman', '-1'),
-  '--beta-r': on('rkalman', '1'),
-  '--r-min': on('rkalman', '0'),
-  '--p-min': on('rkalman', '-1'),
-  '--hvp': [v('exact', { optimizer: 'reng' })],
+  '--lr': [v('NaN'), v('Infinity'), v('')],
+  '--momentum': on('sgd', 'abc'),
+  '--b1': on('adamw', 'x'),
+  '--newton-tol': on('kfac', 'tiny'),
   '--record': [v(dir), v('')],
   '--overwrite': [v('=1')],
   '--serve': [v('=1')],
@@ -98,6 +93,12 @@ const BAD: Readonly<Record<string, readonly BadValue[]>> = {
   '--wasm-threads': [v('0'), v('9'), v('two')],
   '--resume': [v('/no/such/checkpoint'), v(dir), v(join(dir, 'notes.txt'))],
 };
+
+const BAD: Readonly<Record<string, readonly BadValue[]>> = { ...HAND_PICKED };
+for (const flag of OPTIMIZER_FLAGS) {
+  const derived = badValuesFromTable(flag).filter((bad) => !HAND_PICKED[flag.flag]?.some((hand) => hand.value === bad.value));
+  (BAD as Record<string, readonly BadValue[]>)[flag.flag] = [...derived, ...(HAND_PICKED[flag.flag] ?? [])];
+}
 
 /** Arguments that make each command reach its checks quickly (a tiny synthetic run). */
 function argsFor(command: string, flag: string, bad: BadValue): string[] {

@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { BACKENDS } from '../runtime/backend.js';
 import { INITIALIZERS } from '../nn/init.js';
 import { OPTIMIZERS } from '../optim/registry.js';
+import { addOptimizerOptions, integer, number } from './optionFlags.js';
 import { runCompareCommand, runTrainCommand, type CompareCommandOptions, type TrainCommandOptions } from './trainCommand.js';
 import { runReplayCommand, runServeCommand, type ReplayCommandOptions, type ServeCommandOptions } from './replayCommand.js';
 
@@ -12,20 +13,6 @@ export interface CliIo {
   readonly err: (text: string) => void;
   readonly isTTY: boolean;
 }
-
-const number = (flag: string, { min = -Infinity, max = Infinity } = {}) => (value: string): number => {
-  const parsed = Number(value);
-  if (value.trim() === '' || !Number.isFinite(parsed)) throw new InvalidArgumentError(`${flag} must be a number, got "${value}".`);
-  if (parsed < min || parsed > max) throw new InvalidArgumentError(`${flag} must be a number in [${min}, ${max}], got "${value}".`);
-  return parsed;
-};
-
-const integer = (flag: string, min: number, max = Number.MAX_SAFE_INTEGER) => (value: string): number => {
-  const parsed = Number(value);
-  const range = max < Number.MAX_SAFE_INTEGER ? `≥ ${min} and ≤ ${max}` : `≥ ${min}`;
-  if (!/^-?\d+$/.test(value.trim()) || parsed < min || parsed > max) throw new InvalidArgumentError(`${flag} must be an integer ${range}, got "${value}".`);
-  return parsed;
-};
 
 /** A string flag that must not be blank (an empty --token would silently mean "no token"). */
 const nonEmpty = (flag: string) => (value: string): string => {
@@ -40,7 +27,7 @@ const recordingPath = (value: string): string => {
   return value;
 };
 
-/** Flags shared by `train` and `compare`: data, model, schedule, backend, optimizer options. */
+/** Flags shared by `train` and `compare`: data, model, schedule, backend, optimizer options (from the optimizers' option tables). */
 function addRunOptions(command: Command): Command {
   command
     .option('--dataset <name|path>', 'mnist, synthetic, or a .csv / .arrow / .arrows / .feather file with a "label" column and numeric features (README: Data)', 'mnist')
@@ -54,37 +41,8 @@ function addRunOptions(command: Command): Command {
     .addOption(new Option('--backend <name>', 'tfjs backend (env GRNG_BACKEND overrides auto)').choices(['auto', ...BACKENDS]).default('auto'))
     .option('--wasm-threads <n>', 'threads of the wasm backend: > 1 runs its multi-threaded build (faster only when the cores are free; env GRNG_WASM_THREADS)', integer('--wasm-threads', 1, 8))
     .option('--json', 'print the JSON summary as the last line of stdout')
-    .option('--lr <number>', 'learning rate (default per optimizer: sgd 0.05, adamw 1e-3, kfac/ring/reng 0.05, rkalman 1, sophia 1e-3)', number('--lr'))
-    .option('--momentum <number>', 'momentum (sgd, kfac, ring, reng; default 0.9)', number('--momentum'))
-    .option('--nesterov', 'SGD Nesterov momentum')
-    .option('--weight-decay <number>', 'weight decay (default: adamw 1e-2, sophia 0.1, others 0)', number('--weight-decay'))
-    .option('--b1 <number>', 'AdamW / Sophia β₁ (default 0.9 / 0.965)', number('--b1'))
-    .option('--b2 <number>', 'AdamW / Sophia β₂ (default 0.999 / 0.99)', number('--b2'))
-    .option('--eps <number>', 'AdamW / Sophia ε (default 1e-8 / 1e-12)', number('--eps'))
-    .option('--damping <number>', 'K-FAC/RING/RENG damping λ (default 1e-3)', number('--damping'))
-    .option('--rho <number>', 'gradient-regularisation strength ρ (ring, reng, rkalman; default 0.1)', number('--rho'))
-    .option('--kl-clip <number>', 'KL-clip bound κ, 0 = off (default 1e-3)', number('--kl-clip'))
-    .addOption(new Option('--fisher <kind>', 'Fisher estimate (default sampled)').choices(['sampled', 'empirical']))
-    .option('--stats-decay <number>', 'moving-average decay β of the Kronecker factors (default 0.95)', number('--stats-decay'))
-    .option('--stats-every <n>', 'factor statistics every N steps (default 1)', integer('--stats-every', 1))
-    .option('--inverse-every <n>', 'refresh the inverses every N steps (default 10)', integer('--inverse-every', 1))
-    .option('--newton-tol <number>', 'Newton–Schulz tolerance (default 1e-4)', number('--newton-tol'))
-    .option('--newton-max-iters <n>', 'Newton–Schulz iteration cap (default 30)', integer('--newton-max-iters', 1))
-    .option('--newton-warm-trials <n>', 'iterations a warm start gets before a cold restart (default 1)', integer('--newton-warm-trials', 0))
-    .addOption(new Option('--inverse <method>', 'how factors are inverted: auto = float64 Cholesky where the native BLAS has LAPACK, else Newton–Schulz (default auto)').choices(['auto', 'newton-schulz', 'cholesky']))
-    .addOption(new Option('--ring-norm <kind>', 'RING ḡ²: mean since the last refresh or this step (default mean)').choices(['mean', 'step']))
-    .option('--gamma <number>', 'Sophia γ (default 0.04)', number('--gamma'))
-    .option('--hessian-every <n>', 'Sophia: Hessian estimate every N steps (default 10)', integer('--hessian-every', 1))
-    .option('--kalman-rows <n>', 'R-Kalman observation rows k ≤ batch size (default 32)', integer('--kalman-rows', 0))
-    .option('--p0 <number>', 'R-Kalman initial covariance p₀ (default 0.1)', number('--p0'))
-    .option('--r0 <number>', 'R-Kalman initial observation noise r₀ (default 1)', number('--r0'))
-    .option('--fading <number>', 'R-Kalman fading memory φ (default 0.999)', number('--fading'))
-    .option('--process-noise <number>', 'R-Kalman process noise q (default 0)', number('--process-noise'))
-    .option('--beta-r <number>', 'R-Kalman observation-noise decay β_r (default 0.99)', number('--beta-r'))
-    .option('--r-min <number>', 'R-Kalman floor of r (default 1e-2)', number('--r-min'))
-    .option('--p-min <number>', 'R-Kalman floor of P (default 1e-6)', number('--p-min'))
-    .option('--max-bad-steps <n>', 'consecutive non-finite (NaN/Inf) steps, each skipped, before training stops with an error (default 10)', integer('--max-bad-steps', 1))
-    .addOption(new Option('--hvp <kind>', 'RENG Hg: double-backprop or finite-difference (default double-backprop)').choices(['double-backprop', 'finite-difference']));
+    .option('--max-bad-steps <n>', 'consecutive non-finite (NaN/Inf) steps, each skipped, before training stops with an error (default 10)', integer('--max-bad-steps', 1));
+  addOptimizerOptions(command);
   return addLiveOptions(command)
     .option('--record <path>', 'record the metrics to an Arrow IPC stream file (.arrows); compare writes one file per optimizer (NAME.OPTIMIZER.arrows)', recordingPath)
     .option('--overwrite', 'replace an existing recording');

@@ -1,6 +1,6 @@
 import type { Initializer } from '../nn/init.js';
 import type { RunSummary } from '../sinks/summarize.js';
-import { createOptimizer, type NamedOptimizerOptions } from '../optim/registry.js';
+import { createOptimizer } from '../optim/registry.js';
 import { initBackend, type BackendChoice } from '../runtime/backend.js';
 import { mlp } from '../nn/sequential.js';
 import { progressBar } from '../sinks/progressBar.js';
@@ -8,6 +8,7 @@ import { formatSummaryTable } from '../sinks/summaryTable.js';
 import { train, type TrainOptions } from '../run/train.js';
 import type { CliIo } from './program.js';
 import { liveSink, newRunId, withLive, type LiveOptions } from './live.js';
+import { optimizerOptionsOf } from './optionFlags.js';
 import type { RunHub } from '../sinks/runHub.js';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -33,37 +34,8 @@ export interface RunCommandOptions extends LiveOptions {
   readonly backend: BackendChoice;
   readonly wasmThreads?: number;
   readonly json?: boolean;
-  readonly lr?: number;
-  readonly momentum?: number;
-  readonly nesterov?: boolean;
-  readonly weightDecay?: number;
-  readonly b1?: number;
-  readonly b2?: number;
-  readonly eps?: number;
-  readonly damping?: number;
-  readonly rho?: number;
-  readonly klClip?: number;
-  readonly fisher?: 'sampled' | 'empirical';
-  readonly statsDecay?: number;
-  readonly statsEvery?: number;
-  readonly inverseEvery?: number;
-  readonly newtonTol?: number;
-  readonly newtonMaxIters?: number;
-  readonly newtonWarmTrials?: number;
-  readonly inverse?: 'auto' | 'newton-schulz' | 'cholesky';
-  readonly ringNorm?: 'mean' | 'step';
-  readonly hvp?: 'double-backprop' | 'finite-difference';
-  readonly gamma?: number;
-  readonly hessianEvery?: number;
-  readonly kalmanRows?: number;
-  readonly p0?: number;
-  readonly r0?: number;
-  readonly fading?: number;
-  readonly processNoise?: number;
-  readonly betaR?: number;
-  readonly rMin?: number;
-  readonly pMin?: number;
   readonly maxBadSteps?: number;
+  // The optimizer flags (--lr, --momentum, ...) come from the option tables: optimizerOptionsOf reads them.
 }
 
 export interface TrainCommandOptions extends RunCommandOptions {
@@ -80,41 +52,6 @@ export interface CompareCommandOptions extends RunCommandOptions {
 
 /** The fields `train --json` prints, in this order (compare adds the rest of the summary). */
 export const JSON_FIELDS = ['optimizer', 'backend', 'dataset', 'steps', 'epochs', 'finalLoss', 'testAccuracy', 'testLoss', 'msPerStep', 'samplesPerSecond', 'meanGradNorm'] as const;
-
-function optimizerOptionsOf(options: RunCommandOptions): NamedOptimizerOptions {
-  return dropUndefined({
-    learningRate: options.lr,
-    momentum: options.momentum,
-    nesterov: options.nesterov,
-    weightDecay: options.weightDecay,
-    b1: options.b1,
-    b2: options.b2,
-    eps: options.eps,
-    damping: options.damping,
-    rho: options.rho,
-    klClip: options.klClip,
-    fisher: options.fisher,
-    beta: options.statsDecay,
-    statsEvery: options.statsEvery,
-    inverseEvery: options.inverseEvery,
-    newtonTolerance: options.newtonTol,
-    newtonMaxIterations: options.newtonMaxIters,
-    newtonWarmTrials: options.newtonWarmTrials,
-    inverse: options.inverse,
-    ringNorm: options.ringNorm,
-    hvp: options.hvp,
-    gamma: options.gamma,
-    hessianEvery: options.hessianEvery,
-    rows: options.kalmanRows,
-    p0: options.p0,
-    r0: options.r0,
-    fading: options.fading,
-    processNoise: options.processNoise,
-    betaR: options.betaR,
-    rMin: options.rMin,
-    pMin: options.pMin,
-  });
-}
 
 function trainOptionsOf(options: RunCommandOptions, optimizer: string, extra: Partial<TrainOptions> = {}): TrainOptions {
   return dropUndefined({

@@ -1,5 +1,5 @@
 import { DEFAULT_FACTOR_DECAY } from './movingAverage.js';
-import { checkChoice, checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
+import { checkKeys, checkOption } from '../validate.js';
 
 /** How the Kronecker-factored Fisher is estimated and inverted (spec §2–3). */
 export interface CurvatureOptions {
@@ -35,8 +35,7 @@ export interface CurvatureOptions {
   readonly seed?: number;
 }
 
-export type InverseMethod = 'auto' | 'newton-schulz' | 'cholesky';
-export const INVERSE_METHODS: readonly InverseMethod[] = ['auto', 'newton-schulz', 'cholesky'];
+export type InverseMethod = (typeof CURVATURE_OPTIONS.inverse.choices)[number];
 
 /**
  * The damping in force at an inverse refresh: γ = λ + ρ·ḡ², with ḡ² the mean ‖g‖² over the steps
@@ -51,20 +50,30 @@ export interface DampingRule {
 
 export type ResolvedCurvatureOptions = Required<CurvatureOptions>;
 
-export const CURVATURE_KEYS = ['fisher', 'beta', 'statsEvery', 'inverseEvery', 'newtonTolerance', 'newtonMaxIterations', 'newtonWarmTrials', 'inverse', 'seed'] as const;
+/**
+ * The curvature options as an option table (see src/optim/optionSpec.ts; written as plain data
+ * because src/curvature sits below src/optim): K-FAC, RING and RENG take all of them, and the
+ * registry, the CLI flags and `--help` are derived from it. `beta` is `--stats-decay` on the
+ * command line; `seed` is the run's `--seed`, handed on.
+ */
+export const CURVATURE_OPTIONS = {
+  fisher: { kind: 'choice', choices: ['sampled', 'empirical'], default: 'sampled', flag: '--fisher', help: 'Fisher estimate: sampled (labels drawn from the model) or empirical (true labels)' },
+  beta: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: DEFAULT_FACTOR_DECAY, flag: '--stats-decay', help: 'moving-average decay β of the Kronecker factors' },
+  statsEvery: { kind: 'integer', min: 1, default: 1, flag: '--stats-every', help: 'factor statistics every N steps' },
+  inverseEvery: { kind: 'integer', min: 1, default: 10, flag: '--inverse-every', help: 'refresh the inverses every N steps' },
+  newtonTolerance: { kind: 'number', min: 0, minExclusive: true, default: 1e-4, listed: false, flag: '--newton-tol', help: 'Newton–Schulz tolerance on ‖I − MX‖_F/√d' },
+  newtonMaxIterations: { kind: 'integer', min: 1, default: 30, listed: false, flag: '--newton-max-iters', help: 'Newton–Schulz iteration cap' },
+  newtonWarmTrials: { kind: 'integer', min: 0, default: 1, listed: false, flag: '--newton-warm-trials', help: 'iterations a warm Newton–Schulz start gets before a cold restart' },
+  inverse: { kind: 'choice', choices: ['auto', 'newton-schulz', 'cholesky'], default: 'auto', listed: false, flag: '--inverse', placeholder: 'method', help: 'how factors are inverted: auto = float64 Cholesky where the native BLAS has LAPACK, else Newton–Schulz' },
+  seed: { kind: 'integer', min: 0, default: 1, listed: false, runFlag: true, flag: '--seed', help: 'seed of the label sampling' },
+} as const;
+
+export const INVERSE_METHODS: readonly InverseMethod[] = CURVATURE_OPTIONS.inverse.choices;
+export const CURVATURE_KEYS = Object.keys(CURVATURE_OPTIONS) as (keyof typeof CURVATURE_OPTIONS)[];
 
 /** Validates curvature options (each error names the option) and fills in the defaults. */
 export function resolveCurvatureOptions(options: CurvatureOptions = {}): ResolvedCurvatureOptions {
   checkKeys('curvature', options, CURVATURE_KEYS);
-  return {
-    fisher: checkChoice('fisher', options.fisher ?? 'sampled', ['sampled', 'empirical'] as const),
-    beta: checkUnitInterval('beta', options.beta ?? DEFAULT_FACTOR_DECAY),
-    statsEvery: checkInteger('statsEvery', options.statsEvery ?? 1, 1),
-    inverseEvery: checkInteger('inverseEvery', options.inverseEvery ?? 10, 1),
-    newtonTolerance: checkNumber('newtonTolerance', options.newtonTolerance ?? 1e-4, { min: 0, minExclusive: true }),
-    newtonMaxIterations: checkInteger('newtonMaxIterations', options.newtonMaxIterations ?? 30, 1),
-    newtonWarmTrials: checkInteger('newtonWarmTrials', options.newtonWarmTrials ?? 1, 0),
-    inverse: checkChoice('inverse', options.inverse ?? 'auto', INVERSE_METHODS),
-    seed: checkInteger('seed', options.seed ?? 1, 0),
-  };
+  const resolved = Object.entries(CURVATURE_OPTIONS).map(([key, rule]) => [key, checkOption(key, rule, options[key as keyof CurvatureOptions] ?? rule.default)]);
+  return Object.fromEntries(resolved) as ResolvedCurvatureOptions;
 }

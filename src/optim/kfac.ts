@@ -1,7 +1,8 @@
-import { type CurvatureOptions, type DampingRule, CURVATURE_KEYS, resolveCurvatureOptions } from '../curvature/options.js';
+import { type CurvatureOptions, type DampingRule, CURVATURE_KEYS, CURVATURE_OPTIONS, resolveCurvatureOptions } from '../curvature/options.js';
 import type { Sequential } from '../nn/sequential.js';
-import { checkKeys, checkNumber } from '../validate.js';
-import { naturalGradient, type NaturalGradientOptions, type NaturalGradientState } from './naturalGradient.js';
+import { checkKeys } from '../validate.js';
+import { NATURAL_GRADIENT_OPTIONS, naturalGradient, type NaturalGradientOptions, type NaturalGradientState } from './naturalGradient.js';
+import { optionKeys, readOption, type OptionTable } from './optionSpec.js';
 import type { GradientTransformation } from './transform.js';
 
 export interface KfacOptions extends NaturalGradientOptions, CurvatureOptions {
@@ -14,7 +15,25 @@ export interface CurvatureOptimizer<S = unknown> extends GradientTransformation<
   readonly curvature: { readonly damping: DampingRule; readonly options: CurvatureOptions };
 }
 
-export const NATURAL_GRADIENT_KEYS = ['learningRate', 'momentum', 'klClip', 'weightDecay', 'damping', ...CURVATURE_KEYS] as const;
+const { learningRate, ...afterLearningRate } = NATURAL_GRADIENT_OPTIONS;
+
+/**
+ * The option table of a K-FAC-family optimizer: η, the damping λ, the optimizer's own options,
+ * the rest of the natural-gradient options and the curvature options, in the order the registry
+ * has always listed them (and recordings hold them).
+ */
+export function kfacFamilyOptions<const Own extends OptionTable>(own: Own) {
+  return {
+    learningRate,
+    damping: { kind: 'number', min: 0, minExclusive: true, default: 1e-3, flag: '--damping', help: 'damping λ' },
+    ...own,
+    ...afterLearningRate,
+    ...CURVATURE_OPTIONS,
+  } as const satisfies OptionTable;
+}
+
+export const KFAC_OPTIONS = kfacFamilyOptions({});
+export const NATURAL_GRADIENT_KEYS = optionKeys(KFAC_OPTIONS);
 
 /**
  * K-FAC [prior] (Martens & Grosse 2015), the natural-gradient baseline: V = g, constant damping
@@ -27,7 +46,7 @@ export const NATURAL_GRADIENT_KEYS = ['learningRate', 'momentum', 'klClip', 'wei
  */
 export function kfac(model: Sequential, options: KfacOptions = {}): CurvatureOptimizer<NaturalGradientState> {
   checkKeys('kfac', options, NATURAL_GRADIENT_KEYS);
-  const lambda = checkNumber('damping', options.damping ?? 1e-3, { min: 0, minExclusive: true });
+  const lambda = readOption(KFAC_OPTIONS, options, 'damping');
   return {
     ...naturalGradient('kfac', model, options, (grads) => ({ v: grads })),
     curvature: { damping: { lambda, rho: 0, norm: 'mean' }, options: curvatureOptionsOf(options) },

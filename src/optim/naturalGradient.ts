@@ -3,11 +3,11 @@ import { GrngError } from '../errors.js';
 import { curvatureBlocks, precondition as preconditionBlocks, type KroneckerBlock } from '../curvature/blocks/index.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Curvature, Params } from '../types.js';
-import { checkHyper, valueAt, type Hyper } from './schedules.js';
+import { valueAt, type Hyper } from './schedules.js';
 import { mapParams } from '../linalg/tree.js';
 import { sumOfProducts } from '../linalg/reductions.js';
 import type { GradientTransformation, UpdateContext } from './transform.js';
-import { checkNumber, checkUnitInterval } from '../validate.js';
+import { readOption, type OptionTable } from './optionSpec.js';
 
 /** Options shared by K-FAC, RING and RENG (spec §4). */
 export interface NaturalGradientOptions {
@@ -20,6 +20,14 @@ export interface NaturalGradientOptions {
   /** L2 weight decay added to V; default 0. */
   readonly weightDecay?: number;
 }
+
+/** The option table of {@link NaturalGradientOptions}; K-FAC, RING and RENG build theirs on it. */
+export const NATURAL_GRADIENT_OPTIONS = {
+  learningRate: { kind: 'number', min: 0, schedule: true, default: 0.05, flag: '--lr', help: 'learning rate η' },
+  momentum: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: 0.9, flag: '--momentum', help: 'momentum μ' },
+  klClip: { kind: 'number', min: 0, default: 1e-3, flag: '--kl-clip', help: 'KL-clip bound κ, 0 = off' },
+  weightDecay: { kind: 'number', min: 0, default: 0, flag: '--weight-decay', help: 'weight decay' },
+} as const satisfies OptionTable;
 
 export interface NaturalGradientState {
   readonly count: number;
@@ -39,10 +47,10 @@ export function naturalGradient(
   options: NaturalGradientOptions,
   direction: (grads: Params, params: Params, context: UpdateContext) => { v: Params; diagnostics?: Record<string, tf.Scalar | number> },
 ): GradientTransformation<NaturalGradientState> {
-  const lr = checkHyper('learningRate', options.learningRate ?? 0.05, { min: 0 });
-  const momentum = checkUnitInterval('momentum', options.momentum ?? 0.9);
-  const kappa = checkNumber('klClip', options.klClip ?? 1e-3, { min: 0 });
-  const weightDecay = checkNumber('weightDecay', options.weightDecay ?? 0, { min: 0 });
+  const lr = readOption(NATURAL_GRADIENT_OPTIONS, options, 'learningRate');
+  const momentum = readOption(NATURAL_GRADIENT_OPTIONS, options, 'momentum');
+  const kappa = readOption(NATURAL_GRADIENT_OPTIONS, options, 'klClip');
+  const weightDecay = readOption(NATURAL_GRADIENT_OPTIONS, options, 'weightDecay');
   const blocks = curvatureBlocks(model);
   return {
     init: (params: Params) => {

@@ -1,53 +1,28 @@
-import type { CurvatureOptions, DampingRule, InverseMethod } from '../curvature/options.js';
+import type { CurvatureOptions, DampingRule } from '../curvature/options.js';
 import { GrngError, invalidOption } from '../errors.js';
 import type { Sequential } from '../nn/sequential.js';
-import { adamw, type AdamwOptions } from './adamw.js';
-import { kfac, type KfacOptions } from './kfac.js';
-import { reng, type RengOptions } from './reng.js';
-import { ring, type RingOptions } from './ring.js';
-import { rkalman, type RkalmanOptions } from './rkalman.js';
-import { sgd, type SgdOptions } from './sgd.js';
-import { sophia, type SophiaOptions } from './sophia.js';
+import { ADAMW_OPTIONS, adamw, type AdamwOptions } from './adamw.js';
+import { KFAC_OPTIONS, kfac, type KfacOptions } from './kfac.js';
+import { namedDefaults, optionKeys, type OptionTable, type OptionValues } from './optionSpec.js';
+import { RENG_OPTIONS, reng, type RengOptions } from './reng.js';
+import { RING_OPTIONS, ring, type RingOptions } from './ring.js';
+import { RKALMAN_OPTIONS, rkalman, type RkalmanOptions } from './rkalman.js';
+import { SGD_OPTIONS, sgd, type SgdOptions } from './sgd.js';
+import { SOPHIA_OPTIONS, sophia, type SophiaOptions } from './sophia.js';
 import type { GradientTransformation } from './transform.js';
 
 /** Optimizers reachable by name from the CLI, `train` and `compare`. */
 export const OPTIMIZERS = ['sgd', 'adamw', 'kfac', 'ring', 'reng', 'rkalman', 'sophia'] as const;
 export type OptimizerName = (typeof OPTIMIZERS)[number];
 
-/** Options every named optimizer may receive; each accepts the ones it knows. */
-export interface NamedOptimizerOptions {
-  readonly learningRate?: number;
-  readonly momentum?: number;
-  readonly nesterov?: boolean;
-  readonly weightDecay?: number;
-  readonly b1?: number;
-  readonly b2?: number;
-  readonly eps?: number;
-  readonly damping?: number;
-  readonly rho?: number;
-  readonly klClip?: number;
-  readonly fisher?: 'sampled' | 'empirical';
-  readonly beta?: number;
-  readonly statsEvery?: number;
-  readonly inverseEvery?: number;
-  readonly newtonTolerance?: number;
-  readonly newtonMaxIterations?: number;
-  readonly newtonWarmTrials?: number;
-  readonly inverse?: InverseMethod;
-  readonly ringNorm?: 'mean' | 'step';
-  readonly hvp?: 'double-backprop' | 'finite-difference';
-  readonly seed?: number;
-  readonly gamma?: number;
-  readonly hessianEvery?: number;
-  readonly rows?: number;
-  readonly p0?: number;
-  readonly r0?: number;
-  readonly fading?: number;
-  readonly processNoise?: number;
-  readonly betaR?: number;
-  readonly rMin?: number;
-  readonly pMin?: number;
-}
+/**
+ * Options every named optimizer may receive (plain values: what a CLI or a recording holds); each
+ * accepts the ones in its option table. Derived from the tables, so an option added to one is here.
+ */
+export type NamedOptimizerOptions = Flatten<
+  OptionValues<typeof SGD_OPTIONS> & OptionValues<typeof ADAMW_OPTIONS> & OptionValues<typeof KFAC_OPTIONS> & OptionValues<typeof RING_OPTIONS> & OptionValues<typeof RENG_OPTIONS> & OptionValues<typeof RKALMAN_OPTIONS> & OptionValues<typeof SOPHIA_OPTIONS>
+>;
+type Flatten<T> = { [K in keyof T]: T[K] };
 
 /** A named optimizer, ready for the pipeline: what it needs upstream of `update`. */
 export interface NamedOptimizer {
@@ -60,73 +35,42 @@ export interface NamedOptimizer {
   readonly curvature?: { readonly damping: DampingRule; readonly options: CurvatureOptions };
 }
 
-const CURVATURE = ['damping', 'klClip', 'fisher', 'beta', 'statsEvery', 'inverseEvery', 'newtonTolerance', 'newtonMaxIterations', 'newtonWarmTrials', 'inverse', 'seed', 'learningRate', 'momentum', 'weightDecay'] as const;
-
 interface Entry {
-  readonly defaults: NamedOptimizerOptions;
-  readonly accepts: readonly (keyof NamedOptimizerOptions)[];
+  /** Its option table: the keys it accepts, their defaults by name, bounds and flags. */
+  readonly options: OptionTable;
   readonly build: (model: Sequential, options: NamedOptimizerOptions) => GradientTransformation<unknown> & { curvature?: NamedOptimizer['curvature'] };
   readonly needsSignals: boolean;
 }
 
-/**
- * Defaults when an optimizer is picked by name. SGD's momentum 0.9 and η = 0.05 are the settings
- * of the reference runs (the `sgd()` function itself keeps PyTorch's momentum 0); the
- * natural-gradient defaults are the spec's (§4).
- */
+/** Each named optimizer's table and constructor; the defaults by name are the tables' (`named`). */
 const REGISTRY: Record<OptimizerName, Entry> = {
-  sgd: {
-    defaults: { learningRate: 0.05, momentum: 0.9, nesterov: false, weightDecay: 0 },
-    accepts: ['learningRate', 'momentum', 'nesterov', 'weightDecay'],
-    build: (_, o) => sgd(o as SgdOptions),
-    needsSignals: false,
-  },
-  adamw: {
-    defaults: { learningRate: 1e-3, weightDecay: 1e-2, b1: 0.9, b2: 0.999, eps: 1e-8 },
-    accepts: ['learningRate', 'weightDecay', 'b1', 'b2', 'eps'],
-    build: (_, o) => adamw(o as AdamwOptions),
-    needsSignals: false,
-  },
-  kfac: {
-    defaults: { learningRate: 0.05, damping: 1e-3, momentum: 0.9, klClip: 1e-3, weightDecay: 0, fisher: 'sampled', beta: 0.95, statsEvery: 1, inverseEvery: 10 },
-    accepts: [...CURVATURE],
-    build: (m, o) => kfac(m, o as KfacOptions),
-    needsSignals: true,
-  },
-  ring: {
-    defaults: { learningRate: 0.05, damping: 1e-3, rho: 0.1, ringNorm: 'mean', momentum: 0.9, klClip: 1e-3, weightDecay: 0, fisher: 'sampled', beta: 0.95, statsEvery: 1, inverseEvery: 10 },
-    accepts: [...CURVATURE, 'rho', 'ringNorm'],
-    build: (m, o) => ring(m, o as RingOptions),
-    needsSignals: true,
-  },
-  reng: {
-    defaults: { learningRate: 0.05, damping: 1e-3, rho: 0.1, hvp: 'double-backprop', momentum: 0.9, klClip: 1e-3, weightDecay: 0, fisher: 'sampled', beta: 0.95, statsEvery: 1, inverseEvery: 10 },
-    accepts: [...CURVATURE, 'rho', 'hvp'],
-    build: (m, o) => reng(m, o as RengOptions),
-    needsSignals: true,
-  },
-  rkalman: {
-    defaults: { learningRate: 1, rows: 32, p0: 0.1, r0: 1, fading: 0.999, processNoise: 0, rho: 0.1, betaR: 0.99, rMin: 1e-2, pMin: 1e-6 },
-    accepts: ['learningRate', 'rows', 'p0', 'r0', 'fading', 'processNoise', 'rho', 'betaR', 'rMin', 'pMin'],
-    build: (m, o) => rkalman(m, o as RkalmanOptions),
-    needsSignals: true,
-  },
-  sophia: {
-    defaults: { learningRate: 1e-3, b1: 0.965, b2: 0.99, gamma: 0.04, weightDecay: 0.1, eps: 1e-12, hessianEvery: 10 },
-    accepts: ['learningRate', 'b1', 'b2', 'gamma', 'weightDecay', 'eps', 'hessianEvery', 'seed'],
-    build: (m, o) => sophia({ ...(o as Omit<SophiaOptions, 'model'>), model: m }),
-    needsSignals: false,
-  },
+  sgd: { options: SGD_OPTIONS, build: (_, o) => sgd(o as SgdOptions), needsSignals: false },
+  adamw: { options: ADAMW_OPTIONS, build: (_, o) => adamw(o as AdamwOptions), needsSignals: false },
+  kfac: { options: KFAC_OPTIONS, build: (m, o) => kfac(m, o as KfacOptions), needsSignals: true },
+  ring: { options: RING_OPTIONS, build: (m, o) => ring(m, o as RingOptions), needsSignals: true },
+  reng: { options: RENG_OPTIONS, build: (m, o) => reng(m, o as RengOptions), needsSignals: true },
+  rkalman: { options: RKALMAN_OPTIONS, build: (m, o) => rkalman(m, o as RkalmanOptions), needsSignals: true },
+  sophia: { options: SOPHIA_OPTIONS, build: (m, o) => sophia({ ...(o as Omit<SophiaOptions, 'model'>), model: m }), needsSignals: false },
 };
+
+/** The option table of a named optimizer. */
+export function optimizerOptionTable(name: OptimizerName): OptionTable {
+  return REGISTRY[name].options;
+}
+
+/** Every named optimizer's option table, in {@link OPTIMIZERS} order. */
+export function optimizerOptionTables(): Readonly<Record<OptimizerName, OptionTable>> {
+  return Object.fromEntries(OPTIMIZERS.map((name) => [name, REGISTRY[name].options])) as Record<OptimizerName, OptionTable>;
+}
 
 /** Whether a named optimizer takes an option (e.g. `seed`, to pass the run's seed along). */
 export function acceptsOption(name: OptimizerName, key: keyof NamedOptimizerOptions): boolean {
-  return REGISTRY[name].accepts.includes(key);
+  return Object.hasOwn(REGISTRY[name].options, key);
 }
 
 /** The defaults of a named optimizer. */
 export function optimizerDefaults(name: OptimizerName): NamedOptimizerOptions {
-  return REGISTRY[name].defaults;
+  return namedDefaults(REGISTRY[name].options) as NamedOptimizerOptions;
 }
 
 /**
@@ -136,14 +80,14 @@ export function optimizerDefaults(name: OptimizerName): NamedOptimizerOptions {
  */
 export function resolveOptimizerOptions(name: string, options: NamedOptimizerOptions = {}, { lenient = false } = {}): NamedOptimizerOptions {
   if (!(OPTIMIZERS as readonly string[]).includes(name)) invalidOption('optimizer', name, `one of ${OPTIMIZERS.join(', ')}`);
-  const entry = REGISTRY[name as OptimizerName];
-  const resolved: Record<string, unknown> = { ...entry.defaults };
+  const table = REGISTRY[name as OptimizerName].options;
+  const resolved: Record<string, unknown> = namedDefaults(table);
   for (const [key, value] of Object.entries(options)) {
     if (value === undefined) continue;
-    if (!entry.accepts.includes(key as keyof NamedOptimizerOptions)) {
+    if (!Object.hasOwn(table, key)) {
       if (lenient) continue;
       // The context names the option itself, so the CLI can put its flag in front.
-      throw new GrngError('invalid-option', `invalid option ${key} for optimizer ${name}: ${JSON.stringify(value)} (${name} takes only ${entry.accepts.join(', ')})`, { option: key, value, optimizer: name });
+      throw new GrngError('invalid-option', `invalid option ${key} for optimizer ${name}: ${JSON.stringify(value)} (${name} takes only ${optionKeys(table).join(', ')})`, { option: key, value, optimizer: name });
     }
     resolved[key] = value;
   }

@@ -3,9 +3,10 @@ import { GrngError } from '../errors.js';
 import { softmaxCrossEntropy } from '../nn/losses.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Params } from '../types.js';
-import { checkChoice, checkKeys, checkNumber } from '../validate.js';
-import { curvatureOptionsOf, NATURAL_GRADIENT_KEYS, type CurvatureOptimizer, type KfacOptions } from './kfac.js';
+import { checkKeys } from '../validate.js';
+import { curvatureOptionsOf, kfacFamilyOptions, type CurvatureOptimizer, type KfacOptions } from './kfac.js';
 import { naturalGradient, type NaturalGradientState } from './naturalGradient.js';
+import { optionKeys, readOption } from './optionSpec.js';
 import { mapParams } from '../linalg/tree.js';
 import { globalNorm, sumAll } from '../linalg/reductions.js';
 
@@ -18,6 +19,12 @@ export interface RengOptions extends KfacOptions {
   readonly hvpEpsilon?: number;
 }
 
+export const RENG_OPTIONS = kfacFamilyOptions({
+  rho: { kind: 'number', min: 0, default: 0.1, flag: '--rho', help: 'gradient-regularisation strength ρ' },
+  hvp: { kind: 'choice', choices: ['double-backprop', 'finite-difference'], default: 'double-backprop', flag: '--hvp', help: 'how RENG computes Hg: double-backprop (exact) or finite-difference (one extra forward and backward)' },
+  hvpEpsilon: { kind: 'number', min: 0, minExclusive: true, default: 1e-3, listed: false, flag: '--hvp-epsilon', help: 'step ε of the finite-difference Hg' },
+});
+
 /**
  * RENG — Regularized Explicit Natural Gradient [paper: double backprop; form ours].
  * V = ∇L_G = g + ρ·Hg with Hg = ∇_θ(½‖∇_θ L‖²) by double backpropagation on the step's batch
@@ -26,11 +33,11 @@ export interface RengOptions extends KfacOptions {
  * first-order pass only. ρ = 0 is exactly K-FAC. Reports ‖Hg‖ as `hgNorm`.
  */
 export function reng(model: Sequential, options: RengOptions = {}): CurvatureOptimizer<NaturalGradientState> {
-  checkKeys('reng', options, [...NATURAL_GRADIENT_KEYS, 'rho', 'hvp', 'hvpEpsilon']);
-  const lambda = checkNumber('damping', options.damping ?? 1e-3, { min: 0, minExclusive: true });
-  const rho = checkNumber('rho', options.rho ?? 0.1, { min: 0 });
-  const hvp = checkChoice('hvp', options.hvp ?? 'double-backprop', ['double-backprop', 'finite-difference'] as const);
-  const epsilon = checkNumber('hvpEpsilon', options.hvpEpsilon ?? 1e-3, { min: 0, minExclusive: true });
+  checkKeys('reng', options, optionKeys(RENG_OPTIONS));
+  const lambda = readOption(RENG_OPTIONS, options, 'damping');
+  const rho = readOption(RENG_OPTIONS, options, 'rho');
+  const hvp = readOption(RENG_OPTIONS, options, 'hvp');
+  const epsilon = readOption(RENG_OPTIONS, options, 'hvpEpsilon');
   return {
     ...naturalGradient('reng', model, options, (grads, params, context) => {
       if (rho === 0) return { v: grads };

@@ -1,7 +1,8 @@
 import type { Sequential } from '../nn/sequential.js';
-import { checkChoice, checkKeys, checkNumber } from '../validate.js';
-import { curvatureOptionsOf, NATURAL_GRADIENT_KEYS, type CurvatureOptimizer, type KfacOptions } from './kfac.js';
+import { checkKeys } from '../validate.js';
+import { curvatureOptionsOf, kfacFamilyOptions, type CurvatureOptimizer, type KfacOptions } from './kfac.js';
 import { naturalGradient, type NaturalGradientState } from './naturalGradient.js';
+import { optionKeys, readOption } from './optionSpec.js';
 
 export interface RingOptions extends KfacOptions {
   /** Gradient-regularisation strength ρ; default 0.1 ([ours]: tune). */
@@ -9,6 +10,11 @@ export interface RingOptions extends KfacOptions {
   /** ḡ² = mean ‖g‖² since the last refresh (`mean`, default) or this step's (`step`, refreshing every step). */
   readonly ringNorm?: 'mean' | 'step';
 }
+
+export const RING_OPTIONS = kfacFamilyOptions({
+  rho: { kind: 'number', min: 0, default: 0.1, flag: '--rho', help: 'gradient-regularisation strength ρ' },
+  ringNorm: { kind: 'choice', choices: ['mean', 'step'], default: 'mean', flag: '--ring-norm', help: 'ḡ² in the damping: mean ‖g‖² since the last refresh, or this step\'s (refreshing every step)' },
+});
 
 /**
  * RING — Regularized Implicit Natural Gradient [paper: GR implicit in the direction; form ours].
@@ -18,10 +24,10 @@ export interface RingOptions extends KfacOptions {
  * gradient-like step (the bias toward flat minima).
  */
 export function ring(model: Sequential, options: RingOptions = {}): CurvatureOptimizer<NaturalGradientState> {
-  checkKeys('ring', options, [...NATURAL_GRADIENT_KEYS, 'rho', 'ringNorm']);
-  const lambda = checkNumber('damping', options.damping ?? 1e-3, { min: 0, minExclusive: true });
-  const rho = checkNumber('rho', options.rho ?? 0.1, { min: 0 });
-  const norm = checkChoice('ringNorm', options.ringNorm ?? 'mean', ['mean', 'step'] as const);
+  checkKeys('ring', options, optionKeys(RING_OPTIONS));
+  const lambda = readOption(RING_OPTIONS, options, 'damping');
+  const rho = readOption(RING_OPTIONS, options, 'rho');
+  const norm = readOption(RING_OPTIONS, options, 'ringNorm');
   return {
     ...naturalGradient('ring', model, options, (grads) => ({ v: grads })),
     curvature: { damping: { lambda, rho, norm }, options: curvatureOptionsOf(options) },

@@ -3,12 +3,13 @@ import { GrngError } from '../errors.js';
 import { curvatureBlocks, type KroneckerBlock, type OuterProductRows } from '../curvature/blocks/index.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { LayerSignals, Params } from '../types.js';
-import { checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
+import { checkKeys } from '../validate.js';
 import { floorAt } from '../linalg/floorAt.js';
 import { matMulTransposeA } from '../nn/ops.js';
 import { nativeKalmanPosterior, nativeKalmanPrior, nativeSpdInverse } from '../runtime/nativeBlas.js';
 import { inverseSpd } from '../linalg/inverseSpd.js';
-import { checkHyper, valueAt, type Hyper } from './schedules.js';
+import { valueAt, type Hyper } from './schedules.js';
+import { optionKeys, readOption, type OptionTable } from './optionSpec.js';
 import { mapParams } from '../linalg/tree.js';
 import { sumAll, sumOfSquares } from '../linalg/reductions.js';
 import type { GradientTransformation, TransformResult, UpdateContext } from './transform.js';
@@ -46,6 +47,21 @@ export interface RkalmanOptions {
    */
   readonly solveIterations?: number;
 }
+
+/** R-Kalman's options (see {@link RkalmanOptions}). */
+export const RKALMAN_OPTIONS = {
+  learningRate: { kind: 'number', min: 0, schedule: true, default: 1, flag: '--lr', help: 'learning rate η' },
+  rows: { kind: 'integer', min: 1, flagMin: 0, default: 32, flag: '--kalman-rows', help: 'observation rows k per step (the first min(batch, k) rows)' },
+  p0: { kind: 'number', min: 0, minExclusive: true, default: 0.1, flag: '--p0', help: 'initial covariance p₀' },
+  r0: { kind: 'number', min: 0, minExclusive: true, default: 1, flag: '--r0', help: 'initial observation noise r₀' },
+  fading: { kind: 'number', min: 0, minExclusive: true, max: 1, default: 0.999, flag: '--fading', help: 'fading memory φ' },
+  processNoise: { kind: 'number', min: 0, default: 0, flag: '--process-noise', help: 'process noise q' },
+  rho: { kind: 'number', min: 0, default: 0.1, flag: '--rho', help: 'gradient-regularisation strength ρ' },
+  betaR: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: 0.99, flag: '--beta-r', help: 'observation-noise decay β_r' },
+  rMin: { kind: 'number', min: 0, minExclusive: true, default: 1e-2, flag: '--r-min', help: 'floor of the observation noise r' },
+  pMin: { kind: 'number', min: 0, default: 1e-6, flag: '--p-min', help: 'floor of the variances P' },
+  solveIterations: { kind: 'integer', min: 1, max: 200, default: 30, listed: false, flag: '--solve-iterations', help: 'Newton–Schulz iterations of the k×k solve (unused where the native LAPACK inverts it)' },
+} as const satisfies OptionTable;
 
 export interface RkalmanState {
   /** Steps taken (drives the learning-rate schedule). */
@@ -91,18 +107,18 @@ export interface RkalmanState {
  * batches(data.train, { batchSize: 128 }).pipe(forwardBackward(model, { signals: true }), update(model, rkalman(model, { rows: 32 })));
  */
 export function rkalman(model: Pick<Sequential, 'signalLayers'>, options: RkalmanOptions = {}): GradientTransformation<RkalmanState> {
-  checkKeys('rkalman', options, ['learningRate', 'rows', 'p0', 'r0', 'fading', 'processNoise', 'rho', 'betaR', 'rMin', 'pMin', 'solveIterations']);
-  const lr = checkHyper('learningRate', options.learningRate ?? 1, { min: 0 });
-  const rows = checkInteger('rows', options.rows ?? 32, 1);
-  const p0 = checkNumber('p0', options.p0 ?? 0.1, { min: 0, minExclusive: true });
-  const r0 = checkNumber('r0', options.r0 ?? 1, { min: 0, minExclusive: true });
-  const fading = checkNumber('fading', options.fading ?? 0.999, { min: 0, minExclusive: true, max: 1 });
-  const q = checkNumber('processNoise', options.processNoise ?? 0, { min: 0 });
-  const rho = checkNumber('rho', options.rho ?? 0.1, { min: 0 });
-  const betaR = checkUnitInterval('betaR', options.betaR ?? 0.99);
-  const rMin = checkNumber('rMin', options.rMin ?? 1e-2, { min: 0, minExclusive: true });
-  const pMin = checkNumber('pMin', options.pMin ?? 1e-6, { min: 0 });
-  const iterations = checkInteger('solveIterations', options.solveIterations ?? 30, 1, 200);
+  checkKeys('rkalman', options, optionKeys(RKALMAN_OPTIONS));
+  const lr = readOption(RKALMAN_OPTIONS, options, 'learningRate');
+  const rows = readOption(RKALMAN_OPTIONS, options, 'rows');
+  const p0 = readOption(RKALMAN_OPTIONS, options, 'p0');
+  const r0 = readOption(RKALMAN_OPTIONS, options, 'r0');
+  const fading = readOption(RKALMAN_OPTIONS, options, 'fading');
+  const q = readOption(RKALMAN_OPTIONS, options, 'processNoise');
+  const rho = readOption(RKALMAN_OPTIONS, options, 'rho');
+  const betaR = readOption(RKALMAN_OPTIONS, options, 'betaR');
+  const rMin = readOption(RKALMAN_OPTIONS, options, 'rMin');
+  const pMin = readOption(RKALMAN_OPTIONS, options, 'pMin');
+  const iterations = readOption(RKALMAN_OPTIONS, options, 'solveIterations');
   const blocks = curvatureBlocks(model);
 
   return {

@@ -4,9 +4,10 @@ import { GrngError, invalidOption } from '../errors.js';
 import { nativeSophiaUpdate } from '../runtime/nativeBlas.js';
 import { Sequential } from '../nn/sequential.js';
 import type { Params } from '../types.js';
-import { checkInteger, checkKeys, checkNumber, checkUnitInterval } from '../validate.js';
+import { checkKeys } from '../validate.js';
 import { floorAt } from '../linalg/floorAt.js';
-import { checkHyper, valueAt, type Hyper } from './schedules.js';
+import { valueAt, type Hyper } from './schedules.js';
+import { optionKeys, readOption, type OptionTable } from './optionSpec.js';
 import { mapAllOrNone, mapParams } from '../linalg/tree.js';
 import { sumAll } from '../linalg/reductions.js';
 import type { GradientTransformation, TransformResult, UpdateContext } from './transform.js';
@@ -31,6 +32,18 @@ export interface SophiaOptions {
   /** Seed of the label sampling; each refresh uses {@link sophiaHessianSeed}(seed, step). Default 1. */
   readonly seed?: number;
 }
+
+/** Sophia's options besides the model. */
+export const SOPHIA_OPTIONS = {
+  learningRate: { kind: 'number', min: 0, schedule: true, default: 1e-3, flag: '--lr', help: 'learning rate η' },
+  b1: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: 0.965, flag: '--b1', help: 'β₁, decay of the gradient average' },
+  b2: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: 0.99, flag: '--b2', help: 'β₂, decay of the Hessian-diagonal estimate' },
+  gamma: { kind: 'number', min: 0, minExclusive: true, default: 0.04, flag: '--gamma', help: 'γ, the scale of the Hessian in the denominator' },
+  weightDecay: { kind: 'number', min: 0, schedule: true, default: 0.1, flag: '--weight-decay', help: 'weight decay' },
+  eps: { kind: 'number', min: 0, minExclusive: true, default: 1e-12, flag: '--eps', help: 'ε, floor of the denominator γ·h' },
+  hessianEvery: { kind: 'integer', min: 1, default: 10, flag: '--hessian-every', help: 'Hessian estimate every N steps' },
+  seed: { kind: 'integer', min: 0, default: 1, listed: false, runFlag: true, flag: '--seed', help: 'seed of the label sampling' },
+} as const satisfies OptionTable;
 
 export interface SophiaState {
   /** Steps taken by this optimizer (drives the schedules and the refresh cadence). */
@@ -72,17 +85,17 @@ export function sophiaHessianSeed(seed: number, count: number): number {
  */
 export function sophia(options: SophiaOptions): GradientTransformation<SophiaState> {
   if (options === null || typeof options !== 'object') invalidOption('sophia options', options, 'an object with at least { model }');
-  checkKeys('sophia', options, ['model', 'learningRate', 'b1', 'b2', 'gamma', 'weightDecay', 'eps', 'hessianEvery', 'seed']);
+  checkKeys('sophia', options, ['model', ...optionKeys(SOPHIA_OPTIONS)]);
   if (!(options.model instanceof Sequential)) invalidOption('model', options.model, 'the Sequential model being trained (sophia samples labels from it)');
   const model = options.model;
-  const lr = checkHyper('learningRate', options.learningRate ?? 1e-3, { min: 0 });
-  const b1 = checkUnitInterval('b1', options.b1 ?? 0.965);
-  const b2 = checkUnitInterval('b2', options.b2 ?? 0.99);
-  const gamma = checkNumber('gamma', options.gamma ?? 0.04, { min: 0, minExclusive: true });
-  const wd = checkHyper('weightDecay', options.weightDecay ?? 0.1, { min: 0 });
-  const eps = checkNumber('eps', options.eps ?? 1e-12, { min: 0, minExclusive: true });
-  const every = checkInteger('hessianEvery', options.hessianEvery ?? 10, 1);
-  const seed = checkInteger('seed', options.seed ?? 1, 0);
+  const lr = readOption(SOPHIA_OPTIONS, options, 'learningRate');
+  const b1 = readOption(SOPHIA_OPTIONS, options, 'b1');
+  const b2 = readOption(SOPHIA_OPTIONS, options, 'b2');
+  const gamma = readOption(SOPHIA_OPTIONS, options, 'gamma');
+  const wd = readOption(SOPHIA_OPTIONS, options, 'weightDecay');
+  const eps = readOption(SOPHIA_OPTIONS, options, 'eps');
+  const every = readOption(SOPHIA_OPTIONS, options, 'hessianEvery');
+  const seed = readOption(SOPHIA_OPTIONS, options, 'seed');
 
   return {
     init: (params: Params) => ({ count: 0, m: mapParams(params, (p) => tf.zerosLike(p)), h: mapParams(params, (p) => tf.zerosLike(p)) }),
