@@ -1,5 +1,5 @@
 import type { RunControl } from '../run/runControl.js';
-import type { CliIo } from './program.js';
+import type { CliIo } from './io.js';
 
 const SIGNAL_EXIT_CODES: Readonly<Record<string, number>> = { SIGINT: 130, SIGTERM: 143 };
 

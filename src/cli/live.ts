@@ -10,7 +10,7 @@ import type { MetricsRow } from '../types.js';
 import { VERSION } from '../version.js';
 import type { RunControl } from '../run/runControl.js';
 import type { ReopenedRecording } from '../sinks/reopenRecording.js';
-import type { CliIo } from './program.js';
+import type { CliIo } from './io.js';
 
 /** Flags for recording and live serving, shared by train, compare and replay. */
 export interface LiveOptions {

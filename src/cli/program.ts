@@ -1,3 +1,4 @@
+import type { CliIo } from './io.js';
 import { existsSync, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { BACKENDS } from '../runtime/backend.js';
@@ -7,12 +8,8 @@ import { addOptimizerOptions, integer, number } from './optionFlags.js';
 import { runCompareCommand, runTrainCommand, type CompareCommandOptions, type TrainCommandOptions } from './trainCommand.js';
 import { runReplayCommand, runServeCommand, type ReplayCommandOptions, type ServeCommandOptions } from './replayCommand.js';
 
-/** Where the CLI writes; injectable so tests can run it in-process. */
-export interface CliIo {
-  readonly out: (text: string) => void;
-  readonly err: (text: string) => void;
-  readonly isTTY: boolean;
-}
+// The commands take CliIo from its own module, so none of them imports this one (no file cycle).
+export type { CliIo } from './io.js';
 
 /** A string flag that must not be blank (an empty --token would silently mean "no token"). */
 const nonEmpty = (flag: string) => (value: string): string => {

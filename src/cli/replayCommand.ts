@@ -12,7 +12,7 @@ import { readRecording } from '../streams/readRecording.js';
 import { replayArrow } from '../streams/replayArrow.js';
 import type { MetricsRow } from '../types.js';
 import { withLive, type LiveOptions } from './live.js';
-import type { CliIo } from './program.js';
+import type { CliIo } from './io.js';
 
 export interface ReplayCommandOptions extends LiveOptions {
   readonly speed?: number;

@@ -6,7 +6,7 @@ import { mlp } from '../nn/sequential.js';
 import { progressBar } from '../sinks/progressBar.js';
 import { formatSummaryTable } from '../sinks/summaryTable.js';
 import { train, type TrainOptions } from '../run/train.js';
-import type { CliIo } from './program.js';
+import type { CliIo } from './io.js';
 import { liveSink, newRunId, withLive, type LiveOptions } from './live.js';
 import { optimizerOptionsOf } from './optionFlags.js';
 import type { RunHub } from '../sinks/runHub.js';
