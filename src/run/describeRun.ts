@@ -12,7 +12,7 @@ export interface PipelineRunFacts {
   /** The optimizer's name, e.g. `ring` (the transform itself does not know it). */
   readonly optimizer: string;
   /** The options it was built with, as recorded; default none. */
-  readonly optimizerOptions?: Readonly<Record<string, unknown>>;
+  readonly optimizerOptions?: object;
   /** The model trained (its description, e.g. `mlp:784-256-10`, is recorded), or a description. */
   readonly model: Pick<Sequential, 'description'> | string;
   /** The dataset whose train split feeds `batches` (its name and size are recorded). */
@@ -24,7 +24,7 @@ export interface PipelineRunFacts {
 }
 
 /** A prepared run's metadata (`prepareRun(...).meta`, or the one `train`'s sink gets). */
-type PreparedRunFacts = Pick<RecordedRun, 'optimizer' | 'optimizerOptions' | 'model' | 'dataset' | 'backend' | 'seed' | 'batchSize' | 'totalSteps' | 'batchesPerEpoch'>;
+type PreparedRunFacts = Pick<RecordedRun, 'optimizer' | 'model' | 'dataset' | 'backend' | 'seed' | 'batchSize' | 'totalSteps' | 'batchesPerEpoch'> & { readonly optimizerOptions: object };
 
 /** How a run is named in recordings and dashboards. */
 export interface RunNaming {
@@ -53,7 +53,7 @@ export function describeRun(facts: PipelineRunFacts | PreparedRunFacts, naming: 
     id: naming.id ?? `${label}-${randomUUID().slice(0, 8)}`,
     label,
     optimizer: described.optimizer,
-    optimizerOptions: { ...described.optimizerOptions },
+    optimizerOptions: { ...described.optimizerOptions } as Record<string, unknown>,
     model: described.model,
     dataset: described.dataset,
     backend: described.backend,
