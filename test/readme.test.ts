@@ -3,7 +3,8 @@
  *
  * - ```ts blocks are EXECUTED: written to a temporary folder (which is also their working
  *   directory, so the files they write land there) with `from 'grng'` pointed at src/index.ts,
- *   and run with tsx on the wasm backend; they must exit 0 (and print, when they print).
+ *   and run with tsx on the wasm backend; they must exit 0 (and print, when they print). They
+ *   are also TYPE-CHECKED together, strict as the package's tsconfig, `grng` mapped to src.
  * - ```sh blocks are PARSED: every `grng …` / `npx grng …` command is parsed by the real commander
  *   program (src/cli/program.ts) with its actions replaced, so unknown flags, bad values, bad
  *   choices and stray arguments fail here; nothing is trained. `npm …` lines must name an npm
@@ -156,15 +157,35 @@ describe('the README test harness', () => {
   });
 });
 
+/** A folder where `rxjs` and the other dependencies resolve as in a user's project. */
+function projectFolder(name: string): string {
+  const folder = mkdtempSync(join(scratch, `${name}-`));
+  writeFileSync(join(folder, 'package.json'), '{ "type": "module" }\n');
+  symlinkSync(join(root, 'node_modules'), join(folder, 'node_modules'));
+  return folder;
+}
+
 describe('README code blocks', () => {
+  it('the TypeScript blocks type-check (strict, exactOptionalPropertyTypes)', async () => {
+    const folder = projectFolder('typecheck');
+    const files = blocks.filter((b) => TYPESCRIPT.includes(b.lang)).map((block) => {
+      writeFileSync(join(folder, `line-${block.line}.ts`), block.code);
+      return `line-${block.line}.ts`;
+    });
+    const { compilerOptions } = JSON.parse(readFileSync(join(root, 'tsconfig.json'), 'utf8')) as { compilerOptions: Record<string, unknown> };
+    const config = { compilerOptions: { ...compilerOptions, noEmit: true, declaration: false, sourceMap: false, outDir: undefined, rootDir: undefined, paths: { grng: [join(root, 'src/index.ts')] } }, files };
+    writeFileSync(join(folder, 'tsconfig.json'), JSON.stringify(config));
+    const tsc = join(root, 'node_modules/typescript/bin/tsc');
+    const result = await run(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: folder, maxBuffer: 1 << 24 }).catch((error: { stdout?: string }) => ({ stdout: error.stdout ?? String(error) }));
+    expect(result.stdout.trim(), 'README TypeScript blocks (file names give the README line)').toBe('');
+  }, 300_000);
+
   for (const block of blocks) {
     if (TYPESCRIPT.includes(block.lang)) {
       it(`TypeScript block at README line ${block.line} runs as written`, async () => {
         const source = block.code.replace(/from 'grng'/g, `from '${join(root, 'src/index.ts')}'`);
         expect(source, 'a README example imports the library as a user would: from grng').not.toBe(block.code);
-        const folder = mkdtempSync(join(scratch, `line-${block.line}-`));
-        writeFileSync(join(folder, 'package.json'), '{ "type": "module" }\n');
-        symlinkSync(join(root, 'node_modules'), join(folder, 'node_modules'));
+        const folder = projectFolder(`line-${block.line}`);
         writeFileSync(join(folder, 'block.ts'), source);
         const { stdout } = await run(process.execPath, ['--import', 'tsx', 'block.ts'], { cwd: folder, env: { ...process.env, GRNG_BACKEND: 'wasm' }, maxBuffer: 1 << 24 });
         if (block.code.includes('console.log(')) expect(stdout.trim()).not.toBe('');
