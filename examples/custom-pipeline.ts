@@ -1,11 +1,11 @@
 /**
- * Composes a training pipeline by hand from grng's operators: a paced batch source, the
- * forward/backward pass, an optimizer built from parts (SGD with Nesterov momentum and a cosine
- * learning-rate schedule), test-set evaluation every 20 steps, and metric rows read back from
- * the device. Run: npx tsx examples/custom-pipeline.ts
+ * Composes a training run by hand: a paced batch source, an optimizer built from parts (SGD with
+ * Nesterov momentum and a cosine learning-rate schedule), the training pipeline with test-set
+ * evaluation every 20 steps, and sinks of its own (RxJS filter/tap) on the metric rows.
+ * Run: npx tsx examples/custom-pipeline.ts
  */
 import { filter, lastValueFrom, tap, toArray } from 'rxjs';
-import { batches, cosineSchedule, evaluate, forwardBackward, initBackend, loadMnist, metrics, mlp, sgd, update } from 'grng';
+import { batches, cosineSchedule, initBackend, loadMnist, mlp, sgd, trainingPipeline } from 'grng';
 
 const backend = await initBackend('auto');
 const data = await loadMnist();
@@ -16,10 +16,7 @@ const optimizer = sgd({ learningRate: cosineSchedule({ initial: 0.1, steps }), m
 
 const evaluations = await lastValueFrom(
   batches(data.train, { batchSize: 128, epochs, seed: 7 }).pipe(
-    forwardBackward(model),
-    update(model, optimizer),
-    evaluate(model, data.test, { every: 20 }),
-    metrics(),
+    trainingPipeline(model, optimizer, { test: data.test, evalEvery: 20 }),
     filter((row) => row.testAccuracy !== null),
     tap((row) => console.log(`step ${String(row.step + 1).padStart(3)}  lr ${row.learningRate.toFixed(4)}  loss ${row.loss.toFixed(4)}  ‖g‖ ${row.gradNorm.toFixed(3)}  test acc ${row.testAccuracy!.toFixed(4)}`)),
     toArray(),

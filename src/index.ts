@@ -4,7 +4,7 @@
  */
 export { initBackend, activeBackend, BACKENDS, type BackendChoice, type BackendName, type BackendInfo } from './runtime/backend.js';
 export { GrngError, isGrngError, type GrngErrorCode } from './errors.js';
-export type { Batch, Step, LayerSignals, UpdateInfo, MetricsRow, Params, Curvature, KroneckerInverse } from './types.js';
+export type { Batch, Step, LayerSignals, UpdateInfo, MetricsRow, Params, Curvature, KroneckerInverse, StepHealth, SkippedStep } from './types.js';
 export { sampledLabelPass, sampleLabels } from './nn/sampledLabels.js';
 export { resolveCurvatureOptions, type CurvatureOptions, type DampingRule } from './curvature/options.js';
 
@@ -19,13 +19,15 @@ export { INITIALIZERS, type Initializer } from './nn/init.js';
 export { softmaxCrossEntropy, softmaxCrossEntropyPerSample, correctCount } from './nn/losses.js';
 export { layerMatMul, matMulInput, rowMaxNoGradient, exp as differentiableExp, tanh as differentiableTanh } from './nn/ops.js';
 
-export { batches, batchesPerEpoch, type BatchOptions } from './streams/batches.js';
+export { batches, batchesPerEpoch, type BatchOptions, type SourceControl, type SourcePosition } from './streams/batches.js';
 
 export { forwardBackward, computeStep, type ForwardBackwardOptions } from './operators/forwardBackward.js';
-export { update } from './operators/update.js';
+export { update, type UpdateOptions } from './operators/update.js';
 export { evaluate, type EvaluateOptions } from './operators/evaluate.js';
 export { metrics, pearsonFromSums, type MetricsOptions } from './operators/metrics.js';
-export { fisherScan } from './operators/fisherScan.js';
+export { fisherScan, type FisherScanRun, type ScanState } from './operators/fisherScan.js';
+export { guardFinite, stepHealth, DEFAULT_MAX_BAD_STEPS } from './operators/guardFinite.js';
+export { StateSlot } from './operators/stateSlot.js';
 export { summarize, type RunSummary, type SummaryContext } from './sinks/summarize.js';
 
 export type { GradientTransformation, TransformResult, UpdateContext } from './optim/transform.js';
@@ -50,7 +52,12 @@ export { globalNorm } from './linalg/reductions.js';
 export { progressBar, type ProgressBarOptions } from './sinks/progressBar.js';
 export { formatSummaryTable } from './sinks/summaryTable.js';
 
-export { prepareRun, train, liveTensors, type TrainOptions, type PreparedRun, type RunMetadata } from './run/train.js';
+export { trainingPipeline, type TrainingPipelineOptions, type PipelineOptimizer } from './run/pipeline.js';
+export { prepareRun, train, liveTensors, type PreparedRun, type RunMetadata } from './run/train.js';
+export { resolveTrainOptions, RESUME_MAY_CHANGE, type TrainOptions, type RunSettings } from './run/options.js';
+export { RunControl } from './run/runControl.js';
+export { loadCheckpoint, saveCheckpoint, disposeCheckpoint, restoreCheckpoint, runSourceControl, type Checkpoint, type CheckpointContent, type CheckpointPlan, type ResumableOptions, type RunState } from './run/checkpoint.js';
+export { describeRun, type PipelineRunFacts, type RunNaming } from './run/describeRun.js';
 
 export { METRIC_COLUMNS, metricsSchema, runOfSchema, rowsToRecordBatch, recordBatchToRows, type RecordedRun } from './metrics/schema.js';
 export { toRecordBatches, type RecordBatchOptions } from './sinks/toRecordBatches.js';

@@ -1,8 +1,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
 import { tensorsIn } from '../linalg/tree.js';
+import type { ScanState } from '../operators/fisherScan.js';
+import type { StateSlot } from '../operators/stateSlot.js';
 import { readCheckpointFile, writeCheckpointFile } from '../sinks/checkpointFile.js';
-import type { SourcePosition } from '../streams/batches.js';
+import type { SourceControl, SourcePosition } from '../streams/batches.js';
+import type { StepHealth } from '../types.js';
+import type { RunControl } from './runControl.js';
 import { VERSION } from '../version.js';
 
 /**
@@ -208,4 +212,97 @@ export function loadCheckpoint(dir: string): Checkpoint {
 /** Disposes the tensors of a loaded checkpoint that nobody took over. */
 export function disposeCheckpoint(checkpoint: Checkpoint): void {
   tf.dispose(tensorsIn([checkpoint.params, checkpoint.optimizer, checkpoint.curvature]).filter((t) => !t.isDisposed));
+}
+
+/** The live state of a run that a checkpoint saves and a resumed run puts back. */
+export interface RunState {
+  readonly params: Readonly<Record<string, tf.Variable>>;
+  readonly slots: { readonly optimizer: StateSlot<unknown>; readonly curvature: StateSlot<ScanState> };
+  readonly health: StepHealth;
+}
+
+/**
+ * Puts a checkpoint's parameters and operator states into a freshly built run (before its first
+ * step): the parameters are assigned and the checkpoint's copies disposed, the optimizer and
+ * curvature states go into their slots (which take them over), the health record is copied.
+ * A checkpoint at or past the run's last step, or one of another model, is an error.
+ *
+ * @example
+ * restoreCheckpoint(loadCheckpoint('runs/ckpt'), { params: model.params, slots, health }, totalSteps);
+ */
+export function restoreCheckpoint(checkpoint: Checkpoint, state: RunState, totalSteps: number): void {
+  if (checkpoint.position.step >= totalSteps) {
+    throw new GrngError('invalid-option', `checkpoint ${checkpoint.path} is at step ${checkpoint.step}, the run's last step (${totalSteps} steps); raise --steps or --epochs to continue`, { option: 'resume', path: checkpoint.path });
+  }
+  const params = state.params;
+  const names = Object.keys(params);
+  const saved = Object.keys(checkpoint.params);
+  if (names.join() !== saved.join()) throw new GrngError('invalid-data', `checkpoint ${checkpoint.path} has parameters ${saved.join(', ')}, the model ${names.join(', ')}`, { option: 'resume' });
+  for (const name of names) {
+    const p = params[name]!;
+    const value = checkpoint.params[name]!;
+    if (p.shape.join() !== value.shape.join()) throw new GrngError('invalid-data', `checkpoint ${checkpoint.path}: ${name} has shape [${value.shape.join(', ')}], the model [${p.shape.join(', ')}]`, { option: 'resume', parameter: name });
+  }
+  for (const name of names) {
+    params[name]!.assign(checkpoint.params[name]!);
+    checkpoint.params[name]!.dispose();
+  }
+  if (checkpoint.optimizer !== undefined) state.slots.optimizer.set(checkpoint.optimizer);
+  if (checkpoint.curvature !== undefined) state.slots.curvature.set(checkpoint.curvature as ScanState);
+  if (checkpoint.health) Object.assign(state.health, checkpoint.health);
+}
+
+/** Where and what {@link runSourceControl} checkpoints. */
+export interface CheckpointPlan {
+  readonly dir: string;
+  /** Write every this many steps (and at the end, and on a stop request). */
+  readonly every: number;
+  readonly backend: string;
+  /** The options that rebuild the run on resume. */
+  readonly run: ResumableOptions;
+  readonly recording?: { readonly path: string; readonly runId: string };
+  readonly state: RunState;
+}
+
+/**
+ * How a run steers its batch source: a resumed run starts where its checkpoint stood; between
+ * steps a stop request from `control` completes the source, and checkpoints are written every
+ * `plan.every` steps, at the end and when stopped. The wall clock a checkpoint records counts
+ * from this call (plus the resumed run's time).
+ *
+ * @example
+ * batches(data.train, { batchSize, control: runSourceControl({ control, checkpoint: plan }) });
+ */
+export function runSourceControl({ control, checkpoint, resume }: { readonly control?: RunControl | undefined; readonly checkpoint?: CheckpointPlan | undefined; readonly resume?: Checkpoint | undefined }): SourceControl {
+  const started = performance.now();
+  const save = async (plan: CheckpointPlan, step: number, position: SourcePosition, reason: Checkpoint['reason']): Promise<void> => {
+    // The recording must hold every row the checkpoint covers: a resumed run appends after them.
+    control?.flush();
+    const { health, slots, params } = plan.state;
+    await saveCheckpoint(plan.dir, {
+      step: step - 1,
+      reason,
+      backend: plan.backend,
+      run: plan.run,
+      position,
+      wallMs: (resume?.wallMs ?? 0) + performance.now() - started,
+      ...(plan.recording ? { recording: plan.recording } : {}),
+      params,
+      optimizer: slots.optimizer.get(),
+      curvature: slots.curvature.get(),
+      health: { consecutive: health.consecutive, total: health.total, dampingBoost: health.dampingBoost, lastBadStep: health.lastBadStep, refreshDue: health.refreshDue },
+    });
+  };
+  return {
+    ...(resume ? { start: resume.position } : {}),
+    ...(control || checkpoint
+      ? {
+          between: async ({ step, last, position }): Promise<boolean> => {
+            const stop = control?.stopRequested ?? false;
+            if (checkpoint && (stop || last || step % checkpoint.every === 0)) await save(checkpoint, step, position(), stop && !last ? 'stop' : last ? 'end' : 'periodic');
+            return stop;
+          },
+        }
+      : {}),
+  };
 }
