@@ -153,3 +153,60 @@ describe('batches shaped [m, ...example shape]', () => {
     model.dispose();
   });
 });
+
+describe('parameter groups by default: parameters without a curvature block go to AdamW', () => {
+  // A learned per-feature gain (as a norm's scale): parameters, but no signal point and no block.
+  const gainLayer = (width: number): Layer => ({
+    kind: 'gain',
+    name: 'gain0',
+    inputShape: [width],
+    outputShape: [width],
+    params: ['gain0/scale'],
+    apply: (params, x) => tf.mul(x, params['gain0/scale']!),
+  });
+  const data = syntheticDataset({ features: 6, classes: 3, train: 128, test: 32, seed: 8 });
+
+  function modelWithGain(): Sequential {
+    const dense = mlp({ inputs: 6, layers: [{ units: 5, activation: 'tanh' }, { units: 3 }], seed: 2 });
+    const initial: Params = Object.fromEntries(Object.entries(dense.params).map(([k, v]) => [k, tf.clone(v)]));
+    initial['gain0/scale'] = tf.ones([5]);
+    const model = new Sequential([dense.layers[0]!, gainLayer(5), dense.layers[1]!], initial, 'dense-gain-dense');
+    dense.dispose();
+    return model;
+  }
+
+  for (const name of ['kfac', 'ring', 'reng', 'rkalman']) {
+    it(`${name}: the blocks' parameters in its group, the gain in an adamw group; it trains and leaks nothing`, async () => {
+      const model = modelWithGain();
+      const before = tf.memory().numTensors;
+      const optimizer = createOptimizer(name, model, { seed: 1 }, { lenient: true });
+      expect(optimizer.groups).toEqual({ [name]: ['dense0/kernel', 'dense0/bias', 'dense1/kernel', 'dense1/bias'], adamw: ['gain0/scale'] });
+      const gainBefore = Array.from(await model.params['gain0/scale']!.data());
+      const rows = await lastValueFrom(
+        batches(data.train, { batchSize: 32, epochs: 3, steps: 12, seed: 1 }).pipe(
+          forwardBackward(model, { signals: true }),
+          optimizer.curvature ? fisherScan(model, optimizer.curvature.damping, optimizer.curvature.options) : (s) => s,
+          update(model, optimizer.transform),
+          metrics(),
+          toArray(),
+        ),
+      );
+      expect(rows).toHaveLength(12);
+      for (const row of rows) expect(Number.isFinite(row.loss)).toBe(true);
+      // The optimizer's own learning rate stays the row's; AdamW's is reported under its group.
+      expect(rows[0]!.learningRate).toBe(optimizer.options.learningRate);
+      expect(rows[0]!.diagnostics['adamw/learningRate']).toBeCloseTo(1e-3, 9);
+      expect(Array.from(await model.params['gain0/scale']!.data())).not.toEqual(gainBefore);
+      expect(tf.memory().numTensors).toBe(before);
+      model.dispose();
+    });
+  }
+
+  it('the K-FAC family given a parameter without a block, ungrouped, says to use partition()', () => {
+    const model = modelWithGain();
+    const transform = createOptimizer('ring', mlp({ inputs: 6, layers: [{ units: 3 }], seed: 1 })).transform;
+    const error = errorOf(() => transform.init(model.params as Params));
+    expect(error.message).toMatch(/dense0\/kernel, dense0\/bias, dense1\/kernel, dense1\/bias, gain0\/scale have none|have none: give them another optimizer with partition\(\)/);
+    model.dispose();
+  });
+});

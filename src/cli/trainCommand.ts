@@ -87,6 +87,9 @@ async function runOne(trainOptions: TrainOptions, io: CliIo, live: LiveRun): Pro
   return train({ ...trainOptions, control: live.control }, (meta) => {
     const from = meta.startStep > 0 ? `, resuming at step ${meta.startStep} from ${meta.resumedFrom}` : '';
     io.err(`grng: backend ${meta.backend} (${meta.backendDetail}); ${meta.model} (${meta.parameters} parameters) on ${meta.dataset}, ${meta.optimizer} ${JSON.stringify(meta.optimizerOptions)}, ${meta.totalSteps} steps${from}\n`);
+    const groups = Object.entries(meta.groups);
+    // Said only when it is not the whole model: which parameters the optimizer leaves to another.
+    if (groups.length > 1) io.err(`grng: parameter groups: ${groups.map(([group, keys]) => `${group} (${keys.join(', ')})`).join('; ')}\n`);
     const bar = progressBar({ total: meta.totalSteps, label: meta.optimizer });
     const arrow = liveSink(meta, live.options, live.hub, meta.optimizer, live.many, {
       ...(live.group ? { group: live.group } : {}),

@@ -10,6 +10,8 @@ import { RKALMAN_OPTIONS, rkalman, type RkalmanOptions } from './rkalman.js';
 import { SGD_OPTIONS, sgd, type SgdOptions } from './sgd.js';
 import { SOPHIA_OPTIONS, sophia, type SophiaOptions } from './sophia.js';
 import type { GradientTransformation } from './transform.js';
+import { partition } from './partition.js';
+import { curvatureBlocks } from '../curvature/blocks/index.js';
 
 /** Optimizers reachable by name from the CLI, `train` and `compare`. */
 export const OPTIMIZERS = ['sgd', 'adamw', 'kfac', 'ring', 'reng', 'rkalman', 'sophia'] as const;
@@ -33,6 +35,12 @@ export interface NamedOptimizer {
   readonly needsSignals: boolean;
   /** fisherScan must run before update, with this damping rule and these options. */
   readonly curvature?: { readonly damping: DampingRule; readonly options: CurvatureOptions };
+  /**
+   * The parameter groups (see partition): group name → parameter keys. One group, named after
+   * the optimizer, unless a curvature optimizer meets parameters without a curvature block; those
+   * go to an `adamw` group with AdamW's defaults.
+   */
+  readonly groups: Readonly<Record<string, readonly string[]>>;
 }
 
 interface Entry {
@@ -40,16 +48,18 @@ interface Entry {
   readonly options: OptionTable;
   readonly build: (model: Sequential, options: NamedOptimizerOptions) => GradientTransformation<unknown> & { curvature?: NamedOptimizer['curvature'] };
   readonly needsSignals: boolean;
+  /** It works on the parameters of curvature blocks only (the K-FAC family, R-Kalman); the rest need a group of their own. */
+  readonly blocksOnly?: boolean;
 }
 
 /** Each named optimizer's table and constructor; the defaults by name are the tables' (`named`). */
 const REGISTRY: Record<OptimizerName, Entry> = {
   sgd: { options: SGD_OPTIONS, build: (_, o) => sgd(o as SgdOptions), needsSignals: false },
   adamw: { options: ADAMW_OPTIONS, build: (_, o) => adamw(o as AdamwOptions), needsSignals: false },
-  kfac: { options: KFAC_OPTIONS, build: (m, o) => kfac(m, o as KfacOptions), needsSignals: true },
-  ring: { options: RING_OPTIONS, build: (m, o) => ring(m, o as RingOptions), needsSignals: true },
-  reng: { options: RENG_OPTIONS, build: (m, o) => reng(m, o as RengOptions), needsSignals: true },
-  rkalman: { options: RKALMAN_OPTIONS, build: (m, o) => rkalman(m, o as RkalmanOptions), needsSignals: true },
+  kfac: { options: KFAC_OPTIONS, build: (m, o) => kfac(m, o as KfacOptions), needsSignals: true, blocksOnly: true },
+  ring: { options: RING_OPTIONS, build: (m, o) => ring(m, o as RingOptions), needsSignals: true, blocksOnly: true },
+  reng: { options: RENG_OPTIONS, build: (m, o) => reng(m, o as RengOptions), needsSignals: true, blocksOnly: true },
+  rkalman: { options: RKALMAN_OPTIONS, build: (m, o) => rkalman(m, o as RkalmanOptions), needsSignals: true, blocksOnly: true },
   sophia: { options: SOPHIA_OPTIONS, build: (m, o) => sophia({ ...(o as Omit<SophiaOptions, 'model'>), model: m }), needsSignals: false },
 };
 
@@ -98,12 +108,23 @@ export function resolveOptimizerOptions(name: string, options: NamedOptimizerOpt
 export function createOptimizer(name: string, model: Sequential, options: NamedOptimizerOptions = {}, { lenient = false } = {}): NamedOptimizer {
   const resolved = resolveOptimizerOptions(name, options, { lenient });
   const entry = REGISTRY[name as OptimizerName];
-  const transform = entry.build(model, resolved);
+  const built = entry.build(model, resolved);
+  const keys = Object.keys(model.params);
+  const blockKeys = new Set(entry.blocksOnly ? curvatureBlocks(model).flatMap((block) => block.params) : keys);
+  const rest = keys.filter((key) => !blockKeys.has(key));
+  // Parameters without a block (embeddings, norms: docs/algorithms.md) take AdamW with its named
+  // defaults, as kfac-jax and SOAP leave them to a first-order method; the optimizer's own
+  // diagnostics (learning rate, damping) keep their names.
+  const transform =
+    rest.length === 0
+      ? built
+      : partition({ transforms: { [name]: built, adamw: adamw(optimizerDefaults('adamw') as AdamwOptions) }, label: (key) => (blockKeys.has(key) ? name : 'adamw'), primary: name });
   return {
     name: name as OptimizerName,
     options: resolved,
     transform,
     needsSignals: entry.needsSignals,
-    ...(transform.curvature ? { curvature: transform.curvature } : {}),
+    groups: rest.length === 0 ? { [name]: keys } : { [name]: keys.filter((key) => blockKeys.has(key)), adamw: rest },
+    ...(built.curvature ? { curvature: built.curvature } : {}),
   };
 }

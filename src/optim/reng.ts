@@ -50,9 +50,13 @@ export function reng(model: Sequential, options: RengOptions = {}): CurvatureOpt
   };
 }
 
+/**
+ * The mean loss as a function of the parameters under `keys`; the model's other parameters (those
+ * of another parameter group) enter as the constants they are.
+ */
 function lossOf(model: Sequential, keys: string[], x: tf.Tensor, y: tf.Tensor1D): (...ps: tf.Tensor[]) => tf.Scalar {
   const oneHot = tf.cast(tf.oneHot(y, model.outputs), 'float32') as tf.Tensor2D;
-  return (...ps) => softmaxCrossEntropy(model.apply(Object.fromEntries(keys.map((k, i) => [k, ps[i]!])), x).logits, oneHot);
+  return (...ps) => softmaxCrossEntropy(model.apply({ ...(model.params as Params), ...Object.fromEntries(keys.map((k, i) => [k, ps[i]!])) }, x).logits, oneHot);
 }
 
 /** Hg = ∇_θ(½‖∇_θ L‖²) by differentiating the gradient again (every op on the path is twice differentiable). */

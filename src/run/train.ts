@@ -34,6 +34,8 @@ export interface PreparedRun {
 export interface RunMetadata {
   readonly optimizer: string;
   readonly optimizerOptions: NamedOptimizerOptions;
+  /** Parameter groups: group name → parameter keys (see NamedOptimizer.groups). */
+  readonly groups: Readonly<Record<string, readonly string[]>>;
   readonly model: string;
   readonly parameters: number;
   readonly dataset: string;
@@ -112,6 +114,7 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
   const meta: RunMetadata = {
     optimizer: optimizerName,
     optimizerOptions: optimizer.options,
+    groups: optimizer.groups,
     model: model.description,
     parameters: model.size,
     dataset: data.name,
