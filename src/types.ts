@@ -125,7 +125,7 @@ export interface UpdateInfo {
   readonly updates: Params;
   /** Learning rate in force at this step (host number). */
   readonly learningRate: number;
-  /** Optimizer diagnostics (spec §5), scalars on the device or host numbers. */
+  /** Optimizer diagnostics (docs/algorithms.md, Metrics), scalars on the device or host numbers. */
   readonly diagnostics: Readonly<Record<string, tf.Scalar | number>>;
 }
 
@@ -149,7 +149,7 @@ export interface MetricsRow {
   readonly gradNorm: number;
   /** ‖update‖ over all parameters. */
   readonly updateNorm: number;
-  /** Pearson correlation between the update and −g over all coordinates ([ours], spec §5). */
+  /** Pearson correlation between the update and −g over all coordinates ([ours], docs/algorithms.md, Metrics). */
   readonly updateGradCorrelation: number;
   /** Test loss and accuracy at evaluation points, null elsewhere. */
   readonly testLoss: number | null;

@@ -41,7 +41,7 @@ async function trainNamed(name: string, options: Record<string, unknown>, steps:
   return { params, rows: rows.length };
 }
 
-describe('ρ = 0 equivalences (spec §6)', () => {
+describe('ρ = 0 equivalences', () => {
   it('RING and RENG with ρ = 0 equal K-FAC to float tolerance', async () => {
     const reference = await trainNamed('kfac', {}, 12);
     for (const name of ['ring', 'reng']) {
@@ -72,7 +72,7 @@ function solve(matrix: number[][], rhs: number[]): number[] {
   return a.map((row, i) => row[n]! / row[i]!);
 }
 
-describe('K-FAC against a float64 dense reference (spec §6)', () => {
+describe('K-FAC against a float64 dense reference', () => {
   it('factors, damping and the preconditioned direction equal an explicit (A_γ ⊗ G_γ) solve', async () => {
     const model = tinyModel(4);
     const x = Array.from({ length: 8 }, (_, i) => Array.from({ length: 6 }, (_, j) => Math.sin(1.3 * i + 0.7 * j)));
@@ -160,7 +160,7 @@ describe('RENG Hg', () => {
   });
 });
 
-describe('each natural-gradient optimizer trains and leaks nothing (spec §6)', () => {
+describe('each natural-gradient optimizer trains and leaks nothing', () => {
   for (const name of ['kfac', 'ring', 'reng'] as const) {
     it(`${name}: loss decreases, numTensors flat over 200 steps`, async () => {
       const model: Sequential = tinyModel(2);

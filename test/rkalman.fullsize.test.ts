@@ -8,7 +8,7 @@ import type { TransformResult } from '../src/optim/transform.js';
 import type { Batch, Params } from '../src/types.js';
 import { useTestBackend } from './helpers.js';
 
-// The spec §6 check of test/rkalman.test.ts at full size: one R-Kalman step of the real
+// The float64 check of test/rkalman.test.ts at full size: one R-Kalman step of the real
 // mlp:784-256-10 (relu) on a real MNIST batch, k = 32 of 128 rows, after 40 steps of training,
 // against steps 1–7 written out in float64 with H (32 × 203,530) materialised from the same a, δ
 // and per-sample losses, and S inverted by Gauss–Jordan. ~10 s, so behind GRNG_LONG_TESTS.

@@ -14,7 +14,7 @@ export type DampedFactors = {
 };
 
 /**
- * Factored Tikhonov damping with the π correction of K-FAC [prior] (spec §2): total damping γ
+ * Factored Tikhonov damping with the π correction of K-FAC [prior] (docs/algorithms.md, Kronecker-factored Fisher): total damping γ
  * is split as A + π√γ I and G + (√γ/π) I, with π the ratio of the factors' mean eigenvalues, so
  * each factor is damped in proportion to its own scale (the product's damping stays ≈ γ while
  * neither factor's damping is swamped or negligible). Everything stays on the device: π is

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { checkUnitInterval } from '../validate.js';
 
-/** Default decay β of the factor moving averages (spec §2). */
+/** Default decay β of the factor moving averages (docs/algorithms.md, Kronecker-factored Fisher). */
 export const DEFAULT_FACTOR_DECAY = 0.95;
 
 /**
@@ -30,7 +30,7 @@ export function startAverage(sample: tf.Tensor2D, beta: number = DEFAULT_FACTOR_
 }
 
 /**
- * sum ← β·sum + (1−β)·sample, weight ← β·weight + (1−β) [prior] (spec §2). Pure: returns a new
+ * sum ← β·sum + (1−β)·sample, weight ← β·weight + (1−β) [prior] (docs/algorithms.md, Kronecker-factored Fisher). Pure: returns a new
  * average and disposes neither the old one nor the sample (the caller swaps and disposes, so a
  * failed step never leaves a half-updated state).
  *

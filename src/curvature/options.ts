@@ -1,7 +1,7 @@
 import { DEFAULT_FACTOR_DECAY } from './movingAverage.js';
 import { checkKeys, checkOption } from '../validate.js';
 
-/** How the Kronecker-factored Fisher is estimated and inverted (spec §2–3). */
+/** How the Kronecker-factored Fisher is estimated and inverted (docs/algorithms.md, Kronecker-factored Fisher). */
 export interface CurvatureOptions {
   /** `sampled` (true Fisher, labels drawn from the model, default) or `empirical` (true labels). */
   readonly fisher?: 'sampled' | 'empirical';
@@ -17,13 +17,13 @@ export interface CurvatureOptions {
   readonly newtonMaxIterations?: number;
   /**
    * Iterations a warm start may take to bring ‖I − MX‖_F below 1 before falling back to a cold
-   * start; default 1 [ours]. The spec's rule (0) rejects the warm start of MNIST's 785×785 input
+   * start; default 1 [ours]. The textbook rule (0) rejects the warm start of MNIST's 785×785 input
    * factor at every refresh (‖I − MX₀‖_F ≈ 1.9 after 10 steps) although it converges in 3
    * iterations against 10 cold: 1 makes those refreshes ~2–3× cheaper.
    */
   readonly newtonWarmTrials?: number;
   /**
-   * How the damped factors are inverted at a refresh [ours]: `newton-schulz` (spec §3: matrix
+   * How the damped factors are inverted at a refresh [ours]: `newton-schulz` (docs/algorithms.md: matrix
    * products only, every backend), `cholesky` (float64 Cholesky through LAPACK, where the native
    * BLAS matMul is loaded on the wasm backend: ~d³ flops against ~4d³ per Newton–Schulz
    * iteration, and exact to float32 rounding), or `auto` (default): Cholesky where it is

@@ -4,13 +4,13 @@ import { GrngError } from '../errors.js';
 import { sumOfSquares } from './reductions.js';
 import { checkInteger, checkKeys, checkNumber } from '../validate.js';
 
-/** Default stopping threshold on ‖I − M X‖_F/√d (spec §3, `newtonTol`). */
+/** Default stopping threshold on ‖I − M X‖_F/√d (docs/algorithms.md, Kronecker-factored Fisher; option `newtonTolerance`). */
 export const DEFAULT_NEWTON_TOLERANCE = 1e-4;
-/** Default cap on iterations (spec §3, `newtonMaxIters`). */
+/** Default cap on iterations (option `newtonMaxIterations`). */
 export const DEFAULT_NEWTON_MAX_ITERATIONS = 30;
 /** Default spacing of residual read-backs, in iterations. */
 export const DEFAULT_NEWTON_CHECK_EVERY = 2;
-/** Default number of trial iterations a warm start gets: 0, the spec's rule (judge X₀ only). */
+/** Default number of trial iterations a warm start gets: 0, the textbook rule (judge X₀ only). */
 export const DEFAULT_NEWTON_WARM_TRIALS = 0;
 
 /** Options of {@link newtonSchulzInverse}. */
@@ -25,7 +25,7 @@ export interface NewtonSchulzOptions {
   readonly checkEvery?: number;
   /**
    * [ours] Iterations a warm start may take to bring ‖I − M X‖_F below 1 before it is given up
-   * for the cold start (integer ≥ 0). Default 0: the spec's rule, X₀ itself must pass. On large
+   * for the cold start (integer ≥ 0). Default 0: the textbook rule, X₀ itself must pass. On large
    * factors ‖·‖_F sums many small per-direction errors (785×785: 5% each gives ≈ 1.4), so a warm
    * start that converges fast is often rejected; one trial iteration squares the residual
    * (R ← R²) and lets it pass, with convergence still guaranteed from there.
@@ -53,7 +53,7 @@ const KNOWN = ['warmStart', 'tolerance', 'maxIterations', 'checkEvery', 'warmTri
 
 /**
  * Inverse of a symmetric positive definite matrix by the Newton–Schulz iteration
- * X ← X(2I − M X) [prior] (spec §3): tfjs has no inverse, solve or Cholesky, and this needs
+ * X ← X(2I − M X) [prior] (docs/algorithms.md, Kronecker-factored Fisher): tfjs has no inverse, solve or Cholesky, and this needs
  * only matrix products, so it runs on every backend in float32. The residual R = I − M X
  * squares every iteration (R ← R²), so convergence is quadratic once ‖R‖ < 1.
  *

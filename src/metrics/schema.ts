@@ -3,7 +3,7 @@ import type { MetricsRow } from '../types.js';
 
 /**
  * The one Arrow schema of every metrics stream (recordings, WebSocket frames). Columns are fixed:
- * every spec §5 quantity has its own column, null where an optimizer does not report it, so runs
+ * every quantity of docs/algorithms.md's Metrics section has its own column, null where an optimizer does not report it, so runs
  * of different optimizers share one schema and overlay directly.
  */
 export const METRIC_COLUMNS = [

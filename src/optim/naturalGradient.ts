@@ -9,7 +9,7 @@ import { sumOfProducts } from '../linalg/reductions.js';
 import type { GradientTransformation, UpdateContext } from './transform.js';
 import { readOption, type OptionTable } from './optionSpec.js';
 
-/** Options shared by K-FAC, RING and RENG (spec §4). */
+/** Options shared by K-FAC, RING and RENG (docs/algorithms.md, Kronecker-factored Fisher: the update). */
 export interface NaturalGradientOptions {
   /** η, constant or scheduled; default 0.05. */
   readonly learningRate?: Hyper;
