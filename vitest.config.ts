@@ -14,6 +14,9 @@ export default defineConfig({
     pool: 'forks',
     maxWorkers: 2,
     testTimeout: 120_000,
+    // The default report, then the tests skipped for a missing Debian package and why
+    // (test/systemPackages.ts).
+    reporters: ['default', './test/systemPackagesReporter.ts'],
     hookTimeout: 60_000,
   },
 });

@@ -3,17 +3,17 @@
 // page watches, and a finished run replayed from the hub's history. Screenshots go to
 // test-artifacts/ (git-ignored).
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { RunHub } from '../src/sinks/runHub.js';
 import { startServer, type ServerHandle } from '../src/sinks/server.js';
 import { feedHub, syntheticRun } from './dashboardSynthetic.js';
+import { CHROMIUM_PATH, needsPackage } from './systemPackages.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const ARTIFACTS = join(ROOT, 'test-artifacts');
 
@@ -42,21 +42,18 @@ const pageErrors = new WeakMap<Page, string[]>();
 const errorsOf = (page: Page): string[] => pageErrors.get(page) ?? [];
 
 /**
- * Builds the bundle and starts Chromium, once; called by each test, so a missing Chromium fails
- * every test with the reason (a failing beforeAll would report them as skipped).
+ * Builds the bundle and starts Chromium, once; called by each test, so a browser that does not
+ * start fails every test with the reason (a failing beforeAll would report them as skipped).
  */
 let setup: Promise<void> | undefined;
 function ready(): Promise<void> {
   setup ??= (async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`${CHROMIUM} is missing: the dashboard test needs Debian's chromium (apt-get install -y chromium; .ci/run installs it)`);
-    }
     // Test the current source: bundle it into a folder of our own.
     dashboardDir = mkdtempSync(join(tmpdir(), 'grng-dashboard-'));
     execFileSync(process.execPath, [join(ROOT, 'scripts', 'build-dashboard.mjs'), ...(process.env.GRNG_DASHBOARD_DEV ? ['--dev'] : []), dashboardDir], { stdio: 'pipe' });
     mkdirSync(ARTIFACTS, { recursive: true });
     browser = await chromium.launch({
-      executablePath: CHROMIUM,
+      executablePath: CHROMIUM_PATH,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
     });
   })();
@@ -91,6 +88,8 @@ async function toggleLogScale(page: Page): Promise<void> {
 }
 
 describe('dashboard in headless Chromium', () => {
+  beforeEach((context) => needsPackage(context, 'chromium'));
+
   it('draws live runs, grows as batches arrive, toggles log scale', async () => {
     await ready();
     const hub = new RunHub();
@@ -219,7 +218,7 @@ describe('dashboard in headless Chromium', () => {
         url,
         // Stop once the run is over and the CLI only serves (graceful stop mid-run is issue 6).
         stop: async () => {
-          for (let waited = 0; !stderr.includes('serving until Ctrl-C') && waited < 60_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+          for (let waited = 0; !stderr.includes('(Ctrl-C to stop)') && waited < 60_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
           child.kill('SIGINT');
           return new Promise((resolve) => child.once('exit', resolve));
         },

@@ -2,18 +2,19 @@
 // ssyrk fold of a batch into the factor averages (foldFactors) and the true-Fisher signals taken
 // from the training step's own forward pass (sampledSignals).
 import * as tf from '@tensorflow/tfjs';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { batchFactors, foldFactors } from '../src/curvature/blocks/dense.js';
 import { startAverage, updateAverage } from '../src/curvature/movingAverage.js';
 import { sampledLabelPass, sampledSignals } from '../src/nn/sampledLabels.js';
 import { nativeMatMulActive } from '../src/runtime/matMulMode.js';
-import { nativeBlasCounts, nativeDot, nativeFiniteFlags } from '../src/runtime/nativeBlas.js';
+import { disableNativeBlas, enableNativeBlas, nativeBlasCounts, nativeBlasStatus, nativeDot, nativeFiniteFlags } from '../src/runtime/nativeBlas.js';
 import { finiteFlags } from '../src/operators/guardFinite.js';
 import { sumOfProducts, sumOfSquares } from '../src/linalg/reductions.js';
 import { computeStep } from '../src/operators/forwardBackward.js';
 import { mlp } from '../src/nn/sequential.js';
 import type { Activation } from '../src/nn/activations.js';
 import { expectNoTensorLeftPerTest, makeBatch, useTestBackend } from './helpers.js';
+import { needsPackage } from './systemPackages.js';
 
 let backend = '';
 beforeAll(async () => {
@@ -108,11 +109,6 @@ describe('sumOfProducts / sumOfSquares', () => {
     expect(read(() => sumOfSquares(a)) / aa).toBeCloseTo(1, 6);
     expect(read(() => sumOfSquares(small)) / ss).toBeCloseTo(1, 6);
     expect(read(() => sumOfSquares(withNaN))).toBeNaN();
-    if (backend === 'wasm' && nativeMatMulActive()) {
-      const native = nativeDot(a, b);
-      expect(native).toBeDefined();
-      native!.dispose();
-    }
     tf.dispose([a, b, small, withNaN]);
   });
 });
@@ -124,11 +120,62 @@ describe('finiteFlags', () => {
     const tensors = { clean: tf.ones([n]), nanLast: at(n - 1, NaN), infFirst: at(0, Infinity), minusInf: at(12_345, -Infinity), tiny: tf.fill([3], 1e-45), scalar: tf.scalar(2) };
     const flags = finiteFlags(tensors);
     expect(Array.from(flags.dataSync())).toEqual([1, 0, 0, 0, 1, 1]);
-    if (backend === 'wasm' && nativeMatMulActive()) {
-      const native = nativeFiniteFlags(Object.values(tensors));
-      expect(native).toBeDefined();
-      native!.dispose();
-    }
     tf.dispose([flags, ...Object.values(tensors)]);
+  });
+});
+
+/** The tfjs fallback of `f`: the native kernels taken away for the call, then put back. */
+function onFallback<T>(f: () => T): T {
+  disableNativeBlas();
+  try {
+    return f();
+  } finally {
+    enableNativeBlas();
+  }
+}
+
+// GRNG_BLAS=0 (npm run test:fallback) and other backends have no native kernels to compare.
+describe.runIf(process.env.GRNG_BLAS !== '0' && (process.env.GRNG_TEST_BACKEND ?? 'wasm') === 'wasm')('the native kernels against the tfjs fallback (wasm with OpenBLAS)', () => {
+  beforeEach((context) => {
+    needsPackage(context, 'libopenblas0-pthread');
+    const status = nativeBlasStatus();
+    expect(status?.enabled, `OpenBLAS is installed, so the native addon should be loaded on wasm (${status?.reason})`).toBe(true);
+  });
+
+  it('nativeDot: the dot of the values, as the fallback gives it, and NaN propagated', async () => {
+    const a = tf.randomNormal([300, 70], 0, 1, 'float32', 1);
+    const b = tf.randomNormal([300, 70], 0, 1, 'float32', 2);
+    const withNaN = tf.tidy(() => tf.where(tf.equal(tf.range(0, 21000).reshape([300, 70]), 123), tf.fill([300, 70], NaN), a));
+    const [av, bv] = [await a.data(), await b.data()];
+    let exact = 0;
+    let magnitude = 0;
+    for (let i = 0; i < av.length; i++) {
+      exact += av[i]! * bv[i]!;
+      magnitude += Math.abs(av[i]! * bv[i]!);
+    }
+    const native = nativeDot(a, b);
+    const nativeNaN = nativeDot(withNaN, b);
+    const fallback = onFallback(() => sumOfProducts(a, b));
+    const read = async (t: tf.Tensor | undefined): Promise<number> => (t ? (await t.data())[0]! : Number.NaN);
+    const [got, gotNaN, want] = [await read(native), await read(nativeNaN), await read(fallback)];
+    tf.dispose([a, b, withNaN, fallback, ...(native ? [native] : []), ...(nativeNaN ? [nativeNaN] : [])]);
+    expect(native, 'nativeDot should run on wasm with the addon').toBeDefined();
+    // Within one float32 rounding per term of the float64 dot (OpenBLAS 0.3.21's dsdot lands at
+    // ~3% of that bound here, the fallback's float32 sum at ~30%), and close to the fallback.
+    expect(Math.abs(got - exact)).toBeLessThanOrEqual(magnitude * 2 ** -24);
+    expect(Math.abs(got - want)).toBeLessThanOrEqual(magnitude * 1e-6);
+    expect(gotNaN).toBeNaN();
+  });
+
+  it('nativeFiniteFlags: the flags of the fallback (NaN, +Inf, -Inf anywhere, denormals finite), in key order', async () => {
+    const n = 70_001; // not a multiple of the native loop's 8 lanes
+    const at = (i: number, v: number): tf.Tensor => tf.tidy(() => tf.where(tf.equal(tf.range(0, n), i), tf.fill([n], v), tf.ones([n])));
+    const tensors = { clean: tf.ones([n]), nanLast: at(n - 1, NaN), infFirst: at(0, Infinity), minusInf: at(12_345, -Infinity), tiny: tf.fill([3], 1e-45), scalar: tf.scalar(2) };
+    const native = nativeFiniteFlags(Object.values(tensors));
+    const fallback = onFallback(() => finiteFlags(tensors));
+    const [got, want] = [native ? Array.from(await native.data()) : undefined, Array.from(await fallback.data())];
+    tf.dispose([fallback, ...(native ? [native] : []), ...Object.values(tensors)]);
+    expect(got).toEqual(want);
+    expect(got).toEqual([1, 0, 0, 0, 1, 1]);
   });
 });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { readRecording } from '../src/streams/readRecording.js';
 
 const run = promisify(execFile);
@@ -88,5 +89,70 @@ describe('serving live from the CLI', () => {
     child.kill('SIGINT');
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     expect(code).toBe(0);
+  });
+});
+
+describe('npm start', () => {
+  it('keeps serving the dashboard after training, says so with the URL, and exits 0 on Ctrl-C', async () => {
+    // The start script itself, made small: commander keeps the last value of a repeated flag.
+    const script = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start;
+    const [node, bin, ...args] = script.trim().split(/\s+/);
+    expect([node, bin]).toEqual(['node', 'bin/grng.js']);
+    const small = ['--dataset', 'synthetic', '--model', 'mlp:20-16-4', '--steps', '6', '--batch-size', '32', '--record', join(dir, 'start.arrows')];
+    const child = spawn(process.execPath, [BIN, ...args, ...small], { cwd: root, env: { ...process.env, GRNG_BACKEND: 'wasm' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => void (stdout += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        child.stderr.on('data', (chunk: Buffer) => {
+          stderr += chunk.toString();
+          const match = /^grng: training done; the dashboard keeps serving at (http:\/\/127\.0\.0\.1:\d+\/) \(Ctrl-C to stop\)$/m.exec(stderr);
+          if (match) resolve(match[1]!);
+        });
+        void exited.then((code) => reject(new Error(`npm start's command exited (${code}) instead of serving: ${stderr}`)));
+      });
+      // The table came when training was done, not at Ctrl-C.
+      expect(stdout).toMatch(/^ring\s+wasm\s+synthetic\s+6\s/m);
+      expect(stdout).toMatch(/^adamw\s+wasm\s+synthetic\s+6\s/m);
+
+      // Still there a while later, over HTTP and WebSocket, with both finished runs.
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(child.exitCode).toBeNull();
+      const page = await fetch(url);
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain('<title>grng');
+      const runs = (await (await fetch(`${url}api/runs`)).json()) as Array<{ label: string; rows: number; finished: boolean }>;
+      expect(runs.map((r) => [r.label, r.rows, r.finished])).toEqual([['ring', 6, true], ['adamw', 6, true]]);
+      const ws = new WebSocket(`${url.replace('http', 'ws')}ws`);
+      const ends: string[] = [];
+      await new Promise<void>((resolve, reject) => {
+        ws.on('message', (data, binary) => {
+          if (binary) return;
+          const message = JSON.parse(data.toString()) as { type: string; runId?: string };
+          if (message.type === 'end') ends.push(message.runId!);
+          if (message.type === 'ready') resolve();
+        });
+        ws.once('error', reject);
+      });
+      expect(ends).toHaveLength(2);
+      const closed = new Promise<number>((resolve) => ws.once('close', resolve));
+
+      child.kill('SIGINT');
+      expect(await exited, stderr).toBe(0);
+      expect(await closed).toBe(1001);
+      // Ctrl-C after training only stops the serving: no "stopping the run" lines.
+      expect(stderr).not.toMatch(/finishing the current step|stopped by/);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  }, 120_000);
+
+  it('-- --no-keep-serving exits when training is done', async () => {
+    const { code, stderr } = await grng(['compare', '--dataset', 'synthetic', '--optimizers', 'sgd', '--steps', '2', '--serve', '--port', '0', '--keep-serving', '--no-keep-serving']);
+    expect(code, stderr).toBe(0);
+    expect(stderr).toMatch(/dashboard at http/);
+    expect(stderr).not.toMatch(/keeps serving/);
   });
 });

@@ -1,12 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { spawnSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { initBackend } from '../src/runtime/backend.js';
 import { isGrngError } from '../src/errors.js';
 import { disableNativeBlas, enableNativeBlas, nativeBlasAvailable, nativeBlasCounts, nativeBlasLabel, nativeBlasRequested } from '../src/runtime/nativeBlas.js';
 import { softmaxCrossEntropy } from '../src/nn/losses.js';
 import { mlp } from '../src/nn/sequential.js';
 import type { Params } from '../src/types.js';
+import { needsPackage } from './systemPackages.js';
 
 describe('nativeBlasRequested', () => {
   it('reads GRNG_BLAS: 1/true on, unset/empty/0/false off', () => {
@@ -30,7 +31,6 @@ describe('nativeBlasRequested', () => {
 });
 
 const available = nativeBlasAvailable();
-if (!available.enabled) console.warn(`nativeBlas.test: BLAS matMul tests skipped: ${available.reason}`);
 
 /** Runs `f` on the wasm backend's own kernel and on the BLAS one; returns both results. */
 async function both(f: () => tf.Tensor, path: 'native' | 'fallback'): Promise<{ wasm: Float32Array; blas: Float32Array; shape: number[] }> {
@@ -60,7 +60,8 @@ function relativeError(wasm: Float32Array, blas: Float32Array): number {
   return diff / scale;
 }
 
-describe.runIf(available.enabled)('native BLAS BatchMatMul on the wasm backend', () => {
+describe('native BLAS BatchMatMul on the wasm backend', () => {
+  beforeEach((context) => needsPackage(context, 'libopenblas0-pthread'));
   beforeAll(async () => {
     await initBackend('wasm');
   });
@@ -69,6 +70,8 @@ describe.runIf(available.enabled)('native BLAS BatchMatMul on the wasm backend',
   });
 
   it('reports the library it loaded', () => {
+    // With OpenBLAS installed, the addon must load it: a failure here names why it did not.
+    expect(available.enabled, available.reason).toBe(true);
     expect(enableNativeBlas()).toEqual({ enabled: true, library: available.library });
     expect(tf.getKernel(tf.BatchMatMul, 'wasm')).toBeDefined();
   });
@@ -172,7 +175,8 @@ describe.runIf(available.enabled)('native BLAS BatchMatMul on the wasm backend',
   });
 });
 
-describe.runIf(available.enabled)('GRNG_BLAS in a fresh process', () => {
+describe('GRNG_BLAS in a fresh process', () => {
+  beforeEach((context) => needsPackage(context, 'libopenblas0-pthread'));
   const detail = (env: Record<string, string>): string => {
     const code = "const { initBackend } = await import('./src/runtime/backend.ts'); console.log((await initBackend()).detail);";
     const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: new URL('..', import.meta.url).pathname, env: { ...process.env, GRNG_WASM_THREADS: '', ...env }, encoding: 'utf8', timeout: 60_000 });

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { lastValueFrom, Observable, of, toArray } from 'rxjs';
+import { lastValueFrom, Observable, of, tap, toArray } from 'rxjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { syntheticDataset } from '../src/data/synthetic.js';
 import { isGrngError } from '../src/errors.js';
@@ -166,23 +166,29 @@ describe('each natural-gradient optimizer trains and leaks nothing', () => {
       const model: Sequential = tinyModel(2);
       const optimizer = createOptimizer(name, model, { seed: 5, inverseEvery: 5 });
       const baseline = tf.memory().numTensors;
-      const counts: number[] = [];
+      // Every 10th step as its row leaves, and once after the run.
+      const during: number[] = [];
       const rows = await lastValueFrom(
         batches(data.train, { batchSize: 32, epochs: 40, steps: 200, seed: 1 }).pipe(
           forwardBackward(model, { signals: true }),
           fisherScan(model, optimizer.curvature!.damping, optimizer.curvature!.options),
           update(model, optimizer.transform),
           metrics(),
+          tap((row) => {
+            if (row.step % 10 === 0) during.push(tf.memory().numTensors);
+          }),
           toArray(),
         ),
-      ).then((r) => {
-        counts.push(tf.memory().numTensors);
-        return r;
-      });
+      );
+      const after = tf.memory().numTensors;
       expect(rows).toHaveLength(200);
       const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
       expect(mean(rows.slice(-20).map((r) => r.loss))).toBeLessThan(0.7 * mean(rows.slice(0, 20).map((r) => r.loss)));
-      expect(counts[0]).toBe(baseline);
+      // Flat over the run once the state exists (moving averages and first inverses: step 20 on),
+      // not only back at the start when it ends.
+      expect(during).toHaveLength(20);
+      expect(new Set(during.slice(2)).size, `numTensors at steps 20, 30, …, 190: ${during.slice(2).join(', ')}`).toBe(1);
+      expect(after).toBe(baseline);
       expect(rows.every((r) => Number.isFinite(r.diagnostics.damping!) && r.diagnostics.klClip! > 0 && r.diagnostics.klClip! <= 1)).toBe(true);
       model.dispose();
     });

@@ -6,13 +6,16 @@ import { adamw } from '../src/optim/adamw.js';
 import { scaleByAdam } from '../src/optim/scaleByAdam.js';
 import { chain } from '../src/optim/chain.js';
 import { resolveOptimizerOptions } from '../src/optim/registry.js';
-import { scaleByLearningRate } from '../src/optim/scaleByLearningRate.js';
+import { scaleByLearningRate, type CountState } from '../src/optim/scaleByLearningRate.js';
+import { addDecayedWeights } from '../src/optim/addDecayedWeights.js';
+import { traceMomentum, type TraceState } from '../src/optim/traceMomentum.js';
 import { cosineSchedule, stepSchedule, warmupSchedule } from '../src/optim/schedules.js';
 import { sgd } from '../src/optim/sgd.js';
 import type { GradientTransformation } from '../src/optim/transform.js';
 import { disposeReplaced } from '../src/linalg/tree.js';
 import type { Params } from '../src/types.js';
 import { useTestBackend } from './helpers.js';
+import { needsPackage } from './systemPackages.js';
 
 beforeAll(async () => {
   await useTestBackend();
@@ -104,16 +107,43 @@ describe('AdamW against hand-computed steps', () => {
 });
 
 describe('composition and schedules', () => {
-  it('chain reports diagnostics and threads state', () => {
-    const opt = chain(scaleByLearningRate(0.5));
-    const theta = { w: tf.tensor1d([1]) };
-    const state = opt.init(theta);
-    const g = { w: tf.tensor1d([2]) };
-    const r = opt.update(g, state, theta, { step: 0 });
-    expect(r.diagnostics?.learningRate).toBe(0.5);
-    expect(Array.from(r.updates.w!.dataSync())).toEqual([-1]);
-    expect((r.state[0] as { count: number }).count).toBe(1);
-    tf.dispose([theta.w, g.w, r.updates.w!]);
+  it('a chain of three gives, step by step, the updates, states and diagnostics of its transforms applied one after another', () => {
+    const [mu, lambda] = [0.9, 0.1];
+    const schedule = stepSchedule({ initial: 0.5, every: 2, factor: 0.1 });
+    const transforms = (): [GradientTransformation<TraceState>, GradientTransformation<CountState>, GradientTransformation<CountState>] => [traceMomentum({ decay: mu }), addDecayedWeights(lambda), scaleByLearningRate(schedule)];
+    const before = tf.memory().numTensors;
+    tf.tidy(() => {
+      const params: Params = { w: tf.tensor1d(THETA) };
+      const chained = chain(...transforms());
+      const [momentum, decay, learningRate] = transforms();
+      let chainState = chained.init(params);
+      let [momentumState, decayState, rateState] = [momentum.init(params), decay.init(params), learningRate.init(params)];
+      const trace = [0, 0, 0];
+      GRADS.forEach((g, step) => {
+        const grads = { w: tf.tensor1d(g) };
+        const result = chained.update(grads, chainState, params, { step });
+        // By hand: each transform's updates feed the next, each keeps its own state.
+        const m = momentum.update(grads, momentumState, params, { step });
+        const d = decay.update(m.updates, decayState, params, { step });
+        const l = learningRate.update(d.updates, rateState, params, { step });
+        expect(Array.from(result.updates.w!.dataSync())).toEqual(Array.from(l.updates.w!.dataSync()));
+        const [chainedMomentum, chainedDecay, chainedRate] = result.state as [TraceState, CountState, CountState];
+        expect(Array.from(chainedMomentum.trace.w!.dataSync())).toEqual(Array.from(m.state.trace.w!.dataSync()));
+        expect([chainedDecay.count, chainedRate.count]).toEqual([d.state.count, l.state.count]);
+        expect(result.diagnostics).toEqual({ ...m.diagnostics, ...d.diagnostics, ...l.diagnostics });
+        // And in numbers: u = −η_t·(t + λθ), t ← g + μ·t.
+        expect(result.diagnostics?.learningRate).toBe(schedule(step));
+        const expected = g.map((gj, j) => {
+          trace[j] = gj + mu * trace[j]!;
+          return -schedule(step) * (trace[j]! + lambda * THETA[j]!);
+        });
+        expectClose([Array.from(result.updates.w!.dataSync())], [expected]);
+        chainState = result.state;
+        [momentumState, decayState, rateState] = [m.state, d.state, l.state];
+      });
+      expect((chainState[2] as CountState).count).toBe(GRADS.length);
+    });
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   it('schedules give the documented values', () => {
@@ -153,7 +183,9 @@ describe('option validation', () => {
 });
 
 describe('scaleByAdam on its fused native pass (wasm with the BLAS addon)', () => {
-  it.runIf(process.env.GRNG_BLAS !== '0' && (process.env.GRNG_TEST_BACKEND ?? 'wasm') === 'wasm')('gives the moments and direction of the tfjs formulas over several steps, leaking nothing', () => {
+  // GRNG_BLAS=0 (npm run test:fallback) and other backends test the tfjs formulas instead.
+  it.runIf(process.env.GRNG_BLAS !== '0' && (process.env.GRNG_TEST_BACKEND ?? 'wasm') === 'wasm')('gives the moments and direction of the tfjs formulas over several steps, leaking nothing', (context) => {
+    needsPackage(context, 'libopenblas0-pthread');
     expect(nativeBlasStatus()?.enabled, 'the native BLAS addon should be loaded on wasm').toBe(true);
     const [b1, b2, eps] = [0.9, 0.999, 1e-8];
     const adam = scaleByAdam({ b1, b2, eps });

@@ -6,11 +6,12 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { tableFromIPC, type RecordBatch, type Schema } from 'apache-arrow';
 import { tableFromIPC as flechetteFromIPC } from '@uwdata/flechette';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Observable } from 'rxjs';
 import { WebSocket } from 'ws';
 import { isGrngError } from '../src/errors.js';
 import { encodeStream } from '../src/sinks/encodeStream.js';
 import { metricsSchema, rowsToRecordBatch, RUN_METADATA_KEY, type RecordedRun } from '../src/metrics/schema.js';
-import { RunHub } from '../src/sinks/runHub.js';
+import { RunHub, type HubEvent } from '../src/sinks/runHub.js';
 import { startServer, type ServerHandle, type ServerOptions } from '../src/sinks/server.js';
 import type { MetricsRow } from '../src/types.js';
 import { fakeRecordedRun } from './fixtures/fakeRuns.js';
@@ -559,14 +560,31 @@ describe('startServer: heartbeat and shutdown', () => {
   });
 
   it('close() closes clients with 1001, unsubscribes from the hub and stops listening', async () => {
-    const hub = new RunHub();
+    /** A hub that counts the subscribers of its events. */
+    class CountingHub extends RunHub {
+      subscribers = 0;
+      override get events(): Observable<HubEvent> {
+        return new Observable<HubEvent>((subscriber) => {
+          this.subscribers += 1;
+          const subscription = super.events.subscribe(subscriber);
+          return () => {
+            this.subscribers -= 1;
+            subscription.unsubscribe();
+          };
+        });
+      }
+    }
+    const hub = new CountingHub();
     const schema = addRun(hub, 'A');
     const server = await startServer({ hub, port: 0, dashboardDir: dashboard() });
+    expect(hub.subscribers).toBe(1);
     const client = await Client.open(`ws://127.0.0.1:${server.port}/ws`);
     await client.waitForJson((m) => m.type === 'ready', 'ready');
     await server.close();
     expect(await within(client.closed, 3000, 'close')).toEqual({ code: 1001, reason: 'server shutting down' });
     expect(server.clients()).toBe(0);
+    // A server still subscribed would keep the hub (and every run in it) alive, and work on each batch.
+    expect(hub.subscribers).toBe(0);
     expect(() => hub.pushBatch('A', rowsBatch(schema, 0, 1))).not.toThrow();
     await expect(fetch(`http://127.0.0.1:${server.port}/api/runs`)).rejects.toThrow();
     await server.close(); // idempotent

@@ -3,7 +3,7 @@
 // fallbacks, and the choice it makes in a K-FAC pipeline.
 import * as tf from '@tensorflow/tfjs';
 import { firstValueFrom, from, lastValueFrom, map, toArray } from 'rxjs';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, beforeEach, describe, expect, it, type TestContext } from 'vitest';
 import { newtonSchulzInverse } from '../src/linalg/newtonSchulz.js';
 import { isGrngError } from '../src/errors.js';
 import { nativeBlasAvailable, nativeLapackAvailable, nativeSpdInverse } from '../src/runtime/nativeBlas.js';
@@ -12,6 +12,7 @@ import { fisherScan } from '../src/operators/fisherScan.js';
 import { forwardBackward } from '../src/operators/forwardBackward.js';
 import type { Step } from '../src/types.js';
 import { expectNoTensorLeftPerTest, makeBatch, useTestBackend } from './helpers.js';
+import { needsPackage } from './systemPackages.js';
 
 beforeAll(async () => {
   await useTestBackend();
@@ -19,9 +20,16 @@ beforeAll(async () => {
 
 expectNoTensorLeftPerTest();
 
-// Tests run on wasm, where initBackend enables the native matMul whenever it loads.
-const lapack = nativeBlasAvailable().enabled && nativeLapackAvailable() && (process.env.GRNG_TEST_BACKEND ?? 'wasm') === 'wasm' && process.env.GRNG_BLAS !== '0';
-if (!lapack) console.warn('spdInverse.test: native Cholesky tests skipped (no native BLAS with LAPACK on the wasm backend)');
+// Tests run on wasm, where initBackend enables the native matMul whenever it loads; GRNG_BLAS=0
+// (npm run test:fallback) and other backends test the Newton–Schulz path instead.
+const choleskyWanted = (process.env.GRNG_TEST_BACKEND ?? 'wasm') === 'wasm' && process.env.GRNG_BLAS !== '0';
+
+/** Skips without OpenBLAS; with it, the addon must have loaded its LAPACK. */
+function needsLapack(context: TestContext): void {
+  needsPackage(context, 'libopenblas0-pthread');
+  const blas = nativeBlasAvailable();
+  expect(blas.enabled && nativeLapackAvailable(), `OpenBLAS is installed, so the native addon should load its LAPACK (${blas.reason ?? blas.library})`).toBe(true);
+}
 
 /** A seeded SPD matrix QΛQᵀ, eigenvalues log-spaced from 3 to 3/cond; float64 row-major. */
 function randomSpd(d: number, cond: number, seed: number): Float64Array {
@@ -86,7 +94,9 @@ function residual64(m: ArrayLike<number>, x: ArrayLike<number>, d: number): numb
   return Math.sqrt(sum / d);
 }
 
-describe.runIf(lapack)('nativeSpdInverse (float64 Cholesky through LAPACK)', () => {
+describe.runIf(choleskyWanted)('nativeSpdInverse (float64 Cholesky through LAPACK)', () => {
+  beforeEach(needsLapack);
+
   for (const [d, cond] of [
     [16, 1e2],
     [64, 1e4],
@@ -171,7 +181,8 @@ async function scan(inverse: 'auto' | 'newton-schulz' | 'cholesky'): Promise<{ i
 }
 
 describe('fisherScan inverse option', () => {
-  it.runIf(lapack)('auto uses Cholesky where the native LAPACK is loaded (0 Newton iterations) and matches Newton–Schulz', async () => {
+  it.runIf(choleskyWanted)('auto uses Cholesky where the native LAPACK is loaded (0 Newton iterations) and matches Newton–Schulz', async (context) => {
+    needsLapack(context);
     const auto = await scan('auto');
     const ns = await scan('newton-schulz');
     expect(auto.iterations).toEqual([0, 0, 0]);

@@ -77,6 +77,7 @@ const HAND_PICKED: Readonly<Record<string, readonly BadValue[]>> = {
   '--overwrite': [v('=1')],
   '--serve': [v('=1')],
   '--keep-serving': [v('=1')],
+  '--no-keep-serving': [v('=1')],
   '--port': [v('-1'), v('70000'), v('abc')],
   '--host': [v('', { with: ['--serve'], names: '""' }), v('local host', { with: ['--serve'] })],
   '--token': [v(''), v('   ')],

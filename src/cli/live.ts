@@ -52,13 +52,30 @@ export function recordingPathFor(path: string, label: string | undefined): strin
   return join(dirname(path), `${basename(path, extname(path))}.${label}${ext}`);
 }
 
+/** How a command's run ends around the dashboard server (see {@link withLive}). */
+export interface LiveEnd {
+  /** Serve even without --serve (the serve command), and keep serving. */
+  readonly alwaysServe?: boolean;
+  /** Whether a signal stopped the run: a stopped run means "stop", so it does not keep serving. */
+  readonly stopped?: () => boolean;
+  /**
+   * Runs once the body is done, before any keep-serving: the command prints its report here and
+   * ends its own Ctrl-C handling, so that from then on Ctrl-C only stops the serving.
+   */
+  readonly done?: () => void | Promise<void>;
+  /** What the line printed before keep-serving says is over (e.g. "training done"). */
+  readonly finished?: string;
+}
+
 /**
  * Starts the dashboard server when asked, runs `body` with the hub (undefined when not serving),
- * then keeps serving until SIGINT/SIGTERM if asked, and closes the server.
+ * then `done`, then keeps serving until SIGINT/SIGTERM if asked (saying so, with the URL), and
+ * closes the server.
  */
-export async function withLive(options: LiveOptions, io: CliIo, body: (hub: RunHub | undefined) => Promise<void>, { alwaysServe = false, stopped = (): boolean => false }: { alwaysServe?: boolean; stopped?: () => boolean } = {}): Promise<void> {
+export async function withLive(options: LiveOptions, io: CliIo, body: (hub: RunHub | undefined) => Promise<void>, { alwaysServe = false, stopped = (): boolean => false, done = (): void => undefined, finished = 'done' }: LiveEnd = {}): Promise<void> {
   if (!options.serve && !alwaysServe) {
     await body(undefined);
+    await done();
     return;
   }
   const hub = new RunHub();
@@ -66,10 +83,10 @@ export async function withLive(options: LiveOptions, io: CliIo, body: (hub: RunH
   io.err(`grng: dashboard at ${server.url}\n`);
   try {
     await body(hub);
-    // A run stopped by a signal means "stop": it does not keep serving.
+    await done();
     if ((options.keepServing || alwaysServe) && !stopped()) {
-      io.err('grng: serving until Ctrl-C\n');
-      await new Promise<void>((resolve) => {
+      // Listen before saying so: a Ctrl-C right after the line must find the handler.
+      const interrupted = new Promise<void>((resolve) => {
         const stop = (): void => {
           process.off('SIGINT', stop);
           process.off('SIGTERM', stop);
@@ -78,6 +95,8 @@ export async function withLive(options: LiveOptions, io: CliIo, body: (hub: RunH
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });
+      io.err(`grng: ${finished}; the dashboard keeps serving at ${server.url} (Ctrl-C to stop)\n`);
+      await interrupted;
     }
   } finally {
     await server.close();

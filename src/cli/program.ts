@@ -47,7 +47,7 @@ function addRunOptions(command: Command): Command {
 
 /** Flags of the dashboard server. */
 function addLiveOptions(command: Command, { serveFlag = true } = {}): Command {
-  if (serveFlag) command.option('--serve', 'serve the live dashboard while training (prints its URL)').option('--keep-serving', 'keep serving after the run ends, until Ctrl-C');
+  if (serveFlag) command.option('--serve', 'serve the live dashboard while training (prints its URL)').option('--keep-serving', 'keep serving after the run ends, until Ctrl-C').option('--no-keep-serving', 'stop serving when the run ends (the default; overrides an earlier --keep-serving: npm start -- --no-keep-serving)');
   return command
     .option('--port <n>', 'dashboard port (0 = any free port)', integer('--port', 0, 65535), 8080)
     .option('--host <address>', 'address to bind (default 127.0.0.1: this machine only)', '127.0.0.1')

@@ -27,6 +27,13 @@ export type ServeCommandOptions = Omit<LiveOptions, 'serve' | 'keepServing' | 'r
  */
 export async function runReplayCommand(files: string[], options: ReplayCommandOptions, io: CliIo): Promise<void> {
   const rowsByRun = new Map<string, { run: RecordedRun; rows: MetricsRow[] }>();
+  // Printed when the replay is done, before any --keep-serving.
+  const printSummary = async (): Promise<void> => {
+    if (!options.summary && options.serve) return;
+    const summaries: RunSummary[] = [];
+    for (const { run, rows } of rowsByRun.values()) summaries.push(await summaryOf(run, rows));
+    io.out(`${formatSummaryTable(summaries)}\n`);
+  };
   await withLive(options, io, async (hub) => {
     const feeds = new Map<string, { rows: Subject<MetricsRow>; subscription: Subscription }>();
     try {
@@ -48,12 +55,7 @@ export async function runReplayCommand(files: string[], options: ReplayCommandOp
         feed.subscription.unsubscribe();
       }
     }
-  });
-  if (options.summary || !options.serve) {
-    const summaries: RunSummary[] = [];
-    for (const { run, rows } of rowsByRun.values()) summaries.push(await summaryOf(run, rows));
-    io.out(`${formatSummaryTable(summaries)}\n`);
-  }
+  }, { done: printSummary, finished: 'replay done' });
 }
 
 function feedOf(feeds: Map<string, { rows: Subject<MetricsRow>; subscription: Subscription }>, hub: RunHub, run: RecordedRun): Subject<MetricsRow> {
@@ -114,7 +116,7 @@ export async function runServeCommand(dir: string, options: ServeCommandOptions,
       }
       io.err(`grng: ${hub!.runs().length} recording(s) from ${dir}\n`);
     },
-    { alwaysServe: true },
+    { alwaysServe: true, finished: 'recordings loaded' },
   );
 }
 

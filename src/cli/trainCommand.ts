@@ -146,14 +146,18 @@ export async function runTrainCommand(options: TrainCommandOptions, io: CliIo, s
       if (checkpoint) disposeCheckpoint(checkpoint);
       throw error;
     }
+    // The report comes when training is done, before any --keep-serving.
+    const report = (): void => {
+      restoreSignals();
+      if (control.stopReason) io.err(`grng: stopped by ${control.stopReason} after ${summary.steps} steps${checkpointDir ? `; checkpoint in ${checkpointDir} (continue with --resume ${checkpointDir})` : ' (no --checkpoint-dir: not checkpointed)'}\n`);
+      printSummaries(io, formatSummaryTable([summary]), options.json ? Object.fromEntries(JSON_FIELDS.map((k) => [k, summary[k]])) : undefined);
+    };
     await withLive(live, io, async (hub) => {
       summary = await runOne(trainOptions, io, { options: live, hub, many: false, control, ...(resumed ? { resumed } : {}), ...(runId ? { runId } : {}) });
-    }, { stopped: () => control.stopRequested });
+    }, { stopped: () => control.stopRequested, done: report, finished: 'training done' });
   } finally {
     restoreSignals();
   }
-  if (control.stopReason) io.err(`grng: stopped by ${control.stopReason} after ${summary.steps} steps${checkpointDir ? `; checkpoint in ${checkpointDir} (continue with --resume ${checkpointDir})` : ' (no --checkpoint-dir: not checkpointed)'}\n`);
-  printSummaries(io, formatSummaryTable([summary]), options.json ? Object.fromEntries(JSON_FIELDS.map((k) => [k, summary[k]])) : undefined);
 }
 
 /** The table on stdout; with --json the table goes to stderr and the JSON is stdout's last line. */
@@ -206,18 +210,22 @@ export async function runCompareCommand(options: CompareCommandOptions, io: CliI
   const control = new RunControl();
   const restoreSignals = handleStopSignals(io, control);
   try {
+    // The table comes when training is done, before any --keep-serving.
+    const report = (): void => {
+      restoreSignals();
+      if (control.stopReason) io.err(`grng: stopped by ${control.stopReason}; ${summaries.length} of ${options.optimizers.length} optimizers run\n`);
+      const fields = [...JSON_FIELDS, 'meanUpdateGradCorrelation', 'epochsToTarget'] as const;
+      printSummaries(io, formatSummaryTable(summaries, { targetAccuracy: options.target }), options.json ? summaries.map((s) => Object.fromEntries(fields.map((k) => [k, s[k]]))) : undefined);
+    };
     await withLive(options, io, async (hub) => {
       for (const optimizer of options.optimizers) {
         if (control.stopRequested) break;
         summaries.push(await runOne(trainOptionsOf(options, optimizer, { lenientOptions: true, targetAccuracy: options.target }), io, { options, hub, many: true, group, control }));
       }
-    }, { stopped: () => control.stopRequested });
+    }, { stopped: () => control.stopRequested, done: report, finished: 'training done' });
   } finally {
     restoreSignals();
   }
-  if (control.stopReason) io.err(`grng: stopped by ${control.stopReason}; ${summaries.length} of ${options.optimizers.length} optimizers run\n`);
-  const fields = [...JSON_FIELDS, 'meanUpdateGradCorrelation', 'epochsToTarget'] as const;
-  printSummaries(io, formatSummaryTable(summaries, { targetAccuracy: options.target }), options.json ? summaries.map((s) => Object.fromEntries(fields.map((k) => [k, s[k]]))) : undefined);
 }
 
 function dropUndefined<T extends object>(value: T): { [K in keyof T]: Exclude<T[K], undefined> } {
