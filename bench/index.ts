@@ -25,7 +25,12 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 function runBench(file: string, extra: string[] = []): unknown {
   const started = Date.now();
   process.stderr.write(`bench: ${file} ${extra.join(' ')}\n`);
-  const out = execFileSync(process.execPath, ['--import', 'tsx', file, ...extra, '--json'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 });
+  const out = execFileSync(process.execPath, ['--import', 'tsx', file, ...extra, '--json'], {
+    cwd: root,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 1 << 26,
+  });
   process.stderr.write(`bench: ${file} done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   return JSON.parse(out.trim().split('\n').at(-1)!);
 }
@@ -33,22 +38,41 @@ function runBench(file: string, extra: string[] = []): unknown {
 const q = quick ? ['--quick'] : [];
 const started = Date.now();
 const results: Record<string, unknown> = {
-  machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, date: new Date().toISOString(), quick },
+  machine: {
+    cpus: cpus().length,
+    cpu: cpus()[0]?.model,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    date: new Date().toISOString(),
+    quick,
+  },
   // 11 rounds of 60 steps: single 40-step rounds on this VM moved the loss-only ratio by ±0.08.
-  pipeline: runBench('bench/pipeline.ts', quick ? ['--steps', '10', '--rounds', '3'] : ['--steps', '60', '--rounds', '11']),
+  pipeline: runBench(
+    'bench/pipeline.ts',
+    quick ? ['--steps', '10', '--rounds', '3'] : ['--steps', '60', '--rounds', '11'],
+  ),
   optimizers: runBench('bench/optimizers.ts', q),
 };
-if (existsSync(`${root}/bench/scaling.ts`)) results.scaling = runBench('bench/scaling.ts', [...q, '--svg', quick ? `${root}/test-artifacts/scaling-quick.svg` : 'docs/scaling.svg']);
+if (existsSync(`${root}/bench/scaling.ts`))
+  results.scaling = runBench('bench/scaling.ts', [
+    ...q,
+    '--svg',
+    quick ? `${root}/test-artifacts/scaling-quick.svg` : 'docs/scaling.svg',
+  ]);
 if (existsSync(`${root}/bench/memory.ts`)) results.memory = runBench('bench/memory.ts', q);
-if (args.includes('--torch') && existsSync(`${root}/bench/torchReference.ts`)) results.torch = runBench('bench/torchReference.ts', [...q, '--install']);
-if (args.includes('--accuracy')) results.accuracy = runBench('bench/accuracy.ts', quick ? ['--seeds', '1'] : []);
+if (args.includes('--torch') && existsSync(`${root}/bench/torchReference.ts`))
+  results.torch = runBench('bench/torchReference.ts', [...q, '--install']);
+if (args.includes('--accuracy'))
+  results.accuracy = runBench('bench/accuracy.ts', quick ? ['--seeds', '1'] : []);
 results.seconds = Math.round((Date.now() - started) / 1000);
 
 if (!args.includes('--no-write') && !quick) {
   const path = `${root}/docs/benchmarks.md`;
   const doc = readFileSync(path, 'utf8');
   const section = `<!-- bench:begin -->\n${renderReport(results)}\n<!-- bench:end -->`;
-  const updated = /<!-- bench:begin -->[\s\S]*<!-- bench:end -->/.test(doc) ? doc.replace(/<!-- bench:begin -->[\s\S]*<!-- bench:end -->/, section) : `${doc.trimEnd()}\n\n${section}\n`;
+  const updated = /<!-- bench:begin -->[\s\S]*<!-- bench:end -->/.test(doc)
+    ? doc.replace(/<!-- bench:begin -->[\s\S]*<!-- bench:end -->/, section)
+    : `${doc.trimEnd()}\n\n${section}\n`;
   writeFileSync(path, updated);
   // Every figure, for re-rendering and for comparing runs.
   writeFileSync(`${root}/docs/benchmarks.json`, `${JSON.stringify(results, null, 1)}\n`);

@@ -62,7 +62,10 @@ if (useGc) {
 }
 
 const datasetName = flag('dataset', 'synthetic');
-const dataset = datasetName === 'mnist' ? await loadMnist() : syntheticDataset({ features: 64, classes: 10, train: 4096, test: 512, seed: 1 });
+const dataset =
+  datasetName === 'mnist'
+    ? await loadMnist()
+    : syntheticDataset({ features: 64, classes: 10, train: 4096, test: 512, seed: 1 });
 const model = flag('model', datasetName === 'mnist' ? 'mlp:784-64-10' : 'mlp:64-64-10');
 const batchSize = Number(flag('batch', '32'));
 
@@ -76,14 +79,30 @@ interface Sample {
   numTensors: number;
   numBytes: number;
 }
-const QUANTITIES = ['rss', 'heapUsed', 'external', 'arrayBuffers', 'numTensors', 'numBytes'] as const;
+const QUANTITIES = [
+  'rss',
+  'heapUsed',
+  'external',
+  'arrayBuffers',
+  'numTensors',
+  'numBytes',
+] as const;
 type Quantity = (typeof QUANTITIES)[number];
 
 function sample(step: number, wallMs: number): Sample {
   gc?.();
   const m = process.memoryUsage();
   const t = tf.memory();
-  return { step, wallMs, rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, numTensors: t.numTensors, numBytes: t.numBytes };
+  return {
+    step,
+    wallMs,
+    rss: m.rss,
+    heapUsed: m.heapUsed,
+    external: m.external,
+    arrayBuffers: m.arrayBuffers,
+    numTensors: t.numTensors,
+    numBytes: t.numBytes,
+  };
 }
 
 /** Least-squares slope of y against x. */
@@ -111,7 +130,17 @@ interface QuantityReport {
 }
 
 async function runOne(optimizer: string) {
-  const run = await prepareRun({ dataset, model, optimizer, batchSize, steps, epochs: Math.ceil(steps / Math.floor(dataset.train.n / batchSize)) + 1, partial: 'drop', backend: backendName as 'wasm', seed: 1 });
+  const run = await prepareRun({
+    dataset,
+    model,
+    optimizer,
+    batchSize,
+    steps,
+    epochs: Math.ceil(steps / Math.floor(dataset.train.n / batchSize)) + 1,
+    partial: 'drop',
+    backend: backendName as 'wasm',
+    seed: 1,
+  });
   const samples: Sample[] = [];
   const started = performance.now();
   let lastRow = -1;
@@ -138,14 +167,19 @@ async function runOne(optimizer: string) {
         end: ys[ys.length - 1]!,
         max: Math.max(...ys),
         secondHalfRange: Math.max(...hy) - Math.min(...hy),
-        slopePer1000: slope(half.map((s) => s.step), hy) * 1000,
+        slopePer1000:
+          slope(
+            half.map((s) => s.step),
+            hy,
+          ) * 1000,
       };
       return [q, r];
     }),
   ) as Record<Quantity, QuantityReport>;
   const rssSlopeMiB = report.rss.slopePer1000 / MIB;
   const heapSlopeMiB = report.heapUsed.slopePer1000 / MIB;
-  const tensorsConstant = report.numTensors.secondHalfRange === 0 && report.numBytes.secondHalfRange === 0;
+  const tensorsConstant =
+    report.numTensors.secondHalfRange === 0 && report.numBytes.secondHalfRange === 0;
   // Growth is what matters: a falling RSS (the allocator handing pages back) is not a leak. RSS
   // and heap are judged only on runs long enough for their second half to be past warm-up.
   const memoryJudged = steps >= MIN_STEPS_FOR_RSS;
@@ -177,13 +211,19 @@ for (const optimizer of optimizers) {
   runs.push(r);
   if (!json) {
     const mib = (v: number): string => (v / MIB).toFixed(1);
-    console.log(`${optimizer}: ${r.steps} steps in ${r.seconds.toFixed(1)} s (${r.msPerStep.toFixed(2)} ms/step), ${dataset.name}, ${model}, batch ${batchSize}, sample every ${every} steps${gc ? ' after a forced GC' : ''}`);
-    console.log(`  ${'quantity'.padEnd(12)} ${'start'.padStart(10)} ${'end'.padStart(10)} ${'max'.padStart(10)} ${'slope/1000 steps (2nd half)'.padStart(28)} ${'2nd-half range'.padStart(15)}`);
+    console.log(
+      `${optimizer}: ${r.steps} steps in ${r.seconds.toFixed(1)} s (${r.msPerStep.toFixed(2)} ms/step), ${dataset.name}, ${model}, batch ${batchSize}, sample every ${every} steps${gc ? ' after a forced GC' : ''}`,
+    );
+    console.log(
+      `  ${'quantity'.padEnd(12)} ${'start'.padStart(10)} ${'end'.padStart(10)} ${'max'.padStart(10)} ${'slope/1000 steps (2nd half)'.padStart(28)} ${'2nd-half range'.padStart(15)}`,
+    );
     for (const q of QUANTITIES) {
       const v = r.report[q];
       const bytes = q !== 'numTensors';
       const fmt = (x: number): string => (bytes ? `${mib(x)} MiB` : String(x));
-      console.log(`  ${q.padEnd(12)} ${fmt(v.start).padStart(10)} ${fmt(v.end).padStart(10)} ${fmt(v.max).padStart(10)} ${(bytes ? `${(v.slopePer1000 / MIB).toFixed(3)} MiB` : v.slopePer1000.toFixed(3)).padStart(28)} ${fmt(v.secondHalfRange).padStart(15)}`);
+      console.log(
+        `  ${q.padEnd(12)} ${fmt(v.start).padStart(10)} ${fmt(v.end).padStart(10)} ${fmt(v.max).padStart(10)} ${(bytes ? `${(v.slopePer1000 / MIB).toFixed(3)} MiB` : v.slopePer1000.toFixed(3)).padStart(28)} ${fmt(v.secondHalfRange).padStart(15)}`,
+      );
     }
     console.log(
       `  ${r.flat ? 'FLAT' : 'NOT FLAT'}: tensors ${r.tensorsConstant ? 'exactly constant' : 'changing'} over the second half, RSS slope ${r.rssSlopeMiBPer1000.toFixed(3)} MiB/1000 steps (limit +${RSS_LIMIT_MIB}${r.memoryJudged ? '' : `, not judged under ${MIN_STEPS_FOR_RSS} steps: still warming up`}); heap slope ${r.heapSlopeMiBPer1000.toFixed(3)} MiB/1000 steps (${!r.memoryJudged ? 'not judged' : r.heapFlat ? 'within' : 'OUTSIDE'} ±${HEAP_LIMIT_MIB}); tensors after dispose ${r.tensorsAfterDispose - tensorsAtStart >= 0 ? '+' : ''}${r.tensorsAfterDispose - tensorsAtStart}`,
@@ -198,8 +238,16 @@ const result = {
   steps,
   every,
   forcedGc: gc !== undefined,
-  thresholds: { rssMiBPer1000: RSS_LIMIT_MIB, heapMiBPer1000: HEAP_LIMIT_MIB, tensors: 'exactly constant over the second half', memoryJudgedFromSteps: MIN_STEPS_FOR_RSS },
-  runs: runs.map(({ samples, ...rest }) => ({ ...rest, samples: samples.map((s) => [s.step, s.rss, s.heapUsed, s.external, s.numTensors, s.numBytes]) })),
+  thresholds: {
+    rssMiBPer1000: RSS_LIMIT_MIB,
+    heapMiBPer1000: HEAP_LIMIT_MIB,
+    tensors: 'exactly constant over the second half',
+    memoryJudgedFromSteps: MIN_STEPS_FOR_RSS,
+  },
+  runs: runs.map(({ samples, ...rest }) => ({
+    ...rest,
+    samples: samples.map((s) => [s.step, s.rss, s.heapUsed, s.external, s.numTensors, s.numBytes]),
+  })),
   sampleColumns: ['step', 'rss', 'heapUsed', 'external', 'numTensors', 'numBytes'],
   flat: runs.every((r) => r.flat),
   tensorsLeftAfterDispose: tf.memory().numTensors - tensorsAtStart,

@@ -47,42 +47,73 @@ interface Stages {
   metrics: number;
 }
 
-async function measure(name: string): Promise<{ msPerStep: number; stages: Stages; refreshSteps: number }> {
+async function measure(
+  name: string,
+): Promise<{ msPerStep: number; stages: Stages; refreshSteps: number }> {
   const model = mlp({ ...parseModelSpec(spec), seed: 1 });
-  const optimizer = createOptimizer(name, model, ['kfac', 'ring', 'reng'].includes(name) ? { inverse: inverse as 'auto' } : {});
+  const optimizer = createOptimizer(
+    name,
+    model,
+    ['kfac', 'ring', 'reng'].includes(name) ? { inverse: inverse as 'auto' } : {},
+  );
   const inverseEvery = optimizer.curvature?.options.inverseEvery ?? 10;
   const marks = { start: 0, fb: 0, curvature: 0, update: 0 };
-  const perStep: Array<{ step: number; total: number; fb: number; curvature: number; update: number; metrics: number }> = [];
+  const perStep: Array<{
+    step: number;
+    total: number;
+    fb: number;
+    curvature: number;
+    update: number;
+    metrics: number;
+  }> = [];
   const now = (): number => performance.now();
   await lastValueFrom(
     batches(data.train, { batchSize, epochs: 100, steps: warmup + steps, seed: 1 }).pipe(
       tap(() => (marks.start = now())),
       forwardBackward(model, { signals: optimizer.needsSignals }),
       tap(() => (marks.fb = now())),
-      optimizer.curvature ? fisherScan(model, optimizer.curvature.damping, optimizer.curvature.options) : identity,
+      optimizer.curvature
+        ? fisherScan(model, optimizer.curvature.damping, optimizer.curvature.options)
+        : identity,
       tap(() => (marks.curvature = now())),
       update(model, optimizer.transform),
       tap(() => (marks.update = now())),
       metrics(),
       tap((row) => {
         const end = now();
-        perStep.push({ step: row.step, total: end - marks.start, fb: marks.fb - marks.start, curvature: marks.curvature - marks.fb, update: marks.update - marks.curvature, metrics: end - marks.update });
+        perStep.push({
+          step: row.step,
+          total: end - marks.start,
+          fb: marks.fb - marks.start,
+          curvature: marks.curvature - marks.fb,
+          update: marks.update - marks.curvature,
+          metrics: end - marks.update,
+        });
       }),
       toArray(),
     ),
   );
   model.dispose();
   const timed = perStep.filter((s) => s.step >= warmup);
-  const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
+  const mean = (xs: number[]): number =>
+    xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
   const refreshing = timed.filter((s) => optimizer.curvature && s.step % inverseEvery === 0);
   const ordinary = timed.filter((s) => !refreshing.includes(s));
   const statistics = mean(ordinary.map((s) => s.curvature));
   // A refresh step's fisherScan time beyond ordinary statistics, spread over its period.
-  const refresh = refreshing.length ? Math.max(0, mean(refreshing.map((s) => s.curvature)) - statistics) / inverseEvery : 0;
+  const refresh = refreshing.length
+    ? Math.max(0, mean(refreshing.map((s) => s.curvature)) - statistics) / inverseEvery
+    : 0;
   return {
     msPerStep: mean(timed.map((s) => s.total)),
     refreshSteps: refreshing.length,
-    stages: { forwardBackward: mean(timed.map((s) => s.fb)), statistics, refresh, update: mean(timed.map((s) => s.update)), metrics: mean(timed.map((s) => s.metrics)) },
+    stages: {
+      forwardBackward: mean(timed.map((s) => s.fb)),
+      statistics,
+      refresh,
+      update: mean(timed.map((s) => s.update)),
+      metrics: mean(timed.map((s) => s.metrics)),
+    },
   };
 }
 
@@ -92,11 +123,29 @@ for (const name of names) {
   const r = name === 'sgd' ? sgd : await measure(name);
   results[name] = { ...r, overSgd: r.msPerStep / sgd.msPerStep };
 }
-const goals: Record<string, number> = { kfac: 1.5, ring: 1.5, rkalman: 1.5, reng: 2.5, sophia: 1.2 };
-const out = { backend: backend.name, model: spec, batchSize, steps, warmup, inverse, results, goals, tensors: tf.memory().numTensors };
+const goals: Record<string, number> = {
+  kfac: 1.5,
+  ring: 1.5,
+  rkalman: 1.5,
+  reng: 2.5,
+  sophia: 1.2,
+};
+const out = {
+  backend: backend.name,
+  model: spec,
+  batchSize,
+  steps,
+  warmup,
+  inverse,
+  results,
+  goals,
+  tensors: tf.memory().numTensors,
+};
 if (args.includes('--json')) console.log(JSON.stringify(out));
 else {
-  console.log(`backend ${backend.name}, ${spec}, batch ${batchSize}, ${steps} timed steps (after ${warmup}); ms/step and stages (ms)`);
+  console.log(
+    `backend ${backend.name}, ${spec}, batch ${batchSize}, ${steps} timed steps (after ${warmup}); ms/step and stages (ms)`,
+  );
   console.log('optimizer  ms/step  ×SGD   goal   fwd/bwd  stats  refresh  update  metrics');
   for (const [name, r] of Object.entries(results)) {
     const s = r.stages;

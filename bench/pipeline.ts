@@ -35,7 +35,9 @@ const rounds = Number(flag('rounds', '5'));
 const lr = 0.05;
 
 // Threads for the wasm backend; GRNG_WASM_THREADS does the same.
-const wasmThreads = args.includes('--wasm-threads') ? Number(flag('wasm-threads', 'NaN')) : undefined;
+const wasmThreads = args.includes('--wasm-threads')
+  ? Number(flag('wasm-threads', 'NaN'))
+  : undefined;
 const backend = await initBackend(backendName, wasmThreads === undefined ? {} : { wasmThreads });
 const data = await loadMnist();
 const model = mlp({ ...parseModelSpec(spec), seed: 1 });
@@ -49,7 +51,11 @@ async function grngPipeline(options: MetricsOptions, { guard = false } = {}): Pr
       forwardBackward(model),
       // As train() guards an optimizer without fisherScan: loss, gradients and update checked
       // by update's guard in one read-back.
-      update(model, sgd({ learningRate: lr }), guard ? { guard: health, checkGradients: true } : {}),
+      update(
+        model,
+        sgd({ learningRate: lr }),
+        guard ? { guard: health, checkGradients: true } : {},
+      ),
       metrics(guard ? { ...options, health } : options),
       toArray(),
     ),
@@ -68,7 +74,10 @@ async function bareLoop(matMul: 'tfjs' | 'grng', { accuracy = false } = {}): Pro
     const read = tf.tidy(() => {
       const oneHot = tf.cast(tf.oneHot(y, model.outputs), 'float32') as tf.Tensor2D;
       const { value, grads } = tf.variableGrads(() => {
-        logits = matMul === 'grng' ? model.apply(model.params as Params, x).logits : plainForward(model, x);
+        logits =
+          matMul === 'grng'
+            ? model.apply(model.params as Params, x).logits
+            : plainForward(model, x);
         if (accuracy) tf.keep(logits);
         return softmaxCrossEntropy(logits, oneHot);
       }, vars);
@@ -89,7 +98,10 @@ async function bareLoop(matMul: 'tfjs' | 'grng', { accuracy = false } = {}): Pro
 function plainForward(net: Sequential<DenseLayer>, x: tf.Tensor2D): tf.Tensor2D {
   let a: tf.Tensor2D = x;
   for (const layer of net.layers) {
-    const s = tf.add(tf.matMul(a, net.params[layer.kernel] as tf.Tensor2D), net.params[layer.bias]!) as tf.Tensor2D;
+    const s = tf.add(
+      tf.matMul(a, net.params[layer.kernel] as tf.Tensor2D),
+      net.params[layer.bias]!,
+    ) as tf.Tensor2D;
     a = layer.activation === 'relu' ? tf.relu(s) : s;
   }
   return a;
@@ -106,7 +118,11 @@ function shuffledRows(split: Split, seed: number): Int32Array {
   return order;
 }
 
-function hostBatch(split: Split, order: Int32Array, step: number): { x: tf.Tensor2D; y: tf.Tensor1D } {
+function hostBatch(
+  split: Split,
+  order: Int32Array,
+  step: number,
+): { x: tf.Tensor2D; y: tf.Tensor1D } {
   const features = split.x.length / split.n;
   const perEpoch = Math.ceil(split.n / batchSize);
   const start = (step % perEpoch) * batchSize;
@@ -124,10 +140,13 @@ const variants: Record<string, () => Promise<number>> = {
   bareLoopSameLayersWithAccuracy: () => bareLoop('grng', { accuracy: true }),
   bareLoopTfjsMatMul: () => bareLoop('tfjs'),
 };
-const times: Record<string, number[]> = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
+const times: Record<string, number[]> = Object.fromEntries(
+  Object.keys(variants).map((k) => [k, []]),
+);
 for (const run of Object.values(variants)) await run(); // warm-up: kernels, caches
 const tensorsBefore = tf.memory().numTensors;
-for (let r = 0; r < rounds; r++) for (const [name, run] of Object.entries(variants)) times[name]!.push(await run());
+for (let r = 0; r < rounds; r++)
+  for (const [name, run] of Object.entries(variants)) times[name]!.push(await run());
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ms = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
 /**
@@ -158,9 +177,12 @@ const result = {
 };
 if (args.includes('--json')) console.log(JSON.stringify(result));
 else {
-  console.log(`backend ${result.backendDetail}, ${spec}, batch ${batchSize}, ${steps} steps × ${rounds} rounds (median ms/step)`);
+  console.log(
+    `backend ${result.backendDetail}, ${spec}, batch ${batchSize}, ${steps} steps × ${rounds} rounds (median ms/step)`,
+  );
   for (const [k, v] of Object.entries(ms)) console.log(`  ${k.padEnd(22)} ${v.toFixed(2)} ms`);
-  for (const [k, v] of Object.entries(result.ratios)) console.log(`  ${k.padEnd(32)} ${v.toFixed(3)}`);
+  for (const [k, v] of Object.entries(result.ratios))
+    console.log(`  ${k.padEnd(32)} ${v.toFixed(3)}`);
   console.log(`  tensors leaked: ${result.tensorLeak}`);
 }
 model.dispose();

@@ -67,17 +67,25 @@ const quick = args.includes('--quick');
 const json = args.includes('--json');
 const backendName = flag('backend', 'wasm');
 /** Where the plot goes: docs/scaling.svg by default; quick runs, --no-svg and --no-write write none unless --svg is given. */
-const svgPath = args.includes('--svg') ? flag('svg', 'docs/scaling.svg') : quick || args.includes('--no-svg') || args.includes('--no-write') ? undefined : 'docs/scaling.svg';
+const svgPath = args.includes('--svg')
+  ? flag('svg', 'docs/scaling.svg')
+  : quick || args.includes('--no-svg') || args.includes('--no-write')
+    ? undefined
+    : 'docs/scaling.svg';
 /**
  * Steps per run of the Kronecker methods (one run per point: their refreshes are expensive);
  * 21 at W ≥ 1024, where each refresh takes ~5 s, unless --steps is given.
  */
 const steps = Number(flag('steps', quick ? '12' : '31'));
-const kroneckerSteps = (width: number): number => (args.includes('--steps') || width < 1024 ? steps : Math.min(steps, 21));
+const kroneckerSteps = (width: number): number =>
+  args.includes('--steps') || width < 1024 ? steps : Math.min(steps, 21);
 /** The other optimizers: shorter runs, repeated in `rounds` passes over the sweep (median of rounds). */
 const cheapSteps = Number(flag('steps', quick ? '12' : '15'));
 const rounds = Number(flag('rounds', quick ? '1' : '3'));
-const optimizers = flag('optimizers', quick ? 'sgd,kfac,rkalman' : 'sgd,adamw,sophia,kfac,ring,reng,rkalman').split(',');
+const optimizers = flag(
+  'optimizers',
+  quick ? 'sgd,kfac,rkalman' : 'sgd,adamw,sophia,kfac,ring,reng,rkalman',
+).split(',');
 const includeExpensive = args.includes('--include-expensive');
 const withComponents = !args.includes('--no-components');
 
@@ -120,39 +128,66 @@ const NS_ITERATIONS = 3;
 const kernelMacs = (w: number): number => IN * w + w * OUT;
 const forwardBackward = (m: number, w: number): number => 3 * m * kernelMacs(w);
 /** K-FAC statistics: m·(in² + out²) per layer, homogeneous input included. */
-const statistics = (m: number, w: number): number => m * ((IN + 1) ** 2 + w ** 2 + (w + 1) ** 2 + OUT ** 2);
+const statistics = (m: number, w: number): number =>
+  m * ((IN + 1) ** 2 + w ** 2 + (w + 1) ** 2 + OUT ** 2);
 /** U = A⁻¹ V̄ G⁻¹ per layer: in²·out + in·out². */
-const preconditioning = (w: number): number => (IN + 1) ** 2 * w + (IN + 1) * w ** 2 + (w + 1) ** 2 * OUT + (w + 1) * OUT ** 2;
+const preconditioning = (w: number): number =>
+  (IN + 1) ** 2 * w + (IN + 1) * w ** 2 + (w + 1) ** 2 * OUT + (w + 1) * OUT ** 2;
 /** One refresh: NS_ITERATIONS iterations of two d×d products per factor: in³ + out³ per layer. */
-const refresh = (w: number): number => 2 * NS_ITERATIONS * ((IN + 1) ** 3 + w ** 3 + (w + 1) ** 3 + OUT ** 3);
+const refresh = (w: number): number =>
+  2 * NS_ITERATIONS * ((IN + 1) ** 3 + w ** 3 + (w + 1) ** 3 + OUT ** 3);
 /** The sampled-label pass of the true Fisher: forward plus the signal backward. */
 const sampledPass = (m: number, w: number): number => m * kernelMacs(w) + m * w * OUT;
 const rkalmanMacs = (m: number, w: number): number => {
   const k = Math.min(m, 32);
   const p = (k * (k + 1)) / 2;
   // Row-pair selection products, H P⁻ Hᵀ over pairs, the posterior's pair reduction, the gain.
-  return forwardBackward(m, w) + 2 * p * k * (IN + 2 * w + OUT) + 2 * p * kernelMacs(w) + k * kernelMacs(w) + 2 * 30 * k ** 3;
+  return (
+    forwardBackward(m, w) +
+    2 * p * k * (IN + 2 * w + OUT) +
+    2 * p * kernelMacs(w) +
+    k * kernelMacs(w) +
+    2 * 30 * k ** 3
+  );
 };
-const MACS: Record<string, { ordinary: (m: number, w: number) => number; periodic: (m: number, w: number) => number; terms: string }> = {
+const MACS: Record<
+  string,
+  {
+    ordinary: (m: number, w: number) => number;
+    periodic: (m: number, w: number) => number;
+    terms: string;
+  }
+> = {
   sgd: { ordinary: forwardBackward, periodic: () => 0, terms: 'm·in·out (forward/backward)' },
   adamw: { ordinary: forwardBackward, periodic: () => 0, terms: 'm·in·out' },
-  sophia: { ordinary: forwardBackward, periodic: (m, w) => forwardBackward(m, w), terms: 'm·in·out (+ a sampled backward every 10)' },
+  sophia: {
+    ordinary: forwardBackward,
+    periodic: (m, w) => forwardBackward(m, w),
+    terms: 'm·in·out (+ a sampled backward every 10)',
+  },
   kfac: {
-    ordinary: (m, w) => forwardBackward(m, w) + sampledPass(m, w) + statistics(m, w) + preconditioning(w),
+    ordinary: (m, w) =>
+      forwardBackward(m, w) + sampledPass(m, w) + statistics(m, w) + preconditioning(w),
     periodic: (_, w) => refresh(w),
     terms: 'm·in·out + m·(in²+out²) + (in²·out+in·out²) + (in³+out³)/10',
   },
   ring: {
-    ordinary: (m, w) => forwardBackward(m, w) + sampledPass(m, w) + statistics(m, w) + preconditioning(w),
+    ordinary: (m, w) =>
+      forwardBackward(m, w) + sampledPass(m, w) + statistics(m, w) + preconditioning(w),
     periodic: (_, w) => refresh(w),
     terms: 'as kfac',
   },
   reng: {
-    ordinary: (m, w) => 4 * forwardBackward(m, w) + sampledPass(m, w) + statistics(m, w) + preconditioning(w),
+    ordinary: (m, w) =>
+      4 * forwardBackward(m, w) + sampledPass(m, w) + statistics(m, w) + preconditioning(w),
     periodic: (_, w) => refresh(w),
     terms: 'as kfac + Hg by double backprop (≈ 3 gradient passes, measured 2.5–3.5×)',
   },
-  rkalman: { ordinary: rkalmanMacs, periodic: () => 0, terms: 'm·in·out + k²·(in·out) with k = min(m, 32) rows' },
+  rkalman: {
+    ordinary: rkalmanMacs,
+    periodic: () => 0,
+    terms: 'm·in·out + k²·(in·out) with k = min(m, 32) rows',
+  },
 };
 const amortizedMacs = (optimizer: string, m: number, w: number): number => {
   const model = MACS[optimizer]!;
@@ -196,13 +231,31 @@ const mnist = await loadMnist();
 const TEST_ROWS = 256;
 const data: Dataset = {
   ...mnist,
-  test: { x: mnist.test.x.slice(0, TEST_ROWS * mnist.features), y: mnist.test.y.slice(0, TEST_ROWS), n: TEST_ROWS },
+  test: {
+    x: mnist.test.x.slice(0, TEST_ROWS * mnist.features),
+    y: mnist.test.y.slice(0, TEST_ROWS),
+    n: TEST_ROWS,
+  },
   description: `${mnist.description}; test split cut to its first ${TEST_ROWS} rows (evaluation is excluded from step times)`,
 };
 
-async function measure(optimizer: string, batch: number, width: number, steps: number): Promise<Point> {
+async function measure(
+  optimizer: string,
+  batch: number,
+  width: number,
+  steps: number,
+): Promise<Point> {
   const started = performance.now();
-  const run = await prepareRun({ dataset: data, model: `mlp:784-${width}-10`, optimizer, batchSize: batch, steps, epochs: 10_000, partial: 'drop', backend: backendName as 'wasm' });
+  const run = await prepareRun({
+    dataset: data,
+    model: `mlp:784-${width}-10`,
+    optimizer,
+    batchSize: batch,
+    steps,
+    epochs: 10_000,
+    partial: 'drop',
+    backend: backendName as 'wasm',
+  });
   let rows: MetricsRow[];
   try {
     rows = await lastValueFrom(run.rows.pipe(toArray()));
@@ -213,7 +266,9 @@ async function measure(optimizer: string, batch: number, width: number, steps: n
   const ordinary = rows.filter((r) => r.step >= ORDINARY_FROM && r.step % PERIOD !== 0).map(ms);
   const periodicRows = rows.filter((r) => r.step >= periodicFrom(steps) && r.step % PERIOD === 0);
   const periodic = periodicRows.map(ms);
-  const iterations = periodicRows.map((r) => r.diagnostics.newtonIterations).filter((v): v is number => typeof v === 'number');
+  const iterations = periodicRows
+    .map((r) => r.diagnostics.newtonIterations)
+    .filter((v): v is number => typeof v === 'number');
   const o = median(ordinary);
   const p = median(periodic);
   return {
@@ -248,7 +303,10 @@ function combine(runs: Point[]): Point {
     amortizedMs: ((PERIOD - 1) * o + p) / PERIOD,
     periodicExtraMs: p - o,
     newtonIterations: its.length ? median(its) : null,
-    samples: { ordinary: runs.reduce((n, q) => n + q.samples.ordinary, 0), periodic: runs.reduce((n, q) => n + q.samples.periodic, 0) },
+    samples: {
+      ordinary: runs.reduce((n, q) => n + q.samples.ordinary, 0),
+      periodic: runs.reduce((n, q) => n + q.samples.periodic, 0),
+    },
     rounds: runs.length,
     roundsAmortizedMs: runs.map((q) => q.amortizedMs),
     runSeconds: runs.reduce((n, q) => n + q.runSeconds, 0),
@@ -281,7 +339,12 @@ for (let round = 0; round < rounds; round++) {
         }
         continue;
       }
-      const point = await measure(optimizer, batch, width, kronecker ? kroneckerSteps(width) : cheapSteps);
+      const point = await measure(
+        optimizer,
+        batch,
+        width,
+        kronecker ? kroneckerSteps(width) : cheapSteps,
+      );
       const key = `${optimizer}/${batch}/${width}`;
       runsOf.set(key, [...(runsOf.get(key) ?? []), point]);
       log(
@@ -331,7 +394,13 @@ interface SlopeReport {
 const TOLERANCE = 0.2;
 const slopeOf = (optimizer: string, axis: 'batch' | 'width'): SlopeReport | undefined => {
   const sweep = points
-    .filter((p) => p.optimizer === optimizer && (axis === 'batch' ? p.width === BASE_WIDTH && batchSizes.includes(p.batch) : p.batch === BASE_BATCH && widths.includes(p.width)))
+    .filter(
+      (p) =>
+        p.optimizer === optimizer &&
+        (axis === 'batch'
+          ? p.width === BASE_WIDTH && batchSizes.includes(p.batch)
+          : p.batch === BASE_BATCH && widths.includes(p.width)),
+    )
     .sort((a, b) => (axis === 'batch' ? a.batch - b.batch : a.width - b.width));
   if (sweep.length < 2) return undefined;
   const xs = sweep.map((p) => (axis === 'batch' ? p.batch : p.width));
@@ -339,19 +408,44 @@ const slopeOf = (optimizer: string, axis: 'batch' | 'width'): SlopeReport | unde
   const ux = upper.map((p) => (axis === 'batch' ? p.batch : p.width));
   const model = (p: Point): number => amortizedMacs(optimizer, p.batch, p.width);
   const modelOrdinary = (p: Point): number => MACS[optimizer]!.ordinary(p.batch, p.width);
-  const measured = logSlope(xs, sweep.map((p) => p.amortizedMs));
-  const measuredUpper = logSlope(ux, upper.map((p) => p.amortizedMs));
+  const measured = logSlope(
+    xs,
+    sweep.map((p) => p.amortizedMs),
+  );
+  const measuredUpper = logSlope(
+    ux,
+    upper.map((p) => p.amortizedMs),
+  );
   const expected = logSlope(xs, sweep.map(model));
   const expectedUpper = logSlope(ux, upper.map(model));
-  const ordinary = logSlope(xs, sweep.map((p) => p.ordinaryMs));
+  const ordinary = logSlope(
+    xs,
+    sweep.map((p) => p.ordinaryMs),
+  );
   const ordinaryExpected = logSlope(xs, sweep.map(modelOrdinary));
-  return { sizes: xs, measured, measuredUpper, expected, expectedUpper, ordinary, ordinaryExpected, worseThanMath: measured > expected + TOLERANCE || measuredUpper > expectedUpper + TOLERANCE || ordinary > ordinaryExpected + TOLERANCE };
+  return {
+    sizes: xs,
+    measured,
+    measuredUpper,
+    expected,
+    expectedUpper,
+    ordinary,
+    ordinaryExpected,
+    worseThanMath:
+      measured > expected + TOLERANCE ||
+      measuredUpper > expectedUpper + TOLERANCE ||
+      ordinary > ordinaryExpected + TOLERANCE,
+  };
 };
 const slopes: Record<string, { batch?: SlopeReport; width?: SlopeReport; terms: string }> = {};
 for (const optimizer of optimizers) {
   const batch = slopeOf(optimizer, 'batch');
   const width = slopeOf(optimizer, 'width');
-  slopes[optimizer] = { ...(batch ? { batch } : {}), ...(width ? { width } : {}), terms: MACS[optimizer]?.terms ?? '?' };
+  slopes[optimizer] = {
+    ...(batch ? { batch } : {}),
+    ...(width ? { width } : {}),
+    terms: MACS[optimizer]?.terms ?? '?',
+  };
 }
 
 /**
@@ -359,29 +453,76 @@ for (const optimizer of optimizers) {
  * kfac/ring/reng: expected ∝ in³ + out³, independent of m) and the per-step curvature work
  * (kfac ordinary − sgd ordinary: sampled pass + statistics + preconditioning).
  */
-const refreshFromRuns: Record<string, { batch?: { measured: number; expected: number }; width?: { measured: number; expected: number } }> = {};
+const refreshFromRuns: Record<
+  string,
+  { batch?: { measured: number; expected: number }; width?: { measured: number; expected: number } }
+> = {};
 for (const optimizer of optimizers.filter((o) => KRONECKER.has(o))) {
   const entry: (typeof refreshFromRuns)[string] = {};
-  const b = points.filter((p) => p.optimizer === optimizer && p.width === BASE_WIDTH).sort((x, y) => x.batch - y.batch);
-  const w = points.filter((p) => p.optimizer === optimizer && p.batch === BASE_BATCH).sort((x, y) => x.width - y.width);
-  if (b.length >= 2) entry.batch = { measured: logSlope(b.map((p) => p.batch), b.map((p) => Math.max(p.periodicExtraMs, 1e-3))), expected: 0 };
-  if (w.length >= 2) entry.width = { measured: logSlope(w.map((p) => p.width), w.map((p) => Math.max(p.periodicExtraMs, 1e-3))), expected: logSlope(w.map((p) => p.width), w.map((p) => refresh(p.width))) };
+  const b = points
+    .filter((p) => p.optimizer === optimizer && p.width === BASE_WIDTH)
+    .sort((x, y) => x.batch - y.batch);
+  const w = points
+    .filter((p) => p.optimizer === optimizer && p.batch === BASE_BATCH)
+    .sort((x, y) => x.width - y.width);
+  if (b.length >= 2)
+    entry.batch = {
+      measured: logSlope(
+        b.map((p) => p.batch),
+        b.map((p) => Math.max(p.periodicExtraMs, 1e-3)),
+      ),
+      expected: 0,
+    };
+  if (w.length >= 2)
+    entry.width = {
+      measured: logSlope(
+        w.map((p) => p.width),
+        w.map((p) => Math.max(p.periodicExtraMs, 1e-3)),
+      ),
+      expected: logSlope(
+        w.map((p) => p.width),
+        w.map((p) => refresh(p.width)),
+      ),
+    };
   refreshFromRuns[optimizer] = entry;
 }
-let curvatureStepFromRuns: { batch?: { measured: number; expected: number }; width?: { measured: number; expected: number } } | undefined;
+let curvatureStepFromRuns:
+  | {
+      batch?: { measured: number; expected: number };
+      width?: { measured: number; expected: number };
+    }
+  | undefined;
 if (optimizers.includes('kfac') && optimizers.includes('sgd')) {
   const extra = (m: number, w: number): number | undefined => {
     const k = points.find((p) => p.optimizer === 'kfac' && p.batch === m && p.width === w);
     const s = points.find((p) => p.optimizer === 'sgd' && p.batch === m && p.width === w);
     return k && s ? Math.max(k.ordinaryMs - s.ordinaryMs, 1e-3) : undefined;
   };
-  const model = (m: number, w: number): number => sampledPass(m, w) + statistics(m, w) + preconditioning(w);
+  const model = (m: number, w: number): number =>
+    sampledPass(m, w) + statistics(m, w) + preconditioning(w);
   const fit = (pairs: Array<[number, number]>, x: (mw: [number, number]) => number) => {
     const have = pairs.filter(([m, w]) => extra(m, w) !== undefined);
-    return have.length >= 2 ? { measured: logSlope(have.map(x), have.map(([m, w]) => extra(m, w)!)), expected: logSlope(have.map(x), have.map(([m, w]) => model(m, w))) } : undefined;
+    return have.length >= 2
+      ? {
+          measured: logSlope(
+            have.map(x),
+            have.map(([m, w]) => extra(m, w)!),
+          ),
+          expected: logSlope(
+            have.map(x),
+            have.map(([m, w]) => model(m, w)),
+          ),
+        }
+      : undefined;
   };
-  const batch = fit(batchSizes.map((m) => [m, BASE_WIDTH]), ([m]) => m);
-  const width = fit(widths.map((w) => [BASE_BATCH, w]), ([, w]) => w);
+  const batch = fit(
+    batchSizes.map((m) => [m, BASE_WIDTH]),
+    ([m]) => m,
+  );
+  const width = fit(
+    widths.map((w) => [BASE_BATCH, w]),
+    ([, w]) => w,
+  );
   curvatureStepFromRuns = { ...(batch ? { batch } : {}), ...(width ? { width } : {}) };
 }
 
@@ -396,10 +537,16 @@ interface ComponentRow {
   /** One Newton–Schulz iteration over the four factors (785, W, W+1 and 10: W+1 timed, used for W too). */
   newtonIterationMs: number;
 }
-async function timeIt(fn: () => tf.Tensor | tf.Tensor[] | Promise<unknown>, reps: number, warmUp = true): Promise<number> {
+async function timeIt(
+  fn: () => tf.Tensor | tf.Tensor[] | Promise<unknown>,
+  reps: number,
+  warmUp = true,
+): Promise<number> {
   const once = async (): Promise<void> => {
     const out = await fn();
-    const tensors = (Array.isArray(out) ? out : [out]).filter((t): t is tf.Tensor => t instanceof tf.Tensor);
+    const tensors = (Array.isArray(out) ? out : [out]).filter(
+      (t): t is tf.Tensor => t instanceof tf.Tensor,
+    );
     for (const t of tensors) await t.data();
     tf.dispose(tensors);
   };
@@ -419,12 +566,21 @@ async function newtonIteration(d: number): Promise<number> {
   if (cached !== undefined) return cached;
   const m = tf.tidy(() => {
     const r = tf.randomNormal([d, 2 * d], 0, 1, 'float32', 7) as tf.Tensor2D;
-    return tf.add(tf.div(tf.matMul(r, tf.transpose(r)), 2 * d), tf.mul(tf.eye(d), 0.1)) as tf.Tensor2D;
+    return tf.add(
+      tf.div(tf.matMul(r, tf.transpose(r)), 2 * d),
+      tf.mul(tf.eye(d), 0.1),
+    ) as tf.Tensor2D;
   });
   // maxIterations 2, cold: 2 iterations + the symmetrised residual = 4 d×d products ≈ 2 iterations.
   // d > 1100: one timed call, no warm-up (the kernels are warm from the smaller sizes; each call takes seconds).
   const large = d > 1100;
-  const ms = await timeIt(async () => (await newtonSchulzInverse(m, { maxIterations: 2, tolerance: 1e-30, checkEvery: 100 })).inverse, large ? 1 : 3, !large);
+  const ms = await timeIt(
+    async () =>
+      (await newtonSchulzInverse(m, { maxIterations: 2, tolerance: 1e-30, checkEvery: 100 }))
+        .inverse,
+    large ? 1 : 3,
+    !large,
+  );
   m.dispose();
   nsCache.set(d, ms / 2);
   return ms / 2;
@@ -435,7 +591,10 @@ async function component(batch: number, width: number): Promise<ComponentRow> {
   const d1 = tf.randomNormal([batch, width]) as tf.Tensor2D;
   const a2 = tf.tidy(() => tf.relu(tf.randomNormal([batch, width]))) as tf.Tensor2D;
   const d2 = tf.randomNormal([batch, OUT]) as tf.Tensor2D;
-  const statisticsMs = await timeIt(() => [batchFactors(a1, d1), batchFactors(a2, d2)].flatMap((f) => [f.a, f.g]), reps);
+  const statisticsMs = await timeIt(
+    () => [batchFactors(a1, d1), batchFactors(a2, d2)].flatMap((f) => [f.a, f.g]),
+    reps,
+  );
   tf.dispose([a1, d1, a2, d2]);
   const model = mlp({ inputs: IN, layers: [{ units: width }, { units: OUT }], seed: 1 });
   const spd = (d: number): tf.Tensor2D => tf.randomNormal([d, d]) as tf.Tensor2D; // values do not change the time
@@ -450,17 +609,38 @@ async function component(batch: number, width: number): Promise<ComponentRow> {
     refreshed: false,
   };
   const v = model.params as Params;
-  const preconditionMs = await timeIt(() => tf.tidy(() => Object.values(precondition(model, curvature, v)).filter((t) => !Object.values(v).includes(t))), reps);
+  const preconditionMs = await timeIt(
+    () =>
+      tf.tidy(() =>
+        Object.values(precondition(model, curvature, v)).filter(
+          (t) => !Object.values(v).includes(t),
+        ),
+      ),
+    reps,
+  );
   tf.dispose(curvature.layers.flatMap((l) => [l.aInverse, l.gInverse]));
   model.dispose();
-  const newtonIterationMs = (await newtonIteration(IN + 1)) + 2 * (await newtonIteration(width + 1)) + (await newtonIteration(OUT));
+  const newtonIterationMs =
+    (await newtonIteration(IN + 1)) +
+    2 * (await newtonIteration(width + 1)) +
+    (await newtonIteration(OUT));
   return { width, batch, statisticsMs, preconditionMs, newtonIterationMs };
 }
 let components:
   | {
       rows: ComponentRow[];
       matMulGflops: Record<string, number>;
-      slopes: Record<string, { axis: 'batch' | 'width'; measured: number; expected: number; measuredUpper: number; expectedUpper: number; worseThanMath: boolean }>;
+      slopes: Record<
+        string,
+        {
+          axis: 'batch' | 'width';
+          measured: number;
+          expected: number;
+          measuredUpper: number;
+          expectedUpper: number;
+          worseThanMath: boolean;
+        }
+      >;
       seconds: number;
     }
   | undefined;
@@ -478,7 +658,12 @@ if (withComponents) {
   }
   const wRows = rows.filter((r) => r.batch === BASE_BATCH).sort((a, b) => a.width - b.width);
   const bRows = rows.filter((r) => r.width === BASE_WIDTH).sort((a, b) => a.batch - b.batch);
-  const fit = (sel: ComponentRow[], axis: 'batch' | 'width', y: (r: ComponentRow) => number, model: (r: ComponentRow) => number) => {
+  const fit = (
+    sel: ComponentRow[],
+    axis: 'batch' | 'width',
+    y: (r: ComponentRow) => number,
+    model: (r: ComponentRow) => number,
+  ) => {
     const x = sel.map((r) => (axis === 'batch' ? r.batch : r.width));
     const up = sel.slice(-3);
     const ux = up.map((r) => (axis === 'batch' ? r.batch : r.width));
@@ -486,15 +671,47 @@ if (withComponents) {
     const expected = logSlope(x, sel.map(model));
     const measuredUpper = logSlope(ux, up.map(y));
     const expectedUpper = logSlope(ux, up.map(model));
-    return { axis, measured, expected, measuredUpper, expectedUpper, worseThanMath: measured > expected + TOLERANCE || measuredUpper > expectedUpper + TOLERANCE };
+    return {
+      axis,
+      measured,
+      expected,
+      measuredUpper,
+      expectedUpper,
+      worseThanMath: measured > expected + TOLERANCE || measuredUpper > expectedUpper + TOLERANCE,
+    };
   };
   const slopesOfComponents: NonNullable<typeof components>['slopes'] = {
-    statisticsVsWidth: fit(wRows, 'width', (r) => r.statisticsMs, (r) => statistics(r.batch, r.width)),
-    statisticsVsBatch: fit(bRows, 'batch', (r) => r.statisticsMs, (r) => statistics(r.batch, r.width)),
-    preconditionVsWidth: fit(wRows, 'width', (r) => r.preconditionMs, (r) => preconditioning(r.width)),
-    newtonIterationVsWidth: fit(wRows, 'width', (r) => r.newtonIterationMs, (r) => refresh(r.width)),
+    statisticsVsWidth: fit(
+      wRows,
+      'width',
+      (r) => r.statisticsMs,
+      (r) => statistics(r.batch, r.width),
+    ),
+    statisticsVsBatch: fit(
+      bRows,
+      'batch',
+      (r) => r.statisticsMs,
+      (r) => statistics(r.batch, r.width),
+    ),
+    preconditionVsWidth: fit(
+      wRows,
+      'width',
+      (r) => r.preconditionMs,
+      (r) => preconditioning(r.width),
+    ),
+    newtonIterationVsWidth: fit(
+      wRows,
+      'width',
+      (r) => r.newtonIterationMs,
+      (r) => refresh(r.width),
+    ),
   };
-  components = { rows, matMulGflops, slopes: slopesOfComponents, seconds: (performance.now() - started) / 1000 };
+  components = {
+    rows,
+    matMulGflops,
+    slopes: slopesOfComponents,
+    seconds: (performance.now() - started) / 1000,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -505,16 +722,37 @@ for (const [optimizer, s] of Object.entries(slopes)) {
   for (const axis of ['batch', 'width'] as const) {
     const r = s[axis];
     if (r?.worseThanMath) {
-      flags.push(`${optimizer} vs ${axis}: measured slope ${r.measured.toFixed(2)} (upper ${r.measuredUpper.toFixed(2)}, ordinary ${r.ordinary.toFixed(2)}) against expected ${r.expected.toFixed(2)} (upper ${r.expectedUpper.toFixed(2)}, ordinary ${r.ordinaryExpected.toFixed(2)})`);
+      flags.push(
+        `${optimizer} vs ${axis}: measured slope ${r.measured.toFixed(2)} (upper ${r.measuredUpper.toFixed(2)}, ordinary ${r.ordinary.toFixed(2)}) against expected ${r.expected.toFixed(2)} (upper ${r.expectedUpper.toFixed(2)}, ordinary ${r.ordinaryExpected.toFixed(2)})`,
+      );
     }
   }
 }
 for (const [name, r] of Object.entries(components?.slopes ?? {})) {
-  if (r.worseThanMath) flags.push(`component ${name}: measured slope ${r.measured.toFixed(2)} (upper ${r.measuredUpper.toFixed(2)}) against expected ${r.expected.toFixed(2)} (upper ${r.expectedUpper.toFixed(2)})`);
+  if (r.worseThanMath)
+    flags.push(
+      `component ${name}: measured slope ${r.measured.toFixed(2)} (upper ${r.measuredUpper.toFixed(2)}) against expected ${r.expected.toFixed(2)} (upper ${r.expectedUpper.toFixed(2)})`,
+    );
 }
 
-const COLORS: Record<string, string> = { sgd: '#1f77b4', adamw: '#ff7f0e', sophia: '#2ca02c', kfac: '#d62728', ring: '#9467bd', reng: '#8c564b', rkalman: '#e377c2' };
-const MARKERS: Record<string, string> = { sgd: 'circle', adamw: 'square', sophia: 'diamond', kfac: 'triangle', ring: 'triangle-down', reng: 'cross', rkalman: 'ring' };
+const COLORS: Record<string, string> = {
+  sgd: '#1f77b4',
+  adamw: '#ff7f0e',
+  sophia: '#2ca02c',
+  kfac: '#d62728',
+  ring: '#9467bd',
+  reng: '#8c564b',
+  rkalman: '#e377c2',
+};
+const MARKERS: Record<string, string> = {
+  sgd: 'circle',
+  adamw: 'square',
+  sophia: 'diamond',
+  kfac: 'triangle',
+  ring: 'triangle-down',
+  reng: 'cross',
+  rkalman: 'ring',
+};
 
 /** Log–log step time against batch and width, two panels, one line per optimizer; plain SVG. */
 function scalingSvg(): string {
@@ -533,19 +771,35 @@ function scalingSvg(): string {
   const lo = Math.log10(yMin) - 0.08;
   const hi = Math.log10(yMax) + 0.08;
   const yTicks: number[] = [];
-  for (let e = Math.floor(lo); e <= Math.ceil(hi); e++) for (const m of [1, 2, 5]) {
-    const v = m * 10 ** e;
-    if (Math.log10(v) >= lo && Math.log10(v) <= hi) yTicks.push(v);
-  }
+  for (let e = Math.floor(lo); e <= Math.ceil(hi); e++)
+    for (const m of [1, 2, 5]) {
+      const v = m * 10 ** e;
+      if (Math.log10(v) >= lo && Math.log10(v) <= hi) yTicks.push(v);
+    }
   const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
-  const fmt = (v: number): string => (v >= 1000 ? `${v / 1000}k` : v >= 1 ? String(v) : v.toPrecision(1));
+  const fmt = (v: number): string =>
+    v >= 1000 ? `${v / 1000}k` : v >= 1 ? String(v) : v.toPrecision(1);
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  out.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">${esc(`grng step time, mlp:784-W-10 on MNIST, ${backend.name}${backend.detail.includes('SIMD') ? ' SIMD' : ''} (amortized ms/step, log–log)`)}</text>`);
+  out.push(
+    `<text x="${W / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">${esc(`grng step time, mlp:784-W-10 on MNIST, ${backend.name}${backend.detail.includes('SIMD') ? ' SIMD' : ''} (amortized ms/step, log–log)`)}</text>`,
+  );
   const panels = [
-    { title: `vs batch size m (W = ${BASE_WIDTH})`, axis: 'batch' as const, xs: batchSizes, label: 'batch size m' },
-    { title: `vs hidden width W (m = ${BASE_BATCH})`, axis: 'width' as const, xs: widths, label: 'hidden width W' },
+    {
+      title: `vs batch size m (W = ${BASE_WIDTH})`,
+      axis: 'batch' as const,
+      xs: batchSizes,
+      label: 'batch size m',
+    },
+    {
+      title: `vs hidden width W (m = ${BASE_BATCH})`,
+      axis: 'width' as const,
+      xs: widths,
+      label: 'hidden width W',
+    },
   ];
   panels.forEach((panel, pi) => {
     const x0 = left + pi * (panelW + gap);
@@ -553,39 +807,75 @@ function scalingSvg(): string {
     const xhi = Math.log2(panel.xs[panel.xs.length - 1]!) + 0.25;
     const px = (v: number): number => x0 + ((Math.log2(v) - xlo) / (xhi - xlo)) * panelW;
     const py = (v: number): number => top + panelH - ((Math.log10(v) - lo) / (hi - lo)) * panelH;
-    out.push(`<text x="${x0 + panelW / 2}" y="${top - 10}" text-anchor="middle" font-size="13">${esc(panel.title)}</text>`);
-    out.push(`<rect x="${x0}" y="${top}" width="${panelW}" height="${panelH}" fill="none" stroke="#444"/>`);
+    out.push(
+      `<text x="${x0 + panelW / 2}" y="${top - 10}" text-anchor="middle" font-size="13">${esc(panel.title)}</text>`,
+    );
+    out.push(
+      `<rect x="${x0}" y="${top}" width="${panelW}" height="${panelH}" fill="none" stroke="#444"/>`,
+    );
     for (const v of yTicks) {
       const y = py(v).toFixed(1);
       const major = Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9;
-      out.push(`<line x1="${x0}" x2="${x0 + panelW}" y1="${y}" y2="${y}" stroke="${major ? '#ccc' : '#eee'}"/>`);
-      out.push(`<text x="${x0 - 6}" y="${y}" text-anchor="end" dominant-baseline="middle" fill="#333">${fmt(v)}</text>`);
+      out.push(
+        `<line x1="${x0}" x2="${x0 + panelW}" y1="${y}" y2="${y}" stroke="${major ? '#ccc' : '#eee'}"/>`,
+      );
+      out.push(
+        `<text x="${x0 - 6}" y="${y}" text-anchor="end" dominant-baseline="middle" fill="#333">${fmt(v)}</text>`,
+      );
     }
     for (const v of panel.xs) {
       const x = px(v).toFixed(1);
       out.push(`<line x1="${x}" x2="${x}" y1="${top}" y2="${top + panelH}" stroke="#eee"/>`);
-      out.push(`<text x="${x}" y="${top + panelH + 16}" text-anchor="middle" fill="#333">${v}</text>`);
+      out.push(
+        `<text x="${x}" y="${top + panelH + 16}" text-anchor="middle" fill="#333">${v}</text>`,
+      );
     }
-    out.push(`<text x="${x0 + panelW / 2}" y="${top + panelH + 36}" text-anchor="middle">${esc(panel.label)} (log scale)</text>`);
-    if (pi === 0) out.push(`<text transform="translate(16 ${top + panelH / 2}) rotate(-90)" text-anchor="middle">ms per step (log scale)</text>`);
+    out.push(
+      `<text x="${x0 + panelW / 2}" y="${top + panelH + 36}" text-anchor="middle">${esc(panel.label)} (log scale)</text>`,
+    );
+    if (pi === 0)
+      out.push(
+        `<text transform="translate(16 ${top + panelH / 2}) rotate(-90)" text-anchor="middle">ms per step (log scale)</text>`,
+      );
     // Reference slopes from the lower-left corner: ∝ m (batch); ∝ W and ∝ W² (width).
     const refX = panel.xs[0]!;
     const refY = 10 ** (lo + 0.04 * (hi - lo));
-    const powers = panel.axis === 'batch' ? ([[1, '6 4']] as const) : ([[1, '6 4'], [2, '2 4']] as const);
+    const powers =
+      panel.axis === 'batch'
+        ? ([[1, '6 4']] as const)
+        : ([
+            [1, '6 4'],
+            [2, '2 4'],
+          ] as const);
     for (const [k, dash] of powers) {
       const x1 = panel.xs[panel.xs.length - 1]!;
       const y1 = refY * (x1 / refX) ** k;
-      const clipped = Math.log10(y1) > hi ? { x: refX * (10 ** hi / refY) ** (1 / k), y: 10 ** hi } : { x: x1, y: y1 };
-      out.push(`<line x1="${px(refX).toFixed(1)}" y1="${py(refY).toFixed(1)}" x2="${px(clipped.x).toFixed(1)}" y2="${py(clipped.y).toFixed(1)}" stroke="#aaa" stroke-dasharray="${dash}"/>`);
+      const clipped =
+        Math.log10(y1) > hi
+          ? { x: refX * (10 ** hi / refY) ** (1 / k), y: 10 ** hi }
+          : { x: x1, y: y1 };
+      out.push(
+        `<line x1="${px(refX).toFixed(1)}" y1="${py(refY).toFixed(1)}" x2="${px(clipped.x).toFixed(1)}" y2="${py(clipped.y).toFixed(1)}" stroke="#aaa" stroke-dasharray="${dash}"/>`,
+      );
     }
     for (const optimizer of optimizers) {
       const series = points
-        .filter((p) => p.optimizer === optimizer && (panel.axis === 'batch' ? p.width === BASE_WIDTH && batchSizes.includes(p.batch) : p.batch === BASE_BATCH && widths.includes(p.width)))
+        .filter(
+          (p) =>
+            p.optimizer === optimizer &&
+            (panel.axis === 'batch'
+              ? p.width === BASE_WIDTH && batchSizes.includes(p.batch)
+              : p.batch === BASE_BATCH && widths.includes(p.width)),
+        )
         .sort((a, b) => (panel.axis === 'batch' ? a.batch - b.batch : a.width - b.width));
       if (series.length === 0) continue;
       const color = COLORS[optimizer] ?? '#000';
-      const coords = series.map((p) => [px(panel.axis === 'batch' ? p.batch : p.width), py(p.amortizedMs)] as const);
-      out.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${coords.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ')}"/>`);
+      const coords = series.map(
+        (p) => [px(panel.axis === 'batch' ? p.batch : p.width), py(p.amortizedMs)] as const,
+      );
+      out.push(
+        `<polyline fill="none" stroke="${color}" stroke-width="2" points="${coords.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ')}"/>`,
+      );
       for (const [x, y] of coords) out.push(marker(MARKERS[optimizer] ?? 'circle', x, y, color));
     }
   });
@@ -595,24 +885,40 @@ function scalingSvg(): string {
   optimizers.forEach((optimizer, oi) => {
     const y = top + 24 + oi * 22;
     const color = COLORS[optimizer] ?? '#000';
-    out.push(`<line x1="${lx}" x2="${lx + 26}" y1="${y}" y2="${y}" stroke="${color}" stroke-width="2"/>`);
+    out.push(
+      `<line x1="${lx}" x2="${lx + 26}" y1="${y}" y2="${y}" stroke="${color}" stroke-width="2"/>`,
+    );
     out.push(marker(MARKERS[optimizer] ?? 'circle', lx + 13, y, color));
     out.push(`<text x="${lx + 32}" y="${y}" dominant-baseline="middle">${esc(optimizer)}</text>`);
   });
   // The reference lines drawn from each panel's lower-left corner.
   const gy = top + 24 + optimizers.length * 22 + 14;
   out.push(`<text x="${lx}" y="${gy}" font-weight="bold">reference</text>`);
-  for (const [i, dash, label] of [[0, '6 4', '∝ m, ∝ W'], [1, '2 4', '∝ W²']] as const) {
+  for (const [i, dash, label] of [
+    [0, '6 4', '∝ m, ∝ W'],
+    [1, '2 4', '∝ W²'],
+  ] as const) {
     const y = gy + 20 + i * 20;
-    out.push(`<line x1="${lx}" x2="${lx + 26}" y1="${y}" y2="${y}" stroke="#aaa" stroke-dasharray="${dash}"/>`);
-    out.push(`<text x="${lx + 32}" y="${y}" dominant-baseline="middle" font-size="11">${label}</text>`);
+    out.push(
+      `<line x1="${lx}" x2="${lx + 26}" y1="${y}" y2="${y}" stroke="#aaa" stroke-dasharray="${dash}"/>`,
+    );
+    out.push(
+      `<text x="${lx + 32}" y="${y}" dominant-baseline="middle" font-size="11">${label}</text>`,
+    );
   }
   const notes = [
     'amortized = (9·ordinary + every-10th step)/10; the every-10th step holds the inverse refresh (kfac, ring, reng) or the Hessian estimate (sophia).',
     `kfac/ring/reng: one run per point, medians of steps 3–${steps - 1}${widths.some((w) => kroneckerSteps(w) !== steps) ? ` (W ≥ 1024: 3–${Math.min(steps, 21) - 1})` : ''}, every-10th from step ${periodicFrom(steps)}; the others: median of ${rounds} runs of ${cheapSteps} steps. Evaluation excluded.`,
   ];
-  if (skipped.length) notes.push(`Not run: ${[...new Set(skipped.map((s) => s.optimizer))].join(', ')} at W = ${[...new Set(skipped.map((s) => s.width))].join(', ')} (one Newton–Schulz refresh there ≈ 40–60 s, and no native Cholesky here); their components at W = 2048 are in the JSON.`);
-  notes.forEach((n, i) => out.push(`<text x="${left}" y="${H - 36 + i * 14}" fill="#555" font-size="11">${esc(n)}</text>`));
+  if (skipped.length)
+    notes.push(
+      `Not run: ${[...new Set(skipped.map((s) => s.optimizer))].join(', ')} at W = ${[...new Set(skipped.map((s) => s.width))].join(', ')} (one Newton–Schulz refresh there ≈ 40–60 s, and no native Cholesky here); their components at W = 2048 are in the JSON.`,
+    );
+  notes.forEach((n, i) =>
+    out.push(
+      `<text x="${left}" y="${H - 36 + i * 14}" fill="#555" font-size="11">${esc(n)}</text>`,
+    ),
+  );
   out.push('</svg>');
   return out.join('\n');
 }
@@ -652,7 +958,11 @@ const result = {
   cheapSteps,
   rounds,
   kroneckerStepsAtWidth: Object.fromEntries(widths.map((w) => [w, kroneckerSteps(w)])),
-  warmup: { ordinaryFromStep: ORDINARY_FROM, periodicFromStep: { kronecker: periodicFrom(steps), others: periodicFrom(cheapSteps) }, period: PERIOD },
+  warmup: {
+    ordinaryFromStep: ORDINARY_FROM,
+    periodicFromStep: { kronecker: periodicFrom(steps), others: periodicFrom(cheapSteps) },
+    period: PERIOD,
+  },
   batchSweep: { width: BASE_WIDTH, sizes: batchSizes },
   widthSweep: { batch: BASE_BATCH, sizes: widths },
   optimizers,
@@ -674,37 +984,81 @@ const result = {
 
 if (json) console.log(JSON.stringify(result));
 else {
-  const f = (v: number | undefined, d = 2): string => (v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(d));
-  console.log(`\n${backend.name} (${backend.detail}), mlp:784-W-10, MNIST; kfac/ring/reng one run of ${steps} steps per point, the others median of ${rounds} rounds of ${cheapSteps} steps; amortized ms/step (ordinary / every-10th)`);
-  for (const [axis, sizes] of [['batch', batchSizes], ['width', widths]] as const) {
+  const f = (v: number | undefined, d = 2): string =>
+    v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(d);
+  console.log(
+    `\n${backend.name} (${backend.detail}), mlp:784-W-10, MNIST; kfac/ring/reng one run of ${steps} steps per point, the others median of ${rounds} rounds of ${cheapSteps} steps; amortized ms/step (ordinary / every-10th)`,
+  );
+  for (const [axis, sizes] of [
+    ['batch', batchSizes],
+    ['width', widths],
+  ] as const) {
     console.log(`\n  vs ${axis} (${axis === 'batch' ? `W = ${BASE_WIDTH}` : `m = ${BASE_BATCH}`})`);
     console.log(`  ${'optimizer'.padEnd(9)}${sizes.map((s) => String(s).padStart(22)).join('')}`);
     for (const optimizer of optimizers) {
       const cells = sizes.map((s) => {
-        const p = points.find((q) => q.optimizer === optimizer && (axis === 'batch' ? q.batch === s && q.width === BASE_WIDTH : q.width === s && q.batch === BASE_BATCH));
-        return (p ? `${f(p.amortizedMs, 1)} (${f(p.ordinaryMs, 0)}/${f(p.periodicMs, 0)})` : 'skipped').padStart(22);
+        const p = points.find(
+          (q) =>
+            q.optimizer === optimizer &&
+            (axis === 'batch'
+              ? q.batch === s && q.width === BASE_WIDTH
+              : q.width === s && q.batch === BASE_BATCH),
+        );
+        return (
+          p ? `${f(p.amortizedMs, 1)} (${f(p.ordinaryMs, 0)}/${f(p.periodicMs, 0)})` : 'skipped'
+        ).padStart(22);
       });
       console.log(`  ${optimizer.padEnd(9)}${cells.join('')}`);
     }
   }
-  console.log(`\n  log–log slopes of amortized ms/step: measured (upper 3 sizes) vs expected from the multiply–add model`);
+  console.log(
+    `\n  log–log slopes of amortized ms/step: measured (upper 3 sizes) vs expected from the multiply–add model`,
+  );
   for (const [optimizer, s] of Object.entries(slopes)) {
-    const cell = (r?: SlopeReport): string => (r ? `${f(r.measured)} (${f(r.measuredUpper)}) vs ${f(r.expected)} (${f(r.expectedUpper)})${r.worseThanMath ? ' WORSE' : ''}` : '–');
-    console.log(`  ${optimizer.padEnd(9)} batch ${cell(s.batch).padEnd(34)} width ${cell(s.width)}`);
+    const cell = (r?: SlopeReport): string =>
+      r
+        ? `${f(r.measured)} (${f(r.measuredUpper)}) vs ${f(r.expected)} (${f(r.expectedUpper)})${r.worseThanMath ? ' WORSE' : ''}`
+        : '–';
+    console.log(
+      `  ${optimizer.padEnd(9)} batch ${cell(s.batch).padEnd(34)} width ${cell(s.width)}`,
+    );
   }
   for (const [optimizer, r] of Object.entries(refreshFromRuns)) {
-    console.log(`  ${optimizer.padEnd(9)} refresh alone (every-10th − ordinary): slope vs batch ${f(r.batch?.measured)} (expected 0), vs width ${f(r.width?.measured)} (expected ${f(r.width?.expected)})`);
+    console.log(
+      `  ${optimizer.padEnd(9)} refresh alone (every-10th − ordinary): slope vs batch ${f(r.batch?.measured)} (expected 0), vs width ${f(r.width?.measured)} (expected ${f(r.width?.expected)})`,
+    );
   }
   if (curvatureStepFromRuns) {
-    console.log(`  kfac − sgd ordinary step (statistics + preconditioning + sampled pass): vs batch ${f(curvatureStepFromRuns.batch?.measured)} (expected ${f(curvatureStepFromRuns.batch?.expected)}), vs width ${f(curvatureStepFromRuns.width?.measured)} (expected ${f(curvatureStepFromRuns.width?.expected)})`);
+    console.log(
+      `  kfac − sgd ordinary step (statistics + preconditioning + sampled pass): vs batch ${f(curvatureStepFromRuns.batch?.measured)} (expected ${f(curvatureStepFromRuns.batch?.expected)}), vs width ${f(curvatureStepFromRuns.width?.measured)} (expected ${f(curvatureStepFromRuns.width?.expected)})`,
+    );
   }
   if (components) {
-    console.log(`\n  components in isolation (ms): width/batch, statistics, preconditioning, one Newton–Schulz iteration (all factors)`);
-    for (const r of components.rows) console.log(`    W=${String(r.width).padStart(4)} m=${String(r.batch).padStart(4)}  ${f(r.statisticsMs).padStart(8)} ${f(r.preconditionMs).padStart(9)} ${f(r.newtonIterationMs).padStart(9)}`);
-    for (const [name, r] of Object.entries(components.slopes)) console.log(`    ${name.padEnd(24)} slope ${f(r.measured)} (upper ${f(r.measuredUpper)}) vs expected ${f(r.expected)} (upper ${f(r.expectedUpper)})${r.worseThanMath ? ' WORSE' : ''}`);
-    console.log(`    tf.matMul d×d GFLOP/s: ${Object.entries(components.matMulGflops).map(([d, g]) => `${d}: ${g.toFixed(1)}`).join(', ')}`);
+    console.log(
+      `\n  components in isolation (ms): width/batch, statistics, preconditioning, one Newton–Schulz iteration (all factors)`,
+    );
+    for (const r of components.rows)
+      console.log(
+        `    W=${String(r.width).padStart(4)} m=${String(r.batch).padStart(4)}  ${f(r.statisticsMs).padStart(8)} ${f(r.preconditionMs).padStart(9)} ${f(r.newtonIterationMs).padStart(9)}`,
+      );
+    for (const [name, r] of Object.entries(components.slopes))
+      console.log(
+        `    ${name.padEnd(24)} slope ${f(r.measured)} (upper ${f(r.measuredUpper)}) vs expected ${f(r.expected)} (upper ${f(r.expectedUpper)})${r.worseThanMath ? ' WORSE' : ''}`,
+      );
+    console.log(
+      `    tf.matMul d×d GFLOP/s: ${Object.entries(components.matMulGflops)
+        .map(([d, g]) => `${d}: ${g.toFixed(1)}`)
+        .join(', ')}`,
+    );
   }
-  for (const s of skipped) console.log(`  skipped ${s.optimizer} m=${s.batch} W=${s.width}: ${s.reason}`);
-  console.log(flags.length ? `\n  scaling worse than the math:\n${flags.map((x) => `    - ${x}`).join('\n')}` : '\n  no scaling worse than the math (tolerance +0.2 on the slope)');
-  console.log(`  plot: ${svgPath ?? 'not written'}; tensors leaked: ${result.tensorLeak}; load average ${f(result.loadAverage.before)} → ${f(result.loadAverage.after)}; ${result.totalSeconds.toFixed(0)} s`);
+  for (const s of skipped)
+    console.log(`  skipped ${s.optimizer} m=${s.batch} W=${s.width}: ${s.reason}`);
+  console.log(
+    flags.length
+      ? `\n  scaling worse than the math:\n${flags.map((x) => `    - ${x}`).join('\n')}`
+      : '\n  no scaling worse than the math (tolerance +0.2 on the slope)',
+  );
+  console.log(
+    `  plot: ${svgPath ?? 'not written'}; tensors leaked: ${result.tensorLeak}; load average ${f(result.loadAverage.before)} → ${f(result.loadAverage.after)}; ${result.totalSeconds.toFixed(0)} s`,
+  );
 }

@@ -47,14 +47,19 @@ const steps = Number(flag('steps', quick ? '10' : '40'));
 const rounds = Number(flag('rounds', quick ? '3' : '5'));
 const warmup = quick ? 30 : 60; // grng: wasm code and caches settle within ~0.5 s (≈ 20 steps)
 const lr = 0.05;
-const spec = `mlp:784-${hidden.split(',').map((h) => h.trim()).join('-')}-10`;
+const spec = `mlp:784-${hidden
+  .split(',')
+  .map((h) => h.trim())
+  .join('-')}-10`;
 const script = join(dirname(fileURLToPath(import.meta.url)), 'torch_step.py');
 const PACKAGES = ['python3-torch', 'libopenblas0-pthread'];
 
 for (const [name, value] of Object.entries({ threads, batch: batchSize, steps, rounds })) {
-  if (!Number.isInteger(value) || value < 1) fail(`--${name} must be an integer ≥ 1, got ${flag(name, '?')}`);
+  if (!Number.isInteger(value) || value < 1)
+    fail(`--${name} must be an integer ≥ 1, got ${flag(name, '?')}`);
 }
-if (!/^\d+(,\d+)*$/.test(hidden.replace(/\s/g, ''))) fail(`--hidden must be comma-separated widths like 512,512, got ${hidden}`);
+if (!/^\d+(,\d+)*$/.test(hidden.replace(/\s/g, '')))
+  fail(`--hidden must be comma-separated widths like 512,512, got ${hidden}`);
 
 function fail(message: string): never {
   console.error(`torchReference: ${message}`);
@@ -82,17 +87,22 @@ function tail(text: string | null | undefined): string {
 }
 
 function why(result: SpawnSyncReturns<string>, what: string): string {
-  if (result.error) return `${what}: ${(result.error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : result.error.message}`;
+  if (result.error)
+    return `${what}: ${(result.error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : result.error.message}`;
   if (result.signal) return `${what}: killed by ${result.signal}`;
   return `${what} exited with status ${result.status}${tail(result.stderr) ? ` (${tail(result.stderr)})` : ''}`;
 }
 
 /** Whether Debian's python can import torch; the reason when it cannot. */
 function torchProblem(): string | undefined {
-  const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
   if (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT') return `${python} not found`;
   if (r.status === 0) return undefined;
-  if (/No module named ['"]?torch/.test(r.stderr ?? '')) return `${python} cannot import torch (no module named torch: Debian's python3-torch, which installs for /usr/bin/python3, is missing; --install as root adds it)`;
+  if (/No module named ['"]?torch/.test(r.stderr ?? ''))
+    return `${python} cannot import torch (no module named torch: Debian's python3-torch, which installs for /usr/bin/python3, is missing; --install as root adds it)`;
   return why(r, `${python} -c "import torch"`);
 }
 
@@ -115,11 +125,17 @@ function apt(...aptArgs: string[]): SpawnSyncReturns<string> {
 function installTorch(): string | undefined {
   const missing = PACKAGES.filter((p) => !installed(p));
   if (missing.length === 0) return undefined;
-  if (process.getuid?.() !== 0) return `--install needs root to apt-get install ${missing.join(' ')}`;
-  const noCandidate = (pkg: string): boolean => !/Candidate: (?!\(none\))/.test(spawnSync('apt-cache', ['policy', pkg], { encoding: 'utf8' }).stdout ?? '');
+  if (process.getuid?.() !== 0)
+    return `--install needs root to apt-get install ${missing.join(' ')}`;
+  const noCandidate = (pkg: string): boolean =>
+    !/Candidate: (?!\(none\))/.test(
+      spawnSync('apt-cache', ['policy', pkg], { encoding: 'utf8' }).stdout ?? '',
+    );
   let updated = false;
   if (missing.some(noCandidate)) {
-    console.error(`torchReference: apt-get update (no candidate for ${missing.filter(noCandidate).join(', ')})`);
+    console.error(
+      `torchReference: apt-get update (no candidate for ${missing.filter(noCandidate).join(', ')})`,
+    );
     const u = apt('update');
     if (u.status !== 0) return why(u, 'apt-get update');
     updated = true;
@@ -148,16 +164,39 @@ interface TorchResult {
 }
 
 function runTorch(nThreads: number, intraOp: number): TorchResult {
-  const r = spawnSync(python, [script, '--json', '--batch', String(batchSize), '--hidden', hidden, '--steps', String(steps), '--rounds', String(rounds), '--warmup', '10', '--threads', String(nThreads), '--intra-op', String(intraOp)], {
-    encoding: 'utf8',
-    timeout: (quick ? 2 : 10) * 60_000,
-    maxBuffer: 1 << 24,
-  });
+  const r = spawnSync(
+    python,
+    [
+      script,
+      '--json',
+      '--batch',
+      String(batchSize),
+      '--hidden',
+      hidden,
+      '--steps',
+      String(steps),
+      '--rounds',
+      String(rounds),
+      '--warmup',
+      '10',
+      '--threads',
+      String(nThreads),
+      '--intra-op',
+      String(intraOp),
+    ],
+    {
+      encoding: 'utf8',
+      timeout: (quick ? 2 : 10) * 60_000,
+      maxBuffer: 1 << 24,
+    },
+  );
   if (r.status !== 0) skip(why(r, `${python} bench/torch_step.py`));
   try {
     return JSON.parse(lastLine(r.stdout)) as TorchResult;
   } catch {
-    skip(`bench/torch_step.py printed no JSON result (last line: ${JSON.stringify(tail(r.stdout))})`);
+    skip(
+      `bench/torch_step.py printed no JSON result (last line: ${JSON.stringify(tail(r.stdout))})`,
+    );
   }
 }
 
@@ -167,9 +206,17 @@ function runTorch(nThreads: number, intraOp: number): TorchResult {
  */
 function cpuTicks(): { machine: number; ours: number } | undefined {
   try {
-    const all = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number); // user nice system idle iowait irq softirq steal
+    const all = readFileSync('/proc/stat', 'utf8')
+      .split('\n')[0]!
+      .trim()
+      .split(/\s+/)
+      .slice(1, 9)
+      .map(Number); // user nice system idle iowait irq softirq steal
     const self = readFileSync('/proc/self/stat', 'utf8');
-    const fields = self.slice(self.lastIndexOf(')') + 2).split(' ').map(Number); // from field 3 (state) on
+    const fields = self
+      .slice(self.lastIndexOf(')') + 2)
+      .split(' ')
+      .map(Number); // from field 3 (state) on
     const ours = fields[11]! + fields[12]! + fields[13]! + fields[14]!; // utime stime cutime cstime
     return { machine: all.reduce((a, b) => a + b, 0) - all[3]! - all[4]!, ours };
   } catch {
@@ -190,7 +237,10 @@ if (problem && install) {
   if (installProblem) console.error(`torchReference: ${installProblem}`);
 }
 if (problem) skip(problem);
-if (!installed('libopenblas0-pthread') && !json) console.log('note: libopenblas0-pthread is not installed; torch may be on the reference BLAS (see the blas field; --install fixes it)');
+if (!installed('libopenblas0-pthread') && !json)
+  console.log(
+    'note: libopenblas0-pthread is not installed; torch may be on the reference BLAS (see the blas field; --install fixes it)',
+  );
 
 // PyTorch first, in its own process; nothing else runs while it is timed.
 const torch = runTorch(threads, 1);
@@ -213,7 +263,9 @@ const { batches } = await import('../src/streams/batches.js');
 type Params = import('../src/types.js').Params;
 
 if (torch1 && threads > 1 && torch.matmulGflops < 1.3 * torch1.matmulGflops) {
-  warnings.push(`the ${threads}-thread 1024² matmul (${torch.matmulGflops.toFixed(0)} GFLOP/s) is barely faster than the 1-thread one (${torch1.matmulGflops.toFixed(0)}): cores were shared with another process, or the BLAS is single-threaded`);
+  warnings.push(
+    `the ${threads}-thread 1024² matmul (${torch.matmulGflops.toFixed(0)} GFLOP/s) is barely faster than the 1-thread one (${torch1.matmulGflops.toFixed(0)}): cores were shared with another process, or the BLAS is single-threaded`,
+  );
 }
 const backend = await initBackend('wasm');
 const data = await loadMnist();
@@ -222,7 +274,14 @@ const model = mlp({ ...parseModelSpec(spec), seed: 1 });
 /** grng: batches → forwardBackward → update(sgd) → metrics({ norms: false }) (loss and accuracy). */
 async function grngStep(n: number): Promise<number> {
   const started = performance.now();
-  await lastValueFrom(batches(data.train, { batchSize, steps: n, seed: 1 }).pipe(forwardBackward(model), update(model, sgd({ learningRate: lr })), metrics({ norms: false }), toArray()));
+  await lastValueFrom(
+    batches(data.train, { batchSize, steps: n, seed: 1 }).pipe(
+      forwardBackward(model),
+      update(model, sgd({ learningRate: lr })),
+      metrics({ norms: false }),
+      toArray(),
+    ),
+  );
   return (performance.now() - started) / n;
 }
 
@@ -246,8 +305,14 @@ async function bareLoop(n: number): Promise<number> {
     const x = tf.tensor2d(rows.x, [size, features]);
     const y = tf.tensor1d(rows.y, 'int32');
     const loss = tf.tidy(() => {
-      const oneHot = tf.cast(tf.oneHot(y, model.outputs), 'float32') as import('@tensorflow/tfjs').Tensor2D;
-      const { value, grads } = tf.variableGrads(() => softmaxCrossEntropy(model.apply(model.params as Params, x).logits, oneHot), vars);
+      const oneHot = tf.cast(
+        tf.oneHot(y, model.outputs),
+        'float32',
+      ) as import('@tensorflow/tfjs').Tensor2D;
+      const { value, grads } = tf.variableGrads(
+        () => softmaxCrossEntropy(model.apply(model.params as Params, x).logits, oneHot),
+        vars,
+      );
       const scale = tf.scalar(lr);
       for (const v of vars) v.assign(tf.sub(v, tf.mul(grads[v.name]!, scale)));
       return value;
@@ -308,23 +373,41 @@ const result = {
 const ticksAtEnd = cpuTicks();
 if (ticksAtStart && ticksAtEnd) {
   // USER_HZ is 100 on Linux; cores kept busy by other processes, averaged over this run.
-  const others = (ticksAtEnd.machine - ticksAtStart.machine - (ticksAtEnd.ours - ticksAtStart.ours)) / 100 / ((performance.now() - wallAtStart) / 1000);
+  const others =
+    (ticksAtEnd.machine - ticksAtStart.machine - (ticksAtEnd.ours - ticksAtStart.ours)) /
+    100 /
+    ((performance.now() - wallAtStart) / 1000);
   result.otherProcessesCores = Math.max(0, others);
-  if (others > 0.15) warnings.push(`other processes kept ${others.toFixed(2)} core(s) busy on average during this run: the figures are not reliable (the out-of-the-box PyTorch one least of all)`);
+  if (others > 0.15)
+    warnings.push(
+      `other processes kept ${others.toFixed(2)} core(s) busy on average during this run: the figures are not reliable (the out-of-the-box PyTorch one least of all)`,
+    );
 }
 
 if (json) console.log(JSON.stringify(result));
 else {
   const row = (t: TorchResult, label: string): string =>
-    `  PyTorch ${t.version}, ${label}: BLAS ${t.threads} + OpenMP ${t.intraOpThreads}`.padEnd(52) + `${t.msPerStep.toFixed(2).padStart(7)} ms/step   (1024² matmul ${t.matmulMs.toFixed(2)} ms = ${t.matmulGflops.toFixed(1)} GFLOP/s)`;
-  console.log(`${spec}, batch ${batchSize}, SGD η=${lr}, ${steps} steps × ${rounds} rounds (median ms/step)`);
-  console.log(`  BLAS: ${torch.blas.name} (torch build: ${torch.blas.build}; ${torch.blas.libraries.join(', ') || 'no BLAS library mapped'}), oneDNN ${torch.mkldnn ? 'available' : 'not available'}`);
+    `  PyTorch ${t.version}, ${label}: BLAS ${t.threads} + OpenMP ${t.intraOpThreads}`.padEnd(52) +
+    `${t.msPerStep.toFixed(2).padStart(7)} ms/step   (1024² matmul ${t.matmulMs.toFixed(2)} ms = ${t.matmulGflops.toFixed(1)} GFLOP/s)`;
+  console.log(
+    `${spec}, batch ${batchSize}, SGD η=${lr}, ${steps} steps × ${rounds} rounds (median ms/step)`,
+  );
+  console.log(
+    `  BLAS: ${torch.blas.name} (torch build: ${torch.blas.build}; ${torch.blas.libraries.join(', ') || 'no BLAS library mapped'}), oneDNN ${torch.mkldnn ? 'available' : 'not available'}`,
+  );
   console.log(row(torch, 'reference'));
   if (torch1) console.log(row(torch1, '1 thread'));
   if (torchOob) console.log(row(torchOob, 'out of the box'));
-  console.log(`  grng ${backend.name} (${backend.detail})`.padEnd(52) + `${grng.msPerStep.toFixed(2).padStart(7)} ms/step   (bare tfjs loop ${grng.bareLoopMsPerStep.toFixed(2)} ms)`);
-  console.log(`  grng / PyTorch reference (${torch.threads} core${torch.threads === 1 ? '' : 's'}): ${result.ratio.toFixed(2)}×   (goal ≤ 2×)`);
-  if (result.ratioSingleThread !== undefined) console.log(`  grng / PyTorch 1 thread:       ${result.ratioSingleThread.toFixed(2)}×`);
-  if (result.ratioOutOfTheBox !== undefined) console.log(`  grng / PyTorch out of the box: ${result.ratioOutOfTheBox.toFixed(2)}×`);
+  console.log(
+    `  grng ${backend.name} (${backend.detail})`.padEnd(52) +
+      `${grng.msPerStep.toFixed(2).padStart(7)} ms/step   (bare tfjs loop ${grng.bareLoopMsPerStep.toFixed(2)} ms)`,
+  );
+  console.log(
+    `  grng / PyTorch reference (${torch.threads} core${torch.threads === 1 ? '' : 's'}): ${result.ratio.toFixed(2)}×   (goal ≤ 2×)`,
+  );
+  if (result.ratioSingleThread !== undefined)
+    console.log(`  grng / PyTorch 1 thread:       ${result.ratioSingleThread.toFixed(2)}×`);
+  if (result.ratioOutOfTheBox !== undefined)
+    console.log(`  grng / PyTorch out of the box: ${result.ratioOutOfTheBox.toFixed(2)}×`);
   for (const w of warnings) console.log(`  warning: ${w}`);
 }

@@ -19,14 +19,27 @@ socket.on('message', (data, isBinary) => {
     const table = tableFromIPC(data as Buffer);
     const run = runs.get(pendingHeader!.runId)!;
     run.rows += table.numRows;
-    const last = table.get(table.numRows - 1)!.toJSON() as { step: number; loss: number; testAccuracy: number | null };
+    const last = table.get(table.numRows - 1)!.toJSON() as {
+      step: number;
+      loss: number;
+      testAccuracy: number | null;
+    };
     const missed = pendingHeader!.missed ? ` (missed ${pendingHeader!.missed})` : '';
-    console.log(`${run.label.padEnd(10)} step ${String(last.step).padStart(5)}  loss ${last.loss.toFixed(4)}  test acc ${last.testAccuracy?.toFixed(4) ?? '   -  '}  rows ${run.rows}${missed}`);
+    console.log(
+      `${run.label.padEnd(10)} step ${String(last.step).padStart(5)}  loss ${last.loss.toFixed(4)}  test acc ${last.testAccuracy?.toFixed(4) ?? '   -  '}  rows ${run.rows}${missed}`,
+    );
     return;
   }
-  const message = JSON.parse(String(data)) as { type: string; run?: { id: string; label: string }; runId?: string; missed?: number };
-  if (message.type === 'run') runs.set(message.run!.id, { label: message.run!.label, rows: 0, ended: false });
-  if (message.type === 'batch') pendingHeader = { runId: message.runId!, missed: message.missed ?? 0 };
+  const message = JSON.parse(String(data)) as {
+    type: string;
+    run?: { id: string; label: string };
+    runId?: string;
+    missed?: number;
+  };
+  if (message.type === 'run')
+    runs.set(message.run!.id, { label: message.run!.label, rows: 0, ended: false });
+  if (message.type === 'batch')
+    pendingHeader = { runId: message.runId!, missed: message.missed ?? 0 };
   if (message.type === 'end') {
     runs.get(message.runId!)!.ended = true;
     console.log(`${runs.get(message.runId!)!.label} ended`);

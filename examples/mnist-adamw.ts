@@ -6,8 +6,18 @@
 import { formatSummaryTable, progressBar, train } from 'grng';
 
 const summary = await train(
-  { dataset: 'mnist', model: 'mlp:784-256-10', optimizer: 'adamw', optimizerOptions: { learningRate: 1e-3, weightDecay: 1e-2 }, epochs: 2, batchSize: 128, seed: 1 },
+  {
+    dataset: 'mnist',
+    model: 'mlp:784-256-10',
+    optimizer: 'adamw',
+    optimizerOptions: { learningRate: 1e-3, weightDecay: 1e-2 },
+    epochs: 2,
+    batchSize: 128,
+    seed: 1,
+  },
   (meta) => progressBar({ total: meta.totalSteps, label: meta.optimizer }),
 );
 console.log(formatSummaryTable([summary]));
-console.log(`test accuracy ${summary.testAccuracy?.toFixed(4)} (PyTorch reference on the same split: 0.898)`);
+console.log(
+  `test accuracy ${summary.testAccuracy?.toFixed(4)} (PyTorch reference on the same split: 0.898)`,
+);

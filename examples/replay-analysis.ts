@@ -16,11 +16,15 @@ if (files.length === 0) {
   process.exit(2);
 }
 
-const replayed = await lastValueFrom(replayArrow(files, { onWarning: (m) => console.error(`warning: ${m}`) }).pipe(toArray()));
+const replayed = await lastValueFrom(
+  replayArrow(files, { onWarning: (m) => console.error(`warning: ${m}`) }).pipe(toArray()),
+);
 const byRun = new Map<string, typeof replayed>();
 for (const item of replayed) byRun.set(item.run.id, [...(byRun.get(item.run.id) ?? []), item]);
 
-console.log(`run                         steps→${target}  seconds→${target}  best test acc  final loss  mean ‖g‖`);
+console.log(
+  `run                         steps→${target}  seconds→${target}  best test acc  final loss  mean ‖g‖`,
+);
 for (const items of byRun.values()) {
   const { run } = items[0]!;
   const rows = items.map((i) => i.row);

@@ -11,12 +11,34 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const source = join(root, 'src', 'dashboard');
 
 /** Builds the dashboard into `outDir` (default dist/dashboard); resolves to the directory. */
-export async function buildDashboard(outDir = join(root, 'dist', 'dashboard'), { dev = false } = {}) {
+export async function buildDashboard(
+  outDir = join(root, 'dist', 'dashboard'),
+  { dev = false } = {},
+) {
   await mkdir(outDir, { recursive: true });
-  const common = { bundle: true, minify: !dev, sourcemap: dev ? 'inline' : false, logLevel: 'warning', absWorkingDir: root, legalComments: 'none' };
+  const common = {
+    bundle: true,
+    minify: !dev,
+    sourcemap: dev ? 'inline' : false,
+    logLevel: 'warning',
+    absWorkingDir: root,
+    legalComments: 'none',
+  };
   await Promise.all([
-    build({ ...common, entryPoints: [join(source, 'main.ts')], outfile: join(outDir, 'app.js'), platform: 'browser', format: 'iife', target: 'es2020' }),
-    build({ ...common, entryPoints: [join(source, 'app.css')], outfile: join(outDir, 'app.css'), target: ['chrome90', 'firefox90', 'safari14'] }),
+    build({
+      ...common,
+      entryPoints: [join(source, 'main.ts')],
+      outfile: join(outDir, 'app.js'),
+      platform: 'browser',
+      format: 'iife',
+      target: 'es2020',
+    }),
+    build({
+      ...common,
+      entryPoints: [join(source, 'app.css')],
+      outfile: join(outDir, 'app.css'),
+      target: ['chrome90', 'firefox90', 'safari14'],
+    }),
     copyFile(join(source, 'index.html'), join(outDir, 'index.html')),
   ]);
   return outDir;

@@ -23,14 +23,18 @@ const require = createRequire(import.meta.url);
 
 /** Node's headers: an installed node's ../include/node holds node_api.h; node-gyp wants its parent. */
 function nodeRootDir() {
-  const candidates = [process.config.variables.node_root_dir, resolve(dirname(process.execPath), '..')];
+  const candidates = [
+    process.config.variables.node_root_dir,
+    resolve(dirname(process.execPath), '..'),
+  ];
   return candidates.find((dir) => dir && existsSync(join(dir, 'include', 'node', 'node_api.h')));
 }
 
 function run(command, args) {
   const result = spawnSync(command, args, { cwd: nativeDir, encoding: 'utf8' });
   if (result.error) return `${command}: ${result.error.message}`;
-  if (result.status !== 0) return `${command} exited ${result.status}: ${(result.stderr || result.stdout).trim().split('\n').slice(-3).join(' | ')}`;
+  if (result.status !== 0)
+    return `${command} exited ${result.status}: ${(result.stderr || result.stdout).trim().split('\n').slice(-3).join(' | ')}`;
   return undefined;
 }
 
@@ -39,7 +43,17 @@ function findNodeGyp() {
     return require.resolve('node-gyp/bin/node-gyp.js');
   } catch {
     // npm ships node-gyp for packages with binding.gyp; it sits beside npm's own files.
-    const bundled = join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+    const bundled = join(
+      dirname(process.execPath),
+      '..',
+      'lib',
+      'node_modules',
+      'npm',
+      'node_modules',
+      'node-gyp',
+      'bin',
+      'node-gyp.js',
+    );
     return existsSync(bundled) ? bundled : undefined;
   }
 }
@@ -47,11 +61,15 @@ function findNodeGyp() {
 const failures = [];
 const nodeDir = nodeRootDir();
 if (!nodeDir) {
-  failures.push(`Node's headers (include/node/node_api.h) were not found beside ${process.execPath}`);
+  failures.push(
+    `Node's headers (include/node/node_api.h) were not found beside ${process.execPath}`,
+  );
 } else {
   const gyp = findNodeGyp();
   // --nodedir keeps node-gyp from downloading headers (the machine may be offline).
-  const gypFailure = gyp ? run(process.execPath, [gyp, 'rebuild', `--nodedir=${nodeDir}`]) : 'node-gyp not found';
+  const gypFailure = gyp
+    ? run(process.execPath, [gyp, 'rebuild', `--nodedir=${nodeDir}`])
+    : 'node-gyp not found';
   if (gypFailure === undefined && existsSync(output)) {
     console.log(`build-native: built ${output} with node-gyp`);
     process.exit(0);
@@ -60,7 +78,20 @@ if (!nodeDir) {
   mkdirSync(dirname(output), { recursive: true });
   for (const compiler of [process.env.CC, 'cc', 'gcc', 'g++'].filter(Boolean)) {
     // g++ would compile the file as C++; -x c keeps it C.
-    const failure = run(compiler, ['-x', 'c', '-std=c11', '-O2', '-fPIC', '-shared', `-I${join(nodeDir, 'include', 'node')}`, '-DNODE_GYP_MODULE_NAME=grng_native', 'grng_native.c', '-o', output, '-ldl']);
+    const failure = run(compiler, [
+      '-x',
+      'c',
+      '-std=c11',
+      '-O2',
+      '-fPIC',
+      '-shared',
+      `-I${join(nodeDir, 'include', 'node')}`,
+      '-DNODE_GYP_MODULE_NAME=grng_native',
+      'grng_native.c',
+      '-o',
+      output,
+      '-ldl',
+    ]);
     if (failure === undefined) {
       console.log(`build-native: built ${output} with ${compiler}`);
       process.exit(0);
@@ -68,5 +99,7 @@ if (!nodeDir) {
     failures.push(failure);
   }
 }
-console.log(`build-native: the optional native matMul (GRNG_BLAS=1) was not built; grng uses the wasm kernel. Why: ${failures.join('; ')}`);
+console.log(
+  `build-native: the optional native matMul (GRNG_BLAS=1) was not built; grng uses the wasm kernel. Why: ${failures.join('; ')}`,
+);
 process.exit(0);

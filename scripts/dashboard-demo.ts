@@ -20,7 +20,9 @@ const { values } = parseArgs({
   },
 });
 const dashboardDir = join(root, 'dist', 'dashboard');
-execFileSync(process.execPath, [join(root, 'scripts', 'build-dashboard.mjs'), dashboardDir], { stdio: 'inherit' });
+execFileSync(process.execPath, [join(root, 'scripts', 'build-dashboard.mjs'), dashboardDir], {
+  stdio: 'inherit',
+});
 
 const hub = new RunHub();
 const history = Number(values.history);
@@ -28,10 +30,23 @@ const rate = Number(values.rate);
 const everyMs = 100;
 const perTick = Math.max(1, Math.round((rate * everyMs) / 1000));
 const feeds = [
-  feedHub(hub, syntheticRun('demo-ring', 'ring', { label: 'ring' }), 'ring', { first: history, perTick, everyMs }),
-  feedHub(hub, syntheticRun('demo-adamw', 'adamw', { label: 'adamw' }), 'adamw', { first: history, perTick, everyMs }),
+  feedHub(hub, syntheticRun('demo-ring', 'ring', { label: 'ring' }), 'ring', {
+    first: history,
+    perTick,
+    everyMs,
+  }),
+  feedHub(hub, syntheticRun('demo-adamw', 'adamw', { label: 'adamw' }), 'adamw', {
+    first: history,
+    perTick,
+    everyMs,
+  }),
 ];
-const server = await startServer({ hub, port: Number(values.port), token: values.token, dashboardDir });
+const server = await startServer({
+  hub,
+  port: Number(values.port),
+  token: values.token,
+  dashboardDir,
+});
 console.log(`dashboard: ${server.url}`);
 process.on('SIGINT', () => {
   for (const f of feeds) f.stop();

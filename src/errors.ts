@@ -6,20 +6,19 @@
  * try { sgd({ learningRate: -1 }); } catch (e) { if (isGrngError(e)) console.log(e.code); }
  */
 export type GrngErrorCode =
-  | 'invalid-option'
-  | 'invalid-model'
-  | 'invalid-data'
-  | 'backend'
-  | 'shape'
-  | 'step'
-  | 'internal';
+  'invalid-option' | 'invalid-model' | 'invalid-data' | 'backend' | 'shape' | 'step' | 'internal';
 
 export class GrngError extends Error {
   override readonly name = 'GrngError';
   readonly code: GrngErrorCode;
   readonly context: Readonly<Record<string, unknown>>;
 
-  constructor(code: GrngErrorCode, message: string, context: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+  constructor(
+    code: GrngErrorCode,
+    message: string,
+    context: Record<string, unknown> = {},
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
     this.code = code;
     this.context = context;
@@ -28,7 +27,10 @@ export class GrngError extends Error {
 
 /** Type guard that also works across duplicated copies of the package (checks the name). */
 export function isGrngError(value: unknown): value is GrngError {
-  return value instanceof GrngError || (value instanceof Error && value.name === 'GrngError' && 'code' in value);
+  return (
+    value instanceof GrngError ||
+    (value instanceof Error && value.name === 'GrngError' && 'code' in value)
+  );
 }
 
 /**
@@ -36,10 +38,17 @@ export function isGrngError(value: unknown): value is GrngError {
  * that the `error` notification always carries a typed error.
  */
 export function asGrngError(error: unknown, context: Record<string, unknown> = {}): GrngError {
-  const where = context.operator ? `${String(context.operator)}${context.step !== undefined ? ` at step ${String(context.step)}` : ''}: ` : '';
+  const where = context.operator
+    ? `${String(context.operator)}${context.step !== undefined ? ` at step ${String(context.step)}` : ''}: `
+    : '';
   if (isGrngError(error)) {
     if (Object.keys(context).length === 0 || error.context.operator !== undefined) return error;
-    return new GrngError(error.code, `${where}${error.message}`, { ...context, ...error.context }, { cause: error.cause });
+    return new GrngError(
+      error.code,
+      `${where}${error.message}`,
+      { ...context, ...error.context },
+      { cause: error.cause },
+    );
   }
   const message = error instanceof Error ? error.message : String(error);
   return new GrngError('step', `${where}${message}`, context, { cause: error });
@@ -47,7 +56,11 @@ export function asGrngError(error: unknown, context: Record<string, unknown> = {
 
 /** Throws an `invalid-option` error naming the option and the offending value. */
 export function invalidOption(option: string, value: unknown, expected: string): never {
-  throw new GrngError('invalid-option', `invalid ${option}: ${formatValue(value)} (expected ${expected})`, { option, value });
+  throw new GrngError(
+    'invalid-option',
+    `invalid ${option}: ${formatValue(value)} (expected ${expected})`,
+    { option, value },
+  );
 }
 
 function formatValue(value: unknown): string {

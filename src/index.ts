@@ -2,26 +2,75 @@
  * grng: train neural networks in Node.js with regularized natural gradients, as RxJS pipelines
  * of TensorFlow.js tensors. Public API: everything a pipeline is composed of.
  */
-export { initBackend, activeBackend, BACKENDS, type BackendChoice, type BackendName, type BackendInfo } from './runtime/backend.js';
+export {
+  initBackend,
+  activeBackend,
+  BACKENDS,
+  type BackendChoice,
+  type BackendName,
+  type BackendInfo,
+} from './runtime/backend.js';
 export { GrngError, isGrngError, type GrngErrorCode } from './errors.js';
-export type { Batch, Step, LayerSignals, UpdateInfo, MetricsRow, Params, Curvature, KroneckerInverse, StepHealth, SkippedStep } from './types.js';
+export type {
+  Batch,
+  Step,
+  LayerSignals,
+  UpdateInfo,
+  MetricsRow,
+  Params,
+  Curvature,
+  KroneckerInverse,
+  StepHealth,
+  SkippedStep,
+} from './types.js';
 export { sampledLabelPass, sampleLabels } from './nn/sampledLabels.js';
-export { resolveCurvatureOptions, type CurvatureOptions, type DampingRule } from './curvature/options.js';
+export {
+  resolveCurvatureOptions,
+  type CurvatureOptions,
+  type DampingRule,
+} from './curvature/options.js';
 
 export { loadMnist, MNIST_TEST_FRACTION } from './data/mnist.js';
 export { syntheticDataset, type SyntheticOptions } from './data/synthetic.js';
-export { loadDatasetFile, DATASET_FILE_EXTENSIONS, FILE_TEST_FRACTION } from './data/fileDataset.js';
+export {
+  loadDatasetFile,
+  DATASET_FILE_EXTENSIONS,
+  FILE_TEST_FRACTION,
+} from './data/fileDataset.js';
 export { validateDataset, type Dataset, type Split } from './data/dataset.js';
 
-export { Sequential, mlp, parseModelSpec, type MlpOptions, type DenseSpec, type DenseLayerInfo } from './nn/sequential.js';
+export {
+  Sequential,
+  mlp,
+  parseModelSpec,
+  type MlpOptions,
+  type DenseSpec,
+  type DenseLayerInfo,
+} from './nn/sequential.js';
 export { ACTIVATIONS, activate, type Activation } from './nn/activations.js';
 export { INITIALIZERS, type Initializer } from './nn/init.js';
 export { softmaxCrossEntropy, softmaxCrossEntropyPerSample, correctCount } from './nn/losses.js';
-export { layerMatMul, matMulInput, rowMaxNoGradient, exp as differentiableExp, tanh as differentiableTanh } from './nn/ops.js';
+export {
+  layerMatMul,
+  matMulInput,
+  rowMaxNoGradient,
+  exp as differentiableExp,
+  tanh as differentiableTanh,
+} from './nn/ops.js';
 
-export { batches, batchesPerEpoch, type BatchOptions, type SourceControl, type SourcePosition } from './streams/batches.js';
+export {
+  batches,
+  batchesPerEpoch,
+  type BatchOptions,
+  type SourceControl,
+  type SourcePosition,
+} from './streams/batches.js';
 
-export { forwardBackward, computeStep, type ForwardBackwardOptions } from './operators/forwardBackward.js';
+export {
+  forwardBackward,
+  computeStep,
+  type ForwardBackwardOptions,
+} from './operators/forwardBackward.js';
 export { update, type UpdateOptions } from './operators/update.js';
 export { evaluate, type EvaluateOptions } from './operators/evaluate.js';
 export { metrics, pearsonFromSums, type MetricsOptions } from './operators/metrics.js';
@@ -38,28 +87,85 @@ export { traceMomentum } from './optim/traceMomentum.js';
 export { scaleByAdam, type AdamOptions } from './optim/scaleByAdam.js';
 export { sgd, type SgdOptions } from './optim/sgd.js';
 export { adamw, type AdamwOptions } from './optim/adamw.js';
-export { createOptimizer, optimizerDefaults, resolveOptimizerOptions, OPTIMIZERS, type OptimizerName, type NamedOptimizer, type NamedOptimizerOptions } from './optim/registry.js';
+export {
+  createOptimizer,
+  optimizerDefaults,
+  resolveOptimizerOptions,
+  OPTIMIZERS,
+  type OptimizerName,
+  type NamedOptimizer,
+  type NamedOptimizerOptions,
+} from './optim/registry.js';
 export { kfac, type KfacOptions, type CurvatureOptimizer } from './optim/kfac.js';
 export { ring, type RingOptions } from './optim/ring.js';
-export { reng, hessianGradientProduct, finiteDifferenceHg, type RengOptions } from './optim/reng.js';
+export {
+  reng,
+  hessianGradientProduct,
+  finiteDifferenceHg,
+  type RengOptions,
+} from './optim/reng.js';
 export { sophia, type SophiaOptions } from './optim/sophia.js';
 export { rkalman, type RkalmanOptions } from './optim/rkalman.js';
-export { naturalGradient, precondition, type NaturalGradientOptions } from './optim/naturalGradient.js';
-export { valueAt, constantSchedule, stepSchedule, cosineSchedule, warmupSchedule, type Schedule, type Hyper } from './optim/schedules.js';
-export { partition, type PartitionOptions, type PartitionState, type ParameterLabel } from './optim/partition.js';
+export {
+  naturalGradient,
+  precondition,
+  type NaturalGradientOptions,
+} from './optim/naturalGradient.js';
+export {
+  valueAt,
+  constantSchedule,
+  stepSchedule,
+  cosineSchedule,
+  warmupSchedule,
+  type Schedule,
+  type Hyper,
+} from './optim/schedules.js';
+export {
+  partition,
+  type PartitionOptions,
+  type PartitionState,
+  type ParameterLabel,
+} from './optim/partition.js';
 export { globalNorm } from './linalg/reductions.js';
 
 export { progressBar, type ProgressBarOptions } from './sinks/progressBar.js';
 export { formatSummaryTable } from './sinks/summaryTable.js';
 
-export { trainingPipeline, type TrainingPipelineOptions, type PipelineOptimizer } from './run/pipeline.js';
+export {
+  trainingPipeline,
+  type TrainingPipelineOptions,
+  type PipelineOptimizer,
+} from './run/pipeline.js';
 export { prepareRun, train, liveTensors, type PreparedRun, type RunMetadata } from './run/train.js';
-export { resolveTrainOptions, RESUME_MAY_CHANGE, type TrainOptions, type RunSettings } from './run/options.js';
+export {
+  resolveTrainOptions,
+  RESUME_MAY_CHANGE,
+  type TrainOptions,
+  type RunSettings,
+} from './run/options.js';
 export { RunControl } from './run/runControl.js';
-export { loadCheckpoint, saveCheckpoint, disposeCheckpoint, restoreCheckpoint, runSourceControl, type Checkpoint, type CheckpointContent, type CheckpointPlan, type ResumableOptions, type RunState } from './run/checkpoint.js';
+export {
+  loadCheckpoint,
+  saveCheckpoint,
+  disposeCheckpoint,
+  restoreCheckpoint,
+  runSourceControl,
+  type Checkpoint,
+  type CheckpointContent,
+  type CheckpointPlan,
+  type ResumableOptions,
+  type RunState,
+} from './run/checkpoint.js';
 export { describeRun, type PipelineRunFacts, type RunNaming } from './run/describeRun.js';
 
-export { METRIC_COLUMNS, metricsSchema, runOfSchema, rowsToRecordBatch, recordBatchToRows, type RecordedRun } from './metrics/schema.js';
+export {
+  METRIC_COLUMNS,
+  metricsSchema,
+  runOfSchema,
+  rowsToRecordBatch,
+  recordBatchToRows,
+  type RecordedRun,
+} from './metrics/schema.js';
 export { toRecordBatches, type RecordBatchOptions } from './sinks/toRecordBatches.js';
 export { recordArrow, type RecordArrowOptions } from './sinks/recordArrow.js';
 export { arrowSink, type ArrowSinkOptions } from './sinks/arrowSink.js';

@@ -1,6 +1,8 @@
 import type * as tf from '@tensorflow/tfjs';
 
-/** A parameter tree: flat, keyed by path (`dense0/kernel`). Gradients and updates share its keys. */
+/**
+ * A parameter tree: flat, keyed by path (`dense0/kernel`). Gradients and updates share its keys.
+ */
 export type Params = Record<string, tf.Tensor>;
 
 /**
@@ -42,7 +44,10 @@ export interface LayerSignals {
   readonly layer: string;
   /** Layer input a [m, ...input shape], homogeneous column not included. */
   readonly a: tf.Tensor;
-  /** Per-sample signal [m, ...pre-activation shape]: the gradient of the *summed* loss with respect to s. */
+  /**
+   * Per-sample signal [m, ...pre-activation shape]: the gradient of the *summed* loss with respect
+   * to s.
+   */
   readonly delta: tf.Tensor;
 }
 
@@ -55,7 +60,10 @@ export interface Step {
   readonly correct: tf.Scalar;
   /** Gradient of the mean loss, keyed like the parameters. */
   readonly grads: Params;
-  /** Per signal layer input and signal, in the model's order, when forwardBackward was asked for them. */
+  /**
+   * Per signal layer input and signal, in the model's order, when forwardBackward was asked for
+   * them.
+   */
   readonly signals?: readonly LayerSignals[];
   /** Per-sample losses l_i (m), when forwardBackward was asked for signals. */
   readonly losses?: tf.Tensor1D;
@@ -88,7 +96,10 @@ export interface StepHealth {
   consecutive: number;
   /** Skipped steps in the whole run (the `skippedSteps` metric). */
   total: number;
-  /** Factor on the K-FAC family's damping γ: ×10 per skipped step, back ÷10 per scheduled refresh a full period after the last skip. */
+  /**
+   * Factor on the K-FAC family's damping γ: ×10 per skipped step, back ÷10 per scheduled refresh a
+   * full period after the last skip.
+   */
   dampingBoost: number;
   /** The last skipped step (−1 when none). */
   lastBadStep: number;
@@ -149,7 +160,10 @@ export interface MetricsRow {
   readonly gradNorm: number;
   /** ‖update‖ over all parameters. */
   readonly updateNorm: number;
-  /** Pearson correlation between the update and −g over all coordinates ([ours], docs/algorithms.md, Metrics). */
+  /**
+   * Pearson correlation between the update and −g over all coordinates ([ours], docs/algorithms.md,
+   * Metrics).
+   */
   readonly updateGradCorrelation: number;
   /** Test loss and accuracy at evaluation points, null elsewhere. */
   readonly testLoss: number | null;

@@ -22,35 +22,64 @@ interface ImportSite {
   readonly line: number;
   /** `import type`, `export type … from`, all-type named bindings, or an `import('…')` type. */
   readonly typeOnly: boolean;
-  readonly kind: 'import' | 'export from' | 'dynamic import()' | 'import() type' | 'require()' | 'import =';
+  readonly kind:
+    'import' | 'export from' | 'dynamic import()' | 'import() type' | 'require()' | 'import =';
 }
 
 /** Every module reference in a TypeScript source with a literal specifier. */
 function importsIn(fileName: string, text: string): ImportSite[] {
-  const source = ts.createSourceFile(fileName, text, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+  const source = ts.createSourceFile(
+    fileName,
+    text,
+    ts.ScriptTarget.Latest,
+    true,
+    ts.ScriptKind.TS,
+  );
   const sites: ImportSite[] = [];
   const add = (literal: ts.Node, typeOnly: boolean, kind: ImportSite['kind']): void => {
     if (!ts.isStringLiteralLike(literal)) return;
-    sites.push({ specifier: literal.text, line: source.getLineAndCharacterOfPosition(literal.getStart(source)).line + 1, typeOnly, kind });
+    sites.push({
+      specifier: literal.text,
+      line: source.getLineAndCharacterOfPosition(literal.getStart(source)).line + 1,
+      typeOnly,
+      kind,
+    });
   };
   const visit = (node: ts.Node): void => {
     if (ts.isImportDeclaration(node)) {
       const clause = node.importClause;
       const bindings = clause?.namedBindings;
       // `import { type A, type B } from` is erased like `import type`; a bare `import './x.js'` runs.
-      const allTypeNames = !!bindings && ts.isNamedImports(bindings) && bindings.elements.length > 0 && bindings.elements.every((e) => e.isTypeOnly);
-      add(node.moduleSpecifier, !!clause && (clause.isTypeOnly || (!clause.name && allTypeNames)), 'import');
+      const allTypeNames =
+        !!bindings &&
+        ts.isNamedImports(bindings) &&
+        bindings.elements.length > 0 &&
+        bindings.elements.every((e) => e.isTypeOnly);
+      add(
+        node.moduleSpecifier,
+        !!clause && (clause.isTypeOnly || (!clause.name && allTypeNames)),
+        'import',
+      );
     } else if (ts.isExportDeclaration(node) && node.moduleSpecifier) {
       const names = node.exportClause;
-      const allTypeNames = !!names && ts.isNamedExports(names) && names.elements.length > 0 && names.elements.every((e) => e.isTypeOnly);
+      const allTypeNames =
+        !!names &&
+        ts.isNamedExports(names) &&
+        names.elements.length > 0 &&
+        names.elements.every((e) => e.isTypeOnly);
       add(node.moduleSpecifier, node.isTypeOnly || allTypeNames, 'export from');
-    } else if (ts.isImportEqualsDeclaration(node) && ts.isExternalModuleReference(node.moduleReference)) {
+    } else if (
+      ts.isImportEqualsDeclaration(node) &&
+      ts.isExternalModuleReference(node.moduleReference)
+    ) {
       add(node.moduleReference.expression, node.isTypeOnly, 'import =');
     } else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument)) {
       add(node.argument.literal, true, 'import() type');
     } else if (ts.isCallExpression(node) && node.arguments.length > 0) {
-      if (node.expression.kind === ts.SyntaxKind.ImportKeyword) add(node.arguments[0]!, false, 'dynamic import()');
-      else if (ts.isIdentifier(node.expression) && node.expression.text === 'require') add(node.arguments[0]!, false, 'require()');
+      if (node.expression.kind === ts.SyntaxKind.ImportKeyword)
+        add(node.arguments[0]!, false, 'dynamic import()');
+      else if (ts.isIdentifier(node.expression) && node.expression.text === 'require')
+        add(node.arguments[0]!, false, 'require()');
     }
     ts.forEachChild(node, visit);
   };
@@ -105,10 +134,18 @@ function importGraph(): { files: string[]; edges: Edge[]; unresolved: string[] }
       if (!site.specifier.startsWith('./') && !site.specifier.startsWith('../')) continue;
       const target = resolveRelative(file, site.specifier);
       if (!target || !target.startsWith(SRC + '/')) {
-        unresolved.push(`${rel(file)}:${site.line} imports '${site.specifier}', which is no file in src/`);
+        unresolved.push(
+          `${rel(file)}:${site.line} imports '${site.specifier}', which is no file in src/`,
+        );
         continue;
       }
-      edges.push({ from: rel(file), to: rel(target), line: site.line, typeOnly: site.typeOnly, kind: site.kind });
+      edges.push({
+        from: rel(file),
+        to: rel(target),
+        line: site.line,
+        typeOnly: site.typeOnly,
+        kind: site.kind,
+      });
     }
   }
   return { files: files.map(rel), edges, unresolved };
@@ -130,31 +167,51 @@ const backticked = (cell: string): string[] => [...cell.matchAll(/`([^`]+)`/g)].
  */
 function parseRules(markdown: string): Rule[] {
   const start = markdown.indexOf(TABLE_MARKER);
-  if (start < 0) throw new Error(`docs/architecture.md has no '${TABLE_MARKER} -->' marker before its allowed-imports table`);
+  if (start < 0)
+    throw new Error(
+      `docs/architecture.md has no '${TABLE_MARKER} -->' marker before its allowed-imports table`,
+    );
   const lines = markdown.slice(start).split('\n').slice(1);
   const tableLines: string[] = [];
   for (const line of lines) {
     if (line.trim().startsWith('|')) tableLines.push(line.trim());
     else if (tableLines.length > 0) break;
   }
-  const cells = (line: string): string[] => line.slice(1, line.endsWith('|') ? -1 : undefined).split('|').map((c) => c.trim());
+  const cells = (line: string): string[] =>
+    line
+      .slice(1, line.endsWith('|') ? -1 : undefined)
+      .split('|')
+      .map((c) => c.trim());
   const header = cells(tableLines[0] ?? '').map((c) => c.toLowerCase());
-  const [groupCol, pathsCol, importsCol] = ['group', 'paths', 'may import'].map((name) => header.indexOf(name));
-  if (groupCol! < 0 || pathsCol! < 0 || importsCol! < 0) throw new Error(`the allowed-imports table needs the columns group, paths and may import; it has ${header.join(', ')}`);
+  const [groupCol, pathsCol, importsCol] = ['group', 'paths', 'may import'].map((name) =>
+    header.indexOf(name),
+  );
+  if (groupCol! < 0 || pathsCol! < 0 || importsCol! < 0)
+    throw new Error(
+      `the allowed-imports table needs the columns group, paths and may import; it has ${header.join(', ')}`,
+    );
   return tableLines.slice(2).map((line) => {
     const row = cells(line);
     const [group] = backticked(row[groupCol!] ?? '');
     if (!group) throw new Error(`allowed-imports row without a group name: ${line}`);
-    return { group, paths: backticked(row[pathsCol!] ?? ''), mayImport: backticked(row[importsCol!] ?? '') };
+    return {
+      group,
+      paths: backticked(row[pathsCol!] ?? ''),
+      mayImport: backticked(row[importsCol!] ?? ''),
+    };
   });
 }
 
 /** The group a file belongs to: a single-file path wins over a folder. */
 function groupOf(rules: readonly Rule[], file: string): string | undefined {
-  return rules.find((r) => r.paths.includes(file))?.group ?? rules.find((r) => r.paths.some((p) => p.endsWith('/') && file.startsWith(p)))?.group;
+  return (
+    rules.find((r) => r.paths.includes(file))?.group ??
+    rules.find((r) => r.paths.some((p) => p.endsWith('/') && file.startsWith(p)))?.group
+  );
 }
 
-const describeEdge = (e: Edge): string => `${e.from}:${e.line} imports ${e.to}${e.typeOnly ? ' (type-only)' : ''}`;
+const describeEdge = (e: Edge): string =>
+  `${e.from}:${e.line} imports ${e.to}${e.typeOnly ? ' (type-only)' : ''}`;
 
 /** Edges the table does not allow, each with the rule it breaks. Imports within a group are free. */
 function disallowedImports(rules: readonly Rule[], edges: readonly Edge[]): string[] {
@@ -164,10 +221,14 @@ function disallowedImports(rules: readonly Rule[], edges: readonly Edge[]): stri
     const from = groupOf(rules, e.from);
     const to = groupOf(rules, e.to);
     if (from === undefined || to === undefined) {
-      problems.push(`${describeEdge(e)}: ${from === undefined ? e.from : e.to} is in no group of the allowed-imports table`);
+      problems.push(
+        `${describeEdge(e)}: ${from === undefined ? e.from : e.to} is in no group of the allowed-imports table`,
+      );
     } else if (from !== to && !byGroup.get(from)!.mayImport.includes(to)) {
       const allowed = byGroup.get(from)!.mayImport;
-      problems.push(`${describeEdge(e)}: ${from} may import ${allowed.length ? allowed.join(', ') : 'no other group'}, not ${to} (docs/architecture.md, allowed imports)`);
+      problems.push(
+        `${describeEdge(e)}: ${from} may import ${allowed.length ? allowed.join(', ') : 'no other group'}, not ${to} (docs/architecture.md, allowed imports)`,
+      );
     }
   }
   return problems;
@@ -177,7 +238,9 @@ function disallowedImports(rules: readonly Rule[], edges: readonly Edge[]): stri
  * Strongly connected components with more than one node (or a self-loop), each as one closed
  * path through its smallest member followed by any other members of the component.
  */
-function cycles(edges: ReadonlyArray<{ from: string; to: string }>): Array<{ cycle: string[]; others: string[] }> {
+function cycles(
+  edges: ReadonlyArray<{ from: string; to: string }>,
+): Array<{ cycle: string[]; others: string[] }> {
   const next = new Map<string, string[]>();
   for (const { from, to } of edges) {
     if (!next.has(from)) next.set(from, []);
@@ -227,7 +290,10 @@ function cycles(edges: ReadonlyArray<{ from: string; to: string }>): Array<{ cyc
         if (w === startNode) {
           const path = [v];
           while (path[0] !== startNode) path.unshift(previous.get(path[0]!)!);
-          return { cycle: [...path, startNode], others: component.filter((c) => !path.includes(c)).sort() };
+          return {
+            cycle: [...path, startNode],
+            others: component.filter((c) => !path.includes(c)).sort(),
+          };
         }
         if (!previous.has(w)) {
           previous.set(w, v);
@@ -247,9 +313,19 @@ describe('the allowed-imports table of docs/architecture.md', () => {
     const groups = rules.map((r) => r.group);
     expect(groups.length).toBeGreaterThan(5);
     expect(groups.filter((g, i) => groups.indexOf(g) !== i)).toEqual([]);
-    const missing = rules.flatMap((r) => r.paths.filter((p) => (p.endsWith('/') ? !graph.files.some((f) => f.startsWith(p)) : !graph.files.includes(p))).map((p) => `${r.group}: ${p}`));
+    const missing = rules.flatMap((r) =>
+      r.paths
+        .filter((p) =>
+          p.endsWith('/') ? !graph.files.some((f) => f.startsWith(p)) : !graph.files.includes(p),
+        )
+        .map((p) => `${r.group}: ${p}`),
+    );
     expect(missing).toEqual([]);
-    const unknown = rules.flatMap((r) => r.mayImport.filter((g) => !groups.includes(g)).map((g) => `${r.group} may import ${g}, which is no group`));
+    const unknown = rules.flatMap((r) =>
+      r.mayImport
+        .filter((g) => !groups.includes(g))
+        .map((g) => `${r.group} may import ${g}, which is no group`),
+    );
     expect(unknown).toEqual([]);
   });
 
@@ -259,14 +335,20 @@ describe('the allowed-imports table of docs/architecture.md', () => {
   });
 
   it('allows no cycle itself, so following it can never make one', () => {
-    expect(cycles(rules.flatMap((r) => r.mayImport.map((to) => ({ from: r.group, to })))).map(({ cycle }) => cycle.join(' → '))).toEqual([]);
+    expect(
+      cycles(rules.flatMap((r) => r.mayImport.map((to) => ({ from: r.group, to })))).map(
+        ({ cycle }) => cycle.join(' → '),
+      ),
+    ).toEqual([]);
   });
 });
 
 describe('the import graph of src/', () => {
   it('finds the imports (a sanity floor: an empty graph would pass everything)', () => {
     expect(graph.edges.length).toBeGreaterThan(200);
-    expect(graph.edges.some((e) => e.from === 'src/index.ts' && e.to === 'src/run/train.ts')).toBe(true);
+    expect(graph.edges.some((e) => e.from === 'src/index.ts' && e.to === 'src/run/train.ts')).toBe(
+      true,
+    );
     expect(graph.edges.some((e) => e.typeOnly)).toBe(true);
   });
 
@@ -280,10 +362,16 @@ describe('the import graph of src/', () => {
 
   it('(b) has no cycle among folders', () => {
     const groupEdges = graph.edges
-      .map((e) => ({ from: groupOf(rules, e.from) ?? e.from, to: groupOf(rules, e.to) ?? e.to, edge: e }))
+      .map((e) => ({
+        from: groupOf(rules, e.from) ?? e.from,
+        to: groupOf(rules, e.to) ?? e.to,
+        edge: e,
+      }))
       .filter((e) => e.from !== e.to);
     const found = cycles(groupEdges).map(({ cycle, others }) => {
-      const witnesses = cycle.slice(1).map((to, i) => groupEdges.find((e) => e.from === cycle[i] && e.to === to)!.edge);
+      const witnesses = cycle
+        .slice(1)
+        .map((to, i) => groupEdges.find((e) => e.from === cycle[i] && e.to === to)!.edge);
       return `folder cycle ${cycle.join(' → ')}: ${witnesses.map(describeEdge).join('; ')}${others.length ? ` (also in the cycle: ${others.join(', ')})` : ''}`;
     });
     expect(found).toEqual([]);
@@ -291,7 +379,9 @@ describe('the import graph of src/', () => {
 
   it('(c) has no cycle among files', () => {
     const found = cycles(graph.edges).map(({ cycle, others }) => {
-      const witnesses = cycle.slice(1).map((to, i) => graph.edges.find((e) => e.from === cycle[i] && e.to === to)!);
+      const witnesses = cycle
+        .slice(1)
+        .map((to, i) => graph.edges.find((e) => e.from === cycle[i] && e.to === to)!);
       return `file cycle ${cycle.join(' → ')}: ${witnesses.map(describeEdge).join('; ')}${others.length ? ` (also in the cycle: ${others.join(', ')})` : ''}`;
     });
     expect(found).toEqual([]);
@@ -304,9 +394,16 @@ describe('the import graph of src/', () => {
   it('lets the browser dashboard import only types from src/metrics/ and no Node built-in', () => {
     const dashboard = graph.files.filter((f) => f.startsWith('src/dashboard/'));
     expect(dashboard.length).toBeGreaterThan(3);
-    const outward = graph.edges.filter((e) => e.from.startsWith('src/dashboard/') && !e.to.startsWith('src/dashboard/'));
+    const outward = graph.edges.filter(
+      (e) => e.from.startsWith('src/dashboard/') && !e.to.startsWith('src/dashboard/'),
+    );
     expect(outward.length).toBeGreaterThan(0);
-    const notMetricsTypes = outward.filter((e) => !e.typeOnly || !e.to.startsWith('src/metrics/')).map((e) => `${describeEdge(e)}: the dashboard may import only types, and only from src/metrics/`);
+    const notMetricsTypes = outward
+      .filter((e) => !e.typeOnly || !e.to.startsWith('src/metrics/'))
+      .map(
+        (e) =>
+          `${describeEdge(e)}: the dashboard may import only types, and only from src/metrics/`,
+      );
     const builtins = new Set(builtinModules);
     const nodeImports = dashboard.flatMap((f) =>
       importsIn(f, readFileSync(join(ROOT, f), 'utf8'))
@@ -326,7 +423,13 @@ describe('the checker itself', () => {
     '| `low` | `src/low/` | bottom | `leaves` |',
     '| `high` | `src/high/` | top | `low`, `leaves` (types only) |',
   ].join('\n');
-  const edge = (from: string, to: string, typeOnly = false): Edge => ({ from, to, line: 1, typeOnly, kind: 'import' });
+  const edge = (from: string, to: string, typeOnly = false): Edge => ({
+    from,
+    to,
+    line: 1,
+    typeOnly,
+    kind: 'import',
+  });
 
   it('parses groups, paths and allowed imports from backticked names only', () => {
     expect(parseRules(`# Title\n\nprose\n\n${table}\n\nafter`)).toEqual([
@@ -339,18 +442,32 @@ describe('the checker itself', () => {
 
   it('reports an upward import, type-only included, naming both files and the rule', () => {
     const parsed = parseRules(table);
-    expect(disallowedImports(parsed, [edge('src/high/a.ts', 'src/low/b.ts'), edge('src/low/b.ts', 'src/types.ts'), edge('src/low/b.ts', 'src/low/c.ts')])).toEqual([]);
+    expect(
+      disallowedImports(parsed, [
+        edge('src/high/a.ts', 'src/low/b.ts'),
+        edge('src/low/b.ts', 'src/types.ts'),
+        edge('src/low/b.ts', 'src/low/c.ts'),
+      ]),
+    ).toEqual([]);
     expect(disallowedImports(parsed, [edge('src/low/b.ts', 'src/high/a.ts', true)])).toEqual([
       'src/low/b.ts:1 imports src/high/a.ts (type-only): low may import leaves, not high (docs/architecture.md, allowed imports)',
     ]);
-    expect(disallowedImports(parsed, [edge('src/types.ts', 'src/low/b.ts')])[0]).toMatch(/leaves may import no other group, not low/);
-    expect(disallowedImports(parsed, [edge('src/stray.ts', 'src/types.ts')])[0]).toMatch(/src\/stray\.ts is in no group/);
+    expect(disallowedImports(parsed, [edge('src/types.ts', 'src/low/b.ts')])[0]).toMatch(
+      /leaves may import no other group, not low/,
+    );
+    expect(disallowedImports(parsed, [edge('src/stray.ts', 'src/types.ts')])[0]).toMatch(
+      /src\/stray\.ts is in no group/,
+    );
   });
 
   it('finds cycles and gives each as a closed path', () => {
     expect(cycles([edge('a', 'b'), edge('b', 'c')])).toEqual([]);
-    expect(cycles([edge('a', 'b'), edge('b', 'c'), edge('c', 'a'), edge('c', 'd')])).toEqual([{ cycle: ['a', 'b', 'c', 'a'], others: [] }]);
-    expect(cycles([edge('a', 'b'), edge('b', 'a'), edge('b', 'e'), edge('e', 'b')])).toEqual([{ cycle: ['a', 'b', 'a'], others: ['e'] }]);
+    expect(cycles([edge('a', 'b'), edge('b', 'c'), edge('c', 'a'), edge('c', 'd')])).toEqual([
+      { cycle: ['a', 'b', 'c', 'a'], others: [] },
+    ]);
+    expect(cycles([edge('a', 'b'), edge('b', 'a'), edge('b', 'e'), edge('e', 'b')])).toEqual([
+      { cycle: ['a', 'b', 'a'], others: ['e'] },
+    ]);
     expect(cycles([edge('x', 'x')])).toEqual([{ cycle: ['x', 'x'], others: [] }]);
   });
 

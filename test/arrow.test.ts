@@ -16,12 +16,32 @@ import type { MetricsRow } from '../src/types.js';
 import { fakeMetricsRow } from './fixtures/fakeRuns.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'grng-arrow-'));
-const run = (id: string, extra: Partial<RecordedRun> = {}): RecordedRun => ({ id, label: id, optimizer: 'ring', optimizerOptions: { rho: 0.1 }, model: 'mlp:4-3', dataset: 'synthetic', backend: 'cpu', seed: 1, batchSize: 8, totalSteps: 100, batchesPerEpoch: 10, version: 'test', startedAt: '2026-11-28T00:00:00.000Z', ...extra });
+const run = (id: string, extra: Partial<RecordedRun> = {}): RecordedRun => ({
+  id,
+  label: id,
+  optimizer: 'ring',
+  optimizerOptions: { rho: 0.1 },
+  model: 'mlp:4-3',
+  dataset: 'synthetic',
+  backend: 'cpu',
+  seed: 1,
+  batchSize: 8,
+  totalSteps: 100,
+  batchesPerEpoch: 10,
+  version: 'test',
+  startedAt: '2026-11-28T00:00:00.000Z',
+  ...extra,
+});
 const row = fakeMetricsRow;
 const rows = (n: number, wallOffset = 0) => Array.from({ length: n }, (_, i) => row(i, wallOffset));
 
 async function record(path: string, data: MetricsRow[], r = run('r1')): Promise<void> {
-  await lastValueFrom(from(data).pipe(arrowSink(r, { record: path, batching: { maxRows: 16, maxMs: 1000 } }), toArray()));
+  await lastValueFrom(
+    from(data).pipe(
+      arrowSink(r, { record: path, batching: { maxRows: 16, maxMs: 1000 } }),
+      toArray(),
+    ),
+  );
 }
 
 const normalise = (r: MetricsRow) => JSON.parse(JSON.stringify(r));
@@ -36,14 +56,21 @@ describe('Arrow recordings', () => {
     expect(rec.truncated).toBeUndefined();
     expect(rec.run).toEqual(run('r1'));
     expect(rec.batches).toHaveLength(Math.ceil(100 / 16));
-    expect(rec.batches.flatMap((b) => recordBatchToRows(b)).map(normalise)).toEqual(data.map(normalise));
+    expect(rec.batches.flatMap((b) => recordBatchToRows(b)).map(normalise)).toEqual(
+      data.map(normalise),
+    );
     const bytes = readFileSync(path);
     const arrowTable = tableFromIPC(bytes);
     expect(arrowTable.numRows).toBe(100);
     const flechette = flechetteFromIPC(bytes, { useProxy: false } as never);
     expect(flechette.numRows).toBe(100);
     const flat = flechette.toArray() as Array<Record<string, unknown>>;
-    expect(flat[42]).toMatchObject({ step: 42, loss: data[42]!.loss, damping: data[42]!.diagnostics.damping, testAccuracy: null });
+    expect(flat[42]).toMatchObject({
+      step: 42,
+      loss: data[42]!.loss,
+      damping: data[42]!.diagnostics.damping,
+      testAccuracy: null,
+    });
     expect(flat[49]).toMatchObject({ testAccuracy: 0.8, testLoss: 0.5 });
     expect(JSON.parse(flechette.schema.metadata!.get('grng.run')!)).toEqual(run('r1'));
   });
@@ -56,14 +83,21 @@ describe('Arrow recordings', () => {
     await record(path, rows(5)).catch((e) => (error = e));
     expect(isGrngError(error) && /already exists/.test((error as Error).message)).toBe(true);
     expect(readFileSync(path)).toEqual(before);
-    await lastValueFrom(from(rows(5)).pipe(arrowSink(run('r1'), { record: path, overwrite: true }), toArray()));
+    await lastValueFrom(
+      from(rows(5)).pipe(arrowSink(run('r1'), { record: path, overwrite: true }), toArray()),
+    );
     expect(readRecording(path).rows).toBe(5);
   });
 
   it('keeps what was recorded when the run fails', async () => {
     const path = join(dir, 'failed.arrows');
     let error: unknown;
-    await lastValueFrom(concat(from(rows(20)), throwError(() => new Error('boom'))).pipe(arrowSink(run('r1'), { record: path, batching: { maxRows: 8 } }), toArray())).catch((e) => (error = e));
+    await lastValueFrom(
+      concat(
+        from(rows(20)),
+        throwError(() => new Error('boom')),
+      ).pipe(arrowSink(run('r1'), { record: path, batching: { maxRows: 8 } }), toArray()),
+    ).catch((e) => (error = e));
     expect((error as Error).message).toBe('boom');
     const rec = readRecording(path);
     expect(rec.rows).toBe(20);
@@ -100,17 +134,23 @@ describe('Arrow recordings', () => {
     await record(path, rows(48));
     const bytes = readFileSync(path);
     fc.assert(
-      fc.property(fc.array(fc.record({ at: fc.nat(bytes.length - 1), bit: fc.nat(7) }), { minLength: 1, maxLength: 4 }), (flips) => {
-        const damaged = Uint8Array.from(bytes);
-        for (const { at, bit } of flips) damaged[at]! ^= 1 << bit;
-        try {
-          const rec = parseRecording(damaged, 'flip');
-          expect(rec.rows).toBeLessThanOrEqual(48);
-        } catch (error) {
-          expect(isGrngError(error)).toBe(true);
-          expect((error as Error).message).toMatch(/^flip: .* at byte \d+$/);
-        }
-      }),
+      fc.property(
+        fc.array(fc.record({ at: fc.nat(bytes.length - 1), bit: fc.nat(7) }), {
+          minLength: 1,
+          maxLength: 4,
+        }),
+        (flips) => {
+          const damaged = Uint8Array.from(bytes);
+          for (const { at, bit } of flips) damaged[at]! ^= 1 << bit;
+          try {
+            const rec = parseRecording(damaged, 'flip');
+            expect(rec.rows).toBeLessThanOrEqual(48);
+          } catch (error) {
+            expect(isGrngError(error)).toBe(true);
+            expect((error as Error).message).toMatch(/^flip: .* at byte \d+$/);
+          }
+        },
+      ),
       { numRuns: 1000 },
     );
   });
@@ -118,7 +158,9 @@ describe('Arrow recordings', () => {
   it('rejects files that are not grng recordings, naming file, offset and expectation', () => {
     const json = join(dir, 'not-arrow.arrows');
     writeFileSync(json, '{"hello": "world"}');
-    expect(() => readRecording(json)).toThrow(/not-arrow.arrows: expected the Arrow IPC continuation marker 0xFFFFFFFF, found 0x[0-9a-f]{8} at byte 0/);
+    expect(() => readRecording(json)).toThrow(
+      /not-arrow.arrows: expected the Arrow IPC continuation marker 0xFFFFFFFF, found 0x[0-9a-f]{8} at byte 0/,
+    );
     const empty = join(dir, 'empty.arrows');
     writeFileSync(empty, '');
     expect(() => readRecording(empty)).toThrow(/empty file/);
@@ -128,7 +170,11 @@ describe('Arrow recordings', () => {
   it('survives SIGKILL of the recording process: readable up to the last complete batch', async () => {
     for (let attempt = 0; attempt < 3; attempt++) {
       const path = join(dir, `killed-${attempt}.arrows`);
-      const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/recordForever.ts', path], { cwd: new URL('..', import.meta.url).pathname, stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', 'test/fixtures/recordForever.ts', path],
+        { cwd: new URL('..', import.meta.url).pathname, stdio: ['ignore', 'pipe', 'inherit'] },
+      );
       await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
       await new Promise((r) => setTimeout(r, 150 + attempt * 120));
       child.kill('SIGKILL');
@@ -172,15 +218,22 @@ describe('replayArrow', () => {
     const bytes = readFileSync(path);
     writeFileSync(path, bytes.subarray(0, bytes.length - 30));
     const warnings: string[] = [];
-    const replayed = await lastValueFrom(replayArrow(path, { onWarning: (m) => warnings.push(m) }).pipe(toArray()));
+    const replayed = await lastValueFrom(
+      replayArrow(path, { onWarning: (m) => warnings.push(m) }).pipe(toArray()),
+    );
     expect(replayed.length).toBe(32);
     expect(warnings[0]).toMatch(/truncated at byte \d+ .* read 32 rows/);
     const bad = join(dir, 'bad.arrows');
     writeFileSync(bad, 'garbage!garbage!');
     const seen: unknown[] = [];
     let error: unknown;
-    await lastValueFrom(replayArrow([path, bad]).pipe(toArray())).then((r) => seen.push(...r), (e) => (error = e));
+    await lastValueFrom(replayArrow([path, bad]).pipe(toArray())).then(
+      (r) => seen.push(...r),
+      (e) => (error = e),
+    );
     expect(seen).toHaveLength(0);
-    expect(isGrngError(error) && /bad.arrows: .* at byte 0/.test((error as Error).message)).toBe(true);
+    expect(isGrngError(error) && /bad.arrows: .* at byte 0/.test((error as Error).message)).toBe(
+      true,
+    );
   });
 });

@@ -46,10 +46,20 @@ function read(b: Batch): Seen {
     expect(y[i]).toBe(r % 3);
     return r;
   });
-  return { step: b.step, epoch: b.epoch, index: b.index, batchesPerEpoch: b.batchesPerEpoch, size: b.size, lastOfEpoch: b.lastOfEpoch, last: b.last, rows };
+  return {
+    step: b.step,
+    epoch: b.epoch,
+    index: b.index,
+    batchesPerEpoch: b.batchesPerEpoch,
+    size: b.size,
+    lastOfEpoch: b.lastOfEpoch,
+    last: b.last,
+    rows,
+  };
 }
 
-const collect = (options: BatchOptions, split: Split = data): Promise<Seen[]> => lastValueFrom(batches(split, options).pipe(map(read), toArray()));
+const collect = (options: BatchOptions, split: Split = data): Promise<Seen[]> =>
+  lastValueFrom(batches(split, options).pipe(map(read), toArray()));
 
 const tick = (ms = 10): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -96,8 +106,28 @@ describe('batches: sizes, epochs, flags', () => {
     expect(seen.map((s) => s.epoch)).toEqual([0, 0, 0, 1, 1, 1, 2, 2, 2]);
     expect(seen.map((s) => s.index)).toEqual([0, 1, 2, 0, 1, 2, 0, 1, 2]);
     expect(seen.map((s) => s.size)).toEqual([4, 4, 2, 4, 4, 2, 4, 4, 2]);
-    expect(seen.map((s) => s.lastOfEpoch)).toEqual([false, false, true, false, false, true, false, false, true]);
-    expect(seen.map((s) => s.last)).toEqual([false, false, false, false, false, false, false, false, true]);
+    expect(seen.map((s) => s.lastOfEpoch)).toEqual([
+      false,
+      false,
+      true,
+      false,
+      false,
+      true,
+      false,
+      false,
+      true,
+    ]);
+    expect(seen.map((s) => s.last)).toEqual([
+      false,
+      false,
+      false,
+      false,
+      false,
+      false,
+      false,
+      false,
+      true,
+    ]);
   });
 
   it('steps limits the run across epochs; the final batch is last and lastOfEpoch', async () => {
@@ -125,7 +155,8 @@ describe('batches: order', () => {
     const seen = await collect({ batchSize: 3, epochs: 3, seed: 7 });
     const epochs = byEpoch(seen);
     expect(epochs.length).toBe(3);
-    for (const rows of epochs) expect([...rows].sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    for (const rows of epochs)
+      expect([...rows].sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
   });
 
   it('same seed gives the same order; another seed another order; epochs are reshuffled', async () => {
@@ -170,8 +201,10 @@ describe('batches: pacing and ownership', () => {
           emitted += 1;
           maxAhead = Math.max(maxAhead, emitted - released);
           events.push(`emit ${b.step}`);
-          if (previous && !(previous.x.isDisposed && previous.y.isDisposed)) problems.push(`batch ${previous.step} alive when ${b.step} arrived`);
-          if (tf.memory().numTensors !== baseline + 2) problems.push(`${tf.memory().numTensors - baseline} tensors live at step ${b.step}`);
+          if (previous && !(previous.x.isDisposed && previous.y.isDisposed))
+            problems.push(`batch ${previous.step} alive when ${b.step} arrived`);
+          if (tf.memory().numTensors !== baseline + 2)
+            problems.push(`${tf.memory().numTensors - baseline} tensors live at step ${b.step}`);
           previous = b;
           const release = b.hold();
           setTimeout(() => {
@@ -190,7 +223,9 @@ describe('batches: pacing and ownership', () => {
     });
     expect(problems).toEqual([]);
     expect(maxAhead).toBe(1);
-    expect(events).toEqual(Array.from({ length: 8 }, (_, i) => [`emit ${i}`, `release ${i}`]).flat());
+    expect(events).toEqual(
+      Array.from({ length: 8 }, (_, i) => [`emit ${i}`, `release ${i}`]).flat(),
+    );
     expect(previous!.x.isDisposed).toBe(true);
     expect(tf.memory().numTensors).toBe(baseline);
   });
@@ -280,7 +315,13 @@ describe('batches: pacing and ownership', () => {
 
   it('take(n) downstream stops a synchronous run; nothing is left', async () => {
     const baseline = tf.memory().numTensors;
-    const seen = await lastValueFrom(batches(data, { batchSize: 2, epochs: 4 }).pipe(take(3), map((b) => b.step), toArray()));
+    const seen = await lastValueFrom(
+      batches(data, { batchSize: 2, epochs: 4 }).pipe(
+        take(3),
+        map((b) => b.step),
+        toArray(),
+      ),
+    );
     expect(seen).toEqual([0, 1, 2]);
     await tick();
     expect(tf.memory().numTensors).toBe(baseline);
@@ -319,7 +360,8 @@ describe('batches: options', () => {
   it('shuffle "yes"', () => invalid({ batchSize: 2, shuffle: 'yes' }, 'shuffle'));
   it('seed -1', () => invalid({ batchSize: 2, seed: -1 }, 'seed'));
   it('an unknown key', () => invalid({ batchSize: 2, batchsize: 4 }, /"batchsize"/));
-  it("batchSize larger than n with partial 'drop'", () => invalid({ batchSize: ROWS + 1, partial: 'drop' }, 'batchSize'));
+  it("batchSize larger than n with partial 'drop'", () =>
+    invalid({ batchSize: ROWS + 1, partial: 'drop' }, 'batchSize'));
 
   it('batchSize equal to n with partial drop is fine', async () => {
     const seen = await collect({ batchSize: ROWS, partial: 'drop' });

@@ -7,7 +7,11 @@ const root = new URL('..', import.meta.url).pathname;
 
 describe('npm run bench -- --quick', () => {
   it('runs every benchmark and prints one JSON object with their figures', async () => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'bench/index.ts', '--quick', '--json', '--no-write'], { cwd: root, maxBuffer: 1 << 26, timeout: 170_000 });
+    const { stdout } = await run(
+      process.execPath,
+      ['--import', 'tsx', 'bench/index.ts', '--quick', '--json', '--no-write'],
+      { cwd: root, maxBuffer: 1 << 26, timeout: 170_000 },
+    );
     const results = JSON.parse(stdout.trim().split('\n').at(-1)!);
     expect(results.machine.quick).toBe(true);
     expect(results.pipeline.ratios.grngLossOnlyOverBareLoop).toBeGreaterThan(0);

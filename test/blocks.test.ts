@@ -45,7 +45,10 @@ describe('the dense block through the KroneckerBlock interface', () => {
       const tree = model.params as Params;
       const matrix = blocks[1]!.toMatrix(tree);
       expect(matrix.shape).toEqual([5, 2]);
-      expect(matrix.arraySync()).toEqual([...(tree['dense1/kernel']!.arraySync() as number[][]), tree['dense1/bias']!.arraySync() as number[]]);
+      expect(matrix.arraySync()).toEqual([
+        ...(tree['dense1/kernel']!.arraySync() as number[][]),
+        tree['dense1/bias']!.arraySync() as number[],
+      ]);
       const back = blocks[1]!.fromMatrix(matrix);
       expect(Object.keys(back)).toEqual(['dense1/kernel', 'dense1/bias']);
       expect(back['dense1/kernel']!.arraySync()).toEqual(tree['dense1/kernel']!.arraySync());
@@ -58,17 +61,42 @@ describe('the dense block through the KroneckerBlock interface', () => {
   it('statistics through the block equal the dense factors, and what the block made is disposed', () => {
     const model = mlp({ inputs: 3, layers: [{ units: 2 }], seed: 1 });
     const block = denseBlock(model.layers[0]!);
-    const a = tf.tensor2d([[1, 2, 3], [-1, 0.5, 2], [0, 1, -2], [3, 1, 1]]);
-    const delta = tf.tensor2d([[0.1, -0.2], [0.3, 0.4], [-0.5, 0.6], [0.7, 0.8]]);
+    const a = tf.tensor2d([
+      [1, 2, 3],
+      [-1, 0.5, 2],
+      [0, 1, -2],
+      [3, 1, 1],
+    ]);
+    const delta = tf.tensor2d([
+      [0.1, -0.2],
+      [0.3, 0.4],
+      [-0.5, 0.6],
+      [0.7, 0.8],
+    ]);
     const before = tf.memory().numTensors;
     const viaBlock = foldStatistics(block, undefined, a, delta, 0.9);
     const direct = foldFactors(undefined, a, delta, 0.9);
     const fresh = batchFactors(a, delta);
     expect(tf.memory().numTensors).toBe(before + 6);
-    for (const [x, y] of [[viaBlock.a.sum, direct.a.sum], [viaBlock.g.sum, direct.g.sum]] as const) expect(x.arraySync()).toEqual(y.arraySync());
+    for (const [x, y] of [
+      [viaBlock.a.sum, direct.a.sum],
+      [viaBlock.g.sum, direct.g.sum],
+    ] as const)
+      expect(x.arraySync()).toEqual(y.arraySync());
     // sum/weight of a first fold is the batch factor itself.
-    expect(tf.max(tf.abs(tf.sub(tf.div(viaBlock.a.sum, viaBlock.a.weight), fresh.a))).arraySync()).toBeLessThan(1e-6);
-    tf.dispose([viaBlock.a.sum, viaBlock.g.sum, direct.a.sum, direct.g.sum, fresh.a, fresh.g, a, delta]);
+    expect(
+      tf.max(tf.abs(tf.sub(tf.div(viaBlock.a.sum, viaBlock.a.weight), fresh.a))).arraySync(),
+    ).toBeLessThan(1e-6);
+    tf.dispose([
+      viaBlock.a.sum,
+      viaBlock.g.sum,
+      direct.a.sum,
+      direct.g.sum,
+      fresh.a,
+      fresh.g,
+      a,
+      delta,
+    ]);
     model.dispose();
   });
 
@@ -76,15 +104,34 @@ describe('the dense block through the KroneckerBlock interface', () => {
     const model = mlp({ inputs: 2, layers: [{ units: 2 }], seed: 1 });
     const blocks = curvatureBlocks(model);
     tf.tidy(() => {
-      const aInverse = tf.tensor2d([[2, 0, 0], [0, 3, 0], [0, 0, 5]]);
-      const gInverse = tf.tensor2d([[1, 1], [0, 2]]);
-      const v: Params = { 'dense0/kernel': tf.tensor2d([[1, 2], [3, 4]]), 'dense0/bias': tf.tensor1d([5, 6]), other: tf.tensor1d([7]) };
+      const aInverse = tf.tensor2d([
+        [2, 0, 0],
+        [0, 3, 0],
+        [0, 0, 5],
+      ]);
+      const gInverse = tf.tensor2d([
+        [1, 1],
+        [0, 2],
+      ]);
+      const v: Params = {
+        'dense0/kernel': tf.tensor2d([
+          [1, 2],
+          [3, 4],
+        ]),
+        'dense0/bias': tf.tensor1d([5, 6]),
+        other: tf.tensor1d([7]),
+      };
       const u = precondition(blocks, [{ aInverse, gInverse }], v);
       // [[1,2],[3,4],[5,6]] scaled by rows (2,3,5), then times [[1,1],[0,2]].
-      expect(u['dense0/kernel']!.arraySync()).toEqual([[2, 10], [9, 33]]);
+      expect(u['dense0/kernel']!.arraySync()).toEqual([
+        [2, 10],
+        [9, 33],
+      ]);
       expect(u['dense0/bias']!.arraySync()).toEqual([25, 85]);
       expect(u.other).toBe(v.other);
-      expect(errorOf(() => precondition(blocks, [], v)).message).toMatch(/no factors for layer dense0/);
+      expect(errorOf(() => precondition(blocks, [], v)).message).toMatch(
+        /no factors for layer dense0/,
+      );
     });
     model.dispose();
   });
@@ -92,7 +139,15 @@ describe('the dense block through the KroneckerBlock interface', () => {
 
 describe('a layer kind without a curvature block', () => {
   // A stand-in for a layer with a signal point that no block covers yet.
-  const strange: Layer = { kind: 'strange', name: 'strange0', inputShape: [2], outputShape: [2], params: [], signalShape: [2], apply: (_p, x) => x };
+  const strange: Layer = {
+    kind: 'strange',
+    name: 'strange0',
+    inputShape: [2],
+    outputShape: [2],
+    params: [],
+    signalShape: [2],
+    apply: (_p, x) => x,
+  };
 
   it('is a clear error naming the layer, for the K-FAC family and R-Kalman alike, before any step', () => {
     const model = new Sequential([strange], {}, 'strange');
@@ -101,7 +156,9 @@ describe('a layer kind without a curvature block', () => {
       expect(isGrngError(error)).toBe(true);
       expect(error.message).toMatch(/layer strange0 \(strange\) has no curvature block/);
     }
-    expect(errorOf(() => fisherScan(model, { lambda: 1e-3, rho: 0, norm: 'mean' })).message).toMatch(/strange0/);
+    expect(
+      errorOf(() => fisherScan(model, { lambda: 1e-3, rho: 0, norm: 'mean' })).message,
+    ).toMatch(/strange0/);
     model.dispose();
   });
 
@@ -115,15 +172,33 @@ describe('a layer kind without a curvature block', () => {
 
 describe('batches shaped [m, ...example shape]', () => {
   const flat = syntheticDataset({ features: 8, classes: 3, train: 96, test: 32, seed: 4 });
-  const shaped = { ...flat, train: { ...flat.train, shape: [2, 4] }, test: { ...flat.test, shape: [2, 4] } };
+  const shaped = {
+    ...flat,
+    train: { ...flat.train, shape: [2, 4] },
+    test: { ...flat.test, shape: [2, 4] },
+  };
 
-  async function lossesOf(name: string, data: typeof flat, inputShape?: number[]): Promise<number[]> {
-    const model = mlp({ inputs: 8, ...(inputShape ? { inputShape } : {}), layers: [{ units: 6, activation: 'tanh' }, { units: 3 }], seed: 2 });
+  async function lossesOf(
+    name: string,
+    data: typeof flat,
+    inputShape?: number[],
+  ): Promise<number[]> {
+    const model = mlp({
+      inputs: 8,
+      ...(inputShape ? { inputShape } : {}),
+      layers: [{ units: 6, activation: 'tanh' }, { units: 3 }],
+      seed: 2,
+    });
     const optimizer = createOptimizer(name, model, { seed: 5 }, { lenient: true });
     const rows = await lastValueFrom(
       batches(data.train, { batchSize: 16, epochs: 2, steps: 8, seed: 3 }).pipe(
         forwardBackward(model, { signals: optimizer.needsSignals }),
-        optimizer.curvature ? fisherScan(model, optimizer.curvature.damping, { ...optimizer.curvature.options, inverseEvery: 3 }) : (s) => s,
+        optimizer.curvature
+          ? fisherScan(model, optimizer.curvature.damping, {
+              ...optimizer.curvature.options,
+              inverseEvery: 3,
+            })
+          : (s) => s,
         update(model, optimizer.transform),
         metrics(),
         toArray(),
@@ -146,10 +221,14 @@ describe('batches shaped [m, ...example shape]', () => {
 
   it('a batch of the wrong shape names both shapes', async () => {
     const model = mlp({ inputs: 8, inputShape: [4, 2], layers: [{ units: 3 }], seed: 1 });
-    const error = await lastValueFrom(batches(shaped.train, { batchSize: 16, steps: 1 }).pipe(forwardBackward(model)))
+    const error = await lastValueFrom(
+      batches(shaped.train, { batchSize: 16, steps: 1 }).pipe(forwardBackward(model)),
+    )
       .then(() => undefined)
       .catch((e: unknown) => e as Error);
-    expect(error?.message).toMatch(/batch has examples of shape \[2, 4\] but the model mlp:8-3 expects \[4, 2\]/);
+    expect(error?.message).toMatch(
+      /batch has examples of shape \[2, 4\] but the model mlp:8-3 expects \[4, 2\]/,
+    );
     model.dispose();
   });
 });
@@ -167,10 +246,20 @@ describe('parameter groups by default: parameters without a curvature block go t
   const data = syntheticDataset({ features: 6, classes: 3, train: 128, test: 32, seed: 8 });
 
   function modelWithGain(): Sequential {
-    const dense = mlp({ inputs: 6, layers: [{ units: 5, activation: 'tanh' }, { units: 3 }], seed: 2 });
-    const initial: Params = Object.fromEntries(Object.entries(dense.params).map(([k, v]) => [k, tf.clone(v)]));
+    const dense = mlp({
+      inputs: 6,
+      layers: [{ units: 5, activation: 'tanh' }, { units: 3 }],
+      seed: 2,
+    });
+    const initial: Params = Object.fromEntries(
+      Object.entries(dense.params).map(([k, v]) => [k, tf.clone(v)]),
+    );
     initial['gain0/scale'] = tf.ones([5]);
-    const model = new Sequential([dense.layers[0]!, gainLayer(5), dense.layers[1]!], initial, 'dense-gain-dense');
+    const model = new Sequential(
+      [dense.layers[0]!, gainLayer(5), dense.layers[1]!],
+      initial,
+      'dense-gain-dense',
+    );
     dense.dispose();
     return model;
   }
@@ -180,12 +269,17 @@ describe('parameter groups by default: parameters without a curvature block go t
       const model = modelWithGain();
       const before = tf.memory().numTensors;
       const optimizer = createOptimizer(name, model, { seed: 1 }, { lenient: true });
-      expect(optimizer.groups).toEqual({ [name]: ['dense0/kernel', 'dense0/bias', 'dense1/kernel', 'dense1/bias'], adamw: ['gain0/scale'] });
+      expect(optimizer.groups).toEqual({
+        [name]: ['dense0/kernel', 'dense0/bias', 'dense1/kernel', 'dense1/bias'],
+        adamw: ['gain0/scale'],
+      });
       const gainBefore = Array.from(await model.params['gain0/scale']!.data());
       const rows = await lastValueFrom(
         batches(data.train, { batchSize: 32, epochs: 3, steps: 12, seed: 1 }).pipe(
           forwardBackward(model, { signals: true }),
-          optimizer.curvature ? fisherScan(model, optimizer.curvature.damping, optimizer.curvature.options) : (s) => s,
+          optimizer.curvature
+            ? fisherScan(model, optimizer.curvature.damping, optimizer.curvature.options)
+            : (s) => s,
           update(model, optimizer.transform),
           metrics(),
           toArray(),
@@ -204,9 +298,14 @@ describe('parameter groups by default: parameters without a curvature block go t
 
   it('the K-FAC family given a parameter without a block, ungrouped, says to use partition()', () => {
     const model = modelWithGain();
-    const transform = createOptimizer('ring', mlp({ inputs: 6, layers: [{ units: 3 }], seed: 1 })).transform;
+    const transform = createOptimizer(
+      'ring',
+      mlp({ inputs: 6, layers: [{ units: 3 }], seed: 1 }),
+    ).transform;
     const error = errorOf(() => transform.init(model.params as Params));
-    expect(error.message).toMatch(/dense0\/kernel, dense0\/bias, dense1\/kernel, dense1\/bias, gain0\/scale have none|have none: give them another optimizer with partition\(\)/);
+    expect(error.message).toMatch(
+      /dense0\/kernel, dense0\/bias, dense1\/kernel, dense1\/bias, gain0\/scale have none|have none: give them another optimizer with partition\(\)/,
+    );
     model.dispose();
   });
 });

@@ -23,17 +23,26 @@ interface Hook {
   lastX(chart: string): number;
   rows(runId?: string): number;
 }
-const points = (page: Page, chart: string): Promise<number> => page.evaluate((c) => (globalThis as unknown as { __grng: Hook }).__grng.points(c), chart);
+const points = (page: Page, chart: string): Promise<number> =>
+  page.evaluate((c) => (globalThis as unknown as { __grng: Hook }).__grng.points(c), chart);
 /**
  * Waits until `chart` draws rows newer than those it drew now. Not a growing point count: the
  * decimation caps that at about two points per pixel column, which a busy machine can reach
  * before the first look.
  */
 async function drawsNewRows(page: Page, chart: string, timeout: number): Promise<void> {
-  const before = await page.evaluate((c) => (globalThis as unknown as { __grng: Hook }).__grng.lastX(c), chart);
-  await page.waitForFunction(([c, x]) => (globalThis as unknown as { __grng: Hook }).__grng.lastX(c) > x, [chart, before] as const, { timeout });
+  const before = await page.evaluate(
+    (c) => (globalThis as unknown as { __grng: Hook }).__grng.lastX(c),
+    chart,
+  );
+  await page.waitForFunction(
+    ([c, x]) => (globalThis as unknown as { __grng: Hook }).__grng.lastX(c) > x,
+    [chart, before] as const,
+    { timeout },
+  );
 }
-const rows = (page: Page, runId?: string): Promise<number> => page.evaluate((id) => (globalThis as unknown as { __grng: Hook }).__grng.rows(id), runId);
+const rows = (page: Page, runId?: string): Promise<number> =>
+  page.evaluate((id) => (globalThis as unknown as { __grng: Hook }).__grng.rows(id), runId);
 
 let browser: Browser | undefined;
 let dashboardDir: string;
@@ -50,11 +59,27 @@ function ready(): Promise<void> {
   setup ??= (async () => {
     // Test the current source: bundle it into a folder of our own.
     dashboardDir = mkdtempSync(join(tmpdir(), 'grng-dashboard-'));
-    execFileSync(process.execPath, [join(ROOT, 'scripts', 'build-dashboard.mjs'), ...(process.env.GRNG_DASHBOARD_DEV ? ['--dev'] : []), dashboardDir], { stdio: 'pipe' });
+    execFileSync(
+      process.execPath,
+      [
+        join(ROOT, 'scripts', 'build-dashboard.mjs'),
+        ...(process.env.GRNG_DASHBOARD_DEV ? ['--dev'] : []),
+        dashboardDir,
+      ],
+      { stdio: 'pipe' },
+    );
     mkdirSync(ARTIFACTS, { recursive: true });
     browser = await chromium.launch({
       executablePath: CHROMIUM_PATH,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
     });
   })();
   return setup;
@@ -98,10 +123,17 @@ describe('dashboard in headless Chromium', () => {
     // A token on purpose: the page must pass it to its bundle, the WebSocket and the downloads.
     const server = await startServer({ hub, port: 0, token: 's3cret', dashboardDir });
     let again: ServerHandle | undefined;
-    const feeds = [feedHub(hub, ring, 'ring', { first: 200, perTick: 24, everyMs: 50 }), feedHub(hub, adamw, 'adamw', { first: 200, perTick: 24, everyMs: 50 })];
+    const feeds = [
+      feedHub(hub, ring, 'ring', { first: 200, perTick: 24, everyMs: 50 }),
+      feedHub(hub, adamw, 'adamw', { first: 200, perTick: 24, everyMs: 50 }),
+    ];
     const page = await open(server);
     try {
-      await page.waitForFunction(() => ((globalThis as unknown as { __grng?: Hook }).__grng?.points("loss") ?? 0) > 0, undefined, { timeout: 10_000 });
+      await page.waitForFunction(
+        () => ((globalThis as unknown as { __grng?: Hook }).__grng?.points('loss') ?? 0) > 0,
+        undefined,
+        { timeout: 10_000 },
+      );
       await page.waitForSelector('#connection:text-is("live")', { timeout: 5000 });
       const firstRows = await rows(page, ring.id);
       await drawsNewRows(page, 'loss', 10_000);
@@ -114,7 +146,9 @@ describe('dashboard in headless Chromium', () => {
       expect(await page.isHidden('#chart-kalmanTraceP')).toBe(true);
 
       // The legend/metadata panel, with download links that carry the token and work.
-      await expect.poll(() => page.locator('.run .label').allTextContents()).toEqual(['ring', 'adamw']);
+      await expect
+        .poll(() => page.locator('.run .label').allTextContents())
+        .toEqual(['ring', 'adamw']);
       expect(await page.locator('.run').first().textContent()).toContain('mlp:784-256-10');
       const href = await page.locator('.run .download').first().getAttribute('href');
       expect(href).toBe('runs/live-ring.arrows?token=s3cret');
@@ -139,7 +173,9 @@ describe('dashboard in headless Chromium', () => {
       // A retry that fell inside the outage is refused, as it should be (a slow machine can get one in).
       const duringOutage = errorsOf(page).splice(beforeOutage);
       errorsOf(page).push(...duringOutage.filter((e) => !e.includes('ERR_CONNECTION_REFUSED')));
-      await expect.poll(() => rows(page), { timeout: 5000 }).toBe(hub.run(ring.id)!.rows + hub.run(adamw.id)!.rows);
+      await expect
+        .poll(() => rows(page), { timeout: 5000 })
+        .toBe(hub.run(ring.id)!.rows + hub.run(adamw.id)!.rows);
       expect(await points(page, 'loss')).toBeGreaterThan(0);
     } finally {
       await page.close();
@@ -153,21 +189,39 @@ describe('dashboard in headless Chromium', () => {
   it('shows a finished (replayed) run the same way', async () => {
     await ready();
     const hub = new RunHub();
-    const ring = syntheticRun('replay-ring', 'ring', { label: 'ring (recorded)', totalSteps: 20_000 });
-    const kalman = syntheticRun('replay-rkalman', 'rkalman', { label: 'rkalman (recorded)', totalSteps: 20_000 });
+    const ring = syntheticRun('replay-ring', 'ring', {
+      label: 'ring (recorded)',
+      totalSteps: 20_000,
+    });
+    const kalman = syntheticRun('replay-rkalman', 'rkalman', {
+      label: 'rkalman (recorded)',
+      totalSteps: 20_000,
+    });
     feedHub(hub, ring, 'ring', { total: 20_000, finished: true });
     feedHub(hub, kalman, 'rkalman', { total: 20_000, finished: true });
     const server = await startServer({ hub, port: 0, dashboardDir });
     const page = await open(server);
     try {
-      await page.waitForFunction(() => (globalThis as unknown as { __grng?: Hook }).__grng?.rows() === 40_000, undefined, { timeout: 10_000 });
-      await page.waitForFunction(() => (globalThis as unknown as { __grng: Hook }).__grng.points('loss') > 0, undefined, { timeout: 5000 });
+      await page.waitForFunction(
+        () => (globalThis as unknown as { __grng?: Hook }).__grng?.rows() === 40_000,
+        undefined,
+        { timeout: 10_000 },
+      );
+      await page.waitForFunction(
+        () => (globalThis as unknown as { __grng: Hook }).__grng.points('loss') > 0,
+        undefined,
+        { timeout: 5000 },
+      );
       // 20 000 steps per run are decimated to about two points per pixel column.
       const drawn = await points(page, 'loss');
-      const width = await page.locator('#chart-loss').evaluate((e) => (e as unknown as { clientWidth: number }).clientWidth);
+      const width = await page
+        .locator('#chart-loss')
+        .evaluate((e) => (e as unknown as { clientWidth: number }).clientWidth);
       expect(drawn).toBeLessThanOrEqual(2 * (2 * width + 4));
       expect(drawn).toBeGreaterThan(width / 2);
-      await expect.poll(() => page.locator('.run .badge').allTextContents()).toEqual(['finished', 'finished']);
+      await expect
+        .poll(() => page.locator('.run .badge').allTextContents())
+        .toEqual(['finished', 'finished']);
       for (const chart of ['testLoss', 'testAccuracy', 'kalmanTraceP', 'kalmanNoise', 'damping']) {
         await page.waitForSelector(`#chart-${chart}:not([hidden])`, { timeout: 5000 });
       }
@@ -178,7 +232,9 @@ describe('dashboard in headless Chromium', () => {
       await page.fill('#smoothing', '0.9');
       await expect.poll(() => page.textContent('#smoothing-value')).toBe('0.90');
       await page.selectOption('#x-axis', 'wall');
-      await expect.poll(() => page.locator('#chart-loss .u-legend th').first().textContent()).toContain('time');
+      await expect
+        .poll(() => page.locator('#chart-loss .u-legend th').first().textContent())
+        .toContain('time');
       expect(await points(page, 'loss')).toBeGreaterThan(0);
       const over = (await page.locator('#chart-loss .u-over').boundingBox())!;
       await page.mouse.move(over.x + over.width * 0.1, over.y + 20);
@@ -203,8 +259,13 @@ describe('dashboard in headless Chromium', () => {
   it('follows a real `grng train --serve` run, and a `grng replay --serve` of its recording', async () => {
     await ready();
     const recording = join(mkdtempSync(join(tmpdir(), 'grng-e2e-')), 'ring.arrows');
-    const startCli = async (args: string[]): Promise<{ url: string; stop(): Promise<number | null> }> => {
-      const child = spawn(process.execPath, [join(ROOT, 'bin', 'grng.js'), ...args], { cwd: ROOT, env: { ...process.env, GRNG_BACKEND: 'wasm' } });
+    const startCli = async (
+      args: string[],
+    ): Promise<{ url: string; stop(): Promise<number | null> }> => {
+      const child = spawn(process.execPath, [join(ROOT, 'bin', 'grng.js'), ...args], {
+        cwd: ROOT,
+        env: { ...process.env, GRNG_BACKEND: 'wasm' },
+      });
       let stderr = '';
       const url = await new Promise<string>((resolve, reject) => {
         child.stderr.on('data', (chunk: Buffer) => {
@@ -218,16 +279,41 @@ describe('dashboard in headless Chromium', () => {
         url,
         // Stop once the run is over and the CLI only serves (graceful stop mid-run is issue 6).
         stop: async () => {
-          for (let waited = 0; !stderr.includes('(Ctrl-C to stop)') && waited < 60_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+          for (
+            let waited = 0;
+            !stderr.includes('(Ctrl-C to stop)') && waited < 60_000;
+            waited += 50
+          )
+            await new Promise((r) => setTimeout(r, 50));
           child.kill('SIGINT');
           return new Promise((resolve) => child.once('exit', resolve));
         },
       };
     };
-    const live = await startCli(['train', '--dataset', 'synthetic', '--optimizer', 'ring', '--epochs', '12', '--batch-size', '32', '--record', recording, '--serve', '--port', '0', '--keep-serving']);
+    const live = await startCli([
+      'train',
+      '--dataset',
+      'synthetic',
+      '--optimizer',
+      'ring',
+      '--epochs',
+      '12',
+      '--batch-size',
+      '32',
+      '--record',
+      recording,
+      '--serve',
+      '--port',
+      '0',
+      '--keep-serving',
+    ]);
     const page = await open({ url: live.url } as ServerHandle);
     try {
-      await page.waitForFunction(() => ((globalThis as unknown as { __grng?: Hook }).__grng?.points('loss') ?? 0) > 0, undefined, { timeout: 20_000 });
+      await page.waitForFunction(
+        () => ((globalThis as unknown as { __grng?: Hook }).__grng?.points('loss') ?? 0) > 0,
+        undefined,
+        { timeout: 20_000 },
+      );
       await drawsNewRows(page, 'loss', 20_000);
       await toggleLogScale(page);
       await page.screenshot({ path: join(ARTIFACTS, 'dashboard-cli-live.png'), fullPage: true });
@@ -236,10 +322,23 @@ describe('dashboard in headless Chromium', () => {
       await page.close();
       expect(await live.stop()).toBe(0);
     }
-    const replay = await startCli(['replay', recording, '--serve', '--port', '0', '--speed', '50', '--keep-serving']);
+    const replay = await startCli([
+      'replay',
+      recording,
+      '--serve',
+      '--port',
+      '0',
+      '--speed',
+      '50',
+      '--keep-serving',
+    ]);
     const again = await open({ url: replay.url } as ServerHandle);
     try {
-      await again.waitForFunction(() => ((globalThis as unknown as { __grng?: Hook }).__grng?.points('loss') ?? 0) > 0, undefined, { timeout: 20_000 });
+      await again.waitForFunction(
+        () => ((globalThis as unknown as { __grng?: Hook }).__grng?.points('loss') ?? 0) > 0,
+        undefined,
+        { timeout: 20_000 },
+      );
       await toggleLogScale(again);
       await again.screenshot({ path: join(ARTIFACTS, 'dashboard-cli-replay.png'), fullPage: true });
       expect(errorsOf(again)).toEqual([]);

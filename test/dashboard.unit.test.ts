@@ -4,7 +4,12 @@ import { RecordBatchStreamWriter } from 'apache-arrow';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeBatch } from '../src/dashboard/arrow.js';
-import { decimateGrowing, decimateMinMax, emaInto, type GrowingState } from '../src/dashboard/decimate.js';
+import {
+  decimateGrowing,
+  decimateMinMax,
+  emaInto,
+  type GrowingState,
+} from '../src/dashboard/decimate.js';
 import { formatDuration, formatNumber, tickLabels } from '../src/dashboard/format.js';
 import { RunStore } from '../src/dashboard/store.js';
 import { metricsSchema, METRIC_COLUMNS } from '../src/metrics/schema.js';
@@ -12,11 +17,19 @@ import { rowsToRecordBatch } from '../src/metrics/schema.js';
 import { encodeStream } from '../src/sinks/encodeStream.js';
 import { syntheticRow, syntheticRun } from './dashboardSynthetic.js';
 
-const series = fc.array(fc.oneof(fc.double({ min: -1e6, max: 1e6, noNaN: true }), fc.constant(NaN)), { minLength: 1, maxLength: 3000 });
-const xsOf = (n: number): Float64Array => Float64Array.from({ length: n }, (_, i) => i * 10 + (i % 7)); // ascending, uneven
+const series = fc.array(
+  fc.oneof(fc.double({ min: -1e6, max: 1e6, noNaN: true }), fc.constant(NaN)),
+  { minLength: 1, maxLength: 3000 },
+);
+const xsOf = (n: number): Float64Array =>
+  Float64Array.from({ length: n }, (_, i) => i * 10 + (i % 7)); // ascending, uneven
 
 /** Every output point is an input point, x ascending. */
-function expectSubsequence(xs: ArrayLike<number>, ys: ArrayLike<number>, d: { x: Float64Array; y: Float64Array }): void {
+function expectSubsequence(
+  xs: ArrayLike<number>,
+  ys: ArrayLike<number>,
+  d: { x: Float64Array; y: Float64Array },
+): void {
   const index = new Map<number, number>();
   for (let i = 0; i < xs.length; i++) index.set(xs[i]!, i);
   for (let k = 0; k < d.x.length; k++) {
@@ -42,20 +55,25 @@ function extremes(ys: ArrayLike<number>, positive = false): { min: number; max: 
 describe('min/max decimation', () => {
   it('keeps the extremes, the ends and at most ~2 points per bucket', () => {
     fc.assert(
-      fc.property(series, fc.integer({ min: 1, max: 200 }), fc.boolean(), (values, buckets, positive) => {
-        const ys = Float64Array.from(values);
-        const xs = xsOf(ys.length);
-        const d = decimateMinMax(xs, ys, ys.length, buckets, -Infinity, Infinity, positive);
-        expectSubsequence(xs, ys, d);
-        expect(d.x.length).toBeLessThanOrEqual(2 * buckets + 2);
-        const all = extremes(ys, positive);
-        const kept = extremes(d.y);
-        if (all.min === Infinity) expect(d.x.length).toBe(0);
-        else {
-          expect(kept).toEqual(all);
-          for (const v of d.y) expect(positive ? v > 0 : !Number.isNaN(v)).toBe(true);
-        }
-      }),
+      fc.property(
+        series,
+        fc.integer({ min: 1, max: 200 }),
+        fc.boolean(),
+        (values, buckets, positive) => {
+          const ys = Float64Array.from(values);
+          const xs = xsOf(ys.length);
+          const d = decimateMinMax(xs, ys, ys.length, buckets, -Infinity, Infinity, positive);
+          expectSubsequence(xs, ys, d);
+          expect(d.x.length).toBeLessThanOrEqual(2 * buckets + 2);
+          const all = extremes(ys, positive);
+          const kept = extremes(d.y);
+          if (all.min === Infinity) expect(d.x.length).toBe(0);
+          else {
+            expect(kept).toEqual(all);
+            for (const v of d.y) expect(positive ? v > 0 : !Number.isNaN(v)).toBe(true);
+          }
+        },
+      ),
     );
   });
 
@@ -68,32 +86,39 @@ describe('min/max decimation', () => {
     expect(d.x[d.x.length - 1]).toBe(3001);
     expect(d.x.length).toBeLessThanOrEqual(202);
     // A small window is drawn at full resolution.
-    expect(decimateMinMax(xs, ys, n, 100, 10, 20).x).toEqual(Float64Array.from({ length: 13 }, (_, i) => 9 + i));
+    expect(decimateMinMax(xs, ys, n, 100, 10, 20).x).toEqual(
+      Float64Array.from({ length: 13 }, (_, i) => 9 + i),
+    );
   });
 
   it('grows incrementally to the same points as one pass, bounded, with the latest point', () => {
     fc.assert(
-      fc.property(series, fc.integer({ min: 1, max: 60 }), fc.array(fc.integer({ min: 1, max: 400 }), { minLength: 1, maxLength: 20 }), (values, buckets, chunks) => {
-        const ys = Float64Array.from(values);
-        const xs = xsOf(ys.length);
-        let state: GrowingState | undefined;
-        let n = 0;
-        let last = decimateGrowing(undefined, 'k', xs, ys, 0, buckets).points;
-        for (const c of [...chunks, ys.length]) {
-          n = Math.min(ys.length, n + c);
-          const r = decimateGrowing(state, 'k', xs, ys, n, buckets);
-          state = r.state;
-          last = r.points;
-          const fresh = decimateGrowing(undefined, 'k', xs, ys, n, buckets).points;
-          expect(r.points).toEqual(fresh);
-        }
-        expectSubsequence(xs, ys, last);
-        expect(last.x.length).toBeLessThanOrEqual(2 * (2 * buckets + 2) + 1);
-        expect(extremes(last.y)).toEqual(extremes(ys));
-        let latest = ys.length - 1;
-        while (latest >= 0 && Number.isNaN(ys[latest]!)) latest--;
-        if (latest >= 0) expect(last.x[last.x.length - 1]).toBe(xs[latest]);
-      }),
+      fc.property(
+        series,
+        fc.integer({ min: 1, max: 60 }),
+        fc.array(fc.integer({ min: 1, max: 400 }), { minLength: 1, maxLength: 20 }),
+        (values, buckets, chunks) => {
+          const ys = Float64Array.from(values);
+          const xs = xsOf(ys.length);
+          let state: GrowingState | undefined;
+          let n = 0;
+          let last = decimateGrowing(undefined, 'k', xs, ys, 0, buckets).points;
+          for (const c of [...chunks, ys.length]) {
+            n = Math.min(ys.length, n + c);
+            const r = decimateGrowing(state, 'k', xs, ys, n, buckets);
+            state = r.state;
+            last = r.points;
+            const fresh = decimateGrowing(undefined, 'k', xs, ys, n, buckets).points;
+            expect(r.points).toEqual(fresh);
+          }
+          expectSubsequence(xs, ys, last);
+          expect(last.x.length).toBeLessThanOrEqual(2 * (2 * buckets + 2) + 1);
+          expect(extremes(last.y)).toEqual(extremes(ys));
+          let latest = ys.length - 1;
+          while (latest >= 0 && Number.isNaN(ys[latest]!)) latest--;
+          if (latest >= 0) expect(last.x[last.x.length - 1]).toBe(xs[latest]);
+        },
+      ),
       { numRuns: 60 },
     );
   });
@@ -107,7 +132,8 @@ describe('min/max decimation', () => {
     const full = (performance.now() - t) / 10;
     let { state } = decimateGrowing(undefined, 'k', xs, ys, n - 64, 1200);
     t = performance.now();
-    for (let r = 0; r < 10; r++) state = decimateGrowing(state, 'k', xs, ys, n - 64 + r * 6, 1200).state;
+    for (let r = 0; r < 10; r++)
+      state = decimateGrowing(state, 'k', xs, ys, n - 64 + r * 6, 1200).state;
     const live = (performance.now() - t) / 10;
     expect(full).toBeLessThan(20);
     expect(live).toBeLessThan(2);
@@ -133,7 +159,8 @@ describe('Arrow decoding and the run store', () => {
   const run = syntheticRun('r1', 'ring');
   const schema = metricsSchema(run);
   const rows = Array.from({ length: 300 }, (_, i) => syntheticRow('ring', i));
-  const encode = (from: number, to: number) => encodeStream([rowsToRecordBatch(schema, rows.slice(from, to))]);
+  const encode = (from: number, to: number) =>
+    encodeStream([rowsToRecordBatch(schema, rows.slice(from, to))]);
 
   it('decodes a protocol frame: every column, nulls as NaN, the run from the schema metadata', () => {
     const d = decodeBatch(encode(0, 300));
@@ -150,11 +177,17 @@ describe('Arrow decoding and the run store', () => {
 
   it('decodes a stream of several record batches, including sliced ones', () => {
     const batch = rowsToRecordBatch(schema, rows);
-    const bytes = RecordBatchStreamWriter.writeAll([batch.slice(0, 10), batch.slice(10, 250), batch.slice(250)]).toUint8Array(true);
+    const bytes = RecordBatchStreamWriter.writeAll([
+      batch.slice(0, 10),
+      batch.slice(10, 250),
+      batch.slice(250),
+    ]).toUint8Array(true);
     const d = decodeBatch(bytes);
     expect(d.rows).toBe(300);
     expect(Array.from(d.columns.get('step')!)).toEqual(rows.map((r) => r.step));
-    expect(Array.from(d.columns.get('testAccuracy')!, (v) => (Number.isNaN(v) ? null : v))).toEqual(rows.map((r) => r.testAccuracy));
+    expect(Array.from(d.columns.get('testAccuracy')!, (v) => (Number.isNaN(v) ? null : v))).toEqual(
+      rows.map((r) => r.testAccuracy),
+    );
   });
 
   it('decodes a frame with the schema and no rows (every waiting row was dropped)', () => {
@@ -171,7 +204,8 @@ describe('Arrow decoding and the run store', () => {
   it('the store grows columns, tracks which quantities a run reports, counts missed rows', () => {
     const store = new RunStore();
     store.upsert({ ...run, rows: 0, finished: false });
-    for (let at = 0; at < 300; at += 37) store.append(run.id, decodeBatch(encode(at, Math.min(300, at + 37))), at === 74 ? 5 : 0);
+    for (let at = 0; at < 300; at += 37)
+      store.append(run.id, decodeBatch(encode(at, Math.min(300, at + 37))), at === 74 ? 5 : 0);
     const s = store.runs.get(run.id)!;
     expect(s.rows).toBe(300);
     expect(store.rows()).toBe(300);
@@ -184,7 +218,15 @@ describe('Arrow decoding and the run store', () => {
     store.end(run.id);
     expect(s.finished).toBe(true);
     // A batch for a run never announced still lands (its description from the schema).
-    store.append('other', decodeBatch(RecordBatchStreamWriter.writeAll([rowsToRecordBatch(metricsSchema({ ...run, id: 'other', label: 'o' }), rows.slice(0, 3))]).toUint8Array(true)), 0);
+    store.append(
+      'other',
+      decodeBatch(
+        RecordBatchStreamWriter.writeAll([
+          rowsToRecordBatch(metricsSchema({ ...run, id: 'other', label: 'o' }), rows.slice(0, 3)),
+        ]).toUint8Array(true),
+      ),
+      0,
+    );
     expect(store.runs.get('other')!.run.label).toBe('o');
   });
 });

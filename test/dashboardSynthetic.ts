@@ -5,7 +5,11 @@ import type { MetricsRow } from '../src/types.js';
 /** Synthetic training runs for the dashboard's tests and demo (no tfjs). */
 export type SyntheticKind = 'ring' | 'adamw' | 'sophia' | 'rkalman';
 
-export function syntheticRun(id: string, kind: SyntheticKind, extra: Partial<RecordedRun> = {}): RecordedRun {
+export function syntheticRun(
+  id: string,
+  kind: SyntheticKind,
+  extra: Partial<RecordedRun> = {},
+): RecordedRun {
   const options: Record<SyntheticKind, Record<string, unknown>> = {
     ring: { learningRate: 0.05, damping: 1e-3, rho: 0.1, momentum: 0.9, klClip: 1e-3 },
     adamw: { learningRate: 1e-3, beta1: 0.9, beta2: 0.999, weightDecay: 0.01 },
@@ -64,7 +68,8 @@ export function syntheticRow(kind: SyntheticKind, step: number): MetricsRow {
     samples: 64,
     loss,
     accuracy,
-    learningRate: kind === 'adamw' ? 1e-3 * Math.min(1, (step + 1) / 200) : 0.05 * Math.exp(-step / 5000),
+    learningRate:
+      kind === 'adamw' ? 1e-3 * Math.min(1, (step + 1) / 200) : 0.05 * Math.exp(-step / 5000),
     gradNorm: 2 * Math.exp(-step / 1500) * (1 + 0.3 * noise(step, salt + 2)) + 0.05,
     updateNorm: 0.02 * Math.exp(-step / 3000),
     updateGradCorrelation: 0.5 + 0.3 * noise(step, salt + 3),
@@ -75,9 +80,24 @@ export function syntheticRow(kind: SyntheticKind, step: number): MetricsRow {
 }
 
 /** A live synthetic run in `hub`: `first` rows at once, then `perTick` more every `everyMs`. */
-export function feedHub(hub: RunHub, run: RecordedRun, kind: SyntheticKind, options: { first?: number; perTick?: number; everyMs?: number; total?: number; finished?: boolean } = {}): { stop(): void } {
+export function feedHub(
+  hub: RunHub,
+  run: RecordedRun,
+  kind: SyntheticKind,
+  options: {
+    first?: number;
+    perTick?: number;
+    everyMs?: number;
+    total?: number;
+    finished?: boolean;
+  } = {},
+): { stop(): void } {
   const schema = metricsSchema(run);
-  const make = (from: number, n: number) => rowsToRecordBatch(schema, Array.from({ length: n }, (_, i) => syntheticRow(kind, from + i)));
+  const make = (from: number, n: number) =>
+    rowsToRecordBatch(
+      schema,
+      Array.from({ length: n }, (_, i) => syntheticRow(kind, from + i)),
+    );
   const first = options.first ?? 0;
   const total = options.total ?? run.totalSteps;
   if (options.finished) {

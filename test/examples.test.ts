@@ -6,7 +6,11 @@ const run = promisify(execFile);
 const root = new URL('..', import.meta.url).pathname;
 
 async function example(file: string): Promise<string> {
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', `examples/${file}`], { cwd: root, env: { ...process.env, GRNG_BACKEND: 'wasm' }, maxBuffer: 1 << 24 });
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', `examples/${file}`], {
+    cwd: root,
+    env: { ...process.env, GRNG_BACKEND: 'wasm' },
+    maxBuffer: 1 << 24,
+  });
   return stdout;
 }
 

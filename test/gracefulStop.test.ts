@@ -20,14 +20,22 @@ beforeAll(() => {
 });
 
 interface Child {
-  readonly done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+  readonly done: Promise<{
+    code: number | null;
+    signal: NodeJS.Signals | null;
+    stdout: string;
+    stderr: string;
+  }>;
   readonly kill: (signal: NodeJS.Signals) => void;
   /** Resolves once stderr has printed a line matching `pattern`; returns the match. */
   readonly waitFor: (pattern: RegExp) => Promise<RegExpMatchArray>;
 }
 
 function grng(args: string[]): Child {
-  const child = spawn(process.execPath, ['bin/grng.js', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['bin/grng.js', ...args], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   const waiters: { pattern: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
@@ -42,22 +50,49 @@ function grng(args: string[]): Child {
       }
     }
   });
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr })));
+  const done = new Promise<{
+    code: number | null;
+    signal: NodeJS.Signals | null;
+    stdout: string;
+    stderr: string;
+  }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr })));
   return {
     done,
     kill: (signal) => child.kill(signal),
-    waitFor: (pattern) => new Promise((resolve, reject) => {
-      const m = stderr.match(pattern);
-      if (m) return resolve(m);
-      waiters.push({ pattern, resolve });
-      void done.then(() => reject(new Error(`process exited before printing ${pattern}; stderr:\n${stderr}`)));
-    }),
+    waitFor: (pattern) =>
+      new Promise((resolve, reject) => {
+        const m = stderr.match(pattern);
+        if (m) return resolve(m);
+        waiters.push({ pattern, resolve });
+        void done.then(() =>
+          reject(new Error(`process exited before printing ${pattern}; stderr:\n${stderr}`)),
+        );
+      }),
   };
 }
 
-const rowsOf = (path: string): MetricsRow[] => readRecording(path).batches.flatMap((b) => recordBatchToRows(b));
+const rowsOf = (path: string): MetricsRow[] =>
+  readRecording(path).batches.flatMap((b) => recordBatchToRows(b));
 // A run long enough to be interrupted mid-way: 64 batches per epoch, 20 epochs.
-const RUN = ['train', '--dataset', 'synthetic', '--backend', 'cpu', '--model', 'mlp:20-32-4', '--batch-size', '32', '--epochs', '20', '--optimizer', 'kfac', '--inverse-every', '5', '--eval-every', '25'];
+const RUN = [
+  'train',
+  '--dataset',
+  'synthetic',
+  '--backend',
+  'cpu',
+  '--model',
+  'mlp:20-32-4',
+  '--batch-size',
+  '32',
+  '--epochs',
+  '20',
+  '--optimizer',
+  'kfac',
+  '--inverse-every',
+  '5',
+  '--eval-every',
+  '25',
+];
 
 async function waitForRows(path: string, rows: number): Promise<void> {
   for (let i = 0; i < 600; i++) {
@@ -77,13 +112,23 @@ describe('graceful stop and resume through the CLI', () => {
   it('SIGTERM finishes the step, flushes the recording, checkpoints, exits 0; --resume appends and matches an uninterrupted run', async () => {
     const recording = join(dir, 'stopped.arrows');
     const checkpoint = join(dir, 'ckpt');
-    const child = grng([...RUN, '--record', recording, '--checkpoint-dir', checkpoint, '--checkpoint-every', '1000']);
+    const child = grng([
+      ...RUN,
+      '--record',
+      recording,
+      '--checkpoint-dir',
+      checkpoint,
+      '--checkpoint-every',
+      '1000',
+    ]);
     await waitForRows(recording, 64); // the first record batch is on disk: training is well under way
     child.kill('SIGTERM');
     const stopped = await child.done;
     expect(stopped.code, stopped.stderr).toBe(0);
     expect(stopped.stderr).toMatch(/grng: SIGTERM: finishing the current step/);
-    expect(stopped.stderr).toMatch(/grng: stopped by SIGTERM after \d+ steps; checkpoint in .*ckpt \(continue with --resume/);
+    expect(stopped.stderr).toMatch(
+      /grng: stopped by SIGTERM after \d+ steps; checkpoint in .*ckpt \(continue with --resume/,
+    );
     const saved = loadCheckpoint(checkpoint);
     expect(saved.reason).toBe('stop');
     const recorded = readRecording(recording);
@@ -93,7 +138,14 @@ describe('graceful stop and resume through the CLI', () => {
     disposeCheckpoint(saved);
 
     const total = saved.step + 1 + 40;
-    const resumed = await grng(['train', '--resume', checkpoint, '--steps', String(total), '--json']).done;
+    const resumed = await grng([
+      'train',
+      '--resume',
+      checkpoint,
+      '--steps',
+      String(total),
+      '--json',
+    ]).done;
     expect(resumed.code, resumed.stderr).toBe(0);
     expect(resumed.stderr).toMatch(new RegExp(`resuming at step ${saved.step + 1} from`));
     expect(JSON.parse(resumed.stdout.trim().split('\n').pop()!).steps).toBe(40);
@@ -112,7 +164,10 @@ describe('graceful stop and resume through the CLI', () => {
     for (let i = 0; i < total; i++) {
       expect(all[i]!.loss, `step ${i} loss`).toBeCloseTo(expected[i]!.loss, 6);
       expect(all[i]!.updateNorm, `step ${i} ‖update‖`).toBeCloseTo(expected[i]!.updateNorm, 6);
-      expect(all[i]!.diagnostics.damping ?? NaN).toBeCloseTo(expected[i]!.diagnostics.damping ?? NaN, 9);
+      expect(all[i]!.diagnostics.damping ?? NaN).toBeCloseTo(
+        expected[i]!.diagnostics.damping ?? NaN,
+        9,
+      );
     }
   }, 120_000);
 
@@ -121,7 +176,27 @@ describe('graceful stop and resume through the CLI', () => {
     // Slow steps (a 2048-wide factor inverted by Newton–Schulz every step, cold each time: ≥ 1 s;
     // Cholesky would take ~0.25 s), so the first signal finds a step in progress and the second arrives
     // before it ends.
-    const child = grng(['train', '--dataset', 'synthetic', '--backend', 'wasm', '--model', 'mlp:20-2048-4', '--optimizer', 'kfac', '--inverse-every', '1', '--inverse', 'newton-schulz', '--newton-warm-trials', '0', '--epochs', '1', '--record', recording]);
+    const child = grng([
+      'train',
+      '--dataset',
+      'synthetic',
+      '--backend',
+      'wasm',
+      '--model',
+      'mlp:20-2048-4',
+      '--optimizer',
+      'kfac',
+      '--inverse-every',
+      '1',
+      '--inverse',
+      'newton-schulz',
+      '--newton-warm-trials',
+      '0',
+      '--epochs',
+      '1',
+      '--record',
+      recording,
+    ]);
     await child.waitFor(/grng: backend/);
     await new Promise((r) => setTimeout(r, 2000));
     child.kill('SIGINT');
@@ -137,7 +212,9 @@ describe('graceful stop and resume through the CLI', () => {
       const rows = rowsOf(recording);
       expect(rows.map((r) => r.step)).toEqual([...Array(rows.length).keys()]);
     } catch (error) {
-      expect((error as Error).message).toMatch(/twice.arrows: .* at byte \d+|cannot read recording/);
+      expect((error as Error).message).toMatch(
+        /twice.arrows: .* at byte \d+|cannot read recording/,
+      );
     }
   }, 60_000);
 
@@ -145,7 +222,11 @@ describe('graceful stop and resume through the CLI', () => {
     const control = new RunControl();
     const lines: string[] = [];
     const exits: number[] = [];
-    const restore = handleStopSignals({ out: () => {}, err: (t) => lines.push(t), isTTY: false }, control, (code) => exits.push(code));
+    const restore = handleStopSignals(
+      { out: () => {}, err: (t) => lines.push(t), isTTY: false },
+      control,
+      (code) => exits.push(code),
+    );
     try {
       process.emit('SIGTERM', 'SIGTERM');
       expect(control.stopRequested).toBe(true);
@@ -166,7 +247,9 @@ describe('graceful stop and resume through the CLI', () => {
     const [, url] = await child.waitFor(/dashboard at (http:\/\/\S+)/);
     const ws = new WebSocket(`${url!.replace('http', 'ws').replace(/\/?(\?.*)?$/, '/ws$1')}`);
     await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
-    const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+      ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
     await child.waitFor(/grng: backend/);
     await new Promise((r) => setTimeout(r, 500));
     child.kill('SIGINT');
@@ -179,10 +262,31 @@ describe('graceful stop and resume through the CLI', () => {
   }, 60_000);
 
   it('--max-bad-steps: a diverging run stops with one line naming the step and what was not finite', async () => {
-    const result = await grng(['train', '--dataset', 'synthetic', '--backend', 'cpu', '--model', 'mlp:20-32-4', '--optimizer', 'sgd', '--lr', '1e30', '--max-bad-steps', '3', '--epochs', '1']).done;
+    const result = await grng([
+      'train',
+      '--dataset',
+      'synthetic',
+      '--backend',
+      'cpu',
+      '--model',
+      'mlp:20-32-4',
+      '--optimizer',
+      'sgd',
+      '--lr',
+      '1e30',
+      '--max-bad-steps',
+      '3',
+      '--epochs',
+      '1',
+    ]).done;
     expect(result.code).toBe(1);
-    const lines = result.stderr.trim().split('\n').filter((l) => l.startsWith('grng:') && !l.startsWith('grng: backend'));
+    const lines = result.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('grng:') && !l.startsWith('grng: backend'));
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/step \d+: 3 consecutive non-finite steps \(max-bad-steps 3\); the (loss|gradient of dense\d\/(kernel|bias) \(layer dense\d\)) is NaN or infinite/);
+    expect(lines[0]).toMatch(
+      /step \d+: 3 consecutive non-finite steps \(max-bad-steps 3\); the (loss|gradient of dense\d\/(kernel|bias) \(layer dense\d\)) is NaN or infinite/,
+    );
   }, 60_000);
 });

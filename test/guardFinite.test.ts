@@ -35,13 +35,20 @@ function poisonFeatures(steps: ReadonlySet<number>, value = NaN): OperatorFuncti
 }
 
 /** An optimizer whose update of one parameter is NaN at the given steps (a fault inside the optimizer). */
-function faultyAt(inner: GradientTransformation<unknown>, steps: ReadonlySet<number>, parameter: string): GradientTransformation<unknown> {
+function faultyAt(
+  inner: GradientTransformation<unknown>,
+  steps: ReadonlySet<number>,
+  parameter: string,
+): GradientTransformation<unknown> {
   return {
     init: (params) => inner.init(params),
     update(grads, state, params, context) {
       const result = inner.update(grads, state, params, context);
       if (!steps.has(context.step)) return result;
-      const updates: Params = { ...result.updates, [parameter]: tf.mul(result.updates[parameter]!, NaN) };
+      const updates: Params = {
+        ...result.updates,
+        [parameter]: tf.mul(result.updates[parameter]!, NaN),
+      };
       return { ...result, updates };
     },
   };
@@ -55,13 +62,19 @@ describe('guardFinite', () => {
   // Two ways to guard: guardFinite before update (needed ahead of fisherScan), or update's guard
   // checking loss, gradients and update in one read-back (train() does that without fisherScan).
   const guards = {
-    'guardFinite + update guard': (health: ReturnType<typeof stepHealth>): OperatorFunction<Step, Step> => guardFinite(health),
+    'guardFinite + update guard': (
+      health: ReturnType<typeof stepHealth>,
+    ): OperatorFunction<Step, Step> => guardFinite(health),
     'update guard with checkGradients': (): OperatorFunction<Step, Step> => map((s) => s),
   };
   for (const [mode, front] of Object.entries(guards)) {
     const checkGradients = mode !== 'guardFinite + update guard';
     it(`skips NaN losses before they touch the parameters, counts them, and training goes on (${mode})`, async () => {
-      const model = mlp({ inputs: 20, layers: [{ units: 16, activation: 'tanh' }, { units: 4 }], seed: 1 });
+      const model = mlp({
+        inputs: 20,
+        layers: [{ units: 16, activation: 'tanh' }, { units: 4 }],
+        seed: 1,
+      });
       const health = stepHealth({ maxBadSteps: 5 });
       const params: number[][][] = [];
       const before = tf.memory().numTensors;
@@ -80,7 +93,9 @@ describe('guardFinite', () => {
       );
       await Promise.all(rows);
       const resolved = await Promise.all(rows);
-      expect(resolved.map((r) => r.diagnostics.skippedSteps)).toEqual([0, 0, 0, 0, 1, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4]);
+      expect(resolved.map((r) => r.diagnostics.skippedSteps)).toEqual([
+        0, 0, 0, 0, 1, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4,
+      ]);
       expect(Number.isNaN(resolved[4]!.loss)).toBe(true);
       expect(Number.isNaN(resolved[4]!.updateNorm)).toBe(true); // no update made
       // Parameters did not move on a skipped step, and did on the others.
@@ -100,19 +115,43 @@ describe('guardFinite', () => {
       const rows: MetricsRow[] = [];
       const error = await new Promise<unknown>((resolve) =>
         batches(data.train, { batchSize: 32, epochs: 10, steps: 30, seed: 1 })
-          .pipe(forwardBackward(model), front(health), update(model, faultyAt(sgd({ learningRate: 0.1, momentum: 0.9 }) as GradientTransformation<unknown>, new Set([2, 10, 11, 12, 13]), 'dense1/kernel'), { guard: health, checkGradients }), metrics({ health }))
-          .subscribe({ next: (r) => rows.push(r), error: resolve, complete: () => resolve(undefined) }),
+          .pipe(
+            forwardBackward(model),
+            front(health),
+            update(
+              model,
+              faultyAt(
+                sgd({ learningRate: 0.1, momentum: 0.9 }) as GradientTransformation<unknown>,
+                new Set([2, 10, 11, 12, 13]),
+                'dense1/kernel',
+              ),
+              { guard: health, checkGradients },
+            ),
+            metrics({ health }),
+          )
+          .subscribe({
+            next: (r) => rows.push(r),
+            error: resolve,
+            complete: () => resolve(undefined),
+          }),
       );
-      expect(rows.map((r) => r.diagnostics.skippedSteps)).toEqual([0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 3]);
+      expect(rows.map((r) => r.diagnostics.skippedSteps)).toEqual([
+        0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 3,
+      ]);
       expect(isGrngError(error)).toBe(true);
-      expect((error as Error).message).toMatch(/step 12: 3 consecutive non-finite steps \(max-bad-steps 3\); the update of dense1\/kernel \(layer dense1\) is NaN or infinite/);
+      expect((error as Error).message).toMatch(
+        /step 12: 3 consecutive non-finite steps \(max-bad-steps 3\); the update of dense1\/kernel \(layer dense1\) is NaN or infinite/,
+      );
       model.dispose();
     });
-
   }
 
   it('K-FAC: a skipped step is not folded into the factors and raises the damping ×10, which decays back', async () => {
-    const model = mlp({ inputs: 20, layers: [{ units: 16, activation: 'tanh' }, { units: 4 }], seed: 1 });
+    const model = mlp({
+      inputs: 20,
+      layers: [{ units: 16, activation: 'tanh' }, { units: 4 }],
+      seed: 1,
+    });
     const health = stepHealth();
     const opt = kfac(model, { learningRate: 0.05, damping: 1e-3 });
     const { rows } = await collectRows(
@@ -130,7 +169,8 @@ describe('guardFinite', () => {
     expect(damping[8]).toBeCloseTo(1e-2, 9); // refreshed at once with the boost
     expect(damping[19]).toBeCloseTo(1e-2, 9);
     expect(damping[20]).toBeCloseTo(1e-3, 9); // the next clean scheduled refresh takes it back
-    for (const r of rows.filter((r) => r.step !== 7)) expect(Number.isFinite(r.loss) && Number.isFinite(r.updateNorm)).toBe(true);
+    for (const r of rows.filter((r) => r.step !== 7))
+      expect(Number.isFinite(r.loss) && Number.isFinite(r.updateNorm)).toBe(true);
     model.dispose();
   });
 });

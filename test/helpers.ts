@@ -5,12 +5,19 @@ import type { Batch } from '../src/types.js';
 
 /** Starts the backend tests run on: GRNG_TEST_BACKEND, default wasm (the project default). */
 export async function useTestBackend(): Promise<string> {
-  const info = await initBackend((process.env.GRNG_TEST_BACKEND as 'wasm' | 'cpu' | undefined) ?? 'wasm');
+  const info = await initBackend(
+    (process.env.GRNG_TEST_BACKEND as 'wasm' | 'cpu' | undefined) ?? 'wasm',
+  );
   return info.name;
 }
 
 /** A hand-made batch (not from the paced source); `released` counts hold releases. */
-export function makeBatch(x: number[][], y: number[], step = 0, extra: Partial<Batch> = {}): Batch & { holds: number; releases: number; dispose(): void } {
+export function makeBatch(
+  x: number[][],
+  y: number[],
+  step = 0,
+  extra: Partial<Batch> = {},
+): Batch & { holds: number; releases: number; dispose(): void } {
   const xt = tf.tensor2d(x);
   const yt = tf.tensor1d(y, 'int32');
   const batch = {
@@ -40,7 +47,9 @@ export function makeBatch(x: number[][], y: number[], step = 0, extra: Partial<B
 }
 
 /** Runs a pipeline to completion, keeping every row and the live tensor count after each one. */
-export async function collectRows<T>(source: import('rxjs').Observable<T>): Promise<{ rows: T[]; counts: number[] }> {
+export async function collectRows<T>(
+  source: import('rxjs').Observable<T>,
+): Promise<{ rows: T[]; counts: number[] }> {
   const rows: T[] = [];
   const counts: number[] = [];
   await new Promise<void>((resolve, reject) =>

@@ -24,7 +24,11 @@ describe('tensor ownership', () => {
     ['adamw', () => adamw({ learningRate: 1e-2 })],
   ] as const) {
     it(`numTensors is flat over 500 steps and back to baseline after the run (${name}, signals on)`, async () => {
-      const model = mlp({ inputs: 8, layers: [{ units: 16 }, { units: 16, activation: 'tanh' }, { units: 3 }], seed: 1 });
+      const model = mlp({
+        inputs: 8,
+        layers: [{ units: 16 }, { units: 16, activation: 'tanh' }, { units: 3 }],
+        seed: 1,
+      });
       const baseline = tf.memory().numTensors;
       const counts: number[] = [];
       const rows = await lastValueFrom(
@@ -44,7 +48,13 @@ describe('tensor ownership', () => {
         update(model, makeOpt()),
         metrics(),
       );
-      await new Promise<void>((resolve, reject) => during.subscribe({ next: () => counts.push(tf.memory().numTensors), error: reject, complete: resolve }));
+      await new Promise<void>((resolve, reject) =>
+        during.subscribe({
+          next: () => counts.push(tf.memory().numTensors),
+          error: reject,
+          complete: resolve,
+        }),
+      );
       expect(counts).toHaveLength(500);
       expect(Math.max(...counts.slice(10))).toBe(Math.min(...counts.slice(10)));
       expect(counts[499]).toBe(counts[10]);
@@ -57,7 +67,12 @@ describe('tensor ownership', () => {
   it('returns to baseline after an early unsubscribe and after take(n)', async () => {
     const model = mlp({ inputs: 8, layers: [{ units: 16 }, { units: 3 }], seed: 1 });
     const baseline = tf.memory().numTensors;
-    const pipeline = batches(data.train, { batchSize: 32, epochs: 10, seed: 3 }).pipe(forwardBackward(model, { signals: true }), update(model, adamw()), evaluate(model, data.test), metrics());
+    const pipeline = batches(data.train, { batchSize: 32, epochs: 10, seed: 3 }).pipe(
+      forwardBackward(model, { signals: true }),
+      update(model, adamw()),
+      evaluate(model, data.test),
+      metrics(),
+    );
     let seen = 0;
     const subscription = pipeline.subscribe({ next: () => (seen += 1) });
     while (seen < 7) await new Promise((r) => setTimeout(r, 1));

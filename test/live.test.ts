@@ -14,7 +14,10 @@ const dir = mkdtempSync(join(tmpdir(), 'grng-live-'));
 
 async function grng(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { env: { ...process.env, GRNG_BACKEND: 'wasm' }, maxBuffer: 1 << 24 });
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
+      env: { ...process.env, GRNG_BACKEND: 'wasm' },
+      maxBuffer: 1 << 24,
+    });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const e = error as { code: number; stdout: string; stderr: string };
@@ -25,13 +28,32 @@ async function grng(args: string[]): Promise<{ code: number; stdout: string; std
 describe('recording and replay from the CLI', () => {
   it('train --record writes a self-describing recording; replay --summary reproduces the run summary', async () => {
     const path = join(dir, 'ring.arrows');
-    const trained = await grng(['train', '--dataset', 'synthetic', '--optimizer', 'ring', '--epochs', '2', '--batch-size', '64', '--record', path, '--json']);
+    const trained = await grng([
+      'train',
+      '--dataset',
+      'synthetic',
+      '--optimizer',
+      'ring',
+      '--epochs',
+      '2',
+      '--batch-size',
+      '64',
+      '--record',
+      path,
+      '--json',
+    ]);
     expect(trained.code).toBe(0);
     const summary = JSON.parse(trained.stdout.trim().split('\n').at(-1)!);
     const rec = readRecording(path);
     expect(rec.complete).toBe(true);
     expect(rec.rows).toBe(summary.steps);
-    expect(rec.run).toMatchObject({ optimizer: 'ring', dataset: 'synthetic', backend: 'wasm', seed: 1, batchSize: 64 });
+    expect(rec.run).toMatchObject({
+      optimizer: 'ring',
+      dataset: 'synthetic',
+      backend: 'wasm',
+      seed: 1,
+      batchSize: 64,
+    });
     expect(rec.run.optimizerOptions).toMatchObject({ rho: 0.1, damping: 0.001 });
     const replayed = await grng(['replay', path, '--summary']);
     expect(replayed.code).toBe(0);
@@ -39,7 +61,15 @@ describe('recording and replay from the CLI', () => {
     expect(line).toContain(summary.testAccuracy.toFixed(4));
     expect(line).toContain(summary.finalLoss.toFixed(4));
     // A second run with the same name is refused, and nothing is lost.
-    const again = await grng(['train', '--dataset', 'synthetic', '--epochs', '1', '--record', path]);
+    const again = await grng([
+      'train',
+      '--dataset',
+      'synthetic',
+      '--epochs',
+      '1',
+      '--record',
+      path,
+    ]);
     expect(again.code).toBe(2);
     expect(again.stderr.trim()).toMatch(/already exists/);
     expect(readRecording(path).rows).toBe(summary.steps);
@@ -47,7 +77,17 @@ describe('recording and replay from the CLI', () => {
 
   it('compare --record writes one file per optimizer', async () => {
     const base = join(dir, 'cmp.arrows');
-    const { code } = await grng(['compare', '--dataset', 'synthetic', '--optimizers', 'sgd,adamw', '--epochs', '1', '--record', base]);
+    const { code } = await grng([
+      'compare',
+      '--dataset',
+      'synthetic',
+      '--optimizers',
+      'sgd,adamw',
+      '--epochs',
+      '1',
+      '--record',
+      base,
+    ]);
     expect(code).toBe(0);
     expect(readRecording(join(dir, 'cmp.sgd.arrows')).run.optimizer).toBe('sgd');
     expect(readRecording(join(dir, 'cmp.adamw.arrows')).run.optimizer).toBe('adamw');
@@ -63,7 +103,19 @@ describe('recording and replay from the CLI', () => {
   });
 
   it('examples/replay-analysis.ts compares recorded runs', async () => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'examples/replay-analysis.ts', join(dir, 'cmp.sgd.arrows'), join(dir, 'cmp.adamw.arrows'), '--target', '0.5'], { cwd: root });
+    const { stdout } = await run(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'examples/replay-analysis.ts',
+        join(dir, 'cmp.sgd.arrows'),
+        join(dir, 'cmp.adamw.arrows'),
+        '--target',
+        '0.5',
+      ],
+      { cwd: root },
+    );
     expect(stdout).toMatch(/sgd \(sgd, seed 1\)/);
     expect(stdout).toMatch(/adamw \(adamw, seed 1\)/);
   });
@@ -71,7 +123,26 @@ describe('recording and replay from the CLI', () => {
 
 describe('serving live from the CLI', () => {
   it('train --serve prints the URL, a Node client decodes the live stream until the run ends', async () => {
-    const child = spawn(process.execPath, [BIN, 'train', '--dataset', 'synthetic', '--optimizer', 'sgd', '--epochs', '4', '--batch-size', '32', '--serve', '--port', '0', '--keep-serving'], { cwd: root, env: { ...process.env, GRNG_BACKEND: 'wasm' } });
+    const child = spawn(
+      process.execPath,
+      [
+        BIN,
+        'train',
+        '--dataset',
+        'synthetic',
+        '--optimizer',
+        'sgd',
+        '--epochs',
+        '4',
+        '--batch-size',
+        '32',
+        '--serve',
+        '--port',
+        '0',
+        '--keep-serving',
+      ],
+      { cwd: root, env: { ...process.env, GRNG_BACKEND: 'wasm' } },
+    );
     let stderr = '';
     const url = await new Promise<string>((resolve, reject) => {
       child.stderr.on('data', (chunk: Buffer) => {
@@ -81,7 +152,17 @@ describe('serving live from the CLI', () => {
       });
       child.once('exit', () => reject(new Error(`grng exited early: ${stderr}`)));
     });
-    const client = await run(process.execPath, ['--import', 'tsx', 'examples/dashboard-client.ts', `${url.replace('http', 'ws')}ws`, '--until-ended'], { cwd: root });
+    const client = await run(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'examples/dashboard-client.ts',
+        `${url.replace('http', 'ws')}ws`,
+        '--until-ended',
+      ],
+      { cwd: root },
+    );
     expect(client.stdout).toMatch(/sgd\s+step\s+\d+\s+loss/);
     expect(client.stdout).toMatch(/sgd ended/);
     const page = await fetch(url);
@@ -95,11 +176,27 @@ describe('serving live from the CLI', () => {
 describe('npm start', () => {
   it('keeps serving the dashboard after training, says so with the URL, and exits 0 on Ctrl-C', async () => {
     // The start script itself, made small: commander keeps the last value of a repeated flag.
-    const script = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start;
+    const script = (
+      JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: { start: string } }
+    ).scripts.start;
     const [node, bin, ...args] = script.trim().split(/\s+/);
     expect([node, bin]).toEqual(['node', 'bin/grng.js']);
-    const small = ['--dataset', 'synthetic', '--model', 'mlp:20-16-4', '--steps', '6', '--batch-size', '32', '--record', join(dir, 'start.arrows')];
-    const child = spawn(process.execPath, [BIN, ...args, ...small], { cwd: root, env: { ...process.env, GRNG_BACKEND: 'wasm' } });
+    const small = [
+      '--dataset',
+      'synthetic',
+      '--model',
+      'mlp:20-16-4',
+      '--steps',
+      '6',
+      '--batch-size',
+      '32',
+      '--record',
+      join(dir, 'start.arrows'),
+    ];
+    const child = spawn(process.execPath, [BIN, ...args, ...small], {
+      cwd: root,
+      env: { ...process.env, GRNG_BACKEND: 'wasm' },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => void (stdout += chunk.toString()));
@@ -108,10 +205,15 @@ describe('npm start', () => {
       const url = await new Promise<string>((resolve, reject) => {
         child.stderr.on('data', (chunk: Buffer) => {
           stderr += chunk.toString();
-          const match = /^grng: training done; the dashboard keeps serving at (http:\/\/127\.0\.0\.1:\d+\/) \(Ctrl-C to stop\)$/m.exec(stderr);
+          const match =
+            /^grng: training done; the dashboard keeps serving at (http:\/\/127\.0\.0\.1:\d+\/) \(Ctrl-C to stop\)$/m.exec(
+              stderr,
+            );
           if (match) resolve(match[1]!);
         });
-        void exited.then((code) => reject(new Error(`npm start's command exited (${code}) instead of serving: ${stderr}`)));
+        void exited.then((code) =>
+          reject(new Error(`npm start's command exited (${code}) instead of serving: ${stderr}`)),
+        );
       });
       // The table came when training was done, not at Ctrl-C.
       expect(stdout).toMatch(/^ring\s+wasm\s+synthetic\s+6\s/m);
@@ -123,8 +225,15 @@ describe('npm start', () => {
       const page = await fetch(url);
       expect(page.status).toBe(200);
       expect(await page.text()).toContain('<title>grng');
-      const runs = (await (await fetch(`${url}api/runs`)).json()) as Array<{ label: string; rows: number; finished: boolean }>;
-      expect(runs.map((r) => [r.label, r.rows, r.finished])).toEqual([['ring', 6, true], ['adamw', 6, true]]);
+      const runs = (await (await fetch(`${url}api/runs`)).json()) as Array<{
+        label: string;
+        rows: number;
+        finished: boolean;
+      }>;
+      expect(runs.map((r) => [r.label, r.rows, r.finished])).toEqual([
+        ['ring', 6, true],
+        ['adamw', 6, true],
+      ]);
       const ws = new WebSocket(`${url.replace('http', 'ws')}ws`);
       const ends: string[] = [];
       await new Promise<void>((resolve, reject) => {
@@ -150,7 +259,20 @@ describe('npm start', () => {
   }, 120_000);
 
   it('-- --no-keep-serving exits when training is done', async () => {
-    const { code, stderr } = await grng(['compare', '--dataset', 'synthetic', '--optimizers', 'sgd', '--steps', '2', '--serve', '--port', '0', '--keep-serving', '--no-keep-serving']);
+    const { code, stderr } = await grng([
+      'compare',
+      '--dataset',
+      'synthetic',
+      '--optimizers',
+      'sgd',
+      '--steps',
+      '2',
+      '--serve',
+      '--port',
+      '0',
+      '--keep-serving',
+      '--no-keep-serving',
+    ]);
     expect(code, stderr).toBe(0);
     expect(stderr).toMatch(/dashboard at http/);
     expect(stderr).not.toMatch(/keeps serving/);

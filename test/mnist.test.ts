@@ -9,7 +9,8 @@ describe('datasets', () => {
     expect(data.train.n).toBe(7996);
     expect(data.test.n).toBe(2004);
     expect(data.features).toBe(784);
-    const counts = (y: Int32Array) => Array.from({ length: 10 }, (_, d) => y.filter((v) => v === d).length);
+    const counts = (y: Int32Array) =>
+      Array.from({ length: 10 }, (_, d) => y.filter((v) => v === d).length);
     const total = counts(data.train.y).map((c, d) => c + counts(data.test.y)[d]!);
     expect(total).toEqual([1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]);
     expect(counts(data.test.y)).toEqual(total.map((n) => Math.ceil(n * 0.2)));

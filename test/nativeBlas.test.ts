@@ -3,7 +3,14 @@ import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { initBackend } from '../src/runtime/backend.js';
 import { isGrngError } from '../src/errors.js';
-import { disableNativeBlas, enableNativeBlas, nativeBlasAvailable, nativeBlasCounts, nativeBlasLabel, nativeBlasRequested } from '../src/runtime/nativeBlas.js';
+import {
+  disableNativeBlas,
+  enableNativeBlas,
+  nativeBlasAvailable,
+  nativeBlasCounts,
+  nativeBlasLabel,
+  nativeBlasRequested,
+} from '../src/runtime/nativeBlas.js';
 import { softmaxCrossEntropy } from '../src/nn/losses.js';
 import { mlp } from '../src/nn/sequential.js';
 import type { Params } from '../src/types.js';
@@ -15,7 +22,8 @@ describe('nativeBlasRequested', () => {
     expect(nativeBlasRequested({ GRNG_BLAS: 'true' })).toBe(true);
     for (const off of ['0', 'false']) expect(nativeBlasRequested({ GRNG_BLAS: off })).toBe(false);
     // Unset: used when it loads.
-    for (const unset of [undefined, '']) expect(nativeBlasRequested(unset === undefined ? {} : { GRNG_BLAS: unset })).toBe('auto');
+    for (const unset of [undefined, ''])
+      expect(nativeBlasRequested(unset === undefined ? {} : { GRNG_BLAS: unset })).toBe('auto');
   });
 
   it('rejects other values with an error naming the variable', () => {
@@ -33,7 +41,10 @@ describe('nativeBlasRequested', () => {
 const available = nativeBlasAvailable();
 
 /** Runs `f` on the wasm backend's own kernel and on the BLAS one; returns both results. */
-async function both(f: () => tf.Tensor, path: 'native' | 'fallback'): Promise<{ wasm: Float32Array; blas: Float32Array; shape: number[] }> {
+async function both(
+  f: () => tf.Tensor,
+  path: 'native' | 'fallback',
+): Promise<{ wasm: Float32Array; blas: Float32Array; shape: number[] }> {
   disableNativeBlas();
   const w = f();
   const wasm = (await w.data()) as Float32Array;
@@ -78,33 +89,87 @@ describe('native BLAS BatchMatMul on the wasm backend', () => {
 
   // Odd sizes so that no dimension is a multiple of a SIMD width or a BLAS block.
   const [m, k, n] = [37, 53, 29];
-  const cases: Array<{ name: string; a: number[]; b: number[]; ta: boolean; tb: boolean; out: number[]; path?: 'fallback' }> = [];
+  const cases: Array<{
+    name: string;
+    a: number[];
+    b: number[];
+    ta: boolean;
+    tb: boolean;
+    out: number[];
+    path?: 'fallback';
+  }> = [];
   for (const ta of [false, true]) {
     for (const tb of [false, true]) {
       const a = (batch: number[]): number[] => [...batch, ...(ta ? [k, m] : [m, k])];
       const b = (batch: number[]): number[] => [...batch, ...(tb ? [n, k] : [k, n])];
       cases.push({ name: `2-D ta=${ta} tb=${tb}`, a: a([]), b: b([]), ta, tb, out: [m, n] });
-      cases.push({ name: `batched [3] ta=${ta} tb=${tb}`, a: a([3]), b: b([3]), ta, tb, out: [3, m, n] });
-      cases.push({ name: `batched [2,3] ta=${ta} tb=${tb}`, a: a([2, 3]), b: b([2, 3]), ta, tb, out: [2, 3, m, n] });
-      cases.push({ name: `broadcast a [1] vs b [4] ta=${ta} tb=${tb}`, a: a([1]), b: b([4]), ta, tb, out: [4, m, n] });
-      cases.push({ name: `broadcast a [2,3] vs 2-D b ta=${ta} tb=${tb}`, a: a([2, 3]), b: b([]), ta, tb, out: [2, 3, m, n] });
+      cases.push({
+        name: `batched [3] ta=${ta} tb=${tb}`,
+        a: a([3]),
+        b: b([3]),
+        ta,
+        tb,
+        out: [3, m, n],
+      });
+      cases.push({
+        name: `batched [2,3] ta=${ta} tb=${tb}`,
+        a: a([2, 3]),
+        b: b([2, 3]),
+        ta,
+        tb,
+        out: [2, 3, m, n],
+      });
+      cases.push({
+        name: `broadcast a [1] vs b [4] ta=${ta} tb=${tb}`,
+        a: a([1]),
+        b: b([4]),
+        ta,
+        tb,
+        out: [4, m, n],
+      });
+      cases.push({
+        name: `broadcast a [2,3] vs 2-D b ta=${ta} tb=${tb}`,
+        a: a([2, 3]),
+        b: b([]),
+        ta,
+        tb,
+        out: [2, 3, m, n],
+      });
     }
   }
   cases.push({ name: 'tiny 1×1×1', a: [1, 1], b: [1, 1], ta: false, tb: false, out: [1, 1] });
-  cases.push({ name: 'row times matrix 1×513×7', a: [1, 513], b: [513, 7], ta: false, tb: false, out: [1, 7] });
-  // [2,1] against [1,3] broadcasts both ways: no single stride does it, so the wasm kernel runs.
-  cases.push({ name: 'two-way broadcast [2,1] vs [1,3] (wasm fallback)', a: [2, 1, 5, 6], b: [1, 3, 6, 4], ta: false, tb: false, out: [2, 3, 5, 4], path: 'fallback' });
-
-  it.each(cases)('$name matches the wasm kernel (rel. error ≤ 1e-5)', async ({ a, b, ta, tb, out, path }) => {
-    const before = tf.memory().numTensors;
-    const x = tf.randomNormal(a, 0, 1, 'float32', 1);
-    const y = tf.randomNormal(b, 0, 1, 'float32', 2);
-    const { wasm, blas, shape } = await both(() => tf.matMul(x, y, ta, tb), path ?? 'native');
-    tf.dispose([x, y]);
-    expect(shape).toEqual(out);
-    expect(relativeError(wasm, blas)).toBeLessThanOrEqual(1e-5);
-    expect(tf.memory().numTensors).toBe(before);
+  cases.push({
+    name: 'row times matrix 1×513×7',
+    a: [1, 513],
+    b: [513, 7],
+    ta: false,
+    tb: false,
+    out: [1, 7],
   });
+  // [2,1] against [1,3] broadcasts both ways: no single stride does it, so the wasm kernel runs.
+  cases.push({
+    name: 'two-way broadcast [2,1] vs [1,3] (wasm fallback)',
+    a: [2, 1, 5, 6],
+    b: [1, 3, 6, 4],
+    ta: false,
+    tb: false,
+    out: [2, 3, 5, 4],
+    path: 'fallback',
+  });
+
+  it.each(cases)(
+    '$name matches the wasm kernel (rel. error ≤ 1e-5)',
+    async ({ a, b, ta, tb, out, path }) => {
+      const before = tf.memory().numTensors;
+      const x = tf.randomNormal(a, 0, 1, 'float32', 1);
+      const y = tf.randomNormal(b, 0, 1, 'float32', 2);
+      const { wasm, blas, shape } = await both(() => tf.matMul(x, y, ta, tb), path ?? 'native');
+      tf.dispose([x, y]);
+      expect(shape).toEqual(out);
+      expect(relativeError(wasm, blas)).toBeLessThanOrEqual(1e-5);
+      expect(tf.memory().numTensors).toBe(before);
+    },
+  );
 
   it('keeps the wasm kernel for int32 and for mismatched shapes (its own errors)', () => {
     enableNativeBlas();
@@ -120,7 +185,8 @@ describe('native BLAS BatchMatMul on the wasm backend', () => {
 
   it('writes the right values when its own output allocation grows the wasm heap', async () => {
     enableNativeBlas();
-    const heapBytes = (): number => (tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8.byteLength;
+    const heapBytes = (): number =>
+      (tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8.byteLength;
     const before = heapBytes();
     // An outer product whose output alone is larger than the whole heap: makeOutput's malloc
     // must grow memory, which detaches any heap view taken before it.
@@ -133,23 +199,38 @@ describe('native BLAS BatchMatMul on the wasm backend', () => {
     expect(heapBytes()).toBeGreaterThan(before);
     const [c, r, p] = [await column.data(), await row.data(), await product.data()];
     let wrong = 0;
-    for (let i = 0; i < rows; i++) for (let j = 0; j < 64; j++) if (p[i * 64 + j] !== Math.fround(c[i]! * r[j]!)) wrong += 1;
+    for (let i = 0; i < rows; i++)
+      for (let j = 0; j < 64; j++) if (p[i * 64 + j] !== Math.fround(c[i]! * r[j]!)) wrong += 1;
     expect(wrong).toBe(0);
     tf.dispose([column, row, product]);
   });
 
   it('10 SGD steps of a 784-64-32-10 MLP give losses within 1e-4 of the wasm kernel, numTensors flat', async () => {
     const x = tf.randomNormal([128, 784], 0, 1, 'float32', 4) as tf.Tensor2D;
-    const labels = tf.tensor1d(Array.from({ length: 128 }, (_, i) => (i * 7) % 10), 'int32');
+    const labels = tf.tensor1d(
+      Array.from({ length: 128 }, (_, i) => (i * 7) % 10),
+      'int32',
+    );
     const oneHot = tf.cast(tf.oneHot(labels, 10), 'float32') as tf.Tensor2D;
     const train = async (): Promise<{ losses: number[]; tensorsPerStep: number[] }> => {
-      const model = mlp({ inputs: 784, layers: [{ units: 64, activation: 'relu' }, { units: 32, activation: 'relu' }, { units: 10 }], seed: 5 });
+      const model = mlp({
+        inputs: 784,
+        layers: [
+          { units: 64, activation: 'relu' },
+          { units: 32, activation: 'relu' },
+          { units: 10 },
+        ],
+        seed: 5,
+      });
       const vars = Object.values(model.params);
       const losses: number[] = [];
       const tensorsPerStep: number[] = [];
       for (let step = 0; step < 10; step++) {
         const loss = tf.tidy(() => {
-          const { value, grads } = tf.variableGrads(() => softmaxCrossEntropy(model.apply(model.params as Params, x).logits, oneHot), vars);
+          const { value, grads } = tf.variableGrads(
+            () => softmaxCrossEntropy(model.apply(model.params as Params, x).logits, oneHot),
+            vars,
+          );
           for (const v of vars) v.assign(tf.sub(v, tf.mul(grads[v.name]!, 0.1)));
           return value;
         });
@@ -169,7 +250,8 @@ describe('native BLAS BatchMatMul on the wasm backend', () => {
     expect(nativeBlasCounts().native - calls).toBeGreaterThanOrEqual(10 * 3);
     tf.dispose([x, labels, oneHot]);
     expect(blas.losses[9]!).toBeLessThan(blas.losses[0]!);
-    for (let step = 0; step < 10; step++) expect(Math.abs(blas.losses[step]! - wasm.losses[step]!)).toBeLessThanOrEqual(1e-4);
+    for (let step = 0; step < 10; step++)
+      expect(Math.abs(blas.losses[step]! - wasm.losses[step]!)).toBeLessThanOrEqual(1e-4);
     expect(new Set(blas.tensorsPerStep).size).toBe(1);
     expect(blas.tensorsPerStep[0]).toBe(wasm.tensorsPerStep[0]);
   });
@@ -178,16 +260,30 @@ describe('native BLAS BatchMatMul on the wasm backend', () => {
 describe('GRNG_BLAS in a fresh process', () => {
   beforeEach((context) => needsPackage(context, 'libopenblas0-pthread'));
   const detail = (env: Record<string, string>): string => {
-    const code = "const { initBackend } = await import('./src/runtime/backend.ts'); console.log((await initBackend()).detail);";
-    const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: new URL('..', import.meta.url).pathname, env: { ...process.env, GRNG_WASM_THREADS: '', ...env }, encoding: 'utf8', timeout: 60_000 });
+    const code =
+      "const { initBackend } = await import('./src/runtime/backend.ts'); console.log((await initBackend()).detail);";
+    const child = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', code],
+      {
+        cwd: new URL('..', import.meta.url).pathname,
+        env: { ...process.env, GRNG_WASM_THREADS: '', ...env },
+        encoding: 'utf8',
+        timeout: 60_000,
+      },
+    );
     expect(child.status, child.stderr).toBe(0);
     return child.stdout.trim();
   };
 
   it('GRNG_BLAS=1 or unset names the BLAS in the backend detail; GRNG_BLAS=0 leaves the wasm kernel', () => {
-    expect(detail({ GRNG_BACKEND: 'wasm', GRNG_BLAS: '1' })).toBe(`tfjs-backend-wasm (SIMD, ${nativeBlasLabel(available.library!)})`);
+    expect(detail({ GRNG_BACKEND: 'wasm', GRNG_BLAS: '1' })).toBe(
+      `tfjs-backend-wasm (SIMD, ${nativeBlasLabel(available.library!)})`,
+    );
     expect(detail({ GRNG_BACKEND: 'wasm', GRNG_BLAS: '0' })).toBe('tfjs-backend-wasm (SIMD)');
     // Unset: on, since it loads here.
-    expect(detail({ GRNG_BACKEND: 'wasm', GRNG_BLAS: '' })).toBe(`tfjs-backend-wasm (SIMD, ${nativeBlasLabel(available.library!)})`);
+    expect(detail({ GRNG_BACKEND: 'wasm', GRNG_BLAS: '' })).toBe(
+      `tfjs-backend-wasm (SIMD, ${nativeBlasLabel(available.library!)})`,
+    );
   });
 });

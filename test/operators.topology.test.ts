@@ -1,5 +1,17 @@
 import * as tf from '@tensorflow/tfjs';
-import { concat, from, lastValueFrom, map, of, take, tap, throwError, toArray, type Observable, type OperatorFunction } from 'rxjs';
+import {
+  concat,
+  from,
+  lastValueFrom,
+  map,
+  of,
+  take,
+  tap,
+  throwError,
+  toArray,
+  type Observable,
+  type OperatorFunction,
+} from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Split } from '../src/data/dataset.js';
@@ -18,11 +30,16 @@ import { makeBatch, useTestBackend } from './helpers.js';
 
 type TestBatch = ReturnType<typeof makeBatch>;
 
-const scheduler = (): TestScheduler => new TestScheduler((actual, expected) => expect(actual).toEqual(expected));
+const scheduler = (): TestScheduler =>
+  new TestScheduler((actual, expected) => expect(actual).toEqual(expected));
 
 /** A GrngError notification as the marble frames see it (compared with toEqual). */
 const grngErrorLike = (operator: string, step: number, code: string): unknown =>
-  expect.objectContaining({ name: 'GrngError', code, context: expect.objectContaining({ operator, step }) });
+  expect.objectContaining({
+    name: 'GrngError',
+    code,
+    context: expect.objectContaining({ operator, step }),
+  });
 
 /** A malformed optimizer diagnostic (a vector where a scalar belongs), which metrics cannot pack. */
 const notAScalar = (): tf.Scalar => tf.tensor1d([1, 2]) as unknown as tf.Scalar;
@@ -45,12 +62,22 @@ function makeStep(model: Sequential, batch: Batch, scale: number): Step {
 }
 
 function disposeStep(step: Step): void {
-  tf.dispose(tensorsIn({ loss: step.loss, correct: step.correct, grads: step.grads, signals: step.signals, update: step.update, evaluation: step.evaluation }));
+  tf.dispose(
+    tensorsIn({
+      loss: step.loss,
+      correct: step.correct,
+      grads: step.grads,
+      signals: step.signals,
+      update: step.update,
+      evaluation: step.evaluation,
+    }),
+  );
 }
 
 /** Copies of a step's tensors, so it outlives the `next` call that emitted it. */
 function keepStep(step: Step): Step {
-  const cloneTree = (tree: Params): Params => Object.fromEntries(Object.entries(tree).map(([k, v]) => [k, tf.clone(v)]));
+  const cloneTree = (tree: Params): Params =>
+    Object.fromEntries(Object.entries(tree).map(([k, v]) => [k, tf.clone(v)]));
   return {
     batch: step.batch,
     loss: tf.clone(step.loss),
@@ -61,16 +88,26 @@ function keepStep(step: Step): Step {
           update: {
             updates: cloneTree(step.update.updates),
             learningRate: step.update.learningRate,
-            diagnostics: Object.fromEntries(Object.entries(step.update.diagnostics).map(([k, v]) => [k, typeof v === 'number' ? v : tf.clone(v)])),
+            diagnostics: Object.fromEntries(
+              Object.entries(step.update.diagnostics).map(([k, v]) => [
+                k,
+                typeof v === 'number' ? v : tf.clone(v),
+              ]),
+            ),
           },
         }
       : {}),
-    ...(step.evaluation ? { evaluation: tf.clone(step.evaluation), evaluationMs: step.evaluationMs ?? 0 } : {}),
+    ...(step.evaluation
+      ? { evaluation: tf.clone(step.evaluation), evaluationMs: step.evaluationMs ?? 0 }
+      : {}),
   };
 }
 
 /** Wraps an optimizer to count `update` calls and remember every state tensor it ever made. */
-function tracking<S>(inner: GradientTransformation<S>, failAtStep?: number): GradientTransformation<S> & { calls: number; stateTensors: tf.Tensor[] } {
+function tracking<S>(
+  inner: GradientTransformation<S>,
+  failAtStep?: number,
+): GradientTransformation<S> & { calls: number; stateTensors: tf.Tensor[] } {
   const tracker = {
     calls: 0,
     stateTensors: [] as tf.Tensor[],
@@ -104,10 +141,38 @@ beforeAll(async () => {
 
 beforeEach(() => {
   model = mlp({ inputs: 3, layers: [{ units: 4 }, { units: 2 }], seed: 1 });
-  b0 = makeBatch([[1, 2, 3], [0, 1, 0]], [0, 1], 0);
-  b1 = makeBatch([[0.5, -1, 2], [1, 1, 1]], [1, 0], 1);
-  b2 = makeBatch([[2, 0, -1], [-1, 0.5, 0]], [0, 1], 2);
-  narrow = makeBatch([[1, 2], [3, 4]], [0, 1], 1);
+  b0 = makeBatch(
+    [
+      [1, 2, 3],
+      [0, 1, 0],
+    ],
+    [0, 1],
+    0,
+  );
+  b1 = makeBatch(
+    [
+      [0.5, -1, 2],
+      [1, 1, 1],
+    ],
+    [1, 0],
+    1,
+  );
+  b2 = makeBatch(
+    [
+      [2, 0, -1],
+      [-1, 0.5, 0],
+    ],
+    [0, 1],
+    2,
+  );
+  narrow = makeBatch(
+    [
+      [1, 2],
+      [3, 4],
+    ],
+    [0, 1],
+    1,
+  );
   owned.push(model, b0, b1, b2, narrow);
 });
 
@@ -115,8 +180,24 @@ afterEach(() => {
   for (const o of owned.splice(0)) o.dispose();
 });
 
-const goodTest = split([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]], [0, 1, 1, 0]);
-const narrowTest = split([[1, 0], [0, 1], [1, 1], [0, 0]], [0, 1, 1, 0]);
+const goodTest = split(
+  [
+    [1, 0, 0],
+    [0, 1, 0],
+    [0, 0, 1],
+    [1, 1, 1],
+  ],
+  [0, 1, 1, 0],
+);
+const narrowTest = split(
+  [
+    [1, 0],
+    [0, 1],
+    [1, 1],
+    [0, 0],
+  ],
+  [0, 1, 1, 0],
+);
 
 /**
  * The conventions checklist for one synchronous operator. `inputs` makes the three source
@@ -127,7 +208,12 @@ interface Checklist<T> {
   readonly operator: 'forwardBackward' | 'update' | 'evaluate';
   inputs(): { a: T; b: T; c: T };
   op(): OperatorFunction<T, Step>;
-  broken(): { op: OperatorFunction<T, Step>; inputs: { a: T; b: T; c: T }; code: string; message: RegExp };
+  broken(): {
+    op: OperatorFunction<T, Step>;
+    inputs: { a: T; b: T; c: T };
+    code: string;
+    message: RegExp;
+  };
   project(step: Step): unknown;
   /** The tensors the operator made for this step (disposed once downstream `next` returns). */
   produced(step: Step): tf.Tensor[];
@@ -160,7 +246,12 @@ function checklist<T>(spec: Checklist<T>): void {
       const inputs = spec.inputs();
       scheduler().run(({ hot, expectObservable, expectSubscriptions }) => {
         const source = hot('-a-^-b-c-|', inputs);
-        expectObservable(source.pipe(spec.op(), map((s) => spec.project(s)))).toBe('--b-c-|', spec.expected());
+        expectObservable(
+          source.pipe(
+            spec.op(),
+            map((s) => spec.project(s)),
+          ),
+        ).toBe('--b-c-|', spec.expected());
         expectSubscriptions(source.subscriptions).toBe('^-----!');
       });
     });
@@ -172,7 +263,11 @@ function checklist<T>(spec: Checklist<T>): void {
       const before = tf.memory().numTensors;
       scheduler().run(({ cold, expectObservable, expectSubscriptions }) => {
         const source = cold('-a-#', inputs, failure);
-        const out = source.pipe(spec.op(), tap({ error: (e: unknown) => (seen = e) }), map((s) => spec.project(s)));
+        const out = source.pipe(
+          spec.op(),
+          tap({ error: (e: unknown) => (seen = e) }),
+          map((s) => spec.project(s)),
+        );
         expectObservable(out).toBe('-a-#', spec.expected(), failure);
         expectSubscriptions(source.subscriptions).toBe('^--!');
       });
@@ -186,7 +281,11 @@ function checklist<T>(spec: Checklist<T>): void {
       const before = tf.memory().numTensors;
       scheduler().run(({ cold, expectObservable, expectSubscriptions }) => {
         const source = cold('-a-b-c-|', broken.inputs);
-        const out = source.pipe(broken.op, tap({ error: (e: unknown) => (seen = e) }), map((s) => s.batch.step));
+        const out = source.pipe(
+          broken.op,
+          tap({ error: (e: unknown) => (seen = e) }),
+          map((s) => s.batch.step),
+        );
         expectObservable(out).toBe('-a-#', { a: 0 }, grngErrorLike(spec.operator, 1, broken.code));
         expectSubscriptions(source.subscriptions).toBe('^--!');
       });
@@ -202,7 +301,12 @@ function checklist<T>(spec: Checklist<T>): void {
       const before = tf.memory().numTensors;
       scheduler().run(({ cold, expectObservable, expectSubscriptions }) => {
         const source = cold<T>('|');
-        expectObservable(source.pipe(spec.op(), map((s) => spec.project(s)))).toBe('|');
+        expectObservable(
+          source.pipe(
+            spec.op(),
+            map((s) => spec.project(s)),
+          ),
+        ).toBe('|');
         expectSubscriptions(source.subscriptions).toBe('(^!)');
       });
       expect(tf.memory().numTensors).toBe(before);
@@ -213,7 +317,13 @@ function checklist<T>(spec: Checklist<T>): void {
       const before = tf.memory().numTensors;
       scheduler().run(({ cold, expectObservable, expectSubscriptions }) => {
         const source = cold('-a-b-c-|', inputs);
-        expectObservable(source.pipe(spec.op(), map((s) => spec.project(s))), '--!').toBe('-a', spec.expected());
+        expectObservable(
+          source.pipe(
+            spec.op(),
+            map((s) => spec.project(s)),
+          ),
+          '--!',
+        ).toBe('-a', spec.expected());
         expectSubscriptions(source.subscriptions).toBe('^-!');
       });
       expect(tf.memory().numTensors).toBe(before);
@@ -224,7 +334,13 @@ function checklist<T>(spec: Checklist<T>): void {
       const before = tf.memory().numTensors;
       scheduler().run(({ cold, expectObservable, expectSubscriptions }) => {
         const source = cold('-a-b-c-|', inputs);
-        expectObservable(source.pipe(spec.op(), take(1), map((s) => spec.project(s)))).toBe('-(a|)', spec.expected());
+        expectObservable(
+          source.pipe(
+            spec.op(),
+            take(1),
+            map((s) => spec.project(s)),
+          ),
+        ).toBe('-(a|)', spec.expected());
         expectSubscriptions(source.subscriptions).toBe('^!');
       });
       expect(tf.memory().numTensors).toBe(before);
@@ -236,7 +352,11 @@ function checklist<T>(spec: Checklist<T>): void {
       const values: unknown[] = [];
       let completed = false;
       of(a, b, c)
-        .pipe(spec.op(), take(1), map((s) => spec.project(s)))
+        .pipe(
+          spec.op(),
+          take(1),
+          map((s) => spec.project(s)),
+        )
         .subscribe({ next: (v) => values.push(v), complete: () => (completed = true) });
       expect(values).toEqual([spec.expected().a]);
       expect(completed).toBe(true);
@@ -264,13 +384,33 @@ checklist<Batch>({
   operator: 'forwardBackward',
   inputs: () => ({ a: b0, b: b1, c: b2 }),
   op: () => forwardBackward(model),
-  broken: () => ({ op: forwardBackward(model), inputs: { a: b0, b: narrow, c: b2 }, code: 'shape', message: /2 features.*expects 3/ }),
+  broken: () => ({
+    op: forwardBackward(model),
+    inputs: { a: b0, b: narrow, c: b2 },
+    code: 'shape',
+    message: /2 features.*expects 3/,
+  }),
   produced: (s) => [s.loss, s.correct, ...Object.values(s.grads)],
-  project: (s) => ({ step: s.batch.step, grads: Object.keys(s.grads).sort(), lossFinite: Number.isFinite(s.loss.dataSync()[0]!), correct: s.correct.dataSync()[0] }),
+  project: (s) => ({
+    step: s.batch.step,
+    grads: Object.keys(s.grads).sort(),
+    lossFinite: Number.isFinite(s.loss.dataSync()[0]!),
+    correct: s.correct.dataSync()[0],
+  }),
   expected: () => {
     const grads = ['dense0/bias', 'dense0/kernel', 'dense1/bias', 'dense1/kernel'];
     const correct = (b: Batch): number =>
-      tf.tidy(() => tf.sum(tf.cast(tf.equal(tf.argMax(model.apply(model.params, b.x).logits, 1), b.y), 'float32')).dataSync()[0]!);
+      tf.tidy(
+        () =>
+          tf
+            .sum(
+              tf.cast(
+                tf.equal(tf.argMax(model.apply(model.params, b.x).logits, 1), b.y),
+                'float32',
+              ),
+            )
+            .dataSync()[0]!,
+      );
     return {
       a: { step: 0, grads, lossFinite: true, correct: correct(b0) },
       b: { step: 1, grads, lossFinite: true, correct: correct(b1) },
@@ -287,18 +427,32 @@ describe('update', () => {
   });
 
   // Momentum, so that the optimizer state holds tensors whose disposal the checks can see.
-  const optimizer = (): GradientTransformation<unknown[]> => sgd({ learningRate: 0.1, momentum: 0.9 });
+  const optimizer = (): GradientTransformation<unknown[]> =>
+    sgd({ learningRate: 0.1, momentum: 0.9 });
 
   checklist<Step>({
     operator: 'update',
     inputs: () => steps,
     op: () => update(model, optimizer()),
-    broken: () => ({ op: update(model, tracking(optimizer(), 1)), inputs: steps, code: 'step', message: /^update at step 1: optimizer exploded$/ }),
+    broken: () => ({
+      op: update(model, tracking(optimizer(), 1)),
+      inputs: steps,
+      code: 'step',
+      message: /^update at step 1: optimizer exploded$/,
+    }),
     produced: (s) => Object.values(s.update?.updates ?? {}),
-    project: (s) => ({ step: s.batch.step, learningRate: s.update?.learningRate, updates: Object.keys(s.update?.updates ?? {}).sort() }),
+    project: (s) => ({
+      step: s.batch.step,
+      learningRate: s.update?.learningRate,
+      updates: Object.keys(s.update?.updates ?? {}).sort(),
+    }),
     expected: () => {
       const updates = ['dense0/bias', 'dense0/kernel', 'dense1/bias', 'dense1/kernel'];
-      return { a: { step: 0, learningRate: 0.1, updates }, b: { step: 1, learningRate: 0.1, updates }, c: { step: 2, learningRate: 0.1, updates } };
+      return {
+        a: { step: 0, learningRate: 0.1, updates },
+        b: { step: 1, learningRate: 0.1, updates },
+        c: { step: 2, learningRate: 0.1, updates },
+      };
     },
   });
 
@@ -306,7 +460,12 @@ describe('update', () => {
     const initial = model.snapshot();
     owned.push({ dispose: () => tf.dispose(Object.values(initial)) });
     scheduler().run(({ cold, expectObservable }) => {
-      expectObservable(cold('-a-b-|', steps).pipe(update(model, optimizer()), map((s) => s.batch.step))).toBe('-a-b-|', { a: 0, b: 1 });
+      expectObservable(
+        cold('-a-b-|', steps).pipe(
+          update(model, optimizer()),
+          map((s) => s.batch.step),
+        ),
+      ).toBe('-a-b-|', { a: 0, b: 1 });
     });
     // Gradients are 1 then 2 everywhere: trace 1, then 2 + 0.9·1 = 2.9; θ = θ0 − 0.1·(1 + 2.9).
     for (const [key, p] of Object.entries(model.params)) {
@@ -317,12 +476,20 @@ describe('update', () => {
   });
 
   describe('optimizer state is disposed', () => {
-    const run = (marbles: string, unsubscribe: string | null, failAtStep?: number): ReturnType<typeof tracking<unknown[]>> => {
+    const run = (
+      marbles: string,
+      unsubscribe: string | null,
+      failAtStep?: number,
+    ): ReturnType<typeof tracking<unknown[]>> => {
       const tracked = tracking(optimizer(), failAtStep);
       scheduler().run(({ cold, expectObservable }) => {
-        const out = cold(marbles, steps).pipe(update(model, tracked), map((s) => s.batch.step));
+        const out = cold(marbles, steps).pipe(
+          update(model, tracked),
+          map((s) => s.batch.step),
+        );
         if (unsubscribe) expectObservable(out, unsubscribe).toBe('-a', { a: 0 });
-        else if (failAtStep !== undefined) expectObservable(out).toBe('-a-#', { a: 0 }, grngErrorLike('update', failAtStep, 'step'));
+        else if (failAtStep !== undefined)
+          expectObservable(out).toBe('-a-#', { a: 0 }, grngErrorLike('update', failAtStep, 'step'));
         else expectObservable(out).toBe(marbles, { a: 0, b: 1, c: 2 });
       });
       return tracked;
@@ -361,7 +528,10 @@ describe('update', () => {
       const op = update(model, tracked);
       scheduler().run(({ cold, expectObservable }) => {
         const source = cold('-a-|', steps);
-        const out = source.pipe(op, map((s) => s.batch.step));
+        const out = source.pipe(
+          op,
+          map((s) => s.batch.step),
+        );
         expectObservable(out).toBe('-a-|', { a: 0 });
         expectObservable(out).toBe('-a-|', { a: 0 });
       });
@@ -373,14 +543,22 @@ describe('update', () => {
 
   const incomplete = (): GradientTransformation<{ t: tf.Tensor }> => ({
     init: () => ({ t: tf.zeros([2]) }),
-    update: (_u, state) => ({ updates: {}, state: { t: tf.add(state.t, 1) }, diagnostics: { d: tf.scalar(1) } }),
+    update: (_u, state) => ({
+      updates: {},
+      state: { t: tf.add(state.t, 1) },
+      diagnostics: { d: tf.scalar(1) },
+    }),
   });
 
   it('an optimizer that omits a parameter: an internal GrngError naming update, the step and the parameter', () => {
     let seen: unknown;
     scheduler().run(({ cold, expectObservable, expectSubscriptions }) => {
       const source = cold('-a-b-|', steps);
-      const out = source.pipe(update(model, incomplete()), tap({ error: (e: unknown) => (seen = e) }), map((s) => s.batch.step));
+      const out = source.pipe(
+        update(model, incomplete()),
+        tap({ error: (e: unknown) => (seen = e) }),
+        map((s) => s.batch.step),
+      );
       expectObservable(out).toBe('-#', {}, grngErrorLike('update', 0, 'internal'));
       expectSubscriptions(source.subscriptions).toBe('^!');
     });
@@ -392,7 +570,9 @@ describe('update', () => {
   it('an optimizer that omits a parameter: no tensors leak', () => {
     const before = tf.memory().numTensors;
     let failed = false;
-    of(steps.a).pipe(update(model, incomplete())).subscribe({ error: () => (failed = true) });
+    of(steps.a)
+      .pipe(update(model, incomplete()))
+      .subscribe({ error: () => (failed = true) });
     expect(failed).toBe(true);
     expect(tf.memory().numTensors).toBe(before);
   });
@@ -409,10 +589,19 @@ describe('evaluate', () => {
     operator: 'evaluate',
     inputs: () => steps,
     op: () => evaluate(model, goodTest, { every: 2 }),
-    broken: () => ({ op: evaluate(model, narrowTest, { every: 2 }), inputs: steps, code: 'shape', message: /expects input of shape \[batch, 3\], got \[4, 2\]/ }),
+    broken: () => ({
+      op: evaluate(model, narrowTest, { every: 2 }),
+      inputs: steps,
+      code: 'shape',
+      message: /expects input of shape \[batch, 3\], got \[4, 2\]/,
+    }),
     produced: (s) => (s.evaluation ? [s.evaluation] : []),
     project: (s) => ({ step: s.batch.step, evaluated: s.evaluation !== undefined }),
-    expected: () => ({ a: { step: 0, evaluated: false }, b: { step: 1, evaluated: true }, c: { step: 2, evaluated: false } }),
+    expected: () => ({
+      a: { step: 0, evaluated: false },
+      b: { step: 1, evaluated: true },
+      c: { step: 2, evaluated: false },
+    }),
   });
 
   it('evaluation is [mean test loss, accuracy] of the current model, also at epoch ends', () => {
@@ -420,7 +609,9 @@ describe('evaluate', () => {
       const x = tf.tensor2d(goodTest.x, [goodTest.n, 3]);
       const y = tf.tensor1d(goodTest.y, 'int32');
       const logits = model.apply(model.params, x).logits;
-      const loss = tf.mean(softmaxCrossEntropyPerSample(logits, tf.oneHot(y, 2).toFloat() as tf.Tensor2D));
+      const loss = tf.mean(
+        softmaxCrossEntropyPerSample(logits, tf.oneHot(y, 2).toFloat() as tf.Tensor2D),
+      );
       const accuracy = tf.mean(tf.cast(tf.equal(tf.argMax(logits, 1), y), 'float32'));
       return [loss.dataSync()[0]!, accuracy.dataSync()[0]!];
     });
@@ -447,7 +638,12 @@ describe('metrics (asynchronous read-back)', () => {
     batches = [b0, b1, b2];
     steps = [];
     of(...batches)
-      .pipe(forwardBackward(model), update(model, sgd({ learningRate: 0.1 })), evaluate(model, goodTest, { every: 2 }), map(keepStep))
+      .pipe(
+        forwardBackward(model),
+        update(model, sgd({ learningRate: 0.1 })),
+        evaluate(model, goodTest, { every: 2 }),
+        map(keepStep),
+      )
       .subscribe((s) => steps.push(s));
     owned.push(...steps.map((s) => ({ dispose: () => disposeStep(s) })));
     before = tf.memory().numTensors;
@@ -465,7 +661,10 @@ describe('metrics (asynchronous read-back)', () => {
       expect(row.loss).toBeCloseTo(scalar(step.loss), 5);
       expect(row.accuracy).toBeCloseTo(scalar(step.correct) / 2, 5);
       expect(row.learningRate).toBe(0.1);
-      const g2 = Object.values(step.grads).reduce((s, g) => s + Array.from(g.dataSync()).reduce((a, v) => a + v * v, 0), 0);
+      const g2 = Object.values(step.grads).reduce(
+        (s, g) => s + Array.from(g.dataSync()).reduce((a, v) => a + v * v, 0),
+        0,
+      );
       expect(row.gradNorm).toBeCloseTo(Math.sqrt(g2), 4);
       // Plain SGD: the update is −η g, perfectly correlated with −g, with norm η‖g‖.
       expect(row.updateNorm).toBeCloseTo(0.1 * Math.sqrt(g2), 4);
@@ -481,10 +680,7 @@ describe('metrics (asynchronous read-back)', () => {
     let sourceCompletedAfter = -1;
     const done = new Promise<void>((resolve, reject) => {
       from(steps)
-        .pipe(
-          tap({ complete: () => (sourceCompletedAfter = events.length) }),
-          metrics(),
-        )
+        .pipe(tap({ complete: () => (sourceCompletedAfter = events.length) }), metrics())
         .subscribe({
           next: (row) => events.push(`row ${row.step}`),
           error: reject,
@@ -497,10 +693,18 @@ describe('metrics (asynchronous read-back)', () => {
     // The source has completed synchronously, no row is out yet, every batch is held.
     expect(sourceCompletedAfter).toBe(0);
     expect(events).toEqual([]);
-    expect(batches.map((b) => [b.holds, b.releases])).toEqual([[1, 0], [1, 0], [1, 0]]);
+    expect(batches.map((b) => [b.holds, b.releases])).toEqual([
+      [1, 0],
+      [1, 0],
+      [1, 0],
+    ]);
     await done;
     expect(events).toEqual(['row 0', 'row 1', 'row 2', 'complete, released 111']);
-    expect(batches.map((b) => [b.holds, b.releases])).toEqual([[1, 1], [1, 1], [1, 1]]);
+    expect(batches.map((b) => [b.holds, b.releases])).toEqual([
+      [1, 1],
+      [1, 1],
+      [1, 1],
+    ]);
     expect(tf.memory().numTensors).toBe(before);
   });
 
@@ -510,28 +714,52 @@ describe('metrics (asynchronous read-back)', () => {
     const error = await new Promise<unknown>((resolve) => {
       concat(from(steps), throwError(() => failure) as Observable<Step>)
         .pipe(metrics())
-        .subscribe({ next: (row) => events.push(row), error: resolve, complete: () => resolve('completed') });
+        .subscribe({
+          next: (row) => events.push(row),
+          error: resolve,
+          complete: () => resolve('completed'),
+        });
     });
     expect(error).toBe(failure);
     expect(events.map((r) => (r instanceof Error ? r : r.step))).toEqual([0, 1, 2]);
-    expect(batches.map((b) => [b.holds, b.releases])).toEqual([[1, 1], [1, 1], [1, 1]]);
+    expect(batches.map((b) => [b.holds, b.releases])).toEqual([
+      [1, 1],
+      [1, 1],
+      [1, 1],
+    ]);
     expect(tf.memory().numTensors).toBe(before);
   });
 
   it('unsubscribing with reads in flight: no rows, every batch still released once, no tensors left', async () => {
     const rows: MetricsRow[] = [];
-    const subscription = from(steps).pipe(metrics()).subscribe((row) => rows.push(row));
+    const subscription = from(steps)
+      .pipe(metrics())
+      .subscribe((row) => rows.push(row));
     expect(batches.map((b) => b.holds)).toEqual([1, 1, 1]);
     subscription.unsubscribe();
     await tick();
     expect(rows).toEqual([]);
-    expect(batches.map((b) => [b.holds, b.releases])).toEqual([[1, 1], [1, 1], [1, 1]]);
+    expect(batches.map((b) => [b.holds, b.releases])).toEqual([
+      [1, 1],
+      [1, 1],
+      [1, 1],
+    ]);
     expect(tf.memory().numTensors).toBe(before);
   });
 
   it('an error inside the step is a GrngError naming metrics and the step', async () => {
-    const bad: Step = { ...steps[0]!, batch: makeBatch([[1, 2, 3]], [0], 7), update: { updates: steps[0]!.update!.updates, learningRate: 0.1, diagnostics: { broken: notAScalar() } } };
-    owned.push(bad.batch as TestBatch, { dispose: () => tf.dispose(bad.update!.diagnostics.broken as tf.Tensor) });
+    const bad: Step = {
+      ...steps[0]!,
+      batch: makeBatch([[1, 2, 3]], [0], 7),
+      update: {
+        updates: steps[0]!.update!.updates,
+        learningRate: 0.1,
+        diagnostics: { broken: notAScalar() },
+      },
+    };
+    owned.push(bad.batch as TestBatch, {
+      dispose: () => tf.dispose(bad.update!.diagnostics.broken as tf.Tensor),
+    });
     const start = tf.memory().numTensors;
     const error = await lastValueFrom(of(bad).pipe(metrics())).then(
       () => undefined,
@@ -547,11 +775,24 @@ describe('metrics (asynchronous read-back)', () => {
   // Regression: an error while packing a step is queued behind the reads in flight, so rows
   // already being read still come out ("completion and errors wait for reads in flight").
   it('an error inside the step waits for the rows already in flight', async () => {
-    const bad: Step = { ...steps[2]!, update: { updates: steps[2]!.update!.updates, learningRate: 0.1, diagnostics: { broken: notAScalar() } } };
+    const bad: Step = {
+      ...steps[2]!,
+      update: {
+        updates: steps[2]!.update!.updates,
+        learningRate: 0.1,
+        diagnostics: { broken: notAScalar() },
+      },
+    };
     owned.push({ dispose: () => tf.dispose(bad.update!.diagnostics.broken as tf.Tensor) });
     const rows: number[] = [];
     await new Promise<void>((resolve) => {
-      from([steps[0]!, steps[1]!, bad]).pipe(metrics()).subscribe({ next: (row) => rows.push(row.step), error: () => resolve(), complete: resolve });
+      from([steps[0]!, steps[1]!, bad])
+        .pipe(metrics())
+        .subscribe({
+          next: (row) => rows.push(row.step),
+          error: () => resolve(),
+          complete: resolve,
+        });
     });
     expect(rows).toEqual([0, 1]);
   });

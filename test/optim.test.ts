@@ -35,7 +35,9 @@ function run(opt: GradientTransformation<any>): number[][] {
   const trajectory: number[][] = [];
   GRADS.forEach((g, step) => {
     const grads = { w: tf.tensor1d(g) };
-    const result = tf.tidy(() => opt.update(grads, state, theta, { step }) as unknown as tf.TensorContainer) as unknown as ReturnType<typeof opt.update>;
+    const result = tf.tidy(
+      () => opt.update(grads, state, theta, { step }) as unknown as tf.TensorContainer,
+    ) as unknown as ReturnType<typeof opt.update>;
     const next = { w: tf.tidy(() => tf.add(theta.w!, result.updates.w!)) };
     disposeReplaced(state, result.state);
     tf.dispose([theta.w!, grads.w, result.updates.w!]);
@@ -50,7 +52,9 @@ function run(opt: GradientTransformation<any>): number[][] {
 }
 
 function expectClose(actual: number[][], expected: number[][], digits = 6): void {
-  actual.forEach((row, i) => row.forEach((v, j) => expect(v).toBeCloseTo(expected[i]![j]!, digits)));
+  actual.forEach((row, i) =>
+    row.forEach((v, j) => expect(v).toBeCloseTo(expected[i]![j]!, digits)),
+  );
 }
 
 describe('SGD against hand-computed steps (PyTorch convention)', () => {
@@ -70,7 +74,10 @@ describe('SGD against hand-computed steps (PyTorch convention)', () => {
         }
         expected.push([...theta]);
       }
-      expectClose(run(sgd({ learningRate: lr, momentum: mu, nesterov, weightDecay: wd })), expected);
+      expectClose(
+        run(sgd({ learningRate: lr, momentum: mu, nesterov, weightDecay: wd })),
+        expected,
+      );
     }
   });
 
@@ -110,14 +117,22 @@ describe('composition and schedules', () => {
   it('a chain of three gives, step by step, the updates, states and diagnostics of its transforms applied one after another', () => {
     const [mu, lambda] = [0.9, 0.1];
     const schedule = stepSchedule({ initial: 0.5, every: 2, factor: 0.1 });
-    const transforms = (): [GradientTransformation<TraceState>, GradientTransformation<CountState>, GradientTransformation<CountState>] => [traceMomentum({ decay: mu }), addDecayedWeights(lambda), scaleByLearningRate(schedule)];
+    const transforms = (): [
+      GradientTransformation<TraceState>,
+      GradientTransformation<CountState>,
+      GradientTransformation<CountState>,
+    ] => [traceMomentum({ decay: mu }), addDecayedWeights(lambda), scaleByLearningRate(schedule)];
     const before = tf.memory().numTensors;
     tf.tidy(() => {
       const params: Params = { w: tf.tensor1d(THETA) };
       const chained = chain(...transforms());
       const [momentum, decay, learningRate] = transforms();
       let chainState = chained.init(params);
-      let [momentumState, decayState, rateState] = [momentum.init(params), decay.init(params), learningRate.init(params)];
+      let [momentumState, decayState, rateState] = [
+        momentum.init(params),
+        decay.init(params),
+        learningRate.init(params),
+      ];
       const trace = [0, 0, 0];
       GRADS.forEach((g, step) => {
         const grads = { w: tf.tensor1d(g) };
@@ -126,11 +141,23 @@ describe('composition and schedules', () => {
         const m = momentum.update(grads, momentumState, params, { step });
         const d = decay.update(m.updates, decayState, params, { step });
         const l = learningRate.update(d.updates, rateState, params, { step });
-        expect(Array.from(result.updates.w!.dataSync())).toEqual(Array.from(l.updates.w!.dataSync()));
-        const [chainedMomentum, chainedDecay, chainedRate] = result.state as [TraceState, CountState, CountState];
-        expect(Array.from(chainedMomentum.trace.w!.dataSync())).toEqual(Array.from(m.state.trace.w!.dataSync()));
+        expect(Array.from(result.updates.w!.dataSync())).toEqual(
+          Array.from(l.updates.w!.dataSync()),
+        );
+        const [chainedMomentum, chainedDecay, chainedRate] = result.state as [
+          TraceState,
+          CountState,
+          CountState,
+        ];
+        expect(Array.from(chainedMomentum.trace.w!.dataSync())).toEqual(
+          Array.from(m.state.trace.w!.dataSync()),
+        );
         expect([chainedDecay.count, chainedRate.count]).toEqual([d.state.count, l.state.count]);
-        expect(result.diagnostics).toEqual({ ...m.diagnostics, ...d.diagnostics, ...l.diagnostics });
+        expect(result.diagnostics).toEqual({
+          ...m.diagnostics,
+          ...d.diagnostics,
+          ...l.diagnostics,
+        });
         // And in numbers: u = −η_t·(t + λθ), t ← g + μ·t.
         expect(result.diagnostics?.learningRate).toBe(schedule(step));
         const expected = g.map((gj, j) => {
@@ -153,7 +180,9 @@ describe('composition and schedules', () => {
     expect(cos(10)).toBeCloseTo(0.1);
     expect(cos(50)).toBeCloseTo(0.1);
     const warm = warmupSchedule({ steps: 4, then: 0.8 });
-    [0.2, 0.4, 0.6, 0.8, 0.8, 0.8].forEach((v, i) => expect(warm([0, 1, 2, 3, 4, 100][i]!)).toBeCloseTo(v, 12));
+    [0.2, 0.4, 0.6, 0.8, 0.8, 0.8].forEach((v, i) =>
+      expect(warm([0, 1, 2, 3, 4, 100][i]!)).toBeCloseTo(v, 12),
+    );
   });
 });
 
@@ -164,9 +193,17 @@ describe('option validation', () => {
     ['NaN weight decay', () => adamw({ weightDecay: NaN }), /weightDecay: null|weightDecay: NaN/],
     ['b2 above 1', () => adamw({ b2: 1.5 }), /b2: 1.5/],
     ['unknown option', () => adamw({ lr: 1 } as never), /adamw option "lr"/],
-    ['schedule that starts negative', () => sgd({ learningRate: () => -0.1 }), /learningRate \(schedule value at step 0\)/],
+    [
+      'schedule that starts negative',
+      () => sgd({ learningRate: () => -0.1 }),
+      /learningRate \(schedule value at step 0\)/,
+    ],
     ['unknown optimizer', () => resolveOptimizerOptions('rmsprop'), /optimizer: "rmsprop"/],
-    ['option of another optimizer', () => resolveOptimizerOptions('sgd', { b1: 0.9 }), /option b1 for optimizer sgd/],
+    [
+      'option of another optimizer',
+      () => resolveOptimizerOptions('sgd', { b1: 0.9 }),
+      /option b1 for optimizer sgd/,
+    ],
   ];
   for (const [name, make, message] of cases) {
     it(`rejects ${name} with a message naming it`, () => {
@@ -184,29 +221,55 @@ describe('option validation', () => {
 
 describe('scaleByAdam on its fused native pass (wasm with the BLAS addon)', () => {
   // GRNG_BLAS=0 (npm run test:fallback) and other backends test the tfjs formulas instead.
-  it.runIf(process.env.GRNG_BLAS !== '0' && (process.env.GRNG_TEST_BACKEND ?? 'wasm') === 'wasm')('gives the moments and direction of the tfjs formulas over several steps, leaking nothing', (context) => {
-    needsPackage(context, 'libopenblas0-pthread');
-    expect(nativeBlasStatus()?.enabled, 'the native BLAS addon should be loaded on wasm').toBe(true);
-    const [b1, b2, eps] = [0.9, 0.999, 1e-8];
-    const adam = scaleByAdam({ b1, b2, eps });
-    const start = tf.memory().numTensors;
-    const params: Params = { w: tf.randomNormal([61, 17], 0, 1, 'float32', 1) };
-    let state = adam.init(params);
-    // The tfjs formulas, written out.
-    let mu = tf.zeros([61, 17]);
-    let nu = tf.zeros([61, 17]);
-    for (let t = 1; t <= 4; t++) {
-      const g = tf.randomNormal([61, 17], 0, 1, 'float32', 10 + t);
-      const result = adam.update({ w: g }, state, params, { step: t - 1 });
-      const [m2, v2] = tf.tidy(() => [tf.add(tf.mul(mu, b1), tf.mul(g, 1 - b1)), tf.add(tf.mul(nu, b2), tf.mul(tf.square(g), 1 - b2))]);
-      const want = tf.tidy(() => tf.div(tf.div(m2!, 1 - b1 ** t), tf.add(tf.sqrt(tf.div(v2!, 1 - b2 ** t)), eps)));
-      const gap = tf.tidy(() => tf.max(tf.abs(tf.sub(result.updates.w!, want))).dataSync()[0]!);
-      expect(gap).toBeLessThan(1e-5);
-      expect(tf.tidy(() => tf.max(tf.abs(tf.sub(result.state.nu.w!, v2))).dataSync()[0]!)).toBeLessThan(1e-7);
-      tf.dispose([g, mu, nu, want, ...Object.values(state.mu), ...Object.values(state.nu), ...Object.values(result.updates)]);
-      [mu, nu, state] = [m2!, v2!, result.state];
-    }
-    tf.dispose([mu, nu, ...Object.values(state.mu), ...Object.values(state.nu), ...Object.values(params)]);
-    expect(tf.memory().numTensors).toBe(start);
-  });
+  it.runIf(process.env.GRNG_BLAS !== '0' && (process.env.GRNG_TEST_BACKEND ?? 'wasm') === 'wasm')(
+    'gives the moments and direction of the tfjs formulas over several steps, leaking nothing',
+    (context) => {
+      needsPackage(context, 'libopenblas0-pthread');
+      expect(nativeBlasStatus()?.enabled, 'the native BLAS addon should be loaded on wasm').toBe(
+        true,
+      );
+      const [b1, b2, eps] = [0.9, 0.999, 1e-8];
+      const adam = scaleByAdam({ b1, b2, eps });
+      const start = tf.memory().numTensors;
+      const params: Params = { w: tf.randomNormal([61, 17], 0, 1, 'float32', 1) };
+      let state = adam.init(params);
+      // The tfjs formulas, written out.
+      let mu = tf.zeros([61, 17]);
+      let nu = tf.zeros([61, 17]);
+      for (let t = 1; t <= 4; t++) {
+        const g = tf.randomNormal([61, 17], 0, 1, 'float32', 10 + t);
+        const result = adam.update({ w: g }, state, params, { step: t - 1 });
+        const [m2, v2] = tf.tidy(() => [
+          tf.add(tf.mul(mu, b1), tf.mul(g, 1 - b1)),
+          tf.add(tf.mul(nu, b2), tf.mul(tf.square(g), 1 - b2)),
+        ]);
+        const want = tf.tidy(() =>
+          tf.div(tf.div(m2!, 1 - b1 ** t), tf.add(tf.sqrt(tf.div(v2!, 1 - b2 ** t)), eps)),
+        );
+        const gap = tf.tidy(() => tf.max(tf.abs(tf.sub(result.updates.w!, want))).dataSync()[0]!);
+        expect(gap).toBeLessThan(1e-5);
+        expect(
+          tf.tidy(() => tf.max(tf.abs(tf.sub(result.state.nu.w!, v2))).dataSync()[0]!),
+        ).toBeLessThan(1e-7);
+        tf.dispose([
+          g,
+          mu,
+          nu,
+          want,
+          ...Object.values(state.mu),
+          ...Object.values(state.nu),
+          ...Object.values(result.updates),
+        ]);
+        [mu, nu, state] = [m2!, v2!, result.state];
+      }
+      tf.dispose([
+        mu,
+        nu,
+        ...Object.values(state.mu),
+        ...Object.values(state.nu),
+        ...Object.values(params),
+      ]);
+      expect(tf.memory().numTensors).toBe(start);
+    },
+  );
 });

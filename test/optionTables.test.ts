@@ -2,12 +2,32 @@ import { readFileSync } from 'node:fs';
 import { Command, type Option } from 'commander';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
-import { addOptimizerOptions, FLAG_OF_OPTION, OPTIMIZER_FLAGS, optimizerOptionsOf } from '../src/cli/optionFlags.js';
+import {
+  addOptimizerOptions,
+  FLAG_OF_OPTION,
+  OPTIMIZER_FLAGS,
+  optimizerOptionsOf,
+} from '../src/cli/optionFlags.js';
 import { buildProgram } from '../src/cli/program.js';
 import { resolveCurvatureOptions } from '../src/curvature/options.js';
 import { mlp } from '../src/nn/sequential.js';
-import { formatDefault, namedDefault, namedDefaults, optionFlags, readOption, type OptionSpec } from '../src/optim/optionSpec.js';
-import { acceptsOption, createOptimizer, optimizerDefaults, optimizerOptionTable, optimizerOptionTables, OPTIMIZERS, resolveOptimizerOptions } from '../src/optim/registry.js';
+import {
+  formatDefault,
+  namedDefault,
+  namedDefaults,
+  optionFlags,
+  readOption,
+  type OptionSpec,
+} from '../src/optim/optionSpec.js';
+import {
+  acceptsOption,
+  createOptimizer,
+  optimizerDefaults,
+  optimizerOptionTable,
+  optimizerOptionTables,
+  OPTIMIZERS,
+  resolveOptimizerOptions,
+} from '../src/optim/registry.js';
 import { SGD_OPTIONS } from '../src/optim/sgd.js';
 import { useTestBackend } from './helpers.js';
 
@@ -22,27 +42,110 @@ beforeAll(async () => {
 const DEFAULTS_BEFORE_TABLES = {
   sgd: { learningRate: 0.05, momentum: 0.9, nesterov: false, weightDecay: 0 },
   adamw: { learningRate: 1e-3, weightDecay: 1e-2, b1: 0.9, b2: 0.999, eps: 1e-8 },
-  kfac: { learningRate: 0.05, damping: 1e-3, momentum: 0.9, klClip: 1e-3, weightDecay: 0, fisher: 'sampled', beta: 0.95, statsEvery: 1, inverseEvery: 10 },
-  ring: { learningRate: 0.05, damping: 1e-3, rho: 0.1, ringNorm: 'mean', momentum: 0.9, klClip: 1e-3, weightDecay: 0, fisher: 'sampled', beta: 0.95, statsEvery: 1, inverseEvery: 10 },
-  reng: { learningRate: 0.05, damping: 1e-3, rho: 0.1, hvp: 'double-backprop', momentum: 0.9, klClip: 1e-3, weightDecay: 0, fisher: 'sampled', beta: 0.95, statsEvery: 1, inverseEvery: 10 },
-  rkalman: { learningRate: 1, rows: 32, p0: 0.1, r0: 1, fading: 0.999, processNoise: 0, rho: 0.1, betaR: 0.99, rMin: 1e-2, pMin: 1e-6 },
-  sophia: { learningRate: 1e-3, b1: 0.965, b2: 0.99, gamma: 0.04, weightDecay: 0.1, eps: 1e-12, hessianEvery: 10 },
+  kfac: {
+    learningRate: 0.05,
+    damping: 1e-3,
+    momentum: 0.9,
+    klClip: 1e-3,
+    weightDecay: 0,
+    fisher: 'sampled',
+    beta: 0.95,
+    statsEvery: 1,
+    inverseEvery: 10,
+  },
+  ring: {
+    learningRate: 0.05,
+    damping: 1e-3,
+    rho: 0.1,
+    ringNorm: 'mean',
+    momentum: 0.9,
+    klClip: 1e-3,
+    weightDecay: 0,
+    fisher: 'sampled',
+    beta: 0.95,
+    statsEvery: 1,
+    inverseEvery: 10,
+  },
+  reng: {
+    learningRate: 0.05,
+    damping: 1e-3,
+    rho: 0.1,
+    hvp: 'double-backprop',
+    momentum: 0.9,
+    klClip: 1e-3,
+    weightDecay: 0,
+    fisher: 'sampled',
+    beta: 0.95,
+    statsEvery: 1,
+    inverseEvery: 10,
+  },
+  rkalman: {
+    learningRate: 1,
+    rows: 32,
+    p0: 0.1,
+    r0: 1,
+    fading: 0.999,
+    processNoise: 0,
+    rho: 0.1,
+    betaR: 0.99,
+    rMin: 1e-2,
+    pMin: 1e-6,
+  },
+  sophia: {
+    learningRate: 1e-3,
+    b1: 0.965,
+    b2: 0.99,
+    gamma: 0.04,
+    weightDecay: 0.1,
+    eps: 1e-12,
+    hessianEvery: 10,
+  },
 } as const;
 
 /** The keys each optimizer accepted by name before the tables, plus the two the tables made reachable. */
 const ACCEPTED_BEFORE_TABLES: Record<string, readonly string[]> = {
   sgd: ['learningRate', 'momentum', 'nesterov', 'weightDecay'],
   adamw: ['learningRate', 'weightDecay', 'b1', 'b2', 'eps'],
-  kfac: ['damping', 'klClip', 'fisher', 'beta', 'statsEvery', 'inverseEvery', 'newtonTolerance', 'newtonMaxIterations', 'newtonWarmTrials', 'inverse', 'seed', 'learningRate', 'momentum', 'weightDecay'],
-  rkalman: ['learningRate', 'rows', 'p0', 'r0', 'fading', 'processNoise', 'rho', 'betaR', 'rMin', 'pMin', 'solveIterations'],
+  kfac: [
+    'damping',
+    'klClip',
+    'fisher',
+    'beta',
+    'statsEvery',
+    'inverseEvery',
+    'newtonTolerance',
+    'newtonMaxIterations',
+    'newtonWarmTrials',
+    'inverse',
+    'seed',
+    'learningRate',
+    'momentum',
+    'weightDecay',
+  ],
+  rkalman: [
+    'learningRate',
+    'rows',
+    'p0',
+    'r0',
+    'fading',
+    'processNoise',
+    'rho',
+    'betaR',
+    'rMin',
+    'pMin',
+    'solveIterations',
+  ],
   sophia: ['learningRate', 'b1', 'b2', 'gamma', 'weightDecay', 'eps', 'hessianEvery', 'seed'],
 };
 ACCEPTED_BEFORE_TABLES.ring = [...ACCEPTED_BEFORE_TABLES.kfac!, 'rho', 'ringNorm'];
 ACCEPTED_BEFORE_TABLES.reng = [...ACCEPTED_BEFORE_TABLES.kfac!, 'rho', 'hvp', 'hvpEpsilon'];
 
 const program = buildProgram({ out: () => {}, err: () => {}, isTTY: false });
-const optionsOf = (name: string): readonly Option[] => program.commands.find((c) => c.name() === name)!.options;
-const entries = OPTIMIZERS.flatMap((optimizer) => Object.entries(optimizerOptionTable(optimizer)).map(([key, spec]) => ({ optimizer, key, spec })));
+const optionsOf = (name: string): readonly Option[] =>
+  program.commands.find((c) => c.name() === name)!.options;
+const entries = OPTIMIZERS.flatMap((optimizer) =>
+  Object.entries(optimizerOptionTable(optimizer)).map(([key, spec]) => ({ optimizer, key, spec })),
+);
 
 describe('the registry is its option tables', () => {
   for (const name of OPTIMIZERS) {
@@ -51,8 +154,11 @@ describe('the registry is its option tables', () => {
       expect(defaults).toEqual(DEFAULTS_BEFORE_TABLES[name]);
       expect(Object.keys(defaults)).toEqual(Object.keys(DEFAULTS_BEFORE_TABLES[name]));
       expect(resolveOptimizerOptions(name)).toEqual(namedDefaults(optimizerOptionTable(name)));
-      expect(Object.keys(optimizerOptionTable(name)).sort()).toEqual([...ACCEPTED_BEFORE_TABLES[name]!].sort());
-      for (const key of ACCEPTED_BEFORE_TABLES[name]!) expect(acceptsOption(name, key as never), key).toBe(true);
+      expect(Object.keys(optimizerOptionTable(name)).sort()).toEqual(
+        [...ACCEPTED_BEFORE_TABLES[name]!].sort(),
+      );
+      for (const key of ACCEPTED_BEFORE_TABLES[name]!)
+        expect(acceptsOption(name, key as never), key).toBe(true);
       expect(acceptsOption(name, 'nope' as never)).toBe(false);
     });
   }
@@ -60,11 +166,23 @@ describe('the registry is its option tables', () => {
   it('SGD by name keeps the reference runs momentum 0.9; sgd() keeps PyTorch momentum 0', () => {
     expect(namedDefault(SGD_OPTIONS.momentum)).toBe(0.9);
     expect(readOption(SGD_OPTIONS, {}, 'momentum')).toBe(0);
-    expect(() => readOption(SGD_OPTIONS, {}, 'learningRate')).toThrow(/invalid learningRate: undefined \(expected a number or a schedule\)/);
+    expect(() => readOption(SGD_OPTIONS, {}, 'learningRate')).toThrow(
+      /invalid learningRate: undefined \(expected a number or a schedule\)/,
+    );
   });
 
   it('the curvature options resolve to the curvature table defaults', () => {
-    expect(resolveCurvatureOptions()).toEqual({ fisher: 'sampled', beta: 0.95, statsEvery: 1, inverseEvery: 10, newtonTolerance: 1e-4, newtonMaxIterations: 30, newtonWarmTrials: 1, inverse: 'auto', seed: 1 });
+    expect(resolveCurvatureOptions()).toEqual({
+      fisher: 'sampled',
+      beta: 0.95,
+      statsEvery: 1,
+      inverseEvery: 10,
+      newtonTolerance: 1e-4,
+      newtonMaxIterations: 30,
+      newtonWarmTrials: 1,
+      inverse: 'auto',
+      seed: 1,
+    });
   });
 
   it('every constructor takes its table defaults and rejects values past its table bounds, naming the option', () => {
@@ -72,9 +190,27 @@ describe('the registry is its option tables', () => {
     try {
       for (const { optimizer, key, spec } of entries) {
         const good = namedDefault(spec);
-        if (good !== undefined) expect(() => createOptimizer(optimizer, model, { [key]: good }), `${optimizer} ${key}`).not.toThrow();
-        const bad = spec.kind === 'choice' ? 'bogus' : spec.kind === 'boolean' ? 1 : spec.kind === 'integer' ? spec.min - 1 : spec.min !== undefined ? (spec.minExclusive ? spec.min : spec.min - 1) : Number.NaN;
-        expect(() => createOptimizer(optimizer, model, { [key]: bad }), `${optimizer} ${key} ${bad}`).toThrow(new RegExp(`^invalid ${key}: `));
+        if (good !== undefined)
+          expect(
+            () => createOptimizer(optimizer, model, { [key]: good }),
+            `${optimizer} ${key}`,
+          ).not.toThrow();
+        const bad =
+          spec.kind === 'choice'
+            ? 'bogus'
+            : spec.kind === 'boolean'
+              ? 1
+              : spec.kind === 'integer'
+                ? spec.min - 1
+                : spec.min !== undefined
+                  ? spec.minExclusive
+                    ? spec.min
+                    : spec.min - 1
+                  : Number.NaN;
+        expect(
+          () => createOptimizer(optimizer, model, { [key]: bad }),
+          `${optimizer} ${key} ${bad}`,
+        ).toThrow(new RegExp(`^invalid ${key}: `));
       }
     } finally {
       model.dispose();
@@ -94,7 +230,9 @@ describe('the CLI flags are the option tables', () => {
   });
 
   it('every optimizer flag maps back to one key, which each optimizer taking the flag has under that flag', () => {
-    const optimizerGroup = optionsOf('train').filter((o) => o.helpGroupHeading?.startsWith('Optimizer options'));
+    const optimizerGroup = optionsOf('train').filter((o) =>
+      o.helpGroupHeading?.startsWith('Optimizer options'),
+    );
     expect(optimizerGroup.map((o) => o.long)).toEqual(OPTIMIZER_FLAGS.map((f) => f.flag));
     for (const flag of OPTIMIZER_FLAGS) {
       expect(FLAG_OF_OPTION[flag.key]).toBe(flag.flag);
@@ -110,7 +248,8 @@ describe('the CLI flags are the option tables', () => {
   it('run flags handed to optimizers (--seed) are the run command flags, not optimizer flags', () => {
     const runFlagged = entries.filter((e) => e.spec.runFlag);
     expect(runFlagged.map((e) => e.key)).toEqual(expect.arrayContaining(['seed']));
-    for (const { spec } of runFlagged) expect(OPTIMIZER_FLAGS.some((f) => f.flag === spec.flag)).toBe(false);
+    for (const { spec } of runFlagged)
+      expect(OPTIMIZER_FLAGS.some((f) => f.flag === spec.flag)).toBe(false);
   });
 
   it('each flag help names every optimizer that takes it with its default by name', () => {
@@ -119,50 +258,122 @@ describe('the CLI flags are the option tables', () => {
       const text = help.get(flag.flag)!;
       for (const { optimizer, spec } of flag.takenBy) {
         expect(text, flag.flag).toContain(optimizer);
-        if (spec.kind !== 'boolean') expect(text, `${flag.flag} ${optimizer}`).toContain(formatDefault(namedDefault(spec as OptionSpec)));
+        if (spec.kind !== 'boolean')
+          expect(text, `${flag.flag} ${optimizer}`).toContain(
+            formatDefault(namedDefault(spec as OptionSpec)),
+          );
       }
     }
-    expect(help.get('--lr')).toBe('learning rate η (default: sgd/kfac/ring/reng 0.05, adamw/sophia 1e-3, rkalman 1)');
+    expect(help.get('--lr')).toBe(
+      'learning rate η (default: sgd/kfac/ring/reng 0.05, adamw/sophia 1e-3, rkalman 1)',
+    );
   });
 
   it('parsed flags become library options under their keys (--stats-decay → beta, --solve-iterations → solveIterations)', () => {
     const command = addOptimizerOptions(new Command()).exitOverride();
-    command.parse(['--lr', '0.1', '--stats-decay', '0.9', '--kalman-rows', '8', '--solve-iterations', '12', '--nesterov', '--fisher', 'empirical'], { from: 'user' });
-    expect(optimizerOptionsOf(command.opts())).toEqual({ learningRate: 0.1, beta: 0.9, rows: 8, solveIterations: 12, nesterov: true, fisher: 'empirical' });
+    command.parse(
+      [
+        '--lr',
+        '0.1',
+        '--stats-decay',
+        '0.9',
+        '--kalman-rows',
+        '8',
+        '--solve-iterations',
+        '12',
+        '--nesterov',
+        '--fisher',
+        'empirical',
+      ],
+      { from: 'user' },
+    );
+    expect(optimizerOptionsOf(command.opts())).toEqual({
+      learningRate: 0.1,
+      beta: 0.9,
+      rows: 8,
+      solveIterations: 12,
+      nesterov: true,
+      fisher: 'empirical',
+    });
   });
 
   it("R-Kalman's solveIterations is reachable by name and by flag, with its bounds", async () => {
     const model = mlp({ inputs: 2, layers: [{ units: 2 }, { units: 2 }], seed: 0 });
     try {
-      expect(createOptimizer('rkalman', model, { solveIterations: 12 }).options.solveIterations).toBe(12);
-      expect(() => createOptimizer('rkalman', model, { solveIterations: 201 })).toThrow('invalid solveIterations: 201 (expected an integer ≥ 1 and ≤ 200)');
+      expect(
+        createOptimizer('rkalman', model, { solveIterations: 12 }).options.solveIterations,
+      ).toBe(12);
+      expect(() => createOptimizer('rkalman', model, { solveIterations: 201 })).toThrow(
+        'invalid solveIterations: 201 (expected an integer ≥ 1 and ≤ 200)',
+      );
     } finally {
       model.dispose();
     }
     let err = '';
-    const code = await main(['train', '--dataset', 'synthetic', '--backend', 'wasm', '--steps', '1', '--optimizer', 'sgd', '--solve-iterations', '12'], { out: () => {}, err: (t) => void (err += t), isTTY: false });
+    const code = await main(
+      [
+        'train',
+        '--dataset',
+        'synthetic',
+        '--backend',
+        'wasm',
+        '--steps',
+        '1',
+        '--optimizer',
+        'sgd',
+        '--solve-iterations',
+        '12',
+      ],
+      { out: () => {}, err: (t) => void (err += t), isTTY: false },
+    );
     expect(code).toBe(2);
-    expect(err.trim()).toMatch(/^grng: --solve-iterations: invalid option solveIterations for optimizer sgd: 12 \(sgd takes only learningRate, momentum, nesterov, weightDecay\)$/);
+    expect(err.trim()).toMatch(
+      /^grng: --solve-iterations: invalid option solveIterations for optimizer sgd: 12 \(sgd takes only learningRate, momentum, nesterov, weightDecay\)$/,
+    );
   });
 
   it("the README's table lists each optimizer's flags, no more, no fewer", () => {
     const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
-    const rows = new Map([...readme.matchAll(/^\| (\w+) \| (.+) \|$/gm)].map((m) => [m[1]!, m[2]!]));
+    const rows = new Map(
+      [...readme.matchAll(/^\| (\w+) \| (.+) \|$/gm)].map((m) => [m[1]!, m[2]!]),
+    );
     const flagsIn = (name: string): string[] => {
       const row = rows.get(name) ?? '';
-      return [...(row.startsWith("kfac's") ? flagsIn('kfac') : []), ...(row.match(/--[\w-]+/g) ?? [])];
+      return [
+        ...(row.startsWith("kfac's") ? flagsIn('kfac') : []),
+        ...(row.match(/--[\w-]+/g) ?? []),
+      ];
     };
     for (const name of OPTIMIZERS) {
-      const expected = Object.values(optimizerOptionTable(name)).filter((spec) => !spec.runFlag).map((spec) => spec.flag);
+      const expected = Object.values(optimizerOptionTable(name))
+        .filter((spec) => !spec.runFlag)
+        .map((spec) => spec.flag);
       expect(flagsIn(name).sort(), name).toEqual(expected.sort());
     }
   });
 
   it('a key with two flags, or a flag with two meanings, is refused when the flags are derived', () => {
-    expect(optionFlags(optimizerOptionTables()).map((f) => f.flag)).toEqual(OPTIMIZER_FLAGS.map((f) => f.flag));
-    const rate = { kind: 'number', min: 0, default: 1, flag: '--lr', help: 'learning rate η' } as const;
-    expect(() => optionFlags({ a: { learningRate: rate }, b: { learningRate: { ...rate, flag: '--rate' } } })).toThrow(/option learningRate has two flags: --lr and --rate \(b\)/);
-    expect(() => optionFlags({ a: { learningRate: rate }, b: { eta: rate } })).toThrow(/flag --lr means different things for a and b/);
-    expect(() => optionFlags({ a: { rows: { kind: 'integer', min: 1, flag: '--rows', help: 'rows' } }, b: { rows: { kind: 'integer', min: 2, flag: '--rows', help: 'rows' } } })).toThrow(/flag --rows means different things/);
+    expect(optionFlags(optimizerOptionTables()).map((f) => f.flag)).toEqual(
+      OPTIMIZER_FLAGS.map((f) => f.flag),
+    );
+    const rate = {
+      kind: 'number',
+      min: 0,
+      default: 1,
+      flag: '--lr',
+      help: 'learning rate η',
+    } as const;
+    expect(() =>
+      optionFlags({ a: { learningRate: rate }, b: { learningRate: { ...rate, flag: '--rate' } } }),
+    ).toThrow(/option learningRate has two flags: --lr and --rate \(b\)/);
+    expect(() => optionFlags({ a: { learningRate: rate }, b: { eta: rate } })).toThrow(
+      /flag --lr means different things for a and b/,
+    );
+    expect(() =>
+      optionFlags({
+        a: { rows: { kind: 'integer', min: 1, flag: '--rows', help: 'rows' } },
+        b: { rows: { kind: 'integer', min: 2, flag: '--rows', help: 'rows' } },
+      }),
+    ).toThrow(/flag --rows means different things/);
   });
 });

@@ -28,7 +28,13 @@ import { buildProgram } from '../src/cli/program.js';
 const run = promisify(execFile);
 const root = new URL('..', import.meta.url).pathname;
 const readme = readFileSync(join(root, 'README.md'), 'utf8');
-const scripts = Object.keys((JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts);
+const scripts = Object.keys(
+  (
+    JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+      scripts: Record<string, string>;
+    }
+  ).scripts,
+);
 
 const TYPESCRIPT = ['ts', 'typescript'];
 const SHELL = ['sh', 'bash', 'shell'];
@@ -46,7 +52,11 @@ interface Block {
 function codeBlocks(markdown: string): Block[] {
   const blocks: Block[] = [];
   for (const match of markdown.matchAll(/^```([\w-]*)[^\n]*\n([\s\S]*?)^```\s*$/gm)) {
-    blocks.push({ lang: match[1]!, code: match[2]!, line: markdown.slice(0, match.index).split('\n').length });
+    blocks.push({
+      lang: match[1]!,
+      code: match[2]!,
+      line: markdown.slice(0, match.index).split('\n').length,
+    });
   }
   return blocks;
 }
@@ -69,7 +79,10 @@ function itemsOf(synopsis: string): Item[] {
   const items: Item[] = [];
   for (const match of synopsis.matchAll(/\[([^\]]*)\]|(\S+)/g)) {
     if (match[2] !== undefined) items.push({ word: match[2] });
-    else items.push({ optional: match[1]!.split(/\s\|\s/).map((alternative) => alternative.trim().split(/\s+/)) });
+    else
+      items.push({
+        optional: match[1]!.split(/\s\|\s/).map((alternative) => alternative.trim().split(/\s+/)),
+      });
   }
   return items;
 }
@@ -83,12 +96,26 @@ function placeholder(word: string): string {
  * alternative value or group once, and every optional group out.
  */
 function expandSynopsis(synopsis: string): string[][] {
-  const items = itemsOf(synopsis).filter((item) => !('word' in item && item.word === '...') && !('optional' in item && !item.optional[0]![0]!.startsWith('-')));
-  const choices = items.map((item) => ('word' in item ? item.word.split('|').map((w) => [w]) : item.optional.map((group) => [...group])));
+  const items = itemsOf(synopsis).filter(
+    (item) =>
+      !('word' in item && item.word === '...') &&
+      !('optional' in item && !item.optional[0]![0]!.startsWith('-')),
+  );
+  const choices = items.map((item) =>
+    'word' in item
+      ? item.word.split('|').map((w) => [w])
+      : item.optional.map((group) => [...group]),
+  );
   const pick = (at: number, alternative: number, withOptional = true): string[] =>
-    items.flatMap((item, i) => ('optional' in item && !withOptional ? [] : choices[i]![i === at ? alternative : 0]!)).map(placeholder);
+    items
+      .flatMap((item, i) =>
+        'optional' in item && !withOptional ? [] : choices[i]![i === at ? alternative : 0]!,
+      )
+      .map(placeholder);
   const variants = [pick(-1, 0)];
-  choices.forEach((alternatives, i) => alternatives.slice(1).forEach((_, k) => variants.push(pick(i, k + 1))));
+  choices.forEach((alternatives, i) =>
+    alternatives.slice(1).forEach((_, k) => variants.push(pick(i, k + 1))),
+  );
   if (items.some((item) => 'optional' in item)) variants.push(pick(-1, 0, false));
   return variants;
 }
@@ -109,7 +136,14 @@ async function parseOnly(argv: readonly string[]): Promise<{ command?: string; e
 
 async function checkShellCommand(command: string): Promise<void> {
   const words = command.split(' ');
-  const grng = words[0] === 'grng' ? 1 : words[0] === 'npx' && words[1] === 'grng' ? 2 : words[0] === 'node' && words[1] === 'bin/grng.js' ? 2 : 0;
+  const grng =
+    words[0] === 'grng'
+      ? 1
+      : words[0] === 'npx' && words[1] === 'grng'
+        ? 2
+        : words[0] === 'node' && words[1] === 'bin/grng.js'
+          ? 2
+          : 0;
   if (grng > 0) {
     for (const argv of expandSynopsis(words.slice(grng).join(' '))) {
       const parsed = await parseOnly(argv);
@@ -124,7 +158,9 @@ async function checkShellCommand(command: string): Promise<void> {
     expect(scripts, `README: "${command}" names no script of package.json`).toContain(script);
     return;
   }
-  expect.fail(`README shell command "${command}" is neither a grng nor an npm command; teach test/readme.test.ts how to check it`);
+  expect.fail(
+    `README shell command "${command}" is neither a grng nor an npm command; teach test/readme.test.ts how to check it`,
+  );
 }
 
 const blocks = codeBlocks(readme);
@@ -133,27 +169,46 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 describe('the README test harness', () => {
   it('finds the blocks, and every block is TypeScript, shell or a diagram', () => {
-    const unknown = blocks.filter((b) => ![...TYPESCRIPT, ...SHELL, ...TEXT].includes(b.lang)).map((b) => `line ${b.line}: \`\`\`${b.lang}`);
+    const unknown = blocks
+      .filter((b) => ![...TYPESCRIPT, ...SHELL, ...TEXT].includes(b.lang))
+      .map((b) => `line ${b.line}: \`\`\`${b.lang}`);
     expect(unknown, 'a block in a language this test neither runs nor parses').toEqual([]);
     expect(blocks.filter((b) => TYPESCRIPT.includes(b.lang)).length).toBeGreaterThanOrEqual(3);
-    expect(blocks.filter((b) => SHELL.includes(b.lang)).flatMap((b) => commandsOf(b.code)).filter((c) => /^(npx )?grng /.test(c)).length).toBeGreaterThanOrEqual(8);
+    expect(
+      blocks
+        .filter((b) => SHELL.includes(b.lang))
+        .flatMap((b) => commandsOf(b.code))
+        .filter((c) => /^(npx )?grng /.test(c)).length,
+    ).toBeGreaterThanOrEqual(8);
   });
 
   it('expands the notation: optional groups, alternatives, placeholders, prose', () => {
-    expect(expandSynopsis('train --partial keep|drop [--steps N] [train options] ... --record runs/NAME.arrows')).toEqual([
+    expect(
+      expandSynopsis(
+        'train --partial keep|drop [--steps N] [train options] ... --record runs/NAME.arrows',
+      ),
+    ).toEqual([
       ['train', '--partial', 'keep', '--steps', '3', '--record', 'runs/name.arrows'],
       ['train', '--partial', 'drop', '--steps', '3', '--record', 'runs/name.arrows'],
       ['train', '--partial', 'keep', '--record', 'runs/name.arrows'],
     ]);
-    expect(expandSynopsis('train [--epochs 10 | --steps N]')).toEqual([['train', '--epochs', '10'], ['train', '--steps', '3'], ['train']]);
+    expect(expandSynopsis('train [--epochs 10 | --steps N]')).toEqual([
+      ['train', '--epochs', '10'],
+      ['train', '--steps', '3'],
+      ['train'],
+    ]);
   });
 
   it('the parser it uses rejects what the CLI rejects', async () => {
     expect((await parseOnly(['train', '--bogus'])).error).toMatch(/unknown option '--bogus'/);
     expect((await parseOnly(['train', '--epochs', 'x'])).error).toMatch(/--epochs/);
     expect((await parseOnly(['train', '--optimizer', 'adam'])).error).toMatch(/--optimizer/);
-    expect((await parseOnly(['train', '--nesterov', '1'])).error).toMatch(/unexpected argument "1"/);
-    expect(await parseOnly(['compare', '--optimizers', 'ring,adamw', '--target', '0.9'])).toEqual({ command: 'compare' });
+    expect((await parseOnly(['train', '--nesterov', '1'])).error).toMatch(
+      /unexpected argument "1"/,
+    );
+    expect(await parseOnly(['compare', '--optimizers', 'ring,adamw', '--target', '0.9'])).toEqual({
+      command: 'compare',
+    });
   });
 });
 
@@ -168,26 +223,52 @@ function projectFolder(name: string): string {
 describe('README code blocks', () => {
   it('the TypeScript blocks type-check (strict, exactOptionalPropertyTypes)', async () => {
     const folder = projectFolder('typecheck');
-    const files = blocks.filter((b) => TYPESCRIPT.includes(b.lang)).map((block) => {
-      writeFileSync(join(folder, `line-${block.line}.ts`), block.code);
-      return `line-${block.line}.ts`;
-    });
-    const { compilerOptions } = JSON.parse(readFileSync(join(root, 'tsconfig.json'), 'utf8')) as { compilerOptions: Record<string, unknown> };
-    const config = { compilerOptions: { ...compilerOptions, noEmit: true, declaration: false, sourceMap: false, outDir: undefined, rootDir: undefined, paths: { grng: [join(root, 'src/index.ts')] } }, files };
+    const files = blocks
+      .filter((b) => TYPESCRIPT.includes(b.lang))
+      .map((block) => {
+        writeFileSync(join(folder, `line-${block.line}.ts`), block.code);
+        return `line-${block.line}.ts`;
+      });
+    const { compilerOptions } = JSON.parse(readFileSync(join(root, 'tsconfig.json'), 'utf8')) as {
+      compilerOptions: Record<string, unknown>;
+    };
+    const config = {
+      compilerOptions: {
+        ...compilerOptions,
+        noEmit: true,
+        declaration: false,
+        sourceMap: false,
+        outDir: undefined,
+        rootDir: undefined,
+        paths: { grng: [join(root, 'src/index.ts')] },
+      },
+      files,
+    };
     writeFileSync(join(folder, 'tsconfig.json'), JSON.stringify(config));
     const tsc = join(root, 'node_modules/typescript/bin/tsc');
-    const result = await run(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: folder, maxBuffer: 1 << 24 }).catch((error: { stdout?: string }) => ({ stdout: error.stdout ?? String(error) }));
-    expect(result.stdout.trim(), 'README TypeScript blocks (file names give the README line)').toBe('');
+    const result = await run(process.execPath, [tsc, '-p', 'tsconfig.json'], {
+      cwd: folder,
+      maxBuffer: 1 << 24,
+    }).catch((error: { stdout?: string }) => ({ stdout: error.stdout ?? String(error) }));
+    expect(result.stdout.trim(), 'README TypeScript blocks (file names give the README line)').toBe(
+      '',
+    );
   }, 300_000);
 
   for (const block of blocks) {
     if (TYPESCRIPT.includes(block.lang)) {
       it(`TypeScript block at README line ${block.line} runs as written`, async () => {
         const source = block.code.replace(/from 'grng'/g, `from '${join(root, 'src/index.ts')}'`);
-        expect(source, 'a README example imports the library as a user would: from grng').not.toBe(block.code);
+        expect(source, 'a README example imports the library as a user would: from grng').not.toBe(
+          block.code,
+        );
         const folder = projectFolder(`line-${block.line}`);
         writeFileSync(join(folder, 'block.ts'), source);
-        const { stdout } = await run(process.execPath, ['--import', 'tsx', 'block.ts'], { cwd: folder, env: { ...process.env, GRNG_BACKEND: 'wasm' }, maxBuffer: 1 << 24 });
+        const { stdout } = await run(process.execPath, ['--import', 'tsx', 'block.ts'], {
+          cwd: folder,
+          env: { ...process.env, GRNG_BACKEND: 'wasm' },
+          maxBuffer: 1 << 24,
+        });
         if (block.code.includes('console.log(')) expect(stdout.trim()).not.toBe('');
       }, 300_000);
     } else if (SHELL.includes(block.lang)) {

@@ -44,8 +44,10 @@ const concatBytes = (...parts: Uint8Array[]): Uint8Array => new Uint8Array(Buffe
 const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const normalise = (row: MetricsRow): unknown => JSON.parse(JSON.stringify(row));
-const rowsOf = (batches: readonly RecordBatch[]) => batches.flatMap((b) => recordBatchToRows(b)).map(normalise);
-const rowJsonOf = (batches: readonly RecordBatch[]) => batches.flatMap((b) => recordBatchToRows(b)).map((row) => JSON.stringify(row));
+const rowsOf = (batches: readonly RecordBatch[]) =>
+  batches.flatMap((b) => recordBatchToRows(b)).map(normalise);
+const rowJsonOf = (batches: readonly RecordBatch[]) =>
+  batches.flatMap((b) => recordBatchToRows(b)).map((row) => JSON.stringify(row));
 
 // ---------------------------------------------------------------------------------------------
 // An independent reading of intact files: where each message starts and ends and where its
@@ -97,7 +99,14 @@ function scanIntact(bytes: Uint8Array): Message[] {
     const metadataLength = view.getInt32(offset + 4, true);
     const fields: LengthField[] = [{ at: offset + 4, width: 4, what: 'metadata length' }];
     if (metadataLength === 0) {
-      messages.push({ kind: 'end', offset, end: offset + 8, rowsBefore, rows: 0, lengthFields: fields });
+      messages.push({
+        kind: 'end',
+        offset,
+        end: offset + 8,
+        rowsBefore,
+        rows: 0,
+        lengthFields: fields,
+      });
       offset += 8;
       continue;
     }
@@ -108,7 +117,11 @@ function scanIntact(bytes: Uint8Array): Message[] {
     if (bodyAt !== undefined) fields.push({ at: bodyAt, width: 8, what: 'body length' });
     const headerType = view.getUint8(message.field(1)!);
     const header = flatTable(view, message.ref(2)!);
-    const vectorFields = (vectorAt: number | undefined, what: string, each: (at: number, i: number) => void): void => {
+    const vectorFields = (
+      vectorAt: number | undefined,
+      what: string,
+      each: (at: number, i: number) => void,
+    ): void => {
       if (vectorAt === undefined) return;
       fields.push({ at: vectorAt, width: 4, what: `${what} count` });
       const n = view.getUint32(vectorAt, true);
@@ -118,11 +131,27 @@ function scanIntact(bytes: Uint8Array): Message[] {
     if (headerType === 3) {
       rows = Number(view.getBigInt64(header.field(0)!, true));
       fields.push({ at: header.field(0)!, width: 8, what: 'record batch length' });
-      vectorFields(header.ref(1), 'field nodes', (at, i) => fields.push({ at: at + 16 * i, width: 8, what: `node ${i} length` }, { at: at + 16 * i + 8, width: 8, what: `node ${i} null count` }));
-      vectorFields(header.ref(2), 'buffers', (at, i) => fields.push({ at: at + 16 * i, width: 8, what: `buffer ${i} offset` }, { at: at + 16 * i + 8, width: 8, what: `buffer ${i} length` }));
+      vectorFields(header.ref(1), 'field nodes', (at, i) =>
+        fields.push(
+          { at: at + 16 * i, width: 8, what: `node ${i} length` },
+          { at: at + 16 * i + 8, width: 8, what: `node ${i} null count` },
+        ),
+      );
+      vectorFields(header.ref(2), 'buffers', (at, i) =>
+        fields.push(
+          { at: at + 16 * i, width: 8, what: `buffer ${i} offset` },
+          { at: at + 16 * i + 8, width: 8, what: `buffer ${i} length` },
+        ),
+      );
     } else {
-      const stringLength = (at: number | undefined, what: string) => at !== undefined && fields.push({ at, width: 4, what });
-      vectorFields(header.ref(1), 'fields', (at, i) => stringLength(flatTable(view, at + 4 * i + view.getUint32(at + 4 * i, true)).ref(0), `field ${i} name length`));
+      const stringLength = (at: number | undefined, what: string) =>
+        at !== undefined && fields.push({ at, width: 4, what });
+      vectorFields(header.ref(1), 'fields', (at, i) =>
+        stringLength(
+          flatTable(view, at + 4 * i + view.getUint32(at + 4 * i, true)).ref(0),
+          `field ${i} name length`,
+        ),
+      );
       vectorFields(header.ref(2), 'metadata entries', (at, i) => {
         const entry = flatTable(view, at + 4 * i + view.getUint32(at + 4 * i, true));
         stringLength(entry.ref(0), `metadata key ${i} length`);
@@ -130,7 +159,14 @@ function scanIntact(bytes: Uint8Array): Message[] {
       });
     }
     const end = metaStart + metadataLength + bodyLength;
-    messages.push({ kind: headerType === 3 ? 'batch' : 'schema', offset, end, rowsBefore, rows, lengthFields: fields });
+    messages.push({
+      kind: headerType === 3 ? 'batch' : 'schema',
+      offset,
+      end,
+      rowsBefore,
+      rows,
+      lengthFields: fields,
+    });
     rowsBefore += rows;
     offset = end;
   }
@@ -140,7 +176,21 @@ function scanIntact(bytes: Uint8Array): Message[] {
 // ---------------------------------------------------------------------------------------------
 // Intact recordings of different shapes, written by the real sink.
 
-const runOf = (id: string): RecordedRun => ({ id, label: id, optimizer: 'ring', optimizerOptions: { rho: 0.1 }, model: 'mlp:4-3', dataset: 'synthetic', backend: 'cpu', seed: 1, batchSize: 8, totalSteps: 300, batchesPerEpoch: 10, version: 'test', startedAt: '2026-11-28T00:00:00.000Z' });
+const runOf = (id: string): RecordedRun => ({
+  id,
+  label: id,
+  optimizer: 'ring',
+  optimizerOptions: { rho: 0.1 },
+  model: 'mlp:4-3',
+  dataset: 'synthetic',
+  backend: 'cpu',
+  seed: 1,
+  batchSize: 8,
+  totalSteps: 300,
+  batchesPerEpoch: 10,
+  version: 'test',
+  startedAt: '2026-11-28T00:00:00.000Z',
+});
 const metricsRow = (step: number): MetricsRow => fakeMetricsRow(step, 1000.125);
 
 interface Sample {
@@ -166,19 +216,39 @@ beforeAll(async () => {
   for (const shape of SHAPES) {
     const path = join(dir, `${shape.name}.arrows`);
     const data = Array.from({ length: shape.rows }, (_, i) => metricsRow(i));
-    await lastValueFrom(from(data).pipe(arrowSink(runOf(shape.name), { record: path, batching: { maxRows: shape.maxRows, maxMs: 10_000 } }), toArray()));
+    await lastValueFrom(
+      from(data).pipe(
+        arrowSink(runOf(shape.name), {
+          record: path,
+          batching: { maxRows: shape.maxRows, maxMs: 10_000 },
+        }),
+        toArray(),
+      ),
+    );
     const written = readFileSync(path);
     // A recording without its end marker is what a killed writer leaves on a message boundary.
-    const bytes = Uint8Array.from(shape.end ? written : written.subarray(0, written.length - EOS.length));
+    const bytes = Uint8Array.from(
+      shape.end ? written : written.subarray(0, written.length - EOS.length),
+    );
     const rec = parseRecording(bytes, shape.name);
     const rows = rowsOf(rec.batches);
     // The samples themselves are checked against what was written and against apache-arrow.
     expect(rows).toEqual(data.map(normalise));
     expect(tableFromIPC(shape.end ? bytes : concatBytes(bytes, EOS)).numRows).toBe(shape.rows);
     const messages = scanIntact(bytes);
-    expect(messages.filter((m) => m.kind === 'batch')).toHaveLength(Math.ceil(shape.rows / shape.maxRows));
+    expect(messages.filter((m) => m.kind === 'batch')).toHaveLength(
+      Math.ceil(shape.rows / shape.maxRows),
+    );
     // fast-check prints a counterexample's sample by name, not its bytes.
-    samples.push({ name: shape.name, bytes, rows, rowJson: rowJsonOf(rec.batches), messages, hasEnd: shape.end, [fc.toStringMethod]: () => shape.name } as Sample);
+    samples.push({
+      name: shape.name,
+      bytes,
+      rows,
+      rowJson: rowJsonOf(rec.batches),
+      messages,
+      hasEnd: shape.end,
+      [fc.toStringMethod]: () => shape.name,
+    } as Sample);
   }
 });
 
@@ -196,13 +266,21 @@ interface Figures {
   maxMs: number;
   maxArrayBufferGrowth: number;
 }
-const newFigures = (): Figures => ({ cases: 0, partial: 0, errors: 0, maxMs: 0, maxArrayBufferGrowth: 0 });
+const newFigures = (): Figures => ({
+  cases: 0,
+  partial: 0,
+  errors: 0,
+  maxMs: 0,
+  maxArrayBufferGrowth: 0,
+});
 const figures: Record<string, Figures> = {};
 
 /** The message of an intact sample that holds byte `at` (the end marker past the end). */
-const messageStartAt = (sample: Sample, at: number): number => sample.messages.filter((m) => m.offset <= at).at(-1)?.offset ?? 0;
+const messageStartAt = (sample: Sample, at: number): number =>
+  sample.messages.filter((m) => m.offset <= at).at(-1)?.offset ?? 0;
 /** Rows of the batches that end at or before byte `at` — untouched by damage from `at` on. */
-const rowsIntactBefore = (sample: Sample, at: number): number => sample.messages.filter((m) => m.kind === 'batch' && m.end <= at).reduce((n, m) => n + m.rows, 0);
+const rowsIntactBefore = (sample: Sample, at: number): number =>
+  sample.messages.filter((m) => m.kind === 'batch' && m.end <= at).reduce((n, m) => n + m.rows, 0);
 
 function expectDocumentedError(error: unknown, name: string): number {
   expect(isGrngError(error), `${String(error)}`).toBe(true);
@@ -219,7 +297,9 @@ function heldBuffers(batches: readonly RecordBatch[]): ArrayBufferLike[] {
   const buffers = new Set<ArrayBufferLike>();
   for (const batch of batches) {
     for (const child of batch.data.children) {
-      for (const array of [child.values, child.nullBitmap, child.valueOffsets] as Array<ArrayLike<unknown> & { buffer?: ArrayBufferLike } | undefined>) {
+      for (const array of [child.values, child.nullBitmap, child.valueOffsets] as Array<
+        (ArrayLike<unknown> & { buffer?: ArrayBufferLike }) | undefined
+      >) {
         if (array?.buffer) buffers.add(array.buffer);
       }
     }
@@ -240,7 +320,13 @@ interface Judged {
  * may add rows, no more rows than the original), or the documented error at or after the
  * damaged message; within CASE_MS; holding no buffer larger than the file.
  */
-function judge(figure: Figures, sample: Sample, damaged: Uint8Array, firstDamaged: number, { mayAddRows = false } = {}): Judged {
+function judge(
+  figure: Figures,
+  sample: Sample,
+  damaged: Uint8Array,
+  firstDamaged: number,
+  { mayAddRows = false } = {},
+): Judged {
   figure.cases += 1;
   const baseline = process.memoryUsage().arrayBuffers;
   const started = performance.now();
@@ -253,7 +339,10 @@ function judge(figure: Figures, sample: Sample, damaged: Uint8Array, firstDamage
   }
   const ms = performance.now() - started;
   figure.maxMs = Math.max(figure.maxMs, ms);
-  figure.maxArrayBufferGrowth = Math.max(figure.maxArrayBufferGrowth, process.memoryUsage().arrayBuffers - baseline);
+  figure.maxArrayBufferGrowth = Math.max(
+    figure.maxArrayBufferGrowth,
+    process.memoryUsage().arrayBuffers - baseline,
+  );
   expect(ms).toBeLessThan(CASE_MS);
   if (!rec) {
     figure.errors += 1;
@@ -263,13 +352,29 @@ function judge(figure: Figures, sample: Sample, damaged: Uint8Array, firstDamage
     return { errorOffset: offset };
   }
   figure.partial += 1;
-  expect(Math.max(0, ...heldBuffers(rec.batches).map((b) => b.byteLength))).toBeLessThanOrEqual(damaged.length + EOS.length);
+  expect(Math.max(0, ...heldBuffers(rec.batches).map((b) => b.byteLength))).toBeLessThanOrEqual(
+    damaged.length + EOS.length,
+  );
   const decoded = rec.batches.flatMap((b) => recordBatchToRows(b));
   expect(decoded).toHaveLength(rec.rows);
   if (!mayAddRows) expect(rec.rows).toBeLessThanOrEqual(sample.rows.length);
   // What replay and the summary table rely on: a run description and plain numbers.
   expect(typeof rec.run.label).toBe('string');
-  const notANumber = decoded.flatMap((row) => [row.step, row.epoch, row.wallMs, row.stepMs, row.samples, row.loss, row.accuracy, row.gradNorm, row.testLoss, row.testAccuracy, ...Object.values(row.diagnostics)]).find((v) => v !== null && typeof v !== 'number');
+  const notANumber = decoded
+    .flatMap((row) => [
+      row.step,
+      row.epoch,
+      row.wallMs,
+      row.stepMs,
+      row.samples,
+      row.loss,
+      row.accuracy,
+      row.gradNorm,
+      row.testLoss,
+      row.testAccuracy,
+      ...Object.values(row.diagnostics),
+    ])
+    .find((v) => v !== null && typeof v !== 'number');
   expect(notANumber).toBeUndefined();
   const rows = decoded.map((row) => JSON.stringify(row));
   const intact = rowsIntactBefore(sample, firstDamaged);
@@ -291,7 +396,9 @@ function assertBounded<Ts>(name: string, property: fc.IRawProperty<Ts>, numRuns 
   expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(16 << 20);
   // Transient buffers of one case (the file, one message at a time) stay far below this.
   expect(figure.maxArrayBufferGrowth).toBeLessThan(64 << 20);
-  console.log(`${name}: ${figure.cases} cases, ${figure.partial} partial reads, ${figure.errors} documented errors, slowest ${figure.maxMs.toFixed(1)} ms, peak ArrayBuffer growth ${(figure.maxArrayBufferGrowth / 1024).toFixed(0)} KiB, heap growth after GC ${((after.heapUsed - before.heapUsed) / 1024).toFixed(0)} KiB`);
+  console.log(
+    `${name}: ${figure.cases} cases, ${figure.partial} partial reads, ${figure.errors} documented errors, slowest ${figure.maxMs.toFixed(1)} ms, peak ArrayBuffer growth ${(figure.maxArrayBufferGrowth / 1024).toFixed(0)} KiB, heap growth after GC ${((after.heapUsed - before.heapUsed) / 1024).toFixed(0)} KiB`,
+  );
   return figure;
 }
 
@@ -313,7 +420,10 @@ describe('damaged recordings: partial read or the documented error (fast-check)'
         expect(rec.rows).toBe(rowsIntactBefore(sample, cut));
         const onBoundary = sample.messages.some((m) => m.end === cut);
         expect(rec.truncated === undefined).toBe(onBoundary);
-        if (rec.truncated) expect(rec.truncated.offset).toBe(sample.messages.filter((m) => m.end <= cut).at(-1)!.end);
+        if (rec.truncated)
+          expect(rec.truncated.offset).toBe(
+            sample.messages.filter((m) => m.end <= cut).at(-1)!.end,
+          );
         expect(rec.complete).toBe(sample.hasEnd && cut === sample.bytes.length);
       }),
     );
@@ -323,12 +433,16 @@ describe('damaged recordings: partial read or the documented error (fast-check)'
   it('bit flips (1 to 8 bits)', () => {
     const figure = assertBounded(
       'bit flips',
-      fc.property(sampleArb, fc.array(fc.record({ at: fc.nat(), bit: fc.nat(7) }), { minLength: 1, maxLength: 8 }), (sample, flips) => {
-        const damaged = Uint8Array.from(sample.bytes);
-        const positions = flips.map(({ at }) => at % damaged.length);
-        flips.forEach(({ bit }, i) => (damaged[positions[i]!]! ^= 1 << bit));
-        judge(figures['bit flips']!, sample, damaged, Math.min(...positions));
-      }),
+      fc.property(
+        sampleArb,
+        fc.array(fc.record({ at: fc.nat(), bit: fc.nat(7) }), { minLength: 1, maxLength: 8 }),
+        (sample, flips) => {
+          const damaged = Uint8Array.from(sample.bytes);
+          const positions = flips.map(({ at }) => at % damaged.length);
+          flips.forEach(({ bit }, i) => (damaged[positions[i]!]! ^= 1 << bit));
+          judge(figures['bit flips']!, sample, damaged, Math.min(...positions));
+        },
+      ),
     );
     expect(figure.errors).toBeGreaterThan(0);
     expect(figure.partial).toBeGreaterThan(0);
@@ -337,12 +451,17 @@ describe('damaged recordings: partial read or the documented error (fast-check)'
   it('byte ranges overwritten with random garbage', () => {
     const figure = assertBounded(
       'garbage',
-      fc.property(sampleArb, fc.nat(), fc.uint8Array({ minLength: 1, maxLength: 512 }), (sample, n, garbage) => {
-        const damaged = Uint8Array.from(sample.bytes);
-        const at = n % damaged.length;
-        damaged.set(garbage.subarray(0, damaged.length - at), at);
-        judge(figures.garbage!, sample, damaged, at);
-      }),
+      fc.property(
+        sampleArb,
+        fc.nat(),
+        fc.uint8Array({ minLength: 1, maxLength: 512 }),
+        (sample, n, garbage) => {
+          const damaged = Uint8Array.from(sample.bytes);
+          const at = n % damaged.length;
+          damaged.set(garbage.subarray(0, damaged.length - at), at);
+          judge(figures.garbage!, sample, damaged, at);
+        },
+      ),
     );
     expect(figure.errors).toBeGreaterThan(0);
     expect(figure.partial).toBeGreaterThan(0);
@@ -354,7 +473,12 @@ describe('damaged recordings: partial read or the documented error (fast-check)'
       fc.property(sampleArb, sampleArb, fc.nat(), (first, second, n) => {
         const cut = n % (second.bytes.length + 1);
         const spliced = concatBytes(first.bytes, second.bytes.subarray(0, cut));
-        const { rec, errorOffset } = judge(figures.concatenated!, first, spliced, first.bytes.length);
+        const { rec, errorOffset } = judge(
+          figures.concatenated!,
+          first,
+          spliced,
+          first.bytes.length,
+        );
         if (cut === 0 || (!first.hasEnd && cut < second.messages[0]!.end)) {
           // Nothing, or only a cut-off header, after the first recording: read as it was.
           expect(rec?.rows).toBe(first.rows.length);
@@ -374,76 +498,152 @@ describe('damaged recordings: partial read or the documented error (fast-check)'
         const batches = sample.messages.filter((m) => m.kind === 'batch');
         const copy = batches[k % batches.length]!;
         // Insert before any batch or before the end (marker) of the stream.
-        const boundaries = [...batches.map((m) => m.offset), sample.messages.at(-1)!.kind === 'end' ? sample.messages.at(-1)!.offset : sample.bytes.length];
+        const boundaries = [
+          ...batches.map((m) => m.offset),
+          sample.messages.at(-1)!.kind === 'end'
+            ? sample.messages.at(-1)!.offset
+            : sample.bytes.length,
+        ];
         const at = boundaries[j % boundaries.length]!;
-        const spliced = concatBytes(sample.bytes.subarray(0, at), sample.bytes.subarray(copy.offset, copy.end), sample.bytes.subarray(at));
-        const { rows } = judge(figures['duplicated batch']!, sample, spliced, at, { mayAddRows: true });
+        const spliced = concatBytes(
+          sample.bytes.subarray(0, at),
+          sample.bytes.subarray(copy.offset, copy.end),
+          sample.bytes.subarray(at),
+        );
+        const { rows } = judge(figures['duplicated batch']!, sample, spliced, at, {
+          mayAddRows: true,
+        });
         // Arrow IPC has no sequence numbers: a structurally valid duplicate cannot be told apart.
         const before = rowsIntactBefore(sample, at);
-        expect(rows).toEqual([...sample.rowJson.slice(0, before), ...sample.rowJson.slice(copy.rowsBefore, copy.rowsBefore + copy.rows), ...sample.rowJson.slice(before)]);
+        expect(rows).toEqual([
+          ...sample.rowJson.slice(0, before),
+          ...sample.rowJson.slice(copy.rowsBefore, copy.rowsBefore + copy.rows),
+          ...sample.rowJson.slice(before),
+        ]);
       }),
     );
   });
 
   const kindOf = (what: string): string => what.replace(/\d+/g, 'N');
-  const HUGE_32 = [0x7fffffff, 0xfffffffe, 0xffffffff, 0x80000000, 0x7ffffff8, 0x00fffff8, 0xfffffff8];
-  const HUGE_64 = [0x7fffffffn, 0xfffffffen, 0x7fffffffffffffffn, -1n, -8n, -(1n << 63n), 1n << 53n, 1n << 40n];
+  const HUGE_32 = [
+    0x7fffffff, 0xfffffffe, 0xffffffff, 0x80000000, 0x7ffffff8, 0x00fffff8, 0xfffffff8,
+  ];
+  const HUGE_64 = [
+    0x7fffffffn,
+    0xfffffffen,
+    0x7fffffffffffffffn,
+    -1n,
+    -8n,
+    -(1n << 63n),
+    1n << 53n,
+    1n << 40n,
+  ];
 
   it(`length fields set to huge or negative values (${HUGE_32.length} 32-bit and ${HUGE_64.length} 64-bit values)`, () => {
     const hits = new Map<string, number>();
     const figure = assertBounded(
       'huge lengths',
-      fc.property(sampleArb, fc.nat(), fc.nat(), fc.nat(), fc.boolean(), (sample, m, f, v, anySlot) => {
-        const message = sample.messages[m % sample.messages.length]!;
-        let field: LengthField;
-        if (anySlot && message.kind !== 'end') {
-          // Any aligned slot of the metadata, whatever it holds: offsets, counts, lengths.
-          const slots = new DataView(sample.bytes.buffer, sample.bytes.byteOffset).getInt32(message.offset + 4, true) / 4;
-          field = { at: message.offset + 8 + 4 * (f % slots), width: 4, what: 'metadata slot' };
-        } else {
-          // A kind of field first (so the two buffer counts are as likely as 48 buffer lengths).
-          const kinds = [...new Set(message.lengthFields.map((l) => kindOf(l.what)))];
-          const ofKind = message.lengthFields.filter((l) => kindOf(l.what) === kinds[f % kinds.length]);
-          field = ofKind[Math.floor(f / kinds.length) % ofKind.length]!;
-        }
-        hits.set(kindOf(field.what), (hits.get(kindOf(field.what)) ?? 0) + 1);
-        const damaged = Uint8Array.from(sample.bytes);
-        const view = new DataView(damaged.buffer);
-        if (field.width === 4) view.setUint32(field.at, HUGE_32[v % HUGE_32.length]!, true);
-        else view.setBigInt64(field.at, HUGE_64[v % HUGE_64.length]!, true);
-        judge(figures['huge lengths']!, sample, damaged, field.at);
-      }),
+      fc.property(
+        sampleArb,
+        fc.nat(),
+        fc.nat(),
+        fc.nat(),
+        fc.boolean(),
+        (sample, m, f, v, anySlot) => {
+          const message = sample.messages[m % sample.messages.length]!;
+          let field: LengthField;
+          if (anySlot && message.kind !== 'end') {
+            // Any aligned slot of the metadata, whatever it holds: offsets, counts, lengths.
+            const slots =
+              new DataView(sample.bytes.buffer, sample.bytes.byteOffset).getInt32(
+                message.offset + 4,
+                true,
+              ) / 4;
+            field = { at: message.offset + 8 + 4 * (f % slots), width: 4, what: 'metadata slot' };
+          } else {
+            // A kind of field first (so the two buffer counts are as likely as 48 buffer lengths).
+            const kinds = [...new Set(message.lengthFields.map((l) => kindOf(l.what)))];
+            const ofKind = message.lengthFields.filter(
+              (l) => kindOf(l.what) === kinds[f % kinds.length],
+            );
+            field = ofKind[Math.floor(f / kinds.length) % ofKind.length]!;
+          }
+          hits.set(kindOf(field.what), (hits.get(kindOf(field.what)) ?? 0) + 1);
+          const damaged = Uint8Array.from(sample.bytes);
+          const view = new DataView(damaged.buffer);
+          if (field.width === 4) view.setUint32(field.at, HUGE_32[v % HUGE_32.length]!, true);
+          else view.setBigInt64(field.at, HUGE_64[v % HUGE_64.length]!, true);
+          judge(figures['huge lengths']!, sample, damaged, field.at);
+        },
+      ),
     );
-    console.log(`huge lengths: fields hit ${[...hits].map(([what, n]) => `${what} ×${n}`).join(', ')}`);
+    console.log(
+      `huge lengths: fields hit ${[...hits].map(([what, n]) => `${what} ×${n}`).join(', ')}`,
+    );
     expect(figure.errors).toBeGreaterThan(CASES / 2);
-    for (const what of ['metadata length', 'body length', 'record batch length', 'field nodes count', 'buffers count', 'node N length', 'buffer N length', 'buffer N offset', 'fields count', 'metadata value N length']) expect(hits.get(what), what).toBeGreaterThan(0);
+    for (const what of [
+      'metadata length',
+      'body length',
+      'record batch length',
+      'field nodes count',
+      'buffers count',
+      'node N length',
+      'buffer N length',
+      'buffer N offset',
+      'fields count',
+      'metadata value N length',
+    ])
+      expect(hits.get(what), what).toBeGreaterThan(0);
   });
 });
 
 // ---------------------------------------------------------------------------------------------
 
-const damaged = (description: string, bytes: Uint8Array) => ({ bytes, [fc.toStringMethod]: () => description });
+const damaged = (description: string, bytes: Uint8Array) => ({
+  bytes,
+  [fc.toStringMethod]: () => description,
+});
 
 /** One damaged copy of a sample, any of the kinds above. */
 const damageArb = fc.oneof(
-  fc.tuple(sampleArb, fc.nat()).map(([sample, n]) => damaged(`${sample.name} cut at ${n % (sample.bytes.length + 1)}`, sample.bytes.subarray(0, n % (sample.bytes.length + 1)))),
-  fc.tuple(sampleArb, fc.array(fc.tuple(fc.nat(), fc.nat(7)), { minLength: 1, maxLength: 8 })).map(([sample, flips]) => {
-    const bytes = Uint8Array.from(sample.bytes);
-    for (const [at, bit] of flips) bytes[at % bytes.length]! ^= 1 << bit;
-    return damaged(`${sample.name} with bits flipped at ${flips.map(([at, bit]) => `${at % bytes.length}.${bit}`).join(', ')}`, bytes);
-  }),
-  fc.tuple(sampleArb, fc.nat(), fc.uint8Array({ minLength: 1, maxLength: 256 })).map(([sample, n, garbage]) => {
-    const bytes = Uint8Array.from(sample.bytes);
-    const at = n % bytes.length;
-    bytes.set(garbage.subarray(0, bytes.length - at), at);
-    return damaged(`${sample.name} overwritten at ${at} with ${Buffer.from(garbage).toString('hex')}`, bytes);
-  }),
+  fc
+    .tuple(sampleArb, fc.nat())
+    .map(([sample, n]) =>
+      damaged(
+        `${sample.name} cut at ${n % (sample.bytes.length + 1)}`,
+        sample.bytes.subarray(0, n % (sample.bytes.length + 1)),
+      ),
+    ),
+  fc
+    .tuple(sampleArb, fc.array(fc.tuple(fc.nat(), fc.nat(7)), { minLength: 1, maxLength: 8 }))
+    .map(([sample, flips]) => {
+      const bytes = Uint8Array.from(sample.bytes);
+      for (const [at, bit] of flips) bytes[at % bytes.length]! ^= 1 << bit;
+      return damaged(
+        `${sample.name} with bits flipped at ${flips.map(([at, bit]) => `${at % bytes.length}.${bit}`).join(', ')}`,
+        bytes,
+      );
+    }),
+  fc
+    .tuple(sampleArb, fc.nat(), fc.uint8Array({ minLength: 1, maxLength: 256 }))
+    .map(([sample, n, garbage]) => {
+      const bytes = Uint8Array.from(sample.bytes);
+      const at = n % bytes.length;
+      bytes.set(garbage.subarray(0, bytes.length - at), at);
+      return damaged(
+        `${sample.name} overwritten at ${at} with ${Buffer.from(garbage).toString('hex')}`,
+        bytes,
+      );
+    }),
   fc.tuple(sampleArb, fc.nat(), fc.nat()).map(([sample, f, v]) => {
     const fields = sample.messages.flatMap((m) => m.lengthFields);
     const field = fields[f % fields.length]!;
     const bytes = Uint8Array.from(sample.bytes);
     const view = new DataView(bytes.buffer);
-    const value = field.width === 4 ? [0x7fffffff, 0xfffffffe, 0xffffffff][v % 3]! : [0x7fffffffn, -1n, 0x7fffffffffffffffn][v % 3]!;
+    const value =
+      field.width === 4
+        ? [0x7fffffff, 0xfffffffe, 0xffffffff][v % 3]!
+        : [0x7fffffffn, -1n, 0x7fffffffffffffffn][v % 3]!;
     if (typeof value === 'number') view.setUint32(field.at, value, true);
     else view.setBigInt64(field.at, value, true);
     return damaged(`${sample.name} with ${field.what} at ${field.at} set to ${value}`, bytes);
@@ -488,14 +688,21 @@ describe('damaged recordings through replayArrow and the replay command', () => 
         const rec = readRecording(path);
         expect(rows).toHaveLength(rec.rows);
         expect(warnings).toHaveLength(rec.truncated ? 1 : 0);
-        if (rec.truncated) expect(warnings[0]).toMatch(new RegExp(`^${escapeRegExp(path)}: truncated at byte ${rec.truncated.offset} \\(.+\\); read ${rec.rows} rows up to the last complete batch$`));
+        if (rec.truncated)
+          expect(warnings[0]).toMatch(
+            new RegExp(
+              `^${escapeRegExp(path)}: truncated at byte ${rec.truncated.offset} \\(.+\\); read ${rec.rows} rows up to the last complete batch$`,
+            ),
+          );
       }),
       { numRuns: CASES, seed: FC_SEED },
     );
     collectGarbage();
     const after = process.memoryUsage();
     expect(after.heapUsed - before.heapUsed).toBeLessThan(16 << 20);
-    console.log(`replayArrow: ${figure.cases} cases, ${figure.partial} replayed, ${figure.errors} documented errors, slowest ${figure.maxMs.toFixed(1)} ms`);
+    console.log(
+      `replayArrow: ${figure.cases} cases, ${figure.partial} replayed, ${figure.errors} documented errors, slowest ${figure.maxMs.toFixed(1)} ms`,
+    );
     expect(figure.partial).toBeGreaterThan(0);
     expect(figure.errors).toBeGreaterThan(0);
   });
@@ -510,14 +717,21 @@ describe('damaged recordings through replayArrow and the replay command', () => 
         let out = '';
         let err = '';
         const started = performance.now();
-        const code = await main(['replay', path, '--summary'], { out: (t) => void (out += t), err: (t) => void (err += t), isTTY: false });
+        const code = await main(['replay', path, '--summary'], {
+          out: (t) => void (out += t),
+          err: (t) => void (err += t),
+          isTTY: false,
+        });
         figure.maxMs = Math.max(figure.maxMs, performance.now() - started);
         const lines = err.split('\n').filter(Boolean);
         if (code === 0) {
           figure.partial += 1;
           expect(out).toMatch(/^optimizer +backend/);
           expect(lines.length).toBeLessThanOrEqual(1);
-          if (lines[0]) expect(lines[0]).toMatch(new RegExp(`^grng: warning: ${escapeRegExp(path)}: truncated at byte \\d+`));
+          if (lines[0])
+            expect(lines[0]).toMatch(
+              new RegExp(`^grng: warning: ${escapeRegExp(path)}: truncated at byte \\d+`),
+            );
           return;
         }
         figure.errors += 1;
@@ -528,7 +742,9 @@ describe('damaged recordings through replayArrow and the replay command', () => 
       }),
       { numRuns: CASES, seed: FC_SEED },
     );
-    console.log(`replay command (in-process): ${figure.cases} cases, ${figure.partial} exit 0, ${figure.errors} exit 2, slowest ${figure.maxMs.toFixed(1)} ms`);
+    console.log(
+      `replay command (in-process): ${figure.cases} cases, ${figure.partial} exit 0, ${figure.errors} exit 2, slowest ${figure.maxMs.toFixed(1)} ms`,
+    );
     expect(figure.partial).toBeGreaterThan(0);
     expect(figure.errors).toBeGreaterThan(0);
   }, 120_000);
@@ -542,18 +758,68 @@ describe('damaged recordings through replayArrow and the replay command', () => 
       return copy;
     };
     const cases: Array<{ name: string; bytes: Uint8Array; code: number; line: RegExp }> = [
-      { name: 'empty', bytes: new Uint8Array(0), code: 2, line: /^grng: .*empty\.arrows: empty file, expected an Arrow IPC stream \(schema message\) at byte 0$/ },
-      { name: 'schema-cut', bytes: intact.bytes.subarray(0, 100), code: 2, line: /^grng: .*schema-cut\.arrows: file ends inside the schema message .* at byte 0$/ },
-      { name: 'batch-cut', bytes: intact.bytes.subarray(0, batches[2]!.offset + 40), code: 0, line: new RegExp(`^grng: warning: .*batch-cut\\.arrows: truncated at byte ${batches[2]!.offset} .* read 32 rows up to the last complete batch$`) },
-      { name: 'no-continuation', bytes: withLength(intact.bytes, batches[1]!.offset, 0x12345678), code: 2, line: new RegExp(`^grng: .*no-continuation\\.arrows: expected the Arrow IPC continuation marker 0xFFFFFFFF, found 0x12345678 at byte ${batches[1]!.offset}$`) },
-      { name: 'huge-metadata', bytes: withLength(intact.bytes, batches[1]!.offset + 4, 0x7fffffff), code: 2, line: new RegExp(`^grng: .*huge-metadata\\.arrows: invalid message metadata length 2147483647 .* at byte ${batches[1]!.offset + 4}$`) },
-      { name: 'concatenated', bytes: concatBytes(intact.bytes, intact.bytes), code: 2, line: new RegExp(`^grng: .*concatenated\\.arrows: ${intact.bytes.length} bytes after the end-of-stream marker at byte ${intact.bytes.length}$`) },
-      { name: 'not-arrow', bytes: new TextEncoder().encode('{"step": 0, "loss": 1}\n'), code: 2, line: /^grng: .*not-arrow\.arrows: expected the Arrow IPC continuation marker 0xFFFFFFFF, found 0x7473227b at byte 0$/ },
+      {
+        name: 'empty',
+        bytes: new Uint8Array(0),
+        code: 2,
+        line: /^grng: .*empty\.arrows: empty file, expected an Arrow IPC stream \(schema message\) at byte 0$/,
+      },
+      {
+        name: 'schema-cut',
+        bytes: intact.bytes.subarray(0, 100),
+        code: 2,
+        line: /^grng: .*schema-cut\.arrows: file ends inside the schema message .* at byte 0$/,
+      },
+      {
+        name: 'batch-cut',
+        bytes: intact.bytes.subarray(0, batches[2]!.offset + 40),
+        code: 0,
+        line: new RegExp(
+          `^grng: warning: .*batch-cut\\.arrows: truncated at byte ${batches[2]!.offset} .* read 32 rows up to the last complete batch$`,
+        ),
+      },
+      {
+        name: 'no-continuation',
+        bytes: withLength(intact.bytes, batches[1]!.offset, 0x12345678),
+        code: 2,
+        line: new RegExp(
+          `^grng: .*no-continuation\\.arrows: expected the Arrow IPC continuation marker 0xFFFFFFFF, found 0x12345678 at byte ${batches[1]!.offset}$`,
+        ),
+      },
+      {
+        name: 'huge-metadata',
+        bytes: withLength(intact.bytes, batches[1]!.offset + 4, 0x7fffffff),
+        code: 2,
+        line: new RegExp(
+          `^grng: .*huge-metadata\\.arrows: invalid message metadata length 2147483647 .* at byte ${batches[1]!.offset + 4}$`,
+        ),
+      },
+      {
+        name: 'concatenated',
+        bytes: concatBytes(intact.bytes, intact.bytes),
+        code: 2,
+        line: new RegExp(
+          `^grng: .*concatenated\\.arrows: ${intact.bytes.length} bytes after the end-of-stream marker at byte ${intact.bytes.length}$`,
+        ),
+      },
+      {
+        name: 'not-arrow',
+        bytes: new TextEncoder().encode('{"step": 0, "loss": 1}\n'),
+        code: 2,
+        line: /^grng: .*not-arrow\.arrows: expected the Arrow IPC continuation marker 0xFFFFFFFF, found 0x7473227b at byte 0$/,
+      },
     ];
     for (const c of cases) writeFileSync(join(dir, `${c.name}.arrows`), c.bytes);
     // Two processes at a time: each spends most of a second starting up.
     const results: Array<Awaited<ReturnType<typeof runCli>>> = [];
-    for (let i = 0; i < cases.length; i += 2) results.push(...(await Promise.all(cases.slice(i, i + 2).map((c) => runCli(['replay', join(dir, `${c.name}.arrows`), '--summary'])))));
+    for (let i = 0; i < cases.length; i += 2)
+      results.push(
+        ...(await Promise.all(
+          cases
+            .slice(i, i + 2)
+            .map((c) => runCli(['replay', join(dir, `${c.name}.arrows`), '--summary'])),
+        )),
+      );
     for (const [i, c] of cases.entries()) {
       const result = results[i]!;
       expect(result.code, `${c.name}: ${result.stderr}`).toBe(c.code);
@@ -569,7 +835,9 @@ describe('damaged recordings through replayArrow and the replay command', () => 
 describe('paced replay of damaged wall times', () => {
   it('a wall time made NaN, ±Infinity or negative by damage does not stall a paced replay', async () => {
     const sample = samples.find((s) => s.name === 'r64x16')!;
-    const at = Buffer.from(sample.bytes).indexOf(Buffer.from(new Float64Array([metricsRow(5).wallMs]).buffer));
+    const at = Buffer.from(sample.bytes).indexOf(
+      Buffer.from(new Float64Array([metricsRow(5).wallMs]).buffer),
+    );
     expect(at).toBeGreaterThan(0);
     const path = join(dir, 'paced.arrows');
     for (const value of [NaN, Infinity, -Infinity, -1e300, -1]) {
@@ -578,7 +846,9 @@ describe('paced replay of damaged wall times', () => {
       writeFileSync(path, bytes);
       const started = performance.now();
       // 64 rows over 630 recorded ms at 100× take about 6 ms; before the fix NaN never finished.
-      const replayed = await lastValueFrom(replayArrow(path, { speed: 100 }).pipe(toArray(), timeout(5000)));
+      const replayed = await lastValueFrom(
+        replayArrow(path, { speed: 100 }).pipe(toArray(), timeout(5000)),
+      );
       expect(performance.now() - started).toBeLessThan(1000);
       expect(replayed.map((r) => r.row.step)).toEqual(Array.from({ length: 64 }, (_, i) => i));
       expect(Object.is(replayed[5]!.row.wallMs, value)).toBe(true);
@@ -589,8 +859,13 @@ describe('paced replay of damaged wall times', () => {
 // ---------------------------------------------------------------------------------------------
 // SIGKILL at random moments.
 
-async function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+async function runCli(
+  args: string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += String(d)));
@@ -600,7 +875,11 @@ async function runCli(args: string[]): Promise<{ code: number | null; stdout: st
 }
 
 /** Resolves with the first line of `stream` that matches, or undefined when the child exits first. */
-function lineMatching(child: ChildProcess, stream: 'stdout' | 'stderr', pattern: RegExp): Promise<RegExpExecArray | undefined> {
+function lineMatching(
+  child: ChildProcess,
+  stream: 'stdout' | 'stderr',
+  pattern: RegExp,
+): Promise<RegExpExecArray | undefined> {
   return new Promise((resolve) => {
     let text = '';
     const onData = (data: Buffer): void => {
@@ -633,7 +912,10 @@ type Outcome = 'absent' | 'empty' | 'schema cut' | 'whole batches' | 'cut batch'
  * (only when killed inside the very first write) is the same kind of error; otherwise every
  * complete batch, steps consecutive from 0, no end marker, and `grng replay --summary` exits 0.
  */
-async function expectReadableToLastCompleteBatch(path: string, label: string): Promise<{ outcome: Outcome; rows: number }> {
+async function expectReadableToLastCompleteBatch(
+  path: string,
+  label: string,
+): Promise<{ outcome: Outcome; rows: number }> {
   const replay = await runCli(['replay', path, '--summary']);
   const errorLines = replay.stderr.split('\n').filter(Boolean);
   if (!existsSync(path)) {
@@ -648,10 +930,16 @@ async function expectReadableToLastCompleteBatch(path: string, label: string): P
   } catch (error) {
     expectDocumentedError(error, path);
     const message = (error as Error).message;
-    if (bytes.length === 0) expect(message).toMatch(/: empty file, expected an Arrow IPC stream \(schema message\) at byte 0$/);
+    if (bytes.length === 0)
+      expect(message).toMatch(
+        /: empty file, expected an Arrow IPC stream \(schema message\) at byte 0$/,
+      );
     else {
       expect(message).toMatch(/: file ends inside the schema message \(.*\) at byte 0$/);
-      expect(bytes.length < 8 || bytes.length < 8 + new DataView(bytes.buffer, bytes.byteOffset).getInt32(4, true)).toBe(true);
+      expect(
+        bytes.length < 8 ||
+          bytes.length < 8 + new DataView(bytes.buffer, bytes.byteOffset).getInt32(4, true),
+      ).toBe(true);
     }
     expect(replay.code).toBe(2);
     expect(errorLines).toEqual([`grng: ${message}`]);
@@ -666,7 +954,14 @@ async function expectReadableToLastCompleteBatch(path: string, label: string): P
   expect(independent.numRows).toBe(rec.rows);
   expect(Array.from(independent.getChild('step')!.toArray() as Int32Array)).toEqual(steps);
   expect(replay.code, replay.stderr).toBe(0);
-  if (rec.truncated) expect(errorLines).toEqual([expect.stringMatching(new RegExp(`^grng: warning: ${escapeRegExp(path)}: truncated at byte ${rec.truncated.offset} .*; read ${rec.rows} rows up to the last complete batch$`))]);
+  if (rec.truncated)
+    expect(errorLines).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^grng: warning: ${escapeRegExp(path)}: truncated at byte ${rec.truncated.offset} .*; read ${rec.rows} rows up to the last complete batch$`,
+        ),
+      ),
+    ]);
   else expect(errorLines).toEqual([]);
   const summaryRow = replay.stdout.split('\n').find((line) => line.startsWith(`${label} `));
   // A run with no complete batch has no row to summarise.
@@ -676,7 +971,13 @@ async function expectReadableToLastCompleteBatch(path: string, label: string): P
 }
 
 type Moment = 'before start' | 'around the first write' | 'mid-write' | 'running';
-const MOMENTS: readonly Moment[] = ['before start', 'around the first write', 'mid-write', 'running', 'running'];
+const MOMENTS: readonly Moment[] = [
+  'before start',
+  'around the first write',
+  'mid-write',
+  'running',
+  'running',
+];
 
 /**
  * Checks of killed recordings, one at a time, each running while the next child is killed (a
@@ -694,9 +995,12 @@ function checkQueue(): { add(check: () => Promise<void>): void; done(): Promise<
   };
 }
 
-function tally(results: Array<{ moment: Moment; outcome: Outcome; rows: number; delayMs: number }>): string {
+function tally(
+  results: Array<{ moment: Moment; outcome: Outcome; rows: number; delayMs: number }>,
+): string {
   const counts = new Map<string, number>();
-  for (const r of results) counts.set(`${r.moment} → ${r.outcome}`, (counts.get(`${r.moment} → ${r.outcome}`) ?? 0) + 1);
+  for (const r of results)
+    counts.set(`${r.moment} → ${r.outcome}`, (counts.get(`${r.moment} → ${r.outcome}`) ?? 0) + 1);
   return `${[...counts].map(([k, n]) => `${k} ×${n}`).join('; ')}; rows ${Math.min(...results.map((r) => r.rows))}–${Math.max(...results.map((r) => r.rows))}`;
 }
 
@@ -715,8 +1019,24 @@ describe('SIGKILL at random moments', () => {
         // then (with GRNG_LONG_TESTS) the first write — schema and first batch in one — cut early
         // (inside the schema) and cut late (inside the first batch).
         const midWrite = Math.floor(attempt / MOMENTS.length);
-        const [write, fraction] = midWrite === 1 ? [1, random() * 0.2] : midWrite === 2 ? [1, 0.9 + random() * 0.1] : [2 + Math.floor(random() * 12), random()];
-        const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/recordStalledMidWrite.ts', path, String(write), String(fraction)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+        const [write, fraction] =
+          midWrite === 1
+            ? [1, random() * 0.2]
+            : midWrite === 2
+              ? [1, 0.9 + random() * 0.1]
+              : [2 + Math.floor(random() * 12), random()];
+        const child = spawn(
+          process.execPath,
+          [
+            '--import',
+            'tsx',
+            'test/fixtures/recordStalledMidWrite.ts',
+            path,
+            String(write),
+            String(fraction),
+          ],
+          { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+        );
         const stalled = await lineMatching(child, 'stdout', /^stalled (\d+) (\d+) (\d+)$/);
         expect(stalled).toBeDefined();
         await kill(child);
@@ -730,7 +1050,9 @@ describe('SIGKILL at random moments', () => {
           if (wholeWrites > 0) {
             expect(result.outcome).toBe('cut batch');
             expect(readRecording(path).truncated!.offset).toBe(wholeWrites);
-            expect(result.rows).toBe(tableFromIPC(concatBytes(bytes.subarray(0, wholeWrites), EOS)).numRows);
+            expect(result.rows).toBe(
+              tableFromIPC(concatBytes(bytes.subarray(0, wholeWrites), EOS)).numRows,
+            );
           } else {
             expect(result.outcome).toBe(bytes.length < schemaLength ? 'schema cut' : 'cut batch');
             expect(result.rows).toBe(0);
@@ -739,7 +1061,11 @@ describe('SIGKILL at random moments', () => {
         });
         continue;
       }
-      const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/recordForever.ts', path], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', 'test/fixtures/recordForever.ts', path],
+        { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+      );
       if (moment === 'before start') {
         // Anywhere in the child's start-up (about a second): usually before the file exists.
         delayMs = Math.floor(random() * 900);
@@ -748,7 +1074,10 @@ describe('SIGKILL at random moments', () => {
         const ready = await lineMatching(child, 'stdout', /^started$/);
         expect(ready).toBeDefined();
         // The file is open once "started" is printed; the first batch is written within ~8 ms.
-        delayMs = moment === 'around the first write' ? Math.floor(random() * 8) : 10 + Math.floor(random() * 600);
+        delayMs =
+          moment === 'around the first write'
+            ? Math.floor(random() * 8)
+            : 10 + Math.floor(random() * 600);
         await sleep(delayMs);
       }
       await kill(child);
@@ -759,8 +1088,12 @@ describe('SIGKILL at random moments', () => {
       });
     }
     await checks.done();
-    console.log(`recorder fixture: ${results.length} SIGKILLs in ${((performance.now() - started) / 1000).toFixed(1)} s — ${tally(results)}`);
-    expect(results.filter((r) => r.outcome === 'whole batches' || r.outcome === 'cut batch').length).toBeGreaterThanOrEqual(Math.ceil(FIXTURE_KILLS / 2));
+    console.log(
+      `recorder fixture: ${results.length} SIGKILLs in ${((performance.now() - started) / 1000).toFixed(1)} s — ${tally(results)}`,
+    );
+    expect(
+      results.filter((r) => r.outcome === 'whole batches' || r.outcome === 'cut batch').length,
+    ).toBeGreaterThanOrEqual(Math.ceil(FIXTURE_KILLS / 2));
   }, 300_000);
 
   it(`a real \`grng train --record\`, ${TRAIN_KILLS} kills: readable to the last complete batch`, async () => {
@@ -768,11 +1101,29 @@ describe('SIGKILL at random moments', () => {
     const checks = checkQueue();
     const results: Array<{ moment: Moment; outcome: Outcome; rows: number; delayMs: number }> = [];
     const started = performance.now();
-    const trainMoments: readonly Moment[] = TRAIN_KILLS <= 2 ? ['running', 'around the first write'] : ['before start', 'around the first write', 'running', 'running'];
+    const trainMoments: readonly Moment[] =
+      TRAIN_KILLS <= 2
+        ? ['running', 'around the first write']
+        : ['before start', 'around the first write', 'running', 'running'];
     for (let attempt = 0; attempt < TRAIN_KILLS; attempt++) {
       const moment = trainMoments[attempt % trainMoments.length]!;
       const path = join(dir, `killed-train-${attempt}.arrows`);
-      const child = spawn(process.execPath, [BIN, 'train', '--dataset', 'synthetic', '--backend', 'cpu', '--epochs', '1000', '--record', path], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(
+        process.execPath,
+        [
+          BIN,
+          'train',
+          '--dataset',
+          'synthetic',
+          '--backend',
+          'cpu',
+          '--epochs',
+          '1000',
+          '--record',
+          path,
+        ],
+        { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
+      );
       let delayMs: number;
       if (moment === 'before start') {
         // Anywhere in start-up (about a second before training): usually before the file exists.
@@ -783,7 +1134,10 @@ describe('SIGKILL at random moments', () => {
         // written about 250 ms after the first step (the batching deadline).
         const ready = await lineMatching(child, 'stderr', /^grng: backend /);
         expect(ready).toBeDefined();
-        delayMs = moment === 'around the first write' ? Math.floor(random() * 600) : 700 + Math.floor(random() * 2000);
+        delayMs =
+          moment === 'around the first write'
+            ? Math.floor(random() * 600)
+            : 700 + Math.floor(random() * 2000);
         await sleep(delayMs);
       }
       await kill(child);
@@ -793,7 +1147,9 @@ describe('SIGKILL at random moments', () => {
       });
     }
     await checks.done();
-    console.log(`grng train: ${results.length} SIGKILLs in ${((performance.now() - started) / 1000).toFixed(1)} s — ${tally(results)}`);
+    console.log(
+      `grng train: ${results.length} SIGKILLs in ${((performance.now() - started) / 1000).toFixed(1)} s — ${tally(results)}`,
+    );
     expect(results.some((r) => r.rows > 0)).toBe(true);
   }, 300_000);
 });

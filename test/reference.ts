@@ -25,7 +25,11 @@ function erf(x: number): number {
     return (sign * 2 * sum) / Math.sqrt(Math.PI);
   }
   const t = 1 / (1 + 0.3275911 * ax);
-  const y = 1 - ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-ax * ax);
+  const y =
+    1 -
+    ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) *
+      t *
+      Math.exp(-ax * ax);
   return sign * y;
 }
 
@@ -45,7 +49,11 @@ export function act(kind: RefLayer['activation'], s: number): number {
 export function forward(layers: RefLayer[], x: Matrix): Matrix {
   let a = x;
   for (const layer of layers) {
-    a = a.map((row) => layer.bias.map((b, o) => act(layer.activation, b + row.reduce((sum, v, i) => sum + v * layer.kernel[i]![o]!, 0))));
+    a = a.map((row) =>
+      layer.bias.map((b, o) =>
+        act(layer.activation, b + row.reduce((sum, v, i) => sum + v * layer.kernel[i]![o]!, 0)),
+      ),
+    );
   }
   return a;
 }
@@ -61,7 +69,11 @@ export function crossEntropy(logits: Matrix, labels: number[]): number {
 }
 
 /** Central finite difference of f with respect to every entry of every parameter. */
-export function finiteDifferences(layers: RefLayer[], f: () => number, h = 1e-6): Array<{ kernel: Matrix; bias: number[] }> {
+export function finiteDifferences(
+  layers: RefLayer[],
+  f: () => number,
+  h = 1e-6,
+): Array<{ kernel: Matrix; bias: number[] }> {
   const diff = (get: () => number, set: (v: number) => void): number => {
     const v = get();
     set(v + h);
@@ -72,8 +84,20 @@ export function finiteDifferences(layers: RefLayer[], f: () => number, h = 1e-6)
     return (up - down) / (2 * h);
   };
   return layers.map((layer) => ({
-    kernel: layer.kernel.map((row) => row.map((_, o) => diff(() => row[o]!, (v) => (row[o] = v)))),
-    bias: layer.bias.map((_, o) => diff(() => layer.bias[o]!, (v) => (layer.bias[o] = v))),
+    kernel: layer.kernel.map((row) =>
+      row.map((_, o) =>
+        diff(
+          () => row[o]!,
+          (v) => (row[o] = v),
+        ),
+      ),
+    ),
+    bias: layer.bias.map((_, o) =>
+      diff(
+        () => layer.bias[o]!,
+        (v) => (layer.bias[o] = v),
+      ),
+    ),
   }));
 }
 

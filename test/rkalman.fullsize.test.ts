@@ -21,7 +21,11 @@ beforeAll(async () => {
 describe.runIf(LONG)('R-Kalman at full size against float64 formulas', () => {
   it('matches the update, P and r of the explicit formulas after 40 steps of MNIST training', async () => {
     const data = await loadMnist();
-    const model = mlp({ inputs: 784, layers: [{ units: 256, activation: 'relu' }, { units: 10 }], seed: 1 });
+    const model = mlp({
+      inputs: 784,
+      layers: [{ units: 256, activation: 'relu' }, { units: 10 }],
+      seed: 1,
+    });
     const opt = rkalman(model);
     let state = opt.init(model.params as Params) as RkalmanState;
     let seed = 12345;
@@ -35,13 +39,30 @@ describe.runIf(LONG)('R-Kalman at full size against float64 formulas', () => {
         x.set(data.train.x.subarray(j * 784, (j + 1) * 784), i * 784);
         y[i] = data.train.y[j]!;
       }
-      return { step, epoch: 0, index: step, batchesPerEpoch: 1, lastOfEpoch: false, last: false, size: m, x: tf.tensor2d(x, [m, 784]), y: tf.tensor1d(y, 'int32'), hold: () => () => {} };
+      return {
+        step,
+        epoch: 0,
+        index: step,
+        batchesPerEpoch: 1,
+        lastOfEpoch: false,
+        last: false,
+        size: m,
+        x: tf.tensor2d(x, [m, 784]),
+        y: tf.tensor1d(y, 'int32'),
+        hold: () => () => {},
+      };
     };
     const CHECK_AT = 40;
     for (let t = 0; t <= CHECK_AT; t++) {
       const batch = batchAt(t);
       const { value: step, owned } = computeStep(model, batch, true);
-      const result = tf.tidy(() => opt.update(step.grads, state, model.params as Params, { step: t, source: step }) as unknown as tf.TensorContainer) as unknown as TransformResult<RkalmanState>;
+      const result = tf.tidy(
+        () =>
+          opt.update(step.grads, state, model.params as Params, {
+            step: t,
+            source: step,
+          }) as unknown as tf.TensorContainer,
+      ) as unknown as TransformResult<RkalmanState>;
       if (t === CHECK_AT) {
         const k = 32;
         const keys = model.layers.flatMap((l) => [l.kernel, l.bias]);
@@ -72,7 +93,8 @@ describe.runIf(LONG)('R-Kalman at full size against float64 formulas', () => {
             const g = G[i]!;
             for (let c = 0; c < inputs; c++) {
               const ac = A[i]![c]!;
-              if (ac !== 0) for (let o = 0; o < outputs; o++) g[offset + c * outputs + o] = ac * D[i]![o]!;
+              if (ac !== 0)
+                for (let o = 0; o < outputs; o++) g[offset + c * outputs + o] = ac * D[i]![o]!;
             }
             for (let o = 0; o < outputs; o++) g[offset + inputs * outputs + o] = D[i]![o]!;
           }
@@ -106,7 +128,8 @@ describe.runIf(LONG)('R-Kalman at full size against float64 formulas', () => {
         // Step 5: w = S⁻¹ e, update −η P⁻ ⊙ Σ w_i ∇l_i (η = 1).
         const w = Sinv.map((row) => row.reduce((s, v, j) => s + v * losses[j]!, 0));
         const update = new Float64Array(n);
-        for (let i = 0; i < k; i++) for (let c = 0; c < n; c++) update[c]! -= prior[c]! * w[i]! * G[i]![c]!;
+        for (let i = 0; i < k; i++)
+          for (let c = 0; c < n; c++) update[c]! -= prior[c]! * w[i]! * G[i]![c]!;
         // Step 6: P = max(P⁻ − diag(P⁻ Hᵀ S⁻¹ H P⁻), p_min).
         const reduction = new Float64Array(n);
         for (let i = 0; i < k; i++) {
@@ -132,14 +155,22 @@ describe.runIf(LONG)('R-Kalman at full size against float64 formulas', () => {
         const updateError = relative(flat(result.updates), update);
         const pError = relative(flat((result.state as RkalmanState).p), posterior);
         const rGot = (result.state as RkalmanState).r.dataSync()[0]!;
-        console.log(`R-Kalman full size, step ${t}, n = ${n}, k = ${k}: update rel. error ${updateError.toExponential(2)}, P rel. error ${pError.toExponential(2)}, r ${rGot} vs ${rExpected}`);
+        console.log(
+          `R-Kalman full size, step ${t}, n = ${n}, k = ${k}: update rel. error ${updateError.toExponential(2)}, P rel. error ${pError.toExponential(2)}, r ${rGot} vs ${rExpected}`,
+        );
         expect(n).toBe(203_530);
         expect(updateError).toBeLessThan(1e-5);
         expect(pError).toBeLessThan(1e-6);
         expect(rGot).toBeCloseTo(rExpected, 5);
       }
-      for (const key of Object.keys(model.params)) model.params[key]!.assign(tf.add(model.params[key]!, result.updates[key]!));
-      tf.dispose([...Object.values(result.updates), ...Object.values(result.diagnostics ?? {}).filter((d): d is tf.Scalar => typeof d !== 'number')]);
+      for (const key of Object.keys(model.params))
+        model.params[key]!.assign(tf.add(model.params[key]!, result.updates[key]!));
+      tf.dispose([
+        ...Object.values(result.updates),
+        ...Object.values(result.diagnostics ?? {}).filter(
+          (d): d is tf.Scalar => typeof d !== 'number',
+        ),
+      ]);
       tf.dispose([...Object.values(state.p), state.r]);
       state = result.state as RkalmanState;
       tf.dispose([...owned]);

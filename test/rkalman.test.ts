@@ -14,7 +14,15 @@ import type { TransformResult } from '../src/optim/transform.js';
 import { disposeReplaced } from '../src/linalg/tree.js';
 import { batches } from '../src/streams/batches.js';
 import type { MetricsRow, Params } from '../src/types.js';
-import { act, crossEntropy, finiteDifferences, forward, maxRelativeError, type Matrix, type RefLayer } from './reference.js';
+import {
+  act,
+  crossEntropy,
+  finiteDifferences,
+  forward,
+  maxRelativeError,
+  type Matrix,
+  type RefLayer,
+} from './reference.js';
 import { makeBatch, useTestBackend, collectRows } from './helpers.js';
 
 beforeAll(async () => {
@@ -34,7 +42,11 @@ function refLayers(model: Sequential<DenseLayer>): RefLayer[] {
  * Per-sample gradients ∇l_i by analytic back-propagation in float64, flattened in the order
  * dense0/kernel (row-major in×out), dense0/bias, dense1/kernel, … ; also the per-sample losses.
  */
-function perSampleGradients(layers: RefLayer[], x: Matrix, y: number[]): { grads: number[][]; losses: number[] } {
+function perSampleGradients(
+  layers: RefLayer[],
+  x: Matrix,
+  y: number[],
+): { grads: number[][]; losses: number[] } {
   const grads: number[][] = [];
   const losses: number[] = [];
   x.forEach((row, i) => {
@@ -43,7 +55,9 @@ function perSampleGradients(layers: RefLayer[], x: Matrix, y: number[]): { grads
     let a = row;
     for (const layer of layers) {
       inputs.push(a);
-      const s = layer.bias.map((b, o) => b + a.reduce((sum, v, c) => sum + v * layer.kernel[c]![o]!, 0));
+      const s = layer.bias.map(
+        (b, o) => b + a.reduce((sum, v, c) => sum + v * layer.kernel[c]![o]!, 0),
+      );
       pre.push(s);
       a = s.map((v) => act(layer.activation, v));
     }
@@ -55,10 +69,20 @@ function perSampleGradients(layers: RefLayer[], x: Matrix, y: number[]): { grads
     const perLayer: number[][] = [];
     for (let l = layers.length - 1; l >= 0; l--) {
       const layer = layers[l]!;
-      const deriv = pre[l]!.map((s) => (layer.activation === 'tanh' ? 1 - Math.tanh(s) ** 2 : layer.activation === 'relu' ? (s > 0 ? 1 : 0) : 1));
+      const deriv = pre[l]!.map((s) =>
+        layer.activation === 'tanh'
+          ? 1 - Math.tanh(s) ** 2
+          : layer.activation === 'relu'
+            ? s > 0
+              ? 1
+              : 0
+            : 1,
+      );
       const d = delta.map((v, o) => v * deriv[o]!);
       perLayer[l] = [...inputs[l]!.flatMap((ac) => d.map((dv) => ac * dv)), ...d];
-      delta = inputs[l]!.map((_, c) => d.reduce((sum, dv, o) => sum + dv * layer.kernel[c]![o]!, 0));
+      delta = inputs[l]!.map((_, c) =>
+        d.reduce((sum, dv, o) => sum + dv * layer.kernel[c]![o]!, 0),
+      );
     }
     grads.push(perLayer.flat());
   });
@@ -93,7 +117,13 @@ interface RefOptions {
 }
 
 /** One R-Kalman step with H materialised (k×n), the explicit Kalman formulas, float64. */
-function referenceStep(opt: RefOptions, P: number[], r: number, grads: number[][], losses: number[]): { delta: number[]; P: number[]; r: number } {
+function referenceStep(
+  opt: RefOptions,
+  P: number[],
+  r: number,
+  grads: number[][],
+  losses: number[],
+): { delta: number[]; P: number[]; r: number } {
   const n = P.length;
   const m = grads.length;
   const g = Array.from({ length: n }, (_, j) => grads.reduce((s, gi) => s + gi[j]!, 0) / m);
@@ -106,17 +136,22 @@ function referenceStep(opt: RefOptions, P: number[], r: number, grads: number[][
   const S = HPHt.map((row, i) => row.map((v, j) => v + (i === j ? r : 0)));
   const Sinv = invert(S);
   // Kalman gain K = P⁻ Hᵀ S⁻¹ (n×k); mean update θ + η K e (target 0, innovation e = 0 − h(θ) = l).
-  const K = prior.map((p, c) => Array.from({ length: k }, (_, j) => H.reduce((s, hi, i) => s + p * hi[c]! * Sinv[i]![j]!, 0)));
+  const K = prior.map((p, c) =>
+    Array.from({ length: k }, (_, j) => H.reduce((s, hi, i) => s + p * hi[c]! * Sinv[i]![j]!, 0)),
+  );
   const delta = K.map((row) => opt.eta * row.reduce((s, v, j) => s + v * e[j]!, 0));
   // P ← diag(P⁻ − K H P⁻), floored.
-  const newP = prior.map((p, c) => Math.max(p - K[c]!.reduce((s, v, j) => s + v * H[j]![c]! * p, 0), opt.pMin));
+  const newP = prior.map((p, c) =>
+    Math.max(p - K[c]!.reduce((s, v, j) => s + v * H[j]![c]! * p, 0), opt.pMin),
+  );
   const meanE2 = e.reduce((s, v) => s + v * v, 0) / k;
   const meanDiag = HPHt.reduce((s, row, i) => s + row[i]!, 0) / k;
   const newR = opt.betaR * r + (1 - opt.betaR) * Math.max(meanE2 - meanDiag, opt.rMin);
   return { delta, P: newP, r: newR };
 }
 
-const flatten = (model: Sequential<DenseLayer>, tree: Params): number[] => model.layers.flatMap((l) => [...tree[l.kernel]!.dataSync(), ...tree[l.bias]!.dataSync()]);
+const flatten = (model: Sequential<DenseLayer>, tree: Params): number[] =>
+  model.layers.flatMap((l) => [...tree[l.kernel]!.dataSync(), ...tree[l.bias]!.dataSync()]);
 
 const X = [
   [0.5, -1.2, 0.3],
@@ -129,24 +164,52 @@ const Y = [0, 1, 1, 0, 1];
 
 describe('R-Kalman against the explicit Kalman formulas (H materialised, float64)', () => {
   it('the float64 per-sample gradients are right (finite differences of the mean loss)', () => {
-    const model = mlp({ inputs: 3, layers: [{ units: 4, activation: 'tanh' }, { units: 2 }], seed: 3 });
+    const model = mlp({
+      inputs: 3,
+      layers: [{ units: 4, activation: 'tanh' }, { units: 2 }],
+      seed: 3,
+    });
     const layers = refLayers(model);
     const { grads, losses } = perSampleGradients(layers, X, Y);
-    const fd = finiteDifferences(layers, () => crossEntropy(forward(layers, X), Y)).flatMap((l) => [...l.kernel.flat(), ...l.bias]);
+    const fd = finiteDifferences(layers, () => crossEntropy(forward(layers, X), Y)).flatMap((l) => [
+      ...l.kernel.flat(),
+      ...l.bias,
+    ]);
     const mean = fd.map((_, j) => grads.reduce((s, g) => s + g[j]!, 0) / grads.length);
     expect(maxRelativeError(mean, fd)).toBeLessThan(1e-7);
-    expect(losses.reduce((a, b) => a + b, 0) / losses.length).toBeCloseTo(crossEntropy(forward(layers, X), Y), 12);
+    expect(losses.reduce((a, b) => a + b, 0) / losses.length).toBeCloseTo(
+      crossEntropy(forward(layers, X), Y),
+      12,
+    );
     model.dispose();
   });
 
   for (const [name, options] of [
     ['defaults, rows = 3', { rows: 3 }],
-    ['every option away from its default', { rows: 3, learningRate: 0.7, p0: 0.3, r0: 0.5, fading: 0.95, processNoise: 0.01, rho: 2, betaR: 0.8, rMin: 0.05, pMin: 1e-3 }],
+    [
+      'every option away from its default',
+      {
+        rows: 3,
+        learningRate: 0.7,
+        p0: 0.3,
+        r0: 0.5,
+        fading: 0.95,
+        processNoise: 0.01,
+        rho: 2,
+        betaR: 0.8,
+        rMin: 0.05,
+        pMin: 1e-3,
+      },
+    ],
     ['rows above the batch size (k = m)', { rows: 8, rho: 0.5 }],
     ['a variance floor that binds for part of the coordinates', { rows: 3, rho: 0, pMin: 0.097 }],
   ] as Array<[string, RkalmanOptions]>) {
     it(`three steps: updates, P and r (${name})`, () => {
-      const model = mlp({ inputs: 3, layers: [{ units: 4, activation: 'tanh' }, { units: 2 }], seed: 3 });
+      const model = mlp({
+        inputs: 3,
+        layers: [{ units: 4, activation: 'tanh' }, { units: 2 }],
+        seed: 3,
+      });
       const before = tf.memory().numTensors;
       const opt = rkalman(model, options);
       const ref: RefOptions = {
@@ -160,7 +223,9 @@ describe('R-Kalman against the explicit Kalman formulas (H materialised, float64
         pMin: options.pMin ?? 1e-6,
       };
       const params = model.params as Params;
-      let state = tf.tidy(() => opt.init(params) as unknown as tf.TensorContainer) as unknown as RkalmanState;
+      let state = tf.tidy(
+        () => opt.init(params) as unknown as tf.TensorContainer,
+      ) as unknown as RkalmanState;
       let P = Array.from({ length: model.size }, () => options.p0 ?? 0.1);
       let r = options.r0 ?? 1;
       const batch = makeBatch(X, Y);
@@ -168,7 +233,13 @@ describe('R-Kalman against the explicit Kalman formulas (H materialised, float64
         const { grads, losses } = perSampleGradients(refLayers(model), X, Y);
         const expected = referenceStep(ref, P, r, grads, losses);
         const { value, owned } = computeStep(model, batch, true);
-        const result = tf.tidy(() => opt.update(value.grads, state, params, { step, source: value }) as unknown as tf.TensorContainer) as unknown as TransformResult<RkalmanState>;
+        const result = tf.tidy(
+          () =>
+            opt.update(value.grads, state, params, {
+              step,
+              source: value,
+            }) as unknown as tf.TensorContainer,
+        ) as unknown as TransformResult<RkalmanState>;
         const delta = flatten(model, result.updates);
         const newP = flatten(model, result.state.p);
         expect(maxRelativeError(delta, expected.delta)).toBeLessThan(2e-4);
@@ -177,18 +248,29 @@ describe('R-Kalman against the explicit Kalman formulas (H materialised, float64
         const d = result.diagnostics!;
         expect(d.learningRate).toBe(ref.eta);
         expect((d.kalmanNoise as tf.Scalar).dataSync()[0]).toBeCloseTo(expected.r, 5);
-        expect((d.kalmanTraceP as tf.Scalar).dataSync()[0]).toBeCloseTo(expected.P.reduce((a, b) => a + b, 0) / model.size, 6);
+        expect((d.kalmanTraceP as tf.Scalar).dataSync()[0]).toBeCloseTo(
+          expected.P.reduce((a, b) => a + b, 0) / model.size,
+          6,
+        );
         const k = Math.min(ref.rows, X.length);
-        expect((d.kalmanInnovationNorm as tf.Scalar).dataSync()[0]).toBeCloseTo(Math.hypot(...losses.slice(0, k)), 5);
+        expect((d.kalmanInnovationNorm as tf.Scalar).dataSync()[0]).toBeCloseTo(
+          Math.hypot(...losses.slice(0, k)),
+          5,
+        );
         // The trajectories stay on the optimizer's own values, so errors do not compound.
         P = Array.from(newP);
         r = result.state.r.dataSync()[0]!;
         tf.tidy(() => {
-          for (const key of Object.keys(params)) (params[key] as tf.Variable).assign(tf.add(params[key]!, result.updates[key]!));
+          for (const key of Object.keys(params))
+            (params[key] as tf.Variable).assign(tf.add(params[key]!, result.updates[key]!));
         });
         disposeReplaced(state, result.state);
         state = result.state;
-        tf.dispose([...Object.values(result.updates), ...Object.values(d).filter((v): v is tf.Scalar => typeof v !== 'number'), ...owned]);
+        tf.dispose([
+          ...Object.values(result.updates),
+          ...Object.values(d).filter((v): v is tf.Scalar => typeof v !== 'number'),
+          ...owned,
+        ]);
       }
       disposeReplaced(state, undefined);
       batch.dispose();
@@ -198,7 +280,11 @@ describe('R-Kalman against the explicit Kalman formulas (H materialised, float64
   }
 
   it('the step lowers the loss of the observed rows (sign of the correction)', () => {
-    const model = mlp({ inputs: 3, layers: [{ units: 4, activation: 'tanh' }, { units: 2 }], seed: 3 });
+    const model = mlp({
+      inputs: 3,
+      layers: [{ units: 4, activation: 'tanh' }, { units: 2 }],
+      seed: 3,
+    });
     const batch = makeBatch(X, Y);
     const observed = (): number => {
       const { losses } = perSampleGradients(refLayers(model), X, Y);
@@ -206,15 +292,28 @@ describe('R-Kalman against the explicit Kalman formulas (H materialised, float64
     };
     const opt = rkalman(model, { rows: 3, learningRate: 0.1 });
     const params = model.params as Params;
-    const state = tf.tidy(() => opt.init(params) as unknown as tf.TensorContainer) as unknown as RkalmanState;
+    const state = tf.tidy(
+      () => opt.init(params) as unknown as tf.TensorContainer,
+    ) as unknown as RkalmanState;
     const lossBefore = observed();
     const { value, owned } = computeStep(model, batch, true);
-    const result = tf.tidy(() => opt.update(value.grads, state, params, { step: 0, source: value }) as unknown as tf.TensorContainer) as unknown as TransformResult<RkalmanState>;
+    const result = tf.tidy(
+      () =>
+        opt.update(value.grads, state, params, {
+          step: 0,
+          source: value,
+        }) as unknown as tf.TensorContainer,
+    ) as unknown as TransformResult<RkalmanState>;
     tf.tidy(() => {
-      for (const key of Object.keys(params)) (params[key] as tf.Variable).assign(tf.add(params[key]!, result.updates[key]!));
+      for (const key of Object.keys(params))
+        (params[key] as tf.Variable).assign(tf.add(params[key]!, result.updates[key]!));
     });
     expect(observed()).toBeLessThan(lossBefore);
-    tf.dispose([...owned, ...Object.values(result.updates), ...Object.values(result.diagnostics!).filter((v): v is tf.Scalar => typeof v !== 'number')]);
+    tf.dispose([
+      ...owned,
+      ...Object.values(result.updates),
+      ...Object.values(result.diagnostics!).filter((v): v is tf.Scalar => typeof v !== 'number'),
+    ]);
     disposeReplaced(state, undefined);
     disposeReplaced(result.state, undefined);
     batch.dispose();
@@ -238,7 +337,9 @@ describe('the k×k solve', () => {
       q.push(v.map((x) => x / norm));
     }
     const lambda = Array.from({ length: k }, (_, i) => scale * kappa ** (-i / (k - 1)));
-    return q.map((_, i) => q.map((__, j) => Math.fround(lambda.reduce((s, l, c) => s + q[c]![i]! * l * q[c]![j]!, 0))));
+    return q.map((_, i) =>
+      q.map((__, j) => Math.fround(lambda.reduce((s, l, c) => s + q[c]![i]! * l * q[c]![j]!, 0))),
+    );
   }
 
   for (const [k, kappa, tolerance] of [
@@ -255,7 +356,9 @@ describe('the k×k solve', () => {
       const error = Math.hypot(...Array.from(x, (v, i) => v - exact[i]!)) / Math.hypot(...exact);
       // Measured: 6e-8, 2e-7, 5e-6 and 4e-5; float32's κ·2⁻²⁴ bound is 6e-7 at κ = 10 and 6e-4 at κ = 1e4.
       expect(error).toBeLessThan(tolerance);
-      const symmetric = Array.from(x).every((v, idx) => v === x[(idx % k) * k + Math.floor(idx / k)]);
+      const symmetric = Array.from(x).every(
+        (v, idx) => v === x[(idx % k) * k + Math.floor(idx / k)],
+      );
       expect(symmetric).toBe(true);
     });
   }
@@ -266,7 +369,11 @@ describe('R-Kalman in the pipeline', () => {
     const data = syntheticDataset({ features: 8, classes: 3, train: 256, test: 64, seed: 2 });
     const model = mlp({ inputs: 8, layers: [{ units: 16 }, { units: 3 }], seed: 1 });
     const baseline = tf.memory().numTensors;
-    const run = batches(data.train, { batchSize: 32, epochs: 25, steps: 200, seed: 3 }).pipe(forwardBackward(model, { signals: true }), update(model, rkalman(model, { rows: 16 })), metrics());
+    const run = batches(data.train, { batchSize: 32, epochs: 25, steps: 200, seed: 3 }).pipe(
+      forwardBackward(model, { signals: true }),
+      update(model, rkalman(model, { rows: 16 })),
+      metrics(),
+    );
     const { rows, counts } = await collectRows(run);
     expect(rows).toHaveLength(200);
     expect(Math.max(...counts.slice(5))).toBe(Math.min(...counts.slice(5)));
@@ -285,11 +392,18 @@ describe('R-Kalman in the pipeline', () => {
     const data = syntheticDataset({ features: 8, classes: 3, train: 64, test: 16, seed: 2 });
     const model = mlp({ inputs: 8, layers: [{ units: 3 }], seed: 1 });
     const baseline = tf.memory().numTensors;
-    const error = await lastValueFrom(batches(data.train, { batchSize: 32, steps: 2 }).pipe(forwardBackward(model), update(model, rkalman(model))))
+    const error = await lastValueFrom(
+      batches(data.train, { batchSize: 32, steps: 2 }).pipe(
+        forwardBackward(model),
+        update(model, rkalman(model)),
+      ),
+    )
       .then(() => undefined)
       .catch((e: unknown) => e);
     expect(isGrngError(error)).toBe(true);
-    expect((error as Error).message).toMatch(/rkalman needs per-sample signals and losses: run forwardBackward\(model, \{ signals: true \}\)/);
+    expect((error as Error).message).toMatch(
+      /rkalman needs per-sample signals and losses: run forwardBackward\(model, \{ signals: true \}\)/,
+    );
     expect(tf.memory().numTensors).toBe(baseline);
     model.dispose();
   });
@@ -299,18 +413,34 @@ describe('R-Kalman option validation', () => {
   // Options are checked before the model is looked at: a model without layers will do.
   const noLayers = { signalLayers: [] };
   const cases: Array<[string, () => unknown, RegExp]> = [
-    ['zero observation rows', () => rkalman(noLayers, { rows: 0 }), /invalid rows: 0 \(expected an integer ≥ 1\)/],
+    [
+      'zero observation rows',
+      () => rkalman(noLayers, { rows: 0 }),
+      /invalid rows: 0 \(expected an integer ≥ 1\)/,
+    ],
     ['fractional rows', () => rkalman(noLayers, { rows: 2.5 }), /invalid rows: 2.5/],
     ['negative rho', () => rkalman(noLayers, { rho: -0.1 }), /invalid rho: -0.1/],
-    ['negative learning rate', () => rkalman(noLayers, { learningRate: -1 }), /invalid learningRate: -1/],
+    [
+      'negative learning rate',
+      () => rkalman(noLayers, { learningRate: -1 }),
+      /invalid learningRate: -1/,
+    ],
     ['zero p0', () => rkalman(noLayers, { p0: 0 }), /invalid p0: 0/],
     ['zero r0', () => rkalman(noLayers, { r0: 0 }), /invalid r0: 0/],
     ['fading above 1', () => rkalman(noLayers, { fading: 1.5 }), /invalid fading: 1.5/],
-    ['negative process noise', () => rkalman(noLayers, { processNoise: -1 }), /invalid processNoise: -1/],
+    [
+      'negative process noise',
+      () => rkalman(noLayers, { processNoise: -1 }),
+      /invalid processNoise: -1/,
+    ],
     ['betaR of 1', () => rkalman(noLayers, { betaR: 1 }), /invalid betaR: 1/],
     ['zero rMin (S would not stay SPD)', () => rkalman(noLayers, { rMin: 0 }), /invalid rMin: 0/],
     ['negative pMin', () => rkalman(noLayers, { pMin: -1 }), /invalid pMin: -1/],
-    ['zero solve iterations', () => rkalman(noLayers, { solveIterations: 0 }), /invalid solveIterations: 0/],
+    [
+      'zero solve iterations',
+      () => rkalman(noLayers, { solveIterations: 0 }),
+      /invalid solveIterations: 0/,
+    ],
     ['unknown option', () => rkalman(noLayers, { row: 4 } as never), /rkalman option "row"/],
   ];
   for (const [name, make, message] of cases) {

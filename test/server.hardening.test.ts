@@ -51,7 +51,10 @@ function row(step: number): MetricsRow {
 }
 
 function rowsBatch(schema: Schema, from: number, count: number): RecordBatch {
-  return rowsToRecordBatch(schema, Array.from({ length: count }, (_, i) => row(from + i)));
+  return rowsToRecordBatch(
+    schema,
+    Array.from({ length: count }, (_, i) => row(from + i)),
+  );
 }
 
 function addRun(hub: RunHub, id: string, rows = 0): Schema {
@@ -112,7 +115,9 @@ function open(url: string, headers: Record<string, string> = {}): Promise<Opened
     texts: [],
     steps: [],
     missed: 0,
-    closed: new Promise((done) => ws.on('close', (code, reason) => done({ code, reason: reason.toString('utf8') }))),
+    closed: new Promise((done) =>
+      ws.on('close', (code, reason) => done({ code, reason: reason.toString('utf8') })),
+    ),
   };
   cleanups.push(() => ws.terminate());
   let expectBinary = false;
@@ -126,7 +131,9 @@ function open(url: string, headers: Record<string, string> = {}): Promise<Opened
       }
     } else if (expectBinary) {
       expectBinary = false;
-      opened.steps.push(...Array.from(tableFromIPC(data).getChild('step')!.toArray() as Int32Array));
+      opened.steps.push(
+        ...Array.from(tableFromIPC(data).getChild('step')!.toArray() as Int32Array),
+      );
     }
   });
   ws.on('error', () => undefined);
@@ -136,7 +143,15 @@ function open(url: string, headers: Record<string, string> = {}): Promise<Opened
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => fail(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode, headers: res.headers, body })));
+      res.on('end', () =>
+        fail(
+          Object.assign(new Error(`HTTP ${res.statusCode}`), {
+            status: res.statusCode,
+            headers: res.headers,
+            body,
+          }),
+        ),
+      );
     });
     ws.once('error', fail);
   });
@@ -145,7 +160,8 @@ function open(url: string, headers: Record<string, string> = {}): Promise<Opened
 async function until(predicate: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((done) => setTimeout(done, 10));
   }
 }
@@ -159,24 +175,43 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 /** A raw HTTP request whose path is sent exactly as written (fetch would normalise it). */
-function rawRequest(port: number, path: string, options: { method?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer }> {
+function rawRequest(
+  port: number,
+  path: string,
+  options: { method?: string; headers?: Record<string, string> } = {},
+): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer }> {
   return new Promise((done, fail) => {
-    const req = request({ host: '127.0.0.1', port, path, method: options.method ?? 'GET', headers: options.headers ?? {} }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => done({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-    });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        method: options.method ?? 'GET',
+        headers: options.headers ?? {},
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () =>
+          done({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+        );
+      },
+    );
     req.on('error', fail);
     req.end();
   });
 }
 
 /** A TCP socket to the server; `closedAt` resolves with the time the server closed it. */
-function rawSocket(port: number): Promise<{ socket: Socket; closedAt: Promise<number>; received: () => string }> {
+function rawSocket(
+  port: number,
+): Promise<{ socket: Socket; closedAt: Promise<number>; received: () => string }> {
   return new Promise((done, fail) => {
     const socket = tcpConnect(port, '127.0.0.1');
     let received = '';
-    const closedAt = new Promise<number>((resolve) => socket.once('close', () => resolve(performance.now())));
+    const closedAt = new Promise<number>((resolve) =>
+      socket.once('close', () => resolve(performance.now())),
+    );
     socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
     socket.on('error', () => undefined);
     cleanups.push(() => socket.destroy());
@@ -189,7 +224,9 @@ function rawSocket(port: number): Promise<{ socket: Socket; closedAt: Promise<nu
 async function rawWebSocket(port: number): Promise<Socket> {
   const { socket, received } = await rawSocket(port);
   const key = randomBytes(16).toString('base64');
-  socket.write(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  socket.write(
+    `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  );
   await until(() => received().includes('\r\n\r\n'), 'the handshake response', 5000);
   expect(received()).toMatch(/^HTTP\/1\.1 101 /);
   return socket;
@@ -218,7 +255,14 @@ describe('server hardening: client limit', () => {
     const admitted = await Promise.all([open(url), open(url), open(url)]);
     expect(server.clients()).toBe(3);
 
-    const refusals = await Promise.all(Array.from({ length: 5 }, () => open(url).then(() => undefined, (e: { status: number; headers: Record<string, string>; body: string }) => e)));
+    const refusals = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        open(url).then(
+          () => undefined,
+          (e: { status: number; headers: Record<string, string>; body: string }) => e,
+        ),
+      ),
+    );
     for (const refusal of refusals) {
       expect(refusal?.status).toBe(503);
       expect(refusal?.headers['retry-after']).toBe('5');
@@ -228,7 +272,10 @@ describe('server hardening: client limit', () => {
     expect((await fetch(`http://127.0.0.1:${server.port}/api/runs`)).status).toBe(200);
     // The admitted clients are untouched by the refusals.
     hub.pushBatch('A', rowsBatch(schema, 0, 5));
-    await until(() => admitted.every((c) => c.steps.length === 5), 'the live batch on every admitted client');
+    await until(
+      () => admitted.every((c) => c.steps.length === 5),
+      'the live batch on every admitted client',
+    );
 
     admitted[0]!.ws.close();
     await until(() => server.clients() === 2, 'the slot to be freed');
@@ -239,8 +286,20 @@ describe('server hardening: client limit', () => {
 
   it('validates maxClients and httpTimeoutMs', async () => {
     const hub = new RunHub();
-    for (const bad of [{ maxClients: 0 }, { maxClients: 1.5 }, { maxClients: '4' }, { maxClients: -1 }, { httpTimeoutMs: 0 }, { httpTimeoutMs: Infinity }]) {
-      const error = await startServer({ hub, port: 0, dashboardDir: dashboard(), ...(bad as object) }).then(
+    for (const bad of [
+      { maxClients: 0 },
+      { maxClients: 1.5 },
+      { maxClients: '4' },
+      { maxClients: -1 },
+      { httpTimeoutMs: 0 },
+      { httpTimeoutMs: Infinity },
+    ]) {
+      const error = await startServer({
+        hub,
+        port: 0,
+        dashboardDir: dashboard(),
+        ...(bad as object),
+      }).then(
         (s) => (servers.push(s), undefined),
         (e: unknown) => e,
       );
@@ -273,11 +332,19 @@ describe('server hardening: slowloris and stuck clients', () => {
     unfinished.socket.write('GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n');
     const silent = await rawSocket(server.port);
     const keepAlive = await rawSocket(server.port);
-    keepAlive.socket.write('GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n');
+    keepAlive.socket.write(
+      'GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n',
+    );
 
-    const closed = await within(Promise.all([trickle.closedAt, unfinished.closedAt, silent.closedAt, keepAlive.closedAt]), 5000, 'slow sockets to be closed');
+    const closed = await within(
+      Promise.all([trickle.closedAt, unfinished.closedAt, silent.closedAt, keepAlive.closedAt]),
+      5000,
+      'slow sockets to be closed',
+    );
     const after = closed.map((t) => t - start);
-    console.log(`slowloris: httpTimeoutMs ${httpTimeoutMs}; closed after ${after.map((ms) => ms.toFixed(0)).join(', ')} ms (trickle ${sent} bytes, unfinished, silent, idle keep-alive)`);
+    console.log(
+      `slowloris: httpTimeoutMs ${httpTimeoutMs}; closed after ${after.map((ms) => ms.toFixed(0)).join(', ')} ms (trickle ${sent} bytes, unfinished, silent, idle keep-alive)`,
+    );
     for (const ms of after) expect(ms).toBeLessThan(httpTimeoutMs * 2 + 1500);
     expect(after[0]).toBeGreaterThan(httpTimeoutMs * 0.8);
     expect(keepAlive.received()).toMatch(/^HTTP\/1\.1 200 /); // it was served before going idle
@@ -294,12 +361,29 @@ describe('server hardening: slowloris and stuck clients', () => {
     const httpTimeoutMs = 1000;
     const server = await serve({ hub: new RunHub(), maxClients: 2, httpTimeoutMs });
     const attempts = 200;
-    const sockets = await Promise.all(Array.from({ length: attempts }, () => rawSocket(server.port)));
-    const closedSoon = (await Promise.all(sockets.map((s) => Promise.race([s.closedAt.then(() => 1), new Promise<number>((done) => setTimeout(() => done(0), 300))])))).reduce((a, b) => a + b, 0);
-    console.log(`socket cap: ${attempts} idle sockets, ${attempts - closedSoon} held, ${closedSoon} closed at once (cap ${2 + 128})`);
+    const sockets = await Promise.all(
+      Array.from({ length: attempts }, () => rawSocket(server.port)),
+    );
+    const closedSoon = (
+      await Promise.all(
+        sockets.map((s) =>
+          Promise.race([
+            s.closedAt.then(() => 1),
+            new Promise<number>((done) => setTimeout(() => done(0), 300)),
+          ]),
+        ),
+      )
+    ).reduce((a, b) => a + b, 0);
+    console.log(
+      `socket cap: ${attempts} idle sockets, ${attempts - closedSoon} held, ${closedSoon} closed at once (cap ${2 + 128})`,
+    );
     expect(attempts - closedSoon).toBeLessThanOrEqual(2 + 128);
     expect(closedSoon).toBeGreaterThanOrEqual(attempts - 130);
-    await within(Promise.all(sockets.map((s) => s.closedAt)), httpTimeoutMs * 2 + 3000, 'every idle socket to time out');
+    await within(
+      Promise.all(sockets.map((s) => s.closedAt)),
+      httpTimeoutMs * 2 + 3000,
+      'every idle socket to time out',
+    );
     expect((await fetch(`http://127.0.0.1:${server.port}/api/runs`)).status).toBe(200);
   });
 
@@ -343,7 +427,11 @@ describe('server hardening: slowloris and stuck clients', () => {
       if (droppedAt > heartbeatMs * 2 + 5000) throw new Error('the stuck client was never dropped');
     }
     hub.endRun('S');
-    await until(() => reader.texts.some((m) => m.type === 'end'), 'the end on the reading client', 20_000);
+    await until(
+      () => reader.texts.some((m) => m.type === 'end'),
+      'the end on the reading client',
+      20_000,
+    );
     console.log(
       `never-reading raw client: ${pushed} rows pushed (batches of ${rowsPerBatch} until it overflowed, then 16 every 20 ms); its queue peaked at ${peak} B of ${maxQueuedBytes}; ${dropped} rows dropped for it; ` +
         `dropped by the heartbeat (${heartbeatMs} ms) after ${droppedAt.toFixed(0)} ms; slowest push ${slowestPushMs.toFixed(2)} ms; reading client got ${reader.steps.length} rows, missed ${reader.missed}`,
@@ -381,7 +469,9 @@ describe('server hardening: slowloris and stuck clients', () => {
     // The flooder cannot see answers; give the server time to read every ping.
     await new Promise((done) => setTimeout(done, 1000));
     const stats = server.stats().clients[0]!;
-    console.log(`ping flood: ${pings} pings from a client that never reads, its socket full; queue ${stats.queuedMessages} messages (rows and one pong), ${stats.queuedBytes} B of ${maxQueuedBytes}; socket buffer ${stats.bufferedAmount} B`);
+    console.log(
+      `ping flood: ${pings} pings from a client that never reads, its socket full; queue ${stats.queuedMessages} messages (rows and one pong), ${stats.queuedBytes} B of ${maxQueuedBytes}; socket buffer ${stats.bufferedAmount} B`,
+    );
     expect(stats.bufferedAmount).toBeGreaterThan(0); // the pongs really had nowhere to go
     expect(stats.queuedMessages).toBeLessThanOrEqual(2);
     expect(stats.queuedBytes).toBeLessThanOrEqual(maxQueuedBytes);
@@ -418,81 +508,148 @@ function expectedOutcome(bytes: Buffer, binary: boolean): Outcome {
     if (keys.length !== 2 || !('runs' in fields)) return 1008;
     if (fields.runs === null) return 'open';
     if (!Array.isArray(fields.runs) || fields.runs.length > 256) return 1008;
-    return fields.runs.every((r) => typeof r === 'string' && r.length > 0 && r.length <= 256) ? 'open' : 1008;
+    return fields.runs.every((r) => typeof r === 'string' && r.length > 0 && r.length <= 256)
+      ? 'open'
+      : 1008;
   }
   return 1008;
 }
 
-const jsonValue = fc.oneof(fc.constant(null), fc.boolean(), fc.double(), fc.string(), fc.array(fc.string(), { maxLength: 3 }), fc.dictionary(fc.string(), fc.integer(), { maxKeys: 2 }));
-const runIds = fc.array(fc.oneof(fc.string({ maxLength: 300 }), fc.string({ unit: 'grapheme', maxLength: 8 }), fc.integer(), fc.constant('')), { maxLength: 400 });
+const jsonValue = fc.oneof(
+  fc.constant(null),
+  fc.boolean(),
+  fc.double(),
+  fc.string(),
+  fc.array(fc.string(), { maxLength: 3 }),
+  fc.dictionary(fc.string(), fc.integer(), { maxKeys: 2 }),
+);
+const runIds = fc.array(
+  fc.oneof(
+    fc.string({ maxLength: 300 }),
+    fc.string({ unit: 'grapheme', maxLength: 8 }),
+    fc.integer(),
+    fc.constant(''),
+  ),
+  { maxLength: 400 },
+);
 const frames: fc.Arbitrary<{ bytes: Buffer; binary: boolean; kind: string }> = fc.oneof(
-  fc.record({ data: fc.uint8Array({ maxLength: 1500 }), binary: fc.boolean() }).map(({ data, binary }) => ({ bytes: Buffer.from(data), binary, kind: 'random bytes' })),
-  fc.json({ maxDepth: 4 }).map((json) => ({ bytes: Buffer.from(json), binary: false, kind: 'random JSON' })),
+  fc
+    .record({ data: fc.uint8Array({ maxLength: 1500 }), binary: fc.boolean() })
+    .map(({ data, binary }) => ({ bytes: Buffer.from(data), binary, kind: 'random bytes' })),
+  fc
+    .json({ maxDepth: 4 })
+    .map((json) => ({ bytes: Buffer.from(json), binary: false, kind: 'random JSON' })),
   fc
     .record(
       {
-        type: fc.oneof(fc.constantFrom('ping', 'subscribe', 'Ping', 'pong', 'hello', ''), fc.string(), jsonValue),
+        type: fc.oneof(
+          fc.constantFrom('ping', 'subscribe', 'Ping', 'pong', 'hello', ''),
+          fc.string(),
+          jsonValue,
+        ),
         runs: fc.oneof(fc.constant(null), runIds, jsonValue),
         extra: jsonValue,
       },
       { requiredKeys: [] },
     )
-    .map((message) => ({ bytes: Buffer.from(JSON.stringify(message)), binary: false, kind: 'protocol-shaped' })),
-  fc.record({ runs: fc.array(fc.string({ minLength: 1, maxLength: 4 }), { minLength: 150, maxLength: 400 }), binary: fc.boolean() }).map(({ runs, binary }) => ({ bytes: Buffer.from(JSON.stringify({ type: 'subscribe', runs })), binary, kind: 'huge run list' })),
-  fc.integer({ min: MAX_MESSAGE + 1, max: 64 * 1024 }).map((n) => ({ bytes: Buffer.from(JSON.stringify({ type: 'ping' }).padEnd(n, ' ')), binary: false, kind: 'oversized' })),
-  fc.constantFrom('{"type":"ping"}', '{"type":"subscribe","runs":null}', '{"type":"subscribe","runs":["A"]}', '\ufeff{"type":"ping"}', '{"type":"ping","type":"ping"}', '{"__proto__":{},"type":"ping"}').map((text) => ({ bytes: Buffer.from(text), binary: false, kind: 'edge' })),
+    .map((message) => ({
+      bytes: Buffer.from(JSON.stringify(message)),
+      binary: false,
+      kind: 'protocol-shaped',
+    })),
+  fc
+    .record({
+      runs: fc.array(fc.string({ minLength: 1, maxLength: 4 }), { minLength: 150, maxLength: 400 }),
+      binary: fc.boolean(),
+    })
+    .map(({ runs, binary }) => ({
+      bytes: Buffer.from(JSON.stringify({ type: 'subscribe', runs })),
+      binary,
+      kind: 'huge run list',
+    })),
+  fc.integer({ min: MAX_MESSAGE + 1, max: 64 * 1024 }).map((n) => ({
+    bytes: Buffer.from(JSON.stringify({ type: 'ping' }).padEnd(n, ' ')),
+    binary: false,
+    kind: 'oversized',
+  })),
+  fc
+    .constantFrom(
+      '{"type":"ping"}',
+      '{"type":"subscribe","runs":null}',
+      '{"type":"subscribe","runs":["A"]}',
+      '\ufeff{"type":"ping"}',
+      '{"type":"ping","type":"ping"}',
+      '{"__proto__":{},"type":"ping"}',
+    )
+    .map((text) => ({ bytes: Buffer.from(text), binary: false, kind: 'edge' })),
 );
 
 describe('server hardening: fuzzed client messages', () => {
   const runs = LONG ? 2000 : 500;
-  it(`answers ${runs} random frames with a pong or a documented close code, never throws, and keeps serving a bystander`, async () => {
-    const hub = new RunHub();
-    const schema = addRun(hub, 'A');
-    const server = await serve({ hub, maxClients: 8 });
-    const url = `ws://127.0.0.1:${server.port}/ws`;
-    const bystander = await open(url);
-    let produced = 0;
-    const producer = setInterval(() => {
-      hub.pushBatch('A', rowsBatch(schema, produced, 4));
-      produced += 4;
-    }, 10);
-    cleanups.push(() => clearInterval(producer));
-    const tally = new Map<string, number>();
-    const start = performance.now();
+  it(
+    `answers ${runs} random frames with a pong or a documented close code, never throws, and keeps serving a bystander`,
+    async () => {
+      const hub = new RunHub();
+      const schema = addRun(hub, 'A');
+      const server = await serve({ hub, maxClients: 8 });
+      const url = `ws://127.0.0.1:${server.port}/ws`;
+      const bystander = await open(url);
+      let produced = 0;
+      const producer = setInterval(() => {
+        hub.pushBatch('A', rowsBatch(schema, produced, 4));
+        produced += 4;
+      }, 10);
+      cleanups.push(() => clearInterval(producer));
+      const tally = new Map<string, number>();
+      const start = performance.now();
 
-    await fc.assert(
-      fc.asyncProperty(frames, async ({ bytes, binary, kind }) => {
-        const expected = expectedOutcome(bytes, binary);
-        const client = await open(url);
-        client.ws.send(bytes, { binary });
-        client.ws.send('{"type":"ping"}');
-        const outcome = await within(
-          Promise.race([client.closed.then(({ code, reason }) => ({ code, reason })), until(() => client.texts.some((m) => m.type === 'pong'), 'pong').then(() => 'open' as const)]),
-          5000,
-          `the answer to ${kind} ${bytes.subarray(0, 64).toString('hex')}`,
-        );
-        client.ws.terminate();
-        const got = outcome === 'open' ? 'open' : outcome.code;
-        tally.set(`${kind} → ${got}`, (tally.get(`${kind} → ${got}`) ?? 0) + 1);
-        expect(got).toBe(expected);
-        // The server's own refusals say why; ws closes 1007 and 1009 without a reason.
-        if (got === 1008) expect(outcome === 'open' ? '' : outcome.reason).not.toBe('');
-      }),
-      { numRuns: runs },
-    );
-    const seconds = (performance.now() - start) / 1000;
-    clearInterval(producer);
-    hub.endRun('A');
-    await until(() => bystander.texts.some((m) => m.type === 'end'), 'the end on the bystander');
-    console.log(`fuzz: ${runs} frames in ${seconds.toFixed(1)} s; ${[...tally].sort().map(([k, n]) => `${k}: ${n}`).join('; ')}; bystander got ${bystander.steps.length}/${produced} rows, missed ${bystander.missed}`);
-    expect(bystander.ws.readyState).toBe(WebSocket.OPEN);
-    expect(bystander.steps.length + bystander.missed).toBe(produced);
-    expect(bystander.steps.at(-1)).toBe(produced - 1);
-    await until(() => server.clients() === 1, 'the fuzzed clients to be gone');
-    // Every outcome the protocol documents was actually exercised.
-    const outcomes = new Set([...tally.keys()].map((k) => k.split(' → ')[1]));
-    expect([...outcomes].sort()).toEqual(['1007', '1008', '1009', 'open']);
-  }, LONG ? 600_000 : 120_000);
+      await fc.assert(
+        fc.asyncProperty(frames, async ({ bytes, binary, kind }) => {
+          const expected = expectedOutcome(bytes, binary);
+          const client = await open(url);
+          client.ws.send(bytes, { binary });
+          client.ws.send('{"type":"ping"}');
+          const outcome = await within(
+            Promise.race([
+              client.closed.then(({ code, reason }) => ({ code, reason })),
+              until(() => client.texts.some((m) => m.type === 'pong'), 'pong').then(
+                () => 'open' as const,
+              ),
+            ]),
+            5000,
+            `the answer to ${kind} ${bytes.subarray(0, 64).toString('hex')}`,
+          );
+          client.ws.terminate();
+          const got = outcome === 'open' ? 'open' : outcome.code;
+          tally.set(`${kind} → ${got}`, (tally.get(`${kind} → ${got}`) ?? 0) + 1);
+          expect(got).toBe(expected);
+          // The server's own refusals say why; ws closes 1007 and 1009 without a reason.
+          if (got === 1008) expect(outcome === 'open' ? '' : outcome.reason).not.toBe('');
+        }),
+        { numRuns: runs },
+      );
+      const seconds = (performance.now() - start) / 1000;
+      clearInterval(producer);
+      hub.endRun('A');
+      await until(() => bystander.texts.some((m) => m.type === 'end'), 'the end on the bystander');
+      console.log(
+        `fuzz: ${runs} frames in ${seconds.toFixed(1)} s; ${[...tally]
+          .sort()
+          .map(([k, n]) => `${k}: ${n}`)
+          .join(
+            '; ',
+          )}; bystander got ${bystander.steps.length}/${produced} rows, missed ${bystander.missed}`,
+      );
+      expect(bystander.ws.readyState).toBe(WebSocket.OPEN);
+      expect(bystander.steps.length + bystander.missed).toBe(produced);
+      expect(bystander.steps.at(-1)).toBe(produced - 1);
+      await until(() => server.clients() === 1, 'the fuzzed clients to be gone');
+      // Every outcome the protocol documents was actually exercised.
+      const outcomes = new Set([...tally.keys()].map((k) => k.split(' → ')[1]));
+      expect([...outcomes].sort()).toEqual(['1007', '1008', '1009', 'open']);
+    },
+    LONG ? 600_000 : 120_000,
+  );
 });
 
 // ---- 4. token -----------------------------------------------------------------------------------
@@ -514,28 +671,45 @@ describe('server hardening: token', () => {
     ['empty Bearer', { headers: { Authorization: 'Bearer ' } }],
     ['wrong Bearer', { headers: { Authorization: 'Bearer nope' } }],
     ['Bearer in upper case', { headers: { Authorization: `Bearer ${TOKEN.toUpperCase()}` } }],
-    ['Basic auth with the token', { headers: { Authorization: `Basic ${Buffer.from(`user:${TOKEN}`).toString('base64')}` } }],
+    [
+      'Basic auth with the token',
+      { headers: { Authorization: `Basic ${Buffer.from(`user:${TOKEN}`).toString('base64')}` } },
+    ],
     ['the token as the whole header', { headers: { Authorization: TOKEN } }],
     ['the token as a cookie', { headers: { Cookie: `token=${TOKEN}` } }],
   ];
 
-  it.each(wrongTokens)('refuses %s with 401 on every HTTP route, download and the WebSocket upgrade', async (_name, { query = '', headers = {} }) => {
-    const hub = new RunHub();
-    addRun(hub, 'A', 5);
-    const server = await serve({ hub, token: TOKEN });
-    for (const [method, path] of [['GET', '/'], ['GET', '/app.js'], ['GET', '/api/runs'], ['GET', '/runs/A.arrows'], ['HEAD', '/runs/A.arrows'], ['GET', '/ws'], ['GET', '/no-such-path'], ['POST', '/api/runs']] as const) {
-      const res = await rawRequest(server.port, `${path}${query}`, { method, headers });
-      expect(res.status, `${method} ${path}`).toBe(401);
-      expect(res.headers['www-authenticate']).toBe('Bearer realm="grng"');
-      expect(res.body.toString('utf8')).toBe(method === 'HEAD' ? '' : 'token required: add ?token=... or Authorization: Bearer ...\n');
-    }
-    const refusal = await open(`ws://127.0.0.1:${server.port}/ws${query}`, headers).then(
-      () => undefined,
-      (e: { status: number }) => e,
-    );
-    expect(refusal?.status).toBe(401);
-    expect(server.clients()).toBe(0);
-  });
+  it.each(wrongTokens)(
+    'refuses %s with 401 on every HTTP route, download and the WebSocket upgrade',
+    async (_name, { query = '', headers = {} }) => {
+      const hub = new RunHub();
+      addRun(hub, 'A', 5);
+      const server = await serve({ hub, token: TOKEN });
+      for (const [method, path] of [
+        ['GET', '/'],
+        ['GET', '/app.js'],
+        ['GET', '/api/runs'],
+        ['GET', '/runs/A.arrows'],
+        ['HEAD', '/runs/A.arrows'],
+        ['GET', '/ws'],
+        ['GET', '/no-such-path'],
+        ['POST', '/api/runs'],
+      ] as const) {
+        const res = await rawRequest(server.port, `${path}${query}`, { method, headers });
+        expect(res.status, `${method} ${path}`).toBe(401);
+        expect(res.headers['www-authenticate']).toBe('Bearer realm="grng"');
+        expect(res.body.toString('utf8')).toBe(
+          method === 'HEAD' ? '' : 'token required: add ?token=... or Authorization: Bearer ...\n',
+        );
+      }
+      const refusal = await open(`ws://127.0.0.1:${server.port}/ws${query}`, headers).then(
+        () => undefined,
+        (e: { status: number }) => e,
+      );
+      expect(refusal?.status).toBe(401);
+      expect(server.clients()).toBe(0);
+    },
+  );
 
   it('accepts the exact token as ?token= or Bearer (the scheme in any case), on every route and the upgrade', async () => {
     const hub = new RunHub();
@@ -549,10 +723,16 @@ describe('server hardening: token', () => {
     ];
     for (const { query = '', headers = {} } of ways) {
       expect((await rawRequest(server.port, `/${query}`, { headers })).status).toBe(200);
-      expect(JSON.parse((await rawRequest(server.port, `/api/runs${query}`, { headers })).body.toString()).map((r: { id: string }) => r.id)).toEqual(['A']);
+      expect(
+        JSON.parse(
+          (await rawRequest(server.port, `/api/runs${query}`, { headers })).body.toString(),
+        ).map((r: { id: string }) => r.id),
+      ).toEqual(['A']);
       const download = await rawRequest(server.port, `/runs/A.arrows${query}`, { headers });
       expect(download.status).toBe(200);
-      expect(Array.from(tableFromIPC(download.body).getChild('step')!.toArray() as Int32Array)).toEqual([0, 1, 2, 3, 4]);
+      expect(
+        Array.from(tableFromIPC(download.body).getChild('step')!.toArray() as Int32Array),
+      ).toEqual([0, 1, 2, 3, 4]);
       const client = await open(`ws://127.0.0.1:${server.port}/ws${query}`, headers);
       await until(() => client.texts.some((m) => m.type === 'ready'), 'ready');
       client.ws.close();
@@ -569,7 +749,10 @@ interface ServeCli {
 }
 
 async function grngServe(args: string[]): Promise<ServeCli> {
-  const child = spawn(process.execPath, [BIN, 'serve', ...args, '--port', '0'], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'serve', ...args, '--port', '0'], {
+    cwd: root,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   const port = await new Promise<number>((resolve, reject) => {
     child.stderr!.on('data', (chunk: Buffer) => {
@@ -621,9 +804,14 @@ describe('server hardening: grng serve DIR (real CLI)', () => {
 
   it('serves only regular files inside DIR, one file per run id, and says why it skipped the others', () => {
     const lines = cli!.stderr().split('\n');
-    const warning = (file: string): string => lines.find((l) => l.includes(join(dir, file))) ?? `no line for ${file}`;
-    expect(warning('copy-of-a.arrows')).toMatch(/skipping .*: run id "a" is already served from .*a\.arrows/);
-    expect(warning('link-out.arrows')).toMatch(/skipping .*: a symbolic link to .*secret-outside\.arrows, outside the folder/);
+    const warning = (file: string): string =>
+      lines.find((l) => l.includes(join(dir, file))) ?? `no line for ${file}`;
+    expect(warning('copy-of-a.arrows')).toMatch(
+      /skipping .*: run id "a" is already served from .*a\.arrows/,
+    );
+    expect(warning('link-out.arrows')).toMatch(
+      /skipping .*: a symbolic link to .*secret-outside\.arrows, outside the folder/,
+    );
     expect(warning('relative-out.arrows')).toMatch(/outside the folder/);
     expect(warning('dangling.arrows')).toMatch(/skipping .*ENOENT/);
     expect(warning('fifo.arrows')).toMatch(/skipping .*: not a regular file/);
@@ -634,7 +822,9 @@ describe('server hardening: grng serve DIR (real CLI)', () => {
 
   it('downloads each run by id, byte for byte, and nothing else for any traversal trick', async () => {
     const port = cli!.port;
-    const runs = JSON.parse((await rawRequest(port, '/api/runs')).body.toString()) as Array<{ id: string }>;
+    const runs = JSON.parse((await rawRequest(port, '/api/runs')).body.toString()) as Array<{
+      id: string;
+    }>;
     expect(runs.map((r) => r.id).sort()).toEqual(['../outside/secret-outside', 'a', 'b', 'c']);
     const get = async (path: string): Promise<Buffer> => {
       const res = await rawRequest(port, path);
@@ -645,7 +835,11 @@ describe('server hardening: grng serve DIR (real CLI)', () => {
     expect((await get('/runs/b.arrows')).equals(files.b!)).toBe(true);
     expect((await get('/runs/c.arrows')).equals(files.c!)).toBe(true); // through a link inside DIR
     // An id that looks like a path names that run, and its own file, however it is encoded.
-    for (const path of ['/runs/..%2Foutside%2Fsecret-outside.arrows', '/runs/%2e%2e%2Foutside%2fsecret-outside.arrows', '/runs/%2E%2E%2F%6Futside%2Fsecret-outside.arrows']) {
+    for (const path of [
+      '/runs/..%2Foutside%2Fsecret-outside.arrows',
+      '/runs/%2e%2e%2Foutside%2fsecret-outside.arrows',
+      '/runs/%2E%2E%2F%6Futside%2Fsecret-outside.arrows',
+    ]) {
       expect((await get(path)).equals(files.evil!), path).toBe(true);
     }
 
@@ -698,7 +892,9 @@ describe('server hardening: grng serve DIR (real CLI)', () => {
       (error: NodeJS.ErrnoException) => error.code,
     );
     expect([431, 'ECONNRESET', 'EPIPE']).toContain(huge);
-    console.log(`grng serve traversal: ${attempts.length + 1} paths refused (${[...statuses].map(([s, n]) => `${n}×${s}`).join(', ')}, 100 KB path → ${huge}); 4 of 10 directory entries served`);
+    console.log(
+      `grng serve traversal: ${attempts.length + 1} paths refused (${[...statuses].map(([s, n]) => `${n}×${s}`).join(', ')}, 100 KB path → ${huge}); 4 of 10 directory entries served`,
+    );
   });
 
   it('--max-clients 1 refuses the second WebSocket with 503; --max-clients 0 is a usage error', async () => {
@@ -724,12 +920,18 @@ describe('server hardening: grng serve DIR (real CLI)', () => {
     expect(again.ws.readyState).toBe(WebSocket.OPEN);
 
     for (const bad of ['0', '-2', '1.5', 'many']) {
-      const result = await promisify(execFile)(process.execPath, [BIN, 'serve', dir, '--port', '0', '--max-clients', bad], { cwd: root }).then(
+      const result = await promisify(execFile)(
+        process.execPath,
+        [BIN, 'serve', dir, '--port', '0', '--max-clients', bad],
+        { cwd: root },
+      ).then(
         () => ({ code: 0, stderr: '' }),
         (e: { code: number; stderr: string }) => e,
       );
       expect(result.code, bad).toBe(2);
-      expect(result.stderr).toMatch(new RegExp(`--max-clients must be an integer ≥ 1, got "${bad}"`));
+      expect(result.stderr).toMatch(
+        new RegExp(`--max-clients must be an integer ≥ 1, got "${bad}"`),
+      );
     }
   });
 });

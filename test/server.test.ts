@@ -10,7 +10,12 @@ import { Observable } from 'rxjs';
 import { WebSocket } from 'ws';
 import { isGrngError } from '../src/errors.js';
 import { encodeStream } from '../src/sinks/encodeStream.js';
-import { metricsSchema, rowsToRecordBatch, RUN_METADATA_KEY, type RecordedRun } from '../src/metrics/schema.js';
+import {
+  metricsSchema,
+  rowsToRecordBatch,
+  RUN_METADATA_KEY,
+  type RecordedRun,
+} from '../src/metrics/schema.js';
 import { RunHub, type HubEvent } from '../src/sinks/runHub.js';
 import { startServer, type ServerHandle, type ServerOptions } from '../src/sinks/server.js';
 import type { MetricsRow } from '../src/types.js';
@@ -44,16 +49,28 @@ function row(step: number): MetricsRow {
 }
 
 function rowsBatch(schema: Schema, from: number, count: number): RecordBatch {
-  return rowsToRecordBatch(schema, Array.from({ length: count }, (_, i) => row(from + i)));
+  return rowsToRecordBatch(
+    schema,
+    Array.from({ length: count }, (_, i) => row(from + i)),
+  );
 }
 
-function addRun(hub: RunHub, id: string, options: { rows?: number; batchRows?: number; finished?: boolean; recordingPath?: string } = {}): Schema {
+function addRun(
+  hub: RunHub,
+  id: string,
+  options: { rows?: number; batchRows?: number; finished?: boolean; recordingPath?: string } = {},
+): Schema {
   const schema = metricsSchema(recordedRun(id));
   const batches: RecordBatch[] = [];
   const rows = options.rows ?? 0;
   const size = options.batchRows ?? 10;
-  for (let from = 0; from < rows; from += size) batches.push(rowsBatch(schema, from, Math.min(size, rows - from)));
-  hub.addRun(recordedRun(id), schema, { batches, ...(options.finished ? { finished: true } : {}), ...(options.recordingPath ? { recordingPath: options.recordingPath } : {}) });
+  for (let from = 0; from < rows; from += size)
+    batches.push(rowsBatch(schema, from, Math.min(size, rows - from)));
+  hub.addRun(recordedRun(id), schema, {
+    batches,
+    ...(options.finished ? { finished: true } : {}),
+    ...(options.recordingPath ? { recordingPath: options.recordingPath } : {}),
+  });
   return schema;
 }
 
@@ -84,7 +101,7 @@ function decodeSteps(bytes: Uint8Array, runId?: string): number[] {
   });
   if (runId !== undefined) {
     expect(JSON.parse(arrow.schema.metadata.get(RUN_METADATA_KEY)!).id).toBe(runId);
-    expect(JSON.parse(fl.schema.metadata?.get(RUN_METADATA_KEY) ?? "{}").id).toBe(runId);
+    expect(JSON.parse(fl.schema.metadata?.get(RUN_METADATA_KEY) ?? '{}').id).toBe(runId);
   }
   return steps;
 }
@@ -103,17 +120,24 @@ class Client {
 
   constructor(readonly ws: WebSocket) {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
-      this.messages.push(isBinary ? { binary: new Uint8Array(data) } : { json: JSON.parse(data.toString('utf8')) });
+      this.messages.push(
+        isBinary ? { binary: new Uint8Array(data) } : { json: JSON.parse(data.toString('utf8')) },
+      );
       this.wake();
     });
-    this.closed = new Promise((done) => ws.on('close', (code, reason) => {
-      done({ code, reason: reason.toString('utf8') });
-      this.wake();
-    }));
+    this.closed = new Promise((done) =>
+      ws.on('close', (code, reason) => {
+        done({ code, reason: reason.toString('utf8') });
+        this.wake();
+      }),
+    );
     ws.on('error', () => undefined);
   }
 
-  static open(url: string, options: ConstructorParameters<typeof WebSocket>[2] = {}): Promise<Client> {
+  static open(
+    url: string,
+    options: ConstructorParameters<typeof WebSocket>[2] = {},
+  ): Promise<Client> {
     const ws = new WebSocket(url, options);
     const client = new Client(ws);
     return new Promise((done, fail) => {
@@ -129,10 +153,17 @@ class Client {
     for (const w of waiters) w();
   }
 
-  async waitFor(predicate: (messages: Received[]) => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  async waitFor(
+    predicate: (messages: Received[]) => boolean,
+    what: string,
+    timeoutMs = 10_000,
+  ): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!predicate(this.messages)) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${this.messages.length} messages, last ${JSON.stringify(this.messages.at(-1)?.json)}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `timed out waiting for ${what}; got ${this.messages.length} messages, last ${JSON.stringify(this.messages.at(-1)?.json)}`,
+        );
       await new Promise<void>((done) => {
         const timer = setTimeout(done, 50);
         this.waiters.push(() => {
@@ -143,8 +174,16 @@ class Client {
     }
   }
 
-  waitForJson(predicate: (m: Received['json'] & object) => boolean, what: string, timeoutMs?: number): Promise<void> {
-    return this.waitFor((ms) => ms.some((m) => m.json !== undefined && predicate(m.json)), what, timeoutMs);
+  waitForJson(
+    predicate: (m: Received['json'] & object) => boolean,
+    what: string,
+    timeoutMs?: number,
+  ): Promise<void> {
+    return this.waitFor(
+      (ms) => ms.some((m) => m.json !== undefined && predicate(m.json)),
+      what,
+      timeoutMs,
+    );
   }
 
   /** Message types in order, binaries as 'binary'. */
@@ -176,13 +215,19 @@ class Client {
 const servers: ServerHandle[] = [];
 const sockets: WebSocket[] = [];
 
-async function serve(options: Omit<ServerOptions, 'port'> & { port?: number }): Promise<ServerHandle> {
+async function serve(
+  options: Omit<ServerOptions, 'port'> & { port?: number },
+): Promise<ServerHandle> {
   const server = await startServer({ port: 0, dashboardDir: dashboard(), ...options });
   servers.push(server);
   return server;
 }
 
-async function connect(server: ServerHandle, path = 'ws', options: ConstructorParameters<typeof WebSocket>[2] = {}): Promise<Client> {
+async function connect(
+  server: ServerHandle,
+  path = 'ws',
+  options: ConstructorParameters<typeof WebSocket>[2] = {},
+): Promise<Client> {
   const client = await Client.open(`ws://127.0.0.1:${server.port}/${path}`, options);
   sockets.push(client.ws);
   return client;
@@ -197,7 +242,10 @@ let dashboardFolder: string | undefined;
 function dashboard(): string {
   if (!dashboardFolder) {
     dashboardFolder = mkdtempSync(join(tmpdir(), 'grng-dashboard-'));
-    writeFileSync(join(dashboardFolder, 'index.html'), '<!doctype html><title>grng</title><script src="app.js"></script>');
+    writeFileSync(
+      join(dashboardFolder, 'index.html'),
+      '<!doctype html><title>grng</title><script src="app.js"></script>',
+    );
     writeFileSync(join(dashboardFolder, 'app.js'), 'console.log("grng dashboard");');
     writeFileSync(join(dashboardFolder, 'app.css'), 'body { margin: 0 }');
     writeFileSync(join(dashboardFolder, 'secret.txt'), 'SECRET-IN-DASHBOARD-DIR');
@@ -245,15 +293,34 @@ describe('startServer: protocol order', () => {
     const server = await serve({ hub, historyChunkRows: 7 });
     const client = await connect(server);
     await client.waitForJson((m) => m.type === 'ready', 'ready');
-    expect(client.types()).toEqual(['hello', 'run', 'batch', 'binary', 'batch', 'binary', 'batch', 'binary', 'run', 'batch', 'binary', 'end', 'ready']);
+    expect(client.types()).toEqual([
+      'hello',
+      'run',
+      'batch',
+      'binary',
+      'batch',
+      'binary',
+      'batch',
+      'binary',
+      'run',
+      'batch',
+      'binary',
+      'end',
+      'ready',
+    ]);
     const hello = client.messages[0]!.json!;
-    const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    const { version } = JSON.parse(
+      readFileSync(new URL('../package.json', import.meta.url), 'utf8'),
+    ) as { version: string };
     expect(hello).toMatchObject({ type: 'hello', protocol: 1, server: `grng ${version}` });
     expect(hello.runs).toEqual([
       { ...recordedRun('A'), rows: 20, finished: false },
       { ...recordedRun('F'), rows: 3, finished: true },
     ]);
-    expect(client.messages[1]!.json).toEqual({ type: 'run', run: { ...recordedRun('A'), rows: 20, finished: false } });
+    expect(client.messages[1]!.json).toEqual({
+      type: 'run',
+      run: { ...recordedRun('A'), rows: 20, finished: false },
+    });
     const history = client.batches();
     expect(history.map((b) => b.header)).toEqual([
       { type: 'batch', runId: 'A', rows: 7, missed: 0, history: true },
@@ -261,7 +328,9 @@ describe('startServer: protocol order', () => {
       { type: 'batch', runId: 'A', rows: 6, missed: 0, history: true },
       { type: 'batch', runId: 'F', rows: 3, missed: 0, history: true },
     ]);
-    expect(history.slice(0, 3).flatMap((b) => b.steps)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    expect(history.slice(0, 3).flatMap((b) => b.steps)).toEqual(
+      Array.from({ length: 20 }, (_, i) => i),
+    );
     expect(client.messages[11]!.json).toEqual({ type: 'end', runId: 'F' });
 
     const before = client.messages.length;
@@ -273,8 +342,18 @@ describe('startServer: protocol order', () => {
     hub.endRun('A');
     await client.waitForJson((m) => m.type === 'end' && m.runId === 'A', 'end of A');
     const live = client.messages.slice(before);
-    expect(live.map((m) => m.json?.type ?? 'binary')).toEqual(['batch', 'binary', 'run', 'batch', 'binary', 'end']);
-    expect(live[2]!.json).toEqual({ type: 'run', run: { ...recordedRun('B'), rows: 0, finished: false } });
+    expect(live.map((m) => m.json?.type ?? 'binary')).toEqual([
+      'batch',
+      'binary',
+      'run',
+      'batch',
+      'binary',
+      'end',
+    ]);
+    expect(live[2]!.json).toEqual({
+      type: 'run',
+      run: { ...recordedRun('B'), rows: 0, finished: false },
+    });
     const liveBatches = client.batches().slice(4);
     expect(liveBatches.map((b) => b.header)).toEqual([
       { type: 'batch', runId: 'A', rows: 5, missed: 0, history: false },
@@ -304,9 +383,19 @@ describe('startServer: protocol order', () => {
     await late.waitForJson((m) => m.type === 'ready', 'ready');
     const lateHistory = late.batches();
     expect(lateHistory.every((b) => b.header.history === true && b.header.missed === 0)).toBe(true);
-    expect(lateHistory.filter((b) => b.header.runId === 'A').flatMap((b) => b.steps)).toEqual(Array.from({ length: 240 }, (_, i) => i));
-    expect(lateHistory.filter((b) => b.header.runId === 'B').flatMap((b) => b.steps)).toEqual(Array.from({ length: 90 }, (_, i) => i));
-    expect(late.types().filter((t) => t !== 'batch' && t !== 'binary')).toEqual(['hello', 'run', 'end', 'run', 'ready']);
+    expect(lateHistory.filter((b) => b.header.runId === 'A').flatMap((b) => b.steps)).toEqual(
+      Array.from({ length: 240 }, (_, i) => i),
+    );
+    expect(lateHistory.filter((b) => b.header.runId === 'B').flatMap((b) => b.steps)).toEqual(
+      Array.from({ length: 90 }, (_, i) => i),
+    );
+    expect(late.types().filter((t) => t !== 'batch' && t !== 'binary')).toEqual([
+      'hello',
+      'run',
+      'end',
+      'run',
+      'ready',
+    ]);
     // The early client saw the same rows live.
     const earlyA = early.batches().filter((b) => b.header.runId === 'A');
     expect(earlyA.every((b) => b.header.history === false && b.header.missed === 0)).toBe(true);
@@ -323,15 +412,28 @@ describe('startServer: protocol order', () => {
     await late.waitForJson((m) => m.type === 'end' && m.runId === 'B', 'end of B');
     const after = late.messages.slice(mark);
     expect(after.filter((m) => m.json?.type === 'batch').map((m) => m.json!.runId)).toEqual(['C']);
-    expect(after.filter((m) => m.json?.type === 'run').map((m) => (m.json!.run as { id: string }).id)).toEqual(['C']);
+    expect(
+      after.filter((m) => m.json?.type === 'run').map((m) => (m.json!.run as { id: string }).id),
+    ).toEqual(['C']);
     // Back to everything.
     late.send({ type: 'subscribe', runs: null });
     late.send({ type: 'ping' });
-    await late.waitFor((ms) => ms.filter((m) => m.json?.type === 'pong').length === 2, 'second pong');
+    await late.waitFor(
+      (ms) => ms.filter((m) => m.json?.type === 'pong').length === 2,
+      'second pong',
+    );
     hub.pushBatch('C', rowsBatch(schemaC, 2, 2));
     hub.pushBatch('A', rowsBatch(schemaA, 240, 1)); // A has ended: the hub ignores it
-    await late.waitFor((ms) => ms.filter((m) => m.json?.type === 'batch' && m.json.runId === 'C').length === 2, 'C again');
-    expect(late.batches().filter((b) => b.header.runId === 'C').flatMap((b) => b.steps)).toEqual([0, 1, 2, 3]);
+    await late.waitFor(
+      (ms) => ms.filter((m) => m.json?.type === 'batch' && m.json.runId === 'C').length === 2,
+      'C again',
+    );
+    expect(
+      late
+        .batches()
+        .filter((b) => b.header.runId === 'C')
+        .flatMap((b) => b.steps),
+    ).toEqual([0, 1, 2, 3]);
   });
 });
 
@@ -350,14 +452,20 @@ describe('startServer: back-pressure', () => {
     const baseHub = new RunHub();
     addRun(baseHub, 'base');
     await serve({ hub: baseHub, maxQueuedBytes });
-    const timed = Array.from({ length: timedBatches }, (_, i) => rowsBatch(schema, TIMED_FROM + i * rowsPerBatch, rowsPerBatch));
+    const timed = Array.from({ length: timedBatches }, (_, i) =>
+      rowsBatch(schema, TIMED_FROM + i * rowsPerBatch, rowsPerBatch),
+    );
 
     const pushedSteps: number[] = [];
     const push = (batch: RecordBatch): void => {
       hub.pushBatch('S', batch);
       for (const step of batch.getChild('step')!.toArray() as Int32Array) pushedSteps.push(step);
     };
-    async function produce(target: RunHub, runId: string, batches: readonly RecordBatch[]): Promise<number> {
+    async function produce(
+      target: RunHub,
+      runId: string,
+      batches: readonly RecordBatch[],
+    ): Promise<number> {
       const start = performance.now();
       for (let i = 0; i < batches.length; i++) {
         busyWait(stepWorkMs); // a (very fast) training step
@@ -392,7 +500,8 @@ describe('startServer: back-pressure', () => {
       const start = performance.now();
       await produce(hub, 'S', segment);
       withStuck += performance.now() - start;
-      for (const batch of segment) for (const step of batch.getChild('step')!.toArray() as Int32Array) pushedSteps.push(step);
+      for (const batch of segment)
+        for (const step of batch.getChild('step')!.toArray() as Int32Array) pushedSteps.push(step);
     }
     const during = stats();
     console.log(
@@ -429,7 +538,9 @@ describe('startServer: back-pressure', () => {
     expect(missed).toBe(stats().droppedRows); // (the queued `end` message made room for itself too)
     expect(missed).toBeGreaterThanOrEqual(during.droppedRows);
     expect(live.some((b) => (b.header.rows as number) > rowsPerBatch)).toBe(true); // conflated
-    console.log(`stuck client after resume: ${received} rows received in ${live.length} batches + ${missed} missed = ${pushedSteps.length} pushed`);
+    console.log(
+      `stuck client after resume: ${received} rows received in ${live.length} batches + ${missed} missed = ${pushedSteps.length} pushed`,
+    );
   }, 30_000);
 });
 
@@ -444,7 +555,9 @@ describe('startServer: access', () => {
       expect((await fetch(`${base}${path}`)).status).toBe(401);
       expect((await fetch(`${base}${path}?token=wrong`)).status).toBe(401);
       expect((await fetch(`${base}${path}?token=s3cre`)).status).toBe(401);
-      expect((await fetch(`${base}${path}`, { headers: { Authorization: 'Bearer nope' } })).status).toBe(401);
+      expect(
+        (await fetch(`${base}${path}`, { headers: { Authorization: 'Bearer nope' } })).status,
+      ).toBe(401);
     }
     expect((await fetch(server.url)).status).toBe(200);
     const runs = await fetch(`${base}/api/runs`, { headers: { Authorization: 'Bearer s3cret' } });
@@ -454,7 +567,9 @@ describe('startServer: access', () => {
 
     await expect(connect(server, 'ws')).rejects.toThrow('HTTP 401');
     await expect(connect(server, 'ws?token=wrong')).rejects.toThrow('HTTP 401');
-    await expect(connect(server, 'ws', { headers: { Authorization: 'Bearer wrong' } })).rejects.toThrow('HTTP 401');
+    await expect(
+      connect(server, 'ws', { headers: { Authorization: 'Bearer wrong' } }),
+    ).rejects.toThrow('HTTP 401');
     const byQuery = await connect(server, 'ws?token=s3cret');
     await byQuery.waitForJson((m) => m.type === 'ready', 'ready');
     const byHeader = await connect(server, 'ws', { headers: { Authorization: 'Bearer s3cret' } });
@@ -466,9 +581,15 @@ describe('startServer: access', () => {
     const hub = new RunHub();
     addRun(hub, 'A', { rows: 2 });
     const server = await serve({ hub });
-    await expect(connect(server, 'ws', { headers: { Origin: 'https://evil.example' } })).rejects.toThrow('HTTP 403');
-    await expect(connect(server, 'ws', { headers: { Origin: 'not a url' } })).rejects.toThrow('HTTP 403');
-    const own = await connect(server, 'ws', { headers: { Origin: `http://127.0.0.1:${server.port}` } });
+    await expect(
+      connect(server, 'ws', { headers: { Origin: 'https://evil.example' } }),
+    ).rejects.toThrow('HTTP 403');
+    await expect(connect(server, 'ws', { headers: { Origin: 'not a url' } })).rejects.toThrow(
+      'HTTP 403',
+    );
+    const own = await connect(server, 'ws', {
+      headers: { Origin: `http://127.0.0.1:${server.port}` },
+    });
     await own.waitForJson((m) => m.type === 'ready', 'ready');
   });
 
@@ -487,7 +608,17 @@ describe('startServer: access', () => {
     );
     expect(isGrngError(taken)).toBe(true);
     expect((taken as Error).message).toMatch(new RegExp(`port ${local.port} is in use.*--port 0`));
-    for (const bad of [{ port: -1 }, { port: 70000 }, { port: 1.5 }, { heartbeatMs: 0 }, { maxQueuedBytes: 10 }, { historyChunkRows: 0 }, { token: '' }, { host: '' }, { bogus: 1 }]) {
+    for (const bad of [
+      { port: -1 },
+      { port: 70000 },
+      { port: 1.5 },
+      { heartbeatMs: 0 },
+      { maxQueuedBytes: 10 },
+      { historyChunkRows: 0 },
+      { token: '' },
+      { host: '' },
+      { bogus: 1 },
+    ]) {
       const error = await startServer({ hub, dashboardDir: dashboard(), ...(bad as object) }).then(
         (s) => (servers.push(s), undefined),
         (e: unknown) => e,
@@ -507,7 +638,10 @@ describe('startServer: client messages', () => {
     const padded = JSON.stringify({ type: 'ping' }).padEnd(1024, ' ');
     expect(Buffer.byteLength(padded)).toBe(1024);
     client.send(padded);
-    await client.waitFor((ms) => ms.filter((m) => m.json?.type === 'pong').length === 2, 'second pong');
+    await client.waitFor(
+      (ms) => ms.filter((m) => m.json?.type === 'pong').length === 2,
+      'second pong',
+    );
     expect(client.ws.readyState).toBe(WebSocket.OPEN);
   });
 
@@ -581,7 +715,10 @@ describe('startServer: heartbeat and shutdown', () => {
     const client = await Client.open(`ws://127.0.0.1:${server.port}/ws`);
     await client.waitForJson((m) => m.type === 'ready', 'ready');
     await server.close();
-    expect(await within(client.closed, 3000, 'close')).toEqual({ code: 1001, reason: 'server shutting down' });
+    expect(await within(client.closed, 3000, 'close')).toEqual({
+      code: 1001,
+      reason: 'server shutting down',
+    });
     expect(server.clients()).toBe(0);
     // A server still subscribed would keep the hub (and every run in it) alive, and work on each batch.
     expect(hub.subscribers).toBe(0);
@@ -604,7 +741,9 @@ describe('startServer: HTTP', () => {
     expect(await page.text()).toContain('<title>grng</title>');
     expect((await fetch(`${base}/app.js`)).headers.get('content-type')).toMatch(/javascript/);
     expect(await (await fetch(`${base}/app.css`)).text()).toContain('margin');
-    expect((await fetch(`${base}/api/runs`)).headers.get('content-type')).toMatch(/application\/json/);
+    expect((await fetch(`${base}/api/runs`)).headers.get('content-type')).toMatch(
+      /application\/json/,
+    );
     expect(await (await fetch(`${base}/api/runs`)).json()).toEqual([
       { ...recordedRun('A'), rows: 12, finished: false },
       { ...recordedRun('B'), rows: 1, finished: true },
@@ -648,8 +787,12 @@ describe('startServer: HTTP', () => {
     const history = await fetch(`${base}/runs/${encodeURIComponent('live run/1')}.arrows`);
     expect(history.status).toBe(200);
     expect(history.headers.get('content-disposition')).toMatch(/filename="live_run_1\.arrows"/);
-    expect(decodeSteps(new Uint8Array(await history.arrayBuffer()), 'live run/1')).toEqual(Array.from({ length: 23 }, (_, i) => i));
-    expect(decodeSteps(new Uint8Array(await (await fetch(`${base}/runs/L.arrows`)).arrayBuffer()), 'L')).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(decodeSteps(new Uint8Array(await history.arrayBuffer()), 'live run/1')).toEqual(
+      Array.from({ length: 23 }, (_, i) => i),
+    );
+    expect(
+      decodeSteps(new Uint8Array(await (await fetch(`${base}/runs/L.arrows`)).arrayBuffer()), 'L'),
+    ).toEqual([0, 1, 2, 3, 4, 5, 6]);
     const head = await fetch(`${base}/runs/R.arrows`, { method: 'HEAD' });
     expect(head.headers.get('content-length')).toBe(String(fileBytes.byteLength));
     expect((await fetch(`${base}/runs/nope.arrows`)).status).toBe(404);

@@ -5,7 +5,13 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { missingPackageLine, needsPackage, REQUIRE_VARIABLE, SYSTEM_PACKAGES, systemPackagesRequired } from './systemPackages.js';
+import {
+  missingPackageLine,
+  needsPackage,
+  REQUIRE_VARIABLE,
+  SYSTEM_PACKAGES,
+  systemPackagesRequired,
+} from './systemPackages.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -29,17 +35,27 @@ describe('needsPackage', () => {
 
     const missing = fakeContext();
     expect(() => needsPackage(missing, 'libopenblas0-pthread', false, {})).toThrow('skipped');
-    expect(missing.notes).toEqual(['needs Debian package libopenblas0-pthread (apt-get install libopenblas0-pthread)']);
+    expect(missing.notes).toEqual([
+      'needs Debian package libopenblas0-pthread (apt-get install libopenblas0-pthread)',
+    ]);
 
     const required = fakeContext();
-    expect(() => needsPackage(required, 'chromium', false, { [REQUIRE_VARIABLE]: '1' })).toThrow(`${missingPackageLine('chromium')} [GRNG_REQUIRE_SYSTEM_PACKAGES=1]`);
+    expect(() => needsPackage(required, 'chromium', false, { [REQUIRE_VARIABLE]: '1' })).toThrow(
+      `${missingPackageLine('chromium')} [GRNG_REQUIRE_SYSTEM_PACKAGES=1]`,
+    );
     expect(required.notes).toEqual([]);
   });
 
   it('reads GRNG_REQUIRE_SYSTEM_PACKAGES: 1/true require, unset/empty/0/false skip, anything else is an error naming it', () => {
-    for (const yes of ['1', 'true', ' TRUE ']) expect(systemPackagesRequired({ [REQUIRE_VARIABLE]: yes })).toBe(true);
-    for (const no of [undefined, '', '0', 'false']) expect(systemPackagesRequired(no === undefined ? {} : { [REQUIRE_VARIABLE]: no })).toBe(false);
-    expect(() => systemPackagesRequired({ [REQUIRE_VARIABLE]: 'yes' })).toThrow(/^invalid GRNG_REQUIRE_SYSTEM_PACKAGES: "yes"/);
+    for (const yes of ['1', 'true', ' TRUE '])
+      expect(systemPackagesRequired({ [REQUIRE_VARIABLE]: yes })).toBe(true);
+    for (const no of [undefined, '', '0', 'false'])
+      expect(systemPackagesRequired(no === undefined ? {} : { [REQUIRE_VARIABLE]: no })).toBe(
+        false,
+      );
+    expect(() => systemPackagesRequired({ [REQUIRE_VARIABLE]: 'yes' })).toThrow(
+      /^invalid GRNG_REQUIRE_SYSTEM_PACKAGES: "yes"/,
+    );
   });
 });
 
@@ -61,9 +77,19 @@ describe('.ci/run', () => {
 });
 
 /** Runs the fixture file through a child vitest with the project's configuration and reporters. */
-function vitestOnFixture(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
+function vitestOnFixture(
+  env: Record<string, string>,
+): Promise<{ code: number | null; output: string }> {
   const vitest = join(ROOT, 'node_modules', 'vitest', 'vitest.mjs');
-  const child = spawn(process.execPath, [vitest, 'run', '--config', 'test/fixtures/packageSkip.vitest.config.ts'], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', CI: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [vitest, 'run', '--config', 'test/fixtures/packageSkip.vitest.config.ts'],
+    {
+      cwd: ROOT,
+      env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', CI: '1', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => void (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => void (output += chunk.toString()));
@@ -78,7 +104,9 @@ describe('a run of vitest with a missing package', () => {
     expect(code, output).toBe(0);
     expect(output).toContain(` ↓ test/fixtures/packageSkip.fixture.ts: 1 test skipped: ${line}`);
     const summary = output.slice(output.indexOf('Skipped for missing Debian packages: 1 test'));
-    expect(summary, output).toMatch(/^Skipped for missing Debian packages: 1 test \(GRNG_REQUIRE_SYSTEM_PACKAGES=1 makes them failures\)\n/);
+    expect(summary, output).toMatch(
+      /^Skipped for missing Debian packages: 1 test \(GRNG_REQUIRE_SYSTEM_PACKAGES=1 makes them failures\)\n/,
+    );
     expect(summary).toContain(`  ${line}: 1 test\n    in test/fixtures/packageSkip.fixture.ts (1)`);
   });
 

@@ -43,7 +43,9 @@ export function systemPackagesRequired(env: NodeJS.ProcessEnv = process.env): bo
   if (value === '' || value === '0' || value === 'false') return false;
   if (value === '1' || value === 'true') return true;
   // A typo must not quietly let CI pass by skipping.
-  throw new Error(`invalid ${REQUIRE_VARIABLE}: ${JSON.stringify(env[REQUIRE_VARIABLE])} (1 to fail tests whose Debian package is missing, or 0)`);
+  throw new Error(
+    `invalid ${REQUIRE_VARIABLE}: ${JSON.stringify(env[REQUIRE_VARIABLE])} (1 to fail tests whose Debian package is missing, or 0)`,
+  );
 }
 
 const installed = new Map<SystemPackage, boolean>();
@@ -64,7 +66,12 @@ export function systemPackageInstalled(name: SystemPackage): boolean {
  * @example
  * beforeEach((context) => needsPackage(context, 'chromium'));
  */
-export function needsPackage(context: { skip(note: string): never }, name: SystemPackage, present = systemPackageInstalled(name), env: NodeJS.ProcessEnv = process.env): void {
+export function needsPackage(
+  context: { skip(note: string): never },
+  name: SystemPackage,
+  present = systemPackageInstalled(name),
+  env: NodeJS.ProcessEnv = process.env,
+): void {
   if (present) return;
   const line = missingPackageLine(name);
   if (systemPackagesRequired(env)) throw new Error(`${line} [${REQUIRE_VARIABLE}=1]`);
@@ -77,7 +84,8 @@ function sharedLibraryInstalled(soname: string): boolean {
   if (folders.some((folder) => existsSync(join(folder, soname)))) return true;
   for (const ldconfig of ['ldconfig', '/sbin/ldconfig', '/usr/sbin/ldconfig']) {
     const listing = spawnSync(ldconfig, ['-p'], { encoding: 'utf8' });
-    if (listing.status === 0) return listing.stdout.split('\n').some((line) => line.trim().startsWith(`${soname} `));
+    if (listing.status === 0)
+      return listing.stdout.split('\n').some((line) => line.trim().startsWith(`${soname} `));
   }
   return false;
 }

@@ -13,7 +13,8 @@ function packageSkipsOf(module: TestModule): PackageSkip[] {
   const skips: PackageSkip[] = [];
   for (const test of module.children.allTests()) {
     const result = test.result();
-    if (result.state === 'skipped' && result.note?.startsWith(MISSING_PACKAGE_NOTE)) skips.push({ file: module.relativeModuleId, note: result.note });
+    if (result.state === 'skipped' && result.note?.startsWith(MISSING_PACKAGE_NOTE))
+      skips.push({ file: module.relativeModuleId, note: result.note });
   }
   return skips;
 }
@@ -36,18 +37,25 @@ export default class SystemPackagesReporter implements Reporter {
   }
 
   onTestModuleEnd(module: TestModule): void {
-    for (const [note, skips] of byNote(packageSkipsOf(module))) this.log(` ↓ ${module.relativeModuleId}: ${tests(skips.length)} skipped: ${note}`);
+    for (const [note, skips] of byNote(packageSkipsOf(module)))
+      this.log(` ↓ ${module.relativeModuleId}: ${tests(skips.length)} skipped: ${note}`);
   }
 
   onTestRunEnd(modules: ReadonlyArray<TestModule>): void {
     const groups = byNote(modules.flatMap(packageSkipsOf));
     if (groups.size === 0) return;
     const total = [...groups.values()].reduce((n, skips) => n + skips.length, 0);
-    const lines = [``, `Skipped for missing Debian packages: ${tests(total)} (${REQUIRE_VARIABLE}=1 makes them failures)`];
+    const lines = [
+      ``,
+      `Skipped for missing Debian packages: ${tests(total)} (${REQUIRE_VARIABLE}=1 makes them failures)`,
+    ];
     for (const [note, skips] of groups) {
       const perFile = new Map<string, number>();
       for (const skip of skips) perFile.set(skip.file, (perFile.get(skip.file) ?? 0) + 1);
-      lines.push(`  ${note}: ${tests(skips.length)}`, `    in ${[...perFile].map(([file, n]) => `${file} (${n})`).join(', ')}`);
+      lines.push(
+        `  ${note}: ${tests(skips.length)}`,
+        `    in ${[...perFile].map(([file, n]) => `${file} (${n})`).join(', ')}`,
+      );
     }
     this.log(lines.join('\n'));
   }

@@ -35,7 +35,8 @@ interface BadValue {
 }
 
 const v = (value: string, more: Omit<BadValue, 'value'> = {}): BadValue => ({ value, ...more });
-const on = (optimizer: string, ...values: string[]): BadValue[] => values.map((value) => ({ value, optimizer }));
+const on = (optimizer: string, ...values: string[]): BadValue[] =>
+  values.map((value) => ({ value, optimizer }));
 
 /**
  * Bad values of an optimizer flag, from its option table: not a number, past each bound (the
@@ -51,16 +52,46 @@ function badValuesFromTable({ spec, takenBy }: OptionFlag): BadValue[] {
     case 'choice':
       return [v('bogus', { optimizer })];
     case 'integer':
-      return on(optimizer, 'x', '2.5', below(spec.min, false), ...(spec.flagMin !== undefined ? [below(spec.flagMin, false)] : []), ...(spec.max !== undefined ? [String(spec.max + 1)] : []));
+      return on(
+        optimizer,
+        'x',
+        '2.5',
+        below(spec.min, false),
+        ...(spec.flagMin !== undefined ? [below(spec.flagMin, false)] : []),
+        ...(spec.max !== undefined ? [String(spec.max + 1)] : []),
+      );
     case 'number':
-      return on(optimizer, 'abc', ...(spec.min !== undefined ? [below(spec.min, spec.minExclusive ?? false)] : []), ...(spec.max !== undefined ? [spec.maxExclusive ? String(spec.max) : String(spec.max + 0.5)] : []));
+      return on(
+        optimizer,
+        'abc',
+        ...(spec.min !== undefined ? [below(spec.min, spec.minExclusive ?? false)] : []),
+        ...(spec.max !== undefined
+          ? [spec.maxExclusive ? String(spec.max) : String(spec.max + 0.5)]
+          : []),
+      );
   }
 }
 
 /** Hand-picked bad values per flag, for every command that has the flag (optimizer flags get theirs from the tables too). */
 const HAND_PICKED: Readonly<Record<string, readonly BadValue[]>> = {
-  '--dataset': [v('cifar'), v('/no/such/file.csv'), v(''), v(folderNamedCsv), v(join(dir, 'notes.txt'), { names: '.txt' })],
-  '--model': [v('mlp:'), v('mlp:20--4'), v('mlp:20-0-4'), v('mlp:20-8-4:sigmoid'), v('mlp:20-70000-70000-4'), v('mlp:10-4'), v('mlp:20-8-7'), v('resnet'), v('mlp:20-x-4')],
+  '--dataset': [
+    v('cifar'),
+    v('/no/such/file.csv'),
+    v(''),
+    v(folderNamedCsv),
+    v(join(dir, 'notes.txt'), { names: '.txt' }),
+  ],
+  '--model': [
+    v('mlp:'),
+    v('mlp:20--4'),
+    v('mlp:20-0-4'),
+    v('mlp:20-8-4:sigmoid'),
+    v('mlp:20-70000-70000-4'),
+    v('mlp:10-4'),
+    v('mlp:20-8-7'),
+    v('resnet'),
+    v('mlp:20-x-4'),
+  ],
   '--epochs': [v('0'), v('-1'), v('1.5'), v('abc')],
   '--steps': [v('0'), v('-2'), v('x')],
   '--batch-size': [v('0'), v('-3'), v('2.5'), v('NaN')],
@@ -97,33 +128,62 @@ const HAND_PICKED: Readonly<Record<string, readonly BadValue[]>> = {
 
 const BAD: Readonly<Record<string, readonly BadValue[]>> = { ...HAND_PICKED };
 for (const flag of OPTIMIZER_FLAGS) {
-  const derived = badValuesFromTable(flag).filter((bad) => !HAND_PICKED[flag.flag]?.some((hand) => hand.value === bad.value));
-  (BAD as Record<string, readonly BadValue[]>)[flag.flag] = [...derived, ...(HAND_PICKED[flag.flag] ?? [])];
+  const derived = badValuesFromTable(flag).filter(
+    (bad) => !HAND_PICKED[flag.flag]?.some((hand) => hand.value === bad.value),
+  );
+  (BAD as Record<string, readonly BadValue[]>)[flag.flag] = [
+    ...derived,
+    ...(HAND_PICKED[flag.flag] ?? []),
+  ];
 }
 
 /** Arguments that make each command reach its checks quickly (a tiny synthetic run). */
 function argsFor(command: string, flag: string, bad: BadValue): string[] {
-  const optimizer = bad.optimizer ? (command === 'compare' ? ['--optimizers', bad.optimizer] : ['--optimizer', bad.optimizer]) : command === 'compare' ? ['--optimizers', 'sgd'] : [];
+  const optimizer = bad.optimizer
+    ? command === 'compare'
+      ? ['--optimizers', bad.optimizer]
+      : ['--optimizer', bad.optimizer]
+    : command === 'compare'
+      ? ['--optimizers', 'sgd']
+      : [];
   const base: Record<string, string[]> = {
     train: ['train', '--dataset', 'synthetic', '--backend', 'wasm', '--steps', '1', ...optimizer],
-    compare: ['compare', '--dataset', 'synthetic', '--backend', 'wasm', '--steps', '1', ...optimizer],
+    compare: [
+      'compare',
+      '--dataset',
+      'synthetic',
+      '--backend',
+      'wasm',
+      '--steps',
+      '1',
+      ...optimizer,
+    ],
     replay: ['replay', join(dir, 'missing.arrows')],
     serve: ['serve', emptyServeDir],
   };
   const given = bad.value.startsWith('=') ? [`${flag}${bad.value}`] : [flag, bad.value];
   // `serve` always serves, so it has no --serve to add.
-  const extra = (bad.with ?? []).filter((arg) => commandOf(command).options.some((o) => o.long === arg));
+  const extra = (bad.with ?? []).filter((arg) =>
+    commandOf(command).options.some((o) => o.long === arg),
+  );
   return [...base[command]!, ...extra, ...given];
 }
 
 async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await main(argv, { out: (t) => void (out += t), err: (t) => void (err += t), isTTY: false });
+  const code = await main(argv, {
+    out: (t) => void (out += t),
+    err: (t) => void (err += t),
+    isTTY: false,
+  });
   return { code, out, err };
 }
 
-function expectOneLine(result: { code: number; out: string; err: string }, ...names: string[]): string {
+function expectOneLine(
+  result: { code: number; out: string; err: string },
+  ...names: string[]
+): string {
   expect(result.code, result.err).not.toBe(0);
   expect(result.out).toBe('');
   const lines = result.err.split('\n').filter((line) => line !== '');
@@ -138,14 +198,21 @@ function expectOneLine(result: { code: number; out: string; err: string }, ...na
 const program = buildProgram({ out: () => {}, err: () => {}, isTTY: false });
 const COMMANDS = ['train', 'compare', 'replay', 'serve'];
 const commandOf = (name: string): Command => program.commands.find((c) => c.name() === name)!;
-const optionsOf = (name: string): readonly Option[] => commandOf(name).options.filter((o) => o.long !== '--help');
+const optionsOf = (name: string): readonly Option[] =>
+  commandOf(name).options.filter((o) => o.long !== '--help');
 const tally = { cases: 0, missing: 0 };
 
 describe('every CLI option rejects bad values with one line', () => {
   it('has a bad-value case for every option of train, compare, replay and serve', () => {
     expect(program.commands.map((c) => c.name())).toEqual(expect.arrayContaining(COMMANDS));
-    const untested = COMMANDS.flatMap((name) => optionsOf(name).filter((o) => !BAD[o.long!]?.length).map((o) => `${name} ${o.long}`));
-    expect(untested, 'add bad values for these flags to BAD in test/validation.test.ts').toEqual([]);
+    const untested = COMMANDS.flatMap((name) =>
+      optionsOf(name)
+        .filter((o) => !BAD[o.long!]?.length)
+        .map((o) => `${name} ${o.long}`),
+    );
+    expect(untested, 'add bad values for these flags to BAD in test/validation.test.ts').toEqual(
+      [],
+    );
   });
 
   for (const command of COMMANDS) {
@@ -156,7 +223,11 @@ describe('every CLI option rejects bad values with one line', () => {
           tally.cases += 1;
           it(`${flag} ${JSON.stringify(bad.value)}${bad.optimizer ? ` (${bad.optimizer})` : ''}`, async () => {
             const value = bad.value.replace(/^=/, '');
-            const line = expectOneLine(await cli(argsFor(command, flag, bad)), flag, ...(bad.names ? [bad.names] : value.trim() ? [value] : []));
+            const line = expectOneLine(
+              await cli(argsFor(command, flag, bad)),
+              flag,
+              ...(bad.names ? [bad.names] : value.trim() ? [value] : []),
+            );
             if (!bad.names && value.trim() === '') expect(line).toMatch(/""|" +"/);
           });
         }
@@ -171,7 +242,11 @@ describe('every CLI option rejects bad values with one line', () => {
 
       it('an unknown option, with the suggestion on the same line', async () => {
         expectOneLine(await cli([command, '--bogus']), "unknown option '--bogus'");
-        expectOneLine(await cli([command, '--prot', '1']), "unknown option '--prot'", 'Did you mean --port?');
+        expectOneLine(
+          await cli([command, '--prot', '1']),
+          "unknown option '--prot'",
+          'Did you mean --port?',
+        );
       });
     });
   }
@@ -182,19 +257,37 @@ describe('every CLI option rejects bad values with one line', () => {
     expectOneLine(await cli(['serve', join(dir, 'nope')]), join(dir, 'nope'));
     expectOneLine(await cli(['train', 'extra']), 'unexpected argument "extra"', "'train'");
     expectOneLine(await cli(['train', '--nesterov', '1']), 'unexpected argument "1"');
-    expectOneLine(await cli(['serve', emptyServeDir, 'more']), 'unexpected argument "more"', "'serve'");
+    expectOneLine(
+      await cli(['serve', emptyServeDir, 'more']),
+      'unexpected argument "more"',
+      "'serve'",
+    );
     expectOneLine(await cli(['frobnicate']), "unknown command 'frobnicate'");
   });
 
   it('accepts the same command with good values (the harness can tell success from failure)', async () => {
-    const result = await cli(['train', '--dataset', 'synthetic', '--backend', 'wasm', '--steps', '1', '--json']);
+    const result = await cli([
+      'train',
+      '--dataset',
+      'synthetic',
+      '--backend',
+      'wasm',
+      '--steps',
+      '1',
+      '--json',
+    ]);
     expect(result.code, result.err).toBe(0);
-    expect(JSON.parse(result.out.trim().split('\n').at(-1)!)).toMatchObject({ dataset: 'synthetic', steps: 1 });
+    expect(JSON.parse(result.out.trim().split('\n').at(-1)!)).toMatchObject({
+      dataset: 'synthetic',
+      steps: 1,
+    });
   });
 
   it('counts its cases', () => {
     // Printed so a reader can see the size of the table; the first test guards completeness.
-    console.log(`validation: ${tally.cases} bad values + ${tally.missing} missing values over ${COMMANDS.map((c) => `${c} ${optionsOf(c).length}`).join(', ')} options`);
+    console.log(
+      `validation: ${tally.cases} bad values + ${tally.missing} missing values over ${COMMANDS.map((c) => `${c} ${optionsOf(c).length}`).join(', ')} options`,
+    );
     expect(tally.cases).toBeGreaterThan(100);
   });
 });

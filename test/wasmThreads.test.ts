@@ -18,26 +18,39 @@ describe('wasmThreadsRequested', () => {
     expect(wasmThreadsRequested(undefined, {})).toBeUndefined();
   });
 
-  it.each([0, MAX_WASM_THREADS + 1, 1.5, Number.NaN, '2'])('rejects wasmThreads %s with an error naming the option', (value) => {
-    const error = catchError(() => wasmThreadsRequested(value as number, {}));
-    expect(isGrngError(error) && error.code).toBe('invalid-option');
-    expect((error as Error).message).toMatch(/^invalid wasmThreads: .* \(expected an integer from 1 to 8/);
-  });
+  it.each([0, MAX_WASM_THREADS + 1, 1.5, Number.NaN, '2'])(
+    'rejects wasmThreads %s with an error naming the option',
+    (value) => {
+      const error = catchError(() => wasmThreadsRequested(value as number, {}));
+      expect(isGrngError(error) && error.code).toBe('invalid-option');
+      expect((error as Error).message).toMatch(
+        /^invalid wasmThreads: .* \(expected an integer from 1 to 8/,
+      );
+    },
+  );
 
-  it.each(['two', '0', '9', '2.5', '-1', '0x2'])('rejects GRNG_WASM_THREADS=%s with an error naming the variable', (value) => {
-    const error = catchError(() => wasmThreadsRequested(undefined, { GRNG_WASM_THREADS: value }));
-    expect(isGrngError(error) && error.code).toBe('invalid-option');
-    expect((error as Error).message).toMatch(/^invalid GRNG_WASM_THREADS: /);
-  });
+  it.each(['two', '0', '9', '2.5', '-1', '0x2'])(
+    'rejects GRNG_WASM_THREADS=%s with an error naming the variable',
+    (value) => {
+      const error = catchError(() => wasmThreadsRequested(undefined, { GRNG_WASM_THREADS: value }));
+      expect(isGrngError(error) && error.code).toBe('invalid-option');
+      expect((error as Error).message).toMatch(/^invalid GRNG_WASM_THREADS: /);
+    },
+  );
 });
 
 describe('the wasm backend already running', () => {
   it('keeps its thread count: asking for another one is a GrngError, asking for the same one is not', async () => {
     const info = await initBackend('wasm', { wasmThreads: 1 });
     expect(info.detail).toMatch(/^tfjs-backend-wasm \((no )?SIMD(, (Open)?BLAS matMul.*)?\)$/);
-    const error = await initBackend('wasm', { wasmThreads: 2 }).then(() => undefined, (e: unknown) => e);
+    const error = await initBackend('wasm', { wasmThreads: 2 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(isGrngError(error) && error.code).toBe('backend');
-    expect((error as Error).message).toMatch(/already runs with 1 thread\(s\) in this process; wasmThreads=2 must be chosen before it first starts/);
+    expect((error as Error).message).toMatch(
+      /already runs with 1 thread\(s\) in this process; wasmThreads=2 must be chosen before it first starts/,
+    );
     expect(await initBackend('wasm', { wasmThreads: 1 })).toBe(info);
   });
 });
@@ -64,7 +77,15 @@ function probe(threads: number): Promise<ProbeResult> {
   const dir = mkdtempSync(join(tmpdir(), `grng-wasm-threads-${threads}-`));
   dirs.push(dir);
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/wasmThreadsProbe.ts', dir], { cwd: ROOT, env: { ...process.env, GRNG_WASM_THREADS: String(threads), GRNG_BLAS: '0' }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'test/fixtures/wasmThreadsProbe.ts', dir],
+      {
+        cwd: ROOT,
+        env: { ...process.env, GRNG_WASM_THREADS: String(threads), GRNG_BLAS: '0' },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     let stdout = '';
     let printedAt: number | undefined;
     let killer: NodeJS.Timeout | undefined;
@@ -78,9 +99,24 @@ function probe(threads: number): Promise<ProbeResult> {
     child.on('error', reject);
     child.on('exit', (code, signal) => {
       clearTimeout(killer);
-      if (printedAt === undefined) return reject(new Error(`probe with ${threads} thread(s) exited (${code ?? signal}) without a result`));
-      const read = (name: string) => new Float32Array(new Uint8Array(readFileSync(join(dir, name))).buffer);
-      resolve({ ...(JSON.parse(stdout.split('\n')[0]!) as { detail: string; pthreads: number; losses: number[] }), code, signal, exitAfterMs: performance.now() - printedAt, matmul: read('matmul.f32'), params: read('params.f32') });
+      if (printedAt === undefined)
+        return reject(
+          new Error(`probe with ${threads} thread(s) exited (${code ?? signal}) without a result`),
+        );
+      const read = (name: string) =>
+        new Float32Array(new Uint8Array(readFileSync(join(dir, name))).buffer);
+      resolve({
+        ...(JSON.parse(stdout.split('\n')[0]!) as {
+          detail: string;
+          pthreads: number;
+          losses: number[];
+        }),
+        code,
+        signal,
+        exitAfterMs: performance.now() - printedAt,
+        matmul: read('matmul.f32'),
+        params: read('params.f32'),
+      });
     });
   });
 }

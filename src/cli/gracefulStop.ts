@@ -13,13 +13,19 @@ const SIGNAL_EXIT_CODES: Readonly<Record<string, number>> = { SIGINT: 130, SIGTE
  * const restore = handleStopSignals(io, control);
  * try { await train({ control }); } finally { restore(); }
  */
-export function handleStopSignals(io: CliIo, control: RunControl, exit: (code: number) => void = (code) => process.exit(code)): () => void {
+export function handleStopSignals(
+  io: CliIo,
+  control: RunControl,
+  exit: (code: number) => void = (code) => process.exit(code),
+): () => void {
   let received = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     received += 1;
     if (received === 1) {
       control.requestStop(signal);
-      io.err(`grng: ${signal}: finishing the current step, then saving and stopping (${signal} again exits at once)\n`);
+      io.err(
+        `grng: ${signal}: finishing the current step, then saving and stopping (${signal} again exits at once)\n`,
+      );
       return;
     }
     io.err(`grng: ${signal} again: exiting now\n`);

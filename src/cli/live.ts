@@ -26,7 +26,12 @@ export interface LiveOptions {
 }
 
 /** The run description that recordings and dashboards carry. */
-export function recordedRunOf(meta: RunMetadata, label: string, group?: string, id = newRunId(label)): RecordedRun {
+export function recordedRunOf(
+  meta: RunMetadata,
+  label: string,
+  group?: string,
+  id = newRunId(label),
+): RecordedRun {
   return {
     id,
     label,
@@ -72,14 +77,30 @@ export interface LiveEnd {
  * then `done`, then keeps serving until SIGINT/SIGTERM if asked (saying so, with the URL), and
  * closes the server.
  */
-export async function withLive(options: LiveOptions, io: CliIo, body: (hub: RunHub | undefined) => Promise<void>, { alwaysServe = false, stopped = (): boolean => false, done = (): void => undefined, finished = 'done' }: LiveEnd = {}): Promise<void> {
+export async function withLive(
+  options: LiveOptions,
+  io: CliIo,
+  body: (hub: RunHub | undefined) => Promise<void>,
+  {
+    alwaysServe = false,
+    stopped = (): boolean => false,
+    done = (): void => undefined,
+    finished = 'done',
+  }: LiveEnd = {},
+): Promise<void> {
   if (!options.serve && !alwaysServe) {
     await body(undefined);
     await done();
     return;
   }
   const hub = new RunHub();
-  const server = await startServer({ hub, host: options.host, port: options.port, ...(options.token ? { token: options.token } : {}), ...(options.maxClients !== undefined ? { maxClients: options.maxClients } : {}) });
+  const server = await startServer({
+    hub,
+    host: options.host,
+    port: options.port,
+    ...(options.token ? { token: options.token } : {}),
+    ...(options.maxClients !== undefined ? { maxClients: options.maxClients } : {}),
+  });
   io.err(`grng: dashboard at ${server.url}\n`);
   try {
     await body(hub);
@@ -104,13 +125,27 @@ export async function withLive(options: LiveOptions, io: CliIo, body: (hub: RunH
 }
 
 /** The Arrow sink for one run when recording or serving, else nothing. */
-export function liveSink(meta: RunMetadata, options: LiveOptions, hub: RunHub | undefined, label: string, many: boolean, run: RunSinkOptions = {}): MonoTypeOperatorFunction<MetricsRow> | undefined {
+export function liveSink(
+  meta: RunMetadata,
+  options: LiveOptions,
+  hub: RunHub | undefined,
+  label: string,
+  many: boolean,
+  run: RunSinkOptions = {},
+): MonoTypeOperatorFunction<MetricsRow> | undefined {
   if (!options.record && !hub) return undefined;
   const resumed = run.resumed;
   // A resumed run keeps its recording's run (same id, same metadata), with the new step count.
-  const recorded = resumed ? { ...resumed.run, totalSteps: meta.totalSteps } : recordedRunOf(meta, label, run.group, run.id);
+  const recorded = resumed
+    ? { ...resumed.run, totalSteps: meta.totalSteps }
+    : recordedRunOf(meta, label, run.group, run.id);
   return arrowSink(recorded, {
-    ...(options.record ? { record: recordingPathFor(options.record, many ? label : undefined), ...(resumed ? { append: true } : { overwrite: options.overwrite ?? false }) } : {}),
+    ...(options.record
+      ? {
+          record: recordingPathFor(options.record, many ? label : undefined),
+          ...(resumed ? { append: true } : { overwrite: options.overwrite ?? false }),
+        }
+      : {}),
     ...(hub ? { hub } : {}),
     ...(resumed ? { history: resumed.batches } : {}),
     ...(run.control ? { batching: { flushOn: run.control.flushes } } : {}),

@@ -8,7 +8,14 @@ import { buildProgram } from './program.js';
  * values, invalid options, data or model), 1 for anything else. Errors are one line on stderr;
  * set GRNG_DEBUG=1 for the stack.
  */
-export async function main(argv: readonly string[], io = { out: (t: string) => void process.stdout.write(t), err: (t: string) => void process.stderr.write(t), isTTY: Boolean(process.stderr.isTTY) }): Promise<number> {
+export async function main(
+  argv: readonly string[],
+  io = {
+    out: (t: string) => void process.stdout.write(t),
+    err: (t: string) => void process.stderr.write(t),
+    isTTY: Boolean(process.stderr.isTTY),
+  },
+): Promise<number> {
   const program = buildProgram(io);
   try {
     await program.parseAsync(argv as string[], { from: 'user' });
@@ -23,7 +30,9 @@ export async function main(argv: readonly string[], io = { out: (t: string) => v
       if (process.env.GRNG_DEBUG) io.err(`${error.stack}\n`);
       return error.code === 'internal' || error.code === 'step' || error.code === 'backend' ? 1 : 2;
     }
-    io.err(`grng: ${error instanceof Error ? error.message.split('\n')[0] : String(error).split('\n')[0]}\n`);
+    io.err(
+      `grng: ${error instanceof Error ? error.message.split('\n')[0] : String(error).split('\n')[0]}\n`,
+    );
     if (process.env.GRNG_DEBUG && error instanceof Error) io.err(`${error.stack}\n`);
     return 1;
   }

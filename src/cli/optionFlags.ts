@@ -4,19 +4,28 @@ import { flagHelp, optionFlags, type OptionFlag } from '../optim/optionSpec.js';
 import { optimizerOptionTables, type NamedOptimizerOptions } from '../optim/registry.js';
 
 /** A flag's number parser: the one line commander prints names the flag and the value. */
-export const number = (flag: string, { min = -Infinity, max = Infinity } = {}) => (value: string): number => {
-  const parsed = Number(value);
-  if (value.trim() === '' || !Number.isFinite(parsed)) throw new InvalidArgumentError(`${flag} must be a number, got "${value}".`);
-  if (parsed < min || parsed > max) throw new InvalidArgumentError(`${flag} must be a number in [${min}, ${max}], got "${value}".`);
-  return parsed;
-};
+export const number =
+  (flag: string, { min = -Infinity, max = Infinity } = {}) =>
+  (value: string): number => {
+    const parsed = Number(value);
+    if (value.trim() === '' || !Number.isFinite(parsed))
+      throw new InvalidArgumentError(`${flag} must be a number, got "${value}".`);
+    if (parsed < min || parsed > max)
+      throw new InvalidArgumentError(
+        `${flag} must be a number in [${min}, ${max}], got "${value}".`,
+      );
+    return parsed;
+  };
 
-export const integer = (flag: string, min: number, max = Number.MAX_SAFE_INTEGER) => (value: string): number => {
-  const parsed = Number(value);
-  const range = max < Number.MAX_SAFE_INTEGER ? `≥ ${min} and ≤ ${max}` : `≥ ${min}`;
-  if (!/^-?\d+$/.test(value.trim()) || parsed < min || parsed > max) throw new InvalidArgumentError(`${flag} must be an integer ${range}, got "${value}".`);
-  return parsed;
-};
+export const integer =
+  (flag: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  (value: string): number => {
+    const parsed = Number(value);
+    const range = max < Number.MAX_SAFE_INTEGER ? `≥ ${min} and ≤ ${max}` : `≥ ${min}`;
+    if (!/^-?\d+$/.test(value.trim()) || parsed < min || parsed > max)
+      throw new InvalidArgumentError(`${flag} must be an integer ${range}, got "${value}".`);
+    return parsed;
+  };
 
 /**
  * The optimizer flags of `train` and `compare`, one per option key, derived from the optimizers'
@@ -33,7 +42,9 @@ function optimizerOption({ flag, spec, ...rest }: OptionFlag): Option {
     case 'choice':
       return new Option(`${flag} <${spec.placeholder ?? 'kind'}>`, help).choices(spec.choices);
     case 'integer':
-      return new Option(`${flag} <${spec.placeholder ?? 'n'}>`, help).argParser(integer(flag, spec.flagMin ?? spec.min, spec.max));
+      return new Option(`${flag} <${spec.placeholder ?? 'n'}>`, help).argParser(
+        integer(flag, spec.flagMin ?? spec.min, spec.max),
+      );
     case 'number':
       return new Option(`${flag} <${spec.placeholder ?? 'number'}>`, help).argParser(number(flag));
   }
@@ -44,17 +55,32 @@ function optimizerOption({ flag, spec, ...rest }: OptionFlag): Option {
  * optimizer's default by name (its help says which), and a resumed run tells typed from default.
  */
 export function addOptimizerOptions(command: Command): Command {
-  for (const flag of OPTIMIZER_FLAGS) command.addOption(optimizerOption(flag).helpGroup('Optimizer options (for the optimizers named; train rejects one its optimizer does not take, compare ignores it there):'));
+  for (const flag of OPTIMIZER_FLAGS)
+    command.addOption(
+      optimizerOption(flag).helpGroup(
+        'Optimizer options (for the optimizers named; train rejects one its optimizer does not take, compare ignores it there):',
+      ),
+    );
   return command;
 }
 
 /** Where commander puts each optimizer flag's value (`--stats-decay` → statsDecay). */
-const ATTRIBUTES = OPTIMIZER_FLAGS.map((f) => ({ key: f.key, attribute: new Option(f.flag).attributeName() }));
+const ATTRIBUTES = OPTIMIZER_FLAGS.map((f) => ({
+  key: f.key,
+  attribute: new Option(f.flag).attributeName(),
+}));
 
-/** The optimizer options among the parsed flags of `train` / `compare`, keyed as the library names them. */
+/**
+ * The optimizer options among the parsed flags of `train` / `compare`, keyed as the library names
+ * them.
+ */
 export function optimizerOptionsOf(parsed: object): NamedOptimizerOptions {
   const values = parsed as Record<string, unknown>;
-  return Object.fromEntries(ATTRIBUTES.filter(({ attribute }) => values[attribute] !== undefined).map(({ key, attribute }) => [key, values[attribute]])) as NamedOptimizerOptions;
+  return Object.fromEntries(
+    ATTRIBUTES.filter(({ attribute }) => values[attribute] !== undefined).map(
+      ({ key, attribute }) => [key, values[attribute]],
+    ),
+  ) as NamedOptimizerOptions;
 }
 
 /**
@@ -90,7 +116,11 @@ export const FLAG_OF_OPTION: Readonly<Record<string, string>> = {
   maxBadSteps: '--max-bad-steps',
   wasmThreads: '--wasm-threads',
   // optimizer options: each key's flag, from the optimizers' option tables
-  ...Object.fromEntries(Object.values(optimizerOptionTables()).flatMap((table) => Object.entries(table).map(([key, spec]) => [key, spec.flag]))),
+  ...Object.fromEntries(
+    Object.values(optimizerOptionTables()).flatMap((table) =>
+      Object.entries(table).map(([key, spec]) => [key, spec.flag]),
+    ),
+  ),
 };
 
 /**
@@ -104,9 +134,13 @@ export const FLAG_OF_OPTION: Readonly<Record<string, string>> = {
 export function cliMessage(error: GrngError): string {
   const message = error.message.trim().replace(/\s*\n\s*/g, ' ');
   const option = error.context.option;
-  const flag = typeof option === 'string' && Object.hasOwn(FLAG_OF_OPTION, option) ? FLAG_OF_OPTION[option]! : undefined;
+  const flag =
+    typeof option === 'string' && Object.hasOwn(FLAG_OF_OPTION, option)
+      ? FLAG_OF_OPTION[option]!
+      : undefined;
   if (!flag || message.includes(flag)) return message;
   const libraryWording = `invalid ${option as string}: `;
-  if (message.startsWith(libraryWording)) return `invalid ${flag}: ${message.slice(libraryWording.length)}`;
+  if (message.startsWith(libraryWording))
+    return `invalid ${flag}: ${message.slice(libraryWording.length)}`;
   return `${flag}: ${message}`;
 }

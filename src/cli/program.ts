@@ -5,96 +5,243 @@ import { BACKENDS } from '../runtime/backend.js';
 import { INITIALIZERS } from '../nn/init.js';
 import { OPTIMIZERS } from '../optim/registry.js';
 import { addOptimizerOptions, integer, number } from './optionFlags.js';
-import { runCompareCommand, runTrainCommand, type CompareCommandOptions, type TrainCommandOptions } from './trainCommand.js';
-import { runReplayCommand, runServeCommand, type ReplayCommandOptions, type ServeCommandOptions } from './replayCommand.js';
+import {
+  runCompareCommand,
+  runTrainCommand,
+  type CompareCommandOptions,
+  type TrainCommandOptions,
+} from './trainCommand.js';
+import {
+  runReplayCommand,
+  runServeCommand,
+  type ReplayCommandOptions,
+  type ServeCommandOptions,
+} from './replayCommand.js';
 
 // The commands take CliIo from its own module, so none of them imports this one (no file cycle).
 export type { CliIo } from './io.js';
 
 /** A string flag that must not be blank (an empty --token would silently mean "no token"). */
-const nonEmpty = (flag: string) => (value: string): string => {
-  if (value.trim() === '') throw new InvalidArgumentError(`${flag} must not be empty, got "${value}".`);
-  return value;
-};
+const nonEmpty =
+  (flag: string) =>
+  (value: string): string => {
+    if (value.trim() === '')
+      throw new InvalidArgumentError(`${flag} must not be empty, got "${value}".`);
+    return value;
+  };
 
 /** --record names a file to create; a folder there is a mistake to catch before training. */
 const recordingPath = (value: string): string => {
-  if (value.trim() === '') throw new InvalidArgumentError(`--record must name a file, got "${value}".`);
-  if (value.endsWith('/') || (existsSync(value) && statSync(value).isDirectory())) throw new InvalidArgumentError(`--record must name a file, got the folder "${value}".`);
+  if (value.trim() === '')
+    throw new InvalidArgumentError(`--record must name a file, got "${value}".`);
+  if (value.endsWith('/') || (existsSync(value) && statSync(value).isDirectory()))
+    throw new InvalidArgumentError(`--record must name a file, got the folder "${value}".`);
   return value;
 };
 
-/** Flags shared by `train` and `compare`: data, model, schedule, backend, optimizer options (from the optimizers' option tables). */
+/**
+ * Flags shared by `train` and `compare`: data, model, schedule, backend, optimizer options (from
+ * the optimizers' option tables).
+ */
 function addRunOptions(command: Command): Command {
   command
-    .option('--dataset <name|path>', 'mnist, synthetic, or a .csv / .arrow / .arrows / .feather file with a "label" column and numeric features (README: Data)', 'mnist')
-    .option('--model <spec>', 'model spec, e.g. mlp:784-256-10 (relu between layers) or mlp:784-256-10:tanh (default: mlp:<features>-256-<classes>)')
+    .option(
+      '--dataset <name|path>',
+      'mnist, synthetic, or a .csv / .arrow / .arrows / .feather file with a "label" column and numeric features (README: Data)',
+      'mnist',
+    )
+    .option(
+      '--model <spec>',
+      'model spec, e.g. mlp:784-256-10 (relu between layers) or mlp:784-256-10:tanh (default: mlp:<features>-256-<classes>)',
+    )
     .option('--epochs <n>', 'passes over the training set', integer('--epochs', 1), 3)
     .option('--steps <n>', 'stop after N steps', integer('--steps', 1))
     .option('--batch-size <n>', 'rows per batch', integer('--batch-size', 1), 128)
-    .addOption(new Option('--partial <policy>', 'last partial batch of an epoch').choices(['keep', 'drop']).default('keep'))
-    .option('--seed <n>', 'seed of initial weights, data order and label sampling', integer('--seed', 0), 1)
-    .addOption(new Option('--init <kind>', 'weight initialisation').choices([...INITIALIZERS]).default('torch'))
-    .addOption(new Option('--backend <name>', 'tfjs backend (env GRNG_BACKEND overrides auto)').choices(['auto', ...BACKENDS]).default('auto'))
-    .option('--wasm-threads <n>', 'threads of the wasm backend: > 1 runs its multi-threaded build (faster only when the cores are free; env GRNG_WASM_THREADS)', integer('--wasm-threads', 1, 8))
+    .addOption(
+      new Option('--partial <policy>', 'last partial batch of an epoch')
+        .choices(['keep', 'drop'])
+        .default('keep'),
+    )
+    .option(
+      '--seed <n>',
+      'seed of initial weights, data order and label sampling',
+      integer('--seed', 0),
+      1,
+    )
+    .addOption(
+      new Option('--init <kind>', 'weight initialisation')
+        .choices([...INITIALIZERS])
+        .default('torch'),
+    )
+    .addOption(
+      new Option('--backend <name>', 'tfjs backend (env GRNG_BACKEND overrides auto)')
+        .choices(['auto', ...BACKENDS])
+        .default('auto'),
+    )
+    .option(
+      '--wasm-threads <n>',
+      'threads of the wasm backend: > 1 runs its multi-threaded build (faster only when the cores are free; env GRNG_WASM_THREADS)',
+      integer('--wasm-threads', 1, 8),
+    )
     .option('--json', 'print the JSON summary as the last line of stdout')
-    .option('--max-bad-steps <n>', 'consecutive non-finite (NaN/Inf) steps, each skipped, before training stops with an error (default 10)', integer('--max-bad-steps', 1));
+    .option(
+      '--max-bad-steps <n>',
+      'consecutive non-finite (NaN/Inf) steps, each skipped, before training stops with an error (default 10)',
+      integer('--max-bad-steps', 1),
+    );
   addOptimizerOptions(command);
   return addLiveOptions(command)
-    .option('--record <path>', 'record the metrics to an Arrow IPC stream file (.arrows); compare writes one file per optimizer (NAME.OPTIMIZER.arrows)', recordingPath)
+    .option(
+      '--record <path>',
+      'record the metrics to an Arrow IPC stream file (.arrows); compare writes one file per optimizer (NAME.OPTIMIZER.arrows)',
+      recordingPath,
+    )
     .option('--overwrite', 'replace an existing recording');
 }
 
 /** Flags of the dashboard server. */
 function addLiveOptions(command: Command, { serveFlag = true } = {}): Command {
-  if (serveFlag) command.option('--serve', 'serve the live dashboard while training (prints its URL)').option('--keep-serving', 'keep serving after the run ends, until Ctrl-C').option('--no-keep-serving', 'stop serving when the run ends (the default; overrides an earlier --keep-serving: npm start -- --no-keep-serving)');
+  if (serveFlag)
+    command
+      .option('--serve', 'serve the live dashboard while training (prints its URL)')
+      .option('--keep-serving', 'keep serving after the run ends, until Ctrl-C')
+      .option(
+        '--no-keep-serving',
+        'stop serving when the run ends (the default; overrides an earlier --keep-serving: npm start -- --no-keep-serving)',
+      );
   return command
     .option('--port <n>', 'dashboard port (0 = any free port)', integer('--port', 0, 65535), 8080)
-    .option('--host <address>', 'address to bind (default 127.0.0.1: this machine only)', '127.0.0.1')
-    .option('--token <token>', 'require this token on every dashboard connection', nonEmpty('--token'))
-    .option('--max-clients <n>', 'most dashboard WebSocket clients at once; more are refused with HTTP 503', integer('--max-clients', 1), 64);
+    .option(
+      '--host <address>',
+      'address to bind (default 127.0.0.1: this machine only)',
+      '127.0.0.1',
+    )
+    .option(
+      '--token <token>',
+      'require this token on every dashboard connection',
+      nonEmpty('--token'),
+    )
+    .option(
+      '--max-clients <n>',
+      'most dashboard WebSocket clients at once; more are refused with HTTP 503',
+      integer('--max-clients', 1),
+      64,
+    );
 }
 
 /** The `grng` command line. Parse with `program.parseAsync(argv, { from: 'user' })`. */
 export function buildProgram(io: CliIo): Command {
   const program = new Command('grng')
-    .description('Train neural networks with regularized natural gradients (RENG, RING, R-Kalman) and baselines, as RxJS pipelines on TensorFlow.js.')
+    .description(
+      'Train neural networks with regularized natural gradients (RENG, RING, R-Kalman) and baselines, as RxJS pipelines on TensorFlow.js.',
+    )
     .showSuggestionAfterError(true)
     // Commander puts "(Did you mean …?)" on a second line; every bad input is one line here.
-    .configureOutput({ writeOut: io.out, writeErr: io.err, outputError: (message, write) => write(`grng: ${message.replace(/^error: /, '').trimEnd().replace(/\s*\n\s*/g, ' ')}\n`) })
+    .configureOutput({
+      writeOut: io.out,
+      writeErr: io.err,
+      outputError: (message, write) =>
+        write(
+          `grng: ${message
+            .replace(/^error: /, '')
+            .trimEnd()
+            .replace(/\s*\n\s*/g, ' ')}\n`,
+        ),
+    })
     .exitOverride();
 
-  addRunOptions(program.command('train').description('train a model on a dataset and print a summary'))
-    .addOption(new Option('--optimizer <name>', 'optimizer').choices([...OPTIMIZERS]).default('adamw'))
-    .option('--eval-every <n>', 'evaluate on the test set every N steps (always at epoch ends)', integer('--eval-every', 0), 0)
-    .option('--checkpoint-dir <dir>', 'write the complete training state to this folder (atomically): every --checkpoint-every steps, at the end, and on Ctrl-C/SIGTERM')
-    .option('--checkpoint-every <n>', 'steps between checkpoints (default: one per epoch; needs --checkpoint-dir)', integer('--checkpoint-every', 1))
-    .option('--resume <dir>', 'continue the run checkpointed in this folder (same configuration; --epochs/--steps may extend it; appends to its recording)')
+  addRunOptions(
+    program.command('train').description('train a model on a dataset and print a summary'),
+  )
+    .addOption(
+      new Option('--optimizer <name>', 'optimizer').choices([...OPTIMIZERS]).default('adamw'),
+    )
+    .option(
+      '--eval-every <n>',
+      'evaluate on the test set every N steps (always at epoch ends)',
+      integer('--eval-every', 0),
+      0,
+    )
+    .option(
+      '--checkpoint-dir <dir>',
+      'write the complete training state to this folder (atomically): every --checkpoint-every steps, at the end, and on Ctrl-C/SIGTERM',
+    )
+    .option(
+      '--checkpoint-every <n>',
+      'steps between checkpoints (default: one per epoch; needs --checkpoint-dir)',
+      integer('--checkpoint-every', 1),
+    )
+    .option(
+      '--resume <dir>',
+      'continue the run checkpointed in this folder (same configuration; --epochs/--steps may extend it; appends to its recording)',
+    )
     .action(async (options: TrainCommandOptions, command: Command) => {
       await runTrainCommand(options, io, (key) => command.getOptionValueSource(key));
     });
 
-  addRunOptions(program.command('compare').description('train several optimizers on the same data order and initial weights; print one table'))
-    .option('--optimizers <list>', `comma-separated, from ${OPTIMIZERS.join(', ')}`, (value: string) => {
-      const names = value.split(',').map((s) => s.trim()).filter(Boolean);
-      const unknown = names.filter((n) => !(OPTIMIZERS as readonly string[]).includes(n));
-      if (names.length === 0 || unknown.length > 0) throw new InvalidArgumentError(`--optimizers must list optimizers from ${OPTIMIZERS.join(', ')}, got "${value}".`);
-      return names;
-    }, [...OPTIMIZERS])
-    .option('--target <accuracy>', 'test accuracy for the epochs-to-target column', number('--target', { min: 0, max: 1 }), 0.9)
-    .option('--eval-every <n>', 'evaluate on the test set every N steps (always at epoch ends)', integer('--eval-every', 0), 10)
+  addRunOptions(
+    program
+      .command('compare')
+      .description(
+        'train several optimizers on the same data order and initial weights; print one table',
+      ),
+  )
+    .option(
+      '--optimizers <list>',
+      `comma-separated, from ${OPTIMIZERS.join(', ')}`,
+      (value: string) => {
+        const names = value
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean);
+        const unknown = names.filter((n) => !(OPTIMIZERS as readonly string[]).includes(n));
+        if (names.length === 0 || unknown.length > 0)
+          throw new InvalidArgumentError(
+            `--optimizers must list optimizers from ${OPTIMIZERS.join(', ')}, got "${value}".`,
+          );
+        return names;
+      },
+      [...OPTIMIZERS],
+    )
+    .option(
+      '--target <accuracy>',
+      'test accuracy for the epochs-to-target column',
+      number('--target', { min: 0, max: 1 }),
+      0.9,
+    )
+    .option(
+      '--eval-every <n>',
+      'evaluate on the test set every N steps (always at epoch ends)',
+      integer('--eval-every', 0),
+      10,
+    )
     .action(async (options: CompareCommandOptions) => {
       await runCompareCommand(options, io);
     });
 
-  addLiveOptions(program.command('replay').description('replay recordings: a summary table, or through the dashboard').argument('<files...>', 'recordings (.arrows)'))
-    .option('--speed <n>', 'replay pace: recorded pace × N (default: as fast as possible)', number('--speed'))
+  addLiveOptions(
+    program
+      .command('replay')
+      .description('replay recordings: a summary table, or through the dashboard')
+      .argument('<files...>', 'recordings (.arrows)'),
+  )
+    .option(
+      '--speed <n>',
+      'replay pace: recorded pace × N (default: as fast as possible)',
+      number('--speed'),
+    )
     .option('--summary', 'print a per-run summary table (the default without --serve)')
     .action(async (files: string[], options: ReplayCommandOptions) => {
       await runReplayCommand(files, options, io);
     });
 
-  addLiveOptions(program.command('serve').description('serve the dashboard for every recording in a folder').argument('<dir>', 'folder of recordings (.arrows)'), { serveFlag: false }).action(async (dir: string, options: ServeCommandOptions) => {
+  addLiveOptions(
+    program
+      .command('serve')
+      .description('serve the dashboard for every recording in a folder')
+      .argument('<dir>', 'folder of recordings (.arrows)'),
+    { serveFlag: false },
+  ).action(async (dir: string, options: ServeCommandOptions) => {
     await runServeCommand(dir, options, io);
   });
 
@@ -106,8 +253,14 @@ export function buildProgram(io: CliIo): Command {
     if (takes.at(-1)?.variadic) return;
     const stray = action.args[takes.length];
     if (stray === undefined) return;
-    const expected = takes.length === 0 ? 'it takes only options' : `it takes ${takes.map((a) => `<${a.name()}>`).join(' ')} and options`;
-    action.error(`unexpected argument ${JSON.stringify(stray)} for '${action.name()}' (${expected}; flags such as --json take no value)`, { code: 'commander.excessArguments' });
+    const expected =
+      takes.length === 0
+        ? 'it takes only options'
+        : `it takes ${takes.map((a) => `<${a.name()}>`).join(' ')} and options`;
+    action.error(
+      `unexpected argument ${JSON.stringify(stray)} for '${action.name()}' (${expected}; flags such as --json take no value)`,
+      { code: 'commander.excessArguments' },
+    );
   });
 
   return program;

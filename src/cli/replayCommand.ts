@@ -19,13 +19,20 @@ export interface ReplayCommandOptions extends LiveOptions {
   readonly summary?: boolean;
 }
 
-export type ServeCommandOptions = Omit<LiveOptions, 'serve' | 'keepServing' | 'record' | 'overwrite'>;
+export type ServeCommandOptions = Omit<
+  LiveOptions,
+  'serve' | 'keepServing' | 'record' | 'overwrite'
+>;
 
 /**
  * `grng replay FILE...`: replays recordings through the same sinks as a live run — the dashboard
  * (`--serve`, at `--speed` × the recorded pace) and/or a per-run summary table.
  */
-export async function runReplayCommand(files: string[], options: ReplayCommandOptions, io: CliIo): Promise<void> {
+export async function runReplayCommand(
+  files: string[],
+  options: ReplayCommandOptions,
+  io: CliIo,
+): Promise<void> {
   const rowsByRun = new Map<string, { run: RecordedRun; rows: MetricsRow[] }>();
   // Printed when the replay is done, before any --keep-serving.
   const printSummary = async (): Promise<void> => {
@@ -34,36 +41,50 @@ export async function runReplayCommand(files: string[], options: ReplayCommandOp
     for (const { run, rows } of rowsByRun.values()) summaries.push(await summaryOf(run, rows));
     io.out(`${formatSummaryTable(summaries)}\n`);
   };
-  await withLive(options, io, async (hub) => {
-    const feeds = new Map<string, { rows: Subject<MetricsRow>; subscription: Subscription }>();
-    try {
-      await new Promise<void>((resolve, reject) => {
-        replayArrow(files, { ...(options.speed !== undefined ? { speed: options.speed } : {}), onWarning: (message) => io.err(`grng: warning: ${message}\n`) }).subscribe({
-          next: ({ run, row }) => {
-            let entry = rowsByRun.get(run.id);
-            if (!entry) rowsByRun.set(run.id, (entry = { run, rows: [] }));
-            entry.rows.push(row);
-            if (hub) feedOf(feeds, hub, run).next(row);
-          },
-          error: reject,
-          complete: resolve,
+  await withLive(
+    options,
+    io,
+    async (hub) => {
+      const feeds = new Map<string, { rows: Subject<MetricsRow>; subscription: Subscription }>();
+      try {
+        await new Promise<void>((resolve, reject) => {
+          replayArrow(files, {
+            ...(options.speed !== undefined ? { speed: options.speed } : {}),
+            onWarning: (message) => io.err(`grng: warning: ${message}\n`),
+          }).subscribe({
+            next: ({ run, row }) => {
+              let entry = rowsByRun.get(run.id);
+              if (!entry) rowsByRun.set(run.id, (entry = { run, rows: [] }));
+              entry.rows.push(row);
+              if (hub) feedOf(feeds, hub, run).next(row);
+            },
+            error: reject,
+            complete: resolve,
+          });
         });
-      });
-    } finally {
-      for (const feed of feeds.values()) {
-        feed.rows.complete();
-        feed.subscription.unsubscribe();
+      } finally {
+        for (const feed of feeds.values()) {
+          feed.rows.complete();
+          feed.subscription.unsubscribe();
+        }
       }
-    }
-  }, { done: printSummary, finished: 'replay done' });
+    },
+    { done: printSummary, finished: 'replay done' },
+  );
 }
 
-function feedOf(feeds: Map<string, { rows: Subject<MetricsRow>; subscription: Subscription }>, hub: RunHub, run: RecordedRun): Subject<MetricsRow> {
+function feedOf(
+  feeds: Map<string, { rows: Subject<MetricsRow>; subscription: Subscription }>,
+  hub: RunHub,
+  run: RecordedRun,
+): Subject<MetricsRow> {
   let feed = feeds.get(run.id);
   if (!feed) {
     const schema = metricsSchema(run);
     const rows = new Subject<MetricsRow>();
-    const subscription = rows.pipe(toRecordBatches(schema), broadcast(hub, run, schema)).subscribe();
+    const subscription = rows
+      .pipe(toRecordBatches(schema), broadcast(hub, run, schema))
+      .subscribe();
     feeds.set(run.id, (feed = { rows, subscription }));
   }
   return feed.rows;
@@ -71,7 +92,16 @@ function feedOf(feeds: Map<string, { rows: Subject<MetricsRow>; subscription: Su
 
 /** A run summary recomputed from its recorded rows. */
 export function summaryOf(run: RecordedRun, rows: MetricsRow[]): Promise<RunSummary> {
-  return lastValueFrom(from(rows).pipe(summarize({ optimizer: run.label, backend: run.backend, dataset: run.dataset, batchesPerEpoch: run.batchesPerEpoch })));
+  return lastValueFrom(
+    from(rows).pipe(
+      summarize({
+        optimizer: run.label,
+        backend: run.backend,
+        dataset: run.dataset,
+        batchesPerEpoch: run.batchesPerEpoch,
+      }),
+    ),
+  );
 }
 
 /**
@@ -81,12 +111,22 @@ export function summaryOf(run: RecordedRun, rows: MetricsRow[]): Promise<RunSumm
  * publish whatever it points to, and a FIFO would block the reader forever. A second file with
  * the id of a run already served is skipped too, so one id always names one file.
  */
-export async function runServeCommand(dir: string, options: ServeCommandOptions, io: CliIo): Promise<void> {
+export async function runServeCommand(
+  dir: string,
+  options: ServeCommandOptions,
+  io: CliIo,
+): Promise<void> {
   let names: string[];
   try {
-    names = readdirSync(dir).filter((n) => n.endsWith('.arrows')).sort();
+    names = readdirSync(dir)
+      .filter((n) => n.endsWith('.arrows'))
+      .sort();
   } catch (error) {
-    throw new GrngError('invalid-option', `cannot read folder ${dir}: ${(error as Error).message}`, { option: 'dir', value: dir });
+    throw new GrngError(
+      'invalid-option',
+      `cannot read folder ${dir}: ${(error as Error).message}`,
+      { option: 'dir', value: dir },
+    );
   }
   await withLive(
     { ...options, serve: true },
@@ -102,13 +142,22 @@ export async function runServeCommand(dir: string, options: ServeCommandOptions,
         }
         try {
           const rec = readRecording(path);
-          if (rec.truncated) io.err(`grng: warning: ${path}: truncated at byte ${rec.truncated.offset}; serving ${rec.rows} rows\n`);
+          if (rec.truncated)
+            io.err(
+              `grng: warning: ${path}: truncated at byte ${rec.truncated.offset}; serving ${rec.rows} rows\n`,
+            );
           const earlier = hub!.run(rec.run.id);
           if (earlier) {
-            io.err(`grng: warning: skipping ${path}: run id ${JSON.stringify(rec.run.id)} is already served from ${earlier.recordingPath ?? 'another file'}\n`);
+            io.err(
+              `grng: warning: skipping ${path}: run id ${JSON.stringify(rec.run.id)} is already served from ${earlier.recordingPath ?? 'another file'}\n`,
+            );
             continue;
           }
-          hub!.addRun(rec.run, rec.schema, { batches: rec.batches, finished: true, recordingPath: path });
+          hub!.addRun(rec.run, rec.schema, {
+            batches: rec.batches,
+            finished: true,
+            recordingPath: path,
+          });
         } catch (error) {
           if (!isGrngError(error)) throw error;
           io.err(`grng: skipping ${error.message}\n`);
@@ -120,13 +169,17 @@ export async function runServeCommand(dir: string, options: ServeCommandOptions,
   );
 }
 
-/** Why `path` (an entry of the folder whose real path is `realDir`) must not be served, if it must not. */
+/**
+ * Why `path` (an entry of the folder whose real path is `realDir`) must not be served, if it must
+ * not.
+ */
 function unservable(path: string, realDir: string): string | undefined {
   try {
     if (lstatSync(path).isSymbolicLink()) {
       const target = realpathSync(path);
       const inside = relative(realDir, target);
-      if (inside === '' || inside === '..' || inside.startsWith(`..${sep}`) || isAbsolute(inside)) return `a symbolic link to ${target}, outside the folder`;
+      if (inside === '' || inside === '..' || inside.startsWith(`..${sep}`) || isAbsolute(inside))
+        return `a symbolic link to ${target}, outside the folder`;
     }
     if (!statSync(path).isFile()) return 'not a regular file';
   } catch (error) {

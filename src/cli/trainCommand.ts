@@ -35,7 +35,8 @@ export interface RunCommandOptions extends LiveOptions {
   readonly wasmThreads?: number;
   readonly json?: boolean;
   readonly maxBadSteps?: number;
-  // The optimizer flags (--lr, --momentum, ...) come from the option tables: optimizerOptionsOf reads them.
+  // The optimizer flags (--lr, --momentum, ...) come from the option tables: optimizerOptionsOf
+  // reads them.
 }
 
 export interface TrainCommandOptions extends RunCommandOptions {
@@ -51,9 +52,25 @@ export interface CompareCommandOptions extends RunCommandOptions {
 }
 
 /** The fields `train --json` prints, in this order (compare adds the rest of the summary). */
-export const JSON_FIELDS = ['optimizer', 'backend', 'dataset', 'steps', 'epochs', 'finalLoss', 'testAccuracy', 'testLoss', 'msPerStep', 'samplesPerSecond', 'meanGradNorm'] as const;
+export const JSON_FIELDS = [
+  'optimizer',
+  'backend',
+  'dataset',
+  'steps',
+  'epochs',
+  'finalLoss',
+  'testAccuracy',
+  'testLoss',
+  'msPerStep',
+  'samplesPerSecond',
+  'meanGradNorm',
+] as const;
 
-function trainOptionsOf(options: RunCommandOptions, optimizer: string, extra: Partial<TrainOptions> = {}): TrainOptions {
+function trainOptionsOf(
+  options: RunCommandOptions,
+  optimizer: string,
+  extra: Partial<TrainOptions> = {},
+): TrainOptions {
   return dropUndefined({
     dataset: options.dataset,
     model: options.model,
@@ -85,11 +102,17 @@ interface LiveRun {
 
 async function runOne(trainOptions: TrainOptions, io: CliIo, live: LiveRun): Promise<RunSummary> {
   return train({ ...trainOptions, control: live.control }, (meta) => {
-    const from = meta.startStep > 0 ? `, resuming at step ${meta.startStep} from ${meta.resumedFrom}` : '';
-    io.err(`grng: backend ${meta.backend} (${meta.backendDetail}); ${meta.model} (${meta.parameters} parameters) on ${meta.dataset}, ${meta.optimizer} ${JSON.stringify(meta.optimizerOptions)}, ${meta.totalSteps} steps${from}\n`);
+    const from =
+      meta.startStep > 0 ? `, resuming at step ${meta.startStep} from ${meta.resumedFrom}` : '';
+    io.err(
+      `grng: backend ${meta.backend} (${meta.backendDetail}); ${meta.model} (${meta.parameters} parameters) on ${meta.dataset}, ${meta.optimizer} ${JSON.stringify(meta.optimizerOptions)}, ${meta.totalSteps} steps${from}\n`,
+    );
     const groups = Object.entries(meta.groups);
     // Said only when it is not the whole model: which parameters the optimizer leaves to another.
-    if (groups.length > 1) io.err(`grng: parameter groups: ${groups.map(([group, keys]) => `${group} (${keys.join(', ')})`).join('; ')}\n`);
+    if (groups.length > 1)
+      io.err(
+        `grng: parameter groups: ${groups.map(([group, keys]) => `${group} (${keys.join(', ')})`).join('; ')}\n`,
+      );
     const bar = progressBar({ total: meta.totalSteps, label: meta.optimizer });
     const arrow = liveSink(meta, live.options, live.hub, meta.optimizer, live.many, {
       ...(live.group ? { group: live.group } : {}),
@@ -104,16 +127,32 @@ async function runOne(trainOptions: TrainOptions, io: CliIo, live: LiveRun): Pro
 /** Where a flag's value came from (commander): `cli` when typed, `default` otherwise. */
 export type OptionSource = (key: string) => string | undefined;
 
-export async function runTrainCommand(options: TrainCommandOptions, io: CliIo, sourceOf: OptionSource = () => 'cli'): Promise<void> {
+export async function runTrainCommand(
+  options: TrainCommandOptions,
+  io: CliIo,
+  sourceOf: OptionSource = () => 'cli',
+): Promise<void> {
   if (options.checkpointEvery !== undefined && !options.checkpointDir && !options.resume) {
-    throw new GrngError('invalid-option', '--checkpoint-every needs --checkpoint-dir (where to write the checkpoints)', { option: 'checkpointEvery' });
+    throw new GrngError(
+      'invalid-option',
+      '--checkpoint-every needs --checkpoint-dir (where to write the checkpoints)',
+      { option: 'checkpointEvery' },
+    );
   }
   if (options.checkpointDir !== undefined) {
     // Checked here too (prepareRun checks it for API callers): an empty value never reaches it.
     prepareCheckpointDir(options.checkpointDir);
     // Another run's checkpoint is not replaced by accident.
-    if (options.checkpointDir !== options.resume && hasCheckpoint(options.checkpointDir) && !options.overwrite) {
-      throw new GrngError('invalid-option', `--checkpoint-dir ${options.checkpointDir} already holds a checkpoint: continue it with --resume ${options.checkpointDir}, or replace it with --overwrite`, { option: 'checkpointDir' });
+    if (
+      options.checkpointDir !== options.resume &&
+      hasCheckpoint(options.checkpointDir) &&
+      !options.overwrite
+    ) {
+      throw new GrngError(
+        'invalid-option',
+        `--checkpoint-dir ${options.checkpointDir} already holds a checkpoint: continue it with --resume ${options.checkpointDir}, or replace it with --overwrite`,
+        { option: 'checkpointDir' },
+      );
     }
   }
   const checkpointDir = options.checkpointDir ?? options.resume;
@@ -127,21 +166,40 @@ export async function runTrainCommand(options: TrainCommandOptions, io: CliIo, s
     let live: LiveOptions = options;
     let runId: string | undefined;
     try {
-      trainOptions = checkpoint ? { ...trainOptionsOfGiven(options, sourceOf, checkpoint.backend), resume: checkpoint } : trainOptionsOf(options, options.optimizer);
-      if (checkpointDir) trainOptions = { ...trainOptions, checkpoint: { dir: checkpointDir, ...(options.checkpointEvery ? { every: options.checkpointEvery } : {}) } };
+      trainOptions = checkpoint
+        ? { ...trainOptionsOfGiven(options, sourceOf, checkpoint.backend), resume: checkpoint }
+        : trainOptionsOf(options, options.optimizer);
+      if (checkpointDir)
+        trainOptions = {
+          ...trainOptions,
+          checkpoint: {
+            dir: checkpointDir,
+            ...(options.checkpointEvery ? { every: options.checkpointEvery } : {}),
+          },
+        };
       // A resumed run appends to the recording its checkpoint names, unless told otherwise.
       const recordPath = options.record ?? checkpoint?.recording?.path;
       if (checkpoint && recordPath) {
         if (existsSync(recordPath)) {
           resumed = reopenRecording(recordPath, checkpoint.step);
-          if (resumed.lastStep < checkpoint.step) io.err(`grng: warning: ${recordPath} ends at step ${resumed.lastStep}, the checkpoint at ${checkpoint.step}: steps ${resumed.lastStep + 1}–${checkpoint.step} are missing from it\n`);
+          if (resumed.lastStep < checkpoint.step)
+            io.err(
+              `grng: warning: ${recordPath} ends at step ${resumed.lastStep}, the checkpoint at ${checkpoint.step}: steps ${resumed.lastStep + 1}–${checkpoint.step} are missing from it\n`,
+            );
         } else {
-          io.err(`grng: warning: recording ${recordPath} of the checkpointed run is gone; starting a new one\n`);
+          io.err(
+            `grng: warning: recording ${recordPath} of the checkpointed run is gone; starting a new one\n`,
+          );
         }
         live = { ...options, record: recordPath };
       }
-      runId = resumed?.run.id ?? (recordPath || options.serve ? newRunId(checkpoint?.run.optimizer ?? options.optimizer) : undefined);
-      if (recordPath && runId) trainOptions = { ...trainOptions, recording: { path: recordPath, runId } };
+      runId =
+        resumed?.run.id ??
+        (recordPath || options.serve
+          ? newRunId(checkpoint?.run.optimizer ?? options.optimizer)
+          : undefined);
+      if (recordPath && runId)
+        trainOptions = { ...trainOptions, recording: { path: recordPath, runId } };
     } catch (error) {
       if (checkpoint) disposeCheckpoint(checkpoint);
       throw error;
@@ -149,12 +207,31 @@ export async function runTrainCommand(options: TrainCommandOptions, io: CliIo, s
     // The report comes when training is done, before any --keep-serving.
     const report = (): void => {
       restoreSignals();
-      if (control.stopReason) io.err(`grng: stopped by ${control.stopReason} after ${summary.steps} steps${checkpointDir ? `; checkpoint in ${checkpointDir} (continue with --resume ${checkpointDir})` : ' (no --checkpoint-dir: not checkpointed)'}\n`);
-      printSummaries(io, formatSummaryTable([summary]), options.json ? Object.fromEntries(JSON_FIELDS.map((k) => [k, summary[k]])) : undefined);
+      if (control.stopReason)
+        io.err(
+          `grng: stopped by ${control.stopReason} after ${summary.steps} steps${checkpointDir ? `; checkpoint in ${checkpointDir} (continue with --resume ${checkpointDir})` : ' (no --checkpoint-dir: not checkpointed)'}\n`,
+        );
+      printSummaries(
+        io,
+        formatSummaryTable([summary]),
+        options.json ? Object.fromEntries(JSON_FIELDS.map((k) => [k, summary[k]])) : undefined,
+      );
     };
-    await withLive(live, io, async (hub) => {
-      summary = await runOne(trainOptions, io, { options: live, hub, many: false, control, ...(resumed ? { resumed } : {}), ...(runId ? { runId } : {}) });
-    }, { stopped: () => control.stopRequested, done: report, finished: 'training done' });
+    await withLive(
+      live,
+      io,
+      async (hub) => {
+        summary = await runOne(trainOptions, io, {
+          options: live,
+          hub,
+          many: false,
+          control,
+          ...(resumed ? { resumed } : {}),
+          ...(runId ? { runId } : {}),
+        });
+      },
+      { stopped: () => control.stopRequested, done: report, finished: 'training done' },
+    );
   } finally {
     restoreSignals();
   }
@@ -175,10 +252,14 @@ function printSummaries(io: CliIo, table: string, json: unknown): void {
  * an error before the first one trains rather than when its turn comes.
  */
 async function checkEveryOptimizer(options: CompareCommandOptions): Promise<void> {
-  await initBackend(options.backend, options.wasmThreads === undefined ? {} : { wasmThreads: options.wasmThreads });
+  await initBackend(
+    options.backend,
+    options.wasmThreads === undefined ? {} : { wasmThreads: options.wasmThreads },
+  );
   const probe = mlp({ inputs: 2, layers: [{ units: 2 }, { units: 2 }], seed: 0 });
   try {
-    for (const optimizer of options.optimizers) createOptimizer(optimizer, probe, optimizerOptionsOf(options), { lenient: true });
+    for (const optimizer of options.optimizers)
+      createOptimizer(optimizer, probe, optimizerOptionsOf(options), { lenient: true });
   } finally {
     probe.dispose();
   }
@@ -188,10 +269,21 @@ async function checkEveryOptimizer(options: CompareCommandOptions): Promise<void
  * The options of a resumed run the user actually typed (commander fills in defaults for the
  * rest, which must not be mistaken for changes to the checkpoint's configuration).
  */
-function trainOptionsOfGiven(options: TrainCommandOptions, sourceOf: OptionSource, checkpointBackend: string): TrainOptions {
-  const typed = Object.fromEntries(Object.entries(options).filter(([key]) => sourceOf(key) !== 'default' && sourceOf(key) !== undefined)) as unknown as TrainCommandOptions;
+function trainOptionsOfGiven(
+  options: TrainCommandOptions,
+  sourceOf: OptionSource,
+  checkpointBackend: string,
+): TrainOptions {
+  const typed = Object.fromEntries(
+    Object.entries(options).filter(
+      ([key]) => sourceOf(key) !== 'default' && sourceOf(key) !== undefined,
+    ),
+  ) as unknown as TrainCommandOptions;
   // The backend the run was on, unless another is asked for: the trajectory then repeats exactly.
-  const backend = sourceOf('backend') === 'default' && !process.env.GRNG_BACKEND ? (checkpointBackend as BackendChoice) : options.backend;
+  const backend =
+    sourceOf('backend') === 'default' && !process.env.GRNG_BACKEND
+      ? (checkpointBackend as BackendChoice)
+      : options.backend;
   const given = trainOptionsOf({ ...typed, backend } as TrainCommandOptions, typed.optimizer);
   const optimizerOptions = given.optimizerOptions ?? {};
   const { optimizerOptions: _dropped, ...rest } = given;
@@ -213,21 +305,46 @@ export async function runCompareCommand(options: CompareCommandOptions, io: CliI
     // The table comes when training is done, before any --keep-serving.
     const report = (): void => {
       restoreSignals();
-      if (control.stopReason) io.err(`grng: stopped by ${control.stopReason}; ${summaries.length} of ${options.optimizers.length} optimizers run\n`);
+      if (control.stopReason)
+        io.err(
+          `grng: stopped by ${control.stopReason}; ${summaries.length} of ${options.optimizers.length} optimizers run\n`,
+        );
       const fields = [...JSON_FIELDS, 'meanUpdateGradCorrelation', 'epochsToTarget'] as const;
-      printSummaries(io, formatSummaryTable(summaries, { targetAccuracy: options.target }), options.json ? summaries.map((s) => Object.fromEntries(fields.map((k) => [k, s[k]]))) : undefined);
+      printSummaries(
+        io,
+        formatSummaryTable(summaries, { targetAccuracy: options.target }),
+        options.json
+          ? summaries.map((s) => Object.fromEntries(fields.map((k) => [k, s[k]])))
+          : undefined,
+      );
     };
-    await withLive(options, io, async (hub) => {
-      for (const optimizer of options.optimizers) {
-        if (control.stopRequested) break;
-        summaries.push(await runOne(trainOptionsOf(options, optimizer, { lenientOptions: true, targetAccuracy: options.target }), io, { options, hub, many: true, group, control }));
-      }
-    }, { stopped: () => control.stopRequested, done: report, finished: 'training done' });
+    await withLive(
+      options,
+      io,
+      async (hub) => {
+        for (const optimizer of options.optimizers) {
+          if (control.stopRequested) break;
+          summaries.push(
+            await runOne(
+              trainOptionsOf(options, optimizer, {
+                lenientOptions: true,
+                targetAccuracy: options.target,
+              }),
+              io,
+              { options, hub, many: true, group, control },
+            ),
+          );
+        }
+      },
+      { stopped: () => control.stopRequested, done: report, finished: 'training done' },
+    );
   } finally {
     restoreSignals();
   }
 }
 
 function dropUndefined<T extends object>(value: T): { [K in keyof T]: Exclude<T[K], undefined> } {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as { [K in keyof T]: Exclude<T[K], undefined> };
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as {
+    [K in keyof T]: Exclude<T[K], undefined>;
+  };
 }

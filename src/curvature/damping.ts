@@ -14,7 +14,8 @@ export type DampedFactors = {
 };
 
 /**
- * Factored Tikhonov damping with the π correction of K-FAC [prior] (docs/algorithms.md, Kronecker-factored Fisher): total damping γ
+ * Factored Tikhonov damping with the π correction of K-FAC [prior] (docs/algorithms.md,
+ * Kronecker-factored Fisher): total damping γ
  * is split as A + π√γ I and G + (√γ/π) I, with π the ratio of the factors' mean eigenvalues, so
  * each factor is damped in proportion to its own scale (the product's damping stays ≈ γ while
  * neither factor's damping is swamped or negligible). Everything stays on the device: π is
@@ -28,9 +29,16 @@ export type DampedFactors = {
  */
 export function dampFactors(a: tf.Tensor2D, g: tf.Tensor2D, gamma: number): DampedFactors {
   const gam = checkNumber('gamma', gamma, { min: 0, minExclusive: true });
-  for (const [name, t] of [['a', a], ['g', g]] as const) {
+  for (const [name, t] of [
+    ['a', a],
+    ['g', g],
+  ] as const) {
     if (t.rank !== 2 || t.shape[0] !== t.shape[1]) {
-      throw new GrngError('shape', `dampFactors needs square factors, got ${name} [${t.shape.join(', ')}]`, { [name]: t.shape });
+      throw new GrngError(
+        'shape',
+        `dampFactors needs square factors, got ${name} [${t.shape.join(', ')}]`,
+        { [name]: t.shape },
+      );
     }
   }
   const root = Math.sqrt(gam);
@@ -40,7 +48,10 @@ export function dampFactors(a: tf.Tensor2D, g: tf.Tensor2D, gamma: number): Damp
     const meanA = tf.div(trace(a), dA);
     const meanG = tf.div(trace(g), dG);
     const ratio = tf.sqrt(tf.div(meanA, meanG));
-    const defined = tf.logicalAnd(tf.logicalAnd(tf.greater(meanA, 0), tf.greater(meanG, 0)), tf.isFinite(ratio));
+    const defined = tf.logicalAnd(
+      tf.logicalAnd(tf.greater(meanA, 0), tf.greater(meanG, 0)),
+      tf.isFinite(ratio),
+    );
     const pi = tf.where(defined, ratio, tf.onesLike(ratio)) as tf.Scalar;
     return {
       a: tf.add(a, tf.mul(tf.eye(dA), tf.mul(pi, root))) as tf.Tensor2D,

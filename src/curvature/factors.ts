@@ -45,18 +45,29 @@ export function secondMoments(aRows: tf.Tensor2D, gRows: tf.Tensor2D): BatchFact
  * @example
  * const next = foldGram(previous, rows.a, rows.g, 0.95);
  */
-export function foldGram(previous: FactorAverages | undefined, aRows: tf.Tensor2D, gRows: tf.Tensor2D, beta: number): FactorAverages {
+export function foldGram(
+  previous: FactorAverages | undefined,
+  aRows: tf.Tensor2D,
+  gRows: tf.Tensor2D,
+  beta: number,
+): FactorAverages {
   checkRows(aRows, gRows);
   const aSum = nativeGramUpdate(aRows, previous?.a.sum, (1 - beta) / aRows.shape[0], beta);
   const gSum = aSum && nativeGramUpdate(gRows, previous?.g.sum, (1 - beta) / gRows.shape[0], beta);
   if (aSum && gSum) {
-    const weight = (w: number | undefined): number => (w === undefined ? 1 - beta : beta * w + (1 - beta));
-    return { a: { sum: aSum, weight: weight(previous?.a.weight) }, g: { sum: gSum, weight: weight(previous?.g.weight) } };
+    const weight = (w: number | undefined): number =>
+      w === undefined ? 1 - beta : beta * w + (1 - beta);
+    return {
+      a: { sum: aSum, weight: weight(previous?.a.weight) },
+      g: { sum: gSum, weight: weight(previous?.g.weight) },
+    };
   }
   aSum?.dispose();
   const fresh = secondMoments(aRows, gRows);
   try {
-    return previous ? { a: updateAverage(previous.a, fresh.a, beta), g: updateAverage(previous.g, fresh.g, beta) } : { a: startAverage(fresh.a, beta), g: startAverage(fresh.g, beta) };
+    return previous
+      ? { a: updateAverage(previous.a, fresh.a, beta), g: updateAverage(previous.g, fresh.g, beta) }
+      : { a: startAverage(fresh.a, beta), g: startAverage(fresh.g, beta) };
   } finally {
     tf.dispose([fresh.a, fresh.g]);
   }
@@ -64,6 +75,10 @@ export function foldGram(previous: FactorAverages | undefined, aRows: tf.Tensor2
 
 function checkRows(aRows: tf.Tensor2D, gRows: tf.Tensor2D): void {
   if (aRows.rank !== 2 || gRows.rank !== 2 || aRows.shape[0] === 0 || gRows.shape[0] === 0) {
-    throw new GrngError('shape', `factor statistics need two non-empty matrices of rows, got [${aRows.shape.join(', ')}] and [${gRows.shape.join(', ')}]`, { a: aRows.shape, g: gRows.shape });
+    throw new GrngError(
+      'shape',
+      `factor statistics need two non-empty matrices of rows, got [${aRows.shape.join(', ')}] and [${gRows.shape.join(', ')}]`,
+      { a: aRows.shape, g: gRows.shape },
+    );
   }
 }

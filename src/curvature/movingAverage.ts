@@ -1,7 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { checkUnitInterval } from '../validate.js';
 
-/** Default decay β of the factor moving averages (docs/algorithms.md, Kronecker-factored Fisher). */
+/**
+ * Default decay β of the factor moving averages (docs/algorithms.md, Kronecker-factored Fisher).
+ */
 export const DEFAULT_FACTOR_DECAY = 0.95;
 
 /**
@@ -24,20 +26,28 @@ export interface FactorAverage {
  * @example
  * let avg = startAverage(aHat); // averageValue(avg) equals aHat
  */
-export function startAverage(sample: tf.Tensor2D, beta: number = DEFAULT_FACTOR_DECAY): FactorAverage {
+export function startAverage(
+  sample: tf.Tensor2D,
+  beta: number = DEFAULT_FACTOR_DECAY,
+): FactorAverage {
   const b = checkUnitInterval('beta', beta);
   return { sum: tf.tidy(() => tf.mul(sample, 1 - b) as tf.Tensor2D), weight: 1 - b };
 }
 
 /**
- * sum ← β·sum + (1−β)·sample, weight ← β·weight + (1−β) [prior] (docs/algorithms.md, Kronecker-factored Fisher). Pure: returns a new
+ * sum ← β·sum + (1−β)·sample, weight ← β·weight + (1−β) [prior] (docs/algorithms.md,
+ * Kronecker-factored Fisher). Pure: returns a new
  * average and disposes neither the old one nor the sample (the caller swaps and disposes, so a
  * failed step never leaves a half-updated state).
  *
  * @example
  * const next = updateAverage(avg, aHat); avg.sum.dispose(); avg = next;
  */
-export function updateAverage(average: FactorAverage, sample: tf.Tensor2D, beta: number = DEFAULT_FACTOR_DECAY): FactorAverage {
+export function updateAverage(
+  average: FactorAverage,
+  sample: tf.Tensor2D,
+  beta: number = DEFAULT_FACTOR_DECAY,
+): FactorAverage {
   const b = checkUnitInterval('beta', beta);
   const sum = tf.tidy(() => tf.add(tf.mul(average.sum, b), tf.mul(sample, 1 - b)) as tf.Tensor2D);
   return { sum, weight: b * average.weight + (1 - b) };

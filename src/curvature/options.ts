@@ -1,7 +1,10 @@
 import { DEFAULT_FACTOR_DECAY } from './movingAverage.js';
 import { checkKeys, checkOption } from '../validate.js';
 
-/** How the Kronecker-factored Fisher is estimated and inverted (docs/algorithms.md, Kronecker-factored Fisher). */
+/**
+ * How the Kronecker-factored Fisher is estimated and inverted (docs/algorithms.md,
+ * Kronecker-factored Fisher).
+ */
 export interface CurvatureOptions {
   /** `sampled` (true Fisher, labels drawn from the model, default) or `empirical` (true labels). */
   readonly fisher?: 'sampled' | 'empirical';
@@ -23,7 +26,8 @@ export interface CurvatureOptions {
    */
   readonly newtonWarmTrials?: number;
   /**
-   * How the damped factors are inverted at a refresh [ours]: `newton-schulz` (docs/algorithms.md: matrix
+   * How the damped factors are inverted at a refresh [ours]: `newton-schulz` (docs/algorithms.md:
+   * matrix
    * products only, every backend), `cholesky` (float64 Cholesky through LAPACK, where the native
    * BLAS matMul is loaded on the wasm backend: ~d³ flops against ~4d³ per Newton–Schulz
    * iteration, and exact to float32 rounding), or `auto` (default): Cholesky where it is
@@ -57,15 +61,79 @@ export type ResolvedCurvatureOptions = Required<CurvatureOptions>;
  * command line; `seed` is the run's `--seed`, handed on.
  */
 export const CURVATURE_OPTIONS = {
-  fisher: { kind: 'choice', choices: ['sampled', 'empirical'], default: 'sampled', flag: '--fisher', help: 'Fisher estimate: sampled (labels drawn from the model) or empirical (true labels)' },
-  beta: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: DEFAULT_FACTOR_DECAY, flag: '--stats-decay', help: 'moving-average decay β of the Kronecker factors' },
-  statsEvery: { kind: 'integer', min: 1, default: 1, flag: '--stats-every', help: 'factor statistics every N steps' },
-  inverseEvery: { kind: 'integer', min: 1, default: 10, flag: '--inverse-every', help: 'refresh the inverses every N steps' },
-  newtonTolerance: { kind: 'number', min: 0, minExclusive: true, default: 1e-4, listed: false, flag: '--newton-tol', help: 'Newton–Schulz tolerance on ‖I − MX‖_F/√d' },
-  newtonMaxIterations: { kind: 'integer', min: 1, default: 30, listed: false, flag: '--newton-max-iters', help: 'Newton–Schulz iteration cap' },
-  newtonWarmTrials: { kind: 'integer', min: 0, default: 1, listed: false, flag: '--newton-warm-trials', help: 'iterations a warm Newton–Schulz start gets before a cold restart' },
-  inverse: { kind: 'choice', choices: ['auto', 'newton-schulz', 'cholesky'], default: 'auto', listed: false, flag: '--inverse', placeholder: 'method', help: 'how factors are inverted: auto = float64 Cholesky where the native BLAS has LAPACK, else Newton–Schulz' },
-  seed: { kind: 'integer', min: 0, default: 1, listed: false, runFlag: true, flag: '--seed', help: 'seed of the label sampling' },
+  fisher: {
+    kind: 'choice',
+    choices: ['sampled', 'empirical'],
+    default: 'sampled',
+    flag: '--fisher',
+    help: 'Fisher estimate: sampled (labels drawn from the model) or empirical (true labels)',
+  },
+  beta: {
+    kind: 'number',
+    min: 0,
+    max: 1,
+    maxExclusive: true,
+    default: DEFAULT_FACTOR_DECAY,
+    flag: '--stats-decay',
+    help: 'moving-average decay β of the Kronecker factors',
+  },
+  statsEvery: {
+    kind: 'integer',
+    min: 1,
+    default: 1,
+    flag: '--stats-every',
+    help: 'factor statistics every N steps',
+  },
+  inverseEvery: {
+    kind: 'integer',
+    min: 1,
+    default: 10,
+    flag: '--inverse-every',
+    help: 'refresh the inverses every N steps',
+  },
+  newtonTolerance: {
+    kind: 'number',
+    min: 0,
+    minExclusive: true,
+    default: 1e-4,
+    listed: false,
+    flag: '--newton-tol',
+    help: 'Newton–Schulz tolerance on ‖I − MX‖_F/√d',
+  },
+  newtonMaxIterations: {
+    kind: 'integer',
+    min: 1,
+    default: 30,
+    listed: false,
+    flag: '--newton-max-iters',
+    help: 'Newton–Schulz iteration cap',
+  },
+  newtonWarmTrials: {
+    kind: 'integer',
+    min: 0,
+    default: 1,
+    listed: false,
+    flag: '--newton-warm-trials',
+    help: 'iterations a warm Newton–Schulz start gets before a cold restart',
+  },
+  inverse: {
+    kind: 'choice',
+    choices: ['auto', 'newton-schulz', 'cholesky'],
+    default: 'auto',
+    listed: false,
+    flag: '--inverse',
+    placeholder: 'method',
+    help: 'how factors are inverted: auto = float64 Cholesky where the native BLAS has LAPACK, else Newton–Schulz',
+  },
+  seed: {
+    kind: 'integer',
+    min: 0,
+    default: 1,
+    listed: false,
+    runFlag: true,
+    flag: '--seed',
+    help: 'seed of the label sampling',
+  },
 } as const;
 
 export const INVERSE_METHODS: readonly InverseMethod[] = CURVATURE_OPTIONS.inverse.choices;
@@ -74,6 +142,9 @@ export const CURVATURE_KEYS = Object.keys(CURVATURE_OPTIONS) as (keyof typeof CU
 /** Validates curvature options (each error names the option) and fills in the defaults. */
 export function resolveCurvatureOptions(options: CurvatureOptions = {}): ResolvedCurvatureOptions {
   checkKeys('curvature', options, CURVATURE_KEYS);
-  const resolved = Object.entries(CURVATURE_OPTIONS).map(([key, rule]) => [key, checkOption(key, rule, options[key as keyof CurvatureOptions] ?? rule.default)]);
+  const resolved = Object.entries(CURVATURE_OPTIONS).map(([key, rule]) => [
+    key,
+    checkOption(key, rule, options[key as keyof CurvatureOptions] ?? rule.default),
+  ]);
   return Object.fromEntries(resolved) as ResolvedCurvatureOptions;
 }

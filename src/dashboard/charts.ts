@@ -9,7 +9,10 @@ export interface ChartSpec {
   readonly title: string;
   /** Whether the log-scale toggle applies (quantities that are positive by nature). */
   readonly log: boolean;
-  /** Shown as soon as there is a run, even before it has a value (the others appear with their first value). */
+  /**
+   * Shown as soon as there is a run, even before it has a value (the others appear with their first
+   * value).
+   */
   readonly always?: boolean;
 }
 
@@ -47,12 +50,31 @@ export interface View {
 }
 
 /** Per-run colours, distinct on a dark background (Tableau 10, brightened). */
-export const PALETTE = ['#5aa9f5', '#f5a04a', '#62cc74', '#f26a6c', '#c08be0', '#ecd05a', '#5fd3c9', '#ff9ec2', '#c9a07f', '#b8c0cc'];
+export const PALETTE = [
+  '#5aa9f5',
+  '#f5a04a',
+  '#62cc74',
+  '#f26a6c',
+  '#c08be0',
+  '#ecd05a',
+  '#5fd3c9',
+  '#ff9ec2',
+  '#c9a07f',
+  '#b8c0cc',
+];
 export const colorOf = (index: number): string => PALETTE[index % PALETTE.length]!;
 
 const HEIGHT = 210;
-const WALL_INCRS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 15e3, 3e4, 6e4, 12e4, 3e5, 6e5, 9e5, 18e5, 36e5, 72e5, 144e5, 288e5, 864e5];
-const AXIS = { stroke: '#8b95a5', grid: { stroke: 'rgba(255,255,255,0.06)', width: 1 }, ticks: { stroke: 'rgba(255,255,255,0.12)', width: 1, size: 4 }, font: '11px system-ui, sans-serif' };
+const WALL_INCRS = [
+  1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 15e3, 3e4, 6e4, 12e4, 3e5, 6e5, 9e5, 18e5,
+  36e5, 72e5, 144e5, 288e5, 864e5,
+];
+const AXIS = {
+  stroke: '#8b95a5',
+  grid: { stroke: 'rgba(255,255,255,0.06)', width: 1 },
+  ticks: { stroke: 'rgba(255,255,255,0.12)', width: 1, size: 4 },
+  font: '11px system-ui, sans-serif',
+};
 
 export interface ChartEvents {
   /** The user selected an x window (null: double-click, back to everything). */
@@ -165,11 +187,15 @@ export class Chart {
     const key = `${store.version}|${view.smoothing}|${view.xRange?.join(',') ?? ''}|${[...view.hidden].join(',')}|${plot.width}`;
     if (key === this.lastKey) return 'unchanged';
     const now = performance.now();
-    if (!force && !this.onScreen && this.lastKey !== '' && now - this.drawnAt < 1000) return 'stale';
+    if (!force && !this.onScreen && this.lastKey !== '' && now - this.drawnAt < 1000)
+      return 'stale';
     this.lastKey = key;
     this.drawnAt = now;
 
-    const buckets = Math.max(50, Math.round(plot.bbox.width / (window.devicePixelRatio || 1)) || this.width());
+    const buckets = Math.max(
+      50,
+      Math.round(plot.bbox.width / (window.devicePixelRatio || 1)) || this.width(),
+    );
     this.zoomRange = view.xRange ? [view.xRange[0], view.xRange[1]] : null;
     const x0 = view.xRange ? view.xRange[0] : -Infinity;
     const x1 = view.xRange ? view.xRange[1] : Infinity;
@@ -189,7 +215,15 @@ export class Chart {
         else {
           // Unzoomed, the usual live case: only the rows added since the last frame are read.
           const key = `${xColumn}|${view.smoothing}|${log}|${buckets}`;
-          const grown = decimateGrowing(this.growing.get(run.run.id), key, xs, ys, run.rows, buckets, log);
+          const grown = decimateGrowing(
+            this.growing.get(run.run.id),
+            key,
+            xs,
+            ys,
+            run.rows,
+            buckets,
+            log,
+          );
           if (grown.state) this.growing.set(run.run.id, grown.state);
           else this.growing.delete(run.run.id);
           d = grown.points;
@@ -205,7 +239,8 @@ export class Chart {
         this.applying = false;
       }
     });
-    const data: uPlot.AlignedData = tables.length === 0 ? [[]] : tables.length === 1 ? tables[0]! : uPlot.join(tables);
+    const data: uPlot.AlignedData =
+      tables.length === 0 ? [[]] : tables.length === 1 ? tables[0]! : uPlot.join(tables);
     plot.setData(data);
     this.points = points;
     this.lastX = lastX;
@@ -214,7 +249,12 @@ export class Chart {
     return 'drawn';
   }
 
-  private create(runs: readonly RunSeries[], colors: readonly string[], log: boolean, xAxis: XAxis): uPlot {
+  private create(
+    runs: readonly RunSeries[],
+    colors: readonly string[],
+    log: boolean,
+    xAxis: XAxis,
+  ): uPlot {
     this.body.replaceChildren();
     const wall = xAxis === 'wall';
     const opts: uPlot.Options = {
@@ -231,23 +271,37 @@ export class Chart {
       select: { show: true, left: 0, top: 0, width: 0, height: 0 },
       legend: { show: true, live: true },
       scales: {
-        x: { time: false, range: (_u, min, max) => this.zoomRange ?? (min === max ? [min - 1, max + 1] : [min, max]) },
+        x: {
+          time: false,
+          range: (_u, min, max) =>
+            this.zoomRange ?? (min === max ? [min - 1, max + 1] : [min, max]),
+        },
         // Log: a tight range (not whole decades) so a series spanning 0.1…0.3 fills the chart.
         y: log ? { distr: 3, log: 10, range: (_u, min, max) => logRange(min, max) } : { distr: 1 },
       },
       axes: [
-        { ...AXIS, size: 30, ...(wall ? { incrs: WALL_INCRS } : {}), values: (_u: uPlot, splits: number[]) => splits.map((v) => (v === null ? '' : wall ? formatDuration(v) : formatStep(v))) },
+        {
+          ...AXIS,
+          size: 30,
+          ...(wall ? { incrs: WALL_INCRS } : {}),
+          values: (_u: uPlot, splits: number[]) =>
+            splits.map((v) => (v === null ? '' : wall ? formatDuration(v) : formatStep(v))),
+        },
         { ...AXIS, size: 58, values: (_u: uPlot, splits: number[]) => tickLabels(splits, log) },
       ],
       series: [
         // Legend values: at the cursor while hovering, else the latest (so it reads live).
-        { label: wall ? 'time' : 'step', value: (u, v, _s, idx) => formatX(idx === null ? lastValue(u.data[0]) : v, wall) },
+        {
+          label: wall ? 'time' : 'step',
+          value: (u, v, _s, idx) => formatX(idx === null ? lastValue(u.data[0]) : v, wall),
+        },
         ...runs.map((run, i) => ({
           label: run.run.label,
           stroke: colors[i]!,
           width: 1.5,
           spanGaps: true,
-          value: (u: uPlot, v: number | null, s: number, idx: number | null) => formatNumber(idx === null ? lastValue(u.data[s]) : v),
+          value: (u: uPlot, v: number | null, s: number, idx: number | null) =>
+            formatNumber(idx === null ? lastValue(u.data[s]) : v),
         })),
       ],
       hooks: {
@@ -264,7 +318,8 @@ export class Chart {
         setSeries: [
           (_u: uPlot, index: number | null, series: uPlot.Series) => {
             const run = index ? runs[index - 1] : undefined;
-            if (!this.applying && run && series.show !== undefined) this.events.hide(run.run.id, !series.show);
+            if (!this.applying && run && series.show !== undefined)
+              this.events.hide(run.run.id, !series.show);
           },
         ],
         ready: [

@@ -66,7 +66,12 @@ export function connect(url: string, on: ProtocolHandlers): { close(): void } {
           if (msg.run && typeof msg.run === 'object') on.run(msg.run as WireRun);
           break;
         case 'batch':
-          pending = { runId: String(msg.runId), rows: Number(msg.rows) || 0, missed: Number(msg.missed) || 0, history: msg.history === true };
+          pending = {
+            runId: String(msg.runId),
+            rows: Number(msg.rows) || 0,
+            missed: Number(msg.missed) || 0,
+            history: msg.history === true,
+          };
           break;
         case 'end':
           on.end(String(msg.runId));

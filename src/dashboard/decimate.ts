@@ -38,7 +38,15 @@ export interface Decimated {
  * edge so lines reach the frame), NaN values skipped, reduced to at most 2 per bucket (+2).
  * With `positive`, values ≤ 0 count as missing (log scales).
  */
-export function decimateMinMax(xs: ArrayLike<number>, ys: ArrayLike<number>, n: number, buckets: number, x0 = -Infinity, x1 = Infinity, positive = false): Decimated {
+export function decimateMinMax(
+  xs: ArrayLike<number>,
+  ys: ArrayLike<number>,
+  n: number,
+  buckets: number,
+  x0 = -Infinity,
+  x1 = Infinity,
+  positive = false,
+): Decimated {
   let i0 = x0 === -Infinity ? 0 : Math.max(0, lowerBound(xs, n, x0) - 1);
   let i1 = x1 === Infinity ? n : Math.min(n, upperBound(xs, n, x1) + 1);
   const ok = (v: number): boolean => (positive ? v > 0 : v === v);
@@ -126,16 +134,39 @@ export interface GrowingState {
  * latest point. `key` names everything else the points depend on (column, smoothing, scale);
  * `ys` must be the same array (or its grown copy) on every call with the same key.
  */
-export function decimateGrowing(state: GrowingState | undefined, key: string, xs: ArrayLike<number>, ys: ArrayLike<number>, n: number, buckets: number, positive = false): { state: GrowingState | undefined; points: Decimated } {
+export function decimateGrowing(
+  state: GrowingState | undefined,
+  key: string,
+  xs: ArrayLike<number>,
+  ys: ArrayLike<number>,
+  n: number,
+  buckets: number,
+  positive = false,
+): { state: GrowingState | undefined; points: Decimated } {
   const slots = Math.max(1, Math.floor(buckets));
-  if (n <= 2 * slots + 2) return { state: undefined, points: decimateMinMax(xs, ys, n, slots, -Infinity, Infinity, positive) };
+  if (n <= 2 * slots + 2)
+    return {
+      state: undefined,
+      points: decimateMinMax(xs, ys, n, slots, -Infinity, Infinity, positive),
+    };
   const origin = xs[0]!;
   const extent = xs[n - 1]! - origin;
   const width = 2 ** Math.ceil(Math.log2(Math.max(extent / slots, 1e-300)));
   let s = state;
   if (!s || s.key !== key || s.width !== width || s.origin !== origin || s.n > n) {
     const cap = 2 * Math.ceil(extent / width) + 8;
-    s = { key, width, origin, n: 0, x: new Float64Array(cap), y: new Float64Array(cap), k: 0, bucket: -1, minI: -1, maxI: -1 };
+    s = {
+      key,
+      width,
+      origin,
+      n: 0,
+      x: new Float64Array(cap),
+      y: new Float64Array(cap),
+      k: 0,
+      bucket: -1,
+      minI: -1,
+      maxI: -1,
+    };
   }
   const ok = (v: number): boolean => (positive ? v > 0 : v === v);
   const commit = (st: GrowingState, i: number): void => {
@@ -197,9 +228,15 @@ export interface EmaState {
   out: Float64Array;
 }
 
-export function emaInto(state: EmaState | undefined, alpha: number, ys: ArrayLike<number>, n: number): EmaState {
+export function emaInto(
+  state: EmaState | undefined,
+  alpha: number,
+  ys: ArrayLike<number>,
+  n: number,
+): EmaState {
   let s = state;
-  if (!s || s.alpha !== alpha || s.n > n) s = { alpha, n: 0, last: 0, weight: 0, out: new Float64Array(Math.max(16, n)) };
+  if (!s || s.alpha !== alpha || s.n > n)
+    s = { alpha, n: 0, last: 0, weight: 0, out: new Float64Array(Math.max(16, n)) };
   if (s.out.length < n) {
     const grown = new Float64Array(Math.max(n, s.out.length * 2));
     grown.set(s.out.subarray(0, s.n));

@@ -34,7 +34,9 @@ export function formatCount(n: number): string {
  * ticks it leaves unlabelled (log axes).
  */
 export function tickLabels(splits: readonly (number | null)[], log = false): string[] {
-  const finite = splits.filter((v): v is number => v !== null && v !== undefined && Number.isFinite(v));
+  const finite = splits.filter(
+    (v): v is number => v !== null && v !== undefined && Number.isFinite(v),
+  );
   let step = Infinity;
   for (let i = 1; i < finite.length; i++) {
     const d = Math.abs(finite[i]! - finite[i - 1]!);

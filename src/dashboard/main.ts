@@ -24,7 +24,8 @@ const $ = <T extends HTMLElement>(id: string): T => {
 };
 
 const token = new URLSearchParams(location.search).get('token');
-const withToken = (path: string): string => (token ? `${path}?token=${encodeURIComponent(token)}` : path);
+const withToken = (path: string): string =>
+  token ? `${path}?token=${encodeURIComponent(token)}` : path;
 
 const connectionEl = $('connection');
 const smoothingEl = $<HTMLInputElement>('smoothing');
@@ -66,13 +67,17 @@ const charts = CHARTS.map(
       },
     }),
 );
-const panel = new RunsPanel($('run-list'), (id) => withToken(`runs/${encodeURIComponent(id)}.arrows`), {
-  toggle(id) {
-    if (hidden.has(id)) hidden.delete(id);
-    else hidden.add(id);
-    schedule();
+const panel = new RunsPanel(
+  $('run-list'),
+  (id) => withToken(`runs/${encodeURIComponent(id)}.arrows`),
+  {
+    toggle(id) {
+      if (hidden.has(id)) hidden.delete(id);
+      else hidden.add(id);
+      schedule();
+    },
   },
-});
+);
 
 /**
  * Redraws happen at most once per animation frame and only when something changed: at once for

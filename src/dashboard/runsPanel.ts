@@ -16,7 +16,11 @@ export interface PanelEvents {
   toggle(runId: string): void;
 }
 
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string, text?: string): HTMLElementTagNameMap[K] {
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className?: string,
+  text?: string,
+): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
   if (className) e.className = className;
   if (text !== undefined) e.textContent = text;
@@ -111,9 +115,14 @@ export class RunsPanel {
     const total = run.totalSteps > 0 ? ` / ${formatCount(run.totalSteps)}` : '';
     const rows = `${formatCount(series.rows)}${total} steps`;
     if (card.rows.textContent !== rows) card.rows.textContent = rows;
-    const missed = series.missed > 0 ? `${formatCount(series.missed)} rows missed (slow connection)` : '';
+    const missed =
+      series.missed > 0 ? `${formatCount(series.missed)} rows missed (slow connection)` : '';
     if (card.missed.textContent !== missed) card.missed.textContent = missed;
-    const fraction = series.finished ? 1 : run.totalSteps > 0 ? Math.min(1, series.rows / run.totalSteps) : 0;
+    const fraction = series.finished
+      ? 1
+      : run.totalSteps > 0
+        ? Math.min(1, series.rows / run.totalSteps)
+        : 0;
     card.bar.style.width = `${(fraction * 100).toFixed(1)}%`;
   }
 

@@ -27,7 +27,10 @@ export class RunSeries {
     return this.columns.get(name);
   }
 
-  /** The column EMA-smoothed with `alpha` (0: the column itself), cached and extended as rows arrive. */
+  /**
+   * The column EMA-smoothed with `alpha` (0: the column itself), cached and extended as rows
+   * arrive.
+   */
   smoothed(name: string, alpha: number): Float64Array | undefined {
     const raw = this.columns.get(name);
     if (!raw || alpha <= 0) return raw;
@@ -116,5 +119,19 @@ function stripWire(run: WireRun): RecordedRun {
 }
 
 function placeholder(id: string): RecordedRun {
-  return { id, label: id, optimizer: '?', optimizerOptions: {}, model: '?', dataset: '?', backend: '?', seed: 0, batchSize: 0, totalSteps: 0, batchesPerEpoch: 0, version: '?', startedAt: '' };
+  return {
+    id,
+    label: id,
+    optimizer: '?',
+    optimizerOptions: {},
+    model: '?',
+    dataset: '?',
+    backend: '?',
+    seed: 0,
+    batchSize: 0,
+    totalSteps: 0,
+    batchesPerEpoch: 0,
+    version: '?',
+    startedAt: '',
+  };
 }

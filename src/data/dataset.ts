@@ -30,7 +30,12 @@ export interface Dataset {
 }
 
 /** Copies the rows `order[start .. start+size)` of a split into contiguous host arrays. */
-export function gatherRows(split: Split, order: ArrayLike<number>, start: number, size: number): { x: Float32Array; y: Int32Array } {
+export function gatherRows(
+  split: Split,
+  order: ArrayLike<number>,
+  start: number,
+  size: number,
+): { x: Float32Array; y: Int32Array } {
   const features = split.x.length / split.n;
   const x = new Float32Array(size * features);
   const y = new Int32Array(size);
@@ -47,32 +52,73 @@ export function gatherRows(split: Split, order: ArrayLike<number>, start: number
  * finite. Each problem is one error naming the split, the row and what is wrong.
  */
 export function validateDataset(data: Dataset): Dataset {
-  if (typeof data !== 'object' || data === null) throw new GrngError('invalid-data', `invalid dataset: ${String(data)} (expected { name, features, classes, train, test })`, { option: 'dataset' });
+  if (typeof data !== 'object' || data === null)
+    throw new GrngError(
+      'invalid-data',
+      `invalid dataset: ${String(data)} (expected { name, features, classes, train, test })`,
+      { option: 'dataset' },
+    );
   const fail = (message: string, context: Record<string, unknown>): never => {
-    throw new GrngError('invalid-data', `dataset ${data.name}: ${message}`, { dataset: data.name, ...context });
+    throw new GrngError('invalid-data', `dataset ${data.name}: ${message}`, {
+      dataset: data.name,
+      ...context,
+    });
   };
-  if (!Number.isInteger(data.features) || data.features < 1) fail(`features must be a positive integer, got ${data.features}`, {});
-  if (!Number.isInteger(data.classes) || data.classes < 2) fail(`classes must be an integer ≥ 2, got ${data.classes}`, {});
-  for (const [name, split] of [['train', data.train], ['test', data.test]] as const) {
-    if (typeof split !== 'object' || split === null || !(split.x instanceof Float32Array) || !(split.y instanceof Int32Array) || !Number.isInteger(split.n)) {
-      fail(`the ${name} split must be { x: Float32Array, y: Int32Array, n: integer }`, { split: name });
+  if (!Number.isInteger(data.features) || data.features < 1)
+    fail(`features must be a positive integer, got ${data.features}`, {});
+  if (!Number.isInteger(data.classes) || data.classes < 2)
+    fail(`classes must be an integer ≥ 2, got ${data.classes}`, {});
+  for (const [name, split] of [
+    ['train', data.train],
+    ['test', data.test],
+  ] as const) {
+    if (
+      typeof split !== 'object' ||
+      split === null ||
+      !(split.x instanceof Float32Array) ||
+      !(split.y instanceof Int32Array) ||
+      !Number.isInteger(split.n)
+    ) {
+      fail(`the ${name} split must be { x: Float32Array, y: Int32Array, n: integer }`, {
+        split: name,
+      });
     }
     if (split.n < 1) fail(`the ${name} split is empty`, { split: name });
     if (split.x.length !== split.n * data.features) {
-      fail(`the ${name} split has ${split.x.length} feature values, expected ${split.n}×${data.features} = ${split.n * data.features}`, { split: name });
+      fail(
+        `the ${name} split has ${split.x.length} feature values, expected ${split.n}×${data.features} = ${split.n * data.features}`,
+        { split: name },
+      );
     }
-    if (split.y.length !== split.n) fail(`the ${name} split has ${split.y.length} labels for ${split.n} rows`, { split: name });
-    if (split.shape !== undefined && (!Array.isArray(split.shape) || !split.shape.every((d) => Number.isInteger(d) && d >= 1) || split.shape.reduce((n, d) => n * d, 1) !== data.features)) {
-      fail(`the ${name} split's example shape [${String(split.shape)}] does not hold ${data.features} features`, { split: name });
+    if (split.y.length !== split.n)
+      fail(`the ${name} split has ${split.y.length} labels for ${split.n} rows`, { split: name });
+    if (
+      split.shape !== undefined &&
+      (!Array.isArray(split.shape) ||
+        !split.shape.every((d) => Number.isInteger(d) && d >= 1) ||
+        split.shape.reduce((n, d) => n * d, 1) !== data.features)
+    ) {
+      fail(
+        `the ${name} split's example shape [${String(split.shape)}] does not hold ${data.features} features`,
+        { split: name },
+      );
     }
     for (let i = 0; i < split.n; i++) {
       const label = split.y[i]!;
-      if (label < 0 || label >= data.classes) fail(`${name} row ${i} has label ${label}, outside [0, ${data.classes})`, { split: name, row: i, label });
+      if (label < 0 || label >= data.classes)
+        fail(`${name} row ${i} has label ${label}, outside [0, ${data.classes})`, {
+          split: name,
+          row: i,
+          label,
+        });
     }
     for (let i = 0; i < split.x.length; i++) {
       if (!Number.isFinite(split.x[i]!)) {
         const row = Math.floor(i / data.features);
-        fail(`${name} row ${row} feature ${i % data.features} is ${split.x[i]} (features must be finite)`, { split: name, row, feature: i % data.features });
+        fail(
+          `${name} row ${row} feature ${i % data.features} is ${split.x[i]} (features must be finite)`,
+          { split: name, row, feature: i % data.features },
+        );
       }
     }
   }

@@ -47,12 +47,23 @@ interface Rows {
  */
 export function loadDatasetFile(path: string): Dataset {
   if (typeof path !== 'string' || path.trim() === '') {
-    throw new GrngError('invalid-option', `invalid dataset: ${JSON.stringify(path)} (expected mnist, synthetic or a path to a ${DATASET_FILE_EXTENSIONS.join(', ')} file)`, { option: 'dataset', value: path });
+    throw new GrngError(
+      'invalid-option',
+      `invalid dataset: ${JSON.stringify(path)} (expected mnist, synthetic or a path to a ${DATASET_FILE_EXTENSIONS.join(', ')} file)`,
+      { option: 'dataset', value: path },
+    );
   }
   const extension = extname(path).toLowerCase();
   if (!(DATASET_FILE_EXTENSIONS as readonly string[]).includes(extension)) {
-    const what = extension === '' ? 'is neither mnist, synthetic nor a file name with an extension' : `has the unknown extension "${extension}"`;
-    throw new GrngError('invalid-option', `invalid dataset: ${JSON.stringify(path)} ${what} (expected mnist, synthetic or a path to a ${DATASET_FILE_EXTENSIONS.join(', ')} file)`, { option: 'dataset', value: path });
+    const what =
+      extension === ''
+        ? 'is neither mnist, synthetic nor a file name with an extension'
+        : `has the unknown extension "${extension}"`;
+    throw new GrngError(
+      'invalid-option',
+      `invalid dataset: ${JSON.stringify(path)} ${what} (expected mnist, synthetic or a path to a ${DATASET_FILE_EXTENSIONS.join(', ')} file)`,
+      { option: 'dataset', value: path },
+    );
   }
   const bytes = readDatasetBytes(path);
   const rows = extension === '.csv' ? parseCsvDataset(bytes, path) : parseArrowDataset(bytes, path);
@@ -65,17 +76,41 @@ function readDatasetBytes(path: string): Buffer {
     isDirectory = statSync(path).isDirectory();
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'cannot be read (permission denied)' : `cannot be read (${(error as Error).message})`;
-    throw new GrngError('invalid-option', `dataset file ${path} ${why}`, { option: 'dataset', value: path, file: path }, { cause: error });
+    const why =
+      code === 'ENOENT'
+        ? 'does not exist'
+        : code === 'EACCES'
+          ? 'cannot be read (permission denied)'
+          : `cannot be read (${(error as Error).message})`;
+    throw new GrngError(
+      'invalid-option',
+      `dataset file ${path} ${why}`,
+      { option: 'dataset', value: path, file: path },
+      { cause: error },
+    );
   }
-  if (isDirectory) throw new GrngError('invalid-option', `dataset file ${path} is a directory, expected a file`, { option: 'dataset', value: path, file: path });
+  if (isDirectory)
+    throw new GrngError('invalid-option', `dataset file ${path} is a directory, expected a file`, {
+      option: 'dataset',
+      value: path,
+      file: path,
+    });
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
   } catch (error) {
-    throw new GrngError('invalid-data', `dataset file ${path} cannot be read (${(error as Error).message})`, { file: path }, { cause: error });
+    throw new GrngError(
+      'invalid-data',
+      `dataset file ${path} cannot be read (${(error as Error).message})`,
+      { file: path },
+      { cause: error },
+    );
   }
-  if (bytes.length === 0) throw new GrngError('invalid-data', `dataset file ${path} is empty (0 bytes)`, { file: path, offset: 0 });
+  if (bytes.length === 0)
+    throw new GrngError('invalid-data', `dataset file ${path} is empty (0 bytes)`, {
+      file: path,
+      offset: 0,
+    });
   return bytes;
 }
 
@@ -87,13 +122,19 @@ interface CsvPlace {
 }
 
 function csvError(path: string, place: CsvPlace, problem: string): GrngError {
-  const column = place.column ? `, column ${place.column.index + 1} (${JSON.stringify(place.column.name)})` : '';
-  return new GrngError('invalid-data', `dataset file ${path} line ${place.line}${column}, byte ${place.byte}: ${problem}`, {
-    file: path,
-    line: place.line,
-    offset: place.byte,
-    ...(place.column ? { column: place.column.name } : {}),
-  });
+  const column = place.column
+    ? `, column ${place.column.index + 1} (${JSON.stringify(place.column.name)})`
+    : '';
+  return new GrngError(
+    'invalid-data',
+    `dataset file ${path} line ${place.line}${column}, byte ${place.byte}: ${problem}`,
+    {
+      file: path,
+      line: place.line,
+      offset: place.byte,
+      ...(place.column ? { column: place.column.name } : {}),
+    },
+  );
 }
 
 interface CsvRecord {
@@ -137,7 +178,12 @@ function* csvRecords(bytes: Uint8Array, path: string): Generator<CsvRecord> {
         let value = '';
         i += 1;
         for (;;) {
-          if (i >= bytes.length) throw csvError(path, { line: openLine, byte: start }, 'a quoted cell opened here is never closed');
+          if (i >= bytes.length)
+            throw csvError(
+              path,
+              { line: openLine, byte: start },
+              'a quoted cell opened here is never closed',
+            );
           if (bytes[i] === QUOTE) {
             value += text(pieceStart, i, { line, byte: start });
             if (bytes[i + 1] === QUOTE) {
@@ -154,7 +200,11 @@ function* csvRecords(bytes: Uint8Array, path: string): Generator<CsvRecord> {
         }
         const next = bytes[i];
         if (i < bytes.length && next !== COMMA && next !== CR && next !== LF) {
-          throw csvError(path, { line, byte: i }, `unexpected ${JSON.stringify(String.fromCharCode(next!))} after the closing quote of a cell (a quote inside a quoted cell is written "")`);
+          throw csvError(
+            path,
+            { line, byte: i },
+            `unexpected ${JSON.stringify(String.fromCharCode(next!))} after the closing quote of a cell (a quote inside a quoted cell is written "")`,
+          );
         }
         cell = value;
       } else {
@@ -185,7 +235,12 @@ const NOT_FINITE = /^[+-]?(?:nan|inf|infinity)$/i;
 function parseCsvDataset(bytes: Uint8Array, path: string): Rows {
   const records = csvRecords(bytes, path);
   const first = records.next();
-  if (first.done) throw new GrngError('invalid-data', `dataset file ${path} has no header row (only blank lines)`, { file: path, offset: 0 });
+  if (first.done)
+    throw new GrngError(
+      'invalid-data',
+      `dataset file ${path} has no header row (only blank lines)`,
+      { file: path, offset: 0 },
+    );
   const header = first.value;
   const names = header.cells.map((c) => c.trim());
   const seen = new Map<string, number>();
@@ -193,30 +248,57 @@ function parseCsvDataset(bytes: Uint8Array, path: string): Rows {
     const place = { line: header.line, byte: header.offsets[index]!, column: { index, name } };
     if (name === '') throw csvError(path, place, 'the header has an empty column name');
     const earlier = seen.get(name);
-    if (earlier !== undefined) throw csvError(path, place, `the header names column ${JSON.stringify(name)} twice (also column ${earlier + 1})`);
+    if (earlier !== undefined)
+      throw csvError(
+        path,
+        place,
+        `the header names column ${JSON.stringify(name)} twice (also column ${earlier + 1})`,
+      );
     seen.set(name, index);
   });
   const labelIndex = seen.get('label');
   if (labelIndex === undefined) {
-    throw csvError(path, { line: header.line, byte: header.byte }, `the header has no "label" column (columns: ${names.map((n) => JSON.stringify(n)).join(', ')})`);
+    throw csvError(
+      path,
+      { line: header.line, byte: header.byte },
+      `the header has no "label" column (columns: ${names.map((n) => JSON.stringify(n)).join(', ')})`,
+    );
   }
   const splitIndex = seen.get('split');
   const featureIndexes = names.map((_, i) => i).filter((i) => i !== labelIndex && i !== splitIndex);
-  if (featureIndexes.length === 0) throw csvError(path, { line: header.line, byte: header.byte }, 'the header has no feature columns besides "label"');
+  if (featureIndexes.length === 0)
+    throw csvError(
+      path,
+      { line: header.line, byte: header.byte },
+      'the header has no feature columns besides "label"',
+    );
   const features = featureIndexes.length;
   const x = new GrowableFloat32();
   const y: number[] = [];
   const isTest: number[] = [];
   for (const record of records) {
     if (record.cells.length !== names.length) {
-      throw csvError(path, { line: record.line, byte: record.byte }, `${record.cells.length} cell${record.cells.length === 1 ? '' : 's'}, but the header has ${names.length} columns`);
+      throw csvError(
+        path,
+        { line: record.line, byte: record.byte },
+        `${record.cells.length} cell${record.cells.length === 1 ? '' : 's'}, but the header has ${names.length} columns`,
+      );
     }
-    const placeOf = (index: number): CsvPlace => ({ line: record.line, byte: record.offsets[index]!, column: { index, name: names[index]! } });
+    const placeOf = (index: number): CsvPlace => ({
+      line: record.line,
+      byte: record.offsets[index]!,
+      column: { index, name: names[index]! },
+    });
     const labelCell = record.cells[labelIndex]!.trim();
     y.push(checkLabel(labelCell, (problem) => csvError(path, placeOf(labelIndex), problem)));
     if (splitIndex !== undefined) {
       const split = record.cells[splitIndex]!.trim().toLowerCase();
-      if (split !== 'train' && split !== 'test') throw csvError(path, placeOf(splitIndex), `split ${JSON.stringify(record.cells[splitIndex])} is neither train nor test`);
+      if (split !== 'train' && split !== 'test')
+        throw csvError(
+          path,
+          placeOf(splitIndex),
+          `split ${JSON.stringify(record.cells[splitIndex])} is neither train nor test`,
+        );
       isTest.push(split === 'test' ? 1 : 0);
     }
     for (const index of featureIndexes) {
@@ -232,7 +314,12 @@ function parseCsvDataset(bytes: Uint8Array, path: string): Rows {
       x.push(value);
     }
   }
-  if (y.length === 0) throw csvError(path, { line: header.line, byte: header.byte }, 'the file has a header but no data rows');
+  if (y.length === 0)
+    throw csvError(
+      path,
+      { line: header.line, byte: header.byte },
+      'the file has a header but no data rows',
+    );
   return {
     features,
     n: y.length,
@@ -246,13 +333,17 @@ function parseCsvDataset(bytes: Uint8Array, path: string): Rows {
 /** An integer label ≥ 0 from its text, or the problem `fail` turns into an error. */
 function checkLabel(cell: string, fail: (problem: string) => GrngError): number {
   if (cell === '') throw fail('the label is empty');
-  if (!DECIMAL.test(cell)) throw fail(`label ${JSON.stringify(cell)} is not a number (labels are class indices 0, 1, 2, …)`);
+  if (!DECIMAL.test(cell))
+    throw fail(
+      `label ${JSON.stringify(cell)} is not a number (labels are class indices 0, 1, 2, …)`,
+    );
   const value = Number(cell);
   return checkLabelValue(value, fail);
 }
 
 function checkLabelValue(value: number, fail: (problem: string) => GrngError): number {
-  if (!Number.isInteger(value)) throw fail(`label ${value} is not an integer (labels are class indices 0, 1, 2, …)`);
+  if (!Number.isInteger(value))
+    throw fail(`label ${value} is not an integer (labels are class indices 0, 1, 2, …)`);
   if (value < 0) throw fail(`label ${value} is negative (labels are class indices 0, 1, 2, …)`);
   if (value > MAX_LABEL) throw fail(`label ${value} is too large (at most ${MAX_LABEL})`);
   return value;
@@ -282,84 +373,157 @@ const FEATHER_V1_MAGIC = 'FEA1';
 
 function parseArrowDataset(bytes: Uint8Array, path: string): Rows {
   const fail = (problem: string, context: Record<string, unknown> = {}): never => {
-    throw new GrngError('invalid-data', `dataset file ${path}: ${problem}`, { file: path, ...context });
+    throw new GrngError('invalid-data', `dataset file ${path}: ${problem}`, {
+      file: path,
+      ...context,
+    });
   };
   const head = Buffer.from(bytes.subarray(0, 8));
   const isFile = head.subarray(0, 6).toString('latin1') === ARROW_FILE_MAGIC;
   const isStream = head.length >= 4 && head.readUInt32LE(0) === 0xffffffff;
-  if (head.subarray(0, 4).toString('latin1') === FEATHER_V1_MAGIC) fail('is Feather v1 (magic "FEA1" at byte 0), which grng does not read; save it as Feather v2 / Arrow IPC (e.g. pyarrow.feather.write_feather(..., version=2))', { offset: 0 });
-  if (!isFile && !isStream) fail(`is not Arrow IPC: expected the file magic "ARROW1" or a stream's continuation marker 0xFFFFFFFF at byte 0, found 0x${head.subarray(0, 4).toString('hex')}`, { offset: 0 });
-  if (isFile && Buffer.from(bytes.subarray(bytes.length - 6)).toString('latin1') !== ARROW_FILE_MAGIC) {
-    fail(`is truncated: an Arrow IPC file ends with "ARROW1", not found at byte ${Math.max(0, bytes.length - 6)} (file size ${bytes.length})`, { offset: Math.max(0, bytes.length - 6) });
+  if (head.subarray(0, 4).toString('latin1') === FEATHER_V1_MAGIC)
+    fail(
+      'is Feather v1 (magic "FEA1" at byte 0), which grng does not read; save it as Feather v2 / Arrow IPC (e.g. pyarrow.feather.write_feather(..., version=2))',
+      { offset: 0 },
+    );
+  if (!isFile && !isStream)
+    fail(
+      `is not Arrow IPC: expected the file magic "ARROW1" or a stream's continuation marker 0xFFFFFFFF at byte 0, found 0x${head.subarray(0, 4).toString('hex')}`,
+      { offset: 0 },
+    );
+  if (
+    isFile &&
+    Buffer.from(bytes.subarray(bytes.length - 6)).toString('latin1') !== ARROW_FILE_MAGIC
+  ) {
+    fail(
+      `is truncated: an Arrow IPC file ends with "ARROW1", not found at byte ${Math.max(0, bytes.length - 6)} (file size ${bytes.length})`,
+      { offset: Math.max(0, bytes.length - 6) },
+    );
   }
   let table: Table;
   try {
     table = tableFromIPC(bytes);
   } catch (error) {
-    return fail(`cannot be read as Arrow IPC ${isFile ? 'file' : 'stream'} (${(error as Error).message}; file size ${bytes.length} bytes)`);
+    return fail(
+      `cannot be read as Arrow IPC ${isFile ? 'file' : 'stream'} (${(error as Error).message}; file size ${bytes.length} bytes)`,
+    );
   }
-  if (table.schema.fields.length === 0) fail('has no schema (an Arrow stream with no messages)', { offset: 0 });
+  if (table.schema.fields.length === 0)
+    fail('has no schema (an Arrow stream with no messages)', { offset: 0 });
   const names = table.schema.fields.map((f) => f.name);
   const columnOf = (name: string): Vector => table.getChild(name)!;
-  if (!names.includes('label')) fail(`has no "label" column (columns: ${names.map((n) => JSON.stringify(n)).join(', ')})`);
+  if (!names.includes('label'))
+    fail(`has no "label" column (columns: ${names.map((n) => JSON.stringify(n)).join(', ')})`);
   const label = columnOf('label');
-  if (!DataType.isInt(label.type)) fail(`column "label" is ${String(label.type)}, expected an integer type (class indices 0, 1, 2, …)`, { column: 'label' });
+  if (!DataType.isInt(label.type))
+    fail(
+      `column "label" is ${String(label.type)}, expected an integer type (class indices 0, 1, 2, …)`,
+      { column: 'label' },
+    );
   if (table.numRows === 0) fail(`has no rows (columns: ${names.join(', ')})`);
   const n = table.numRows;
   const y = new Int32Array(n);
   for (let row = 0; row < n; row++) {
     const raw = label.get(row) as number | bigint | null;
-    const rowFail = (problem: string): GrngError => new GrngError('invalid-data', `dataset file ${path} row ${row}, column "label": ${problem}`, { file: path, row, column: 'label' });
+    const rowFail = (problem: string): GrngError =>
+      new GrngError('invalid-data', `dataset file ${path} row ${row}, column "label": ${problem}`, {
+        file: path,
+        row,
+        column: 'label',
+      });
     if (raw === null || raw === undefined) throw rowFail('the label is null');
     y[row] = checkLabelValue(Number(raw), rowFail);
   }
   let isTest: Uint8Array | undefined;
   if (names.includes('split')) {
     const split = columnOf('split');
-    if (!DataType.isUtf8(split.type) && !DataType.isLargeUtf8(split.type) && !(DataType.isDictionary(split.type) && (DataType.isUtf8(split.type.dictionary) || DataType.isLargeUtf8(split.type.dictionary)))) {
-      fail(`column "split" is ${String(split.type)}, expected strings train/test`, { column: 'split' });
+    if (
+      !DataType.isUtf8(split.type) &&
+      !DataType.isLargeUtf8(split.type) &&
+      !(
+        DataType.isDictionary(split.type) &&
+        (DataType.isUtf8(split.type.dictionary) || DataType.isLargeUtf8(split.type.dictionary))
+      )
+    ) {
+      fail(`column "split" is ${String(split.type)}, expected strings train/test`, {
+        column: 'split',
+      });
     }
     isTest = new Uint8Array(n);
     for (let row = 0; row < n; row++) {
-      const value = String(split.get(row) ?? '').trim().toLowerCase();
-      if (value !== 'train' && value !== 'test') fail(`row ${row}, column "split": ${JSON.stringify(split.get(row))} is neither train nor test`, { row, column: 'split' });
+      const value = String(split.get(row) ?? '')
+        .trim()
+        .toLowerCase();
+      if (value !== 'train' && value !== 'test')
+        fail(
+          `row ${row}, column "split": ${JSON.stringify(split.get(row))} is neither train nor test`,
+          { row, column: 'split' },
+        );
       isTest[row] = value === 'test' ? 1 : 0;
     }
   }
   const featureNames = names.filter((name) => name !== 'label' && name !== 'split');
   if (featureNames.length === 0) fail('has no feature columns besides "label"');
-  const listColumn = featureNames.length === 1 && DataType.isFixedSizeList(columnOf(featureNames[0]!).type) ? columnOf(featureNames[0]!) : undefined;
+  const listColumn =
+    featureNames.length === 1 && DataType.isFixedSizeList(columnOf(featureNames[0]!).type)
+      ? columnOf(featureNames[0]!)
+      : undefined;
   const checkValue = (value: unknown, row: number, column: string): number => {
-    if (value === null || value === undefined) fail(`row ${row}, column ${JSON.stringify(column)}: the value is null (features must be numbers)`, { row, column });
+    if (value === null || value === undefined)
+      fail(
+        `row ${row}, column ${JSON.stringify(column)}: the value is null (features must be numbers)`,
+        { row, column },
+      );
     const number = Math.fround(Number(value));
-    if (!Number.isFinite(number)) fail(`row ${row}, column ${JSON.stringify(column)}: ${String(value)} is not a finite 32-bit float (features must be finite)`, { row, column });
+    if (!Number.isFinite(number))
+      fail(
+        `row ${row}, column ${JSON.stringify(column)}: ${String(value)} is not a finite 32-bit float (features must be finite)`,
+        { row, column },
+      );
     return number;
   };
   if (listColumn) {
     const type = listColumn.type as DataType & { listSize: number; children: { type: DataType }[] };
     const inner = type.children[0]!.type;
-    if (!DataType.isFloat(inner) && !DataType.isInt(inner)) fail(`column ${JSON.stringify(featureNames[0])} is ${String(type)}, expected a fixed-size list of numbers`, { column: featureNames[0] });
+    if (!DataType.isFloat(inner) && !DataType.isInt(inner))
+      fail(
+        `column ${JSON.stringify(featureNames[0])} is ${String(type)}, expected a fixed-size list of numbers`,
+        { column: featureNames[0] },
+      );
     const features = type.listSize;
-    if (features < 1) fail(`column ${JSON.stringify(featureNames[0])} is a fixed-size list of ${features} values, expected at least 1`, { column: featureNames[0] });
+    if (features < 1)
+      fail(
+        `column ${JSON.stringify(featureNames[0])} is a fixed-size list of ${features} values, expected at least 1`,
+        { column: featureNames[0] },
+      );
     const x = new Float32Array(n * features);
     for (let row = 0; row < n; row++) {
       const list = listColumn.get(row) as Vector | null;
-      if (list === null) fail(`row ${row}, column ${JSON.stringify(featureNames[0])}: the list is null`, { row, column: featureNames[0] });
-      for (let j = 0; j < features; j++) x[row * features + j] = checkValue(list!.get(j), row, `${featureNames[0]}[${j}]`);
+      if (list === null)
+        fail(`row ${row}, column ${JSON.stringify(featureNames[0])}: the list is null`, {
+          row,
+          column: featureNames[0],
+        });
+      for (let j = 0; j < features; j++)
+        x[row * features + j] = checkValue(list!.get(j), row, `${featureNames[0]}[${j}]`);
     }
     return { features, n, x, y, isTest, columns: `${featureNames[0]}[${features}]` };
   }
   const columns = featureNames.map((name) => {
     const column = columnOf(name);
     if (!DataType.isFloat(column.type) && !DataType.isInt(column.type)) {
-      fail(`column ${JSON.stringify(name)} is ${String(column.type)}; feature columns must be numeric (or one FixedSizeList<number> column named "features")`, { column: name });
+      fail(
+        `column ${JSON.stringify(name)} is ${String(column.type)}; feature columns must be numeric (or one FixedSizeList<number> column named "features")`,
+        { column: name },
+      );
     }
     return column;
   });
   const features = columns.length;
   const x = new Float32Array(n * features);
   columns.forEach((column, j) => {
-    for (let row = 0; row < n; row++) x[row * features + j] = checkValue(column.get(row), row, featureNames[j]!);
+    for (let row = 0; row < n; row++)
+      x[row * features + j] = checkValue(column.get(row), row, featureNames[j]!);
   });
   return { features, n, x, y, isTest, columns: featureNames.join(',') };
 }
@@ -370,7 +534,11 @@ function splitRows(rows: Rows, path: string): Dataset {
   for (const label of rows.y) classes = Math.max(classes, label + 1);
   const distinct = new Set(rows.y).size;
   if (distinct < 2) {
-    throw new GrngError('invalid-data', `dataset file ${path}: every one of its ${rows.n} rows has label ${rows.y[0]}; a classifier needs at least 2 classes`, { file: path });
+    throw new GrngError(
+      'invalid-data',
+      `dataset file ${path}: every one of its ${rows.n} rows has label ${rows.y[0]}; a classifier needs at least 2 classes`,
+      { file: path },
+    );
   }
   let isTest = rows.isTest;
   let rule: string;
@@ -379,7 +547,12 @@ function splitRows(rows: Rows, path: string): Dataset {
   } else {
     const perClass = new Map<number, number>();
     for (const label of rows.y) perClass.set(label, (perClass.get(label) ?? 0) + 1);
-    const testLeft = new Map([...perClass].map(([label, count]) => [label, Math.min(Math.ceil(count * FILE_TEST_FRACTION), count - 1)]));
+    const testLeft = new Map(
+      [...perClass].map(([label, count]) => [
+        label,
+        Math.min(Math.ceil(count * FILE_TEST_FRACTION), count - 1),
+      ]),
+    );
     isTest = new Uint8Array(rows.n);
     for (let row = rows.n - 1; row >= 0; row--) {
       const label = rows.y[row]!;

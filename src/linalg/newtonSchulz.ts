@@ -4,7 +4,10 @@ import { GrngError } from '../errors.js';
 import { sumOfSquares } from './reductions.js';
 import { checkInteger, checkKeys, checkNumber } from '../validate.js';
 
-/** Default stopping threshold on ‖I − M X‖_F/√d (docs/algorithms.md, Kronecker-factored Fisher; option `newtonTolerance`). */
+/**
+ * Default stopping threshold on ‖I − M X‖_F/√d (docs/algorithms.md, Kronecker-factored Fisher;
+ * option `newtonTolerance`).
+ */
 export const DEFAULT_NEWTON_TOLERANCE = 1e-4;
 /** Default cap on iterations (option `newtonMaxIterations`). */
 export const DEFAULT_NEWTON_MAX_ITERATIONS = 30;
@@ -53,7 +56,8 @@ const KNOWN = ['warmStart', 'tolerance', 'maxIterations', 'checkEvery', 'warmTri
 
 /**
  * Inverse of a symmetric positive definite matrix by the Newton–Schulz iteration
- * X ← X(2I − M X) [prior] (docs/algorithms.md, Kronecker-factored Fisher): tfjs has no inverse, solve or Cholesky, and this needs
+ * X ← X(2I − M X) [prior] (docs/algorithms.md, Kronecker-factored Fisher): tfjs has no inverse,
+ * solve or Cholesky, and this needs
  * only matrix products, so it runs on every backend in float32. The residual R = I − M X
  * squares every iteration (R ← R²), so convergence is quadratic once ‖R‖ < 1.
  *
@@ -81,19 +85,45 @@ const KNOWN = ['warmStart', 'tolerance', 'maxIterations', 'checkEvery', 'warmTri
  * const next = await newtonSchulzInverse(aDampedLater, { warmStart: first.inverse });
  * first.inverse.dispose();
  */
-export async function newtonSchulzInverse(m: tf.Tensor2D, options: NewtonSchulzOptions = {}): Promise<NewtonSchulzResult> {
+export async function newtonSchulzInverse(
+  m: tf.Tensor2D,
+  options: NewtonSchulzOptions = {},
+): Promise<NewtonSchulzResult> {
   checkKeys('newtonSchulzInverse', options, KNOWN);
-  const tolerance = checkNumber('tolerance', options.tolerance ?? DEFAULT_NEWTON_TOLERANCE, { min: 0, minExclusive: true });
-  const maxIterations = checkInteger('maxIterations', options.maxIterations ?? DEFAULT_NEWTON_MAX_ITERATIONS, 1);
-  const checkEvery = checkInteger('checkEvery', options.checkEvery ?? DEFAULT_NEWTON_CHECK_EVERY, 1);
-  const warmTrials = checkInteger('warmTrials', options.warmTrials ?? DEFAULT_NEWTON_WARM_TRIALS, 0);
+  const tolerance = checkNumber('tolerance', options.tolerance ?? DEFAULT_NEWTON_TOLERANCE, {
+    min: 0,
+    minExclusive: true,
+  });
+  const maxIterations = checkInteger(
+    'maxIterations',
+    options.maxIterations ?? DEFAULT_NEWTON_MAX_ITERATIONS,
+    1,
+  );
+  const checkEvery = checkInteger(
+    'checkEvery',
+    options.checkEvery ?? DEFAULT_NEWTON_CHECK_EVERY,
+    1,
+  );
+  const warmTrials = checkInteger(
+    'warmTrials',
+    options.warmTrials ?? DEFAULT_NEWTON_WARM_TRIALS,
+    0,
+  );
   if (m.rank !== 2 || m.shape[0] !== m.shape[1] || m.shape[0] === 0) {
-    throw new GrngError('shape', `newtonSchulzInverse needs a non-empty square matrix, got [${m.shape.join(', ')}]`, { m: m.shape });
+    throw new GrngError(
+      'shape',
+      `newtonSchulzInverse needs a non-empty square matrix, got [${m.shape.join(', ')}]`,
+      { m: m.shape },
+    );
   }
   const d = m.shape[0];
   const warm = options.warmStart;
   if (warm !== undefined && (warm.rank !== 2 || warm.shape[0] !== d || warm.shape[1] !== d)) {
-    throw new GrngError('shape', `newtonSchulzInverse warmStart must be ${d}×${d} like the matrix, got [${warm.shape.join(', ')}]`, { m: m.shape, warmStart: warm.shape });
+    throw new GrngError(
+      'shape',
+      `newtonSchulzInverse warmStart must be ${d}×${d} like the matrix, got [${warm.shape.join(', ')}]`,
+      { m: m.shape, warmStart: warm.shape },
+    );
   }
   const sqrtD = Math.sqrt(d);
 
@@ -120,10 +150,15 @@ export async function newtonSchulzInverse(m: tf.Tensor2D, options: NewtonSchulzO
     x = next;
     r = withResidual ? tf.tidy(() => tf.sub(eye, tf.matMul(m, next)) as tf.Tensor2D) : undefined;
   };
-  const coldStartMatrix = (): tf.Tensor2D => tf.tidy(() => tf.div(eye, tf.sqrt(sumOfSquares(m))) as tf.Tensor2D);
+  const coldStartMatrix = (): tf.Tensor2D =>
+    tf.tidy(() => tf.div(eye, tf.sqrt(sumOfSquares(m))) as tf.Tensor2D);
   // X(2I − M X) = X + X R, with R already at hand; adding a small correction to X also loses
   // less in float32 than forming 2X − X M X.
-  const iterate = (withResidual: boolean): void => setIterate(tf.tidy(() => tf.add(x!, tf.matMul(x!, r!))), withResidual);
+  const iterate = (withResidual: boolean): void =>
+    setIterate(
+      tf.tidy(() => tf.add(x!, tf.matMul(x!, r!))),
+      withResidual,
+    );
 
   try {
     let iterations = 0;
@@ -141,7 +176,12 @@ export async function newtonSchulzInverse(m: tf.Tensor2D, options: NewtonSchulzO
           break;
         }
         // Out of trials, diverging, or already growing: the warm start is no good.
-        if (trial === warmTrials || !Number.isFinite(last) || (previous !== undefined && last >= previous)) break;
+        if (
+          trial === warmTrials ||
+          !Number.isFinite(last) ||
+          (previous !== undefined && last >= previous)
+        )
+          break;
         iterate(true);
         iterations += 1;
       }
@@ -152,7 +192,8 @@ export async function newtonSchulzInverse(m: tf.Tensor2D, options: NewtonSchulzO
     }
 
     // Converged, or diverged (NaN, ∞: M not SPD or not finite), so going on is pointless.
-    const finished = (v: number | undefined): boolean => v !== undefined && !(Number.isFinite(v) && v >= tolerance);
+    const finished = (v: number | undefined): boolean =>
+      v !== undefined && !(Number.isFinite(v) && v >= tolerance);
     for (let k = 1; k <= maxIterations && !finished(last); k++) {
       // At the cap the residual of X is not needed: the symmetrised one is computed below.
       iterate(k < maxIterations);

@@ -28,7 +28,10 @@ export function sumAll(t: tf.Tensor): tf.Scalar {
  */
 export function sumOfProducts(a: tf.Tensor, b: tf.Tensor): tf.Scalar {
   // Below a few thousand elements the kernel call costs more than the ops it saves.
-  return (a.size >= 4096 ? nativeDot(a, b) : undefined) ?? tf.tidy(() => sumAll(a === b ? tf.square(a) : tf.mul(a, b)));
+  return (
+    (a.size >= 4096 ? nativeDot(a, b) : undefined) ??
+    tf.tidy(() => sumAll(a === b ? tf.square(a) : tf.mul(a, b)))
+  );
 }
 
 /** ‖t‖² as a device scalar; see {@link sumOfProducts}. */
@@ -38,5 +41,7 @@ export function sumOfSquares(t: tf.Tensor): tf.Scalar {
 
 /** √(Σ ‖t‖²) over a tree, as a device scalar. */
 export function globalNorm(tree: Params): tf.Scalar {
-  return tf.tidy(() => tf.sqrt(tf.addN(Object.values(tree).map((t) => sumOfSquares(t)))) as tf.Scalar);
+  return tf.tidy(
+    () => tf.sqrt(tf.addN(Object.values(tree).map((t) => sumOfSquares(t)))) as tf.Scalar,
+  );
 }

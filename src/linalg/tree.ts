@@ -12,7 +12,10 @@ export function mapParams(tree: Params, fn: (value: tf.Tensor, key: string) => t
  * `make(key)` for every key, or undefined as soon as one gives undefined, with what was made
  * disposed: for per-parameter fast paths that must cover the whole tree or step aside.
  */
-export function mapAllOrNone<T extends tf.TensorContainer>(keys: readonly string[], make: (key: string) => T | undefined): Record<string, T> | undefined {
+export function mapAllOrNone<T extends tf.TensorContainer>(
+  keys: readonly string[],
+  make: (key: string) => T | undefined,
+): Record<string, T> | undefined {
   const out: Record<string, T> = {};
   for (const key of keys) {
     const value = make(key);

@@ -1,9 +1,19 @@
-import { Field, Float64, Int32, makeData, RecordBatch, Schema, Struct, type Data } from 'apache-arrow';
+import {
+  Field,
+  Float64,
+  Int32,
+  makeData,
+  RecordBatch,
+  Schema,
+  Struct,
+  type Data,
+} from 'apache-arrow';
 import type { MetricsRow } from '../types.js';
 
 /**
  * The one Arrow schema of every metrics stream (recordings, WebSocket frames). Columns are fixed:
- * every quantity of docs/algorithms.md's Metrics section has its own column, null where an optimizer does not report it, so runs
+ * every quantity of docs/algorithms.md's Metrics section has its own column, null where an
+ * optimizer does not report it, so runs
  * of different optimizers share one schema and overlay directly.
  */
 export const METRIC_COLUMNS = [
@@ -36,7 +46,18 @@ export const METRIC_COLUMNS = [
 export type MetricColumn = (typeof METRIC_COLUMNS)[number]['name'];
 
 /** Diagnostics that have their own column (the rest of MetricsRow.diagnostics is not recorded). */
-export const DIAGNOSTIC_COLUMNS: readonly MetricColumn[] = ['damping', 'newtonIterations', 'newtonResidual', 'klClip', 'winRate', 'kalmanTraceP', 'kalmanNoise', 'kalmanInnovationNorm', 'hgNorm', 'skippedSteps'];
+export const DIAGNOSTIC_COLUMNS: readonly MetricColumn[] = [
+  'damping',
+  'newtonIterations',
+  'newtonResidual',
+  'klClip',
+  'winRate',
+  'kalmanTraceP',
+  'kalmanNoise',
+  'kalmanInnovationNorm',
+  'hgNorm',
+  'skippedSteps',
+];
 
 /** Schema-metadata key holding the run's description (JSON of {@link RecordedRun}). */
 export const RUN_METADATA_KEY = 'grng.run';
@@ -69,8 +90,16 @@ export interface RecordedRun {
 
 /** The metrics schema with a run's metadata attached. */
 export function metricsSchema(run: RecordedRun): Schema {
-  const fields = METRIC_COLUMNS.map((c) => new Field(c.name, c.type === 'int' ? new Int32() : new Float64(), c.nullable));
-  return new Schema(fields, new Map([[RUN_METADATA_KEY, JSON.stringify(run)], [SCHEMA_VERSION_KEY, SCHEMA_VERSION]]));
+  const fields = METRIC_COLUMNS.map(
+    (c) => new Field(c.name, c.type === 'int' ? new Int32() : new Float64(), c.nullable),
+  );
+  return new Schema(
+    fields,
+    new Map([
+      [RUN_METADATA_KEY, JSON.stringify(run)],
+      [SCHEMA_VERSION_KEY, SCHEMA_VERSION],
+    ]),
+  );
 }
 
 /** Reads the run description back from a schema (undefined when it is not a grng stream). */
@@ -86,7 +115,11 @@ export function runOfSchema(schema: Schema): RecordedRun | undefined {
 
 /** The value of a column in a metrics row (null when absent or not finite). */
 function cell(row: MetricsRow, name: MetricColumn): number | null {
-  const value = (DIAGNOSTIC_COLUMNS.includes(name) ? row.diagnostics[name] : (row as unknown as Record<string, unknown>)[name]) as number | null | undefined;
+  const value = (
+    DIAGNOSTIC_COLUMNS.includes(name)
+      ? row.diagnostics[name]
+      : (row as unknown as Record<string, unknown>)[name]
+  ) as number | null | undefined;
   return typeof value === 'number' && Number.isFinite(value) ? value : null;
 }
 
@@ -107,9 +140,20 @@ export function rowsToRecordBatch(schema: Schema, rows: readonly MetricsRow[]): 
       }
     });
     const type = c.type === 'int' ? new Int32() : new Float64();
-    return makeData({ type, length: rows.length, nullCount: nulls, data: values, ...(nulls > 0 ? { nullBitmap: valid } : {}) } as never) as Data;
+    return makeData({
+      type,
+      length: rows.length,
+      nullCount: nulls,
+      data: values,
+      ...(nulls > 0 ? { nullBitmap: valid } : {}),
+    } as never) as Data;
   });
-  const struct = makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children });
+  const struct = makeData({
+    type: new Struct(schema.fields),
+    length: rows.length,
+    nullCount: 0,
+    children,
+  });
   return new RecordBatch(schema, struct);
 }
 

@@ -28,7 +28,19 @@ export interface DenseLayer extends SignalLayer {
  * @example
  * const layer = denseLayer({ name: 'dense0', index: 0, inputs: 784, units: 256, activation: 'relu' });
  */
-export function denseLayer({ name, index, inputs, units, activation }: { name: string; index: number; inputs: number; units: number; activation: Activation }): DenseLayer {
+export function denseLayer({
+  name,
+  index,
+  inputs,
+  units,
+  activation,
+}: {
+  name: string;
+  index: number;
+  inputs: number;
+  units: number;
+  activation: Activation;
+}): DenseLayer {
   const kernel = `${name}/kernel`;
   const bias = `${name}/bias`;
   return {
@@ -49,7 +61,13 @@ export function denseLayer({ name, index, inputs, units, activation }: { name: s
       const w = params[kernel] as tf.Tensor2D;
       // The input layer's product needs no gradient with respect to the data; with constant
       // parameters none with respect to the kernel (see ops.ts for why each form is cheaper).
-      const product = options.constantParams ? (options.inputIsData ? tf.matMul(x, w) : matMulConstantB(x, w)) : options.inputIsData ? matMulInput(x, w) : layerMatMul(x, w);
+      const product = options.constantParams
+        ? options.inputIsData
+          ? tf.matMul(x, w)
+          : matMulConstantB(x, w)
+        : options.inputIsData
+          ? matMulInput(x, w)
+          : layerMatMul(x, w);
       let s = tf.add(product, params[bias]!);
       if (options.signal) s = tf.add(s, options.signal);
       options.taps?.push({ a: x, s });

@@ -14,15 +14,28 @@ export const INITIALIZERS = ['auto', 'he', 'glorot', 'torch'] as const;
 export type Initializer = (typeof INITIALIZERS)[number];
 
 /** Seeded initial kernel (fanIn×fanOut) and bias (fanOut) for one dense layer. */
-export function initDense(fanIn: number, fanOut: number, activation: Activation, init: Initializer, seed: number): { kernel: tf.Tensor2D; bias: tf.Tensor1D } {
-  const kind = init === 'auto' ? (activation === 'relu' || activation === 'gelu' ? 'he' : 'glorot') : init;
+export function initDense(
+  fanIn: number,
+  fanOut: number,
+  activation: Activation,
+  init: Initializer,
+  seed: number,
+): { kernel: tf.Tensor2D; bias: tf.Tensor1D } {
+  const kind =
+    init === 'auto' ? (activation === 'relu' || activation === 'gelu' ? 'he' : 'glorot') : init;
   return tf.tidy(() => {
     switch (kind) {
       case 'he':
-        return { kernel: tf.randomNormal([fanIn, fanOut], 0, Math.sqrt(2 / fanIn), 'float32', seed), bias: tf.zeros([fanOut]) };
+        return {
+          kernel: tf.randomNormal([fanIn, fanOut], 0, Math.sqrt(2 / fanIn), 'float32', seed),
+          bias: tf.zeros([fanOut]),
+        };
       case 'glorot': {
         const limit = Math.sqrt(6 / (fanIn + fanOut));
-        return { kernel: tf.randomUniform([fanIn, fanOut], -limit, limit, 'float32', seed), bias: tf.zeros([fanOut]) };
+        return {
+          kernel: tf.randomUniform([fanIn, fanOut], -limit, limit, 'float32', seed),
+          bias: tf.zeros([fanOut]),
+        };
       }
       case 'torch': {
         const limit = 1 / Math.sqrt(fanIn);

@@ -5,17 +5,25 @@ import type { Params } from '../types.js';
 export interface LayerTap {
   /** The layer's input, [m, ...inputShape]. */
   readonly a: tf.Tensor;
-  /** The pre-activation s (before the activation, after the signal was added), [m, ...signalShape]. */
+  /**
+   * The pre-activation s (before the activation, after the signal was added), [m, ...signalShape].
+   */
   readonly s: tf.Tensor;
 }
 
 /** How a model runs one layer in a forward pass. */
 export interface LayerApplyOptions {
-  /** Added to the pre-activation, so that differentiating the loss by it gives the back-propagated δ. */
+  /**
+   * Added to the pre-activation, so that differentiating the loss by it gives the back-propagated
+   * δ.
+   */
   readonly signal?: tf.Tensor;
   /** Receives the layer's input and pre-activation. */
   readonly taps?: LayerTap[];
-  /** Treat the parameters as constants: a backward pass then computes signals but no weight gradients. */
+  /**
+   * Treat the parameters as constants: a backward pass then computes signals but no weight
+   * gradients.
+   */
   readonly constantParams?: boolean;
   /** The input is the data itself: no gradient with respect to it is needed (cheaper products). */
   readonly inputIsData?: boolean;

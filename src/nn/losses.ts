@@ -11,7 +11,10 @@ import { exp, rowMaxNoGradient } from './ops.js';
  * @param oneHot m×c float one-hot labels (or any distribution over classes)
  * @returns m per-sample losses
  */
-export function softmaxCrossEntropyPerSample(logits: tf.Tensor2D, oneHot: tf.Tensor2D): tf.Tensor1D {
+export function softmaxCrossEntropyPerSample(
+  logits: tf.Tensor2D,
+  oneHot: tf.Tensor2D,
+): tf.Tensor1D {
   const shifted = tf.sub(logits, rowMaxNoGradient(logits));
   const logSumExp = tf.log(tf.sum(exp(shifted), 1));
   return tf.sub(logSumExp, tf.sum(tf.mul(shifted, oneHot), 1));

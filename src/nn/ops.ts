@@ -6,13 +6,15 @@ type CustomGradientFunc = Parameters<typeof tf.customGrad>[0];
 /*
  * Differentiable building blocks that tfjs lacks.
  *
- * 1. Transpose-free products. Why:  tfjs's own matMul gradient calls matMul with transposeA/transposeB, which the
+ * 1. Transpose-free products. Why: tfjs's own matMul gradient calls matMul with
+ * transposeA/transposeB, which the
  * wasm backend runs 13–70× slower than a plain product (and webgpu ~2× slower). These products
  * transpose explicitly instead, and their gradients are built from the same ops, so the whole
  * path stays fast at every order of differentiation (double backprop included).
  */
 
-// With a native BLAS matMul (nativeMatMulActive()), transposes are flags to sgemm: the products below
+// With a native BLAS matMul (nativeMatMulActive()), transposes are flags to sgemm: the products
+// below
 // then use tfjs's own matMul and its gradient, correct at every order, instead of explicit
 // transposes.
 
@@ -34,7 +36,11 @@ export function layerMatMul(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
   return nativeMatMulActive() ? tf.matMul(a, b) : matMulExplicit(a, b);
 }
 
-const matMulExplicit: (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, save: tf.GradSaveFunc) => {
+const matMulExplicit: (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D = tf.customGrad(((
+  a: tf.Tensor2D,
+  b: tf.Tensor2D,
+  save: tf.GradSaveFunc,
+) => {
   save([a, b]);
   return {
     value: tf.matMul(a, b),
@@ -54,7 +60,9 @@ export function matMulInput(x: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
     save([w]);
     return {
       value: tf.matMul(x, w),
-      gradFunc: (dy: tf.Tensor2D) => [nativeMatMulActive() ? matMulTransposeA(x, dy) : matMulExplicit(tf.transpose(x), dy)],
+      gradFunc: (dy: tf.Tensor2D) => [
+        nativeMatMulActive() ? matMulTransposeA(x, dy) : matMulExplicit(tf.transpose(x), dy),
+      ],
     };
   }) as unknown as CustomGradientFunc) as unknown as (w: tf.Tensor2D) => tf.Tensor2D;
   return op(b);
@@ -67,7 +75,12 @@ export function matMulInput(x: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
 export function matMulConstantB(a: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   const op = tf.customGrad(((x: tf.Tensor2D, save: tf.GradSaveFunc) => {
     save([x]);
-    return { value: tf.matMul(x, w), gradFunc: (dy: tf.Tensor2D) => [nativeMatMulActive() ? tf.matMul(dy, w, false, true) : matMulExplicit(dy, tf.transpose(w))] };
+    return {
+      value: tf.matMul(x, w),
+      gradFunc: (dy: tf.Tensor2D) => [
+        nativeMatMulActive() ? tf.matMul(dy, w, false, true) : matMulExplicit(dy, tf.transpose(w)),
+      ],
+    };
   }) as unknown as CustomGradientFunc) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
   return op(a);
 }
@@ -77,7 +90,9 @@ export function matMulConstantB(a: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
  * log-sum-exp. Computing the max inside the custom op keeps tf.max's own gradient (built on
  * Equal, which has no gradient) off the tape, so the loss stays twice differentiable.
  */
-export const rowMaxNoGradient: (x: tf.Tensor2D) => tf.Tensor2D = tf.customGrad(((x: tf.Tensor2D) => ({
+export const rowMaxNoGradient: (x: tf.Tensor2D) => tf.Tensor2D = tf.customGrad(((
+  x: tf.Tensor2D,
+) => ({
   value: tf.max(x, 1, true),
   gradFunc: () => tf.zerosLike(x),
 })) as unknown as CustomGradientFunc) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
@@ -91,14 +106,26 @@ export const rowMaxNoGradient: (x: tf.Tensor2D) => tf.Tensor2D = tf.customGrad((
  */
 
 /** eˣ, differentiable to any order. */
-export const exp: <T extends tf.Tensor>(x: T) => T = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
+export const exp: <T extends tf.Tensor>(x: T) => T = tf.customGrad(((
+  x: tf.Tensor,
+  save: tf.GradSaveFunc,
+) => {
   save([x]);
-  return { value: tf.exp(x), gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, exp(saved[0]!)) };
+  return {
+    value: tf.exp(x),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, exp(saved[0]!)),
+  };
 }) as unknown as CustomGradientFunc) as unknown as <T extends tf.Tensor>(x: T) => T;
 
 /** tanh x, differentiable to any order: d tanh = 1 − tanh². */
-export const tanh: <T extends tf.Tensor>(x: T) => T = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
+export const tanh: <T extends tf.Tensor>(x: T) => T = tf.customGrad(((
+  x: tf.Tensor,
+  save: tf.GradSaveFunc,
+) => {
   save([x]);
-  return { value: tf.tanh(x), gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, tf.sub(1, tf.square(tanh(saved[0]!)))) };
+  return {
+    value: tf.tanh(x),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+      tf.mul(dy, tf.sub(1, tf.square(tanh(saved[0]!)))),
+  };
 }) as unknown as CustomGradientFunc) as unknown as <T extends tf.Tensor>(x: T) => T;
-

@@ -21,7 +21,10 @@ export function sampleLabels(logits: tf.Tensor2D, seed: number): tf.Tensor1D {
 
 /** What a sampled-label backward pass returns. */
 export interface SampledPass {
-  /** Per signal layer, per-sample signals δ̃ for the sampled labels (shaped like the pre-activation), when asked. */
+  /**
+   * Per signal layer, per-sample signals δ̃ for the sampled labels (shaped like the
+   * pre-activation), when asked.
+   */
   readonly deltas?: tf.Tensor[];
   /** Gradient of the mean sampled-label loss, keyed like the parameters, when asked. */
   readonly grads?: Params;
@@ -35,19 +38,31 @@ export interface SampledPass {
  *
  * @param seed seeds the label sampling; pass a value that changes every step.
  */
-export function sampledLabelPass(model: Sequential, x: tf.Tensor, { signals = false, grads = false, seed }: { signals?: boolean; grads?: boolean; seed: number }): SampledPass {
+export function sampledLabelPass(
+  model: Sequential,
+  x: tf.Tensor,
+  { signals = false, grads = false, seed }: { signals?: boolean; grads?: boolean; seed: number },
+): SampledPass {
   return tf.tidy(() => {
     const keys = Object.keys(model.params);
     const m = x.shape[0];
     const oneHot = tf.tidy(() => {
       const logits = model.apply(model.params as Params, x, { constantParams: true }).logits;
-      return tf.cast(tf.oneHot(sampleLabels(logits, seed), model.outputs), 'float32') as tf.Tensor2D;
+      return tf.cast(
+        tf.oneHot(sampleLabels(logits, seed), model.outputs),
+        'float32',
+      ) as tf.Tensor2D;
     });
     const zeros = signals ? model.signalLayers.map((l) => tf.zeros([m, ...l.signalShape])) : [];
     const paramArgs = grads ? keys.map((k) => model.params[k]! as tf.Tensor) : [];
     const lossFn = (...args: tf.Tensor[]): tf.Scalar => {
-      const params: Params = grads ? Object.fromEntries(keys.map((k, i) => [k, args[i]!])) : (model.params as Params);
-      const out = model.apply(params, x, { signals: args.slice(paramArgs.length), constantParams: !grads });
+      const params: Params = grads
+        ? Object.fromEntries(keys.map((k, i) => [k, args[i]!]))
+        : (model.params as Params);
+      const out = model.apply(params, x, {
+        signals: args.slice(paramArgs.length),
+        constantParams: !grads,
+      });
       return softmaxCrossEntropy(out.logits, oneHot);
     };
     const result = tf.grads(lossFn)([...paramArgs, ...zeros]);
@@ -73,19 +88,36 @@ export function sampledLabelPass(model: Sequential, x: tf.Tensor, { signals = fa
  * @example
  * const deltas = sampledSignals(model, step.signals, seed) ?? sampledLabelPass(model, x, { signals: true, seed }).deltas!;
  */
-export function sampledSignals(model: Sequential, signals: readonly LayerSignals[], seed: number): tf.Tensor[] | undefined {
+export function sampledSignals(
+  model: Sequential,
+  signals: readonly LayerSignals[],
+  seed: number,
+): tf.Tensor[] | undefined {
   // The hand-written chain rule covers a stack of dense layers, after parameter-free layers that
   // only shape the input (flatten); anything else takes the autograd pass.
   const firstDense = model.layers.findIndex(isDense);
-  const chain = firstDense >= 0 && model.layers.every((layer, i) => (i < firstDense ? layer.params.length === 0 && !layer.signalShape : isDense(layer)));
+  const chain =
+    firstDense >= 0 &&
+    model.layers.every((layer, i) =>
+      i < firstDense ? layer.params.length === 0 && !layer.signalShape : isDense(layer),
+    );
   if (!chain) return undefined;
   const layers = model.layers.slice(firstDense).filter(isDense);
   const last = layers[layers.length - 1]!;
-  if (signals.length !== layers.length || last.activation !== 'identity' || layers.some((l) => l.activation === 'gelu')) return undefined;
+  if (
+    signals.length !== layers.length ||
+    last.activation !== 'identity' ||
+    layers.some((l) => l.activation === 'gelu')
+  )
+    return undefined;
   return tf.tidy(() => {
-    const kernelOf = (index: number): tf.Tensor2D => model.params[layers[index]!.kernel]! as tf.Tensor2D;
+    const kernelOf = (index: number): tf.Tensor2D =>
+      model.params[layers[index]!.kernel]! as tf.Tensor2D;
     const lastIndex = layers.length - 1;
-    const logits = tf.add(tf.matMul(signals[lastIndex]!.a as tf.Tensor2D, kernelOf(lastIndex)), model.params[last.bias]!) as tf.Tensor2D;
+    const logits = tf.add(
+      tf.matMul(signals[lastIndex]!.a as tf.Tensor2D, kernelOf(lastIndex)),
+      model.params[last.bias]!,
+    ) as tf.Tensor2D;
     const oneHot = tf.oneHot(sampleLabels(logits, seed), model.outputs);
     let delta = tf.sub(tf.softmax(logits), oneHot) as tf.Tensor2D;
     const deltas: tf.Tensor2D[] = new Array<tf.Tensor2D>(layers.length);
@@ -95,7 +127,12 @@ export function sampledSignals(model: Sequential, signals: readonly LayerSignals
       const back = matMulTransposeB(delta, w);
       const out = signals[l + 1]!.a;
       const activation = layers[l]!.activation;
-      delta = activation === 'relu' ? (tf.mul(back, tf.step(out)) as tf.Tensor2D) : activation === 'tanh' ? (tf.mul(back, tf.sub(1, tf.square(out))) as tf.Tensor2D) : back;
+      delta =
+        activation === 'relu'
+          ? (tf.mul(back, tf.step(out)) as tf.Tensor2D)
+          : activation === 'tanh'
+            ? (tf.mul(back, tf.sub(1, tf.square(out))) as tf.Tensor2D)
+            : back;
       deltas[l] = delta;
     }
     return deltas;

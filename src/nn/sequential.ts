@@ -34,7 +34,9 @@ export interface MlpOptions {
 /** A dense layer as the model lists it (kept under its former name for existing callers). */
 export type DenseLayerInfo = DenseLayer;
 
-/** What a layer with a signal point looked like in a forward pass (its input and pre-activation). */
+/**
+ * What a layer with a signal point looked like in a forward pass (its input and pre-activation).
+ */
 export type DenseTap = LayerTap;
 
 /** How {@link Sequential.apply} runs a forward pass. */
@@ -47,7 +49,10 @@ export interface ApplyOptions {
   readonly signals?: readonly tf.Tensor[];
   /** Receives each signal layer's input and pre-activation, in order. */
   readonly taps?: LayerTap[];
-  /** Treat the parameters as constants: a backward pass then computes signals but no weight gradients. */
+  /**
+   * Treat the parameters as constants: a backward pass then computes signals but no weight
+   * gradients.
+   */
   readonly constantParams?: boolean;
 }
 
@@ -65,7 +70,10 @@ export interface ApplyOptions {
 export class Sequential<L extends Layer = Layer> {
   /** Every layer, in order. */
   readonly layers: readonly L[];
-  /** The layers with a signal point, in order: what per-layer signals and curvature blocks align with. */
+  /**
+   * The layers with a signal point, in order: what per-layer signals and curvature blocks align
+   * with.
+   */
   readonly signalLayers: readonly SignalLayer[];
   readonly params: Readonly<Record<string, tf.Variable>>;
   /** Shape of one example's input. */
@@ -78,25 +86,46 @@ export class Sequential<L extends Layer = Layer> {
 
   /** Takes over `initial` (one tensor per parameter key of the layers, disposed here). */
   constructor(layers: readonly L[], initial: Params, description: string) {
-    if (layers.length === 0) throw new GrngError('invalid-model', 'invalid model layers: need at least one layer', { option: 'layers' });
+    if (layers.length === 0)
+      throw new GrngError('invalid-model', 'invalid model layers: need at least one layer', {
+        option: 'layers',
+      });
     const params: Record<string, tf.Variable> = {};
     const names = new Set<string>();
     let shape = layers[0]!.inputShape;
     for (const layer of layers) {
-      if (names.has(layer.name)) throw new GrngError('invalid-model', `invalid model: two layers are named ${layer.name}`, { option: 'layers', layer: layer.name });
+      if (names.has(layer.name))
+        throw new GrngError('invalid-model', `invalid model: two layers are named ${layer.name}`, {
+          option: 'layers',
+          layer: layer.name,
+        });
       names.add(layer.name);
       if (layer.inputShape.join() !== shape.join()) {
-        throw new GrngError('invalid-model', `invalid model: layer ${layer.name} takes [${layer.inputShape.join(', ')}] but the layer before it gives [${shape.join(', ')}]`, { option: 'layers', layer: layer.name });
+        throw new GrngError(
+          'invalid-model',
+          `invalid model: layer ${layer.name} takes [${layer.inputShape.join(', ')}] but the layer before it gives [${shape.join(', ')}]`,
+          { option: 'layers', layer: layer.name },
+        );
       }
       shape = layer.outputShape;
       for (const key of layer.params) {
         const value = initial[key];
-        if (!value) throw new GrngError('invalid-model', `invalid model: no initial value for ${key} of layer ${layer.name}`, { option: 'layers', layer: layer.name, key });
+        if (!value)
+          throw new GrngError(
+            'invalid-model',
+            `invalid model: no initial value for ${key} of layer ${layer.name}`,
+            { option: 'layers', layer: layer.name, key },
+          );
         params[key] = tf.variable(value, true, `grng/${key}#${uid()}`);
       }
     }
     tf.dispose(Object.values(initial));
-    if (shape.length !== 1) throw new GrngError('invalid-model', `invalid model: the last layer ${layers.at(-1)!.name} gives [${shape.join(', ')}], not class logits [classes]`, { option: 'layers' });
+    if (shape.length !== 1)
+      throw new GrngError(
+        'invalid-model',
+        `invalid model: the last layer ${layers.at(-1)!.name} gives [${shape.join(', ')}], not class logits [classes]`,
+        { option: 'layers' },
+      );
     this.layers = layers;
     this.signalLayers = layers.filter((layer): layer is L & SignalLayer => hasSignal(layer));
     this.params = params;
@@ -117,14 +146,26 @@ export class Sequential<L extends Layer = Layer> {
    */
   apply(params: Params, x: tf.Tensor, options: ApplyOptions = {}): { logits: tf.Tensor2D } {
     if (this.disposed) throw new GrngError('invalid-model', 'the model has been disposed');
-    if (x.rank !== this.inputShape.length + 1 || x.shape.slice(1).join() !== this.inputShape.join()) {
-      throw new GrngError('shape', `model expects input of shape [batch, ${this.inputShape.join(', ')}], got [${x.shape.join(', ')}]`, { expected: [null, ...this.inputShape], got: x.shape });
+    if (
+      x.rank !== this.inputShape.length + 1 ||
+      x.shape.slice(1).join() !== this.inputShape.join()
+    ) {
+      throw new GrngError(
+        'shape',
+        `model expects input of shape [batch, ${this.inputShape.join(', ')}], got [${x.shape.join(', ')}]`,
+        { expected: [null, ...this.inputShape], got: x.shape },
+      );
     }
     let a = x;
     let signalIndex = 0;
     this.layers.forEach((layer, index) => {
       const signal = layer.signalShape ? options.signals?.[signalIndex++] : undefined;
-      a = layer.apply(params, a, { ...(signal ? { signal } : {}), ...(options.taps ? { taps: options.taps } : {}), ...(options.constantParams ? { constantParams: true } : {}), inputIsData: index === 0 });
+      a = layer.apply(params, a, {
+        ...(signal ? { signal } : {}),
+        ...(options.taps ? { taps: options.taps } : {}),
+        ...(options.constantParams ? { constantParams: true } : {}),
+        inputIsData: index === 0,
+      });
     });
     return { logits: a as tf.Tensor2D };
   }
@@ -138,7 +179,11 @@ export class Sequential<L extends Layer = Layer> {
     for (const [key, variable] of Object.entries(this.params)) {
       const value = values[key];
       if (!value || value.shape.join() !== variable.shape.join()) {
-        throw new GrngError('shape', `cannot load parameter ${key}: expected shape [${variable.shape.join(', ')}], got ${value ? `[${value.shape.join(', ')}]` : 'nothing'}`, { key });
+        throw new GrngError(
+          'shape',
+          `cannot load parameter ${key}: expected shape [${variable.shape.join(', ')}], got ${value ? `[${value.shape.join(', ')}]` : 'nothing'}`,
+          { key },
+        );
       }
       variable.assign(value);
     }
@@ -164,32 +209,70 @@ function uid(): number {
  * @example
  * const model = mlp({ inputs: 784, layers: [{ units: 256 }, { units: 10 }], seed: 1 });
  */
-export function mlp(options: MlpOptions & { readonly inputShape?: undefined }): Sequential<DenseLayer>;
+export function mlp(
+  options: MlpOptions & { readonly inputShape?: undefined },
+): Sequential<DenseLayer>;
 export function mlp(options: MlpOptions): Sequential;
 export function mlp(options: MlpOptions): Sequential {
   checkKeys('model', options, ['inputs', 'inputShape', 'layers', 'init', 'seed']);
   const inputs = checkInteger('model inputs', options.inputs, 1);
   const inputShape = options.inputShape ?? [inputs];
-  if (!Array.isArray(inputShape) || inputShape.length === 0 || !inputShape.every((d) => Number.isInteger(d) && d >= 1) || inputShape.reduce((n, d) => n * d, 1) !== inputs) {
-    throw new GrngError('invalid-model', `invalid model inputShape [${String(inputShape)}]: need whole numbers ≥ 1 whose product is the ${inputs} inputs`, { option: 'inputShape', value: inputShape });
+  if (
+    !Array.isArray(inputShape) ||
+    inputShape.length === 0 ||
+    !inputShape.every((d) => Number.isInteger(d) && d >= 1) ||
+    inputShape.reduce((n, d) => n * d, 1) !== inputs
+  ) {
+    throw new GrngError(
+      'invalid-model',
+      `invalid model inputShape [${String(inputShape)}]: need whole numbers ≥ 1 whose product is the ${inputs} inputs`,
+      { option: 'inputShape', value: inputShape },
+    );
   }
   const init = checkChoice('model init', options.init ?? 'torch', INITIALIZERS);
   const seed = checkInteger('model seed', options.seed ?? 1, 0);
   if (!Array.isArray(options.layers) || options.layers.length === 0) {
-    throw new GrngError('invalid-model', 'invalid model layers: need at least one dense layer', { option: 'layers' });
+    throw new GrngError('invalid-model', 'invalid model layers: need at least one dense layer', {
+      option: 'layers',
+    });
   }
-  const widths = [inputs, ...options.layers.map((spec, index) => checkInteger(`model layer ${index} units`, spec?.units, 1))];
+  const widths = [
+    inputs,
+    ...options.layers.map((spec, index) =>
+      checkInteger(`model layer ${index} units`, spec?.units, 1),
+    ),
+  ];
   const parameters = parameterCount(widths);
   if (parameters > MAX_PARAMETERS) {
-    throw new GrngError('invalid-model', `invalid model mlp:${widths.join('-')}: ${parameters.toExponential(2)} parameters, more than the ${MAX_PARAMETERS} (2^31 - 1) a model can have`, { option: 'model', parameters });
+    throw new GrngError(
+      'invalid-model',
+      `invalid model mlp:${widths.join('-')}: ${parameters.toExponential(2)} parameters, more than the ${MAX_PARAMETERS} (2^31 - 1) a model can have`,
+      { option: 'model', parameters },
+    );
   }
   const layers: Layer[] = inputShape.length > 1 ? [flattenLayer('flatten', inputShape)] : [];
   const initial: Params = {};
   options.layers.forEach((spec, index) => {
     const last = index === options.layers.length - 1;
-    const activation = checkChoice(`model layer ${index} activation`, spec.activation ?? (last ? 'identity' : 'relu'), ACTIVATIONS);
-    const layer = denseLayer({ name: `dense${index}`, index, inputs: widths[index]!, units: widths[index + 1]!, activation });
-    const { kernel, bias } = initDense(layer.inputs, layer.units, activation, init as Initializer, seed * 1009 + index * 2 + 1);
+    const activation = checkChoice(
+      `model layer ${index} activation`,
+      spec.activation ?? (last ? 'identity' : 'relu'),
+      ACTIVATIONS,
+    );
+    const layer = denseLayer({
+      name: `dense${index}`,
+      index,
+      inputs: widths[index]!,
+      units: widths[index + 1]!,
+      activation,
+    });
+    const { kernel, bias } = initDense(
+      layer.inputs,
+      layer.units,
+      activation,
+      init as Initializer,
+      seed * 1009 + index * 2 + 1,
+    );
     initial[layer.kernel] = kernel;
     initial[layer.bias] = bias;
     layers.push(layer);
@@ -212,9 +295,16 @@ export const MAX_PARAMETERS = 2 ** 31 - 1;
  * @example
  * parseModelSpec('mlp:784-256-10:tanh'); // { inputs: 784, layers: [{ units: 256, activation: 'tanh' }, { units: 10, activation: 'identity' }] }
  */
-export function parseModelSpec(spec: string, extra: { seed?: number; init?: Initializer } = {}): MlpOptions & { readonly inputShape?: undefined } {
+export function parseModelSpec(
+  spec: string,
+  extra: { seed?: number; init?: Initializer } = {},
+): MlpOptions & { readonly inputShape?: undefined } {
   const fail = (problem: string): never => {
-    throw new GrngError('invalid-model', `invalid model spec ${JSON.stringify(spec)}: ${problem} (expected e.g. mlp:784-256-10 or mlp:784-256-10:tanh)`, { option: 'model', value: spec });
+    throw new GrngError(
+      'invalid-model',
+      `invalid model spec ${JSON.stringify(spec)}: ${problem} (expected e.g. mlp:784-256-10 or mlp:784-256-10:tanh)`,
+      { option: 'model', value: spec },
+    );
   };
   if (typeof spec !== 'string') fail('not a string');
   const parts = spec.trim().split(':');
@@ -233,11 +323,18 @@ export function parseModelSpec(spec: string, extra: { seed?: number; init?: Init
     return width;
   });
   if (widths.length < 2) fail('needs an input width and at least one layer width');
-  if (parts.length === 3 && !(ACTIVATIONS as readonly string[]).includes(parts[2]!)) fail(`unknown activation ${JSON.stringify(parts[2])} (one of ${ACTIVATIONS.join(', ')})`);
+  if (parts.length === 3 && !(ACTIVATIONS as readonly string[]).includes(parts[2]!))
+    fail(`unknown activation ${JSON.stringify(parts[2])} (one of ${ACTIVATIONS.join(', ')})`);
   const hidden = (parts[2] ?? 'relu') as Activation;
   const parameters = parameterCount(widths);
-  if (parameters > MAX_PARAMETERS) fail(`${parameters.toExponential(2)} parameters, more than the ${MAX_PARAMETERS} (2^31 - 1) a model can have`);
-  const layers = widths.slice(1).map((units, i, all) => ({ units, activation: i === all.length - 1 ? ('identity' as const) : hidden }));
+  if (parameters > MAX_PARAMETERS)
+    fail(
+      `${parameters.toExponential(2)} parameters, more than the ${MAX_PARAMETERS} (2^31 - 1) a model can have`,
+    );
+  const layers = widths.slice(1).map((units, i, all) => ({
+    units,
+    activation: i === all.length - 1 ? ('identity' as const) : hidden,
+  }));
   return { inputs: widths[0]!, layers, ...extra };
 }
 

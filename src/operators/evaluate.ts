@@ -25,7 +25,11 @@ export interface EvaluateOptions {
  * @example
  * steps$.pipe(update(model, opt), evaluate(model, data.test, { every: 100 }), metrics());
  */
-export function evaluate(model: Sequential, test: Split, options: EvaluateOptions = {}): OperatorFunction<Step, Step> {
+export function evaluate(
+  model: Sequential,
+  test: Split,
+  options: EvaluateOptions = {},
+): OperatorFunction<Step, Step> {
   checkKeys('evaluate', options, ['every', 'atEpochEnd', 'batchSize']);
   const every = checkInteger('evalEvery', options.every ?? 0, 0);
   const atEpochEnd = options.atEpochEnd ?? true;
@@ -38,12 +42,17 @@ export function evaluate(model: Sequential, test: Split, options: EvaluateOption
       const chunks = [];
       for (let start = 0; start < test.n; start += batchSize) {
         const end = Math.min(test.n, start + batchSize);
-        chunks.push({ x: tf.tensor(test.x.subarray(start * features, end * features), [end - start, ...shape]), y: tf.tensor1d(test.y.subarray(start, end), 'int32') });
+        chunks.push({
+          x: tf.tensor(test.x.subarray(start * features, end * features), [end - start, ...shape]),
+          y: tf.tensor1d(test.y.subarray(start, end), 'int32'),
+        });
       }
       return { chunks };
     },
     (step, { chunks }) => {
-      const due = (every > 0 && (step.batch.step + 1) % every === 0) || (atEpochEnd && step.batch.lastOfEpoch);
+      const due =
+        (every > 0 && (step.batch.step + 1) % every === 0) ||
+        (atEpochEnd && step.batch.lastOfEpoch);
       if (!due) return { value: step, owned: [] };
       const started = performance.now();
       const evaluation = tf.tidy(() => {
@@ -57,7 +66,14 @@ export function evaluate(model: Sequential, test: Split, options: EvaluateOption
         }
         return tf.div(tf.stack([lossSum, correct]), test.n) as tf.Tensor1D;
       });
-      return { value: { ...step, evaluation, evaluationMs: (step.evaluationMs ?? 0) + performance.now() - started }, owned: [evaluation] };
+      return {
+        value: {
+          ...step,
+          evaluation,
+          evaluationMs: (step.evaluationMs ?? 0) + performance.now() - started,
+        },
+        owned: [evaluation],
+      };
     },
     ({ chunks }) => tf.dispose(chunks.flatMap((c) => [c.x, c.y])),
   );

@@ -4,7 +4,11 @@ import { dampFactors } from '../curvature/damping.js';
 import { curvatureBlocks, foldStatistics } from '../curvature/blocks/index.js';
 import { averageValue, type FactorAverage } from '../curvature/movingAverage.js';
 import { newtonSchulzInverse, type NewtonSchulzResult } from '../linalg/newtonSchulz.js';
-import { resolveCurvatureOptions, type CurvatureOptions, type DampingRule } from '../curvature/options.js';
+import {
+  resolveCurvatureOptions,
+  type CurvatureOptions,
+  type DampingRule,
+} from '../curvature/options.js';
 import { sampledLabelPass, sampledSignals } from '../nn/sampledLabels.js';
 import { asGrngError, GrngError } from '../errors.js';
 import { nativeSpdInverse, nativeSpdInverseAvailable } from '../runtime/nativeBlas.js';
@@ -37,7 +41,10 @@ export interface ScanState {
 
 /** What fisherScan shares with the rest of a run besides its steps. */
 export interface FisherScanRun {
-  /** Skipped non-finite steps: not folded into the factors; each raises the damping (×10) and forces a refresh. */
+  /**
+   * Skipped non-finite steps: not folded into the factors; each raises the damping (×10) and forces
+   * a refresh.
+   */
   readonly health?: StepHealth;
   /** Exposes the scan state to checkpoints and takes a restored one. */
   readonly state?: StateSlot<ScanState>;
@@ -49,7 +56,8 @@ export interface FisherScanRun {
  * moving averages of A = ĀᵀĀ/m and G = Δ̃ᵀΔ̃/m (bias
  * corrected, decay β), updated every `statsEvery` steps from the step's signals (and, for the
  * true Fisher, a sampled-label backward pass), and the damped inverses
- * (A + π√γ I)⁻¹, (G + √γ/π I)⁻¹ refreshed (Newton–Schulz, or float64 Cholesky: option `inverse`) every `inverseEvery` steps with the
+ * (A + π√γ I)⁻¹, (G + √γ/π I)⁻¹ refreshed (Newton–Schulz, or float64 Cholesky: option `inverse`)
+ * every `inverseEvery` steps with the
  * damping γ = λ + ρ·ḡ² of `damping`. Steps leave with `curvature` attached; replaced tensors are
  * disposed, and all of them on complete, error and unsubscribe.
  *
@@ -59,13 +67,20 @@ export interface FisherScanRun {
  * @example
  * steps$.pipe(fisherScan(model, { lambda: 1e-3, rho: 0, norm: 'mean' }), update(model, kfac()));
  */
-export function fisherScan(model: Sequential, damping: DampingRule, options: CurvatureOptions = {}, run: FisherScanRun = {}): OperatorFunction<Step, Step> {
+export function fisherScan(
+  model: Sequential,
+  damping: DampingRule,
+  options: CurvatureOptions = {},
+  run: FisherScanRun = {},
+): OperatorFunction<Step, Step> {
   checkKeys('damping', damping, ['lambda', 'rho', 'norm']);
   checkNumber('damping', damping.lambda, { min: 0 });
   checkNumber('rho', damping.rho, { min: 0 });
-  if (damping.lambda === 0 && damping.rho === 0) checkNumber('damping', damping.lambda, { min: 0, minExclusive: true });
+  if (damping.lambda === 0 && damping.rho === 0)
+    checkNumber('damping', damping.lambda, { min: 0, minExclusive: true });
   const resolved = resolveCurvatureOptions(options);
-  // One block per signal layer, in order; a layer kind without a block is an error here, before any step.
+  // One block per signal layer, in order; a layer kind without a block is an error here, before any
+  // step.
   const blocks = curvatureBlocks(model);
   const inverseEvery = damping.norm === 'step' ? 1 : resolved.inverseEvery;
   const needsGradNorm = damping.rho > 0;
@@ -74,11 +89,23 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
     defer(() => {
       // Decided at subscription, when the backend is known; `cholesky` where it cannot run is
       // the user's mistake, said before any step.
-      const cholesky = resolved.inverse === 'cholesky' || (resolved.inverse === 'auto' && nativeSpdInverseAvailable());
+      const cholesky =
+        resolved.inverse === 'cholesky' ||
+        (resolved.inverse === 'auto' && nativeSpdInverseAvailable());
       if (cholesky && !nativeSpdInverseAvailable()) {
-        throw new GrngError('invalid-option', `invalid inverse: "cholesky" needs the native BLAS matMul with LAPACK on the wasm backend (backend ${tf.getBackend()}; see GRNG_BLAS in the README); use "auto" or "newton-schulz"`, { option: 'inverse', value: 'cholesky' });
+        throw new GrngError(
+          'invalid-option',
+          `invalid inverse: "cholesky" needs the native BLAS matMul with LAPACK on the wasm backend (backend ${tf.getBackend()}; see GRNG_BLAS in the README); use "auto" or "newton-schulz"`,
+          { option: 'inverse', value: 'cholesky' },
+        );
       }
-      const state: ScanState = { layers: undefined, gradNormSquaredSum: undefined, stepsSinceRefresh: 0, closed: false, last: { damping: NaN, newtonIterations: 0, newtonResidual: NaN } };
+      const state: ScanState = {
+        layers: undefined,
+        gradNormSquaredSum: undefined,
+        stepsSinceRefresh: 0,
+        closed: false,
+        last: { damping: NaN, newtonIterations: 0, newtonResidual: NaN },
+      };
       run.state?.attach({
         get: () => state,
         set: (restored) => {
@@ -98,44 +125,54 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
           }
           return retainStep(step);
         }),
-        concatMap(({ step, retained }) =>
-          new Observable<Step>((subscriber) => {
-            const emit = (refreshed: boolean): void => {
-              try {
-                // A skipped step before any statistics has no curvature; update skips it anyway.
-                subscriber.next(state.layers ? { ...step, curvature: snapshot(state, refreshed) } : step);
-              } finally {
-                tf.dispose(retained);
+        concatMap(
+          ({ step, retained }) =>
+            new Observable<Step>((subscriber) => {
+              const emit = (refreshed: boolean): void => {
+                try {
+                  // A skipped step before any statistics has no curvature; update skips it anyway.
+                  subscriber.next(
+                    state.layers ? { ...step, curvature: snapshot(state, refreshed) } : step,
+                  );
+                } finally {
+                  tf.dispose(retained);
+                }
+                subscriber.complete();
+              };
+              const forced = health?.refreshDue === true;
+              if (
+                !state.layers ||
+                (step.batch.step % inverseEvery !== 0 &&
+                  !forced &&
+                  state.layers.every((l) => l.inverse))
+              ) {
+                emit(false);
+                return;
               }
-              subscriber.complete();
-            };
-            const forced = health?.refreshDue === true;
-            if (!state.layers || (step.batch.step % inverseEvery !== 0 && !forced && state.layers.every((l) => l.inverse))) {
-              emit(false);
-              return;
-            }
-            const release = step.batch.hold();
-            let cancelled = false;
-            if (forced) health!.refreshDue = false;
-            const refreshing = refresh(state, forced, step.batch.step, cholesky);
-            state.refreshing = refreshing.then(
-              () => void (state.refreshing = undefined),
-              () => void (state.refreshing = undefined),
-            );
-            refreshing
-              .then(() => {
-                if (!cancelled) emit(true);
-                else tf.dispose(retained);
-              })
-              .catch((error: unknown) => {
-                tf.dispose(retained);
-                subscriber.error(asGrngError(error, { operator: 'fisherScan', step: step.batch.step }));
-              })
-              .finally(release);
-            return () => {
-              cancelled = true;
-            };
-          }),
+              const release = step.batch.hold();
+              let cancelled = false;
+              if (forced) health!.refreshDue = false;
+              const refreshing = refresh(state, forced, step.batch.step, cholesky);
+              state.refreshing = refreshing.then(
+                () => void (state.refreshing = undefined),
+                () => void (state.refreshing = undefined),
+              );
+              refreshing
+                .then(() => {
+                  if (!cancelled) emit(true);
+                  else tf.dispose(retained);
+                })
+                .catch((error: unknown) => {
+                  tf.dispose(retained);
+                  subscriber.error(
+                    asGrngError(error, { operator: 'fisherScan', step: step.batch.step }),
+                  );
+                })
+                .finally(release);
+              return () => {
+                cancelled = true;
+              };
+            }),
         ),
         finalize(() => {
           run.state?.detach();
@@ -153,10 +190,19 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
     if (step.skipped) return;
     const signals = step.signals;
     if (!signals || signals.length !== blocks.length) {
-      throw new GrngError('step', 'fisherScan needs per-layer signals: run forwardBackward(model, { signals: true }) before it', { got: signals?.length ?? 0 });
+      throw new GrngError(
+        'step',
+        'fisherScan needs per-layer signals: run forwardBackward(model, { signals: true }) before it',
+        { got: signals?.length ?? 0 },
+      );
     }
     blocks.forEach((block, i) => {
-      if (signals[i]!.layer !== block.layer) throw new GrngError('step', `fisherScan: signal ${i} is from layer ${signals[i]!.layer}, the model's block ${i} is layer ${block.layer}`, { layer: block.layer });
+      if (signals[i]!.layer !== block.layer)
+        throw new GrngError(
+          'step',
+          `fisherScan: signal ${i} is from layer ${signals[i]!.layer}, the model's block ${i} is layer ${block.layer}`,
+          { layer: block.layer },
+        );
     });
     if (needsGradNorm) {
       const previous = state.gradNormSquaredSum;
@@ -170,11 +216,17 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
     const due = state.layers === undefined || step.batch.step % resolved.statsEvery === 0;
     if (!due) return;
     const seed = resolved.seed * 100_003 + step.batch.step;
-    const sampled = resolved.fisher === 'sampled' ? (sampledSignals(model, signals, seed) ?? sampledLabelPass(model, step.batch.x, { signals: true, seed }).deltas!) : undefined;
+    const sampled =
+      resolved.fisher === 'sampled'
+        ? (sampledSignals(model, signals, seed) ??
+          sampledLabelPass(model, step.batch.x, { signals: true, seed }).deltas!)
+        : undefined;
     try {
       const deltaOf = (i: number): tf.Tensor => (sampled ? sampled[i]! : signals[i]!.delta);
       if (state.layers === undefined) {
-        state.layers = blocks.map((block, i) => foldStatistics(block, undefined, signals[i]!.a, deltaOf(i), resolved.beta));
+        state.layers = blocks.map((block, i) =>
+          foldStatistics(block, undefined, signals[i]!.a, deltaOf(i), resolved.beta),
+        );
       } else {
         state.layers.forEach((layer, i) => {
           const next = foldStatistics(blocks[i]!, layer, signals[i]!.a, deltaOf(i), resolved.beta);
@@ -188,30 +240,55 @@ export function fisherScan(model: Sequential, damping: DampingRule, options: Cur
     }
   }
 
-  /** One damped factor's inverse: Cholesky when chosen (Newton–Schulz if it fails), else Newton–Schulz from `warm`. */
-  async function invert(m: tf.Tensor2D, warm: tf.Tensor2D | undefined, cholesky: boolean): Promise<NewtonSchulzResult> {
+  /**
+   * One damped factor's inverse: Cholesky when chosen (Newton–Schulz if it fails), else
+   * Newton–Schulz from `warm`.
+   */
+  async function invert(
+    m: tf.Tensor2D,
+    warm: tf.Tensor2D | undefined,
+    cholesky: boolean,
+  ): Promise<NewtonSchulzResult> {
     if (cholesky) {
       const exact = nativeSpdInverse(m);
-      if (exact) return { inverse: exact.inverse, iterations: 0, residual: exact.residual, coldStart: true };
+      if (exact)
+        return { inverse: exact.inverse, iterations: 0, residual: exact.residual, coldStart: true };
     }
-    return newtonSchulzInverse(m, { ...(warm ? { warmStart: warm } : {}), tolerance: resolved.newtonTolerance, maxIterations: resolved.newtonMaxIterations, warmTrials: resolved.newtonWarmTrials });
+    return newtonSchulzInverse(m, {
+      ...(warm ? { warmStart: warm } : {}),
+      tolerance: resolved.newtonTolerance,
+      maxIterations: resolved.newtonMaxIterations,
+      warmTrials: resolved.newtonWarmTrials,
+    });
   }
 
-  async function refresh(state: ScanState, forced: boolean, step: number, cholesky: boolean): Promise<void> {
+  async function refresh(
+    state: ScanState,
+    forced: boolean,
+    step: number,
+    cholesky: boolean,
+  ): Promise<void> {
     let meanGradNormSquared = 0;
     if (needsGradNorm && state.gradNormSquaredSum) {
       const total = (await state.gradNormSquaredSum.data())[0]!;
-      meanGradNormSquared = damping.norm === 'mean' ? total / Math.max(1, state.stepsSinceRefresh) : total;
+      meanGradNormSquared =
+        damping.norm === 'mean' ? total / Math.max(1, state.stepsSinceRefresh) : total;
       state.gradNormSquaredSum.dispose();
       state.gradNormSquaredSum = undefined;
     }
     state.stepsSinceRefresh = 0;
     // A scheduled refresh a whole period after the last skipped step takes back one ×10.
     const health = run.health;
-    if (health && !forced && health.dampingBoost > 1 && step - health.lastBadStep >= inverseEvery) health.dampingBoost = Math.max(1, health.dampingBoost / 10);
-    const gamma = (damping.lambda + damping.rho * meanGradNormSquared) * (health?.dampingBoost ?? 1);
+    if (health && !forced && health.dampingBoost > 1 && step - health.lastBadStep >= inverseEvery)
+      health.dampingBoost = Math.max(1, health.dampingBoost / 10);
+    const gamma =
+      (damping.lambda + damping.rho * meanGradNormSquared) * (health?.dampingBoost ?? 1);
     if (!Number.isFinite(gamma) || gamma <= 0) {
-      throw new GrngError('step', `damping became ${gamma} (λ = ${damping.lambda}, ρ = ${damping.rho}, mean ‖g‖² = ${meanGradNormSquared})`, { gamma });
+      throw new GrngError(
+        'step',
+        `damping became ${gamma} (λ = ${damping.lambda}, ρ = ${damping.rho}, mean ‖g‖² = ${meanGradNormSquared})`,
+        { gamma },
+      );
     }
     let iterations = 0;
     let residual = 0;

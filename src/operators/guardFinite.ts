@@ -18,8 +18,17 @@ const MAX_DAMPING_BOOST = 1e6;
  * @example
  * const health = stepHealth({ maxBadSteps: 5 });
  */
-export function stepHealth({ maxBadSteps = DEFAULT_MAX_BAD_STEPS }: { maxBadSteps?: number } = {}): StepHealth {
-  return { consecutive: 0, total: 0, dampingBoost: 1, lastBadStep: -1, refreshDue: false, maxBadSteps: checkInteger('maxBadSteps', maxBadSteps, 1) };
+export function stepHealth({
+  maxBadSteps = DEFAULT_MAX_BAD_STEPS,
+}: { maxBadSteps?: number } = {}): StepHealth {
+  return {
+    consecutive: 0,
+    total: 0,
+    dampingBoost: 1,
+    lastBadStep: -1,
+    refreshDue: false,
+    maxBadSteps: checkInteger('maxBadSteps', maxBadSteps, 1),
+  };
 }
 
 /**
@@ -51,18 +60,26 @@ export function guardFinite(health: StepHealth): OperatorFunction<Step, Step> {
           throw asGrngError(error, { operator: 'guardFinite', step: step.batch.step });
         }
         const { step: kept, retained } = retainStep(step);
-        return afterFiniteCheck('guardFinite', step, flags, ['loss', ...Object.keys(step.grads)], retained, (bad, emit) => {
-          if (bad === undefined) {
-            // A later check (update's) may still skip this step, so only a clean previous
-            // step ends a run of skips here; update's guard ends it once the step is applied.
-            if (health.lastBadStep < step.batch.step - 1) recordFiniteStep(health);
-            emit(kept);
-          } else {
-            const skipped: SkippedStep = bad === 'loss' ? { what: 'loss', where: 'loss' } : { what: 'gradient', where: bad };
-            recordSkippedStep(health, step.batch.step, skipped);
-            emit({ ...kept, skipped });
-          }
-        });
+        return afterFiniteCheck(
+          'guardFinite',
+          step,
+          flags,
+          ['loss', ...Object.keys(step.grads)],
+          retained,
+          (bad, emit) => {
+            if (bad === undefined) {
+              // A later check (update's) may still skip this step, so only a clean previous
+              // step ends a run of skips here; update's guard ends it once the step is applied.
+              if (health.lastBadStep < step.batch.step - 1) recordFiniteStep(health);
+              emit(kept);
+            } else {
+              const skipped: SkippedStep =
+                bad === 'loss' ? { what: 'loss', where: 'loss' } : { what: 'gradient', where: bad };
+              recordSkippedStep(health, step.batch.step, skipped);
+              emit({ ...kept, skipped });
+            }
+          },
+        );
       }),
     );
 }
@@ -93,7 +110,9 @@ export function afterFiniteCheck(
         decide(firstNonFinite(values, keys), (s) => subscriber.next(s));
         subscriber.complete();
       })
-      .catch((error: unknown) => subscriber.error(asGrngError(error, { operator, step: step.batch.step })))
+      .catch((error: unknown) =>
+        subscriber.error(asGrngError(error, { operator, step: step.batch.step })),
+      )
       .finally(() => {
         flags.dispose();
         tf.dispose(retained as tf.Tensor[]);
@@ -110,11 +129,22 @@ export function afterFiniteCheck(
  * exponent-bit scan per tensor) where the addon is loaded, else by each tensor's sum.
  */
 export function finiteFlags(tensors: Params): tf.Tensor1D {
-  return nativeFiniteFlags(Object.values(tensors)) ?? tf.tidy(() => tf.stack(Object.values(tensors).map((t) => tf.cast(tf.isFinite(sumAll(t)), 'float32'))) as tf.Tensor1D);
+  return (
+    nativeFiniteFlags(Object.values(tensors)) ??
+    tf.tidy(
+      () =>
+        tf.stack(
+          Object.values(tensors).map((t) => tf.cast(tf.isFinite(sumAll(t)), 'float32')),
+        ) as tf.Tensor1D,
+    )
+  );
 }
 
 /** The key of the first 0 flag, or undefined when all are finite. */
-export function firstNonFinite(flags: ArrayLike<number>, keys: readonly string[]): string | undefined {
+export function firstNonFinite(
+  flags: ArrayLike<number>,
+  keys: readonly string[],
+): string | undefined {
   for (let i = 0; i < keys.length; i++) if (flags[i] !== 1) return keys[i];
   return undefined;
 }
@@ -135,8 +165,15 @@ export function recordSkippedStep(health: StepHealth, step: number, skipped: Ski
   health.refreshDue = true;
   health.lastBadStep = step;
   if (health.consecutive >= health.maxBadSteps) {
-    const where = skipped.what === 'loss' ? 'the loss' : `the ${skipped.what} of ${skipped.where} (layer ${layerOf(skipped.where)})`;
-    throw new GrngError('step', `step ${step}: ${health.consecutive} consecutive non-finite steps (max-bad-steps ${health.maxBadSteps}); ${where} is NaN or infinite`, { step, ...skipped, layer: layerOf(skipped.where) });
+    const where =
+      skipped.what === 'loss'
+        ? 'the loss'
+        : `the ${skipped.what} of ${skipped.where} (layer ${layerOf(skipped.where)})`;
+    throw new GrngError(
+      'step',
+      `step ${step}: ${health.consecutive} consecutive non-finite steps (max-bad-steps ${health.maxBadSteps}); ${where} is NaN or infinite`,
+      { step, ...skipped, layer: layerOf(skipped.where) },
+    );
   }
 }
 

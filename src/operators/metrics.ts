@@ -47,8 +47,16 @@ export function metrics(options: MetricsOptions = {}): OperatorFunction<Step, Me
           let packed: tf.Tensor1D;
           let layout: Layout;
           try {
-            ({ packed, layout } = pack(step, withNorms, withNorms && correlationEvery > 0 && step.batch.step % correlationEvery === 0));
-            if (health) layout = { ...layout, hostDiagnostics: { ...layout.hostDiagnostics, skippedSteps: health.total } };
+            ({ packed, layout } = pack(
+              step,
+              withNorms,
+              withNorms && correlationEvery > 0 && step.batch.step % correlationEvery === 0,
+            ));
+            if (health)
+              layout = {
+                ...layout,
+                hostDiagnostics: { ...layout.hostDiagnostics, skippedSteps: health.total },
+              };
           } catch (error) {
             // Rows already being read still come out first.
             const wrapped = asGrngError(error, { operator: 'metrics', step: step.batch.step });
@@ -56,13 +64,25 @@ export function metrics(options: MetricsOptions = {}): OperatorFunction<Step, Me
             return;
           }
           const release = step.batch.hold();
-          const summary = { step: step.batch.step, epoch: step.batch.epoch, samples: step.batch.size, evaluationMs: step.evaluationMs ?? 0, learningRate: step.update?.learningRate ?? NaN };
+          const summary = {
+            step: step.batch.step,
+            epoch: step.batch.epoch,
+            samples: step.batch.size,
+            evaluationMs: step.evaluationMs ?? 0,
+            learningRate: step.update?.learningRate ?? NaN,
+          };
           queue = queue.then(async () => {
             try {
               const values = await packed.data();
               if (subscriber.closed) return;
               const now = performance.now();
-              const row = unpack(values, layout, summary, wallOffsetMs + now - started, now - previous);
+              const row = unpack(
+                values,
+                layout,
+                summary,
+                wallOffsetMs + now - started,
+                now - previous,
+              );
               previous = now;
               subscriber.next(row);
             } catch (error) {
@@ -96,7 +116,14 @@ interface Layout {
 }
 
 /** Pearson correlation of two vectors of n coordinates from their sums, sums of squares and Σxy. */
-export function pearsonFromSums(n: number, sx: number, sy: number, sxx: number, syy: number, sxy: number): number {
+export function pearsonFromSums(
+  n: number,
+  sx: number,
+  sy: number,
+  sxx: number,
+  syy: number,
+  sxy: number,
+): number {
   const mx = sx / n;
   const my = sy / n;
   const cov = sxy / n - mx * my;
@@ -106,24 +133,52 @@ export function pearsonFromSums(n: number, sx: number, sy: number, sxx: number, 
 }
 
 /** Sums over all coordinates: [Σg², Σu², Σu, Σg, Σug]; only the squares without correlation. */
-function gradientStatistics(grads: Params, updates: Params | undefined, correlation: boolean): tf.Tensor[] {
+function gradientStatistics(
+  grads: Params,
+  updates: Params | undefined,
+  correlation: boolean,
+): tf.Tensor[] {
   const keys = Object.keys(grads);
   const sumOf = (f: (k: string) => tf.Tensor): tf.Tensor => tf.addN(keys.map((k) => sumAll(f(k))));
   const stats: tf.Tensor[] = [tf.addN(keys.map((k) => sumOfSquares(grads[k]!)))];
   if (!updates) return stats;
   stats.push(tf.addN(keys.map((k) => sumOfSquares(updates[k]!))));
-  if (correlation) stats.push(sumOf((k) => updates[k]!), sumOf((k) => grads[k]!), tf.addN(keys.map((k) => sumOfProducts(updates[k]!, grads[k]!))));
+  if (correlation)
+    stats.push(
+      sumOf((k) => updates[k]!),
+      sumOf((k) => grads[k]!),
+      tf.addN(keys.map((k) => sumOfProducts(updates[k]!, grads[k]!))),
+    );
   return stats;
 }
 
-function pack(step: Step, norms: boolean, correlation: boolean): { packed: tf.Tensor1D; layout: Layout } {
+function pack(
+  step: Step,
+  norms: boolean,
+  correlation: boolean,
+): { packed: tf.Tensor1D; layout: Layout } {
   const diagnostics = step.update?.diagnostics ?? {};
-  const tensorDiagnostics = Object.keys(diagnostics).filter((k) => typeof diagnostics[k] !== 'number');
+  const tensorDiagnostics = Object.keys(diagnostics).filter(
+    (k) => typeof diagnostics[k] !== 'number',
+  );
   const hostDiagnostics: Record<string, number> = {};
-  for (const [k, v] of Object.entries(diagnostics)) if (typeof v === 'number' && k !== 'learningRate') hostDiagnostics[k] = v;
-  const layout: Layout = { norms, hasUpdate: step.update !== undefined, correlation: correlation && step.update !== undefined, tensorDiagnostics, hostDiagnostics, hasEvaluation: step.evaluation !== undefined, coordinates: Object.values(step.grads).reduce((n, g) => n + g.size, 0) };
+  for (const [k, v] of Object.entries(diagnostics))
+    if (typeof v === 'number' && k !== 'learningRate') hostDiagnostics[k] = v;
+  const layout: Layout = {
+    norms,
+    hasUpdate: step.update !== undefined,
+    correlation: correlation && step.update !== undefined,
+    tensorDiagnostics,
+    hostDiagnostics,
+    hasEvaluation: step.evaluation !== undefined,
+    coordinates: Object.values(step.grads).reduce((n, g) => n + g.size, 0),
+  };
   const packed = tf.tidy(() => {
-    const parts: tf.Tensor[] = [step.loss, step.correct, ...(norms ? gradientStatistics(step.grads, step.update?.updates, layout.correlation) : [])];
+    const parts: tf.Tensor[] = [
+      step.loss,
+      step.correct,
+      ...(norms ? gradientStatistics(step.grads, step.update?.updates, layout.correlation) : []),
+    ];
     for (const k of tensorDiagnostics) parts.push(tf.cast(diagnostics[k] as tf.Scalar, 'float32'));
     const flat = parts.map((p) => tf.reshape(p, [1]));
     if (step.evaluation) flat.push(step.evaluation);
@@ -135,7 +190,13 @@ function pack(step: Step, norms: boolean, correlation: boolean): { packed: tf.Te
 function unpack(
   values: ArrayLike<number>,
   layout: Layout,
-  summary: { step: number; epoch: number; samples: number; evaluationMs: number; learningRate: number },
+  summary: {
+    step: number;
+    epoch: number;
+    samples: number;
+    evaluationMs: number;
+    learningRate: number;
+  },
   wallMs: number,
   stepMs: number,
 ): MetricsRow {

@@ -17,7 +17,11 @@ export interface Owned<R> {
  * unsubscribe. Built from public RxJS operators so that a synchronous source stops being pulled
  * the moment downstream unsubscribes (e.g. `take(1)`).
  */
-export function ownedMap<T extends { readonly batch: { readonly step: number } } | { readonly step: number }, R, S = void>(
+export function ownedMap<
+  T extends { readonly batch: { readonly step: number } } | { readonly step: number },
+  R,
+  S = void,
+>(
   operator: string,
   setup: () => S,
   project: (value: T, state: S) => Owned<R>,
@@ -36,7 +40,10 @@ export function ownedMap<T extends { readonly batch: { readonly step: number } }
           try {
             return project(value, state);
           } catch (error) {
-            throw asGrngError(error, { operator, step: 'batch' in value ? value.batch.step : value.step });
+            throw asGrngError(error, {
+              operator,
+              step: 'batch' in value ? value.batch.step : value.step,
+            });
           }
         }),
         mergeMap(

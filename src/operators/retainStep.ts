@@ -18,7 +18,15 @@ export function retainStep(step: Step): { step: Step; retained: tf.Tensor[] } {
     loss: keep(step.loss),
     correct: keep(step.correct),
     grads: Object.fromEntries(Object.entries(step.grads).map(([k, g]) => [k, keep(g)])),
-    ...(step.signals ? { signals: step.signals.map((s) => ({ layer: s.layer, a: s.a === step.batch.x ? s.a : keep(s.a), delta: keep(s.delta) })) } : {}),
+    ...(step.signals
+      ? {
+          signals: step.signals.map((s) => ({
+            layer: s.layer,
+            a: s.a === step.batch.x ? s.a : keep(s.a),
+            delta: keep(s.delta),
+          })),
+        }
+      : {}),
     ...(step.losses ? { losses: keep(step.losses) } : {}),
     ...(step.evaluation ? { evaluation: keep(step.evaluation) } : {}),
   };

@@ -39,7 +39,9 @@ export class StateSlot<S> {
     this.pending = undefined;
   }
 
-  /** Puts state in: into the running operator, or kept until it attaches. The slot takes ownership. */
+  /**
+   * Puts state in: into the running operator, or kept until it attaches. The slot takes ownership.
+   */
   set(state: S): void {
     if (this.accessor) this.accessor.set(state);
     else this.pending = state;

@@ -5,7 +5,12 @@ import type { Sequential } from '../nn/sequential.js';
 import type { GradientTransformation, TransformResult } from '../optim/transform.js';
 import { disposeReplaced, tensorsIn } from '../linalg/tree.js';
 import type { Params, SkippedStep, Step, StepHealth } from '../types.js';
-import { afterFiniteCheck, finiteFlags, recordFiniteStep, recordSkippedStep } from './guardFinite.js';
+import {
+  afterFiniteCheck,
+  finiteFlags,
+  recordFiniteStep,
+  recordSkippedStep,
+} from './guardFinite.js';
 import { retainStep } from './retainStep.js';
 import type { StateSlot } from './stateSlot.js';
 
@@ -39,7 +44,11 @@ type Computed<S> = { updates: Params; state: S; diagnostics: Record<string, tf.S
  * @example
  * steps$.pipe(update(model, adamw({ learningRate: 1e-3 })));
  */
-export function update<S>(model: Pick<Sequential, 'params'>, optimizer: GradientTransformation<S>, options: UpdateOptions<S> = {}): OperatorFunction<Step, Step> {
+export function update<S>(
+  model: Pick<Sequential, 'params'>,
+  optimizer: GradientTransformation<S>,
+  options: UpdateOptions<S> = {},
+): OperatorFunction<Step, Step> {
   const params = model.params as Params;
   return (source) =>
     defer(() => {
@@ -53,34 +62,59 @@ export function update<S>(model: Pick<Sequential, 'params'>, optimizer: Gradient
       });
 
       const compute = (step: Step): Computed<S> => {
-        if (holder.state === undefined) holder.state = tf.tidy(() => optimizer.init(params) as tf.TensorContainer) as S;
+        if (holder.state === undefined)
+          holder.state = tf.tidy(() => optimizer.init(params) as tf.TensorContainer) as S;
         return tf.tidy(() => {
-          const r: TransformResult<S> = optimizer.update(step.grads, holder.state as S, params, { step: step.batch.step, source: step });
+          const r: TransformResult<S> = optimizer.update(step.grads, holder.state as S, params, {
+            step: step.batch.step,
+            source: step,
+          });
           // Checked inside the tidy so that a failing step leaks nothing it made.
           for (const key of Object.keys(params)) {
             const u = r.updates[key];
-            if (!u) throw new GrngError('internal', `optimizer produced no update for parameter ${key}`, { key });
+            if (!u)
+              throw new GrngError('internal', `optimizer produced no update for parameter ${key}`, {
+                key,
+              });
             if (u.shape.join() !== params[key]!.shape.join()) {
-              throw new GrngError('shape', `optimizer update for ${key} has shape [${u.shape.join(', ')}], the parameter [${params[key]!.shape.join(', ')}]`, { key });
+              throw new GrngError(
+                'shape',
+                `optimizer update for ${key} has shape [${u.shape.join(', ')}], the parameter [${params[key]!.shape.join(', ')}]`,
+                { key },
+              );
             }
           }
-          return { updates: r.updates, state: r.state as tf.TensorContainer, diagnostics: (r.diagnostics ?? {}) as tf.TensorContainer };
+          return {
+            updates: r.updates,
+            state: r.state as tf.TensorContainer,
+            diagnostics: (r.diagnostics ?? {}) as tf.TensorContainer,
+          };
         }) as Computed<S>;
       };
 
       /** Assigns, swaps the state, and emits; the per-step tensors die when `next` returns. */
       const apply = (step: Step, result: Computed<S>, emit: (s: Step) => void): void => {
         tf.tidy(() => {
-          for (const key of Object.keys(params)) (params[key] as tf.Variable).assign(tf.add(params[key]!, result.updates[key]!));
+          for (const key of Object.keys(params))
+            (params[key] as tf.Variable).assign(tf.add(params[key]!, result.updates[key]!));
         });
         disposeReplaced(holder.state, result.state);
         holder.state = result.state;
-        const learningRate = typeof result.diagnostics.learningRate === 'number' ? result.diagnostics.learningRate : NaN;
+        const learningRate =
+          typeof result.diagnostics.learningRate === 'number'
+            ? result.diagnostics.learningRate
+            : NaN;
         // Updates that are also gradients (owned upstream) or state (owned here) are not per-step.
         const kept = new Set([...Object.values(step.grads), ...tensorsIn(result.state)]);
-        const owned = [...Object.values(result.updates).filter((u) => !kept.has(u)), ...tensorsIn(result.diagnostics)];
+        const owned = [
+          ...Object.values(result.updates).filter((u) => !kept.has(u)),
+          ...tensorsIn(result.diagnostics),
+        ];
         try {
-          emit({ ...step, update: { updates: result.updates, learningRate, diagnostics: result.diagnostics } });
+          emit({
+            ...step,
+            update: { updates: result.updates, learningRate, diagnostics: result.diagnostics },
+          });
         } finally {
           tf.dispose(owned);
         }
@@ -89,7 +123,13 @@ export function update<S>(model: Pick<Sequential, 'params'>, optimizer: Gradient
       /** Throws away a computed step whose update was not finite: nothing of it survives. */
       const discard = (step: Step, result: Computed<S>): void => {
         const keep = new Set([...tensorsIn(holder.state), ...Object.values(step.grads)]);
-        tf.dispose([...Object.values(result.updates), ...tensorsIn(result.state), ...tensorsIn(result.diagnostics)].filter((t) => !keep.has(t)));
+        tf.dispose(
+          [
+            ...Object.values(result.updates),
+            ...tensorsIn(result.state),
+            ...tensorsIn(result.diagnostics),
+          ].filter((t) => !keep.has(t)),
+        );
       };
 
       return source.pipe(
@@ -120,11 +160,24 @@ export function update<S>(model: Pick<Sequential, 'params'>, optimizer: Gradient
           // Loss and gradients first (when asked), so a NaN gradient is reported as such and
           // not as the NaN update it makes. Flags are keyed by position in this list.
           const checks: Array<{ tensor: tf.Tensor; skipped: SkippedStep }> = [
-            ...(options.checkGradients ? [{ tensor: kept.loss, skipped: { what: 'loss', where: 'loss' } as const }, ...Object.entries(kept.grads).map(([where, tensor]) => ({ tensor, skipped: { what: 'gradient', where } as const }))] : []),
-            ...Object.entries(result.updates).map(([where, tensor]) => ({ tensor, skipped: { what: 'update', where } as const })),
+            ...(options.checkGradients
+              ? [
+                  { tensor: kept.loss, skipped: { what: 'loss', where: 'loss' } as const },
+                  ...Object.entries(kept.grads).map(([where, tensor]) => ({
+                    tensor,
+                    skipped: { what: 'gradient', where } as const,
+                  })),
+                ]
+              : []),
+            ...Object.entries(result.updates).map(([where, tensor]) => ({
+              tensor,
+              skipped: { what: 'update', where } as const,
+            })),
           ];
           const positions = checks.map((_, i) => String(i));
-          const flags = finiteFlags(Object.fromEntries(checks.map((c, i) => [positions[i]!, c.tensor])));
+          const flags = finiteFlags(
+            Object.fromEntries(checks.map((c, i) => [positions[i]!, c.tensor])),
+          );
           return afterFiniteCheck(
             'update',
             step,
@@ -153,4 +206,3 @@ export function update<S>(model: Pick<Sequential, 'params'>, optimizer: Gradient
       );
     });
 }
-

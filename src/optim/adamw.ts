@@ -21,10 +21,40 @@ export interface AdamwOptions {
 }
 
 export const ADAMW_OPTIONS = {
-  learningRate: { kind: 'number', min: 0, schedule: true, default: 1e-3, flag: '--lr', help: 'learning rate η' },
-  weightDecay: { kind: 'number', min: 0, schedule: true, default: 1e-2, flag: '--weight-decay', help: 'weight decay' },
-  b1: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: 0.9, flag: '--b1', help: 'β₁, decay of the gradient average' },
-  b2: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: 0.999, flag: '--b2', help: 'β₂, decay of the squared-gradient average' },
+  learningRate: {
+    kind: 'number',
+    min: 0,
+    schedule: true,
+    default: 1e-3,
+    flag: '--lr',
+    help: 'learning rate η',
+  },
+  weightDecay: {
+    kind: 'number',
+    min: 0,
+    schedule: true,
+    default: 1e-2,
+    flag: '--weight-decay',
+    help: 'weight decay',
+  },
+  b1: {
+    kind: 'number',
+    min: 0,
+    max: 1,
+    maxExclusive: true,
+    default: 0.9,
+    flag: '--b1',
+    help: 'β₁, decay of the gradient average',
+  },
+  b2: {
+    kind: 'number',
+    min: 0,
+    max: 1,
+    maxExclusive: true,
+    default: 0.999,
+    flag: '--b2',
+    help: 'β₂, decay of the squared-gradient average',
+  },
   eps: { kind: 'number', min: 0, default: 1e-8, flag: '--eps', help: 'ε, added to √v̂' },
 } as const satisfies OptionTable;
 
@@ -40,7 +70,11 @@ export function adamw(options: AdamwOptions = {}): GradientTransformation<unknow
   const lr = readOption(ADAMW_OPTIONS, options, 'learningRate');
   const wd = readOption(ADAMW_OPTIONS, options, 'weightDecay');
   return chain(
-    scaleByAdam({ b1: readOption(ADAMW_OPTIONS, options, 'b1'), b2: readOption(ADAMW_OPTIONS, options, 'b2'), eps: readOption(ADAMW_OPTIONS, options, 'eps') }),
+    scaleByAdam({
+      b1: readOption(ADAMW_OPTIONS, options, 'b1'),
+      b2: readOption(ADAMW_OPTIONS, options, 'b2'),
+      eps: readOption(ADAMW_OPTIONS, options, 'eps'),
+    }),
     addDecayedWeights(wd),
     scaleByLearningRate(lr),
   );

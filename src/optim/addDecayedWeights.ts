@@ -10,7 +10,10 @@ import type { GradientTransformation } from './transform.js';
  * decay); placed after it and before the learning rate it is decoupled decay (AdamW).
  * `mask` picks the parameters to decay (default all, as PyTorch).
  */
-export function addDecayedWeights(weightDecay: Hyper, mask?: (key: string) => boolean): GradientTransformation<CountState> {
+export function addDecayedWeights(
+  weightDecay: Hyper,
+  mask?: (key: string) => boolean,
+): GradientTransformation<CountState> {
   const wd = checkHyper('weightDecay', weightDecay, { min: 0 });
   return {
     init: () => ({ count: 0 }),
@@ -19,7 +22,12 @@ export function addDecayedWeights(weightDecay: Hyper, mask?: (key: string) => bo
       const next = { count: state.count + 1 };
       if (lambda === 0) return { updates, state: next };
       const scale = tf.scalar(lambda);
-      return { updates: mapParams(updates, (u, key) => (mask && !mask(key) ? u : tf.add(u, tf.mul(params[key]!, scale)))), state: next };
+      return {
+        updates: mapParams(updates, (u, key) =>
+          mask && !mask(key) ? u : tf.add(u, tf.mul(params[key]!, scale)),
+        ),
+        state: next,
+      };
     },
   };
 }

@@ -9,10 +9,17 @@ import type { GradientTransformation, TransformResult, UpdateContext } from './t
  * @example
  * const sgdNesterov = chain(traceMomentum({ decay: 0.9, nesterov: true }), scaleByLearningRate(0.05));
  */
-export function chain(...transforms: GradientTransformation<any>[]): GradientTransformation<unknown[]> {
+export function chain(
+  ...transforms: GradientTransformation<any>[]
+): GradientTransformation<unknown[]> {
   return {
     init: (params: Params) => transforms.map((t) => t.init(params)),
-    update(grads: Params, state: unknown[], params: Params, context: UpdateContext): TransformResult<unknown[]> {
+    update(
+      grads: Params,
+      state: unknown[],
+      params: Params,
+      context: UpdateContext,
+    ): TransformResult<unknown[]> {
       let updates = grads;
       const states: unknown[] = [];
       const diagnostics: Record<string, tf.Scalar | number> = {};

@@ -1,7 +1,18 @@
-import { type CurvatureOptions, type DampingRule, CURVATURE_KEYS, CURVATURE_OPTIONS, resolveCurvatureOptions } from '../curvature/options.js';
+import {
+  type CurvatureOptions,
+  type DampingRule,
+  CURVATURE_KEYS,
+  CURVATURE_OPTIONS,
+  resolveCurvatureOptions,
+} from '../curvature/options.js';
 import type { Sequential } from '../nn/sequential.js';
 import { checkKeys } from '../validate.js';
-import { NATURAL_GRADIENT_OPTIONS, naturalGradient, type NaturalGradientOptions, type NaturalGradientState } from './naturalGradient.js';
+import {
+  NATURAL_GRADIENT_OPTIONS,
+  naturalGradient,
+  type NaturalGradientOptions,
+  type NaturalGradientState,
+} from './naturalGradient.js';
 import { optionKeys, readOption, type OptionTable } from './optionSpec.js';
 import type { GradientTransformation } from './transform.js';
 
@@ -25,7 +36,14 @@ const { learningRate, ...afterLearningRate } = NATURAL_GRADIENT_OPTIONS;
 export function kfacFamilyOptions<const Own extends OptionTable>(own: Own) {
   return {
     learningRate,
-    damping: { kind: 'number', min: 0, minExclusive: true, default: 1e-3, flag: '--damping', help: 'damping λ' },
+    damping: {
+      kind: 'number',
+      min: 0,
+      minExclusive: true,
+      default: 1e-3,
+      flag: '--damping',
+      help: 'damping λ',
+    },
     ...own,
     ...afterLearningRate,
     ...CURVATURE_OPTIONS,
@@ -44,7 +62,10 @@ export const NATURAL_GRADIENT_KEYS = optionKeys(KFAC_OPTIONS);
  * const opt = kfac(model, { learningRate: 0.05 });
  * steps$.pipe(fisherScan(model, opt.curvature.damping, opt.curvature.options), update(model, opt));
  */
-export function kfac(model: Sequential, options: KfacOptions = {}): CurvatureOptimizer<NaturalGradientState> {
+export function kfac(
+  model: Sequential,
+  options: KfacOptions = {},
+): CurvatureOptimizer<NaturalGradientState> {
   checkKeys('kfac', options, NATURAL_GRADIENT_KEYS);
   const lambda = readOption(KFAC_OPTIONS, options, 'damping');
   return {
@@ -55,7 +76,9 @@ export function kfac(model: Sequential, options: KfacOptions = {}): CurvatureOpt
 
 /** The curvature part of an optimizer's options, validated. */
 export function curvatureOptionsOf(options: CurvatureOptions): CurvatureOptions {
-  const picked = Object.fromEntries(CURVATURE_KEYS.filter((k) => options[k] !== undefined).map((k) => [k, options[k]]));
+  const picked = Object.fromEntries(
+    CURVATURE_KEYS.filter((k) => options[k] !== undefined).map((k) => [k, options[k]]),
+  );
   resolveCurvatureOptions(picked);
   return picked;
 }

@@ -1,6 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
-import { curvatureBlocks, precondition as preconditionBlocks, type KroneckerBlock } from '../curvature/blocks/index.js';
+import {
+  curvatureBlocks,
+  precondition as preconditionBlocks,
+  type KroneckerBlock,
+} from '../curvature/blocks/index.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Curvature, Params } from '../types.js';
 import { valueAt, type Hyper } from './schedules.js';
@@ -9,7 +13,10 @@ import { sumOfProducts } from '../linalg/reductions.js';
 import type { GradientTransformation, UpdateContext } from './transform.js';
 import { readOption, type OptionTable } from './optionSpec.js';
 
-/** Options shared by K-FAC, RING and RENG (docs/algorithms.md, Kronecker-factored Fisher: the update). */
+/**
+ * Options shared by K-FAC, RING and RENG (docs/algorithms.md, Kronecker-factored Fisher: the
+ * update).
+ */
 export interface NaturalGradientOptions {
   /** η, constant or scheduled; default 0.05. */
   readonly learningRate?: Hyper;
@@ -23,9 +30,30 @@ export interface NaturalGradientOptions {
 
 /** The option table of {@link NaturalGradientOptions}; K-FAC, RING and RENG build theirs on it. */
 export const NATURAL_GRADIENT_OPTIONS = {
-  learningRate: { kind: 'number', min: 0, schedule: true, default: 0.05, flag: '--lr', help: 'learning rate η' },
-  momentum: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: 0.9, flag: '--momentum', help: 'momentum μ' },
-  klClip: { kind: 'number', min: 0, default: 1e-3, flag: '--kl-clip', help: 'KL-clip bound κ, 0 = off' },
+  learningRate: {
+    kind: 'number',
+    min: 0,
+    schedule: true,
+    default: 0.05,
+    flag: '--lr',
+    help: 'learning rate η',
+  },
+  momentum: {
+    kind: 'number',
+    min: 0,
+    max: 1,
+    maxExclusive: true,
+    default: 0.9,
+    flag: '--momentum',
+    help: 'momentum μ',
+  },
+  klClip: {
+    kind: 'number',
+    min: 0,
+    default: 1e-3,
+    flag: '--kl-clip',
+    help: 'KL-clip bound κ, 0 = off',
+  },
   weightDecay: { kind: 'number', min: 0, default: 0, flag: '--weight-decay', help: 'weight decay' },
 } as const satisfies OptionTable;
 
@@ -45,7 +73,11 @@ export function naturalGradient(
   name: string,
   model: Pick<Sequential, 'signalLayers'>,
   options: NaturalGradientOptions,
-  direction: (grads: Params, params: Params, context: UpdateContext) => { v: Params; diagnostics?: Record<string, tf.Scalar | number> },
+  direction: (
+    grads: Params,
+    params: Params,
+    context: UpdateContext,
+  ) => { v: Params; diagnostics?: Record<string, tf.Scalar | number> },
 ): GradientTransformation<NaturalGradientState> {
   const lr = readOption(NATURAL_GRADIENT_OPTIONS, options, 'learningRate');
   const momentum = readOption(NATURAL_GRADIENT_OPTIONS, options, 'momentum');
@@ -59,10 +91,18 @@ export function naturalGradient(
     },
     update(grads: Params, state: NaturalGradientState, params: Params, context: UpdateContext) {
       const curvature = context.source?.curvature;
-      if (!curvature) throw new GrngError('step', `${name} needs curvature: put fisherScan(model, ...) between forwardBackward(model, { signals: true }) and update`, {});
+      if (!curvature)
+        throw new GrngError(
+          'step',
+          `${name} needs curvature: put fisherScan(model, ...) between forwardBackward(model, { signals: true }) and update`,
+          {},
+        );
       const eta = valueAt(lr, state.count);
       const { v: raw, diagnostics = {} } = direction(grads, params, context);
-      const v = weightDecay > 0 ? mapParams(raw, (g, k) => tf.add(g, tf.mul(params[k]!, weightDecay))) : raw;
+      const v =
+        weightDecay > 0
+          ? mapParams(raw, (g, k) => tf.add(g, tf.mul(params[k]!, weightDecay)))
+          : raw;
       const u = preconditionBlocks(blocks, curvature.layers, v);
       let scale: tf.Scalar = tf.scalar(1);
       if (kappa > 0) {
@@ -72,12 +112,21 @@ export function naturalGradient(
         const bound = tf.sqrt(tf.div(kappa, tf.mul(eta * eta, tf.maximum(inner, 1e-30))));
         scale = tf.where(tf.greater(inner, 0), tf.minimum(1, bound), tf.scalar(1)) as tf.Scalar;
       }
-      const velocity = mapParams(u, (ui, k) => tf.add(tf.mul(state.velocity[k]!, momentum), tf.mul(ui, scale)));
+      const velocity = mapParams(u, (ui, k) =>
+        tf.add(tf.mul(state.velocity[k]!, momentum), tf.mul(ui, scale)),
+      );
       const updates = mapParams(velocity, (m) => tf.mul(m, -eta));
       return {
         updates,
         state: { count: state.count + 1, velocity },
-        diagnostics: { learningRate: eta, damping: curvature.damping, newtonIterations: curvature.newtonIterations, newtonResidual: curvature.newtonResidual, klClip: scale, ...diagnostics },
+        diagnostics: {
+          learningRate: eta,
+          damping: curvature.damping,
+          newtonIterations: curvature.newtonIterations,
+          newtonResidual: curvature.newtonResidual,
+          klClip: scale,
+          ...diagnostics,
+        },
       };
     },
   };
@@ -90,7 +139,11 @@ export function naturalGradient(
  * @example
  * const u = precondition(model, step.curvature, step.grads);
  */
-export function precondition(model: Pick<Sequential, 'signalLayers'>, curvature: Curvature, v: Params): Params {
+export function precondition(
+  model: Pick<Sequential, 'signalLayers'>,
+  curvature: Curvature,
+  v: Params,
+): Params {
   return preconditionBlocks(curvatureBlocks(model), curvature.layers, v);
 }
 
@@ -100,15 +153,27 @@ export function precondition(model: Pick<Sequential, 'signalLayers'>, curvature:
  * momentum without any curvature, and count in the KL clip, silently. Such parameters belong to
  * another group (see partition).
  */
-function checkCoverage(name: string, blocks: readonly KroneckerBlock[], keys: readonly string[]): void {
+function checkCoverage(
+  name: string,
+  blocks: readonly KroneckerBlock[],
+  keys: readonly string[],
+): void {
   const covered = new Set(blocks.flatMap((b) => b.params));
   const stray = keys.filter((k) => !covered.has(k));
   if (stray.length > 0) {
-    throw new GrngError('invalid-model', `${name} preconditions only parameters of layers with a curvature block (${blocks.map((b) => b.layer).join(', ') || 'none'}); ${stray.join(', ')} ${stray.length === 1 ? 'has' : 'have'} none: give ${stray.length === 1 ? 'it' : 'them'} another optimizer with partition()`, { keys: stray });
+    throw new GrngError(
+      'invalid-model',
+      `${name} preconditions only parameters of layers with a curvature block (${blocks.map((b) => b.layer).join(', ') || 'none'}); ${stray.join(', ')} ${stray.length === 1 ? 'has' : 'have'} none: give ${stray.length === 1 ? 'it' : 'them'} another optimizer with partition()`,
+      { keys: stray },
+    );
   }
   const given = new Set(keys);
   const missing = [...covered].filter((k) => !given.has(k));
   if (missing.length > 0) {
-    throw new GrngError('invalid-model', `${name} preconditions whole layers: ${missing.join(', ')} of its blocks ${missing.length === 1 ? 'is' : 'are'} not among the parameters it was given`, { keys: missing });
+    throw new GrngError(
+      'invalid-model',
+      `${name} preconditions whole layers: ${missing.join(', ')} of its blocks ${missing.length === 1 ? 'is' : 'are'} not among the parameters it was given`,
+      { keys: missing },
+    );
   }
 }

@@ -30,26 +30,38 @@ interface Described<V> {
   readonly placeholder?: string;
 }
 
-export type NumberOptionSpec = Extract<ValueRule, { kind: 'number' }> & Described<number> & {
-  /** Also a {@link Schedule} (number | (step) => number) in the library; the CLI gives a number. */
-  readonly schedule?: true;
-};
-export type IntegerOptionSpec = Extract<ValueRule, { kind: 'integer' }> & Described<number> & {
-  /**
-   * Where the flag's parser starts accepting when it is below `min`: the constructor then rejects
-   * the rest with its own wording (`invalid --kalman-rows: 0`, as it always has).
-   */
-  readonly flagMin?: number;
-};
+export type NumberOptionSpec = Extract<ValueRule, { kind: 'number' }> &
+  Described<number> & {
+    /**
+     * Also a {@link Schedule} (number | (step) => number) in the library; the CLI gives a number.
+     */
+    readonly schedule?: true;
+  };
+export type IntegerOptionSpec = Extract<ValueRule, { kind: 'integer' }> &
+  Described<number> & {
+    /**
+     * Where the flag's parser starts accepting when it is below `min`: the constructor then rejects
+     * the rest with its own wording (`invalid --kalman-rows: 0`, as it always has).
+     */
+    readonly flagMin?: number;
+  };
 export type BooleanOptionSpec = Extract<ValueRule, { kind: 'boolean' }> & Described<boolean>;
 export type ChoiceOptionSpec = Extract<ValueRule, { kind: 'choice' }> & Described<string>;
-export type OptionSpec = NumberOptionSpec | IntegerOptionSpec | BooleanOptionSpec | ChoiceOptionSpec;
+export type OptionSpec =
+  NumberOptionSpec | IntegerOptionSpec | BooleanOptionSpec | ChoiceOptionSpec;
 
 /** One optimizer's options, in the order they are listed, validated and shown. */
 export type OptionTable = Readonly<Record<string, OptionSpec>>;
 
 /** The plain value of an option (a number, never a schedule: what a CLI or a recording holds). */
-export type PlainValue<S> = S extends { readonly kind: 'choice'; readonly choices: readonly (infer C)[] } ? C : S extends { readonly kind: 'boolean' } ? boolean : number;
+export type PlainValue<S> = S extends {
+  readonly kind: 'choice';
+  readonly choices: readonly (infer C)[];
+}
+  ? C
+  : S extends { readonly kind: 'boolean' }
+    ? boolean
+    : number;
 /** The value a constructor reads: a schedule where the table allows one. */
 export type OptionValue<S> = S extends { readonly schedule: true } ? Hyper : PlainValue<S>;
 /** The option object a table describes, every option optional, plain values only. */
@@ -62,11 +74,19 @@ export type OptionValues<T extends OptionTable> = { readonly [K in keyof T]?: Pl
  * @example
  * const momentum = readOption(SGD_OPTIONS, options, 'momentum'); // 0 unless given; [0, 1)
  */
-export function readOption<T extends OptionTable, K extends keyof T & string>(table: T, options: object, key: K): OptionValue<T[K]> {
+export function readOption<T extends OptionTable, K extends keyof T & string>(
+  table: T,
+  options: object,
+  key: K,
+): OptionValue<T[K]> {
   const spec: OptionSpec = table[key]!;
   const value = (options as Record<string, unknown>)[key] ?? spec.default;
   if (spec.kind === 'number' && spec.schedule) {
-    return checkHyper(key, value, { min: spec.min ?? -Infinity, max: spec.max ?? Infinity, minExclusive: spec.minExclusive ?? false }) as OptionValue<T[K]>;
+    return checkHyper(key, value, {
+      min: spec.min ?? -Infinity,
+      max: spec.max ?? Infinity,
+      minExclusive: spec.minExclusive ?? false,
+    }) as OptionValue<T[K]>;
   }
   return checkOption(key, spec, value) as OptionValue<T[K]>;
 }
@@ -107,12 +127,25 @@ export interface OptionFlag {
  * a flag with two keys, kinds, choice lists or integer bounds, is a programming error.
  */
 export function optionFlags(tables: Readonly<Record<string, OptionTable>>): OptionFlag[] {
-  const byFlag = new Map<string, { flag: string; key: string; spec: OptionSpec; takenBy: { optimizer: string; spec: OptionSpec }[] }>();
+  const byFlag = new Map<
+    string,
+    {
+      flag: string;
+      key: string;
+      spec: OptionSpec;
+      takenBy: { optimizer: string; spec: OptionSpec }[];
+    }
+  >();
   const flagOfKey = new Map<string, string>();
   for (const [optimizer, table] of Object.entries(tables)) {
     for (const [key, spec] of Object.entries(table)) {
       const known = flagOfKey.get(key);
-      if (known !== undefined && known !== spec.flag) throw new GrngError('internal', `option ${key} has two flags: ${known} and ${spec.flag} (${optimizer})`, { option: key });
+      if (known !== undefined && known !== spec.flag)
+        throw new GrngError(
+          'internal',
+          `option ${key} has two flags: ${known} and ${spec.flag} (${optimizer})`,
+          { option: key },
+        );
       flagOfKey.set(key, spec.flag);
       if (spec.runFlag) continue;
       const entry = byFlag.get(spec.flag);
@@ -120,7 +153,12 @@ export function optionFlags(tables: Readonly<Record<string, OptionTable>>): Opti
         byFlag.set(spec.flag, { flag: spec.flag, key, spec, takenBy: [{ optimizer, spec }] });
         continue;
       }
-      if (entry.key !== key || !sameParser(entry.spec, spec)) throw new GrngError('internal', `flag ${spec.flag} means different things for ${entry.takenBy[0]!.optimizer} and ${optimizer}`, { option: key });
+      if (entry.key !== key || !sameParser(entry.spec, spec))
+        throw new GrngError(
+          'internal',
+          `flag ${spec.flag} means different things for ${entry.takenBy[0]!.optimizer} and ${optimizer}`,
+          { option: key },
+        );
       entry.takenBy.push({ optimizer, spec });
     }
   }
@@ -130,7 +168,8 @@ export function optionFlags(tables: Readonly<Record<string, OptionTable>>): Opti
 /** Whether two specs give a flag the same parser (kind, integer bounds, choices, placeholder). */
 function sameParser(a: OptionSpec, b: OptionSpec): boolean {
   if (a.kind !== b.kind || a.placeholder !== b.placeholder) return false;
-  if (a.kind === 'integer' && b.kind === 'integer') return (a.flagMin ?? a.min) === (b.flagMin ?? b.min) && a.max === b.max;
+  if (a.kind === 'integer' && b.kind === 'integer')
+    return (a.flagMin ?? a.min) === (b.flagMin ?? b.min) && a.max === b.max;
   if (a.kind === 'choice' && b.kind === 'choice') return a.choices.join() === b.choices.join();
   return true;
 }
@@ -142,18 +181,22 @@ function sameParser(a: OptionSpec, b: OptionSpec): boolean {
  */
 export function flagHelp(flag: OptionFlag): string {
   const byHelp = new Map<string, { optimizer: string; spec: OptionSpec }[]>();
-  for (const taker of flag.takenBy) byHelp.set(taker.spec.help, [...(byHelp.get(taker.spec.help) ?? []), taker]);
-  return [...byHelp].map(([help, takers]) => {
-    const names = takers.map((t) => t.optimizer);
-    if (flag.spec.kind === 'boolean') return `${help} (${names.join(', ')})`;
-    const byDefault = new Map<string, string[]>();
-    for (const t of takers) {
-      const shown = formatDefault(namedDefault(t.spec));
-      byDefault.set(shown, [...(byDefault.get(shown) ?? []), t.optimizer]);
-    }
-    if (byDefault.size === 1) return `${help} (${names.join(', ')}; default ${[...byDefault.keys()][0]})`;
-    return `${help} (default: ${[...byDefault].map(([shown, who]) => `${who.join('/')} ${shown}`).join(', ')})`;
-  }).join('; ');
+  for (const taker of flag.takenBy)
+    byHelp.set(taker.spec.help, [...(byHelp.get(taker.spec.help) ?? []), taker]);
+  return [...byHelp]
+    .map(([help, takers]) => {
+      const names = takers.map((t) => t.optimizer);
+      if (flag.spec.kind === 'boolean') return `${help} (${names.join(', ')})`;
+      const byDefault = new Map<string, string[]>();
+      for (const t of takers) {
+        const shown = formatDefault(namedDefault(t.spec));
+        byDefault.set(shown, [...(byDefault.get(shown) ?? []), t.optimizer]);
+      }
+      if (byDefault.size === 1)
+        return `${help} (${names.join(', ')}; default ${[...byDefault.keys()][0]})`;
+      return `${help} (default: ${[...byDefault].map(([shown, who]) => `${who.join('/')} ${shown}`).join(', ')})`;
+    })
+    .join('; ');
 }
 
 /** A default as the docs write it: the shorter of 0.001 and 1e-3. */

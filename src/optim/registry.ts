@@ -22,7 +22,13 @@ export type OptimizerName = (typeof OPTIMIZERS)[number];
  * accepts the ones in its option table. Derived from the tables, so an option added to one is here.
  */
 export type NamedOptimizerOptions = Flatten<
-  OptionValues<typeof SGD_OPTIONS> & OptionValues<typeof ADAMW_OPTIONS> & OptionValues<typeof KFAC_OPTIONS> & OptionValues<typeof RING_OPTIONS> & OptionValues<typeof RENG_OPTIONS> & OptionValues<typeof RKALMAN_OPTIONS> & OptionValues<typeof SOPHIA_OPTIONS>
+  OptionValues<typeof SGD_OPTIONS> &
+    OptionValues<typeof ADAMW_OPTIONS> &
+    OptionValues<typeof KFAC_OPTIONS> &
+    OptionValues<typeof RING_OPTIONS> &
+    OptionValues<typeof RENG_OPTIONS> &
+    OptionValues<typeof RKALMAN_OPTIONS> &
+    OptionValues<typeof SOPHIA_OPTIONS>
 >;
 type Flatten<T> = { [K in keyof T]: T[K] };
 
@@ -46,9 +52,15 @@ export interface NamedOptimizer {
 interface Entry {
   /** Its option table: the keys it accepts, their defaults by name, bounds and flags. */
   readonly options: OptionTable;
-  readonly build: (model: Sequential, options: NamedOptimizerOptions) => GradientTransformation<unknown> & { curvature?: NamedOptimizer['curvature'] };
+  readonly build: (
+    model: Sequential,
+    options: NamedOptimizerOptions,
+  ) => GradientTransformation<unknown> & { curvature?: NamedOptimizer['curvature'] };
   readonly needsSignals: boolean;
-  /** It works on the parameters of curvature blocks only (the K-FAC family, R-Kalman); the rest need a group of their own. */
+  /**
+   * It works on the parameters of curvature blocks only (the K-FAC family, R-Kalman); the rest need
+   * a group of their own.
+   */
   readonly blocksOnly?: boolean;
 }
 
@@ -56,11 +68,35 @@ interface Entry {
 const REGISTRY: Record<OptimizerName, Entry> = {
   sgd: { options: SGD_OPTIONS, build: (_, o) => sgd(o as SgdOptions), needsSignals: false },
   adamw: { options: ADAMW_OPTIONS, build: (_, o) => adamw(o as AdamwOptions), needsSignals: false },
-  kfac: { options: KFAC_OPTIONS, build: (m, o) => kfac(m, o as KfacOptions), needsSignals: true, blocksOnly: true },
-  ring: { options: RING_OPTIONS, build: (m, o) => ring(m, o as RingOptions), needsSignals: true, blocksOnly: true },
-  reng: { options: RENG_OPTIONS, build: (m, o) => reng(m, o as RengOptions), needsSignals: true, blocksOnly: true },
-  rkalman: { options: RKALMAN_OPTIONS, build: (m, o) => rkalman(m, o as RkalmanOptions), needsSignals: true, blocksOnly: true },
-  sophia: { options: SOPHIA_OPTIONS, build: (m, o) => sophia({ ...(o as Omit<SophiaOptions, 'model'>), model: m }), needsSignals: false },
+  kfac: {
+    options: KFAC_OPTIONS,
+    build: (m, o) => kfac(m, o as KfacOptions),
+    needsSignals: true,
+    blocksOnly: true,
+  },
+  ring: {
+    options: RING_OPTIONS,
+    build: (m, o) => ring(m, o as RingOptions),
+    needsSignals: true,
+    blocksOnly: true,
+  },
+  reng: {
+    options: RENG_OPTIONS,
+    build: (m, o) => reng(m, o as RengOptions),
+    needsSignals: true,
+    blocksOnly: true,
+  },
+  rkalman: {
+    options: RKALMAN_OPTIONS,
+    build: (m, o) => rkalman(m, o as RkalmanOptions),
+    needsSignals: true,
+    blocksOnly: true,
+  },
+  sophia: {
+    options: SOPHIA_OPTIONS,
+    build: (m, o) => sophia({ ...(o as Omit<SophiaOptions, 'model'>), model: m }),
+    needsSignals: false,
+  },
 };
 
 /** The option table of a named optimizer. */
@@ -70,7 +106,10 @@ export function optimizerOptionTable(name: OptimizerName): OptionTable {
 
 /** Every named optimizer's option table, in {@link OPTIMIZERS} order. */
 export function optimizerOptionTables(): Readonly<Record<OptimizerName, OptionTable>> {
-  return Object.fromEntries(OPTIMIZERS.map((name) => [name, REGISTRY[name].options])) as Record<OptimizerName, OptionTable>;
+  return Object.fromEntries(OPTIMIZERS.map((name) => [name, REGISTRY[name].options])) as Record<
+    OptimizerName,
+    OptionTable
+  >;
 }
 
 /** Whether a named optimizer takes an option (e.g. `seed`, to pass the run's seed along). */
@@ -88,8 +127,13 @@ export function optimizerDefaults(name: OptimizerName): NamedOptimizerOptions {
  * `lenient`, options it does not accept are dropped (for `compare`, where one flag set serves
  * several optimizers) instead of being an error.
  */
-export function resolveOptimizerOptions(name: string, options: NamedOptimizerOptions = {}, { lenient = false } = {}): NamedOptimizerOptions {
-  if (!(OPTIMIZERS as readonly string[]).includes(name)) invalidOption('optimizer', name, `one of ${OPTIMIZERS.join(', ')}`);
+export function resolveOptimizerOptions(
+  name: string,
+  options: NamedOptimizerOptions = {},
+  { lenient = false } = {},
+): NamedOptimizerOptions {
+  if (!(OPTIMIZERS as readonly string[]).includes(name))
+    invalidOption('optimizer', name, `one of ${OPTIMIZERS.join(', ')}`);
   const table = REGISTRY[name as OptimizerName].options;
   const resolved: Record<string, unknown> = namedDefaults(table);
   for (const [key, value] of Object.entries(options)) {
@@ -97,20 +141,33 @@ export function resolveOptimizerOptions(name: string, options: NamedOptimizerOpt
     if (!Object.hasOwn(table, key)) {
       if (lenient) continue;
       // The context names the option itself, so the CLI can put its flag in front.
-      throw new GrngError('invalid-option', `invalid option ${key} for optimizer ${name}: ${JSON.stringify(value)} (${name} takes only ${optionKeys(table).join(', ')})`, { option: key, value, optimizer: name });
+      throw new GrngError(
+        'invalid-option',
+        `invalid option ${key} for optimizer ${name}: ${JSON.stringify(value)} (${name} takes only ${optionKeys(table).join(', ')})`,
+        { option: key, value, optimizer: name },
+      );
     }
     resolved[key] = value;
   }
   return resolved as NamedOptimizerOptions;
 }
 
-/** Builds a named optimizer for a model, with its defaults; unknown names and options are errors. */
-export function createOptimizer(name: string, model: Sequential, options: NamedOptimizerOptions = {}, { lenient = false } = {}): NamedOptimizer {
+/**
+ * Builds a named optimizer for a model, with its defaults; unknown names and options are errors.
+ */
+export function createOptimizer(
+  name: string,
+  model: Sequential,
+  options: NamedOptimizerOptions = {},
+  { lenient = false } = {},
+): NamedOptimizer {
   const resolved = resolveOptimizerOptions(name, options, { lenient });
   const entry = REGISTRY[name as OptimizerName];
   const built = entry.build(model, resolved);
   const keys = Object.keys(model.params);
-  const blockKeys = new Set(entry.blocksOnly ? curvatureBlocks(model).flatMap((block) => block.params) : keys);
+  const blockKeys = new Set(
+    entry.blocksOnly ? curvatureBlocks(model).flatMap((block) => block.params) : keys,
+  );
   const rest = keys.filter((key) => !blockKeys.has(key));
   // Parameters without a block (embeddings, norms: docs/algorithms.md) take AdamW with its named
   // defaults, as kfac-jax and SOAP leave them to a first-order method; the optimizer's own
@@ -118,13 +175,20 @@ export function createOptimizer(name: string, model: Sequential, options: NamedO
   const transform =
     rest.length === 0
       ? built
-      : partition({ transforms: { [name]: built, adamw: adamw(optimizerDefaults('adamw') as AdamwOptions) }, label: (key) => (blockKeys.has(key) ? name : 'adamw'), primary: name });
+      : partition({
+          transforms: { [name]: built, adamw: adamw(optimizerDefaults('adamw') as AdamwOptions) },
+          label: (key) => (blockKeys.has(key) ? name : 'adamw'),
+          primary: name,
+        });
   return {
     name: name as OptimizerName,
     options: resolved,
     transform,
     needsSignals: entry.needsSignals,
-    groups: rest.length === 0 ? { [name]: keys } : { [name]: keys.filter((key) => blockKeys.has(key)), adamw: rest },
+    groups:
+      rest.length === 0
+        ? { [name]: keys }
+        : { [name]: keys.filter((key) => blockKeys.has(key)), adamw: rest },
     ...(built.curvature ? { curvature: built.curvature } : {}),
   };
 }

@@ -4,7 +4,12 @@ import { softmaxCrossEntropy } from '../nn/losses.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Params } from '../types.js';
 import { checkKeys } from '../validate.js';
-import { curvatureOptionsOf, kfacFamilyOptions, type CurvatureOptimizer, type KfacOptions } from './kfac.js';
+import {
+  curvatureOptionsOf,
+  kfacFamilyOptions,
+  type CurvatureOptimizer,
+  type KfacOptions,
+} from './kfac.js';
 import { naturalGradient, type NaturalGradientState } from './naturalGradient.js';
 import { optionKeys, readOption } from './optionSpec.js';
 import { mapParams } from '../linalg/tree.js';
@@ -20,9 +25,29 @@ export interface RengOptions extends KfacOptions {
 }
 
 export const RENG_OPTIONS = kfacFamilyOptions({
-  rho: { kind: 'number', min: 0, default: 0.1, flag: '--rho', help: 'gradient-regularisation strength ρ' },
-  hvp: { kind: 'choice', choices: ['double-backprop', 'finite-difference'], default: 'double-backprop', flag: '--hvp', help: 'how RENG computes Hg: double-backprop (exact) or finite-difference (one extra forward and backward)' },
-  hvpEpsilon: { kind: 'number', min: 0, minExclusive: true, default: 1e-3, listed: false, flag: '--hvp-epsilon', help: 'step ε of the finite-difference Hg' },
+  rho: {
+    kind: 'number',
+    min: 0,
+    default: 0.1,
+    flag: '--rho',
+    help: 'gradient-regularisation strength ρ',
+  },
+  hvp: {
+    kind: 'choice',
+    choices: ['double-backprop', 'finite-difference'],
+    default: 'double-backprop',
+    flag: '--hvp',
+    help: 'how RENG computes Hg: double-backprop (exact) or finite-difference (one extra forward and backward)',
+  },
+  hvpEpsilon: {
+    kind: 'number',
+    min: 0,
+    minExclusive: true,
+    default: 1e-3,
+    listed: false,
+    flag: '--hvp-epsilon',
+    help: 'step ε of the finite-difference Hg',
+  },
 });
 
 /**
@@ -32,7 +57,10 @@ export const RENG_OPTIONS = kfacFamilyOptions({
  * forward and backward), then preconditioned as K-FAC with γ = λ. Factor statistics come from the
  * first-order pass only. ρ = 0 is exactly K-FAC. Reports ‖Hg‖ as `hgNorm`.
  */
-export function reng(model: Sequential, options: RengOptions = {}): CurvatureOptimizer<NaturalGradientState> {
+export function reng(
+  model: Sequential,
+  options: RengOptions = {},
+): CurvatureOptimizer<NaturalGradientState> {
   checkKeys('reng', options, optionKeys(RENG_OPTIONS));
   const lambda = readOption(RENG_OPTIONS, options, 'damping');
   const rho = readOption(RENG_OPTIONS, options, 'rho');
@@ -42,9 +70,16 @@ export function reng(model: Sequential, options: RengOptions = {}): CurvatureOpt
     ...naturalGradient('reng', model, options, (grads, params, context) => {
       if (rho === 0) return { v: grads };
       const batch = context.source?.batch;
-      if (!batch) throw new GrngError('step', 'reng needs the step (its batch) in the update context', {});
-      const hg = hvp === 'double-backprop' ? hessianGradientProduct(model, params, batch.x, batch.y) : finiteDifferenceHg(model, params, grads, batch.x, batch.y, epsilon);
-      return { v: mapParams(grads, (g, k) => tf.add(g, tf.mul(hg[k]!, rho))), diagnostics: { hgNorm: globalNorm(hg) } };
+      if (!batch)
+        throw new GrngError('step', 'reng needs the step (its batch) in the update context', {});
+      const hg =
+        hvp === 'double-backprop'
+          ? hessianGradientProduct(model, params, batch.x, batch.y)
+          : finiteDifferenceHg(model, params, grads, batch.x, batch.y, epsilon);
+      return {
+        v: mapParams(grads, (g, k) => tf.add(g, tf.mul(hg[k]!, rho))),
+        diagnostics: { hgNorm: globalNorm(hg) },
+      };
     }),
     curvature: { damping: { lambda, rho: 0, norm: 'mean' }, options: curvatureOptionsOf(options) },
   };
@@ -54,27 +89,64 @@ export function reng(model: Sequential, options: RengOptions = {}): CurvatureOpt
  * The mean loss as a function of the parameters under `keys`; the model's other parameters (those
  * of another parameter group) enter as the constants they are.
  */
-function lossOf(model: Sequential, keys: string[], x: tf.Tensor, y: tf.Tensor1D): (...ps: tf.Tensor[]) => tf.Scalar {
+function lossOf(
+  model: Sequential,
+  keys: string[],
+  x: tf.Tensor,
+  y: tf.Tensor1D,
+): (...ps: tf.Tensor[]) => tf.Scalar {
   const oneHot = tf.cast(tf.oneHot(y, model.outputs), 'float32') as tf.Tensor2D;
-  return (...ps) => softmaxCrossEntropy(model.apply({ ...(model.params as Params), ...Object.fromEntries(keys.map((k, i) => [k, ps[i]!])) }, x).logits, oneHot);
+  return (...ps) =>
+    softmaxCrossEntropy(
+      model.apply(
+        { ...(model.params as Params), ...Object.fromEntries(keys.map((k, i) => [k, ps[i]!])) },
+        x,
+      ).logits,
+      oneHot,
+    );
 }
 
-/** Hg = ∇_θ(½‖∇_θ L‖²) by differentiating the gradient again (every op on the path is twice differentiable). */
-export function hessianGradientProduct(model: Sequential, params: Params, x: tf.Tensor, y: tf.Tensor1D): Params {
+/**
+ * Hg = ∇_θ(½‖∇_θ L‖²) by differentiating the gradient again (every op on the path is twice
+ * differentiable).
+ */
+export function hessianGradientProduct(
+  model: Sequential,
+  params: Params,
+  x: tf.Tensor,
+  y: tf.Tensor1D,
+): Params {
   const keys = Object.keys(params);
   const loss = lossOf(model, keys, x, y);
-  const halfSquaredGradNorm = (...ps: tf.Tensor[]): tf.Scalar => tf.mul(0.5, tf.addN(tf.grads(loss)(ps).map((g) => sumAll(tf.square(g))))) as tf.Scalar;
+  const halfSquaredGradNorm = (...ps: tf.Tensor[]): tf.Scalar =>
+    tf.mul(
+      0.5,
+      tf.addN(
+        tf
+          .grads(loss)(ps)
+          .map((g) => sumAll(tf.square(g))),
+      ),
+    ) as tf.Scalar;
   const hg = tf.grads(halfSquaredGradNorm)(keys.map((k) => params[k]!));
   return Object.fromEntries(keys.map((k, i) => [k, hg[i]!]));
 }
 
 /** Hg ≈ (∇L(θ + εĝ) − g)·‖g‖/ε with ĝ = g/‖g‖. */
-export function finiteDifferenceHg(model: Sequential, params: Params, grads: Params, x: tf.Tensor, y: tf.Tensor1D, epsilon: number): Params {
+export function finiteDifferenceHg(
+  model: Sequential,
+  params: Params,
+  grads: Params,
+  x: tf.Tensor,
+  y: tf.Tensor1D,
+  epsilon: number,
+): Params {
   const keys = Object.keys(params);
   const norm = globalNorm(grads);
   const safeNorm = tf.maximum(norm, 1e-12);
   const shifted = keys.map((k) => tf.add(params[k]!, tf.mul(grads[k]!, tf.div(epsilon, safeNorm))));
   const gShifted = tf.grads(lossOf(model, keys, x, y))(shifted);
   const scale = tf.div(norm, epsilon);
-  return Object.fromEntries(keys.map((k, i) => [k, tf.mul(tf.sub(gShifted[i]!, grads[k]!), scale)]));
+  return Object.fromEntries(
+    keys.map((k, i) => [k, tf.mul(tf.sub(gShifted[i]!, grads[k]!), scale)]),
+  );
 }

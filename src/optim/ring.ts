@@ -1,19 +1,39 @@
 import type { Sequential } from '../nn/sequential.js';
 import { checkKeys } from '../validate.js';
-import { curvatureOptionsOf, kfacFamilyOptions, type CurvatureOptimizer, type KfacOptions } from './kfac.js';
+import {
+  curvatureOptionsOf,
+  kfacFamilyOptions,
+  type CurvatureOptimizer,
+  type KfacOptions,
+} from './kfac.js';
 import { naturalGradient, type NaturalGradientState } from './naturalGradient.js';
 import { optionKeys, readOption } from './optionSpec.js';
 
 export interface RingOptions extends KfacOptions {
   /** Gradient-regularisation strength ρ; default 0.1 ([ours]: tune). */
   readonly rho?: number;
-  /** ḡ² = mean ‖g‖² since the last refresh (`mean`, default) or this step's (`step`, refreshing every step). */
+  /**
+   * ḡ² = mean ‖g‖² since the last refresh (`mean`, default) or this step's (`step`, refreshing
+   * every step).
+   */
   readonly ringNorm?: 'mean' | 'step';
 }
 
 export const RING_OPTIONS = kfacFamilyOptions({
-  rho: { kind: 'number', min: 0, default: 0.1, flag: '--rho', help: 'gradient-regularisation strength ρ' },
-  ringNorm: { kind: 'choice', choices: ['mean', 'step'], default: 'mean', flag: '--ring-norm', help: 'ḡ² in the damping: mean ‖g‖² since the last refresh, or this step\'s (refreshing every step)' },
+  rho: {
+    kind: 'number',
+    min: 0,
+    default: 0.1,
+    flag: '--rho',
+    help: 'gradient-regularisation strength ρ',
+  },
+  ringNorm: {
+    kind: 'choice',
+    choices: ['mean', 'step'],
+    default: 'mean',
+    flag: '--ring-norm',
+    help: "ḡ² in the damping: mean ‖g‖² since the last refresh, or this step's (refreshing every step)",
+  },
 });
 
 /**
@@ -23,7 +43,10 @@ export const RING_OPTIONS = kfacFamilyOptions({
  * ρ = 0 is exactly K-FAC. A large gradient gives stronger damping: a shorter, more
  * gradient-like step (the bias toward flat minima).
  */
-export function ring(model: Sequential, options: RingOptions = {}): CurvatureOptimizer<NaturalGradientState> {
+export function ring(
+  model: Sequential,
+  options: RingOptions = {},
+): CurvatureOptimizer<NaturalGradientState> {
   checkKeys('ring', options, optionKeys(RING_OPTIONS));
   const lambda = readOption(RING_OPTIONS, options, 'damping');
   const rho = readOption(RING_OPTIONS, options, 'rho');

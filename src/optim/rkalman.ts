@@ -1,12 +1,20 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
-import { curvatureBlocks, type KroneckerBlock, type OuterProductRows } from '../curvature/blocks/index.js';
+import {
+  curvatureBlocks,
+  type KroneckerBlock,
+  type OuterProductRows,
+} from '../curvature/blocks/index.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { LayerSignals, Params } from '../types.js';
 import { checkKeys } from '../validate.js';
 import { floorAt } from '../linalg/floorAt.js';
 import { matMulTransposeA } from '../nn/ops.js';
-import { nativeKalmanPosterior, nativeKalmanPrior, nativeSpdInverse } from '../runtime/nativeBlas.js';
+import {
+  nativeKalmanPosterior,
+  nativeKalmanPrior,
+  nativeSpdInverse,
+} from '../runtime/nativeBlas.js';
 import { inverseSpd } from '../linalg/inverseSpd.js';
 import { valueAt, type Hyper } from './schedules.js';
 import { optionKeys, readOption, type OptionTable } from './optionSpec.js';
@@ -15,9 +23,13 @@ import { sumAll, sumOfSquares } from '../linalg/reductions.js';
 import type { GradientTransformation, TransformResult, UpdateContext } from './transform.js';
 
 export interface RkalmanOptions {
-  /** η_K, the step along the Kalman correction, constant or scheduled; default 1 (the plain filter). */
+  /**
+   * η_K, the step along the Kalman correction, constant or scheduled; default 1 (the plain filter).
+   */
   readonly learningRate?: Hyper;
-  /** k: observation rows per step, the first min(m, k) rows of the batch; default 32. Cost O(k²·n). */
+  /**
+   * k: observation rows per step, the first min(m, k) rows of the batch; default 32. Cost O(k²·n).
+   */
   readonly rows?: number;
   /** p₀, initial (diagonal) parameter variance; default 0.1. */
   readonly p0?: number;
@@ -27,7 +39,10 @@ export interface RkalmanOptions {
   readonly fading?: number;
   /** q ≥ 0, process noise added to the prior variance; default 0. */
   readonly processNoise?: number;
-  /** ρ ≥ 0, gradient-regularisation strength of the prior [ours: tune]; default 0.1; 0 = plain filter. */
+  /**
+   * ρ ≥ 0, gradient-regularisation strength of the prior [ours: tune]; default 0.1; 0 = plain
+   * filter.
+   */
   readonly rho?: number;
   /** β_r in [0, 1), moving-average rate of the observation noise; default 0.99. */
   readonly betaR?: number;
@@ -50,17 +65,94 @@ export interface RkalmanOptions {
 
 /** R-Kalman's options (see {@link RkalmanOptions}). */
 export const RKALMAN_OPTIONS = {
-  learningRate: { kind: 'number', min: 0, schedule: true, default: 1, flag: '--lr', help: 'learning rate η' },
-  rows: { kind: 'integer', min: 1, flagMin: 0, default: 32, flag: '--kalman-rows', help: 'observation rows k per step (the first min(batch, k) rows)' },
-  p0: { kind: 'number', min: 0, minExclusive: true, default: 0.1, flag: '--p0', help: 'initial covariance p₀' },
-  r0: { kind: 'number', min: 0, minExclusive: true, default: 1, flag: '--r0', help: 'initial observation noise r₀' },
-  fading: { kind: 'number', min: 0, minExclusive: true, max: 1, default: 0.999, flag: '--fading', help: 'fading memory φ' },
-  processNoise: { kind: 'number', min: 0, default: 0, flag: '--process-noise', help: 'process noise q' },
-  rho: { kind: 'number', min: 0, default: 0.1, flag: '--rho', help: 'gradient-regularisation strength ρ' },
-  betaR: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: 0.99, flag: '--beta-r', help: 'observation-noise decay β_r' },
-  rMin: { kind: 'number', min: 0, minExclusive: true, default: 1e-2, flag: '--r-min', help: 'floor of the observation noise r' },
-  pMin: { kind: 'number', min: 0, default: 1e-6, flag: '--p-min', help: 'floor of the variances P' },
-  solveIterations: { kind: 'integer', min: 1, max: 200, default: 30, listed: false, flag: '--solve-iterations', help: 'Newton–Schulz iterations of the k×k solve (unused where the native LAPACK inverts it)' },
+  learningRate: {
+    kind: 'number',
+    min: 0,
+    schedule: true,
+    default: 1,
+    flag: '--lr',
+    help: 'learning rate η',
+  },
+  rows: {
+    kind: 'integer',
+    min: 1,
+    flagMin: 0,
+    default: 32,
+    flag: '--kalman-rows',
+    help: 'observation rows k per step (the first min(batch, k) rows)',
+  },
+  p0: {
+    kind: 'number',
+    min: 0,
+    minExclusive: true,
+    default: 0.1,
+    flag: '--p0',
+    help: 'initial covariance p₀',
+  },
+  r0: {
+    kind: 'number',
+    min: 0,
+    minExclusive: true,
+    default: 1,
+    flag: '--r0',
+    help: 'initial observation noise r₀',
+  },
+  fading: {
+    kind: 'number',
+    min: 0,
+    minExclusive: true,
+    max: 1,
+    default: 0.999,
+    flag: '--fading',
+    help: 'fading memory φ',
+  },
+  processNoise: {
+    kind: 'number',
+    min: 0,
+    default: 0,
+    flag: '--process-noise',
+    help: 'process noise q',
+  },
+  rho: {
+    kind: 'number',
+    min: 0,
+    default: 0.1,
+    flag: '--rho',
+    help: 'gradient-regularisation strength ρ',
+  },
+  betaR: {
+    kind: 'number',
+    min: 0,
+    max: 1,
+    maxExclusive: true,
+    default: 0.99,
+    flag: '--beta-r',
+    help: 'observation-noise decay β_r',
+  },
+  rMin: {
+    kind: 'number',
+    min: 0,
+    minExclusive: true,
+    default: 1e-2,
+    flag: '--r-min',
+    help: 'floor of the observation noise r',
+  },
+  pMin: {
+    kind: 'number',
+    min: 0,
+    default: 1e-6,
+    flag: '--p-min',
+    help: 'floor of the variances P',
+  },
+  solveIterations: {
+    kind: 'integer',
+    min: 1,
+    max: 200,
+    default: 30,
+    listed: false,
+    flag: '--solve-iterations',
+    help: 'Newton–Schulz iterations of the k×k solve (unused where the native LAPACK inverts it)',
+  },
 } as const satisfies OptionTable;
 
 export interface RkalmanState {
@@ -82,7 +174,7 @@ export interface RkalmanState {
  * (shape of θ) and r the observation noise, per step:
  *
  *   1. P⁻ = P/φ + q                                 (fading memory, process noise)
- *   2. P⁻ ← P⁻ / (1 + ρ‖g‖²·P⁻)                      (GR prior: ρ‖g‖² added to the information) [ours]
+ * 2. P⁻ ← P⁻ / (1 + ρ‖g‖²·P⁻) (GR prior: ρ‖g‖² added to the information) [ours]
  *   3. e_i = l_i,  H = −[∇l_1; …; ∇l_k]
  *   4. S = H P⁻ Hᵀ + r I                              (k×k)
  *   5. w = S⁻¹e;  θ ← θ − η_K · P⁻ ⊙ Σ_i w_i ∇l_i     (the Kalman mean update θ + K e)
@@ -91,7 +183,8 @@ export interface RkalmanState {
  *
  * H is never formed. For a dense layer with kernel W (in×out, as stored) and bias, the
  * per-sample gradient is ā_i ⊗ δ_i (ā = [a; 1]), so with P̄ = [P_W; P_b] ((in+1)×out):
- *   S_ij = Σ_{c,o} (ā_ic ā_jc) P̄_co (δ_io δ_jo),   diag(P⁻HᵀS⁻¹HP⁻)_co = P̄²_co Σ_ij S⁻¹_ij ā_ic ā_jc δ_io δ_jo,
+ * S_ij = Σ_{c,o} (ā_ic ā_jc) P̄_co (δ_io δ_jo), diag(P⁻HᵀS⁻¹HP⁻)_co = P̄²_co Σ_ij S⁻¹_ij ā_ic ā_jc
+ * δ_io δ_jo,
  * both one matmul over the pairwise products of rows (the k(k+1)/2 pairs i ≤ j, by symmetry):
  * O(k²·n) time, O(k²·(in + out)) memory, and no n×n matrix. S⁻¹ comes from {@link inverseSpd}
  * (r ≥ r_min > 0 keeps S SPD), or from float64 Cholesky where the native addon has LAPACK. With
@@ -106,7 +199,10 @@ export interface RkalmanState {
  * @example
  * batches(data.train, { batchSize: 128 }).pipe(forwardBackward(model, { signals: true }), update(model, rkalman(model, { rows: 32 })));
  */
-export function rkalman(model: Pick<Sequential, 'signalLayers'>, options: RkalmanOptions = {}): GradientTransformation<RkalmanState> {
+export function rkalman(
+  model: Pick<Sequential, 'signalLayers'>,
+  options: RkalmanOptions = {},
+): GradientTransformation<RkalmanState> {
   checkKeys('rkalman', options, optionKeys(RKALMAN_OPTIONS));
   const lr = readOption(RKALMAN_OPTIONS, options, 'learningRate');
   const rows = readOption(RKALMAN_OPTIONS, options, 'rows');
@@ -122,12 +218,25 @@ export function rkalman(model: Pick<Sequential, 'signalLayers'>, options: Rkalma
   const blocks = curvatureBlocks(model);
 
   return {
-    init: (params: Params) => ({ count: 0, p: mapParams(params, (t) => tf.fill(t.shape, p0)), r: tf.scalar(r0) }),
+    init: (params: Params) => ({
+      count: 0,
+      p: mapParams(params, (t) => tf.fill(t.shape, p0)),
+      r: tf.scalar(r0),
+    }),
 
-    update(grads: Params, state: RkalmanState, params: Params, context: UpdateContext): TransformResult<RkalmanState> {
+    update(
+      grads: Params,
+      state: RkalmanState,
+      params: Params,
+      context: UpdateContext,
+    ): TransformResult<RkalmanState> {
       const { signals, losses } = context.source ?? {};
       if (!signals || !losses) {
-        throw new GrngError('step', 'rkalman needs per-sample signals and losses: run forwardBackward(model, { signals: true }) before update', { step: context.step });
+        throw new GrngError(
+          'step',
+          'rkalman needs per-sample signals and losses: run forwardBackward(model, { signals: true }) before update',
+          { step: context.step },
+        );
       }
       const k = Math.min(losses.shape[0], rows);
       const layers = observationRows(blocks, signals, params, k);
@@ -140,7 +249,8 @@ export function rkalman(model: Pick<Sequential, 'signalLayers'>, options: Rkalma
       const prior = mapParams(state.p, (p) => {
         const fused = nativeKalmanPrior(p, rhoG2, fading, q);
         if (fused) return fused;
-        if (q === 0) return rho === 0 ? tf.div(p, fading) : tf.div(p, tf.add(tf.mul(p, rhoG2), fading));
+        if (q === 0)
+          return rho === 0 ? tf.div(p, fading) : tf.div(p, tf.add(tf.mul(p, rhoG2), fading));
         const faded = tf.add(tf.div(p, fading), q);
         return rho === 0 ? faded : tf.div(faded, tf.add(tf.mul(faded, rhoG2), 1));
       });
@@ -153,14 +263,34 @@ export function rkalman(model: Pick<Sequential, 'signalLayers'>, options: Rkalma
       const pairs = rowPairIndex(k);
       // Pair rows are picked by products with 0/1 selection matrices (exact in float32): on
       // tfjs-wasm tf.gather of the same rows is ~15× slower than these small matmuls.
-      const first = tf.cast(tf.oneHot(tf.tensor1d(pairs.first, 'int32'), k), 'float32') as tf.Tensor2D;
-      const second = tf.cast(tf.oneHot(tf.tensor1d(pairs.second, 'int32'), k), 'float32') as tf.Tensor2D;
-      const rowPairs = (x: tf.Tensor2D): tf.Tensor2D => tf.mul(tf.matMul(first, x), tf.matMul(second, x));
+      const first = tf.cast(
+        tf.oneHot(tf.tensor1d(pairs.first, 'int32'), k),
+        'float32',
+      ) as tf.Tensor2D;
+      const second = tf.cast(
+        tf.oneHot(tf.tensor1d(pairs.second, 'int32'), k),
+        'float32',
+      ) as tf.Tensor2D;
+      const rowPairs = (x: tf.Tensor2D): tf.Tensor2D =>
+        tf.mul(tf.matMul(first, x), tf.matMul(second, x));
       const aa = layers.map((l) => rowPairs(l.a));
       const dd = layers.map((l) => rowPairs(l.delta));
       // (a_i⊙a_j)ᵀ P_W (δ_i⊙δ_j) + P_bᵀ (δ_i⊙δ_j), summed over layers, for every pair.
-      const hphPairs = tf.addN(layers.map((l, i) => tf.sum(tf.mul(tf.add(tf.matMul(aa[i]!, prior[l.kernel] as tf.Tensor2D), prior[l.bias]!), dd[i]!), 1)));
-      const hph = tf.reshape(tf.gather(hphPairs, tf.tensor1d(pairs.square, 'int32')), [k, k]) as tf.Tensor2D;
+      const hphPairs = tf.addN(
+        layers.map((l, i) =>
+          tf.sum(
+            tf.mul(
+              tf.add(tf.matMul(aa[i]!, prior[l.kernel] as tf.Tensor2D), prior[l.bias]!),
+              dd[i]!,
+            ),
+            1,
+          ),
+        ),
+      );
+      const hph = tf.reshape(tf.gather(hphPairs, tf.tensor1d(pairs.square, 'int32')), [
+        k,
+        k,
+      ]) as tf.Tensor2D;
       const s = tf.add(hph, tf.mul(tf.eye(k), state.r)) as tf.Tensor2D;
 
       // 5. w = S⁻¹e; the gain applied to e is P⁻ ⊙ Hᵀw = −P⁻ ⊙ Σ_i w_i ∇l_i, and −η_K is folded
@@ -169,11 +299,18 @@ export function rkalman(model: Pick<Sequential, 'signalLayers'>, options: Rkalma
       const sInverse = nativeSpdInverse(s)?.inverse ?? inverseSpd(s, iterations);
       const w = tf.mul(tf.matMul(sInverse, tf.reshape(e, [k, 1])), -eta);
       // S⁻¹_ij for the pairs i ≤ j, off-diagonal ones counted twice (they stand for j, i too).
-      const sInversePairs = tf.reshape(tf.mul(tf.gather(tf.reshape(sInverse, [-1]), tf.tensor1d(pairs.flat, 'int32')), tf.tensor1d(pairs.weight)), [-1, 1]);
+      const sInversePairs = tf.reshape(
+        tf.mul(
+          tf.gather(tf.reshape(sInverse, [-1]), tf.tensor1d(pairs.flat, 'int32')),
+          tf.tensor1d(pairs.weight),
+        ),
+        [-1, 1],
+      );
       const updates: Params = {};
       const p: Params = {};
       // 6. P⁻ − P⁻² ⊙ R, with R = Σ_ij S⁻¹_ij (per-sample gradient i) ⊙ (per-sample gradient j).
-      const posterior = (prior: tf.Tensor, reduced: tf.Tensor): tf.Tensor => floorAt(tf.sub(prior, tf.mul(tf.square(prior), reduced)), pMin);
+      const posterior = (prior: tf.Tensor, reduced: tf.Tensor): tf.Tensor =>
+        floorAt(tf.sub(prior, tf.mul(tf.square(prior), reduced)), pMin);
       let posteriorSum: number | undefined = 0;
       // P and the update of one parameter: one native pass where the addon is loaded.
       const finish = (key: string, reduced: tf.Tensor, gain: tf.Tensor): void => {
@@ -192,21 +329,36 @@ export function rkalman(model: Pick<Sequential, 'signalLayers'>, options: Rkalma
         // Σ_i w_i a_i ⊗ δ_i = aᵀ diag(w) Δ in the kernel's in×out layout; Σ_i w_i δ_i for the bias.
         const weightedDelta = tf.mul(l.delta, w) as tf.Tensor2D;
         const weightedPairs = tf.mul(dd[i]!, sInversePairs) as tf.Tensor2D;
-        finish(l.kernel, matMulTransposeA(aa[i]!, weightedPairs), matMulTransposeA(l.a, weightedDelta));
+        finish(
+          l.kernel,
+          matMulTransposeA(aa[i]!, weightedPairs),
+          matMulTransposeA(l.a, weightedDelta),
+        );
         finish(l.bias, tf.sum(weightedPairs, 0), tf.sum(weightedDelta, 0));
       });
 
       // 7. Observation noise: what the innovations show beyond the predicted H P⁻ Hᵀ.
       const excess = tf.sub(tf.mean(tf.square(e)), tf.div(tf.sum(tf.mul(hph, tf.eye(k))), k));
-      const r = tf.add(tf.mul(state.r, betaR), tf.mul(floorAt(excess, rMin), 1 - betaR)) as tf.Scalar;
+      const r = tf.add(
+        tf.mul(state.r, betaR),
+        tf.mul(floorAt(excess, rMin), 1 - betaR),
+      ) as tf.Scalar;
 
       const coordinates = Object.values(p).reduce((n, t) => n + t.size, 0);
-      const traceP = posteriorSum !== undefined ? tf.scalar(posteriorSum / coordinates) : (tf.div(tf.addN(Object.values(p).map((t) => sumAll(t))), coordinates) as tf.Scalar);
+      const traceP =
+        posteriorSum !== undefined
+          ? tf.scalar(posteriorSum / coordinates)
+          : (tf.div(tf.addN(Object.values(p).map((t) => sumAll(t))), coordinates) as tf.Scalar);
       return {
         updates,
         state: { count: state.count + 1, p, r },
         // r is state: the update operator disposes diagnostics after the step, so report a copy.
-        diagnostics: { learningRate: eta, kalmanTraceP: traceP, kalmanNoise: tf.clone(r), kalmanInnovationNorm: tf.norm(e) as tf.Scalar },
+        diagnostics: {
+          learningRate: eta,
+          kalmanTraceP: traceP,
+          kalmanNoise: tf.clone(r),
+          kalmanInnovationNorm: tf.norm(e) as tf.Scalar,
+        },
       };
     },
   };
@@ -217,28 +369,55 @@ export function rkalman(model: Pick<Sequential, 'signalLayers'>, options: Rkalma
  * parameters; checks that the blocks cover the parameter tree exactly, since P has one entry per
  * parameter.
  */
-function observationRows(blocks: readonly KroneckerBlock[], signals: readonly LayerSignals[], params: Params, k: number): OuterProductRows[] {
+function observationRows(
+  blocks: readonly KroneckerBlock[],
+  signals: readonly LayerSignals[],
+  params: Params,
+  k: number,
+): OuterProductRows[] {
   if (signals.length !== blocks.length) {
-    throw new GrngError('step', `rkalman: got signals for ${signals.length} layers, the model has ${blocks.length} (${blocks.map((b) => b.layer).join(', ')})`, { layers: blocks.map((b) => b.layer) });
+    throw new GrngError(
+      'step',
+      `rkalman: got signals for ${signals.length} layers, the model has ${blocks.length} (${blocks.map((b) => b.layer).join(', ')})`,
+      { layers: blocks.map((b) => b.layer) },
+    );
   }
   const covered = new Set<string>();
   const layers = blocks.map((block, index) => {
     const { layer, a, delta } = signals[index]!;
-    if (layer !== block.layer) throw new GrngError('step', `rkalman: signal ${index} is from layer ${layer}, the model's block ${index} is layer ${block.layer}`, { layer: block.layer });
-    if (!block.outerProductRows) throw new GrngError('invalid-model', `rkalman: layer ${block.layer} (${block.kind}) has no per-example outer-product gradient rows; rkalman covers dense layers`, { layer: block.layer });
+    if (layer !== block.layer)
+      throw new GrngError(
+        'step',
+        `rkalman: signal ${index} is from layer ${layer}, the model's block ${index} is layer ${block.layer}`,
+        { layer: block.layer },
+      );
+    if (!block.outerProductRows)
+      throw new GrngError(
+        'invalid-model',
+        `rkalman: layer ${block.layer} (${block.kind}) has no per-example outer-product gradient rows; rkalman covers dense layers`,
+        { layer: block.layer },
+      );
     const rows = block.outerProductRows(a, delta, k);
     const [inputs, units] = [rows.a.shape[1], rows.delta.shape[1]];
     const w = params[rows.kernel];
     const b = params[rows.bias];
     if (!w || !b || w.shape.join() !== `${inputs},${units}` || b.shape.join() !== `${units}`) {
-      throw new GrngError('shape', `rkalman: layer ${block.layer} has signals for ${inputs}→${units} but the parameters ${rows.kernel} [${w?.shape.join(', ') ?? 'missing'}] and ${rows.bias} [${b?.shape.join(', ') ?? 'missing'}] do not match`, { layer: block.layer });
+      throw new GrngError(
+        'shape',
+        `rkalman: layer ${block.layer} has signals for ${inputs}→${units} but the parameters ${rows.kernel} [${w?.shape.join(', ') ?? 'missing'}] and ${rows.bias} [${b?.shape.join(', ') ?? 'missing'}] do not match`,
+        { layer: block.layer },
+      );
     }
     covered.add(rows.kernel).add(rows.bias);
     return rows;
   });
   const uncovered = Object.keys(params).filter((key) => !covered.has(key));
   if (uncovered.length > 0) {
-    throw new GrngError('invalid-model', `rkalman covers dense layers only; no layer signals for ${uncovered.join(', ')}`, { keys: uncovered });
+    throw new GrngError(
+      'invalid-model',
+      `rkalman covers dense layers only; no layer signals for ${uncovered.join(', ')}`,
+      { keys: uncovered },
+    );
   }
   return layers;
 }
@@ -258,12 +437,21 @@ interface RowPairs {
 
 const pairCache = new Map<number, RowPairs>();
 
-/** Row pairs for k rows; host arrays, cached per k (tensors are made per step, so nothing outlives a run). */
+/**
+ * Row pairs for k rows; host arrays, cached per k (tensors are made per step, so nothing outlives a
+ * run).
+ */
 function rowPairIndex(k: number): RowPairs {
   let pairs = pairCache.get(k);
   if (!pairs) {
     const count = (k * (k + 1)) / 2;
-    pairs = { first: new Int32Array(count), second: new Int32Array(count), flat: new Int32Array(count), weight: new Float32Array(count), square: new Int32Array(k * k) };
+    pairs = {
+      first: new Int32Array(count),
+      second: new Int32Array(count),
+      flat: new Int32Array(count),
+      weight: new Float32Array(count),
+      square: new Int32Array(k * k),
+    };
     let n = 0;
     for (let i = 0; i < k; i++) {
       for (let j = i; j < k; j++) {

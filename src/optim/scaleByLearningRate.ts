@@ -19,7 +19,11 @@ export function scaleByLearningRate(learningRate: Hyper): GradientTransformation
     update(updates: Params, state: CountState) {
       const eta = valueAt(lr, state.count);
       const scale = tf.scalar(-eta);
-      return { updates: mapParams(updates, (u) => tf.mul(u, scale)), state: { count: state.count + 1 }, diagnostics: { learningRate: eta } };
+      return {
+        updates: mapParams(updates, (u) => tf.mul(u, scale)),
+        state: { count: state.count + 1 },
+        diagnostics: { learningRate: eta },
+      };
     },
   };
 }

@@ -12,7 +12,11 @@ export function valueAt(hyper: Hyper, step: number): number {
 }
 
 /** Validates a hyper-parameter: a number in range, or a schedule (checked at step 0). */
-export function checkHyper(option: string, value: unknown, range: { min?: number; max?: number; minExclusive?: boolean } = {}): Hyper {
+export function checkHyper(
+  option: string,
+  value: unknown,
+  range: { min?: number; max?: number; minExclusive?: boolean } = {},
+): Hyper {
   if (typeof value === 'function') {
     const first = (value as Schedule)(0);
     checkNumber(`${option} (schedule value at step 0)`, first, range);
@@ -29,7 +33,15 @@ export function constantSchedule(value: number): Schedule {
 }
 
 /** η·factor^⌊step/every⌋ (step decay). */
-export function stepSchedule({ initial, every, factor }: { initial: number; every: number; factor: number }): Schedule {
+export function stepSchedule({
+  initial,
+  every,
+  factor,
+}: {
+  initial: number;
+  every: number;
+  factor: number;
+}): Schedule {
   checkNumber('stepSchedule initial', initial);
   checkInteger('stepSchedule every', every, 1);
   checkNumber('stepSchedule factor', factor, { min: 0 });
@@ -37,7 +49,15 @@ export function stepSchedule({ initial, every, factor }: { initial: number; ever
 }
 
 /** Cosine decay from `initial` to `final` over `steps`, then constant at `final`. */
-export function cosineSchedule({ initial, steps, final = 0 }: { initial: number; steps: number; final?: number }): Schedule {
+export function cosineSchedule({
+  initial,
+  steps,
+  final = 0,
+}: {
+  initial: number;
+  steps: number;
+  final?: number;
+}): Schedule {
   checkNumber('cosineSchedule initial', initial);
   checkInteger('cosineSchedule steps', steps, 1);
   checkNumber('cosineSchedule final', final);
@@ -48,7 +68,15 @@ export function cosineSchedule({ initial, steps, final = 0 }: { initial: number;
 }
 
 /** Linear warm-up from `from` to the schedule's value over `steps`, then the schedule (shifted). */
-export function warmupSchedule({ steps, then, from = 0 }: { steps: number; then: Hyper; from?: number }): Schedule {
+export function warmupSchedule({
+  steps,
+  then,
+  from = 0,
+}: {
+  steps: number;
+  then: Hyper;
+  from?: number;
+}): Schedule {
   checkInteger('warmupSchedule steps', steps, 1);
   checkNumber('warmupSchedule from', from);
   return (step) => {

@@ -23,10 +23,33 @@ export interface SgdOptions {
  * the reference runs; `sgd()` itself requires η and keeps PyTorch's momentum 0.
  */
 export const SGD_OPTIONS = {
-  learningRate: { kind: 'number', min: 0, schedule: true, named: 0.05, flag: '--lr', help: 'learning rate η' },
-  momentum: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: 0, named: 0.9, flag: '--momentum', help: 'momentum μ' },
+  learningRate: {
+    kind: 'number',
+    min: 0,
+    schedule: true,
+    named: 0.05,
+    flag: '--lr',
+    help: 'learning rate η',
+  },
+  momentum: {
+    kind: 'number',
+    min: 0,
+    max: 1,
+    maxExclusive: true,
+    default: 0,
+    named: 0.9,
+    flag: '--momentum',
+    help: 'momentum μ',
+  },
   nesterov: { kind: 'boolean', default: false, flag: '--nesterov', help: 'Nesterov momentum' },
-  weightDecay: { kind: 'number', min: 0, schedule: true, default: 0, flag: '--weight-decay', help: 'weight decay' },
+  weightDecay: {
+    kind: 'number',
+    min: 0,
+    schedule: true,
+    default: 0,
+    flag: '--weight-decay',
+    help: 'weight decay',
+  },
 } as const satisfies OptionTable;
 
 /**

@@ -15,7 +15,10 @@ import type { GradientTransformation, TransformResult, UpdateContext } from './t
 export interface SophiaOptions {
   /** The model being trained: the Hessian estimate needs a backward pass with sampled labels. */
   readonly model: Sequential;
-  /** η, constant or scheduled; default 1e-3 (small classifiers; the Sophia paper's GPT runs use 1e-4). */
+  /**
+   * η, constant or scheduled; default 1e-3 (small classifiers; the Sophia paper's GPT runs use
+   * 1e-4).
+   */
   readonly learningRate?: Hyper;
   /** β₁ of the gradient moving average, default 0.965. */
   readonly b1?: number;
@@ -29,20 +32,80 @@ export interface SophiaOptions {
   readonly eps?: number;
   /** k: refresh the Hessian estimate at the first step and every k steps after; default 10. */
   readonly hessianEvery?: number;
-  /** Seed of the label sampling; each refresh uses {@link sophiaHessianSeed}(seed, step). Default 1. */
+  /**
+   * Seed of the label sampling; each refresh uses {@link sophiaHessianSeed}(seed, step). Default 1.
+   */
   readonly seed?: number;
 }
 
 /** Sophia's options besides the model. */
 export const SOPHIA_OPTIONS = {
-  learningRate: { kind: 'number', min: 0, schedule: true, default: 1e-3, flag: '--lr', help: 'learning rate η' },
-  b1: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: 0.965, flag: '--b1', help: 'β₁, decay of the gradient average' },
-  b2: { kind: 'number', min: 0, max: 1, maxExclusive: true, default: 0.99, flag: '--b2', help: 'β₂, decay of the Hessian-diagonal estimate' },
-  gamma: { kind: 'number', min: 0, minExclusive: true, default: 0.04, flag: '--gamma', help: 'γ, the scale of the Hessian in the denominator' },
-  weightDecay: { kind: 'number', min: 0, schedule: true, default: 0.1, flag: '--weight-decay', help: 'weight decay' },
-  eps: { kind: 'number', min: 0, minExclusive: true, default: 1e-12, flag: '--eps', help: 'ε, floor of the denominator γ·h' },
-  hessianEvery: { kind: 'integer', min: 1, default: 10, flag: '--hessian-every', help: 'Hessian estimate every N steps' },
-  seed: { kind: 'integer', min: 0, default: 1, listed: false, runFlag: true, flag: '--seed', help: 'seed of the label sampling' },
+  learningRate: {
+    kind: 'number',
+    min: 0,
+    schedule: true,
+    default: 1e-3,
+    flag: '--lr',
+    help: 'learning rate η',
+  },
+  b1: {
+    kind: 'number',
+    min: 0,
+    max: 1,
+    maxExclusive: true,
+    default: 0.965,
+    flag: '--b1',
+    help: 'β₁, decay of the gradient average',
+  },
+  b2: {
+    kind: 'number',
+    min: 0,
+    max: 1,
+    maxExclusive: true,
+    default: 0.99,
+    flag: '--b2',
+    help: 'β₂, decay of the Hessian-diagonal estimate',
+  },
+  gamma: {
+    kind: 'number',
+    min: 0,
+    minExclusive: true,
+    default: 0.04,
+    flag: '--gamma',
+    help: 'γ, the scale of the Hessian in the denominator',
+  },
+  weightDecay: {
+    kind: 'number',
+    min: 0,
+    schedule: true,
+    default: 0.1,
+    flag: '--weight-decay',
+    help: 'weight decay',
+  },
+  eps: {
+    kind: 'number',
+    min: 0,
+    minExclusive: true,
+    default: 1e-12,
+    flag: '--eps',
+    help: 'ε, floor of the denominator γ·h',
+  },
+  hessianEvery: {
+    kind: 'integer',
+    min: 1,
+    default: 10,
+    flag: '--hessian-every',
+    help: 'Hessian estimate every N steps',
+  },
+  seed: {
+    kind: 'integer',
+    min: 0,
+    default: 1,
+    listed: false,
+    runFlag: true,
+    flag: '--seed',
+    help: 'seed of the label sampling',
+  },
 } as const satisfies OptionTable;
 
 export interface SophiaState {
@@ -84,9 +147,15 @@ export function sophiaHessianSeed(seed: number, count: number): number {
  * steps$.pipe(update(model, sophia({ model, learningRate: 1e-3 })));
  */
 export function sophia(options: SophiaOptions): GradientTransformation<SophiaState> {
-  if (options === null || typeof options !== 'object') invalidOption('sophia options', options, 'an object with at least { model }');
+  if (options === null || typeof options !== 'object')
+    invalidOption('sophia options', options, 'an object with at least { model }');
   checkKeys('sophia', options, ['model', ...optionKeys(SOPHIA_OPTIONS)]);
-  if (!(options.model instanceof Sequential)) invalidOption('model', options.model, 'the Sequential model being trained (sophia samples labels from it)');
+  if (!(options.model instanceof Sequential))
+    invalidOption(
+      'model',
+      options.model,
+      'the Sequential model being trained (sophia samples labels from it)',
+    );
   const model = options.model;
   const lr = readOption(SOPHIA_OPTIONS, options, 'learningRate');
   const b1 = readOption(SOPHIA_OPTIONS, options, 'b1');
@@ -98,9 +167,18 @@ export function sophia(options: SophiaOptions): GradientTransformation<SophiaSta
   const seed = readOption(SOPHIA_OPTIONS, options, 'seed');
 
   return {
-    init: (params: Params) => ({ count: 0, m: mapParams(params, (p) => tf.zerosLike(p)), h: mapParams(params, (p) => tf.zerosLike(p)) }),
+    init: (params: Params) => ({
+      count: 0,
+      m: mapParams(params, (p) => tf.zerosLike(p)),
+      h: mapParams(params, (p) => tf.zerosLike(p)),
+    }),
 
-    update(grads: Params, state: SophiaState, params: Params, context: UpdateContext): TransformResult<SophiaState> {
+    update(
+      grads: Params,
+      state: SophiaState,
+      params: Params,
+      context: UpdateContext,
+    ): TransformResult<SophiaState> {
       const count = state.count;
       const eta = valueAt(lr, count);
       const lambda = valueAt(wd, count);
@@ -109,22 +187,42 @@ export function sophia(options: SophiaOptions): GradientTransformation<SophiaSta
       if (count % every === 0) {
         const batch = context.source?.batch;
         if (!batch) {
-          throw new GrngError('step', 'sophia needs the training step (context.source) for its Hessian estimate: run it through the update operator', { step: context.step });
+          throw new GrngError(
+            'step',
+            'sophia needs the training step (context.source) for its Hessian estimate: run it through the update operator',
+            { step: context.step },
+          );
         }
-        const hat = sampledLabelPass(model, batch.x, { grads: true, seed: sophiaHessianSeed(seed, count) }).grads!;
+        const hat = sampledLabelPass(model, batch.x, {
+          grads: true,
+          seed: sophiaHessianSeed(seed, count),
+        }).grads!;
         // B·ĝ⊙ĝ: ĝ is the gradient of the *mean* sampled loss, so ĝ² is 1/B of the per-sample
         // Gauss–Newton diagonal on average; B restores that scale.
         const scale = (1 - b2) * batch.size;
         h = mapParams(grads, (_, k) => {
           const gk = hat[k];
-          if (!gk) throw new GrngError('internal', `sophia: the model has no parameter ${k}; pass the model being trained`, { key: k });
+          if (!gk)
+            throw new GrngError(
+              'internal',
+              `sophia: the model has no parameter ${k}; pass the model being trained`,
+              { key: k },
+            );
           return tf.add(tf.mul(state.h[k]!, b2), tf.mul(tf.square(gk), scale));
         });
       }
 
       const coordinates = Object.values(grads).reduce((n, t) => n + t.size, 0);
       // One native pass per parameter where the native BLAS addon is loaded (wasm).
-      const parts = mapAllOrNone(Object.keys(grads), (k) => nativeSophiaUpdate(grads[k]!, state.m[k]!, h[k]!, params[k]!, { b1, gamma, eps, minusEta: -eta, decay: -eta * lambda }));
+      const parts = mapAllOrNone(Object.keys(grads), (k) =>
+        nativeSophiaUpdate(grads[k]!, state.m[k]!, h[k]!, params[k]!, {
+          b1,
+          gamma,
+          eps,
+          minusEta: -eta,
+          decay: -eta * lambda,
+        }),
+      );
       if (parts) {
         const unclippedTotal = Object.values(parts).reduce((n, f) => n + f.unclipped, 0);
         return {
@@ -145,7 +243,11 @@ export function sophia(options: SophiaOptions): GradientTransformation<SophiaSta
         return lambda === 0 ? step : tf.add(step, tf.mul(params[k]!, decay));
       });
       const winRate = tf.div(tf.addN(unclipped), coordinates) as tf.Scalar;
-      return { updates, state: { count: count + 1, m, h }, diagnostics: { learningRate: eta, winRate } };
+      return {
+        updates,
+        state: { count: count + 1, m, h },
+        diagnostics: { learningRate: eta, winRate },
+      };
     },
   };
 }

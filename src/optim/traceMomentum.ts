@@ -11,7 +11,13 @@ export interface TraceState {
 /**
  * Heavy-ball momentum, PyTorch/optax convention: t ← u + μ·t; output t, or u + μ·t with Nesterov.
  */
-export function traceMomentum({ decay, nesterov = false }: { decay: number; nesterov?: boolean }): GradientTransformation<TraceState> {
+export function traceMomentum({
+  decay,
+  nesterov = false,
+}: {
+  decay: number;
+  nesterov?: boolean;
+}): GradientTransformation<TraceState> {
   checkKeys('momentum', { decay, nesterov }, ['decay', 'nesterov']);
   const mu = checkUnitInterval('momentum', decay);
   checkBoolean('nesterov', nesterov);
@@ -20,7 +26,9 @@ export function traceMomentum({ decay, nesterov = false }: { decay: number; nest
     update(updates: Params, state: TraceState) {
       const m = tf.scalar(mu);
       const trace = mapParams(updates, (u, key) => tf.add(u, tf.mul(state.trace[key]!, m)));
-      const out = nesterov ? mapParams(updates, (u, key) => tf.add(u, tf.mul(trace[key]!, m))) : trace;
+      const out = nesterov
+        ? mapParams(updates, (u, key) => tf.add(u, tf.mul(trace[key]!, m)))
+        : trace;
       return { updates: out, state: { trace } };
     },
   };

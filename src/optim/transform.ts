@@ -14,7 +14,9 @@ export interface TransformResult<S> {
   readonly updates: Params;
   /** The new state; tensors of the old state not in it are disposed by the caller. */
   readonly state: S;
-  /** Monitoring values for this step (docs/algorithms.md, Metrics), e.g. `learningRate`, `damping`. */
+  /**
+   * Monitoring values for this step (docs/algorithms.md, Metrics), e.g. `learningRate`, `damping`.
+   */
   readonly diagnostics?: Readonly<Record<string, tf.Scalar | number>>;
 }
 

@@ -19,7 +19,11 @@ export type EncodedTree =
   | number
   | boolean
   | null
-  | { readonly tensor: number; readonly shape: readonly number[]; readonly dtype: 'float32' | 'int32' }
+  | {
+      readonly tensor: number;
+      readonly shape: readonly number[];
+      readonly dtype: 'float32' | 'int32';
+    }
   | { readonly typed: number; readonly dtype: 'float32' | 'int32' }
   | { readonly number: 'NaN' | 'Infinity' | '-Infinity' }
   | { readonly undefined: true }
@@ -32,9 +36,18 @@ type Blob = Float32Array | Int32Array;
  * Encodes a state tree (objects, arrays, tensors, typed arrays, numbers...) into JSON plus
  * binary blobs; tensor values are read back asynchronously, so this works on every backend.
  */
-export async function encodeTree(tree: unknown, blobs: Blob[], path = 'state'): Promise<EncodedTree> {
+export async function encodeTree(
+  tree: unknown,
+  blobs: Blob[],
+  path = 'state',
+): Promise<EncodedTree> {
   if (tree instanceof tf.Tensor) {
-    if (tree.dtype !== 'float32' && tree.dtype !== 'int32') throw new GrngError('internal', `cannot checkpoint ${path}: tensors of dtype ${tree.dtype} are not supported`, { path });
+    if (tree.dtype !== 'float32' && tree.dtype !== 'int32')
+      throw new GrngError(
+        'internal',
+        `cannot checkpoint ${path}: tensors of dtype ${tree.dtype} are not supported`,
+        { path },
+      );
     blobs.push((await tree.data()) as Blob);
     return { tensor: blobs.length - 1, shape: tree.shape, dtype: tree.dtype };
   }
@@ -44,43 +57,60 @@ export async function encodeTree(tree: unknown, blobs: Blob[], path = 'state'): 
   }
   if (tree === undefined) return { undefined: true };
   if (tree === null || typeof tree === 'string' || typeof tree === 'boolean') return tree;
-  if (typeof tree === 'number') return Number.isFinite(tree) ? tree : { number: String(tree) as 'NaN' | 'Infinity' | '-Infinity' };
+  if (typeof tree === 'number')
+    return Number.isFinite(tree)
+      ? tree
+      : { number: String(tree) as 'NaN' | 'Infinity' | '-Infinity' };
   if (Array.isArray(tree)) {
     const array: EncodedTree[] = [];
-    for (let i = 0; i < tree.length; i++) array.push(await encodeTree(tree[i], blobs, `${path}[${i}]`));
+    for (let i = 0; i < tree.length; i++)
+      array.push(await encodeTree(tree[i], blobs, `${path}[${i}]`));
     return { array };
   }
   if (typeof tree === 'object' && Object.getPrototypeOf(tree) === Object.prototype) {
     const object: Record<string, EncodedTree> = {};
-    for (const [key, value] of Object.entries(tree)) object[key] = await encodeTree(value, blobs, `${path}.${key}`);
+    for (const [key, value] of Object.entries(tree))
+      object[key] = await encodeTree(value, blobs, `${path}.${key}`);
     return { object };
   }
-  throw new GrngError('internal', `cannot checkpoint ${path}: ${typeof tree} values are not supported`, { path });
+  throw new GrngError(
+    'internal',
+    `cannot checkpoint ${path}: ${typeof tree} values are not supported`,
+    { path },
+  );
 }
 
 /** The inverse of {@link encodeTree}; tensors it creates belong to the caller. */
 export function decodeTree(encoded: EncodedTree, blobs: readonly Blob[], path = 'state'): unknown {
   const fail = (what: string): never => {
-    throw new GrngError('invalid-data', `checkpoint state ${path}: ${what}`, { option: 'resume', path });
+    throw new GrngError('invalid-data', `checkpoint state ${path}: ${what}`, {
+      option: 'resume',
+      path,
+    });
   };
   const blob = (index: unknown, dtype: unknown): Blob => {
     const b = typeof index === 'number' ? blobs[index] : undefined;
-    if (!b || (dtype === 'int32') !== b instanceof Int32Array) return fail(`blob ${String(index)} is missing or not ${String(dtype)}`);
+    if (!b || (dtype === 'int32') !== b instanceof Int32Array)
+      return fail(`blob ${String(index)} is missing or not ${String(dtype)}`);
     return b;
   };
   if (encoded === null || typeof encoded !== 'object') return encoded;
   if ('tensor' in encoded) {
     const data = blob(encoded.tensor, encoded.dtype);
     const size = encoded.shape.reduce((n, d) => n * d, 1);
-    if (!encoded.shape.every((d) => Number.isInteger(d) && d >= 0) || size !== data.length) fail(`shape [${encoded.shape.join(', ')}] does not fit ${data.length} values`);
+    if (!encoded.shape.every((d) => Number.isInteger(d) && d >= 0) || size !== data.length)
+      fail(`shape [${encoded.shape.join(', ')}] does not fit ${data.length} values`);
     return tf.tensor(data, [...encoded.shape], encoded.dtype);
   }
   if ('typed' in encoded) return blob(encoded.typed, encoded.dtype).slice();
   if ('number' in encoded) return Number(encoded.number);
   if ('undefined' in encoded) return undefined;
-  if ('array' in encoded && Array.isArray(encoded.array)) return encoded.array.map((e, i) => decodeTree(e, blobs, `${path}[${i}]`));
+  if ('array' in encoded && Array.isArray(encoded.array))
+    return encoded.array.map((e, i) => decodeTree(e, blobs, `${path}[${i}]`));
   if ('object' in encoded && typeof encoded.object === 'object' && encoded.object !== null) {
-    return Object.fromEntries(Object.entries(encoded.object).map(([k, e]) => [k, decodeTree(e, blobs, `${path}.${k}`)]));
+    return Object.fromEntries(
+      Object.entries(encoded.object).map(([k, e]) => [k, decodeTree(e, blobs, `${path}.${k}`)]),
+    );
   }
   return fail(`unknown entry ${JSON.stringify(encoded).slice(0, 80)}`);
 }
@@ -120,10 +150,20 @@ export interface Checkpoint {
   /** The run's recording, which a resumed run appends to. */
   readonly recording?: { readonly path: string; readonly runId: string };
   readonly params: Record<string, tf.Tensor>;
-  /** Optimizer state, fisherScan state and the skipped-step record, as their operators keep them. */
+  /**
+   * Optimizer state, fisherScan state and the skipped-step record, as their operators keep them.
+   */
   readonly optimizer: unknown;
   readonly curvature: unknown;
-  readonly health: { consecutive: number; total: number; dampingBoost: number; lastBadStep: number; refreshDue: boolean } | undefined;
+  readonly health:
+    | {
+        consecutive: number;
+        total: number;
+        dampingBoost: number;
+        lastBadStep: number;
+        refreshDue: boolean;
+      }
+    | undefined;
 }
 
 interface Header {
@@ -134,7 +174,13 @@ interface Header {
   readonly step: number;
   readonly reason: Checkpoint['reason'];
   readonly run: ResumableOptions;
-  readonly position: { step: number; epoch: number; index: number; rngState: object; order: EncodedTree };
+  readonly position: {
+    step: number;
+    epoch: number;
+    index: number;
+    rngState: object;
+    order: EncodedTree;
+  };
   readonly wallMs: number;
   readonly recording?: { path: string; runId: string };
   readonly state: EncodedTree;
@@ -152,7 +198,15 @@ export type CheckpointContent = Omit<Checkpoint, 'path' | 'createdAt' | 'grngVer
 export async function saveCheckpoint(dir: string, content: CheckpointContent): Promise<string> {
   const blobs: Blob[] = [];
   const { order, rngState, step, epoch, index } = content.position;
-  const state = await encodeTree({ params: content.params, optimizer: content.optimizer, curvature: content.curvature, health: content.health }, blobs);
+  const state = await encodeTree(
+    {
+      params: content.params,
+      optimizer: content.optimizer,
+      curvature: content.curvature,
+      health: content.health,
+    },
+    blobs,
+  );
   const header: Header = {
     format: 'grng-checkpoint',
     grngVersion: VERSION,
@@ -180,16 +234,35 @@ export function loadCheckpoint(dir: string): Checkpoint {
   const file = readCheckpointFile<Header>(dir);
   const h = file.header;
   const fail = (what: string): never => {
-    throw new GrngError('invalid-data', `checkpoint ${file.path}: ${what}`, { option: 'resume', path: file.path });
+    throw new GrngError('invalid-data', `checkpoint ${file.path}: ${what}`, {
+      option: 'resume',
+      path: file.path,
+    });
   };
-  if (h.format !== 'grng-checkpoint') fail(`format is ${JSON.stringify(h.format)}, expected "grng-checkpoint"`);
-  if (!Number.isInteger(h.step) || h.step < 0) fail(`step ${JSON.stringify(h.step)} is not a step index`);
-  if (typeof h.run !== 'object' || h.run === null || typeof h.run.optimizer !== 'string') fail('the run options are missing');
+  if (h.format !== 'grng-checkpoint')
+    fail(`format is ${JSON.stringify(h.format)}, expected "grng-checkpoint"`);
+  if (!Number.isInteger(h.step) || h.step < 0)
+    fail(`step ${JSON.stringify(h.step)} is not a step index`);
+  if (typeof h.run !== 'object' || h.run === null || typeof h.run.optimizer !== 'string')
+    fail('the run options are missing');
   const p = h.position as Partial<Header['position']> | undefined;
-  if (!p || !Number.isInteger(p.step) || !Number.isInteger(p.epoch) || !Number.isInteger(p.index) || typeof p.rngState !== 'object' || p.rngState === null) fail('the data-order position is missing or damaged');
+  if (
+    !p ||
+    !Number.isInteger(p.step) ||
+    !Number.isInteger(p.epoch) ||
+    !Number.isInteger(p.index) ||
+    typeof p.rngState !== 'object' ||
+    p.rngState === null
+  )
+    fail('the data-order position is missing or damaged');
   const order = decodeTree(p!.order as EncodedTree, file.blobs, 'position.order');
   if (!(order instanceof Int32Array)) fail('the data order is missing');
-  const state = decodeTree(h.state, file.blobs) as { params?: Record<string, tf.Tensor>; optimizer?: unknown; curvature?: unknown; health?: Checkpoint['health'] };
+  const state = decodeTree(h.state, file.blobs) as {
+    params?: Record<string, tf.Tensor>;
+    optimizer?: unknown;
+    curvature?: unknown;
+    health?: Checkpoint['health'];
+  };
   if (!state || typeof state.params !== 'object') fail('the parameters are missing');
   return {
     path: file.path,
@@ -199,7 +272,13 @@ export function loadCheckpoint(dir: string): Checkpoint {
     grngVersion: h.grngVersion,
     backend: h.backend,
     run: h.run,
-    position: { step: p!.step!, epoch: p!.epoch!, index: p!.index!, rngState: p!.rngState!, order: order as Int32Array },
+    position: {
+      step: p!.step!,
+      epoch: p!.epoch!,
+      index: p!.index!,
+      rngState: p!.rngState!,
+      order: order as Int32Array,
+    },
     wallMs: typeof h.wallMs === 'number' ? h.wallMs : 0,
     ...(h.recording ? { recording: h.recording } : {}),
     params: state.params!,
@@ -211,13 +290,20 @@ export function loadCheckpoint(dir: string): Checkpoint {
 
 /** Disposes the tensors of a loaded checkpoint that nobody took over. */
 export function disposeCheckpoint(checkpoint: Checkpoint): void {
-  tf.dispose(tensorsIn([checkpoint.params, checkpoint.optimizer, checkpoint.curvature]).filter((t) => !t.isDisposed));
+  tf.dispose(
+    tensorsIn([checkpoint.params, checkpoint.optimizer, checkpoint.curvature]).filter(
+      (t) => !t.isDisposed,
+    ),
+  );
 }
 
 /** The live state of a run that a checkpoint saves and a resumed run puts back. */
 export interface RunState {
   readonly params: Readonly<Record<string, tf.Variable>>;
-  readonly slots: { readonly optimizer: StateSlot<unknown>; readonly curvature: StateSlot<ScanState> };
+  readonly slots: {
+    readonly optimizer: StateSlot<unknown>;
+    readonly curvature: StateSlot<ScanState>;
+  };
   readonly health: StepHealth;
 }
 
@@ -230,25 +316,44 @@ export interface RunState {
  * @example
  * restoreCheckpoint(loadCheckpoint('runs/ckpt'), { params: model.params, slots, health }, totalSteps);
  */
-export function restoreCheckpoint(checkpoint: Checkpoint, state: RunState, totalSteps: number): void {
+export function restoreCheckpoint(
+  checkpoint: Checkpoint,
+  state: RunState,
+  totalSteps: number,
+): void {
   if (checkpoint.position.step >= totalSteps) {
-    throw new GrngError('invalid-option', `checkpoint ${checkpoint.path} is at step ${checkpoint.step}, the run's last step (${totalSteps} steps); raise --steps or --epochs to continue`, { option: 'resume', path: checkpoint.path });
+    throw new GrngError(
+      'invalid-option',
+      `checkpoint ${checkpoint.path} is at step ${checkpoint.step}, the run's last step (${totalSteps} steps); raise --steps or --epochs to continue`,
+      { option: 'resume', path: checkpoint.path },
+    );
   }
   const params = state.params;
   const names = Object.keys(params);
   const saved = Object.keys(checkpoint.params);
-  if (names.join() !== saved.join()) throw new GrngError('invalid-data', `checkpoint ${checkpoint.path} has parameters ${saved.join(', ')}, the model ${names.join(', ')}`, { option: 'resume' });
+  if (names.join() !== saved.join())
+    throw new GrngError(
+      'invalid-data',
+      `checkpoint ${checkpoint.path} has parameters ${saved.join(', ')}, the model ${names.join(', ')}`,
+      { option: 'resume' },
+    );
   for (const name of names) {
     const p = params[name]!;
     const value = checkpoint.params[name]!;
-    if (p.shape.join() !== value.shape.join()) throw new GrngError('invalid-data', `checkpoint ${checkpoint.path}: ${name} has shape [${value.shape.join(', ')}], the model [${p.shape.join(', ')}]`, { option: 'resume', parameter: name });
+    if (p.shape.join() !== value.shape.join())
+      throw new GrngError(
+        'invalid-data',
+        `checkpoint ${checkpoint.path}: ${name} has shape [${value.shape.join(', ')}], the model [${p.shape.join(', ')}]`,
+        { option: 'resume', parameter: name },
+      );
   }
   for (const name of names) {
     params[name]!.assign(checkpoint.params[name]!);
     checkpoint.params[name]!.dispose();
   }
   if (checkpoint.optimizer !== undefined) state.slots.optimizer.set(checkpoint.optimizer);
-  if (checkpoint.curvature !== undefined) state.slots.curvature.set(checkpoint.curvature as ScanState);
+  if (checkpoint.curvature !== undefined)
+    state.slots.curvature.set(checkpoint.curvature as ScanState);
   if (checkpoint.health) Object.assign(state.health, checkpoint.health);
 }
 
@@ -273,9 +378,22 @@ export interface CheckpointPlan {
  * @example
  * batches(data.train, { batchSize, control: runSourceControl({ control, checkpoint: plan }) });
  */
-export function runSourceControl({ control, checkpoint, resume }: { readonly control?: RunControl | undefined; readonly checkpoint?: CheckpointPlan | undefined; readonly resume?: Checkpoint | undefined }): SourceControl {
+export function runSourceControl({
+  control,
+  checkpoint,
+  resume,
+}: {
+  readonly control?: RunControl | undefined;
+  readonly checkpoint?: CheckpointPlan | undefined;
+  readonly resume?: Checkpoint | undefined;
+}): SourceControl {
   const started = performance.now();
-  const save = async (plan: CheckpointPlan, step: number, position: SourcePosition, reason: Checkpoint['reason']): Promise<void> => {
+  const save = async (
+    plan: CheckpointPlan,
+    step: number,
+    position: SourcePosition,
+    reason: Checkpoint['reason'],
+  ): Promise<void> => {
     // The recording must hold every row the checkpoint covers: a resumed run appends after them.
     control?.flush();
     const { health, slots, params } = plan.state;
@@ -290,7 +408,13 @@ export function runSourceControl({ control, checkpoint, resume }: { readonly con
       params,
       optimizer: slots.optimizer.get(),
       curvature: slots.curvature.get(),
-      health: { consecutive: health.consecutive, total: health.total, dampingBoost: health.dampingBoost, lastBadStep: health.lastBadStep, refreshDue: health.refreshDue },
+      health: {
+        consecutive: health.consecutive,
+        total: health.total,
+        dampingBoost: health.dampingBoost,
+        lastBadStep: health.lastBadStep,
+        refreshDue: health.refreshDue,
+      },
     });
   };
   return {
@@ -299,7 +423,13 @@ export function runSourceControl({ control, checkpoint, resume }: { readonly con
       ? {
           between: async ({ step, last, position }): Promise<boolean> => {
             const stop = control?.stopRequested ?? false;
-            if (checkpoint && (stop || last || step % checkpoint.every === 0)) await save(checkpoint, step, position(), stop && !last ? 'stop' : last ? 'end' : 'periodic');
+            if (checkpoint && (stop || last || step % checkpoint.every === 0))
+              await save(
+                checkpoint,
+                step,
+                position(),
+                stop && !last ? 'stop' : last ? 'end' : 'periodic',
+              );
             return stop;
           },
         }

@@ -24,7 +24,17 @@ export interface PipelineRunFacts {
 }
 
 /** A prepared run's metadata (`prepareRun(...).meta`, or the one `train`'s sink gets). */
-type PreparedRunFacts = Pick<RecordedRun, 'optimizer' | 'model' | 'dataset' | 'backend' | 'seed' | 'batchSize' | 'totalSteps' | 'batchesPerEpoch'> & { readonly optimizerOptions: object };
+type PreparedRunFacts = Pick<
+  RecordedRun,
+  | 'optimizer'
+  | 'model'
+  | 'dataset'
+  | 'backend'
+  | 'seed'
+  | 'batchSize'
+  | 'totalSteps'
+  | 'batchesPerEpoch'
+> & { readonly optimizerOptions: object };
 
 /** How a run is named in recordings and dashboards. */
 export interface RunNaming {
@@ -46,7 +56,10 @@ export interface RunNaming {
  * const run = describeRun({ optimizer: 'ring', model, data, batches: { batchSize: 128, epochs: 2 } });
  * rows$.pipe(arrowSink(run, { record: 'runs/ring.arrows' }));
  */
-export function describeRun(facts: PipelineRunFacts | PreparedRunFacts, naming: RunNaming = {}): RecordedRun {
+export function describeRun(
+  facts: PipelineRunFacts | PreparedRunFacts,
+  naming: RunNaming = {},
+): RecordedRun {
   const described = 'batches' in facts ? fromPipeline(facts) : facts;
   const label = naming.label ?? described.optimizer;
   return {

@@ -12,7 +12,10 @@ import { disposeCheckpoint, type Checkpoint, type ResumableOptions } from './che
 import type { RunControl } from './runControl.js';
 
 export interface TrainOptions {
-  /** `mnist`, `synthetic`, a path to a .csv/.arrow/.arrows/.feather file, or a dataset you built; default mnist. */
+  /**
+   * `mnist`, `synthetic`, a path to a .csv/.arrow/.arrows/.feather file, or a dataset you built;
+   * default mnist.
+   */
   readonly dataset?: 'mnist' | 'synthetic' | (string & {}) | Dataset;
   /** Options of the synthetic dataset (seeded by `seed` unless given). */
   readonly synthetic?: SyntheticOptions;
@@ -29,13 +32,18 @@ export interface TrainOptions {
   readonly batchSize?: number;
   /** Seed of initial weights and data order; default 1. */
   readonly seed?: number;
-  /** Evaluate on the test set every N steps (and at every epoch end); default 0 = epoch ends only. */
+  /**
+   * Evaluate on the test set every N steps (and at every epoch end); default 0 = epoch ends only.
+   */
   readonly evalEvery?: number;
   /** Last partial batch of an epoch: keep (default) or drop. */
   readonly partial?: 'keep' | 'drop';
   /** Backend; default auto. */
   readonly backend?: BackendChoice;
-  /** Threads of the wasm backend (its multi-threaded SIMD build when > 1); default GRNG_WASM_THREADS, else 1. */
+  /**
+   * Threads of the wasm backend (its multi-threaded SIMD build when > 1); default
+   * GRNG_WASM_THREADS, else 1.
+   */
   readonly wasmThreads?: number;
   /** Drop optimizer options the optimizer does not take instead of failing (used by compare). */
   readonly lenientOptions?: boolean;
@@ -43,7 +51,9 @@ export interface TrainOptions {
   readonly targetAccuracy?: number;
   /** Consecutive non-finite steps (skipped) before the run stops with an error; default 10. */
   readonly maxBadSteps?: number;
-  /** Check loss, gradients and updates for NaN/Inf before they touch the parameters; default true. */
+  /**
+   * Check loss, gradients and updates for NaN/Inf before they touch the parameters; default true.
+   */
   readonly guard?: boolean;
   /** Stop requests and sink flushes from outside the pipeline (signal handlers). */
   readonly control?: RunControl;
@@ -59,11 +69,51 @@ export interface TrainOptions {
 }
 
 /** Options a resumed run may change; every other one comes from the checkpoint. */
-export const RESUME_MAY_CHANGE = ['epochs', 'steps', 'evalEvery', 'backend', 'wasmThreads', 'targetAccuracy', 'lenientOptions', 'guard', 'control', 'checkpoint', 'resume', 'recording', 'maxBadSteps'] as const;
+export const RESUME_MAY_CHANGE = [
+  'epochs',
+  'steps',
+  'evalEvery',
+  'backend',
+  'wasmThreads',
+  'targetAccuracy',
+  'lenientOptions',
+  'guard',
+  'control',
+  'checkpoint',
+  'resume',
+  'recording',
+  'maxBadSteps',
+] as const;
 
-const KNOWN = ['dataset', 'synthetic', 'model', 'init', 'optimizer', 'optimizerOptions', 'epochs', 'steps', 'batchSize', 'seed', 'evalEvery', 'partial', 'backend', 'lenientOptions', 'targetAccuracy', 'maxBadSteps', 'guard', 'control', 'checkpoint', 'resume', 'recording', 'wasmThreads'];
+const KNOWN = [
+  'dataset',
+  'synthetic',
+  'model',
+  'init',
+  'optimizer',
+  'optimizerOptions',
+  'epochs',
+  'steps',
+  'batchSize',
+  'seed',
+  'evalEvery',
+  'partial',
+  'backend',
+  'lenientOptions',
+  'targetAccuracy',
+  'maxBadSteps',
+  'guard',
+  'control',
+  'checkpoint',
+  'resume',
+  'recording',
+  'wasmThreads',
+];
 
-/** TrainOptions checked, with their defaults filled in; `options` are the effective ones (a resumed run's are the checkpoint's). */
+/**
+ * TrainOptions checked, with their defaults filled in; `options` are the effective ones (a resumed
+ * run's are the checkpoint's).
+ */
 export interface RunSettings {
   readonly options: TrainOptions;
   readonly seed: number;
@@ -107,30 +157,62 @@ export function resolveTrainOptions(given: TrainOptions): RunSettings {
   const partial = checkChoice('partial', options.partial ?? 'keep', ['keep', 'drop'] as const);
   const maxBadSteps = checkInteger('maxBadSteps', options.maxBadSteps ?? DEFAULT_MAX_BAD_STEPS, 1);
   const guard = checkBoolean('guard', options.guard ?? true);
-  const checkpoint = options.checkpoint === undefined ? undefined : checkCheckpointOptions(options.checkpoint);
-  if (checkpoint && typeof options.dataset === 'object') invalidOption('checkpoint', 'a dataset object', "a dataset by name or file (a checkpoint must name the data to resume with); or pass it again to prepareRun with resume");
+  const checkpoint =
+    options.checkpoint === undefined ? undefined : checkCheckpointOptions(options.checkpoint);
+  if (checkpoint && typeof options.dataset === 'object')
+    invalidOption(
+      'checkpoint',
+      'a dataset object',
+      'a dataset by name or file (a checkpoint must name the data to resume with); or pass it again to prepareRun with resume',
+    );
   if (checkpoint) checkSerializable('optimizerOptions', options.optimizerOptions);
   if (checkpoint) prepareCheckpointDir(checkpoint.dir);
   const optimizerName = options.optimizer ?? 'adamw';
-  resolveOptimizerOptions(optimizerName, options.optimizerOptions, { lenient: options.lenientOptions ?? false });
+  resolveOptimizerOptions(optimizerName, options.optimizerOptions, {
+    lenient: options.lenientOptions ?? false,
+  });
   const model = typeof options.model === 'string' ? parseModelSpec(options.model) : options.model;
-  return { options, seed, epochs, batchSize, steps, evalEvery, partial, maxBadSteps, guard, checkpoint, optimizerName, model };
+  return {
+    options,
+    seed,
+    epochs,
+    batchSize,
+    steps,
+    evalEvery,
+    partial,
+    maxBadSteps,
+    guard,
+    checkpoint,
+    optimizerName,
+    model,
+  };
 }
 
-/** The checkpoint's options with the few a resumed run may change; any other difference is an error. */
+/**
+ * The checkpoint's options with the few a resumed run may change; any other difference is an error.
+ */
 function resumedOptions(checkpoint: Checkpoint, given: TrainOptions): TrainOptions {
   const saved = checkpoint.run;
   const base: Record<string, unknown> = { ...saved };
   for (const [key, value] of Object.entries(given)) {
     if (value === undefined || (RESUME_MAY_CHANGE as readonly string[]).includes(key)) continue;
     if (key === 'dataset' && typeof value === 'object') continue; // the same data passed again
-    const before = key === 'optimizerOptions' ? pick(saved.optimizerOptions, Object.keys(value as object)) : base[key];
+    const before =
+      key === 'optimizerOptions'
+        ? pick(saved.optimizerOptions, Object.keys(value as object))
+        : base[key];
     if (JSON.stringify(before) !== JSON.stringify(value)) {
-      throw new GrngError('invalid-option', `${key} ${JSON.stringify(value)} differs from the checkpoint's ${JSON.stringify(before)} (${checkpoint.path}); a resumed run keeps its configuration (it may change ${RESUME_MAY_CHANGE.slice(0, 5).join(', ')})`, { option: key, path: checkpoint.path });
+      throw new GrngError(
+        'invalid-option',
+        `${key} ${JSON.stringify(value)} differs from the checkpoint's ${JSON.stringify(before)} (${checkpoint.path}); a resumed run keeps its configuration (it may change ${RESUME_MAY_CHANGE.slice(0, 5).join(', ')})`,
+        { option: key, path: checkpoint.path },
+      );
     }
   }
   const merged: Record<string, unknown> = { ...base };
-  for (const key of Object.keys(given)) if ((given as Record<string, unknown>)[key] !== undefined) merged[key] = (given as Record<string, unknown>)[key];
+  for (const key of Object.keys(given))
+    if ((given as Record<string, unknown>)[key] !== undefined)
+      merged[key] = (given as Record<string, unknown>)[key];
   // Data given as an object stands for the checkpoint's dataset name.
   if (typeof given.dataset !== 'object') merged.dataset = saved.dataset;
   merged.optimizerOptions = saved.optimizerOptions;
@@ -141,16 +223,30 @@ function pick(source: Record<string, unknown>, keys: readonly string[]): Record<
   return Object.fromEntries(keys.map((k) => [k, source[k]]));
 }
 
-function checkCheckpointOptions(value: { readonly dir: string; readonly every?: number }): { dir: string; every?: number } {
+function checkCheckpointOptions(value: { readonly dir: string; readonly every?: number }): {
+  dir: string;
+  every?: number;
+} {
   checkKeys('checkpoint', value, ['dir', 'every']);
   const { dir, every } = value as { dir?: unknown; every?: unknown };
-  if (typeof dir !== 'string' || dir.length === 0) invalidOption('checkpoint.dir', dir, 'a folder path');
-  return { dir, ...(every !== undefined ? { every: checkInteger('checkpoint.every', every, 1) } : {}) };
+  if (typeof dir !== 'string' || dir.length === 0)
+    invalidOption('checkpoint.dir', dir, 'a folder path');
+  return {
+    dir,
+    ...(every !== undefined ? { every: checkInteger('checkpoint.every', every, 1) } : {}),
+  };
 }
 
 function checkSerializable(option: string, value: unknown): void {
-  const bad = Object.entries((value ?? {}) as Record<string, unknown>).find(([, v]) => typeof v === 'function');
-  if (bad) invalidOption(`${option}.${bad[0]}`, bad[1], 'a number when checkpointing (a schedule function cannot be saved in a checkpoint)');
+  const bad = Object.entries((value ?? {}) as Record<string, unknown>).find(
+    ([, v]) => typeof v === 'function',
+  );
+  if (bad)
+    invalidOption(
+      `${option}.${bad[0]}`,
+      bad[1],
+      'a number when checkpointing (a schedule function cannot be saved in a checkpoint)',
+    );
 }
 
 /**
@@ -158,12 +254,20 @@ function checkSerializable(option: string, value: unknown): void {
  * kept by its name, the model as asked for (or the default MLP for the data), the optimizer's
  * options as resolved.
  */
-export function resumableOptions(settings: RunSettings, data: { readonly features: number; readonly classes: number }, optimizerOptions: NamedOptimizerOptions): ResumableOptions {
+export function resumableOptions(
+  settings: RunSettings,
+  data: { readonly features: number; readonly classes: number },
+  optimizerOptions: NamedOptimizerOptions,
+): ResumableOptions {
   const { options } = settings;
   return {
-    dataset: typeof options.dataset === 'object' ? options.dataset.name : (options.dataset ?? 'mnist'),
+    dataset:
+      typeof options.dataset === 'object' ? options.dataset.name : (options.dataset ?? 'mnist'),
     ...(options.synthetic ? { synthetic: { ...options.synthetic } } : {}),
-    model: typeof options.model === 'object' ? { ...options.model } : (options.model ?? `mlp:${data.features}-256-${data.classes}`),
+    model:
+      typeof options.model === 'object'
+        ? { ...options.model }
+        : (options.model ?? `mlp:${data.features}-256-${data.classes}`),
     ...(options.init ? { init: options.init } : {}),
     optimizer: settings.optimizerName,
     optimizerOptions: { ...optimizerOptions } as Record<string, unknown>,

@@ -21,7 +21,9 @@ import { checkBoolean, checkKeys } from '../validate.js';
  * named optimizer from `createOptimizer`, which also says whether it needs per-layer signals.
  */
 export type PipelineOptimizer =
-  | (GradientTransformation<unknown> & { readonly curvature?: { readonly damping: DampingRule; readonly options: CurvatureOptions } })
+  | (GradientTransformation<unknown> & {
+      readonly curvature?: { readonly damping: DampingRule; readonly options: CurvatureOptions };
+    })
   | Pick<NamedOptimizer, 'transform' | 'needsSignals' | 'curvature'>;
 
 export interface TrainingPipelineOptions {
@@ -41,7 +43,10 @@ export interface TrainingPipelineOptions {
    */
   readonly health?: StepHealth;
   /** Where checkpoints read the optimizer and curvature state, and a resumed run puts it back. */
-  readonly state?: { readonly optimizer?: StateSlot<unknown>; readonly curvature?: StateSlot<ScanState> };
+  readonly state?: {
+    readonly optimizer?: StateSlot<unknown>;
+    readonly curvature?: StateSlot<ScanState>;
+  };
   /**
    * forwardBackward emits per-layer signals and per-sample losses (K-FAC statistics, R-Kalman);
    * default: a named optimizer's `needsSignals`, else whether the optimizer has `curvature`.
@@ -68,15 +73,25 @@ const PIPELINE_KEYS = ['test', 'evalEvery', 'guard', 'health', 'state', 'signals
  *   ),
  * );
  */
-export function trainingPipeline(model: Sequential, optimizer: PipelineOptimizer, options: TrainingPipelineOptions = {}): OperatorFunction<Batch, MetricsRow> {
+export function trainingPipeline(
+  model: Sequential,
+  optimizer: PipelineOptimizer,
+  options: TrainingPipelineOptions = {},
+): OperatorFunction<Batch, MetricsRow> {
   checkKeys('trainingPipeline', options, PIPELINE_KEYS);
   const guard = checkBoolean('guard', options.guard ?? true);
   const named = 'transform' in optimizer;
   const transform = named ? optimizer.transform : optimizer;
   const curvature = optimizer.curvature;
-  const signals = checkBoolean('signals', options.signals ?? (named ? optimizer.needsSignals : curvature !== undefined));
-  if (!options.test && options.evalEvery !== undefined) invalidOption('evalEvery', options.evalEvery, 'a test split to go with it: option test');
-  const evaluation = options.test ? evaluate(model, options.test, { every: options.evalEvery ?? 0 }) : identity;
+  const signals = checkBoolean(
+    'signals',
+    options.signals ?? (named ? optimizer.needsSignals : curvature !== undefined),
+  );
+  if (!options.test && options.evalEvery !== undefined)
+    invalidOption('evalEvery', options.evalEvery, 'a test split to go with it: option test');
+  const evaluation = options.test
+    ? evaluate(model, options.test, { every: options.evalEvery ?? 0 })
+    : identity;
   return (batches) =>
     defer(() => {
       const health = options.health ?? stepHealth();
@@ -86,8 +101,16 @@ export function trainingPipeline(model: Sequential, optimizer: PipelineOptimizer
         // before it (guardFinite, a read-back of its own); without it update's guard checks loss,
         // gradients and update in one read-back.
         guard && curvature ? guardFinite(health) : identity,
-        curvature ? fisherScan(model, curvature.damping, curvature.options, { health, ...(options.state?.curvature ? { state: options.state.curvature } : {}) }) : identity,
-        update(model, transform, { ...(guard ? { guard: health, checkGradients: !curvature } : {}), ...(options.state?.optimizer ? { state: options.state.optimizer } : {}) }),
+        curvature
+          ? fisherScan(model, curvature.damping, curvature.options, {
+              health,
+              ...(options.state?.curvature ? { state: options.state.curvature } : {}),
+            })
+          : identity,
+        update(model, transform, {
+          ...(guard ? { guard: health, checkGradients: !curvature } : {}),
+          ...(options.state?.optimizer ? { state: options.state.optimizer } : {}),
+        }),
         evaluation,
         metrics({ ...options.metrics, health }),
       );

@@ -17,7 +17,10 @@ export class RunControl {
   /** Emits when the sinks should write out what they hold (toRecordBatches listens). */
   readonly flushes = this.flushRequests.asObservable();
 
-  /** Stop after the current step: it finishes, its metrics are recorded, a checkpoint is written when configured. */
+  /**
+   * Stop after the current step: it finishes, its metrics are recorded, a checkpoint is written
+   * when configured.
+   */
   requestStop(reason = 'stop requested'): void {
     this.reason ??= reason;
   }

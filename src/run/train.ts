@@ -10,13 +10,29 @@ import { mlp, parseModelSpec, type MlpOptions, type Sequential } from '../nn/seq
 import type { ScanState } from '../operators/fisherScan.js';
 import { stepHealth } from '../operators/guardFinite.js';
 import { StateSlot } from '../operators/stateSlot.js';
-import { acceptsOption, createOptimizer, type NamedOptimizer, type NamedOptimizerOptions, type OptimizerName } from '../optim/registry.js';
+import {
+  acceptsOption,
+  createOptimizer,
+  type NamedOptimizer,
+  type NamedOptimizerOptions,
+  type OptimizerName,
+} from '../optim/registry.js';
 import { summarize, type RunSummary } from '../sinks/summarize.js';
 import { batches, batchesPerEpoch } from '../streams/batches.js';
 import { tensorsIn } from '../linalg/tree.js';
 import type { MetricsRow } from '../types.js';
-import { disposeCheckpoint, restoreCheckpoint, runSourceControl, type RunState } from './checkpoint.js';
-import { resolveTrainOptions, resumableOptions, type RunSettings, type TrainOptions } from './options.js';
+import {
+  disposeCheckpoint,
+  restoreCheckpoint,
+  runSourceControl,
+  type RunState,
+} from './checkpoint.js';
+import {
+  resolveTrainOptions,
+  resumableOptions,
+  type RunSettings,
+  type TrainOptions,
+} from './options.js';
 import { trainingPipeline } from './pipeline.js';
 
 export type { TrainOptions } from './options.js';
@@ -65,21 +81,34 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
   const settings = resolveTrainOptions(given);
   const { options, seed, epochs, batchSize, steps, partial, checkpoint, optimizerName } = settings;
   const resume = given.resume;
-  const backend = await initBackend(options.backend ?? 'auto', options.wasmThreads === undefined ? {} : { wasmThreads: options.wasmThreads });
+  const backend = await initBackend(
+    options.backend ?? 'auto',
+    options.wasmThreads === undefined ? {} : { wasmThreads: options.wasmThreads },
+  );
   const data = await loadDataset(options.dataset ?? 'mnist', options.synthetic, seed);
   const model = buildModel(settings, data);
   let optimizer: NamedOptimizer;
   try {
     const given = { ...options.optimizerOptions };
-    if (given.seed === undefined && acceptsOption(optimizerName as OptimizerName, 'seed')) (given as { seed?: number }).seed = seed;
-    optimizer = createOptimizer(optimizerName, model, given, { lenient: options.lenientOptions ?? false });
+    if (given.seed === undefined && acceptsOption(optimizerName as OptimizerName, 'seed'))
+      (given as { seed?: number }).seed = seed;
+    optimizer = createOptimizer(optimizerName, model, given, {
+      lenient: options.lenientOptions ?? false,
+    });
   } catch (error) {
     model.dispose();
     throw error;
   }
   const perEpoch = batchesPerEpoch(data.train.n, batchSize, partial);
   const totalSteps = Math.min(steps ?? Infinity, perEpoch * epochs);
-  const state: RunState = { params: model.params, slots: { optimizer: new StateSlot<unknown>('optimizer'), curvature: new StateSlot<ScanState>('curvature') }, health: stepHealth({ maxBadSteps: settings.maxBadSteps }) };
+  const state: RunState = {
+    params: model.params,
+    slots: {
+      optimizer: new StateSlot<unknown>('optimizer'),
+      curvature: new StateSlot<ScanState>('curvature'),
+    },
+    health: stepHealth({ maxBadSteps: settings.maxBadSteps }),
+  };
   if (resume) {
     try {
       restoreCheckpoint(resume, state, totalSteps);
@@ -101,7 +130,14 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
       state,
     },
   });
-  const rows = batches(data.train, { batchSize, epochs, seed, partial, ...(steps ? { steps } : {}), control }).pipe(
+  const rows = batches(data.train, {
+    batchSize,
+    epochs,
+    seed,
+    partial,
+    ...(steps ? { steps } : {}),
+    control,
+  }).pipe(
     trainingPipeline(model, optimizer, {
       test: data.test,
       evalEvery: settings.evalEvery,
@@ -130,7 +166,8 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
     ...(resume ? { resumedFrom: resume.path } : {}),
   };
   const dispose = (): void => {
-    for (const slot of [state.slots.optimizer, state.slots.curvature] as StateSlot<unknown>[]) slot.discard((tree) => tf.dispose(tensorsIn(tree)));
+    for (const slot of [state.slots.optimizer, state.slots.curvature] as StateSlot<unknown>[])
+      slot.discard((tree) => tf.dispose(tensorsIn(tree)));
     model.dispose();
   };
   return { rows, model, data, meta, dispose };
@@ -143,32 +180,62 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
  * @example
  * const summary = await train({ dataset: 'synthetic', optimizer: 'sgd', epochs: 3 });
  */
-export async function train(options: TrainOptions = {}, sink?: (meta: RunMetadata) => MonoTypeOperatorFunction<MetricsRow>): Promise<RunSummary & { meta: RunMetadata }> {
+export async function train(
+  options: TrainOptions = {},
+  sink?: (meta: RunMetadata) => MonoTypeOperatorFunction<MetricsRow>,
+): Promise<RunSummary & { meta: RunMetadata }> {
   const run = await prepareRun(options);
   try {
     const rows = sink ? run.rows.pipe(sink(run.meta)) : run.rows;
-    const summary = await lastValueFrom(rows.pipe(summarize({ optimizer: run.meta.optimizer, backend: run.meta.backend, dataset: run.meta.dataset, batchesPerEpoch: run.meta.batchesPerEpoch, ...(options.targetAccuracy !== undefined ? { targetAccuracy: options.targetAccuracy } : {}) })));
+    const summary = await lastValueFrom(
+      rows.pipe(
+        summarize({
+          optimizer: run.meta.optimizer,
+          backend: run.meta.backend,
+          dataset: run.meta.dataset,
+          batchesPerEpoch: run.meta.batchesPerEpoch,
+          ...(options.targetAccuracy !== undefined
+            ? { targetAccuracy: options.targetAccuracy }
+            : {}),
+        }),
+      ),
+    );
     return { ...summary, meta: run.meta };
   } finally {
     run.dispose();
   }
 }
 
-/** The model asked for (or the default MLP for the data), checked against the data's features and classes. */
+/**
+ * The model asked for (or the default MLP for the data), checked against the data's features and
+ * classes.
+ */
 function buildModel(settings: RunSettings, data: Dataset): Sequential {
   const modelOptions = settings.model ?? parseModelSpec(`mlp:${data.features}-256-${data.classes}`);
   if (modelOptions.inputs !== data.features) {
-    throw new GrngError('invalid-model', `model ${describe(modelOptions)} takes ${modelOptions.inputs} inputs but dataset ${data.name} has ${data.features} features (e.g. mlp:${data.features}-256-${data.classes} fits it)`, { option: 'model', value: describe(modelOptions) });
+    throw new GrngError(
+      'invalid-model',
+      `model ${describe(modelOptions)} takes ${modelOptions.inputs} inputs but dataset ${data.name} has ${data.features} features (e.g. mlp:${data.features}-256-${data.classes} fits it)`,
+      { option: 'model', value: describe(modelOptions) },
+    );
   }
   const outputs = modelOptions.layers[modelOptions.layers.length - 1]?.units;
   if (outputs !== data.classes) {
-    throw new GrngError('invalid-model', `model ${describe(modelOptions)} has ${outputs} outputs but dataset ${data.name} has ${data.classes} classes (e.g. mlp:${data.features}-256-${data.classes} fits it)`, { option: 'model', value: describe(modelOptions) });
+    throw new GrngError(
+      'invalid-model',
+      `model ${describe(modelOptions)} has ${outputs} outputs but dataset ${data.name} has ${data.classes} classes (e.g. mlp:${data.features}-256-${data.classes} fits it)`,
+      { option: 'model', value: describe(modelOptions) },
+    );
   }
   const init = settings.options.init;
   return mlp({ ...modelOptions, seed: settings.seed, ...(init ? { init } : {}) });
 }
 
-async function loadDataset(dataset: string | Dataset, synthetic: SyntheticOptions | undefined, seed: number): Promise<Dataset> {
+async function loadDataset(
+  dataset: string | Dataset,
+  synthetic: SyntheticOptions | undefined,
+  seed: number,
+): Promise<Dataset> {
   if (typeof dataset === 'object' && dataset !== null) return validateDataset(dataset);
   if (dataset === 'mnist') return loadMnist();
   if (dataset === 'synthetic') return syntheticDataset({ seed, ...synthetic });

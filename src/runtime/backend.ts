@@ -46,16 +46,29 @@ let active: BackendInfo | undefined;
  * @example
  * const info = await initBackend('auto'); console.log(info.name);
  */
-export async function initBackend(choice: BackendChoice | string = 'auto', options: BackendOptions = {}): Promise<BackendInfo> {
-  const requested = choice === 'auto' && process.env.GRNG_BACKEND ? process.env.GRNG_BACKEND : choice;
+export async function initBackend(
+  choice: BackendChoice | string = 'auto',
+  options: BackendOptions = {},
+): Promise<BackendInfo> {
+  const requested =
+    choice === 'auto' && process.env.GRNG_BACKEND ? process.env.GRNG_BACKEND : choice;
   if (requested !== 'auto' && !(BACKENDS as readonly string[]).includes(requested)) {
-    throw new GrngError('invalid-option', `invalid backend: ${JSON.stringify(requested)} (expected one of auto, ${BACKENDS.join(', ')})`, { option: 'backend', value: requested });
+    throw new GrngError(
+      'invalid-option',
+      `invalid backend: ${JSON.stringify(requested)} (expected one of auto, ${BACKENDS.join(', ')})`,
+      { option: 'backend', value: requested },
+    );
   }
   const wasmThreads = wasmThreadsRequested(options.wasmThreads);
   const blas = options.blas ?? nativeBlasRequested();
-  if (active && (requested === 'auto' || requested === active.name) && tf.getBackend() === active.name) {
+  if (
+    active &&
+    (requested === 'auto' || requested === active.name) &&
+    tf.getBackend() === active.name
+  ) {
     // Throws when the running wasm backend has another thread count than the one asked for.
-    if (active.name === 'wasm' && wasmThreads !== undefined) await startWasmThreads(wasmThreads, async () => true);
+    if (active.name === 'wasm' && wasmThreads !== undefined)
+      await startWasmThreads(wasmThreads, async () => true);
     return active;
   }
   if (requested !== 'auto') {
@@ -73,7 +86,11 @@ export async function initBackend(choice: BackendChoice | string = 'auto', optio
       skipped.push({ name, reason: error instanceof Error ? error.message : String(error) });
     }
   }
-  throw new GrngError('backend', `no backend could start: ${skipped.map((s) => `${s.name} (${s.reason})`).join('; ')}`, { skipped });
+  throw new GrngError(
+    'backend',
+    `no backend could start: ${skipped.map((s) => `${s.name} (${s.reason})`).join('; ')}`,
+    { skipped },
+  );
 }
 
 /** The backend chosen by the last `initBackend`, if any. */
@@ -81,7 +98,14 @@ export function activeBackend(): BackendInfo | undefined {
   return active;
 }
 
-async function start(name: BackendName, { auto = false, wasmThreads, blas = false }: { auto?: boolean; wasmThreads?: number | undefined; blas?: boolean | 'auto' } = {}): Promise<string> {
+async function start(
+  name: BackendName,
+  {
+    auto = false,
+    wasmThreads,
+    blas = false,
+  }: { auto?: boolean; wasmThreads?: number | undefined; blas?: boolean | 'auto' } = {},
+): Promise<string> {
   setNativeMatMulActive(false);
   let detail: string;
   switch (name) {
@@ -101,19 +125,32 @@ async function start(name: BackendName, { auto = false, wasmThreads, blas = fals
   }
   let ok: boolean;
   try {
-    ok = name === 'wasm' && wasmThreads !== undefined ? await startWasmThreads(wasmThreads, () => tf.setBackend(name)) : await tf.setBackend(name);
+    ok =
+      name === 'wasm' && wasmThreads !== undefined
+        ? await startWasmThreads(wasmThreads, () => tf.setBackend(name))
+        : await tf.setBackend(name);
   } catch (error) {
     if (error instanceof GrngError) throw error;
-    throw new GrngError('backend', `backend ${name} failed to initialise: ${error instanceof Error ? error.message : String(error)}`, { backend: name }, { cause: error });
+    throw new GrngError(
+      'backend',
+      `backend ${name} failed to initialise: ${error instanceof Error ? error.message : String(error)}`,
+      { backend: name },
+      { cause: error },
+    );
   }
-  if (!ok || tf.getBackend() !== name) throw new GrngError('backend', `backend ${name} failed to initialise`, { backend: name });
+  if (!ok || tf.getBackend() !== name)
+    throw new GrngError('backend', `backend ${name} failed to initialise`, { backend: name });
   await tf.ready();
   if (name === 'wasm') {
     const threads = await wasmThreadsRunning();
     // Never throws: a missing addon or BLAS must not make `auto` skip wasm for the cpu backend.
     const native = blas ? enableNativeBlas() : undefined;
     // Asked for explicitly, its absence is news; under 'auto' the plain wasm kernel is the norm.
-    const blasNote = native?.enabled ? `, ${nativeBlasLabel(native.library!)}` : native && blas === true ? `, native matMul unavailable: ${native.reason}` : '';
+    const blasNote = native?.enabled
+      ? `, ${nativeBlasLabel(native.library!)}`
+      : native && blas === true
+        ? `, native matMul unavailable: ${native.reason}`
+        : '';
     detail += `${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? ' (SIMD' : ' (no SIMD'}${threads > 1 ? `, ${threads} threads` : ''}${blasNote})`;
   }
   return detail;
@@ -123,7 +160,12 @@ async function importOrExplain(pkg: string, backend: BackendName): Promise<void>
   try {
     await import(pkg);
   } catch (error) {
-    throw new GrngError('backend', `backend ${backend} needs the package ${pkg}, which could not be loaded: ${firstLine(error)}`, { backend, package: pkg }, { cause: error });
+    throw new GrngError(
+      'backend',
+      `backend ${backend} needs the package ${pkg}, which could not be loaded: ${firstLine(error)}`,
+      { backend, package: pkg },
+      { cause: error },
+    );
   }
 }
 
@@ -139,12 +181,16 @@ async function loadTensorflow(): Promise<string> {
     try {
       await import(pkg);
       // tfjs-node-gpu can load and still run on the CPU when no GPU is visible: say so.
-      return pkg.endsWith('-gpu') && !hasCuda() ? `${pkg} (no CUDA device visible: /dev/nvidiactl missing)` : pkg;
+      return pkg.endsWith('-gpu') && !hasCuda()
+        ? `${pkg} (no CUDA device visible: /dev/nvidiactl missing)`
+        : pkg;
     } catch (error) {
       reasons.push(`${pkg} failed to load: ${firstLine(error)}`);
     }
   }
-  throw new GrngError('backend', `backend tensorflow unavailable: ${reasons.join('; ')}`, { backend: 'tensorflow' });
+  throw new GrngError('backend', `backend tensorflow unavailable: ${reasons.join('; ')}`, {
+    backend: 'tensorflow',
+  });
 }
 
 function hasCuda(): boolean {
@@ -161,35 +207,78 @@ async function loadWebgpu(auto: boolean): Promise<string> {
   try {
     ({ create } = (await import('webgpu')) as unknown as { create: (flags: string[]) => unknown });
   } catch (error) {
-    throw new GrngError('backend', `backend webgpu needs the package webgpu (Dawn), which could not be loaded: ${firstLine(error)}`, { backend: 'webgpu', package: 'webgpu' }, { cause: error });
+    throw new GrngError(
+      'backend',
+      `backend webgpu needs the package webgpu (Dawn), which could not be loaded: ${firstLine(error)}`,
+      { backend: 'webgpu', package: 'webgpu' },
+      { cause: error },
+    );
   }
   if (process.platform === 'linux' && !findSharedLibrary('libvulkan.so.1')) {
     // Asking Dawn anyway would only print native warnings before failing.
-    throw new GrngError('backend', 'backend webgpu: the Vulkan loader libvulkan.so.1 is not installed (Debian: apt-get install libvulkan1), so no GPU adapter can be found', { backend: 'webgpu' });
+    throw new GrngError(
+      'backend',
+      'backend webgpu: the Vulkan loader libvulkan.so.1 is not installed (Debian: apt-get install libvulkan1), so no GPU adapter can be found',
+      { backend: 'webgpu' },
+    );
   }
-  type Adapter = { info?: { vendor?: string; architecture?: string; description?: string; isFallbackAdapter?: boolean }; isFallbackAdapter?: boolean };
+  type Adapter = {
+    info?: {
+      vendor?: string;
+      architecture?: string;
+      description?: string;
+      isFallbackAdapter?: boolean;
+    };
+    isFallbackAdapter?: boolean;
+  };
   const gpu = create([]) as { requestAdapter(options?: object): Promise<Adapter | null> };
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) {
-    throw new GrngError('backend', 'backend webgpu: no WebGPU adapter found (no GPU, or no Vulkan driver: libvulkan.so.1 and an ICD are needed)', { backend: 'webgpu' });
+    throw new GrngError(
+      'backend',
+      'backend webgpu: no WebGPU adapter found (no GPU, or no Vulkan driver: libvulkan.so.1 and an ICD are needed)',
+      { backend: 'webgpu' },
+    );
   }
   const fallback = adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false;
   if (fallback && auto) {
-    throw new GrngError('backend', 'backend webgpu: only a software (CPU) adapter was found; wasm is faster', { backend: 'webgpu' });
+    throw new GrngError(
+      'backend',
+      'backend webgpu: only a software (CPU) adapter was found; wasm is faster',
+      { backend: 'webgpu' },
+    );
   }
   // tfjs-backend-webgpu registers itself only if navigator.gpu exists when it is imported.
   const g = globalThis as { navigator?: { gpu?: unknown } };
-  if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: {}, configurable: true, writable: true });
-  if (!g.navigator!.gpu) Object.defineProperty(g.navigator!, 'gpu', { value: gpu, configurable: true });
+  if (!g.navigator)
+    Object.defineProperty(globalThis, 'navigator', {
+      value: {},
+      configurable: true,
+      writable: true,
+    });
+  if (!g.navigator!.gpu)
+    Object.defineProperty(g.navigator!, 'gpu', { value: gpu, configurable: true });
   await importOrExplain('@tensorflow/tfjs-backend-webgpu', 'webgpu');
   const info = adapter.info ?? {};
   return `webgpu (Dawn) ${[info.vendor, info.architecture, info.description].filter(Boolean).join(' ')}`.trim();
 }
 
-/** Looks for a shared library where the dynamic loader would: LD_LIBRARY_PATH and the usual dirs. */
+/**
+ * Looks for a shared library where the dynamic loader would: LD_LIBRARY_PATH and the usual dirs.
+ */
 function findSharedLibrary(name: string): boolean {
   const fs = require('node:fs') as typeof import('node:fs');
-  const dirs = [...(process.env.LD_LIBRARY_PATH ?? '').split(':'), '/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib/aarch64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/lib64', '/usr/lib', '/usr/local/lib'];
+  const dirs = [
+    ...(process.env.LD_LIBRARY_PATH ?? '').split(':'),
+    '/lib/x86_64-linux-gnu',
+    '/usr/lib/x86_64-linux-gnu',
+    '/lib/aarch64-linux-gnu',
+    '/usr/lib/aarch64-linux-gnu',
+    '/usr/lib64',
+    '/lib64',
+    '/usr/lib',
+    '/usr/local/lib',
+  ];
   return dirs.some((dir) => dir !== '' && fs.existsSync(`${dir}/${name}`));
 }
 

@@ -9,24 +9,96 @@ import type * as tf from '@tensorflow/tfjs';
 
 export interface BlasAddon {
   load(): { library?: string; threads?: number; lapack?: boolean; gram?: boolean; error?: string };
-  /** SophiaG's fused step (see native/grng_native.c); returns the count of unclipped coordinates. */
-  sophiaUpdate(heap: Float32Array, n: number, g: number, m: number, h: number, p: number, mOut: number, uOut: number, b1: number, gamma: number, eps: number, minusEta: number, decay: number): number;
+  /**
+   * SophiaG's fused step (see native/grng_native.c); returns the count of unclipped coordinates.
+   */
+  sophiaUpdate(
+    heap: Float32Array,
+    n: number,
+    g: number,
+    m: number,
+    h: number,
+    p: number,
+    mOut: number,
+    uOut: number,
+    b1: number,
+    gamma: number,
+    eps: number,
+    minusEta: number,
+    decay: number,
+  ): number;
   /** Adam's moments and direction in one pass (see native/grng_native.c). */
-  adamUpdate(heap: Float32Array, n: number, g: number, mu: number, nu: number, muOut: number, nuOut: number, uOut: number, b1: number, b2: number, c1: number, c2: number, eps: number): void;
+  adamUpdate(
+    heap: Float32Array,
+    n: number,
+    g: number,
+    mu: number,
+    nu: number,
+    muOut: number,
+    nuOut: number,
+    uOut: number,
+    b1: number,
+    b2: number,
+    c1: number,
+    c2: number,
+    eps: number,
+  ): void;
   /** R-Kalman's prior covariance in one pass (see native/grng_native.c). */
-  kalmanPrior(heap: Float32Array, n: number, p: number, out: number, rhoG2: number, fading: number, q: number): void;
+  kalmanPrior(
+    heap: Float32Array,
+    n: number,
+    p: number,
+    out: number,
+    rhoG2: number,
+    fading: number,
+    q: number,
+  ): void;
   /** R-Kalman's posterior and update in one pass; returns Σ of the new P. */
-  kalmanPosterior(heap: Float32Array, n: number, prior: number, reduced: number, gain: number, pOut: number, uOut: number, pMin: number): number;
+  kalmanPosterior(
+    heap: Float32Array,
+    n: number,
+    prior: number,
+    reduced: number,
+    gain: number,
+    pOut: number,
+    uOut: number,
+    pMin: number,
+  ): number;
   /** Whether none of n float32 values is NaN or ±Inf. */
   allFinite(heap: Float32Array, n: number, offset: number): boolean;
   /** Σ x·y over n float32 elements, accumulated in float64. */
   dot(heap: Float32Array, n: number, xOffset: number, yOffset: number): number;
   /** OUT = alpha·XᵀX + beta·PREVIOUS (previousOffset −1: none), through ssyrk. */
-  gramUpdate(heap: Float32Array, m: number, n: number, xOffset: number, previousOffset: number, outOffset: number, alpha: number, beta: number): void;
+  gramUpdate(
+    heap: Float32Array,
+    m: number,
+    n: number,
+    xOffset: number,
+    previousOffset: number,
+    outOffset: number,
+    alpha: number,
+    beta: number,
+  ): void;
   setThreads(threads: number): boolean;
-  /** X = M⁻¹ by float64 Cholesky; returns the estimated ‖I − M X‖_F/√d, or a negative number when M is not positive definite. */
+  /**
+   * X = M⁻¹ by float64 Cholesky; returns the estimated ‖I − M X‖_F/√d, or a negative number when M
+   * is not positive definite.
+   */
   spdInverse(heap: Float32Array, n: number, mOffset: number, xOffset: number): number;
-  sgemm(heap: Float32Array, transA: boolean, transB: boolean, m: number, n: number, k: number, aOffset: number, bOffset: number, cOffset: number, batch: number, aStride: number, bStride: number): void;
+  sgemm(
+    heap: Float32Array,
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    aOffset: number,
+    bOffset: number,
+    cOffset: number,
+    batch: number,
+    aStride: number,
+    bStride: number,
+  ): void;
 }
 
 export interface WasmBackendLike {

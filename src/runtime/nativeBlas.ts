@@ -7,7 +7,8 @@ import { registerNativeKernels } from './nativeKernels.js';
 
 /**
  * Native matMul for the wasm backend, used whenever the addon and a BLAS load (`GRNG_BLAS=0`
- * turns it off, `GRNG_BLAS=1` insists): tfjs-backend-wasm's `BatchMatMul` kernel is replaced by one that calls `cblas_sgemm` of a BLAS found at run time (OpenBLAS,
+ * turns it off, `GRNG_BLAS=1` insists): tfjs-backend-wasm's `BatchMatMul` kernel is replaced by one
+ * that calls `cblas_sgemm` of a BLAS found at run time (OpenBLAS,
  * else libblas.so.3) through a small N-API addon (native/grng_native.c, built by
  * `node scripts/build-native.mjs`). Why: XNNPACK in wasm peaks near 29 GFLOP/s per core while
  * OpenBLAS does ~100 per core on the same CPU, and matMul is most of an MLP step.
@@ -45,7 +46,11 @@ export function nativeBlasRequested(env: NodeJS.ProcessEnv = process.env): boole
   if (value === '') return 'auto';
   if (value === '0' || value === 'false') return false;
   if (value === '1' || value === 'true') return true;
-  return invalidOption('GRNG_BLAS', env.GRNG_BLAS, '1 to use the native BLAS matMul on the wasm backend, or 0');
+  return invalidOption(
+    'GRNG_BLAS',
+    env.GRNG_BLAS,
+    '1 to use the native BLAS matMul on the wasm backend, or 0',
+  );
 }
 
 /**
@@ -59,7 +64,12 @@ export function nativeBlasAvailable(): NativeBlasStatus {
   const addon = loadAddon();
   if ('reason' in addon) return { enabled: false, reason: addon.reason };
   const loaded = addon.addon.load();
-  return loaded.library ? { enabled: true, library: loaded.library } : { enabled: false, reason: `no BLAS with cblas_sgemm could be loaded: ${loaded.error ?? 'unknown reason'}` };
+  return loaded.library
+    ? { enabled: true, library: loaded.library }
+    : {
+        enabled: false,
+        reason: `no BLAS with cblas_sgemm could be loaded: ${loaded.error ?? 'unknown reason'}`,
+      };
 }
 
 /**
@@ -78,7 +88,12 @@ export function enableNativeBlas(): NativeBlasStatus {
   const available = nativeBlasAvailable();
   if (!available.enabled) return (status = available);
   const original = tf.getKernel(tf.BatchMatMul, 'wasm');
-  if (!original) return (status = { enabled: false, reason: 'the wasm backend has no BatchMatMul kernel registered (is @tensorflow/tfjs-backend-wasm loaded?)' });
+  if (!original)
+    return (status = {
+      enabled: false,
+      reason:
+        'the wasm backend has no BatchMatMul kernel registered (is @tensorflow/tfjs-backend-wasm loaded?)',
+    });
   const addon = (loadAddon() as { addon: BlasAddon }).addon;
   tf.unregisterKernel(tf.BatchMatMul, 'wasm');
   tf.registerKernel({
@@ -153,7 +168,9 @@ function loadAddon(): { addon: BlasAddon } | { reason: string } {
     addonResult = { addon: require(ADDON_PATH) as BlasAddon };
   } catch (error) {
     const message = (error instanceof Error ? error.message : String(error)).split('\n')[0];
-    addonResult = { reason: `the native addon is not built (node scripts/build-native.mjs): ${message}` };
+    addonResult = {
+      reason: `the native addon is not built (node scripts/build-native.mjs): ${message}`,
+    };
   }
   return addonResult;
 }
@@ -165,8 +182,12 @@ interface KernelArgs {
 }
 
 /** The BLAS product, or undefined where the original kernel should run instead. */
-function blasBatchMatMul(addon: BlasAddon, { inputs: { a, b }, backend, attrs: { transposeA, transposeB } }: KernelArgs): tf.TensorInfo | undefined {
-  if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return undefined;
+function blasBatchMatMul(
+  addon: BlasAddon,
+  { inputs: { a, b }, backend, attrs: { transposeA, transposeB } }: KernelArgs,
+): tf.TensorInfo | undefined {
+  if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2)
+    return undefined;
   const aRank = a.shape.length;
   const bRank = b.shape.length;
   const m = transposeA ? a.shape[aRank - 1]! : a.shape[aRank - 2]!;
@@ -198,7 +219,20 @@ function blasBatchMatMul(addon: BlasAddon, { inputs: { a, b }, backend, attrs: {
   const bOffset = backend.dataIdMap.get(b.dataId).memoryOffset / 4;
   const outOffset = backend.dataIdMap.get(out.dataId).memoryOffset / 4;
   try {
-    addon.sgemm(backend.wasm.HEAPF32, transposeA, transposeB, m, n, k, aOffset, bOffset, outOffset, batch, aBatch === 1 ? 0 : m * k, bBatch === 1 ? 0 : k * n);
+    addon.sgemm(
+      backend.wasm.HEAPF32,
+      transposeA,
+      transposeB,
+      m,
+      n,
+      k,
+      aOffset,
+      bOffset,
+      outOffset,
+      batch,
+      aBatch === 1 ? 0 : m * k,
+      bBatch === 1 ? 0 : k * n,
+    );
   } catch (error) {
     backend.disposeData(out.dataId);
     throw error;
@@ -216,4 +250,16 @@ export function nativeLapackAvailable(): boolean {
   return 'addon' in addon && addon.addon.load().lapack === true;
 }
 
-export { nativeAdamUpdate, nativeDot, nativeFiniteFlags, nativeKalmanPosterior, nativeKalmanPrior, nativeGramUpdate, nativeSophiaUpdate, nativeSpdInverse, nativeSpdInverseAvailable, type AdamStepHyper, type SophiaStepHyper } from './nativeKernels.js';
+export {
+  nativeAdamUpdate,
+  nativeDot,
+  nativeFiniteFlags,
+  nativeKalmanPosterior,
+  nativeKalmanPrior,
+  nativeGramUpdate,
+  nativeSophiaUpdate,
+  nativeSpdInverse,
+  nativeSpdInverseAvailable,
+  type AdamStepHyper,
+  type SophiaStepHyper,
+} from './nativeKernels.js';

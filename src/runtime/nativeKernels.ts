@@ -3,7 +3,8 @@ import type { BlasAddon, WasmBackendLike } from './nativeAddon.js';
 
 /**
  * grng's own wasm kernels on the native BLAS addon (native/grng_native.c), besides the matMul
- * that src/runtime/nativeBlas.ts swaps in: each runs one native pass over tensors that live in the wasm
+ * that src/runtime/nativeBlas.ts swaps in: each runs one native pass over tensors that live in the
+ * wasm
  * heap, where the tfjs ops it replaces make several passes and allocations. They are registered
  * with the matMul (enableNativeBlas) and gone with it; every wrapper returns undefined where its
  * kernel cannot run, and its caller then uses the tfjs ops.
@@ -12,14 +13,19 @@ import type { BlasAddon, WasmBackendLike } from './nativeAddon.js';
 /** Which kernels are registered now. */
 const ready = { any: false, spdInverse: false, gram: false };
 
-const offsetOf = (backend: WasmBackendLike, t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId).memoryOffset / 4;
+const offsetOf = (backend: WasmBackendLike, t: tf.TensorInfo): number =>
+  backend.dataIdMap.get(t.dataId).memoryOffset / 4;
 
 /**
  * Allocates float32 outputs of these shapes, then runs `fill` on them; frees them if it throws.
  * Offsets and the heap view must be taken inside `fill`: each makeOutput may grow the wasm heap,
  * which detaches earlier views of it.
  */
-function withOutputs(backend: WasmBackendLike, shapes: readonly number[][], fill: (outs: tf.TensorInfo[]) => void): tf.TensorInfo[] {
+function withOutputs(
+  backend: WasmBackendLike,
+  shapes: readonly number[][],
+  fill: (outs: tf.TensorInfo[]) => void,
+): tf.TensorInfo[] {
   const outs = shapes.map((shape) => backend.makeOutput(shape, 'float32'));
   try {
     fill(outs);
@@ -34,9 +40,13 @@ function withOutputs(backend: WasmBackendLike, shapes: readonly number[][], fill
 const canRun = (): boolean => ready.any && tf.getBackend() === 'wasm';
 
 /** Whether every tensor is float32 with the shape of the first. */
-const sameFloat32 = (first: tf.Tensor, ...rest: tf.Tensor[]): boolean => [first, ...rest].every((t) => t.dtype === 'float32' && t.shape.join() === first.shape.join());
+const sameFloat32 = (first: tf.Tensor, ...rest: tf.Tensor[]): boolean =>
+  [first, ...rest].every((t) => t.dtype === 'float32' && t.shape.join() === first.shape.join());
 
-/** A number a kernel computes besides its tensors (a kernel returns tensors only): set by the call, read right after it. */
+/**
+ * A number a kernel computes besides its tensors (a kernel returns tensors only): set by the call,
+ * read right after it.
+ */
 let hostResult = Number.NaN;
 
 /**
@@ -51,14 +61,38 @@ export function registerNativeKernels(addon: BlasAddon): () => void {
     [FINITE_FLAGS, (args) => finiteFlagsKernel(addon, args as unknown as FiniteFlagsArgs)],
     [SOPHIA_UPDATE, (args) => sophiaUpdateKernel(addon, args as unknown as SophiaUpdateArgs)],
     [KALMAN_PRIOR, (args) => kalmanPriorKernel(addon, args as unknown as KalmanPriorArgs)],
-    [KALMAN_POSTERIOR, (args) => kalmanPosteriorKernel(addon, args as unknown as KalmanPosteriorArgs)],
-    ...(loaded.lapack ? [[SPD_INVERSE, (args: unknown) => spdInverseKernel(addon, args as SpdInverseArgs)] as [string, tf.KernelFunc]] : []),
-    ...(loaded.gram ? [[GRAM_UPDATE, (args: unknown) => gramUpdateKernel(addon, args as GramUpdateArgs)] as [string, tf.KernelFunc]] : []),
+    [
+      KALMAN_POSTERIOR,
+      (args) => kalmanPosteriorKernel(addon, args as unknown as KalmanPosteriorArgs),
+    ],
+    ...(loaded.lapack
+      ? [
+          [SPD_INVERSE, (args: unknown) => spdInverseKernel(addon, args as SpdInverseArgs)] as [
+            string,
+            tf.KernelFunc,
+          ],
+        ]
+      : []),
+    ...(loaded.gram
+      ? [
+          [GRAM_UPDATE, (args: unknown) => gramUpdateKernel(addon, args as GramUpdateArgs)] as [
+            string,
+            tf.KernelFunc,
+          ],
+        ]
+      : []),
   ];
-  for (const [kernelName, kernelFunc] of kernels) if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
-  Object.assign(ready, { any: true, spdInverse: loaded.lapack === true, gram: loaded.gram === true });
+  for (const [kernelName, kernelFunc] of kernels)
+    if (!tf.getKernel(kernelName, 'wasm'))
+      tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
+  Object.assign(ready, {
+    any: true,
+    spdInverse: loaded.lapack === true,
+    gram: loaded.gram === true,
+  });
   return () => {
-    for (const [kernelName] of kernels) if (tf.getKernel(kernelName, 'wasm')) tf.unregisterKernel(kernelName, 'wasm');
+    for (const [kernelName] of kernels)
+      if (tf.getKernel(kernelName, 'wasm')) tf.unregisterKernel(kernelName, 'wasm');
     Object.assign(ready, { any: false, spdInverse: false, gram: false });
   };
 }
@@ -70,10 +104,18 @@ interface SpdInverseArgs {
   backend: WasmBackendLike;
 }
 
-function spdInverseKernel(addon: BlasAddon, { inputs: { x }, backend }: SpdInverseArgs): tf.TensorInfo {
+function spdInverseKernel(
+  addon: BlasAddon,
+  { inputs: { x }, backend }: SpdInverseArgs,
+): tf.TensorInfo {
   const n = x.shape[0]!;
   return withOutputs(backend, [[n, n]], ([out]) => {
-    hostResult = addon.spdInverse(backend.wasm.HEAPF32, n, offsetOf(backend, x), offsetOf(backend, out!));
+    hostResult = addon.spdInverse(
+      backend.wasm.HEAPF32,
+      n,
+      offsetOf(backend, x),
+      offsetOf(backend, out!),
+    );
   })[0]!;
 }
 
@@ -90,8 +132,17 @@ function spdInverseKernel(addon: BlasAddon, { inputs: { x }, backend }: SpdInver
  * @example
  * const exact = nativeSpdInverse(damped) ?? (await newtonSchulzInverse(damped));
  */
-export function nativeSpdInverse(m: tf.Tensor2D): { inverse: tf.Tensor2D; residual: number } | undefined {
-  if (!nativeSpdInverseAvailable() || m.dtype !== 'float32' || m.rank !== 2 || m.shape[0] !== m.shape[1] || m.size === 0) return undefined;
+export function nativeSpdInverse(
+  m: tf.Tensor2D,
+): { inverse: tf.Tensor2D; residual: number } | undefined {
+  if (
+    !nativeSpdInverseAvailable() ||
+    m.dtype !== 'float32' ||
+    m.rank !== 2 ||
+    m.shape[0] !== m.shape[1] ||
+    m.size === 0
+  )
+    return undefined;
   hostResult = Number.NaN;
   const inverse = tf.engine().runKernel(SPD_INVERSE, { x: m }) as tf.Tensor2D;
   const residual = hostResult;
@@ -102,7 +153,9 @@ export function nativeSpdInverse(m: tf.Tensor2D): { inverse: tf.Tensor2D; residu
   return { inverse, residual };
 }
 
-/** Whether {@link nativeSpdInverse} can run now (wasm backend with the native BLAS and its LAPACK). */
+/**
+ * Whether {@link nativeSpdInverse} can run now (wasm backend with the native BLAS and its LAPACK).
+ */
 export function nativeSpdInverseAvailable(): boolean {
   return ready.spdInverse && tf.getBackend() === 'wasm';
 }
@@ -115,10 +168,22 @@ interface GramUpdateArgs {
   attrs: { alpha: number; beta: number };
 }
 
-function gramUpdateKernel(addon: BlasAddon, { inputs: { x, previous }, backend, attrs: { alpha, beta } }: GramUpdateArgs): tf.TensorInfo {
+function gramUpdateKernel(
+  addon: BlasAddon,
+  { inputs: { x, previous }, backend, attrs: { alpha, beta } }: GramUpdateArgs,
+): tf.TensorInfo {
   const [m, n] = x.shape as [number, number];
   return withOutputs(backend, [[n, n]], ([out]) => {
-    addon.gramUpdate(backend.wasm.HEAPF32, m, n, offsetOf(backend, x), previous ? offsetOf(backend, previous) : -1, offsetOf(backend, out!), alpha, beta);
+    addon.gramUpdate(
+      backend.wasm.HEAPF32,
+      m,
+      n,
+      offsetOf(backend, x),
+      previous ? offsetOf(backend, previous) : -1,
+      offsetOf(backend, out!),
+      alpha,
+      beta,
+    );
   })[0]!;
 }
 
@@ -131,12 +196,30 @@ function gramUpdateKernel(addon: BlasAddon, { inputs: { x, previous }, backend, 
  * @example
  * const sum = nativeGramUpdate(homogeneous, old.sum, (1 - beta) / m, beta) ?? slowPath();
  */
-export function nativeGramUpdate(x: tf.Tensor2D, previous: tf.Tensor2D | undefined, alpha: number, beta: number): tf.Tensor2D | undefined {
-  if (!ready.gram || tf.getBackend() !== 'wasm' || x.dtype !== 'float32' || x.rank !== 2 || x.shape[1] === 0) return undefined;
+export function nativeGramUpdate(
+  x: tf.Tensor2D,
+  previous: tf.Tensor2D | undefined,
+  alpha: number,
+  beta: number,
+): tf.Tensor2D | undefined {
+  if (
+    !ready.gram ||
+    tf.getBackend() !== 'wasm' ||
+    x.dtype !== 'float32' ||
+    x.rank !== 2 ||
+    x.shape[1] === 0
+  )
+    return undefined;
   const n = x.shape[1];
-  if (previous && (previous.dtype !== 'float32' || previous.shape[0] !== n || previous.shape[1] !== n)) return undefined;
+  if (
+    previous &&
+    (previous.dtype !== 'float32' || previous.shape[0] !== n || previous.shape[1] !== n)
+  )
+    return undefined;
   const inputs: tf.NamedTensorMap = previous ? { x, previous } : { x };
-  return tf.engine().runKernel(GRAM_UPDATE, inputs, { alpha, beta } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+  return tf
+    .engine()
+    .runKernel(GRAM_UPDATE, inputs, { alpha, beta } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
 }
 
 const SOPHIA_UPDATE = 'GrngSophiaUpdate';
@@ -158,10 +241,27 @@ interface SophiaUpdateArgs {
   attrs: SophiaStepHyper;
 }
 
-function sophiaUpdateKernel(addon: BlasAddon, { inputs: { g, m, h, p }, backend, attrs }: SophiaUpdateArgs): tf.TensorInfo[] {
+function sophiaUpdateKernel(
+  addon: BlasAddon,
+  { inputs: { g, m, h, p }, backend, attrs }: SophiaUpdateArgs,
+): tf.TensorInfo[] {
   return withOutputs(backend, [[...g.shape], [...g.shape]], ([mOut, uOut]) => {
     const at = (t: tf.TensorInfo): number => offsetOf(backend, t);
-    hostResult = addon.sophiaUpdate(backend.wasm.HEAPF32, tf.util.sizeFromShape(g.shape), at(g), at(m), at(h), at(p), at(mOut!), at(uOut!), attrs.b1, attrs.gamma, attrs.eps, attrs.minusEta, attrs.decay);
+    hostResult = addon.sophiaUpdate(
+      backend.wasm.HEAPF32,
+      tf.util.sizeFromShape(g.shape),
+      at(g),
+      at(m),
+      at(h),
+      at(p),
+      at(mOut!),
+      at(uOut!),
+      attrs.b1,
+      attrs.gamma,
+      attrs.eps,
+      attrs.minusEta,
+      attrs.decay,
+    );
   });
 }
 
@@ -174,10 +274,18 @@ function sophiaUpdateKernel(addon: BlasAddon, { inputs: { g, m, h, p }, backend,
  * @example
  * const fused = nativeSophiaUpdate(g, state.m[k], h[k], params[k], { b1, gamma, eps, minusEta: -eta, decay: -eta * lambda });
  */
-export function nativeSophiaUpdate(g: tf.Tensor, m: tf.Tensor, h: tf.Tensor, p: tf.Tensor, hyper: SophiaStepHyper): { m: tf.Tensor; update: tf.Tensor; unclipped: number } | undefined {
+export function nativeSophiaUpdate(
+  g: tf.Tensor,
+  m: tf.Tensor,
+  h: tf.Tensor,
+  p: tf.Tensor,
+  hyper: SophiaStepHyper,
+): { m: tf.Tensor; update: tf.Tensor; unclipped: number } | undefined {
   if (!canRun() || !sameFloat32(g, m, h, p)) return undefined;
   hostResult = Number.NaN;
-  const [mOut, update] = tf.engine().runKernel(SOPHIA_UPDATE, { g, m, h, p }, { ...hyper } as unknown as tf.NamedAttrMap) as tf.Tensor[];
+  const [mOut, update] = tf.engine().runKernel(SOPHIA_UPDATE, { g, m, h, p }, {
+    ...hyper,
+  } as unknown as tf.NamedAttrMap) as tf.Tensor[];
   return { m: mOut!, update: update!, unclipped: hostResult };
 }
 
@@ -190,7 +298,12 @@ interface DotArgs {
 
 function dotKernel(addon: BlasAddon, { inputs: { x, y }, backend }: DotArgs): tf.TensorInfo {
   return withOutputs(backend, [[]], ([out]) => {
-    const value = addon.dot(backend.wasm.HEAPF32, tf.util.sizeFromShape(x.shape), offsetOf(backend, x), offsetOf(backend, y));
+    const value = addon.dot(
+      backend.wasm.HEAPF32,
+      tf.util.sizeFromShape(x.shape),
+      offsetOf(backend, x),
+      offsetOf(backend, y),
+    );
     backend.wasm.HEAPF32[offsetOf(backend, out!)] = value;
   })[0]!;
 }
@@ -205,7 +318,8 @@ function dotKernel(addon: BlasAddon, { inputs: { x, y }, backend }: DotArgs): tf
  * const squaredNorm = nativeDot(g, g) ?? tf.sum(tf.square(g));
  */
 export function nativeDot(x: tf.Tensor, y: tf.Tensor): tf.Scalar | undefined {
-  if (!canRun() || x.dtype !== 'float32' || y.dtype !== 'float32' || x.size !== y.size) return undefined;
+  if (!canRun() || x.dtype !== 'float32' || y.dtype !== 'float32' || x.size !== y.size)
+    return undefined;
   return tf.engine().runKernel(DOT, { x, y }) as tf.Scalar;
 }
 
@@ -228,11 +342,32 @@ interface AdamUpdateArgs {
   attrs: AdamStepHyper;
 }
 
-function adamUpdateKernel(addon: BlasAddon, { inputs: { g, mu, nu }, backend, attrs }: AdamUpdateArgs): tf.TensorInfo[] {
-  return withOutputs(backend, [[...g.shape], [...g.shape], [...g.shape]], ([muOut, nuOut, uOut]) => {
-    const at = (t: tf.TensorInfo): number => offsetOf(backend, t);
-    addon.adamUpdate(backend.wasm.HEAPF32, tf.util.sizeFromShape(g.shape), at(g), at(mu), at(nu), at(muOut!), at(nuOut!), at(uOut!), attrs.b1, attrs.b2, attrs.c1, attrs.c2, attrs.eps);
-  });
+function adamUpdateKernel(
+  addon: BlasAddon,
+  { inputs: { g, mu, nu }, backend, attrs }: AdamUpdateArgs,
+): tf.TensorInfo[] {
+  return withOutputs(
+    backend,
+    [[...g.shape], [...g.shape], [...g.shape]],
+    ([muOut, nuOut, uOut]) => {
+      const at = (t: tf.TensorInfo): number => offsetOf(backend, t);
+      addon.adamUpdate(
+        backend.wasm.HEAPF32,
+        tf.util.sizeFromShape(g.shape),
+        at(g),
+        at(mu),
+        at(nu),
+        at(muOut!),
+        at(nuOut!),
+        at(uOut!),
+        attrs.b1,
+        attrs.b2,
+        attrs.c1,
+        attrs.c2,
+        attrs.eps,
+      );
+    },
+  );
 }
 
 /**
@@ -243,9 +378,16 @@ function adamUpdateKernel(addon: BlasAddon, { inputs: { g, mu, nu }, backend, at
  * @example
  * const fused = nativeAdamUpdate(g, mu, nu, { b1, b2, c1: 1 / (1 - b1 ** t), c2: 1 / (1 - b2 ** t), eps });
  */
-export function nativeAdamUpdate(g: tf.Tensor, mu: tf.Tensor, nu: tf.Tensor, hyper: AdamStepHyper): { mu: tf.Tensor; nu: tf.Tensor; update: tf.Tensor } | undefined {
+export function nativeAdamUpdate(
+  g: tf.Tensor,
+  mu: tf.Tensor,
+  nu: tf.Tensor,
+  hyper: AdamStepHyper,
+): { mu: tf.Tensor; nu: tf.Tensor; update: tf.Tensor } | undefined {
   if (!canRun() || !sameFloat32(g, mu, nu)) return undefined;
-  const [m, v, update] = tf.engine().runKernel(ADAM_UPDATE, { g, mu, nu }, { ...hyper } as unknown as tf.NamedAttrMap) as tf.Tensor[];
+  const [m, v, update] = tf.engine().runKernel(ADAM_UPDATE, { g, mu, nu }, {
+    ...hyper,
+  } as unknown as tf.NamedAttrMap) as tf.Tensor[];
   return { mu: m!, nu: v!, update: update! };
 }
 
@@ -258,9 +400,20 @@ interface KalmanPriorArgs {
   attrs: { fading: number; q: number };
 }
 
-function kalmanPriorKernel(addon: BlasAddon, { inputs: { p, rhoG2 }, backend, attrs }: KalmanPriorArgs): tf.TensorInfo {
+function kalmanPriorKernel(
+  addon: BlasAddon,
+  { inputs: { p, rhoG2 }, backend, attrs }: KalmanPriorArgs,
+): tf.TensorInfo {
   return withOutputs(backend, [[...p.shape]], ([out]) => {
-    addon.kalmanPrior(backend.wasm.HEAPF32, tf.util.sizeFromShape(p.shape), offsetOf(backend, p), offsetOf(backend, out!), offsetOf(backend, rhoG2), attrs.fading, attrs.q);
+    addon.kalmanPrior(
+      backend.wasm.HEAPF32,
+      tf.util.sizeFromShape(p.shape),
+      offsetOf(backend, p),
+      offsetOf(backend, out!),
+      offsetOf(backend, rhoG2),
+      attrs.fading,
+      attrs.q,
+    );
   })[0]!;
 }
 
@@ -270,10 +423,22 @@ interface KalmanPosteriorArgs {
   attrs: { pMin: number };
 }
 
-function kalmanPosteriorKernel(addon: BlasAddon, { inputs: { prior, reduced, gain }, backend, attrs }: KalmanPosteriorArgs): tf.TensorInfo[] {
+function kalmanPosteriorKernel(
+  addon: BlasAddon,
+  { inputs: { prior, reduced, gain }, backend, attrs }: KalmanPosteriorArgs,
+): tf.TensorInfo[] {
   return withOutputs(backend, [[...prior.shape], [...prior.shape]], ([pOut, uOut]) => {
     const at = (t: tf.TensorInfo): number => offsetOf(backend, t);
-    hostResult = addon.kalmanPosterior(backend.wasm.HEAPF32, tf.util.sizeFromShape(prior.shape), at(prior), at(reduced), at(gain), at(pOut!), at(uOut!), attrs.pMin);
+    hostResult = addon.kalmanPosterior(
+      backend.wasm.HEAPF32,
+      tf.util.sizeFromShape(prior.shape),
+      at(prior),
+      at(reduced),
+      at(gain),
+      at(pOut!),
+      at(uOut!),
+      attrs.pMin,
+    );
   });
 }
 
@@ -285,9 +450,18 @@ function kalmanPosteriorKernel(addon: BlasAddon, { inputs: { prior, reduced, gai
  * @example
  * const prior = nativeKalmanPrior(p, rhoG2, fading, q) ?? tfjsPrior(p);
  */
-export function nativeKalmanPrior(p: tf.Tensor, rhoG2: tf.Scalar, fading: number, q: number): tf.Tensor | undefined {
-  if (!canRun() || p.dtype !== 'float32' || rhoG2.dtype !== 'float32' || rhoG2.size !== 1) return undefined;
-  return tf.engine().runKernel(KALMAN_PRIOR, { p, rhoG2 }, { fading, q } as unknown as tf.NamedAttrMap) as tf.Tensor;
+export function nativeKalmanPrior(
+  p: tf.Tensor,
+  rhoG2: tf.Scalar,
+  fading: number,
+  q: number,
+): tf.Tensor | undefined {
+  if (!canRun() || p.dtype !== 'float32' || rhoG2.dtype !== 'float32' || rhoG2.size !== 1)
+    return undefined;
+  return tf.engine().runKernel(KALMAN_PRIOR, { p, rhoG2 }, {
+    fading,
+    q,
+  } as unknown as tf.NamedAttrMap) as tf.Tensor;
 }
 
 /**
@@ -297,10 +471,17 @@ export function nativeKalmanPrior(p: tf.Tensor, rhoG2: tf.Scalar, fading: number
  * @example
  * const post = nativeKalmanPosterior(prior, reduced, gain, pMin);
  */
-export function nativeKalmanPosterior(prior: tf.Tensor, reduced: tf.Tensor, gain: tf.Tensor, pMin: number): { p: tf.Tensor; update: tf.Tensor; sum: number } | undefined {
+export function nativeKalmanPosterior(
+  prior: tf.Tensor,
+  reduced: tf.Tensor,
+  gain: tf.Tensor,
+  pMin: number,
+): { p: tf.Tensor; update: tf.Tensor; sum: number } | undefined {
   if (!canRun() || !sameFloat32(prior, reduced, gain)) return undefined;
   hostResult = Number.NaN;
-  const [p, update] = tf.engine().runKernel(KALMAN_POSTERIOR, { prior, reduced, gain }, { pMin } as unknown as tf.NamedAttrMap) as tf.Tensor[];
+  const [p, update] = tf.engine().runKernel(KALMAN_POSTERIOR, { prior, reduced, gain }, {
+    pMin,
+  } as unknown as tf.NamedAttrMap) as tf.Tensor[];
   return { p: p!, update: update!, sum: hostResult };
 }
 
@@ -316,7 +497,11 @@ function finiteFlagsKernel(addon: BlasAddon, { inputs, backend }: FiniteFlagsArg
     .sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)))
     .map((k) => inputs[k]!);
   return withOutputs(backend, [[tensors.length]], ([out]) => {
-    const flags = tensors.map((t) => (addon.allFinite(backend.wasm.HEAPF32, tf.util.sizeFromShape(t.shape), offsetOf(backend, t)) ? 1 : 0));
+    const flags = tensors.map((t) =>
+      addon.allFinite(backend.wasm.HEAPF32, tf.util.sizeFromShape(t.shape), offsetOf(backend, t))
+        ? 1
+        : 0,
+    );
     backend.wasm.HEAPF32.set(flags, offsetOf(backend, out!));
   })[0]!;
 }
@@ -330,7 +515,8 @@ function finiteFlagsKernel(addon: BlasAddon, { inputs, backend }: FiniteFlagsArg
  * const flags = nativeFiniteFlags(Object.values(grads));
  */
 export function nativeFiniteFlags(tensors: readonly tf.Tensor[]): tf.Tensor1D | undefined {
-  if (!canRun() || tensors.length === 0 || tensors.some((t) => t.dtype !== 'float32')) return undefined;
+  if (!canRun() || tensors.length === 0 || tensors.some((t) => t.dtype !== 'float32'))
+    return undefined;
   const inputs = Object.fromEntries(tensors.map((t, i) => [`t${i}`, t]));
   return tf.engine().runKernel(FINITE_FLAGS, inputs) as tf.Tensor1D;
 }

@@ -24,17 +24,32 @@ const require = createRequire(import.meta.url);
  * @example
  * wasmThreadsRequested(undefined, { GRNG_WASM_THREADS: '2' }); // 2
  */
-export function wasmThreadsRequested(option?: number, env: NodeJS.ProcessEnv = process.env): number | undefined {
+export function wasmThreadsRequested(
+  option?: number,
+  env: NodeJS.ProcessEnv = process.env,
+): number | undefined {
   if (option !== undefined) return checkThreads('wasmThreads', option);
   const fromEnv = env.GRNG_WASM_THREADS;
   if (fromEnv === undefined || fromEnv.trim() === '') return undefined;
   // Number() would accept '0x2' and '2e0'; an environment variable should be exactly an integer.
-  return checkThreads('GRNG_WASM_THREADS', /^\d+$/.test(fromEnv.trim()) ? Number(fromEnv) : fromEnv);
+  return checkThreads(
+    'GRNG_WASM_THREADS',
+    /^\d+$/.test(fromEnv.trim()) ? Number(fromEnv) : fromEnv,
+  );
 }
 
 function checkThreads(option: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_WASM_THREADS) {
-    invalidOption(option, value, `an integer from 1 to ${MAX_WASM_THREADS}, the wasm backend's thread count; 1 is its single-threaded build`);
+  if (
+    typeof value !== 'number' ||
+    !Number.isInteger(value) ||
+    value < 1 ||
+    value > MAX_WASM_THREADS
+  ) {
+    invalidOption(
+      option,
+      value,
+      `an integer from 1 to ${MAX_WASM_THREADS}, the wasm backend's thread count; 1 is its single-threaded build`,
+    );
   }
   return value;
 }
@@ -61,13 +76,20 @@ function checkThreads(option: string, value: unknown): number {
  * @example
  * await startWasmThreads(2, () => tf.setBackend('wasm'));
  */
-export async function startWasmThreads<T>(threads: number, initialise: () => Promise<T>): Promise<T> {
+export async function startWasmThreads<T>(
+  threads: number,
+  initialise: () => Promise<T>,
+): Promise<T> {
   checkThreads('wasmThreads', threads);
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   if (tf.findBackend('wasm')) {
     const running = wasm.getThreadsCount();
     if (running === threads) return initialise();
-    throw new GrngError('backend', `wasm threads: the wasm backend already runs with ${running} thread(s) in this process; wasmThreads=${threads} must be chosen before it first starts (set GRNG_WASM_THREADS, or pass wasmThreads to the first initBackend)`, { option: 'wasmThreads', value: threads, running });
+    throw new GrngError(
+      'backend',
+      `wasm threads: the wasm backend already runs with ${running} thread(s) in this process; wasmThreads=${threads} must be chosen before it first starts (set GRNG_WASM_THREADS, or pass wasmThreads to the first initBackend)`,
+      { option: 'wasmThreads', value: threads, running },
+    );
   }
   if (threads === 1) return initialise();
   const env = tf.env();
@@ -77,20 +99,37 @@ export async function startWasmThreads<T>(threads: number, initialise: () => Pro
   const cpus = os.cpus;
   const real = cpus.call(os);
   // The glue reads only the length of this list.
-  os.cpus = () => Array.from({ length: 2 * threads }, (_, i) => real[i % Math.max(1, real.length)]!);
+  os.cpus = () =>
+    Array.from({ length: 2 * threads }, (_, i) => real[i % Math.max(1, real.length)]!);
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new GrngError('backend', `wasm threads: the pthread workers did not load within ${START_TIMEOUT_MS / 1000} s`, { option: 'wasmThreads', value: threads })), START_TIMEOUT_MS);
+    timer = setTimeout(
+      () =>
+        reject(
+          new GrngError(
+            'backend',
+            `wasm threads: the pthread workers did not load within ${START_TIMEOUT_MS / 1000} s`,
+            { option: 'wasmThreads', value: threads },
+          ),
+        ),
+      START_TIMEOUT_MS,
+    );
     timer.unref();
   });
   try {
     const result = await Promise.race([initialise(), failed.promise, timedOut]);
     // When tfjs could not start the backend at all it says so itself (setBackend resolves false).
     const running = tf.findBackend('wasm') ? wasm.getThreadsCount() : threads;
-    if (running !== threads) throw new GrngError('backend', `wasm threads: asked for ${threads} threads but XNNPACK runs ${running}`, { option: 'wasmThreads', value: threads, running });
+    if (running !== threads)
+      throw new GrngError(
+        'backend',
+        `wasm threads: asked for ${threads} threads but XNNPACK runs ${running}`,
+        { option: 'wasmThreads', value: threads, running },
+      );
     return result;
   } catch (error) {
-    // A later plain start in this process (e.g. `auto` moving on) must get the single-threaded build.
+    // A later plain start in this process (e.g. `auto` moving on) must get the single-threaded
+    // build.
     env.set('WASM_HAS_MULTITHREAD_SUPPORT', false);
     wasm.setThreadsCount(-1);
     throw error;
@@ -101,7 +140,10 @@ export async function startWasmThreads<T>(threads: number, initialise: () => Pro
   }
 }
 
-/** The threads of the running wasm backend's XNNPACK pool, main thread included (1 when single-threaded). */
+/**
+ * The threads of the running wasm backend's XNNPACK pool, main thread included (1 when
+ * single-threaded).
+ */
 export async function wasmThreadsRunning(): Promise<number> {
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   return tf.findBackend('wasm') ? wasm.getThreadsCount() : 1;
@@ -113,7 +155,8 @@ export async function wasmThreadsRunning(): Promise<number> {
  * evaluated once read, and messages from the main thread reach it through a relay that keeps them
  * in order behind that read. The first message, `load`, carries the Emscripten module source as
  * another Blob, which the script would pass to `importScripts` (a synchronous file read in Node);
- * the relay reads it first and swaps in a key that our `importScripts` recognises. The module source was cut out of tfjs's Rollup bundle, so it refers
+ * the relay reads it first and swaps in a key that our `importScripts` recognises. The module
+ * source was cut out of tfjs's Rollup bundle, so it refers
  * to the bundle's names for Node built-ins (`require$$0` for fs...) and `commonjsGlobal`: they are
  * read from the bundle's header and defined as globals.
  */
@@ -152,15 +195,26 @@ ready.catch(fail);
 
 const bundlePath = (): string => require.resolve('@tensorflow/tfjs-backend-wasm');
 
-/** Where worker errors go while the module starts; undefined once started (they reach the glue as usual). */
+/**
+ * Where worker errors go while the module starts; undefined once started (they reach the glue as
+ * usual).
+ */
 let starting: ((error: unknown) => void) | undefined;
 
-/** What tfjs's glue constructs as `new Worker(url)`: a worker_threads Worker that accepts its blob: URL. */
+/**
+ * What tfjs's glue constructs as `new Worker(url)`: a worker_threads Worker that accepts its blob:
+ * URL.
+ */
 class PthreadWorker extends NodeWorker {
   constructor(url: string | URL, options?: WorkerOptions) {
     if (typeof url === 'string' && url.startsWith('blob:')) {
       const script = resolveObjectURL(url);
-      if (!script) throw new GrngError('backend', `wasm threads: the pthread worker script ${url} is not a live Blob URL`, { url });
+      if (!script)
+        throw new GrngError(
+          'backend',
+          `wasm threads: the pthread worker script ${url} is not a live Blob URL`,
+          { url },
+        );
       // tfjs makes one Blob URL per worker and never revokes it.
       URL.revokeObjectURL(url);
       super(WORKER_BOOTSTRAP, { eval: true, workerData: { script, bundlePath: bundlePath() } });
@@ -194,13 +248,31 @@ function interceptPthreadWorkers(): { promise: Promise<never>; settle(): void } 
   let reject!: (error: unknown) => void;
   const promise = new Promise<never>((_, r) => (reject = r));
   promise.catch(() => {});
-  starting = (error) => reject(new GrngError('backend', `wasm threads: a pthread worker failed to start: ${error instanceof Error ? error.message : String(error)}`, { option: 'wasmThreads' }, { cause: error }));
-  Object.defineProperty(globalThis, 'Worker', { configurable: true, enumerable: false, get: () => PthreadWorker, set: () => {} });
+  starting = (error) =>
+    reject(
+      new GrngError(
+        'backend',
+        `wasm threads: a pthread worker failed to start: ${error instanceof Error ? error.message : String(error)}`,
+        { option: 'wasmThreads' },
+        { cause: error },
+      ),
+    );
+  Object.defineProperty(globalThis, 'Worker', {
+    configurable: true,
+    enumerable: false,
+    get: () => PthreadWorker,
+    set: () => {},
+  });
   return {
     promise,
     settle() {
       starting = undefined;
-      Object.defineProperty(globalThis, 'Worker', { configurable: true, enumerable: false, writable: true, value: PthreadWorker });
+      Object.defineProperty(globalThis, 'Worker', {
+        configurable: true,
+        enumerable: false,
+        writable: true,
+        value: PthreadWorker,
+      });
     },
   };
 }

@@ -31,14 +31,29 @@ export interface ArrowSinkOptions {
  * @example
  * run.rows.pipe(arrowSink(recordedRun, { record: 'runs/a.arrows', hub }), progressBar({ total }));
  */
-export function arrowSink(run: RecordedRun, options: ArrowSinkOptions): MonoTypeOperatorFunction<MetricsRow> {
+export function arrowSink(
+  run: RecordedRun,
+  options: ArrowSinkOptions,
+): MonoTypeOperatorFunction<MetricsRow> {
   const schema = metricsSchema(run);
   return (source) =>
     new Observable<MetricsRow>((subscriber) => {
       const rows = new Subject<MetricsRow>();
       let batches = rows.pipe(toRecordBatches(schema, options.batching));
-      if (options.record) batches = batches.pipe(recordArrow(options.record, options.append ? { append: true } : { overwrite: options.overwrite ?? false }));
-      if (options.hub) batches = batches.pipe(broadcast(options.hub, run, schema, { ...(options.record ? { recordingPath: options.record } : {}), ...(options.history ? { history: options.history } : {}) }));
+      if (options.record)
+        batches = batches.pipe(
+          recordArrow(
+            options.record,
+            options.append ? { append: true } : { overwrite: options.overwrite ?? false },
+          ),
+        );
+      if (options.hub)
+        batches = batches.pipe(
+          broadcast(options.hub, run, schema, {
+            ...(options.record ? { recordingPath: options.record } : {}),
+            ...(options.history ? { history: options.history } : {}),
+          }),
+        );
       let sinkError: unknown;
       const sink = batches.subscribe({ error: (error: unknown) => (sinkError = error) });
       if (sinkError !== undefined) {

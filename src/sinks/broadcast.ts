@@ -11,10 +11,18 @@ import type { RunHub } from './runHub.js';
  * @example
  * rows$.pipe(toRecordBatches(schema), broadcast(hub, run, schema)).subscribe();
  */
-export function broadcast(hub: RunHub, run: RecordedRun, schema: Schema, options: { recordingPath?: string; history?: readonly RecordBatch[] } = {}): MonoTypeOperatorFunction<RecordBatch> {
+export function broadcast(
+  hub: RunHub,
+  run: RecordedRun,
+  schema: Schema,
+  options: { recordingPath?: string; history?: readonly RecordBatch[] } = {},
+): MonoTypeOperatorFunction<RecordBatch> {
   return (source) =>
     new Observable<RecordBatch>((subscriber) => {
-      hub.addRun(run, schema, { ...(options.recordingPath ? { recordingPath: options.recordingPath } : {}), ...(options.history ? { batches: options.history } : {}) });
+      hub.addRun(run, schema, {
+        ...(options.recordingPath ? { recordingPath: options.recordingPath } : {}),
+        ...(options.history ? { batches: options.history } : {}),
+      });
       const subscription = source.subscribe({
         next(batch) {
           hub.pushBatch(run.id, batch);

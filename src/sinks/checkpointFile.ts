@@ -36,17 +36,29 @@ export interface CheckpointFile<H> {
  * @example
  * writeCheckpointFile('runs/ckpt', { header: { step: 99 }, blobs: [new Float32Array(4)] });
  */
-export function writeCheckpointFile<H extends object>(dir: string, checkpoint: CheckpointFile<H>): string {
+export function writeCheckpointFile<H extends object>(
+  dir: string,
+  checkpoint: CheckpointFile<H>,
+): string {
   const refs: BlobRef[] = [];
   let size = 0;
   for (const blob of checkpoint.blobs) {
-    refs.push({ dtype: blob instanceof Int32Array ? 'int32' : 'float32', offset: size, length: blob.length });
+    refs.push({
+      dtype: blob instanceof Int32Array ? 'int32' : 'float32',
+      offset: size,
+      length: blob.length,
+    });
     size += Math.ceil(blob.byteLength / 8) * 8;
   }
   const payload = new Uint8Array(size);
-  checkpoint.blobs.forEach((blob, i) => payload.set(new Uint8Array(blob.buffer, blob.byteOffset, blob.byteLength), refs[i]!.offset));
+  checkpoint.blobs.forEach((blob, i) =>
+    payload.set(new Uint8Array(blob.buffer, blob.byteOffset, blob.byteLength), refs[i]!.offset),
+  );
   const sha256 = createHash('sha256').update(payload).digest('hex');
-  const header = Buffer.from(JSON.stringify({ ...checkpoint.header, blobs: refs, payloadBytes: size, sha256 }), 'utf8');
+  const header = Buffer.from(
+    JSON.stringify({ ...checkpoint.header, blobs: refs, payloadBytes: size, sha256 }),
+    'utf8',
+  );
   const preamble = Buffer.alloc(PREAMBLE);
   preamble.write(MAGIC, 0, 'latin1');
   preamble.writeUInt32LE(FORMAT_VERSION, 8);
@@ -57,7 +69,12 @@ export function writeCheckpointFile<H extends object>(dir: string, checkpoint: C
     mkdirSync(dir, { recursive: true });
     writeFileAtomically(path, [preamble, header, payload]);
   } catch (error) {
-    throw new GrngError('invalid-option', `cannot write checkpoint ${path}: ${(error as Error).message}`, { option: 'checkpointDir', path }, { cause: error });
+    throw new GrngError(
+      'invalid-option',
+      `cannot write checkpoint ${path}: ${(error as Error).message}`,
+      { option: 'checkpointDir', path },
+      { cause: error },
+    );
   }
   return path;
 }
@@ -73,7 +90,11 @@ export function writeCheckpointFile<H extends object>(dir: string, checkpoint: C
 export function readCheckpointFile<H>(dir: string): CheckpointFile<H> & { readonly path: string } {
   const path = join(dir, CHECKPOINT_FILE);
   const fail = (offset: number, message: string): never => {
-    throw new GrngError('invalid-data', `checkpoint ${path}: ${message} at byte ${offset}`, { option: 'resume', path, offset });
+    throw new GrngError('invalid-data', `checkpoint ${path}: ${message} at byte ${offset}`, {
+      option: 'resume',
+      path,
+      offset,
+    });
   };
   let bytes: Buffer;
   try {
@@ -81,15 +102,29 @@ export function readCheckpointFile<H>(dir: string): CheckpointFile<H> & { readon
     bytes = readFileSync(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? `no checkpoint there (${CHECKPOINT_FILE} not found)` : (error as Error).message;
-    throw new GrngError('invalid-option', `cannot read checkpoint folder ${dir}: ${why}`, { option: 'resume', path }, { cause: error });
+    const why =
+      code === 'ENOENT'
+        ? `no checkpoint there (${CHECKPOINT_FILE} not found)`
+        : (error as Error).message;
+    throw new GrngError(
+      'invalid-option',
+      `cannot read checkpoint folder ${dir}: ${why}`,
+      { option: 'resume', path },
+      { cause: error },
+    );
   }
-  if (bytes.length < PREAMBLE) fail(0, `file of ${bytes.length} bytes is too short for a checkpoint`);
+  if (bytes.length < PREAMBLE)
+    fail(0, `file of ${bytes.length} bytes is too short for a checkpoint`);
   if (bytes.toString('latin1', 0, 8) !== MAGIC) fail(0, `expected the magic "${MAGIC}"`);
   const version = bytes.readUInt32LE(8);
-  if (version !== FORMAT_VERSION) fail(8, `format version ${version} is not supported (this grng reads version ${FORMAT_VERSION})`);
+  if (version !== FORMAT_VERSION)
+    fail(
+      8,
+      `format version ${version} is not supported (this grng reads version ${FORMAT_VERSION})`,
+    );
   const headerLength = bytes.readUInt32LE(12);
-  if (headerLength > MAX_HEADER || PREAMBLE + headerLength > bytes.length) fail(12, `header length ${headerLength} runs past the end of the file (${bytes.length} bytes)`);
+  if (headerLength > MAX_HEADER || PREAMBLE + headerLength > bytes.length)
+    fail(12, `header length ${headerLength} runs past the end of the file (${bytes.length} bytes)`);
   let header: H & { blobs?: unknown; payloadBytes?: unknown; sha256?: unknown };
   try {
     header = JSON.parse(bytes.toString('utf8', PREAMBLE, PREAMBLE + headerLength)) as typeof header;
@@ -98,17 +133,40 @@ export function readCheckpointFile<H>(dir: string): CheckpointFile<H> & { readon
   }
   const payloadStart = PREAMBLE + headerLength;
   const payload = bytes.subarray(payloadStart);
-  if (typeof header !== 'object' || header === null || !Array.isArray(header.blobs) || header.payloadBytes !== payload.length) {
-    fail(payloadStart, `expected ${String((header as { payloadBytes?: unknown } | null)?.payloadBytes)} payload bytes and the blob list, found ${payload.length} bytes`);
+  if (
+    typeof header !== 'object' ||
+    header === null ||
+    !Array.isArray(header.blobs) ||
+    header.payloadBytes !== payload.length
+  ) {
+    fail(
+      payloadStart,
+      `expected ${String((header as { payloadBytes?: unknown } | null)?.payloadBytes)} payload bytes and the blob list, found ${payload.length} bytes`,
+    );
   }
   const sha256 = createHash('sha256').update(payload).digest('hex');
-  if (sha256 !== header.sha256) fail(payloadStart, 'payload does not match its SHA-256 (the file is damaged)');
+  if (sha256 !== header.sha256)
+    fail(payloadStart, 'payload does not match its SHA-256 (the file is damaged)');
   const blobs = (header.blobs as unknown[]).map((ref, i) => {
     const { dtype, offset, length } = (ref ?? {}) as Partial<BlobRef>;
-    const ok = (dtype === 'float32' || dtype === 'int32') && Number.isInteger(offset) && Number.isInteger(length) && offset! >= 0 && length! >= 0 && offset! % 4 === 0 && offset! + length! * 4 <= payload.length;
-    if (!ok) fail(payloadStart, `blob ${i} ${JSON.stringify(ref)} does not fit the ${payload.length}-byte payload`);
+    const ok =
+      (dtype === 'float32' || dtype === 'int32') &&
+      Number.isInteger(offset) &&
+      Number.isInteger(length) &&
+      offset! >= 0 &&
+      length! >= 0 &&
+      offset! % 4 === 0 &&
+      offset! + length! * 4 <= payload.length;
+    if (!ok)
+      fail(
+        payloadStart,
+        `blob ${i} ${JSON.stringify(ref)} does not fit the ${payload.length}-byte payload`,
+      );
     // Copy: the file buffer's alignment is not guaranteed for typed-array views.
-    const copy = payload.buffer.slice(payload.byteOffset + offset!, payload.byteOffset + offset! + length! * 4);
+    const copy = payload.buffer.slice(
+      payload.byteOffset + offset!,
+      payload.byteOffset + offset! + length! * 4,
+    );
     return dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy);
   });
   return { header: header as H, blobs, path };
@@ -123,13 +181,23 @@ export function readCheckpointFile<H>(dir: string): CheckpointFile<H> & { readon
  */
 export function prepareCheckpointDir(dir: string): void {
   const fail = (why: string, cause?: unknown): never => {
-    throw new GrngError('invalid-option', `invalid --checkpoint-dir ${JSON.stringify(dir)}: ${why}`, { option: 'checkpointDir', path: dir }, { cause });
+    throw new GrngError(
+      'invalid-option',
+      `invalid --checkpoint-dir ${JSON.stringify(dir)}: ${why}`,
+      { option: 'checkpointDir', path: dir },
+      { cause },
+    );
   };
   if (dir.trim() === '') fail('expected a folder path');
   try {
     mkdirSync(dir, { recursive: true });
   } catch (error) {
-    fail((error as NodeJS.ErrnoException).code === 'EEXIST' ? 'it is a file, expected a folder' : (error as Error).message, error);
+    fail(
+      (error as NodeJS.ErrnoException).code === 'EEXIST'
+        ? 'it is a file, expected a folder'
+        : (error as Error).message,
+      error,
+    );
   }
   if (!statSync(dir).isDirectory()) fail('it is a file, expected a folder');
 }

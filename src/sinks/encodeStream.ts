@@ -1,6 +1,24 @@
-import { DataType, makeData, RecordBatch, RecordBatchStreamWriter, Struct, type Data, type Schema } from 'apache-arrow';
+import {
+  DataType,
+  makeData,
+  RecordBatch,
+  RecordBatchStreamWriter,
+  Struct,
+  type Data,
+  type Schema,
+} from 'apache-arrow';
 
-type TypedArray = Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | Uint32Array | Float32Array | Float64Array | BigInt64Array | BigUint64Array;
+type TypedArray =
+  | Int8Array
+  | Uint8Array
+  | Int16Array
+  | Uint16Array
+  | Int32Array
+  | Uint32Array
+  | Float32Array
+  | Float64Array
+  | BigInt64Array
+  | BigUint64Array;
 import { GrngError } from '../errors.js';
 
 /**
@@ -34,8 +52,13 @@ export function concatBatches(batches: readonly RecordBatch[]): RecordBatch[] {
   const schema = batches[0]!.schema;
   const names = schema.fields.map((f) => f.name);
   for (const b of batches) {
-    if (b.schema.fields.length !== names.length || b.schema.fields.some((f, i) => f.name !== names[i])) {
-      throw new GrngError('internal', 'encodeStream: batches of different schemas in one stream', { fields: names });
+    if (
+      b.schema.fields.length !== names.length ||
+      b.schema.fields.some((f, i) => f.name !== names[i])
+    ) {
+      throw new GrngError('internal', 'encodeStream: batches of different schemas in one stream', {
+        fields: names,
+      });
     }
   }
   if (!schema.fields.every((f) => isFixedWidthNumeric(f.type))) return [...batches];
@@ -53,20 +76,31 @@ export function concatBatches(batches: readonly RecordBatch[]): RecordBatch[] {
       // is not, so its bits start at data.offset.
       const part = data.values as TypedArray;
       if (n <= 16) for (let i = 0; i < n; i++) (values as unknown as unknown[])[at + i] = part[i];
-      else (values as { set(a: ArrayLike<number | bigint>, offset: number): void }).set(part.subarray(0, n) as ArrayLike<number | bigint>, at);
+      else
+        (values as { set(a: ArrayLike<number | bigint>, offset: number): void }).set(
+          part.subarray(0, n) as ArrayLike<number | bigint>,
+          at,
+        );
       const partNulls = data.nullCount;
       const bitmap = data.nullBitmap;
       if (partNulls === 0 || !bitmap || bitmap.length === 0) {
         for (let i = 0; i < n; i++) valid[(at + i) >> 3]! |= 1 << ((at + i) & 7);
       } else if (partNulls < n) {
         for (let i = 0, pos = data.offset; i < n; i++, pos++) {
-          if ((bitmap[pos >> 3]! & (1 << (pos & 7))) !== 0) valid[(at + i) >> 3]! |= 1 << ((at + i) & 7);
+          if ((bitmap[pos >> 3]! & (1 << (pos & 7))) !== 0)
+            valid[(at + i) >> 3]! |= 1 << ((at + i) & 7);
           else nulls += 1;
         }
       } else nulls += n;
       at += n;
     }
-    return makeData({ type, length, nullCount: nulls, data: values, ...(nulls > 0 ? { nullBitmap: valid } : {}) } as never) as Data;
+    return makeData({
+      type,
+      length,
+      nullCount: nulls,
+      data: values,
+      ...(nulls > 0 ? { nullBitmap: valid } : {}),
+    } as never) as Data;
   });
   const struct = makeData({ type: new Struct(schema.fields), length, nullCount: 0, children });
   return [new RecordBatch(schema, struct)];
@@ -78,6 +112,11 @@ function isFixedWidthNumeric(type: DataType): boolean {
 
 /** A zero-row batch of `schema` (so a stream can carry the schema and no rows). */
 function emptyBatch(schema: Schema): RecordBatch {
-  const children = schema.fields.map((f) => makeData({ type: f.type as DataType, length: 0, nullCount: 0 } as never) as Data);
-  return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: 0, nullCount: 0, children }));
+  const children = schema.fields.map(
+    (f) => makeData({ type: f.type as DataType, length: 0, nullCount: 0 } as never) as Data,
+  );
+  return new RecordBatch(
+    schema,
+    makeData({ type: new Struct(schema.fields), length: 0, nullCount: 0, children }),
+  );
 }

@@ -33,9 +33,18 @@ export function progressBar(options: ProgressBarOptions): MonoTypeOperatorFuncti
       const subscription = source.subscribe({
         next(row) {
           if (row.testAccuracy !== null) test = row.testAccuracy.toFixed(4);
-          const instant = row.stepMs > row.evaluationMs ? (row.samples * 1000) / (row.stepMs - row.evaluationMs) : rate;
+          const instant =
+            row.stepMs > row.evaluationMs
+              ? (row.samples * 1000) / (row.stepMs - row.evaluationMs)
+              : rate;
           rate = rate === 0 ? instant : 0.9 * rate + 0.1 * instant;
-          bar.update(row.step + 1, { epoch: row.epoch + 1, loss: row.loss.toFixed(4), acc: row.accuracy.toFixed(3), test, rate: Math.round(rate) });
+          bar.update(row.step + 1, {
+            epoch: row.epoch + 1,
+            loss: row.loss.toFixed(4),
+            acc: row.accuracy.toFixed(3),
+            test,
+            rate: Math.round(rate),
+          });
           subscriber.next(row);
         },
         error: (error: unknown) => subscriber.error(error),

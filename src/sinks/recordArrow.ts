@@ -31,7 +31,10 @@ export const END_OF_STREAM = Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0
  * @example
  * rows$.pipe(toRecordBatches(schema), recordArrow('runs/ring.arrows')).subscribe();
  */
-export function recordArrow(path: string, options: RecordArrowOptions = {}): MonoTypeOperatorFunction<RecordBatch> {
+export function recordArrow(
+  path: string,
+  options: RecordArrowOptions = {},
+): MonoTypeOperatorFunction<RecordBatch> {
   checkKeys('recordArrow', options, ['overwrite', 'fsync', 'append']);
   const append = checkBoolean('append', options.append ?? false);
   const overwrite = checkBoolean('overwrite', options.overwrite ?? false);
@@ -47,7 +50,14 @@ export function recordArrow(path: string, options: RecordArrowOptions = {}): Mon
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         subscriber.error(
-          new GrngError('invalid-option', code === 'EEXIST' ? `recording ${path} already exists (choose another name, or overwrite it explicitly)` : `cannot create recording ${path}: ${(error as Error).message}`, { option: 'record', path }, { cause: error }),
+          new GrngError(
+            'invalid-option',
+            code === 'EEXIST'
+              ? `recording ${path} already exists (choose another name, or overwrite it explicitly)`
+              : `cannot create recording ${path}: ${(error as Error).message}`,
+            { option: 'record', path },
+            { cause: error },
+          ),
         );
         return;
       }
@@ -77,7 +87,14 @@ export function recordArrow(path: string, options: RecordArrowOptions = {}): Mon
             write(encodeMessages(batch, !schemaWritten));
             schemaWritten = true;
           } catch (error) {
-            subscriber.error(new GrngError('internal', `cannot write recording ${path}: ${(error as Error).message}`, { path }, { cause: error }));
+            subscriber.error(
+              new GrngError(
+                'internal',
+                `cannot write recording ${path}: ${(error as Error).message}`,
+                { path },
+                { cause: error },
+              ),
+            );
             return;
           }
           subscriber.next(batch);
@@ -90,7 +107,14 @@ export function recordArrow(path: string, options: RecordArrowOptions = {}): Mon
           try {
             finish();
           } catch (error) {
-            subscriber.error(new GrngError('internal', `cannot finish recording ${path}: ${(error as Error).message}`, { path }, { cause: error }));
+            subscriber.error(
+              new GrngError(
+                'internal',
+                `cannot finish recording ${path}: ${(error as Error).message}`,
+                { path },
+                { cause: error },
+              ),
+            );
             return;
           }
           subscriber.complete();

@@ -43,9 +43,17 @@ export function reopenRecording(path: string, throughStep: number): ReopenedReco
   }
   try {
     // The schema message (with the run's metadata) first, through an empty batch of it.
-    writeFileAtomically(path, [encodeMessages(rowsToRecordBatch(recording.schema, []), true), ...kept.map((b) => encodeMessages(b, false))]);
+    writeFileAtomically(path, [
+      encodeMessages(rowsToRecordBatch(recording.schema, []), true),
+      ...kept.map((b) => encodeMessages(b, false)),
+    ]);
   } catch (error) {
-    throw new GrngError('invalid-option', `cannot reopen recording ${path} to append: ${(error as Error).message}`, { option: 'record', path }, { cause: error });
+    throw new GrngError(
+      'invalid-option',
+      `cannot reopen recording ${path} to append: ${(error as Error).message}`,
+      { option: 'record', path },
+      { cause: error },
+    );
   }
   return { run: recording.run, schema: recording.schema, batches: kept, rows, lastStep };
 }

@@ -24,7 +24,17 @@ export type HubEvent =
  * client that connects late gets everything, and announces new runs, batches and ends.
  */
 export class RunHub {
-  private readonly known = new Map<string, { run: RecordedRun; schema: Schema; batches: RecordBatch[]; rows: number; finished: boolean; recordingPath?: string }>();
+  private readonly known = new Map<
+    string,
+    {
+      run: RecordedRun;
+      schema: Schema;
+      batches: RecordBatch[];
+      rows: number;
+      finished: boolean;
+      recordingPath?: string;
+    }
+  >();
   private readonly subject = new Subject<HubEvent>();
 
   /** Runs, batches and ends as they happen (history is in `runs()`). */
@@ -42,10 +52,21 @@ export class RunHub {
     return r && { ...r, batches: [...r.batches] };
   }
 
-  addRun(run: RecordedRun, schema: Schema, options: { recordingPath?: string; batches?: readonly RecordBatch[]; finished?: boolean } = {}): void {
+  addRun(
+    run: RecordedRun,
+    schema: Schema,
+    options: { recordingPath?: string; batches?: readonly RecordBatch[]; finished?: boolean } = {},
+  ): void {
     if (this.known.has(run.id)) throw new Error(`run ${run.id} is already in the hub`);
     const batches = [...(options.batches ?? [])];
-    const entry = { run, schema, batches, rows: batches.reduce((n, b) => n + b.numRows, 0), finished: options.finished ?? false, ...(options.recordingPath ? { recordingPath: options.recordingPath } : {}) };
+    const entry = {
+      run,
+      schema,
+      batches,
+      rows: batches.reduce((n, b) => n + b.numRows, 0),
+      finished: options.finished ?? false,
+      ...(options.recordingPath ? { recordingPath: options.recordingPath } : {}),
+    };
     this.known.set(run.id, entry);
     this.subject.next({ type: 'run', run: { ...entry, batches: [...batches] } });
   }

@@ -19,17 +19,28 @@ import type { HubEvent, HubRun, RunHub } from './runHub.js';
 export interface ServerOptions {
   /** Where runs, their history and live batches come from. */
   readonly hub: RunHub;
-  /** Address to bind; default `127.0.0.1` (only this machine). `0.0.0.0` opens it to the network. */
+  /**
+   * Address to bind; default `127.0.0.1` (only this machine). `0.0.0.0` opens it to the network.
+   */
   readonly host?: string | undefined;
   /** Port; default 8080; 0 picks any free port. */
   readonly port?: number | undefined;
-  /** When set, every request and WebSocket upgrade must carry it (`?token=` or `Authorization: Bearer`). */
+  /**
+   * When set, every request and WebSocket upgrade must carry it (`?token=` or `Authorization:
+   * Bearer`).
+   */
   readonly token?: string | undefined;
   /** Folder holding index.html, app.js and app.css; default the package's dist/dashboard. */
   readonly dashboardDir?: string | undefined;
-  /** Bound of each client's send queue in bytes (estimated Arrow size of its waiting rows); default 1 MiB. */
+  /**
+   * Bound of each client's send queue in bytes (estimated Arrow size of its waiting rows); default
+   * 1 MiB.
+   */
   readonly maxQueuedBytes?: number | undefined;
-  /** WebSocket ping interval; a client that has not answered the previous ping is dropped. Default 15 000. */
+  /**
+   * WebSocket ping interval; a client that has not answered the previous ping is dropped. Default
+   * 15 000.
+   */
   readonly heartbeatMs?: number | undefined;
   /** Rows per history message; default 4096. */
   readonly historyChunkRows?: number | undefined;
@@ -62,14 +73,20 @@ export interface ClientStats {
 
 /** A running server. */
 export interface ServerHandle {
-  /** The dashboard's address, with `?token=` when a token is set (a loopback address when bound to all interfaces). */
+  /**
+   * The dashboard's address, with `?token=` when a token is set (a loopback address when bound to
+   * all interfaces).
+   */
   readonly url: string;
   readonly host: string;
   readonly port: number;
   /** Connected WebSocket clients. */
   clients(): number;
   stats(): { clients: ClientStats[] };
-  /** Stops the heartbeat, closes every client with 1001, unsubscribes from the hub, closes the HTTP server. */
+  /**
+   * Stops the heartbeat, closes every client with 1001, unsubscribes from the hub, closes the HTTP
+   * server.
+   */
   close(): Promise<void>;
 }
 
@@ -84,7 +101,10 @@ const MAX_SUBSCRIBED_RUNS = 256;
 const MAX_RUN_ID_LENGTH = 256;
 /** Sockets beyond the WebSocket clients (page loads, downloads, handshakes in progress). */
 const MAX_HTTP_SOCKETS = 128;
-/** Live batches whose encoding is kept for the next clients (each client that keeps up sends the same one). */
+/**
+ * Live batches whose encoding is kept for the next clients (each client that keeps up sends the
+ * same one).
+ */
 const ENCODING_CACHE_SIZE = 8;
 /** How long a client refused for being one too many is asked to wait. */
 const RETRY_AFTER_S = 5;
@@ -94,17 +114,42 @@ const DASHBOARD_FILES: Readonly<Record<string, { file: string; type: string }>> 
   '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
   '/app.css': { file: 'app.css', type: 'text/css; charset=utf-8' },
 };
-const KNOWN_OPTIONS = ['hub', 'host', 'port', 'token', 'dashboardDir', 'maxQueuedBytes', 'heartbeatMs', 'historyChunkRows', 'maxClients', 'httpTimeoutMs'];
+const KNOWN_OPTIONS = [
+  'hub',
+  'host',
+  'port',
+  'token',
+  'dashboardDir',
+  'maxQueuedBytes',
+  'heartbeatMs',
+  'historyChunkRows',
+  'maxClients',
+  'httpTimeoutMs',
+];
 
 const SERVER_NAME = `grng ${packageVersion()}`;
 
-type TextItem = { readonly kind: 'text'; readonly text: string; readonly bytes: number; readonly counted: boolean; readonly pong?: true };
-type HistoryItem = { readonly kind: 'history'; readonly runId: string; readonly schema: Schema; readonly batches: readonly RecordBatch[]; readonly rows: number };
+type TextItem = {
+  readonly kind: 'text';
+  readonly text: string;
+  readonly bytes: number;
+  readonly counted: boolean;
+  readonly pong?: true;
+};
+type HistoryItem = {
+  readonly kind: 'history';
+  readonly runId: string;
+  readonly schema: Schema;
+  readonly batches: readonly RecordBatch[];
+  readonly rows: number;
+};
 interface LiveItem {
   readonly kind: 'live';
   readonly runId: string;
   readonly schema: Schema;
-  /** Waiting batches from `head` on (dropped ones before it), less `skip` dropped rows of the first. */
+  /**
+   * Waiting batches from `head` on (dropped ones before it), less `skip` dropped rows of the first.
+   */
   batches: RecordBatch[];
   head: number;
   skip: number;
@@ -150,25 +195,62 @@ interface Client {
  * await server.close();
  */
 export async function startServer(options: ServerOptions): Promise<ServerHandle> {
-  if (typeof options !== 'object' || options === null) invalidOption('server options', options, 'an object');
+  if (typeof options !== 'object' || options === null)
+    invalidOption('server options', options, 'an object');
   checkKeys('server', options, KNOWN_OPTIONS);
   const hub = options.hub;
-  if (typeof hub !== 'object' || hub === null || typeof hub.runs !== 'function' || typeof hub.run !== 'function' || typeof hub.events?.subscribe !== 'function') {
+  if (
+    typeof hub !== 'object' ||
+    hub === null ||
+    typeof hub.runs !== 'function' ||
+    typeof hub.run !== 'function' ||
+    typeof hub.events?.subscribe !== 'function'
+  ) {
     invalidOption('hub', hub, 'a RunHub');
   }
   const host = options.host ?? '127.0.0.1';
-  if (typeof host !== 'string' || host.trim() === '' || /\s/.test(host)) invalidOption('host', host, 'an address such as 127.0.0.1 or 0.0.0.0');
+  if (typeof host !== 'string' || host.trim() === '' || /\s/.test(host))
+    invalidOption('host', host, 'an address such as 127.0.0.1 or 0.0.0.0');
   const port = options.port === undefined ? 8080 : checkInteger('port', options.port, 0, 65535);
   const token = options.token;
-  if (token !== undefined && (typeof token !== 'string' || token.length === 0 || token.length > 1024 || /[\s\x00-\x1f\x7f]/.test(token))) {
-    invalidOption('token', '<hidden>', 'a non-empty string of at most 1024 characters without spaces');
+  if (
+    token !== undefined &&
+    (typeof token !== 'string' ||
+      token.length === 0 ||
+      token.length > 1024 ||
+      /[\s\x00-\x1f\x7f]/.test(token))
+  ) {
+    invalidOption(
+      'token',
+      '<hidden>',
+      'a non-empty string of at most 1024 characters without spaces',
+    );
   }
-  const dashboardDir = resolve(options.dashboardDir === undefined ? defaultDashboardDir() : checkPath('dashboardDir', options.dashboardDir));
-  const maxQueuedBytes = options.maxQueuedBytes === undefined ? 1024 * 1024 : checkInteger('maxQueuedBytes', options.maxQueuedBytes, 64 * 1024);
-  const heartbeatMs = options.heartbeatMs === undefined ? 15_000 : checkInteger('heartbeatMs', options.heartbeatMs, 10, 2 ** 31 - 1);
-  const historyChunkRows = options.historyChunkRows === undefined ? 4096 : checkInteger('historyChunkRows', options.historyChunkRows, 1, 1 << 20);
-  const maxClients = options.maxClients === undefined ? 64 : checkInteger('maxClients', options.maxClients, 1, 100_000);
-  const httpTimeoutMs = options.httpTimeoutMs === undefined ? 10_000 : checkInteger('httpTimeoutMs', options.httpTimeoutMs, 100, 2 ** 31 - 1);
+  const dashboardDir = resolve(
+    options.dashboardDir === undefined
+      ? defaultDashboardDir()
+      : checkPath('dashboardDir', options.dashboardDir),
+  );
+  const maxQueuedBytes =
+    options.maxQueuedBytes === undefined
+      ? 1024 * 1024
+      : checkInteger('maxQueuedBytes', options.maxQueuedBytes, 64 * 1024);
+  const heartbeatMs =
+    options.heartbeatMs === undefined
+      ? 15_000
+      : checkInteger('heartbeatMs', options.heartbeatMs, 10, 2 ** 31 - 1);
+  const historyChunkRows =
+    options.historyChunkRows === undefined
+      ? 4096
+      : checkInteger('historyChunkRows', options.historyChunkRows, 1, 1 << 20);
+  const maxClients =
+    options.maxClients === undefined
+      ? 64
+      : checkInteger('maxClients', options.maxClients, 1, 100_000);
+  const httpTimeoutMs =
+    options.httpTimeoutMs === undefined
+      ? 10_000
+      : checkInteger('httpTimeoutMs', options.httpTimeoutMs, 100, 2 ** 31 - 1);
   const tokenDigest = token === undefined ? undefined : sha256(token);
 
   const clients = new Set<Client>();
@@ -212,11 +294,15 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     if (asset) return serveDashboardFile(res, asset.file, asset.type, head);
     if (path === '/api/runs') {
       const body = Buffer.from(JSON.stringify(hub.runs().map(describe)));
-      res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': body.byteLength });
+      res.writeHead(200, {
+        'Content-Type': 'application/json; charset=utf-8',
+        'Content-Length': body.byteLength,
+      });
       res.end(head ? undefined : body);
       return;
     }
-    if (path === '/ws') return text(res, 426, 'this is the WebSocket endpoint: connect with a WebSocket client');
+    if (path === '/ws')
+      return text(res, 426, 'this is the WebSocket endpoint: connect with a WebSocket client');
     const download = /^\/runs\/([^/]+)\.arrows$/.exec(path);
     if (download) {
       let id: string;
@@ -232,7 +318,12 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     return text(res, 404, 'not found');
   }
 
-  async function serveDashboardFile(res: ServerResponse, file: string, type: string, head: boolean): Promise<void> {
+  async function serveDashboardFile(
+    res: ServerResponse,
+    file: string,
+    type: string,
+    head: boolean,
+  ): Promise<void> {
     const full = resolve(dashboardDir, file);
     if (!full.startsWith(dashboardDir + sep)) return text(res, 404, 'not found');
     let body: Buffer;
@@ -254,11 +345,16 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     // A finished run's recording is complete; a live one may be mid-write, so its rows come
     // from the hub, which holds the same rows as whole batches.
     if (run.recordingPath && run.finished) {
-      const size = await stat(run.recordingPath).then((s) => (s.isFile() ? s.size : 0), () => 0);
+      const size = await stat(run.recordingPath).then(
+        (s) => (s.isFile() ? s.size : 0),
+        () => 0,
+      );
       if (size > 0) {
         res.writeHead(200, { ...headers, 'Content-Length': size });
         if (head) return void res.end();
-        await pipeline(createReadStream(run.recordingPath, { start: 0, end: size - 1 }), res).catch(() => res.destroy());
+        await pipeline(createReadStream(run.recordingPath, { start: 0, end: size - 1 }), res).catch(
+          () => res.destroy(),
+        );
         return;
       }
     }
@@ -291,7 +387,12 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
 
   // ---- WebSocket -----------------------------------------------------------------------------
 
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_CLIENT_MESSAGE, perMessageDeflate: false, clientTracking: false });
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: MAX_CLIENT_MESSAGE,
+    perMessageDeflate: false,
+    clientTracking: false,
+  });
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
@@ -302,7 +403,13 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     if (url.pathname !== '/ws') return refuseUpgrade(socket, 404);
     if (closing) return refuseUpgrade(socket, 503, 'the server is shutting down');
     // handleUpgrade completes synchronously (no verifyClient), so `clients` is exact here.
-    if (clients.size >= maxClients) return refuseUpgrade(socket, 503, `too many clients (at most ${maxClients}); try again later`, { 'Retry-After': String(RETRY_AFTER_S) });
+    if (clients.size >= maxClients)
+      return refuseUpgrade(
+        socket,
+        503,
+        `too many clients (at most ${maxClients}); try again later`,
+        { 'Retry-After': String(RETRY_AFTER_S) },
+      );
     wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws));
   });
 
@@ -335,7 +442,16 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     // Everything up to `ready` is queued in one synchronous go: no hub event can slip between
     // the snapshot and the live stream, or appear in both.
     const runs = hub.runs();
-    pushText(client, JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, server: SERVER_NAME, runs: runs.map(describe) }), false);
+    pushText(
+      client,
+      JSON.stringify({
+        type: 'hello',
+        protocol: PROTOCOL_VERSION,
+        server: SERVER_NAME,
+        runs: runs.map(describe),
+      }),
+      false,
+    );
     for (const run of runs) queueRunHistory(client, run, false);
     pushText(client, JSON.stringify({ type: 'ready' }), false);
     scheduleFlush(client);
@@ -353,14 +469,19 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
   function onClientMessage(client: Client, data: RawData, isBinary: boolean): void {
     if (client.closed) return;
     if (isBinary) return refuse(client, 'binary messages are not accepted');
-    const textData = Buffer.isBuffer(data) ? data.toString('utf8') : Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data).toString('utf8');
+    const textData = Buffer.isBuffer(data)
+      ? data.toString('utf8')
+      : Array.isArray(data)
+        ? Buffer.concat(data).toString('utf8')
+        : Buffer.from(data).toString('utf8');
     let message: unknown;
     try {
       message = JSON.parse(textData);
     } catch {
       return refuse(client, 'invalid JSON');
     }
-    if (typeof message !== 'object' || message === null || Array.isArray(message)) return refuse(client, 'a message must be a JSON object');
+    if (typeof message !== 'object' || message === null || Array.isArray(message))
+      return refuse(client, 'a message must be a JSON object');
     const fields = message as Record<string, unknown>;
     const keys = Object.keys(fields);
     switch (fields.type) {
@@ -374,19 +495,32 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
         }
         return;
       case 'subscribe': {
-        if (keys.length !== 2 || !('runs' in fields)) return refuse(client, 'subscribe takes exactly "type" and "runs"');
+        if (keys.length !== 2 || !('runs' in fields))
+          return refuse(client, 'subscribe takes exactly "type" and "runs"');
         const runs = fields.runs;
         if (runs === null) {
           client.subscribed = null;
           return;
         }
-        if (!Array.isArray(runs) || runs.length > MAX_SUBSCRIBED_RUNS) return refuse(client, `"runs" must be null or an array of at most ${MAX_SUBSCRIBED_RUNS} run ids`);
-        if (!runs.every((r) => typeof r === 'string' && r.length > 0 && r.length <= MAX_RUN_ID_LENGTH)) return refuse(client, '"runs" must hold non-empty run id strings');
+        if (!Array.isArray(runs) || runs.length > MAX_SUBSCRIBED_RUNS)
+          return refuse(
+            client,
+            `"runs" must be null or an array of at most ${MAX_SUBSCRIBED_RUNS} run ids`,
+          );
+        if (
+          !runs.every((r) => typeof r === 'string' && r.length > 0 && r.length <= MAX_RUN_ID_LENGTH)
+        )
+          return refuse(client, '"runs" must hold non-empty run id strings');
         subscribe(client, new Set(runs as string[]));
         return;
       }
       default:
-        return refuse(client, typeof fields.type === 'string' ? `unknown message type ${JSON.stringify(fields.type)}` : 'a message needs a string "type"');
+        return refuse(
+          client,
+          typeof fields.type === 'string'
+            ? `unknown message type ${JSON.stringify(fields.type)}`
+            : 'a message needs a string "type"',
+        );
     }
   }
 
@@ -411,18 +545,38 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
   // ---- queues --------------------------------------------------------------------------------
 
   function pushText(client: Client, text: string, counted: boolean, pong = false): void {
-    const item: TextItem = { kind: 'text', text, bytes: 2 * text.length, counted, ...(pong ? { pong: true as const } : {}) };
+    const item: TextItem = {
+      kind: 'text',
+      text,
+      bytes: 2 * text.length,
+      counted,
+      ...(pong ? { pong: true as const } : {}),
+    };
     client.queue.push(item);
     if (counted) client.queuedBytes += item.bytes;
   }
 
-  /** Queues a run's description, its rows so far as history messages and its end (uncounted: hub memory). */
-  function queueRunHistory(client: Client, run: HubRun, counted: boolean, runText = JSON.stringify({ type: 'run', run: describe(run) })): void {
+  /**
+   * Queues a run's description, its rows so far as history messages and its end (uncounted: hub
+   * memory).
+   */
+  function queueRunHistory(
+    client: Client,
+    run: HubRun,
+    counted: boolean,
+    runText = JSON.stringify({ type: 'run', run: describe(run) }),
+  ): void {
     pushText(client, runText, counted);
     let chunk: RecordBatch[] = [];
     let rows = 0;
     const flushChunk = (): void => {
-      client.queue.push({ kind: 'history', runId: run.run.id, schema: run.schema, batches: chunk, rows });
+      client.queue.push({
+        kind: 'history',
+        runId: run.run.id,
+        schema: run.schema,
+        batches: chunk,
+        rows,
+      });
       chunk = [];
       rows = 0;
     };
@@ -430,7 +584,9 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
       let offset = 0;
       while (offset < batch.numRows) {
         const take = Math.min(batch.numRows - offset, historyChunkRows - rows);
-        chunk.push(offset === 0 && take === batch.numRows ? batch : batch.slice(offset, offset + take));
+        chunk.push(
+          offset === 0 && take === batch.numRows ? batch : batch.slice(offset, offset + take),
+        );
         rows += take;
         offset += take;
         if (rows === historyChunkRows) flushChunk();
@@ -447,7 +603,17 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     if (n === 0) return;
     let item = client.live.get(runId);
     if (!item) {
-      item = { kind: 'live', runId, schema: batch.schema, batches: [], head: 0, skip: 0, rows: 0, bytes: LIVE_ITEM_OVERHEAD, perRow: rowBytes(batch.schema) };
+      item = {
+        kind: 'live',
+        runId,
+        schema: batch.schema,
+        batches: [],
+        head: 0,
+        skip: 0,
+        rows: 0,
+        bytes: LIVE_ITEM_OVERHEAD,
+        perRow: rowBytes(batch.schema),
+      };
       client.live.set(runId, item);
       client.queue.push(item);
       client.queuedBytes += item.bytes;
@@ -469,7 +635,11 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
       for (const item of client.live.values()) {
         if (client.queuedBytes <= maxQueuedBytes) break;
         if (item.rows === 0) continue;
-        dropRows(client, item, Math.min(item.rows, Math.ceil((client.queuedBytes - maxQueuedBytes) / item.perRow)));
+        dropRows(
+          client,
+          item,
+          Math.min(item.rows, Math.ceil((client.queuedBytes - maxQueuedBytes) / item.perRow)),
+        );
       }
       if (client.queuedBytes > maxQueuedBytes) {
         forget(client);
@@ -526,14 +696,27 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     const onWritten = (error?: Error): void => {
       if (!error) scheduleFlush(client);
     };
-    while (!client.closed && client.queue.length > 0 && ws.readyState === WebSocket.OPEN && ws.bufferedAmount < SEND_THRESHOLD) {
+    while (
+      !client.closed &&
+      client.queue.length > 0 &&
+      ws.readyState === WebSocket.OPEN &&
+      ws.bufferedAmount < SEND_THRESHOLD
+    ) {
       const item = client.queue.shift()!;
       if (item.kind === 'text') {
         if (item.counted) client.queuedBytes -= item.bytes;
         if (item.pong) client.pongQueued = false;
         ws.send(item.text, onWritten);
       } else if (item.kind === 'history') {
-        ws.send(JSON.stringify({ type: 'batch', runId: item.runId, rows: item.rows, missed: 0, history: true }));
+        ws.send(
+          JSON.stringify({
+            type: 'batch',
+            runId: item.runId,
+            rows: item.rows,
+            missed: 0,
+            history: true,
+          }),
+        );
         ws.send(encodeStream(item.batches, item.schema), onWritten);
       } else {
         if (client.live.get(item.runId) === item) client.live.delete(item.runId);
@@ -541,10 +724,21 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
         const missed = client.missed.get(item.runId) ?? 0;
         client.missed.delete(item.runId);
         if (item.rows === 0 && missed === 0) continue;
-        ws.send(JSON.stringify({ type: 'batch', runId: item.runId, rows: item.rows, missed, history: false }));
+        ws.send(
+          JSON.stringify({
+            type: 'batch',
+            runId: item.runId,
+            rows: item.rows,
+            missed,
+            history: false,
+          }),
+        );
         const batches = item.batches.slice(item.head);
         if (item.skip > 0) batches[0] = batches[0]!.slice(item.skip);
-        const bytes = batches.length === 1 && item.skip === 0 ? encodeHubBatch(batches[0]!) : encodeStream(batches, item.schema);
+        const bytes =
+          batches.length === 1 && item.skip === 0
+            ? encodeHubBatch(batches[0]!)
+            : encodeStream(batches, item.schema);
         ws.send(bytes, onWritten);
       }
     }
@@ -556,7 +750,8 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     if (bytes === undefined) {
       bytes = encodeStream([batch]);
       recentEncodings.set(batch, bytes);
-      if (recentEncodings.size > ENCODING_CACHE_SIZE) recentEncodings.delete(recentEncodings.keys().next().value!);
+      if (recentEncodings.size > ENCODING_CACHE_SIZE)
+        recentEncodings.delete(recentEncodings.keys().next().value!);
     }
     return bytes;
   }
@@ -565,8 +760,10 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
 
   function onHubEvent(event: HubEvent): void {
     if (clients.size === 0) return;
-    const runText = event.type === 'run' ? JSON.stringify({ type: 'run', run: describe(event.run) }) : undefined;
-    const endText = event.type === 'end' ? JSON.stringify({ type: 'end', runId: event.runId }) : undefined;
+    const runText =
+      event.type === 'run' ? JSON.stringify({ type: 'run', run: describe(event.run) }) : undefined;
+    const endText =
+      event.type === 'end' ? JSON.stringify({ type: 'end', runId: event.runId }) : undefined;
     for (const client of clients) {
       // Never let one client's trouble reach the training loop that called the hub.
       try {
@@ -636,7 +833,14 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
   server.on('error', () => undefined);
 
   const address = server.address() as AddressInfo;
-  const urlHost = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host;
+  const urlHost =
+    host === '0.0.0.0'
+      ? '127.0.0.1'
+      : host === '::'
+        ? '[::1]'
+        : host.includes(':')
+          ? `[${host}]`
+          : host;
   const url = `http://${urlHost}:${address.port}/${token === undefined ? '' : `?token=${encodeURIComponent(token)}`}`;
 
   async function close(): Promise<void> {
@@ -715,17 +919,32 @@ function requestUrl(req: IncomingMessage): URL | undefined {
 
 function text(res: ServerResponse, status: number, message: string): void {
   const body = Buffer.from(`${message}\n`);
-  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': body.byteLength });
+  res.writeHead(status, {
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Content-Length': body.byteLength,
+  });
   res.end(res.req.method === 'HEAD' ? undefined : body);
 }
 
-function refuseUpgrade(socket: Duplex, status: number, reason = STATUS_CODES[status] ?? 'Error', extraHeaders: Readonly<Record<string, string>> = {}): void {
+function refuseUpgrade(
+  socket: Duplex,
+  status: number,
+  reason = STATUS_CODES[status] ?? 'Error',
+  extraHeaders: Readonly<Record<string, string>> = {},
+): void {
   const body = `${reason}\n`;
-  const headers = { ...(status === 401 ? { 'WWW-Authenticate': 'Bearer realm="grng"' } : {}), ...extraHeaders };
-  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+  const headers = {
+    ...(status === 401 ? { 'WWW-Authenticate': 'Bearer realm="grng"' } : {}),
+    ...extraHeaders,
+  };
+  const extra = Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
   if (!socket.writable) return void socket.destroy();
   socket.once('finish', () => socket.destroy());
-  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`);
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`,
+  );
 }
 
 function sha256(value: string): Buffer {
@@ -740,30 +959,57 @@ function clip(reason: string, max: number): string {
 }
 
 function checkPath(option: string, value: unknown): string {
-  if (typeof value !== 'string' || value.length === 0) invalidOption(option, value, 'a folder path');
+  if (typeof value !== 'string' || value.length === 0)
+    invalidOption(option, value, 'a folder path');
   return value;
 }
 
 function listenError(error: unknown, host: string, port: number): GrngError {
   const code = (error as { code?: unknown }).code;
-  if (code === 'EADDRINUSE') return new GrngError('invalid-option', `port ${port} is in use on ${host}; pass --port 0 for any free port`, { option: 'port', value: port }, { cause: error });
-  if (code === 'EACCES') return new GrngError('invalid-option', `port ${port} on ${host} needs privileges; pass a port above 1023 or --port 0`, { option: 'port', value: port }, { cause: error });
+  if (code === 'EADDRINUSE')
+    return new GrngError(
+      'invalid-option',
+      `port ${port} is in use on ${host}; pass --port 0 for any free port`,
+      { option: 'port', value: port },
+      { cause: error },
+    );
+  if (code === 'EACCES')
+    return new GrngError(
+      'invalid-option',
+      `port ${port} on ${host} needs privileges; pass a port above 1023 or --port 0`,
+      { option: 'port', value: port },
+      { cause: error },
+    );
   if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
-    return new GrngError('invalid-option', `cannot bind host ${JSON.stringify(host)}: not an address of this machine`, { option: 'host', value: host }, { cause: error });
+    return new GrngError(
+      'invalid-option',
+      `cannot bind host ${JSON.stringify(host)}: not an address of this machine`,
+      { option: 'host', value: host },
+      { cause: error },
+    );
   }
   const message = error instanceof Error ? error.message : String(error);
-  return new GrngError('invalid-option', `cannot listen on ${host}:${port}: ${message}`, { option: 'port', value: port }, { cause: error });
+  return new GrngError(
+    'invalid-option',
+    `cannot listen on ${host}:${port}: ${message}`,
+    { option: 'port', value: port },
+    { cause: error },
+  );
 }
 
 /** src/sinks → ../../dist/dashboard; dist/sinks → ../dashboard. */
 function defaultDashboardDir(): string {
   const here = dirname(fileURLToPath(import.meta.url));
-  return basename(dirname(here)) === 'src' ? resolve(here, '../../dist/dashboard') : resolve(here, '../dashboard');
+  return basename(dirname(here)) === 'src'
+    ? resolve(here, '../../dist/dashboard')
+    : resolve(here, '../dashboard');
 }
 
 function packageVersion(): string {
   try {
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    const pkg = JSON.parse(
+      readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+    ) as { version?: unknown };
     return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
   } catch {
     return '0.0.0';

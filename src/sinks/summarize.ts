@@ -23,7 +23,10 @@ export interface RunSummary {
   readonly meanGradNorm: number;
   /** Mean update/−gradient correlation over steps where it was computed. */
   readonly meanUpdateGradCorrelation: number;
-  /** Epochs (fractional) until the test accuracy first reached the target; null if never or no target. */
+  /**
+   * Epochs (fractional) until the test accuracy first reached the target; null if never or no
+   * target.
+   */
   readonly epochsToTarget: number | null;
 }
 
@@ -75,7 +78,11 @@ export function summarize(context: SummaryContext): OperatorFunction<MetricsRow,
           if (row.testAccuracy !== null) {
             testAccuracy = row.testAccuracy;
             testLoss = row.testLoss;
-            if (epochsToTarget === null && context.targetAccuracy !== undefined && row.testAccuracy >= context.targetAccuracy) {
+            if (
+              epochsToTarget === null &&
+              context.targetAccuracy !== undefined &&
+              row.testAccuracy >= context.targetAccuracy
+            ) {
               epochsToTarget = round((row.step + 1) / context.batchesPerEpoch, 4);
             }
           }
@@ -84,13 +91,17 @@ export function summarize(context: SummaryContext): OperatorFunction<MetricsRow,
         },
         error: (error: unknown) => subscriber.error(error),
         complete() {
-          const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+          const mean = (xs: number[]): number =>
+            xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
           subscriber.next({
             optimizer: context.optimizer,
             backend: context.backend,
             dataset: context.dataset,
             steps,
-            epochs: steps === 0 ? 0 : round(lastEpoch + (lastIndexInEpoch + 1) / context.batchesPerEpoch, 4),
+            epochs:
+              steps === 0
+                ? 0
+                : round(lastEpoch + (lastIndexInEpoch + 1) / context.batchesPerEpoch, 4),
             finalLoss: mean(recentLosses),
             testAccuracy,
             testLoss,

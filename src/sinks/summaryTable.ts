@@ -1,7 +1,10 @@
 import type { RunSummary } from './summarize.js';
 
 /** A plain-text table of run summaries, one row per run, for the terminal. */
-export function formatSummaryTable(summaries: readonly RunSummary[], { targetAccuracy }: { targetAccuracy?: number } = {}): string {
+export function formatSummaryTable(
+  summaries: readonly RunSummary[],
+  { targetAccuracy }: { targetAccuracy?: number } = {},
+): string {
   const columns: Array<[string, (s: RunSummary) => string]> = [
     ['optimizer', (s) => s.optimizer],
     ['backend', (s) => s.backend],
@@ -16,12 +19,20 @@ export function formatSummaryTable(summaries: readonly RunSummary[], { targetAcc
     ['mean ‖g‖', (s) => fixed(s.meanGradNorm, 4)],
   ];
   if (targetAccuracy !== undefined) {
-    columns.push([`epochs→${targetAccuracy}`, (s) => fixed(s.epochsToTarget, 2)], ['corr(u,−g)', (s) => fixed(s.meanUpdateGradCorrelation, 3)]);
+    columns.push(
+      [`epochs→${targetAccuracy}`, (s) => fixed(s.epochsToTarget, 2)],
+      ['corr(u,−g)', (s) => fixed(s.meanUpdateGradCorrelation, 3)],
+    );
   }
   const cells = [columns.map(([h]) => h), ...summaries.map((s) => columns.map(([, f]) => f(s)))];
   const widths = columns.map((_, c) => Math.max(...cells.map((row) => row[c]!.length)));
-  const line = (row: string[]): string => row.map((cell, c) => (c < 3 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');
-  return [line(cells[0]!), widths.map((w) => '─'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n');
+  const line = (row: string[]): string =>
+    row.map((cell, c) => (c < 3 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');
+  return [
+    line(cells[0]!),
+    widths.map((w) => '─'.repeat(w)).join('  '),
+    ...cells.slice(1).map(line),
+  ].join('\n');
 }
 
 function fixed(value: number | null, digits: number): string {

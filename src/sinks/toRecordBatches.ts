@@ -22,7 +22,10 @@ export interface RecordBatchOptions {
  * @example
  * rows$.pipe(toRecordBatches(metricsSchema(run)), recordArrow('runs/a.arrows'));
  */
-export function toRecordBatches(schema: Schema, options: RecordBatchOptions = {}): OperatorFunction<MetricsRow, RecordBatch> {
+export function toRecordBatches(
+  schema: Schema,
+  options: RecordBatchOptions = {},
+): OperatorFunction<MetricsRow, RecordBatch> {
   checkKeys('record batch', options, ['maxRows', 'maxMs', 'flushOn']);
   const maxRows = checkInteger('maxRows', options.maxRows ?? 64, 1);
   const maxMs = checkInteger('maxMs', options.maxMs ?? 250, 0);

@@ -29,7 +29,10 @@ export interface SourcePosition {
   /** The next step to make. */
   readonly step: number;
   readonly epoch: number;
-  /** Index in the epoch of the next batch; equal to the batches per epoch when a new epoch (and shuffle) is due. */
+  /**
+   * Index in the epoch of the next batch; equal to the batches per epoch when a new epoch (and
+   * shuffle) is due.
+   */
   readonly index: number;
   /** This epoch's row order. */
   readonly order: Int32Array;
@@ -46,11 +49,19 @@ export interface SourceControl {
    * batch is made (so nothing is in flight: a checkpoint sees the state after `step - 1`).
    * `position()` describes where the source stands; resolve `true` to complete the source now.
    */
-  between?(at: { readonly step: number; readonly last: boolean; position(): SourcePosition }): boolean | Promise<boolean>;
+  between?(at: {
+    readonly step: number;
+    readonly last: boolean;
+    position(): SourcePosition;
+  }): boolean | Promise<boolean>;
 }
 
 /** Number of batches per epoch for a split size under a partial-batch policy. */
-export function batchesPerEpoch(n: number, batchSize: number, partial: 'keep' | 'drop' = 'keep'): number {
+export function batchesPerEpoch(
+  n: number,
+  batchSize: number,
+  partial: 'keep' | 'drop' = 'keep',
+): number {
   return partial === 'drop' ? Math.floor(n / batchSize) : Math.ceil(n / batchSize);
 }
 
@@ -68,7 +79,15 @@ export function batchesPerEpoch(n: number, batchSize: number, partial: 'keep' | 
  * batches(data.train, { batchSize: 128, epochs: 2, seed: 1 }).subscribe((b) => console.log(b.step));
  */
 export function batches(split: Split, options: BatchOptions): Observable<Batch> {
-  checkKeys('batch', options, ['batchSize', 'epochs', 'steps', 'seed', 'shuffle', 'partial', 'control']);
+  checkKeys('batch', options, [
+    'batchSize',
+    'epochs',
+    'steps',
+    'seed',
+    'shuffle',
+    'partial',
+    'control',
+  ]);
   const batchSize = checkInteger('batchSize', options.batchSize, 1);
   const epochs = checkInteger('epochs', options.epochs ?? 1, 1);
   const maxSteps = options.steps === undefined ? Infinity : checkInteger('steps', options.steps, 1);
@@ -77,18 +96,31 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
   const partial = checkChoice('partial', options.partial ?? 'keep', ['keep', 'drop'] as const);
   const shape = exampleShape(split);
   const perEpoch = batchesPerEpoch(split.n, batchSize, partial);
-  if (perEpoch === 0) invalidOption('batchSize', batchSize, `at most ${split.n} (the number of rows) when partial batches are dropped`);
+  if (perEpoch === 0)
+    invalidOption(
+      'batchSize',
+      batchSize,
+      `at most ${split.n} (the number of rows) when partial batches are dropped`,
+    );
   const totalSteps = Math.min(maxSteps, perEpoch * epochs);
   const control = options.control;
   const start = control?.start;
   if (start && (start.order.length !== split.n || start.index > perEpoch || start.step < 0)) {
-    invalidOption('resume position', { step: start.step, index: start.index, rows: start.order.length }, `a position in this data: ${split.n} rows, ${perEpoch} batches per epoch`);
+    invalidOption(
+      'resume position',
+      { step: start.step, index: start.index, rows: start.order.length },
+      `a position in this data: ${split.n} rows, ${perEpoch} batches per epoch`,
+    );
   }
 
   return new Observable<Batch>((subscriber) => {
     // The generator's state is kept so a checkpoint can save it and a resumed run continue it.
-    const rng = start ? seedrandom('', { state: start.rngState as seedrandom.State.Arc4 }) : seedrandom(`grng-batches-${seed}`, { state: true });
-    const order = start ? Int32Array.from(start.order) : Int32Array.from({ length: split.n }, (_, i) => i);
+    const rng = start
+      ? seedrandom('', { state: start.rngState as seedrandom.State.Arc4 })
+      : seedrandom(`grng-batches-${seed}`, { state: true });
+    const order = start
+      ? Int32Array.from(start.order)
+      : Int32Array.from({ length: split.n }, (_, i) => i);
     let current: tf.Tensor[] = [];
     let wake: (() => void) | undefined;
     const release = (): void => {
@@ -151,7 +183,11 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
         index += 1;
         if (control?.between && !subscriber.closed) {
           const at = { step, epoch, index };
-          const stop = await control.between({ step, last: step >= totalSteps, position: () => ({ ...at, order: order.slice(), rngState: rng.state() }) });
+          const stop = await control.between({
+            step,
+            last: step >= totalSteps,
+            position: () => ({ ...at, order: order.slice(), rngState: rng.state() }),
+          });
           if (stop) break;
         }
         await yieldToEventLoop();
@@ -169,7 +205,6 @@ export function batches(split: Split, options: BatchOptions): Observable<Batch> 
     };
   });
 }
-
 
 function fisherYates(order: Int32Array, rng: () => number): void {
   for (let i = order.length - 1; i > 0; i--) {

@@ -20,7 +20,13 @@ const CONTINUATION = 0xffffffff;
 const MAX_METADATA = 16 << 20;
 const HEADER_SCHEMA = 1;
 const HEADER_RECORD_BATCH = 3;
-const HEADER_NAMES: Record<number, string> = { 1: 'Schema', 2: 'DictionaryBatch', 3: 'RecordBatch', 4: 'Tensor', 5: 'SparseTensor' };
+const HEADER_NAMES: Record<number, string> = {
+  1: 'Schema',
+  2: 'DictionaryBatch',
+  3: 'RecordBatch',
+  4: 'Tensor',
+  5: 'SparseTensor',
+};
 
 interface Message {
   readonly offset: number;
@@ -44,7 +50,12 @@ export function readRecording(path: string): Recording {
   try {
     bytes = readFileSync(path);
   } catch (error) {
-    throw new GrngError('invalid-data', `cannot read recording ${path}: ${(error as Error).message}`, { path }, { cause: error });
+    throw new GrngError(
+      'invalid-data',
+      `cannot read recording ${path}: ${(error as Error).message}`,
+      { path },
+      { cause: error },
+    );
   }
   return parseRecording(bytes, path);
 }
@@ -62,35 +73,65 @@ export function parseRecording(bytes: Uint8Array, path: string): Recording {
   let offset = 0;
   while (offset < bytes.length) {
     if (bytes.length - offset < 8) {
-      truncated = { offset, reason: `${bytes.length - offset} bytes of a message header (8 expected)` };
+      truncated = {
+        offset,
+        reason: `${bytes.length - offset} bytes of a message header (8 expected)`,
+      };
       break;
     }
-    if (view.getUint32(offset, true) !== CONTINUATION) fail(offset, `expected the Arrow IPC continuation marker 0xFFFFFFFF, found 0x${view.getUint32(offset, true).toString(16).padStart(8, '0')}`);
+    if (view.getUint32(offset, true) !== CONTINUATION)
+      fail(
+        offset,
+        `expected the Arrow IPC continuation marker 0xFFFFFFFF, found 0x${view.getUint32(offset, true).toString(16).padStart(8, '0')}`,
+      );
     const metadataLength = view.getInt32(offset + 4, true);
     if (metadataLength === 0) {
       complete = true;
       offset += 8;
       break;
     }
-    if (metadataLength < 0 || metadataLength > MAX_METADATA || metadataLength % 8 !== 0) fail(offset + 4, `invalid message metadata length ${metadataLength} (expected a positive multiple of 8 up to ${MAX_METADATA})`);
+    if (metadataLength < 0 || metadataLength > MAX_METADATA || metadataLength % 8 !== 0)
+      fail(
+        offset + 4,
+        `invalid message metadata length ${metadataLength} (expected a positive multiple of 8 up to ${MAX_METADATA})`,
+      );
     const metaStart = offset + 8;
     if (metaStart + metadataLength > bytes.length) {
-      truncated = { offset, reason: `message metadata of ${metadataLength} bytes cut off after ${bytes.length - metaStart}` };
+      truncated = {
+        offset,
+        reason: `message metadata of ${metadataLength} bytes cut off after ${bytes.length - metaStart}`,
+      };
       break;
     }
     const { headerType, bodyLength } = readMessageHeader(view, metaStart, metadataLength, fail);
-    if (messages.length === 0 && headerType !== HEADER_SCHEMA) fail(offset, `expected a Schema message first, found ${HEADER_NAMES[headerType] ?? `header type ${headerType}`}`);
-    if (messages.length > 0 && headerType !== HEADER_RECORD_BATCH) fail(offset, `expected a RecordBatch message, found ${HEADER_NAMES[headerType] ?? `header type ${headerType}`}`);
+    if (messages.length === 0 && headerType !== HEADER_SCHEMA)
+      fail(
+        offset,
+        `expected a Schema message first, found ${HEADER_NAMES[headerType] ?? `header type ${headerType}`}`,
+      );
+    if (messages.length > 0 && headerType !== HEADER_RECORD_BATCH)
+      fail(
+        offset,
+        `expected a RecordBatch message, found ${HEADER_NAMES[headerType] ?? `header type ${headerType}`}`,
+      );
     const end = metaStart + metadataLength + bodyLength;
     if (end > bytes.length) {
-      truncated = { offset, reason: `record batch body of ${bodyLength} bytes cut off after ${bytes.length - metaStart - metadataLength}` };
+      truncated = {
+        offset,
+        reason: `record batch body of ${bodyLength} bytes cut off after ${bytes.length - metaStart - metadataLength}`,
+      };
       break;
     }
     messages.push({ offset, end, headerType });
     offset = end;
   }
-  if (complete && offset < bytes.length) fail(offset, `${bytes.length - offset} bytes after the end-of-stream marker`);
-  if (messages.length === 0) fail(0, truncated ? `file ends inside the schema message (${truncated.reason})` : 'no schema message');
+  if (complete && offset < bytes.length)
+    fail(offset, `${bytes.length - offset} bytes after the end-of-stream marker`);
+  if (messages.length === 0)
+    fail(
+      0,
+      truncated ? `file ends inside the schema message (${truncated.reason})` : 'no schema message',
+    );
 
   const schemaMessage = bytes.subarray(0, messages[0]!.end);
   let schema: Schema;
@@ -109,24 +150,38 @@ export function parseRecording(bytes: Uint8Array, path: string): Recording {
   for (const column of METRIC_COLUMNS) {
     const type = String(schema.fields.find((f) => f.name === column.name)!.type);
     const expected = column.type === 'int' ? 'Int32' : 'Float64';
-    if (type !== expected) fail(0, `the metric column ${column.name} has type ${type}, expected ${expected}`);
+    if (type !== expected)
+      fail(0, `the metric column ${column.name} has type ${type}, expected ${expected}`);
   }
   const wrongRunField = Object.entries(RUN_FIELD_TYPES).find(([key, type]) => {
     const value = (run as unknown as Record<string, unknown>)[key];
-    return key === 'group' ? value !== undefined && typeof value !== type : typeof value !== type || value === null;
+    return key === 'group'
+      ? value !== undefined && typeof value !== type
+      : typeof value !== type || value === null;
   });
-  if (wrongRunField) fail(0, `the grng.run metadata has no ${wrongRunField[1]} ${wrongRunField[0]}`);
+  if (wrongRunField)
+    fail(0, `the grng.run metadata has no ${wrongRunField[1]} ${wrongRunField[0]}`);
 
   const batches: RecordBatch[] = [];
   for (const message of messages.slice(1)) {
     try {
-      const reader = RecordBatchStreamReader.from(concat([schemaMessage, bytes.subarray(message.offset, message.end), EOS]));
+      const reader = RecordBatchStreamReader.from(
+        concat([schemaMessage, bytes.subarray(message.offset, message.end), EOS]),
+      );
       for (const batch of reader) batches.push(batch);
     } catch (error) {
       fail(message.offset, `record batch cannot be decoded (${(error as Error).message})`);
     }
   }
-  return { path, run: run!, schema, batches, rows: batches.reduce((n, b) => n + b.numRows, 0), ...(truncated ? { truncated } : {}), complete };
+  return {
+    path,
+    run: run!,
+    schema,
+    batches,
+    rows: batches.reduce((n, b) => n + b.numRows, 0),
+    ...(truncated ? { truncated } : {}),
+    complete,
+  };
 }
 
 const EOS = Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
@@ -166,19 +221,31 @@ type Fail = (offset: number, what: string) => never;
  * `field(i, size)` is the absolute position of field i (undefined when absent). `from` is where
  * the reference to the table is stored: errors name that byte, since `at` may lie past the file.
  */
-function table(view: DataView, start: number, end: number, at: number, fail: Fail, from = at): { field(index: number, size: number): number | undefined; ref(index: number): number | undefined } {
+function table(
+  view: DataView,
+  start: number,
+  end: number,
+  at: number,
+  fail: Fail,
+  from = at,
+): {
+  field(index: number, size: number): number | undefined;
+  ref(index: number): number | undefined;
+} {
   const inside = (pos: number, size: number): boolean => pos >= start && pos + size <= end;
   if (!inside(at, 4)) fail(from, 'message metadata table offset points outside the metadata');
   const vtableAt = at - view.getInt32(at, true);
   if (!inside(vtableAt, 4)) fail(at, 'message metadata vtable offset points outside the metadata');
   const vtableLength = view.getUint16(vtableAt, true);
-  if (vtableLength < 4 || vtableLength % 2 !== 0 || !inside(vtableAt, vtableLength)) fail(vtableAt, `invalid message vtable length ${vtableLength}`);
+  if (vtableLength < 4 || vtableLength % 2 !== 0 || !inside(vtableAt, vtableLength))
+    fail(vtableAt, `invalid message vtable length ${vtableLength}`);
   const field = (index: number, size: number): number | undefined => {
     const entry = 4 + 2 * index;
     if (entry + 2 > vtableLength) return undefined;
     const offset = view.getUint16(vtableAt + entry, true);
     if (offset === 0) return undefined;
-    if (!inside(at + offset, size)) fail(vtableAt + entry, 'message field offset points outside the metadata');
+    if (!inside(at + offset, size))
+      fail(vtableAt + entry, 'message field offset points outside the metadata');
     return at + offset;
   };
   // Tables and vectors are referenced by an unsigned offset relative to the field itself.
@@ -198,7 +265,13 @@ function table(view: DataView, start: number, end: number, at: number, fail: Fai
  * field node per column, two buffers per column, every buffer inside the body, no compression.
  * A flipped bit there would otherwise make the decoder allocate for billions of rows.
  */
-function readMessageHeader(view: DataView, start: number, length: number, fail: Fail, columns = METRIC_COLUMNS.length): { headerType: number; bodyLength: number } {
+function readMessageHeader(
+  view: DataView,
+  start: number,
+  length: number,
+  fail: Fail,
+  columns = METRIC_COLUMNS.length,
+): { headerType: number; bodyLength: number } {
   const end = start + length;
   const message = table(view, start, end, start + view.getUint32(start, true), fail, start);
   // Message: 0 version (short), 1 header_type (ubyte), 2 header (table), 3 bodyLength (long).
@@ -206,7 +279,8 @@ function readMessageHeader(view: DataView, start: number, length: number, fail: 
   const headerType = typeAt === undefined ? 0 : view.getUint8(typeAt);
   const lengthAt = message.field(3, 8);
   const bodyLength = lengthAt === undefined ? 0 : Number(view.getBigInt64(lengthAt, true));
-  if (!Number.isSafeInteger(bodyLength) || bodyLength < 0 || bodyLength % 8 !== 0) fail(lengthAt ?? start, `invalid message body length ${bodyLength}`);
+  if (!Number.isSafeInteger(bodyLength) || bodyLength < 0 || bodyLength % 8 !== 0)
+    fail(lengthAt ?? start, `invalid message body length ${bodyLength}`);
   if (headerType === HEADER_SCHEMA) {
     checkSchemaHeader(view, start, end, message.ref(2), fail, columns);
     return { headerType, bodyLength };
@@ -214,31 +288,52 @@ function readMessageHeader(view: DataView, start: number, length: number, fail: 
   if (headerType !== HEADER_RECORD_BATCH) return { headerType, bodyLength };
   const headerAt = message.ref(2);
   if (headerAt === undefined) return fail(start, 'record batch message without a header');
-  // RecordBatch: 0 length (long), 1 nodes [FieldNode{length, null_count}], 2 buffers [Buffer{offset, length}], 3 compression.
+  // RecordBatch: 0 length (long), 1 nodes [FieldNode{length, null_count}], 2 buffers
+  // [Buffer{offset, length}], 3 compression.
   const batch = table(view, start, end, headerAt, fail);
   const rowsAt = batch.field(0, 8);
   const rows = rowsAt === undefined ? 0 : Number(view.getBigInt64(rowsAt, true));
   // Every metric column stores at least 4 bytes per row, so the body bounds the row count.
-  if (!Number.isSafeInteger(rows) || rows < 0 || rows * 4 > bodyLength) fail(rowsAt ?? headerAt, `invalid record batch length ${rows} for a body of ${bodyLength} bytes`);
-  if (batch.field(3, 4) !== undefined) fail(headerAt, 'compressed record batches are not expected in a grng recording');
+  if (!Number.isSafeInteger(rows) || rows < 0 || rows * 4 > bodyLength)
+    fail(
+      rowsAt ?? headerAt,
+      `invalid record batch length ${rows} for a body of ${bodyLength} bytes`,
+    );
+  if (batch.field(3, 4) !== undefined)
+    fail(headerAt, 'compressed record batches are not expected in a grng recording');
   const vector = (index: number, what: string, count: number): number => {
     const at = batch.ref(index);
     if (at === undefined) return fail(headerAt, `record batch without ${what}`);
     const n = view.getUint32(at, true);
-    if (n !== count || at + 4 + n * 16 > end) fail(at, `record batch has ${n} ${what}, expected ${count}`);
+    if (n !== count || at + 4 + n * 16 > end)
+      fail(at, `record batch has ${n} ${what}, expected ${count}`);
     return at + 4;
   };
   const nodes = vector(1, 'field nodes', columns);
   for (let i = 0; i < columns; i++) {
     const nodeLength = Number(view.getBigInt64(nodes + 16 * i, true));
     const nulls = Number(view.getBigInt64(nodes + 16 * i + 8, true));
-    if (nodeLength !== rows || nulls < 0 || nulls > rows) fail(nodes + 16 * i, `field node ${i} has length ${nodeLength} and ${nulls} nulls in a batch of ${rows} rows`);
+    if (nodeLength !== rows || nulls < 0 || nulls > rows)
+      fail(
+        nodes + 16 * i,
+        `field node ${i} has length ${nodeLength} and ${nulls} nulls in a batch of ${rows} rows`,
+      );
   }
   const buffers = vector(2, 'buffers', 2 * columns);
   for (let i = 0; i < 2 * columns; i++) {
     const offset = Number(view.getBigInt64(buffers + 16 * i, true));
     const size = Number(view.getBigInt64(buffers + 16 * i + 8, true));
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(size) || offset < 0 || size < 0 || offset + size > bodyLength) fail(buffers + 16 * i, `buffer ${i} (offset ${offset}, length ${size}) lies outside the body of ${bodyLength} bytes`);
+    if (
+      !Number.isSafeInteger(offset) ||
+      !Number.isSafeInteger(size) ||
+      offset < 0 ||
+      size < 0 ||
+      offset + size > bodyLength
+    )
+      fail(
+        buffers + 16 * i,
+        `buffer ${i} (offset ${offset}, length ${size}) lies outside the body of ${bodyLength} bytes`,
+      );
   }
   return { headerType, bodyLength };
 }
@@ -249,28 +344,40 @@ function readMessageHeader(view: DataView, start: number, length: number, fail: 
  * inside the metadata. Decoders trust these counts, so a flipped bit could otherwise make them
  * loop or allocate without bound.
  */
-function checkSchemaHeader(view: DataView, start: number, end: number, schemaAt: number | undefined, fail: Fail, columns: number): void {
+function checkSchemaHeader(
+  view: DataView,
+  start: number,
+  end: number,
+  schemaAt: number | undefined,
+  fail: Fail,
+  columns: number,
+): void {
   if (schemaAt === undefined) return fail(start, 'schema message without a schema');
   const schema = table(view, start, end, schemaAt, fail);
   const vectorOf = (at: number | undefined, what: string, max: number): number[] => {
     if (at === undefined) return [];
     const n = view.getUint32(at, true);
-    if (n > max || at + 4 + 4 * n > end) fail(at, `schema has ${n} ${what} (at most ${max} expected)`);
+    if (n > max || at + 4 + 4 * n > end)
+      fail(at, `schema has ${n} ${what} (at most ${max} expected)`);
     return Array.from({ length: n }, (_, i) => at + 4 + 4 * i);
   };
   // A vector slot holds the offset of its table, relative to the slot.
-  const tableAt = (slot: number): ReturnType<typeof table> => table(view, start, end, slot + view.getUint32(slot, true), fail, slot);
+  const tableAt = (slot: number): ReturnType<typeof table> =>
+    table(view, start, end, slot + view.getUint32(slot, true), fail, slot);
   const string = (at: number | undefined, what: string, max: number): void => {
     if (at === undefined) return;
     const n = view.getUint32(at, true);
-    if (n > max || at + 4 + n > end) fail(at, `${what} of ${n} bytes does not fit in the schema message`);
+    if (n > max || at + 4 + n > end)
+      fail(at, `${what} of ${n} bytes does not fit in the schema message`);
   };
   const fields = vectorOf(schema.ref(1), 'fields', columns);
-  if (fields.length !== columns) fail(schemaAt, `schema has ${fields.length} fields, expected the ${columns} metric columns`);
+  if (fields.length !== columns)
+    fail(schemaAt, `schema has ${fields.length} fields, expected the ${columns} metric columns`);
   for (const slot of fields) {
     const field = tableAt(slot);
     string(field.ref(0), 'a field name', 64);
-    if (vectorOf(field.ref(5), 'children', 0).length > 0 || field.ref(4) !== undefined) fail(slot, 'metric columns have no children or dictionaries');
+    if (vectorOf(field.ref(5), 'children', 0).length > 0 || field.ref(4) !== undefined)
+      fail(slot, 'metric columns have no children or dictionaries');
     vectorOf(field.ref(6), 'field metadata entries', 0);
   }
   for (const slot of vectorOf(schema.ref(2), 'metadata entries', 16)) {

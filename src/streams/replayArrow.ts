@@ -28,9 +28,15 @@ export interface ReplayOptions {
  * @example
  * replayArrow(['runs/ring.arrows', 'runs/adamw.arrows']).subscribe(({ run, row }) => console.log(run.label, row.loss));
  */
-export function replayArrow(paths: string | readonly string[], options: ReplayOptions = {}): Observable<ReplayedRow> {
+export function replayArrow(
+  paths: string | readonly string[],
+  options: ReplayOptions = {},
+): Observable<ReplayedRow> {
   checkKeys('replay', options, ['speed', 'onWarning']);
-  const speed = options.speed === undefined || options.speed === Infinity ? Infinity : checkNumber('speed', options.speed, { min: 0, minExclusive: true });
+  const speed =
+    options.speed === undefined || options.speed === Infinity
+      ? Infinity
+      : checkNumber('speed', options.speed, { min: 0, minExclusive: true });
   const files = typeof paths === 'string' ? [paths] : [...paths];
   return new Observable<ReplayedRow>((subscriber) => {
     let timer: NodeJS.Timeout | undefined;
@@ -38,7 +44,11 @@ export function replayArrow(paths: string | readonly string[], options: ReplayOp
     try {
       const recordings = files.map((path) => readRecording(path));
       for (const rec of recordings) {
-        if (rec.truncated) options.onWarning?.(`${rec.path}: truncated at byte ${rec.truncated.offset} (${rec.truncated.reason}); read ${rec.rows} rows up to the last complete batch`, rec);
+        if (rec.truncated)
+          options.onWarning?.(
+            `${rec.path}: truncated at byte ${rec.truncated.offset} (${rec.truncated.reason}); read ${rec.rows} rows up to the last complete batch`,
+            rec,
+          );
       }
       items = recordings.flatMap((rec) => schedule(rec));
       // A stable sort keeps each run's own order for equal times.
@@ -70,7 +80,10 @@ export function replayArrow(paths: string | readonly string[], options: ReplayOp
         return;
       }
       // Longer delays would make Node fire after 1 ms, again and again, with a warning each time.
-      timer = setTimeout(pump, Math.min(MAX_TIMER_MS, Math.max(0, (items[index]!.dueMs - now) / speed)));
+      timer = setTimeout(
+        pump,
+        Math.min(MAX_TIMER_MS, Math.max(0, (items[index]!.dueMs - now) / speed)),
+      );
     };
     pump();
     return () => {

@@ -25,8 +25,14 @@ export interface KroneckerBlock {
    * each). A row matrix may be `a` or `delta` itself (no copy); the caller disposes those that
    * are not. `a` and `delta` are not disposed.
    */
-  statisticRows(a: tf.Tensor, delta: tf.Tensor): { readonly a: tf.Tensor2D; readonly g: tf.Tensor2D };
-  /** The parameters' entries of a tree (gradient, update) as the d_A×d_G matrix the factors act on: U = A⁻¹ V G⁻¹. */
+  statisticRows(
+    a: tf.Tensor,
+    delta: tf.Tensor,
+  ): { readonly a: tf.Tensor2D; readonly g: tf.Tensor2D };
+  /**
+   * The parameters' entries of a tree (gradient, update) as the d_A×d_G matrix the factors act on:
+   * U = A⁻¹ V G⁻¹.
+   */
   toMatrix(tree: Params): tf.Tensor2D;
   /** Back from a d_A×d_G matrix to the parameters' entries. */
   fromMatrix(matrix: tf.Tensor2D): Params;
@@ -54,7 +60,13 @@ export interface OuterProductRows {
  * @example
  * const next = foldStatistics(block, state, signals.a, sampledDelta, 0.95);
  */
-export function foldStatistics(block: KroneckerBlock, previous: FactorAverages | undefined, a: tf.Tensor, delta: tf.Tensor, beta: number): FactorAverages {
+export function foldStatistics(
+  block: KroneckerBlock,
+  previous: FactorAverages | undefined,
+  a: tf.Tensor,
+  delta: tf.Tensor,
+  beta: number,
+): FactorAverages {
   const rows = block.statisticRows(a, delta);
   try {
     return foldGram(previous, rows.a, rows.g, beta);
@@ -70,12 +82,24 @@ export function foldStatistics(block: KroneckerBlock, previous: FactorAverages |
  * @example
  * const u = precondition(curvatureBlocks(model), step.curvature, grads);
  */
-export function precondition(blocks: readonly KroneckerBlock[], inverses: readonly KroneckerInverse[], v: Params): Params {
+export function precondition(
+  blocks: readonly KroneckerBlock[],
+  inverses: readonly KroneckerInverse[],
+  v: Params,
+): Params {
   const out: Params = { ...v };
   blocks.forEach((block, i) => {
     const inverse = inverses[i];
-    if (!inverse) throw new GrngError('shape', `curvature has no factors for layer ${block.layer} (block ${i})`, { layer: block.layer });
-    Object.assign(out, block.fromMatrix(tf.matMul(tf.matMul(inverse.aInverse, block.toMatrix(v)), inverse.gInverse)));
+    if (!inverse)
+      throw new GrngError(
+        'shape',
+        `curvature has no factors for layer ${block.layer} (block ${i})`,
+        { layer: block.layer },
+      );
+    Object.assign(
+      out,
+      block.fromMatrix(tf.matMul(tf.matMul(inverse.aInverse, block.toMatrix(v)), inverse.gInverse)),
+    );
   });
   return out;
 }

@@ -28,11 +28,16 @@ export function denseBlock(layer: DenseLayer): KroneckerBlock {
       checkSignals(name, a, delta, inputs, units);
       return { a: homogeneous(a as tf.Tensor2D), g: delta as tf.Tensor2D };
     },
-    toMatrix: (tree: Params) => tf.concat([tree[kernel]!, tf.reshape(tree[bias]!, [1, units])], 0) as tf.Tensor2D,
-    fromMatrix: (u: tf.Tensor2D) => ({ [kernel]: tf.slice(u, [0, 0], [inputs, units]), [bias]: tf.reshape(tf.slice(u, [inputs, 0], [1, units]), [units]) }),
+    toMatrix: (tree: Params) =>
+      tf.concat([tree[kernel]!, tf.reshape(tree[bias]!, [1, units])], 0) as tf.Tensor2D,
+    fromMatrix: (u: tf.Tensor2D) => ({
+      [kernel]: tf.slice(u, [0, 0], [inputs, units]),
+      [bias]: tf.reshape(tf.slice(u, [inputs, 0], [1, units]), [units]),
+    }),
     outerProductRows(a: tf.Tensor, delta: tf.Tensor, k: number): OuterProductRows {
       checkSignals(name, a, delta, inputs, units);
-      const rowsOf = (t: tf.Tensor2D): tf.Tensor2D => (t.shape[0] === k ? t : tf.slice(t, [0, 0], [k, -1]));
+      const rowsOf = (t: tf.Tensor2D): tf.Tensor2D =>
+        t.shape[0] === k ? t : tf.slice(t, [0, 0], [k, -1]);
       return { kernel, bias, a: rowsOf(a as tf.Tensor2D), delta: rowsOf(delta as tf.Tensor2D) };
     },
   };
@@ -65,7 +70,12 @@ export function batchFactors(a: tf.Tensor2D, delta: tf.Tensor2D): BatchFactors {
  * @example
  * const next = foldFactors(layer, signals.a, sampledDelta, 0.95);
  */
-export function foldFactors(previous: FactorAverages | undefined, a: tf.Tensor2D, delta: tf.Tensor2D, beta: number): FactorAverages {
+export function foldFactors(
+  previous: FactorAverages | undefined,
+  a: tf.Tensor2D,
+  delta: tf.Tensor2D,
+  beta: number,
+): FactorAverages {
   checkPair(a, delta);
   const rows = homogeneous(a);
   try {
@@ -82,13 +92,27 @@ function homogeneous(a: tf.Tensor2D): tf.Tensor2D {
 
 function checkPair(a: tf.Tensor, delta: tf.Tensor): void {
   if (a.rank !== 2 || delta.rank !== 2 || a.shape[0] !== delta.shape[0] || a.shape[0] === 0) {
-    throw new GrngError('shape', `batchFactors needs a (m×in) and delta (m×out) with the same m > 0, got [${a.shape.join(', ')}] and [${delta.shape.join(', ')}]`, { a: a.shape, delta: delta.shape });
+    throw new GrngError(
+      'shape',
+      `batchFactors needs a (m×in) and delta (m×out) with the same m > 0, got [${a.shape.join(', ')}] and [${delta.shape.join(', ')}]`,
+      { a: a.shape, delta: delta.shape },
+    );
   }
 }
 
-function checkSignals(layer: string, a: tf.Tensor, delta: tf.Tensor, inputs: number, units: number): void {
+function checkSignals(
+  layer: string,
+  a: tf.Tensor,
+  delta: tf.Tensor,
+  inputs: number,
+  units: number,
+): void {
   checkPair(a, delta);
   if (a.shape[1] !== inputs || delta.shape[1] !== units) {
-    throw new GrngError('shape', `dense layer ${layer} (${inputs}→${units}) got signals a [${a.shape.join(', ')}] and delta [${delta.shape.join(', ')}]`, { layer, a: a.shape, delta: delta.shape });
+    throw new GrngError(
+      'shape',
+      `dense layer ${layer} (${inputs}→${units}) got signals a [${a.shape.join(', ')}] and delta [${delta.shape.join(', ')}]`,
+      { layer, a: a.shape, delta: delta.shape },
+    );
   }
 }

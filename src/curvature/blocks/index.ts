@@ -13,7 +13,11 @@ export function blockFor(layer: Layer): KroneckerBlock {
     case 'dense':
       return denseBlock(layer as DenseLayer);
     default:
-      throw new GrngError('invalid-model', `layer ${layer.name} (${layer.kind}) has no curvature block; the K-FAC family covers dense layers`, { layer: layer.name, kind: layer.kind });
+      throw new GrngError(
+        'invalid-model',
+        `layer ${layer.name} (${layer.kind}) has no curvature block; the K-FAC family covers dense layers`,
+        { layer: layer.name, kind: layer.kind },
+      );
   }
 }
 
@@ -24,8 +28,15 @@ export function blockFor(layer: Layer): KroneckerBlock {
  * @example
  * const blocks = curvatureBlocks(model); // one per dense layer of an MLP
  */
-export function curvatureBlocks(model: { readonly signalLayers: readonly Layer[] }): KroneckerBlock[] {
+export function curvatureBlocks(model: {
+  readonly signalLayers: readonly Layer[];
+}): KroneckerBlock[] {
   return model.signalLayers.map(blockFor);
 }
 
-export { foldStatistics, precondition, type KroneckerBlock, type OuterProductRows } from './block.js';
+export {
+  foldStatistics,
+  precondition,
+  type KroneckerBlock,
+  type OuterProductRows,
+} from './block.js';
