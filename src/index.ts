@@ -47,6 +47,24 @@ export {
   type DenseSpec,
   type DenseLayerInfo,
 } from './nn/sequential.js';
+export {
+  hasSignal,
+  type Layer,
+  type SignalLayer,
+  type LayerTap,
+  type LayerApplyOptions,
+} from './nn/layer.js';
+export { denseLayer, type DenseLayer } from './nn/dense.js';
+export { flattenLayer } from './nn/flatten.js';
+export { parseCnnSpec, parseModelJson, type ModelSpec, type LayerSpec } from './nn/modelSpec.js';
+export {
+  blockFor,
+  curvatureBlocks,
+  foldStatistics,
+  type KroneckerBlock,
+  type OuterProductRows,
+} from './curvature/blocks/index.js';
+export { denseBlock } from './curvature/blocks/dense.js';
 export { ACTIVATIONS, activate, type Activation } from './nn/activations.js';
 export { INITIALIZERS, type Initializer } from './nn/init.js';
 export { softmaxCrossEntropy, softmaxCrossEntropyPerSample, correctCount } from './nn/losses.js';
