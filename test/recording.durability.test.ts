@@ -337,7 +337,19 @@ function judge(
   } catch (caught) {
     error = caught;
   }
-  const ms = performance.now() - started;
+  let ms = performance.now() - started;
+  // A slow case is timed again (twice at most) and its fastest time counts: a parse that is slow
+  // by nature is slow every time, while a GC pause or a busy CPU hits one timing (a CI run that
+  // shared the two cores measured one case at 785 ms; the slowest of 1,000 takes ~20 ms alone).
+  for (let retry = 0; retry < 2 && ms >= CASE_MS; retry++) {
+    const again = performance.now();
+    try {
+      parseRecording(damaged, sample.name);
+    } catch {
+      // the same outcome as above; only the time is wanted
+    }
+    ms = Math.min(ms, performance.now() - again);
+  }
   figure.maxMs = Math.max(figure.maxMs, ms);
   figure.maxArrayBufferGrowth = Math.max(
     figure.maxArrayBufferGrowth,
