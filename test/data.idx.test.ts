@@ -359,7 +359,10 @@ describe('loadIdxDataset', () => {
     ];
     it.each(cases)('%s', async (_, make, message, byte) => {
       const error = await rejectionOf(loadIdxDataset(make()));
-      expect(error.code).toBe('invalid-data');
+      // A file is the data's problem; which files the folder holds is the --dataset option's.
+      const folder = /^idx folder/.test(error.message);
+      expect(error.code).toBe(folder ? 'invalid-option' : 'invalid-data');
+      if (folder) expect(error.context).toMatchObject({ option: 'dataset' });
       expect(error.message).toMatch(message);
       if (byte !== undefined) expect(error.context.offset).toBe(byte);
     });
@@ -418,6 +421,6 @@ describe('loadIdxDataset', () => {
     const bad = await run(['train', '--dataset', folder({ 'x.txt': Buffer.from('') })]);
     expect(bad.code).toBe(2);
     expect(bad.err.trim().split('\n')).toHaveLength(1);
-    expect(bad.err).toMatch(/idx folder .* lacks train images/);
+    expect(bad.err).toMatch(/^grng: --dataset: idx folder .* lacks train images/);
   });
 });

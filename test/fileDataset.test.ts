@@ -447,7 +447,7 @@ const PATH_CASES: Array<{ path: string; message: RegExp; cli?: RegExp }> = [
     message:
       /dataset file .*folder\.arrow is a directory, expected a file \(a folder of idx files is read by loadIdxDataset/,
     // --dataset reads a folder as idx files (test/data.idx.test.ts).
-    cli: /^grng: idx folder .*folder\.arrow lacks train images: train-images-idx3-ubyte\[\.gz\];.*\(it is empty\)$/,
+    cli: /^grng: --dataset: idx folder .*folder\.arrow lacks train images: train-images-idx3-ubyte\[\.gz\];.*\(it is empty\)$/,
   },
   {
     path: join(dir, 'data.json'),

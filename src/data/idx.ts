@@ -244,21 +244,29 @@ export async function loadIdxDataset(
   });
 }
 
-/** The file of each role in the folder, or an error saying which are missing or ambiguous. */
+/**
+ * The file of each role in the folder, or an error saying which are missing or ambiguous. A
+ * problem with the folder itself is the `dataset` option's, as a missing file is for
+ * loadDatasetFile (the CLI names `--dataset`); a problem inside a file is the data's.
+ */
 function findIdxFiles(dir: string): Record<Role, string> {
+  const folderError = (message: string, cause?: unknown): GrngError =>
+    new GrngError(
+      'invalid-option',
+      `idx folder ${dir} ${message}`,
+      { option: 'dataset', value: dir, file: dir },
+      cause === undefined ? {} : { cause },
+    );
   let entries: string[];
   try {
-    if (!statSync(dir).isDirectory())
-      throw new GrngError('invalid-data', `idx folder ${dir} is not a folder`, { file: dir });
+    if (!statSync(dir).isDirectory()) throw folderError('is not a folder');
     entries = readdirSync(dir).sort();
   } catch (error) {
     if (error instanceof GrngError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
-    throw new GrngError(
-      'invalid-data',
-      `idx folder ${dir} ${code === 'ENOENT' ? 'does not exist' : `cannot be read (${(error as Error).message})`}`,
-      { file: dir },
-      { cause: error },
+    throw folderError(
+      code === 'ENOENT' ? 'does not exist' : `cannot be read (${(error as Error).message})`,
+      error,
     );
   }
   const found = new Map<Role, string[]>(ROLES.map((role) => [role, []]));
@@ -277,10 +285,8 @@ function findIdxFiles(dir: string): Record<Role, string> {
     names = names.filter((name) => !(/\.gz$/i.test(name) && names.includes(name.slice(0, -3))));
     if (names.length === 0) missing.push(role);
     else if (names.length > 1)
-      throw new GrngError(
-        'invalid-data',
-        `idx folder ${dir} has ${names.length} ${role} files (${names.join(', ')}); keep one dataset per folder`,
-        { file: dir },
+      throw folderError(
+        `has ${names.length} ${role} files (${names.join(', ')}); keep one dataset per folder`,
       );
     else files[role] = join(dir, names[0]!);
   }
@@ -295,9 +301,7 @@ function findIdxFiles(dir: string): Record<Role, string> {
       entries.length === 0
         ? 'it is empty'
         : `it holds ${entries.slice(0, 8).join(', ')}${entries.length > 8 ? `, … (${entries.length} entries)` : ''}`;
-    throw new GrngError('invalid-data', `idx folder ${dir} lacks ${expected} (${holds})`, {
-      file: dir,
-    });
+    throw folderError(`lacks ${expected} (${holds})`);
   }
   return files;
 }
