@@ -34,10 +34,33 @@ export { loadMnist, MNIST_TEST_FRACTION } from './data/mnist.js';
 export { syntheticDataset, type SyntheticOptions } from './data/synthetic.js';
 export {
   loadDatasetFile,
+  ARROW_SHAPE_METADATA,
+  DATASET_NAMES,
   DATASET_FILE_EXTENSIONS,
   FILE_TEST_FRACTION,
 } from './data/fileDataset.js';
-export { validateDataset, type Dataset, type Split } from './data/dataset.js';
+export {
+  validateDataset,
+  exampleShape,
+  withExampleShape,
+  parseShape,
+  type Dataset,
+  type Split,
+} from './data/dataset.js';
+export {
+  loadIdxDataset,
+  readIdxFile,
+  parseIdx,
+  type IdxArray,
+  type IdxDatasetOptions,
+  type IdxType,
+} from './data/idx.js';
+export {
+  loadMnistFull,
+  loadFashionMnist,
+  FASHION_MNIST_CLASSES,
+  FASHION_MNIST_DIR,
+} from './data/imageDatasets.js';
 
 export {
   Sequential,

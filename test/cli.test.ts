@@ -139,7 +139,7 @@ describe('grng train', () => {
     ],
     [
       ['train', '--dataset', 'cifar'],
-      /invalid --dataset: "cifar" is neither mnist, synthetic nor a file/,
+      /invalid --dataset: "cifar" is none of mnist, mnist-full, fashion-mnist, synthetic, a folder or a file/,
       2,
     ],
     [['train', '--backend', 'tpu'], /argument 'tpu' is invalid/, 2],

@@ -12,6 +12,8 @@ import {
   Int8,
   makeData,
   makeVector,
+  RecordBatch,
+  Schema,
   Table,
   tableToIPC,
   Utf8,
@@ -20,9 +22,11 @@ import {
 import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { cliMessage } from '../src/cli/optionFlags.js';
+import { exampleShape, parseShape, withExampleShape } from '../src/data/dataset.js';
 import { loadDatasetFile } from '../src/data/fileDataset.js';
 import { GrngError, isGrngError } from '../src/errors.js';
-import { train } from '../src/run/train.js';
+import { loadCheckpoint } from '../src/run/checkpoint.js';
+import { prepareRun, train } from '../src/run/train.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'grng-files-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -68,6 +72,15 @@ function blobRows(perClass: number, classes = 3): string[] {
 
 const arrowBytes = (table: Table, format: 'file' | 'stream' = 'file'): Uint8Array =>
   tableToIPC(table, format);
+
+/** The table with schema metadata, as pyarrow's `schema.with_metadata` writes it. */
+function withMetadata(table: Table, metadata: Record<string, string>): Table {
+  const schema = new Schema(table.schema.fields, new Map(Object.entries(metadata)));
+  return new Table(
+    schema,
+    table.batches.map((batch) => new RecordBatch(schema, batch.data)),
+  );
+}
 
 function listFeatures(
   rows: number[][],
@@ -288,6 +301,39 @@ const ARROW_CASES: BadFile[] = [
     message: /has no "label" column \(columns: "a"\)/,
   },
   {
+    name: 'shape-text.arrow',
+    content: arrowBytes(
+      withMetadata(
+        new Table({
+          label: vectorFromArray([0, 1], new Int32()),
+          a: vectorFromArray([1, 2], new Float32()),
+        }),
+        { 'grng.shape': '1 by 1' },
+      ),
+    ),
+    message:
+      /schema metadata grng\.shape "1 by 1" is not a shape \(expected e\.g\. "28x28x1": whole numbers ≥ 1 joined by x\)/,
+    context: { metadata: 'grng.shape' },
+  },
+  {
+    name: 'shape-product.arrows',
+    content: arrowBytes(
+      withMetadata(
+        new Table({
+          label: vectorFromArray([0, 1], new Int32()),
+          features: listFeatures([
+            [1, 2, 3],
+            [4, 5, 6],
+          ]),
+        }),
+        { 'grng.shape': '2x2x1' },
+      ),
+      'stream',
+    ),
+    message:
+      /schema metadata grng\.shape "2x2x1" holds 4 values, but the file has 3 features per row/,
+  },
+  {
     name: 'float-label.arrow',
     content: arrowBytes(
       new Table({
@@ -394,21 +440,24 @@ const ARROW_CASES: BadFile[] = [
   },
 ];
 
-const PATH_CASES: Array<{ path: string; message: RegExp }> = [
+const PATH_CASES: Array<{ path: string; message: RegExp; cli?: RegExp }> = [
   { path: join(dir, 'missing.csv'), message: /dataset file .*missing\.csv does not exist/ },
   {
     path: join(dir, 'folder.arrow'),
-    message: /dataset file .*folder\.arrow is a directory, expected a file/,
+    message:
+      /dataset file .*folder\.arrow is a directory, expected a file \(a folder of idx files is read by loadIdxDataset/,
+    // --dataset reads a folder as idx files (test/data.idx.test.ts).
+    cli: /^grng: --dataset: idx folder .*folder\.arrow lacks train images: train-images-idx3-ubyte\[\.gz\];.*\(it is empty\)$/,
   },
   {
     path: join(dir, 'data.json'),
     message:
-      /invalid dataset: ".*data\.json" has the unknown extension "\.json" \(expected mnist, synthetic or a path to a \.csv, \.arrow, \.arrows, \.feather file\)/,
+      /invalid dataset: ".*data\.json" has the unknown extension "\.json" \(expected mnist, mnist-full, fashion-mnist, synthetic, a folder of idx files or a path to a \.csv, \.arrow, \.arrows, \.feather file\)/,
   },
   {
     path: 'cifar10',
     message:
-      /invalid dataset: "cifar10" is neither mnist, synthetic nor a file name with an extension/,
+      /invalid dataset: "cifar10" is none of mnist, mnist-full, fashion-mnist, synthetic, a folder or a file name with an extension/,
   },
 ];
 mkdirSync(join(dir, 'folder.arrow'));
@@ -443,7 +492,7 @@ describe('loadDatasetFile: bad files are one GrngError naming file, place and pr
     });
   }
 
-  for (const { path, message } of PATH_CASES) {
+  for (const { path, message, cli: cliError } of PATH_CASES) {
     it(`path ${path.replace(dir, '<tmp>')}`, async () => {
       const error = errorOf(() => loadDatasetFile(path));
       expect(error.code).toBe('invalid-option');
@@ -452,7 +501,9 @@ describe('loadDatasetFile: bad files are one GrngError naming file, place and pr
       const result = await cli(['train', '--dataset', path, '--backend', 'wasm', '--steps', '1']);
       expect(result.code).toBe(2);
       expect(result.out).toBe('');
-      expect(result.err.split('\n').filter(Boolean)).toEqual([`grng: ${cliMessage(error)}`]);
+      const lines = result.err.split('\n').filter(Boolean);
+      if (cliError) expect(lines).toEqual([expect.stringMatching(cliError)]);
+      else expect(lines).toEqual([`grng: ${cliMessage(error)}`]);
       expect(cliMessage(error)).toContain('--dataset');
     });
   }
@@ -668,5 +719,165 @@ describe('datasets built in code', () => {
       expect((error as GrngError).code).toBe('invalid-data');
       expect((error as Error).message).toMatch(message);
     }
+  });
+});
+
+describe('example shapes of file datasets (--input-shape, inputShape, Arrow metadata grng.shape)', () => {
+  /** 2×2 "images" of two classes (bright top row or bright bottom row), 10 per class. */
+  const imageRows = (): string[] => {
+    const rows = ['label,p0,p1,p2,p3'];
+    for (let i = 0; i < 10; i++) {
+      const noise = ((i * 7) % 5) / 50;
+      rows.push(`0,${0.9 - noise},${0.8 + noise},${0.1 + noise},${0.2 - noise}`);
+      rows.push(`1,${0.1 + noise},${0.2 - noise},${0.9 - noise},${0.8 + noise}`);
+    }
+    return rows;
+  };
+  const csv = file('images.csv', imageRows().join('\n'));
+
+  it('parseShape reads 28x28x1 (x, × or commas); anything else is undefined', () => {
+    expect(parseShape('28x28x1')).toEqual([28, 28, 1]);
+    expect(parseShape(' 28 × 28 ')).toEqual([28, 28]);
+    expect(parseShape('3,32,32')).toEqual([3, 32, 32]);
+    expect(parseShape('784')).toEqual([784]);
+    for (const bad of ['', 'x', '28x', '28x0', '-1x4', '2.5x2', '28x28x1x', 'abc', '01x2'])
+      expect(parseShape(bad), bad).toBeUndefined();
+  });
+
+  it('withExampleShape keeps the rows and checks the product against the features, naming the option', () => {
+    const data = loadDatasetFile(csv);
+    expect(exampleShape(data.train)).toEqual([4]);
+    const images = withExampleShape(data, [2, 2, 1]);
+    expect(images.train.shape).toEqual([2, 2, 1]);
+    expect(images.test.shape).toEqual([2, 2, 1]);
+    expect(images.train.x).toBe(data.train.x);
+    const error = errorOf(() => withExampleShape(data, [3, 3]));
+    expect(error.message).toMatch(
+      /^invalid inputShape: 3x3 holds 9 values, but dataset .*images\.csv has 4 features per example$/,
+    );
+    expect(error.context).toMatchObject({ option: 'inputShape' });
+    expect(cliMessage(error)).toMatch(/^invalid --input-shape: 3x3 holds 9 values/);
+    expect(errorOf(() => withExampleShape(data, [2, 0, 2])).message).toMatch(
+      /invalid inputShape: \[2,0,2\] \(expected whole numbers ≥ 1/,
+    );
+  });
+
+  it('an Arrow file declares its shape in the schema metadata grng.shape; inputShape replaces it', async () => {
+    const rows = Array.from({ length: 12 }, (_, i) => [i % 2, (i % 3) / 3, 0.5, 1 - (i % 2)]);
+    const table = withMetadata(
+      new Table({
+        label: vectorFromArray(
+          rows.map((_, i) => i % 2),
+          new Int32(),
+        ),
+        features: listFeatures(rows),
+      }),
+      { 'grng.shape': '2x2x1', other: 'kept out of the way' },
+    );
+    const path = file('images.arrow', arrowBytes(table));
+    const data = loadDatasetFile(path);
+    expect(data.train.shape).toEqual([2, 2, 1]);
+    expect(data.test.shape).toEqual([2, 2, 1]);
+    expect(data.description).toMatch(/4 features \(features\[4\], examples 2x2x1 by grng\.shape\)/);
+
+    const declared = await prepareRun({ dataset: path, steps: 1, backend: 'wasm' });
+    expect(declared.model.inputShape).toEqual([2, 2, 1]);
+    expect(declared.model.layers[0]!.kind).toBe('flatten');
+    declared.dispose();
+    const flat = await prepareRun({ dataset: path, inputShape: [4], steps: 1, backend: 'wasm' });
+    expect(flat.data.train.shape).toEqual([4]);
+    expect(flat.model.inputShape).toEqual([4]);
+    expect(flat.model.layers[0]!.kind).toBe('dense');
+    flat.dispose();
+  });
+
+  it('train({ inputShape }) gives a CSV of pixel rows image batches; the MLP flattens them and learns', async () => {
+    const summary = await train({
+      dataset: csv,
+      inputShape: [2, 2, 1],
+      model: 'mlp:4-8-2',
+      optimizer: 'adamw',
+      optimizerOptions: { learningRate: 0.05 },
+      batchSize: 4,
+      epochs: 10,
+      backend: 'wasm',
+    });
+    expect(summary.testAccuracy).toBe(1);
+  });
+
+  it('a model whose input shape differs from the data is refused before training, naming both', async () => {
+    const error = await prepareRun({
+      dataset: csv,
+      inputShape: [2, 2, 1],
+      model: { inputs: 4, inputShape: [1, 4], layers: [{ units: 2 }] },
+      backend: 'wasm',
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isGrngError(error)).toBe(true);
+    expect((error as Error).message).toMatch(
+      /model mlp:4-2 takes examples of shape \[1, 4\] but dataset .*images\.csv has \[2, 2, 1\]/,
+    );
+    const bad = await prepareRun({ dataset: csv, inputShape: [0, 4] as never }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((bad as Error).message).toMatch(
+      /^invalid inputShape: \[0,4\] \(expected whole numbers ≥ 1/,
+    );
+  });
+
+  it('--input-shape on the CLI: trains; a wrong product or a bad shape is one line with status 2', async () => {
+    const good = await cli([
+      'train',
+      '--dataset',
+      csv,
+      '--input-shape',
+      '2x2x1',
+      '--steps',
+      '2',
+      '--json',
+    ]);
+    expect(good.code, good.err).toBe(0);
+    expect(JSON.parse(good.out.trim().split('\n').pop()!)).toMatchObject({ steps: 2 });
+    const product = await cli(['train', '--dataset', csv, '--input-shape', '3x3', '--steps', '1']);
+    expect(product.code).toBe(2);
+    expect(product.err.trim()).toMatch(
+      /^grng: invalid --input-shape: 3x3 holds 9 values, but dataset .*images\.csv has 4 features per example$/,
+    );
+    const text = await cli(['train', '--dataset', csv, '--input-shape', '2by2', '--steps', '1']);
+    expect(text.code).toBe(2);
+    expect(text.err).toMatch(
+      /--input-shape must be whole numbers ≥ 1 joined by x, e\.g\. 28x28x1, got "2by2"/,
+    );
+  });
+
+  it('a checkpoint keeps the shape: the resumed run has it, and a different one is refused', async () => {
+    const ckpt = join(dir, 'shape-ckpt');
+    await train({
+      dataset: csv,
+      inputShape: [2, 2, 1],
+      model: 'mlp:4-8-2',
+      steps: 4,
+      epochs: 3,
+      batchSize: 4,
+      checkpoint: { dir: ckpt, every: 2 },
+      backend: 'wasm',
+    });
+    const resumed = await prepareRun({ resume: loadCheckpoint(ckpt), steps: 6 });
+    expect(resumed.data.train.shape).toEqual([2, 2, 1]);
+    expect(resumed.model.inputShape).toEqual([2, 2, 1]);
+    resumed.dispose();
+    const changed = await prepareRun({
+      resume: loadCheckpoint(ckpt),
+      inputShape: [4],
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((changed as Error).message).toMatch(
+      /^inputShape \[4\] differs from the checkpoint's \[2,2,1\]/,
+    );
   });
 });

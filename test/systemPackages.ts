@@ -7,6 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { FASHION_MNIST_DIR } from '../src/data/imageDatasets.js';
 
 /** Where Debian's chromium package puts the browser. */
 export const CHROMIUM_PATH = '/usr/bin/chromium';
@@ -17,6 +18,8 @@ export const SYSTEM_PACKAGES = {
   chromium: () => existsSync(CHROMIUM_PATH),
   /** The BLAS and LAPACK the native addon loads: its matMul, fused kernels and Cholesky inverses. */
   'libopenblas0-pthread': () => sharedLibraryInstalled('libopenblas.so.0'),
+  /** Fashion-MNIST's idx.gz files, read by `--dataset fashion-mnist`. */
+  'dataset-fashion-mnist': () => existsSync(FASHION_MNIST_DIR),
 } satisfies Record<string, () => boolean>;
 
 export type SystemPackage = keyof typeof SYSTEM_PACKAGES;

@@ -81,6 +81,12 @@ const HAND_PICKED: Readonly<Record<string, readonly BadValue[]>> = {
     v(folderNamedCsv),
     v(join(dir, 'notes.txt'), { names: '.txt' }),
   ],
+  '--input-shape': [
+    v('2by2'),
+    v('0x20'),
+    v(''),
+    v('28x28x1', { names: 'holds 784 values, but dataset synthetic has 20 features' }),
+  ],
   '--model': [
     v('mlp:'),
     v('mlp:20--4'),

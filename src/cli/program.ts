@@ -3,6 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { BACKENDS } from '../runtime/backend.js';
 import { INITIALIZERS } from '../nn/init.js';
+import { parseShape } from '../data/dataset.js';
 import { OPTIMIZERS } from '../optim/registry.js';
 import { addOptimizerOptions, integer, number } from './optionFlags.js';
 import {
@@ -30,6 +31,16 @@ const nonEmpty =
     return value;
   };
 
+/** --input-shape 28x28x1: whole numbers joined by x. */
+const inputShape = (value: string): number[] => {
+  const shape = parseShape(value);
+  if (!shape)
+    throw new InvalidArgumentError(
+      `--input-shape must be whole numbers ≥ 1 joined by x, e.g. 28x28x1, got "${value}".`,
+    );
+  return shape;
+};
+
 /** --record names a file to create; a folder there is a mistake to catch before training. */
 const recordingPath = (value: string): string => {
   if (value.trim() === '')
@@ -47,8 +58,13 @@ function addRunOptions(command: Command): Command {
   command
     .option(
       '--dataset <name|path>',
-      'mnist, synthetic, or a .csv / .arrow / .arrows / .feather file with a "label" column and numeric features (README: Data)',
+      'mnist (10,000 digits), mnist-full (60,000 + 10,000), fashion-mnist (Debian package dataset-fashion-mnist), synthetic, a folder of idx[.gz] files, or a .csv / .arrow / .arrows / .feather file with a "label" column and numeric features (README: Data)',
       'mnist',
+    )
+    .option(
+      '--input-shape <shape>',
+      "shape of one example, e.g. 28x28x1 for a file of 784-pixel rows (batches [m, 28, 28, 1]); its product must be the feature count; replaces the dataset's own (idx images are HxWx1)",
+      inputShape,
     )
     .option(
       '--model <spec>',

@@ -21,8 +21,10 @@ import { hasCheckpoint, prepareCheckpointDir } from '../sinks/checkpointFile.js'
 
 /** Flags shared by `train` and `compare`, as commander parses them. */
 export interface RunCommandOptions extends LiveOptions {
-  /** mnist, synthetic, or a dataset file path. */
+  /** mnist, mnist-full, fashion-mnist, synthetic, a folder of idx files or a dataset file path. */
   readonly dataset: string;
+  /** --input-shape 28x28x1, parsed. */
+  readonly inputShape?: number[];
   readonly model?: string;
   readonly epochs: number;
   readonly steps?: number;
@@ -73,6 +75,7 @@ function trainOptionsOf(
 ): TrainOptions {
   return dropUndefined({
     dataset: options.dataset,
+    inputShape: options.inputShape,
     model: options.model,
     init: options.init,
     optimizer,

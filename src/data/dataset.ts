@@ -19,6 +19,53 @@ export function exampleShape(split: Split): readonly number[] {
   return split.shape ?? [split.x.length / split.n];
 }
 
+/**
+ * Reads an example shape written as `28x28x1` (rows × columns × channels; `×` and `,` also
+ * separate), as the `--input-shape` flag and the Arrow schema metadata `grng.shape` give it.
+ * Returns undefined when the text is not a shape; the caller's error names where it came from.
+ *
+ * @example
+ * parseShape('28x28x1'); // [28, 28, 1]
+ */
+export function parseShape(text: string): number[] | undefined {
+  const parts = text.trim().split(/\s*[x×,]\s*/i);
+  if (!parts.every((part) => /^[1-9]\d*$/.test(part))) return undefined;
+  const shape = parts.map(Number);
+  return shape.every(Number.isSafeInteger) ? shape : undefined;
+}
+
+/**
+ * The dataset with every example seen as `shape` (its product must be the feature count): a
+ * file of flat pixel rows becomes images, batches [m, ...shape]. The rows are not copied. An
+ * error names `option` (`inputShape`, which the CLI shows as `--input-shape`).
+ *
+ * @example
+ * const images = withExampleShape(loadDatasetFile('digits.csv'), [28, 28, 1]);
+ */
+export function withExampleShape(
+  data: Dataset,
+  shape: readonly number[],
+  option = 'inputShape',
+): Dataset {
+  const valid =
+    Array.isArray(shape) &&
+    shape.length > 0 &&
+    shape.every((d) => Number.isSafeInteger(d) && d >= 1);
+  const product = valid ? shape.reduce((n, d) => n * d, 1) : NaN;
+  if (product !== data.features)
+    throw new GrngError(
+      'invalid-option',
+      `invalid ${option}: ${valid ? `${shape.join('x')} holds ${product} values, but dataset ${data.name} has ${data.features} features per example` : `${JSON.stringify(shape)} (expected whole numbers ≥ 1, e.g. [28, 28, 1])`}`,
+      { option, value: shape },
+    );
+  const reshaped = [...shape];
+  return {
+    ...data,
+    train: { ...data.train, shape: reshaped },
+    test: { ...data.test, shape: reshaped },
+  };
+}
+
 export interface Dataset {
   readonly name: string;
   readonly features: number;

@@ -2,10 +2,16 @@ import { readFileSync, statSync } from 'node:fs';
 import { extname } from 'node:path';
 import { DataType, tableFromIPC, type Table, type Vector } from 'apache-arrow';
 import { GrngError } from '../errors.js';
-import { validateDataset, type Dataset, type Split } from './dataset.js';
+import { parseShape, validateDataset, type Dataset, type Split } from './dataset.js';
 
 /** Extensions `loadDatasetFile` reads, and the reader each one goes to. */
 export const DATASET_FILE_EXTENSIONS = ['.csv', '.arrow', '.arrows', '.feather'] as const;
+
+/** The datasets grng knows by name (a dataset is otherwise a folder of idx files or a file). */
+export const DATASET_NAMES = ['mnist', 'mnist-full', 'fashion-mnist', 'synthetic'] as const;
+
+/** What a dataset may be, for errors. */
+const DATASET_CHOICES = `${DATASET_NAMES.join(', ')}, a folder of idx files or a path to a ${DATASET_FILE_EXTENSIONS.join(', ')} file`;
 
 /**
  * Share of each class, taken from the end of the file in file order, that forms the test set
@@ -26,7 +32,12 @@ interface Rows {
   readonly isTest: Uint8Array | undefined;
   /** Names of the feature columns (or `features[i]`), for the description. */
   readonly columns: string;
+  /** The example shape the file declares (Arrow schema metadata `grng.shape`). */
+  readonly shape?: readonly number[];
 }
+
+/** Arrow schema metadata key that declares the shape of one example, e.g. `28x28x1`. */
+export const ARROW_SHAPE_METADATA = 'grng.shape';
 
 /**
  * Reads a classification dataset from a file the user made:
@@ -49,7 +60,7 @@ export function loadDatasetFile(path: string): Dataset {
   if (typeof path !== 'string' || path.trim() === '') {
     throw new GrngError(
       'invalid-option',
-      `invalid dataset: ${JSON.stringify(path)} (expected mnist, synthetic or a path to a ${DATASET_FILE_EXTENSIONS.join(', ')} file)`,
+      `invalid dataset: ${JSON.stringify(path)} (expected ${DATASET_CHOICES})`,
       { option: 'dataset', value: path },
     );
   }
@@ -57,11 +68,11 @@ export function loadDatasetFile(path: string): Dataset {
   if (!(DATASET_FILE_EXTENSIONS as readonly string[]).includes(extension)) {
     const what =
       extension === ''
-        ? 'is neither mnist, synthetic nor a file name with an extension'
+        ? `is none of ${DATASET_NAMES.join(', ')}, a folder or a file name with an extension`
         : `has the unknown extension "${extension}"`;
     throw new GrngError(
       'invalid-option',
-      `invalid dataset: ${JSON.stringify(path)} ${what} (expected mnist, synthetic or a path to a ${DATASET_FILE_EXTENSIONS.join(', ')} file)`,
+      `invalid dataset: ${JSON.stringify(path)} ${what} (expected ${DATASET_CHOICES})`,
       { option: 'dataset', value: path },
     );
   }
@@ -90,11 +101,11 @@ function readDatasetBytes(path: string): Buffer {
     );
   }
   if (isDirectory)
-    throw new GrngError('invalid-option', `dataset file ${path} is a directory, expected a file`, {
-      option: 'dataset',
-      value: path,
-      file: path,
-    });
+    throw new GrngError(
+      'invalid-option',
+      `dataset file ${path} is a directory, expected a file (a folder of idx files is read by loadIdxDataset, and by train and --dataset)`,
+      { option: 'dataset', value: path, file: path },
+    );
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
@@ -507,7 +518,15 @@ function parseArrowDataset(bytes: Uint8Array, path: string): Rows {
       for (let j = 0; j < features; j++)
         x[row * features + j] = checkValue(list!.get(j), row, `${featureNames[0]}[${j}]`);
     }
-    return { features, n, x, y, isTest, columns: `${featureNames[0]}[${features}]` };
+    return {
+      features,
+      n,
+      x,
+      y,
+      isTest,
+      columns: `${featureNames[0]}[${features}]`,
+      ...declaredShape(table, features, path),
+    };
   }
   const columns = featureNames.map((name) => {
     const column = columnOf(name);
@@ -525,7 +544,39 @@ function parseArrowDataset(bytes: Uint8Array, path: string): Rows {
     for (let row = 0; row < n; row++)
       x[row * features + j] = checkValue(column.get(row), row, featureNames[j]!);
   });
-  return { features, n, x, y, isTest, columns: featureNames.join(',') };
+  return {
+    features,
+    n,
+    x,
+    y,
+    isTest,
+    columns: featureNames.join(','),
+    ...declaredShape(table, features, path),
+  };
+}
+
+/** The `grng.shape` schema metadata, checked against the features the file has. */
+function declaredShape(
+  table: Table,
+  features: number,
+  path: string,
+): { shape?: readonly number[] } {
+  const text = table.schema.metadata.get(ARROW_SHAPE_METADATA);
+  if (text === undefined) return {};
+  const shape = parseShape(text);
+  const fail = (problem: string): never => {
+    throw new GrngError(
+      'invalid-data',
+      `dataset file ${path}: schema metadata ${ARROW_SHAPE_METADATA} ${JSON.stringify(text)} ${problem}`,
+      { file: path, metadata: ARROW_SHAPE_METADATA },
+    );
+  };
+  if (!shape)
+    return fail('is not a shape (expected e.g. "28x28x1": whole numbers ≥ 1 joined by x)');
+  const product = shape.reduce((n, d) => n * d, 1);
+  if (product !== features)
+    fail(`holds ${product} values, but the file has ${features} features per row`);
+  return { shape };
 }
 
 /** The train/test split: the `split` column, else the last ⌈20%⌉ of each class in file order. */
@@ -576,7 +627,7 @@ function splitRows(rows: Rows, path: string): Dataset {
       y[out] = rows.y[row]!;
       out += 1;
     }
-    return { x, y, n };
+    return { x, y, n, ...(rows.shape ? { shape: rows.shape } : {}) };
   };
   const train = take(0);
   const test = take(1);
@@ -586,7 +637,7 @@ function splitRows(rows: Rows, path: string): Dataset {
     classes,
     train,
     test,
-    description: `file ${path}: ${rows.features} features (${abbreviate(rows.columns)}), ${classes} classes, ${rule}: ${train.n} train / ${test.n} test`,
+    description: `file ${path}: ${rows.features} features (${abbreviate(rows.columns)}${rows.shape ? `, examples ${rows.shape.join('x')} by ${ARROW_SHAPE_METADATA}` : ''}), ${classes} classes, ${rule}: ${train.n} train / ${test.n} test`,
   });
 }
 

@@ -119,6 +119,7 @@ export function decodeTree(encoded: EncodedTree, blobs: readonly Blob[], path = 
 export interface ResumableOptions {
   readonly dataset: string;
   readonly synthetic?: Record<string, unknown>;
+  readonly inputShape?: readonly number[];
   readonly model: string | Record<string, unknown>;
   readonly init?: string;
   readonly optimizer: string;

@@ -13,10 +13,18 @@ import type { RunControl } from './runControl.js';
 
 export interface TrainOptions {
   /**
-   * `mnist`, `synthetic`, a path to a .csv/.arrow/.arrows/.feather file, or a dataset you built;
+   * `mnist` (10,000 digits), `mnist-full` (60,000 + 10,000), `fashion-mnist`, `synthetic`, a
+   * folder of idx files, a path to a .csv/.arrow/.arrows/.feather file, or a dataset you built;
    * default mnist.
    */
-  readonly dataset?: 'mnist' | 'synthetic' | (string & {}) | Dataset;
+  readonly dataset?:
+    'mnist' | 'mnist-full' | 'fashion-mnist' | 'synthetic' | (string & {}) | Dataset;
+  /**
+   * Shape of one example, e.g. [28, 28, 1] for a file of flat 784-pixel rows: batches become
+   * [m, ...inputShape]. Its product must be the dataset's features; it replaces the shape the
+   * dataset declares (idx images, Arrow metadata `grng.shape`). Default: the dataset's own.
+   */
+  readonly inputShape?: readonly number[];
   /** Options of the synthetic dataset (seeded by `seed` unless given). */
   readonly synthetic?: SyntheticOptions;
   /** Model spec (`mlp:784-256-10`) or options; default an MLP with one hidden layer of 256. */
@@ -87,6 +95,7 @@ export const RESUME_MAY_CHANGE = [
 
 const KNOWN = [
   'dataset',
+  'inputShape',
   'synthetic',
   'model',
   'init',
@@ -172,6 +181,13 @@ export function resolveTrainOptions(given: TrainOptions): RunSettings {
     lenient: options.lenientOptions ?? false,
   });
   const model = typeof options.model === 'string' ? parseModelSpec(options.model) : options.model;
+  if (
+    options.inputShape !== undefined &&
+    (!Array.isArray(options.inputShape) ||
+      options.inputShape.length === 0 ||
+      !options.inputShape.every((d) => Number.isSafeInteger(d) && d >= 1))
+  )
+    invalidOption('inputShape', options.inputShape, 'whole numbers ≥ 1, e.g. [28, 28, 1]');
   return {
     options,
     seed,
@@ -264,6 +280,7 @@ export function resumableOptions(
     dataset:
       typeof options.dataset === 'object' ? options.dataset.name : (options.dataset ?? 'mnist'),
     ...(options.synthetic ? { synthetic: { ...options.synthetic } } : {}),
+    ...(options.inputShape ? { inputShape: [...options.inputShape] } : {}),
     model:
       typeof options.model === 'object'
         ? { ...options.model }

@@ -1,8 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { lastValueFrom, type MonoTypeOperatorFunction, type Observable } from 'rxjs';
 import { initBackend } from '../runtime/backend.js';
-import { validateDataset, type Dataset } from '../data/dataset.js';
+import { statSync } from 'node:fs';
+import { exampleShape, validateDataset, withExampleShape, type Dataset } from '../data/dataset.js';
 import { loadDatasetFile } from '../data/fileDataset.js';
+import { loadIdxDataset } from '../data/idx.js';
+import { loadFashionMnist, loadMnistFull } from '../data/imageDatasets.js';
 import { loadMnist } from '../data/mnist.js';
 import { syntheticDataset, type SyntheticOptions } from '../data/synthetic.js';
 import { GrngError } from '../errors.js';
@@ -85,7 +88,8 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
     options.backend ?? 'auto',
     options.wasmThreads === undefined ? {} : { wasmThreads: options.wasmThreads },
   );
-  const data = await loadDataset(options.dataset ?? 'mnist', options.synthetic, seed);
+  const loaded = await loadDataset(options.dataset ?? 'mnist', options.synthetic, seed);
+  const data = options.inputShape ? withExampleShape(loaded, options.inputShape) : loaded;
   const model = buildModel(settings, data);
   let optimizer: NamedOptimizer;
   try {
@@ -227,8 +231,23 @@ function buildModel(settings: RunSettings, data: Dataset): Sequential {
       { option: 'model', value: describe(modelOptions) },
     );
   }
+  // Image data ([28, 28, 1] examples) feeds an MLP through a flatten layer.
+  const dataShape = exampleShape(data.train);
+  const inputShape = modelOptions.inputShape ?? (dataShape.length > 1 ? dataShape : undefined);
+  if (inputShape && inputShape.join() !== dataShape.join()) {
+    throw new GrngError(
+      'invalid-model',
+      `model ${describe(modelOptions)} takes examples of shape [${inputShape.join(', ')}] but dataset ${data.name} has [${dataShape.join(', ')}] (--input-shape / inputShape sets the data's)`,
+      { option: 'model', value: describe(modelOptions) },
+    );
+  }
   const init = settings.options.init;
-  return mlp({ ...modelOptions, seed: settings.seed, ...(init ? { init } : {}) });
+  return mlp({
+    ...modelOptions,
+    ...(inputShape ? { inputShape } : {}),
+    seed: settings.seed,
+    ...(init ? { init } : {}),
+  });
 }
 
 async function loadDataset(
@@ -238,9 +257,20 @@ async function loadDataset(
 ): Promise<Dataset> {
   if (typeof dataset === 'object' && dataset !== null) return validateDataset(dataset);
   if (dataset === 'mnist') return loadMnist();
+  if (dataset === 'mnist-full') return loadMnistFull();
+  if (dataset === 'fashion-mnist') return loadFashionMnist();
   if (dataset === 'synthetic') return syntheticDataset({ seed, ...synthetic });
+  if (isFolder(dataset)) return loadIdxDataset(dataset);
   // Any other string is a file the user made; loadDatasetFile names a non-file clearly.
   return loadDatasetFile(dataset);
+}
+
+function isFolder(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function describe(options: MlpOptions | Omit<MlpOptions, 'seed'>): string {
