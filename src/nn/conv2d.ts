@@ -38,11 +38,13 @@ export interface Conv2dLayer extends SignalLayer {
 
 /**
  * Patch values per chunk of the batch: 2²² floats (16 MiB). The patches of a batch are kh·kw
- * times its input (the benchmark CNN's second conv, 14×14×32 with 3×3 kernels: 1.8 MB an example,
- * 231 MB at batch 128), so the forward and backward products run over chunks of examples whose
- * patches fit this budget, and a chunk's patches are freed before the next is made: a step's
- * peak holds one chunk of patches, not the batch's. Measured on that layer (wasm + OpenBLAS, batch
- * 128): chunks of 9 examples cost no more than one product over the batch.
+ * times its input: the benchmark CNN's second conv (14×14×32, 3×3 same) has 56,448 patch values an
+ * example, 29 MB at batch 128, so its products run over chunks of 74 examples, and a chunk's
+ * patches are freed before the next is made (in the backward pass too: they are recomputed, not
+ * kept on the tape). Measured on that layer, batch 128, plain wasm (no native BLAS): forward +
+ * backward ≈ 2.5 s, of which the patches ≈ 0.38 s, the fold (col2im) ≈ 0.74 s and each
+ * 25,088×288×64 product ≈ 0.25 s; tfjs-wasm's Slice and Pad of 4-D tensors dominate the first
+ * two, so a native im2col/col2im kernel is where the time is.
  */
 export const PATCH_CHUNK_ELEMENTS = 2 ** 22;
 
@@ -61,6 +63,7 @@ export function conv2dLayer({
   strides,
   padding,
   activation,
+  patchChunkElements = PATCH_CHUNK_ELEMENTS,
 }: {
   name: string;
   index: number;
@@ -70,12 +73,14 @@ export function conv2dLayer({
   strides: readonly [number, number] | readonly number[];
   padding: Padding;
   activation: Activation;
+  /** Patch values per chunk of the batch; default {@link PATCH_CHUNK_ELEMENTS}. */
+  patchChunkElements?: number;
 }): Conv2dLayer {
   const geometry = windowGeometry(inputShape, kernelSize, strides, padding);
   const kernel = `${name}/kernel`;
   const bias = `${name}/bias`;
   const outputShape = [geometry.rows.size, geometry.cols.size, filters];
-  const products = patchProducts(geometry);
+  const products = patchProducts(geometry, patchChunkElements);
   return {
     kind: 'conv2d',
     name,
@@ -127,9 +132,9 @@ interface PatchProducts {
  * (RENG's Hg) works and gives exact results; tfjs's own conv2d cannot train on wasm (no
  * Conv2DBackpropFilter kernel).
  */
-function patchProducts(geometry: WindowGeometry): PatchProducts {
+function patchProducts(geometry: WindowGeometry, chunkElements: number): PatchProducts {
   const { rows, cols, patchSize, locations } = geometry;
-  const chunkSize = Math.max(1, Math.floor(PATCH_CHUNK_ELEMENTS / (locations * patchSize)));
+  const chunkSize = Math.max(1, Math.floor(chunkElements / (locations * patchSize)));
   const patchRows = (x: tf.Tensor): tf.Tensor2D =>
     tf.reshape(extractPatches(x, geometry), [x.shape[0]! * locations, patchSize]);
 
@@ -194,33 +199,26 @@ function patchProducts(geometry: WindowGeometry): PatchProducts {
       );
     });
 
-  const both = tf.customGrad(((x: tf.Tensor, k: tf.Tensor2D, save: tf.GradSaveFunc) => {
-    save([x, k]);
-    return {
-      value: forward(x, k),
-      gradFunc: (dy: tf.Tensor, [sx, sk]: tf.Tensor[]) => [
-        inputGradient(dy, sk as tf.Tensor2D),
-        kernelGradient(sx!, dy),
-      ],
-    };
-  }) as unknown as CustomGradientFunc) as unknown as PatchProducts['both'];
+  // Both tensors go through the custom op and are saved even where one needs no gradient: a
+  // tensor made inside a differentiated function (a reshaped kernel, a slice of the data) is
+  // disposed before the backward pass runs, so the gradient may only use what was saved. The
+  // unneeded gradient is zeros (a fill), never the product.
+  const product = (wantInput: boolean, wantKernel: boolean) =>
+    tf.customGrad(((x: tf.Tensor, k: tf.Tensor2D, save: tf.GradSaveFunc) => {
+      save([x, k]);
+      return {
+        value: forward(x, k),
+        gradFunc: (dy: tf.Tensor, [sx, sk]: tf.Tensor[]) => [
+          wantInput ? inputGradient(dy, sk as tf.Tensor2D) : tf.zerosLike(sx!),
+          wantKernel ? kernelGradient(sx!, dy) : tf.zerosLike(sk!),
+        ],
+      };
+    }) as unknown as CustomGradientFunc) as unknown as PatchProducts['both'];
 
   return {
     value: (x, k) => forward(x, k),
-    both,
-    kernelOnly: (x, k) =>
-      (
-        tf.customGrad(((kk: tf.Tensor2D, save: tf.GradSaveFunc) => {
-          save([kk]);
-          return { value: forward(x, kk), gradFunc: (dy: tf.Tensor) => [kernelGradient(x, dy)] };
-        }) as unknown as CustomGradientFunc) as unknown as (k: tf.Tensor2D) => tf.Tensor4D
-      )(k),
-    inputOnly: (x, k) =>
-      (
-        tf.customGrad(((xx: tf.Tensor, save: tf.GradSaveFunc) => {
-          save([xx]);
-          return { value: forward(xx, k), gradFunc: (dy: tf.Tensor) => [inputGradient(dy, k)] };
-        }) as unknown as CustomGradientFunc) as unknown as (x: tf.Tensor) => tf.Tensor4D
-      )(x),
+    both: product(true, true),
+    kernelOnly: product(false, true),
+    inputOnly: product(true, false),
   };
 }

@@ -191,8 +191,9 @@ export interface RkalmanState {
  * the addon, the prior and the posterior/update are one native pass per parameter each.
  *
  * Needs the per-sample signals and losses: run `forwardBackward(model, { signals: true })`.
- * Covers models whose every parameter belongs to a curvature block with outer-product
- * per-example gradients (curvature/blocks: dense).
+ * Covers models whose every parameter belongs to a curvature block with per-example gradients:
+ * outer products (dense, the pairwise form above) or sums of them as matrices (conv2d:
+ * S = (G ⊙ p̄) Gᵀ over the flattened per-example gradients G, docs/algorithms.md).
  * Diagnostics: `learningRate` (η_K), `kalmanTraceP` (tr(P)/n), `kalmanNoise` (r) and
  * `kalmanInnovationNorm` (‖e‖), the last three device scalars.
  *
