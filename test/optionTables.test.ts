@@ -52,6 +52,8 @@ const DEFAULTS_BEFORE_TABLES = {
     beta: 0.95,
     statsEvery: 1,
     inverseEvery: 10,
+    convFactors: 'expand',
+    convPatchRows: 0,
   },
   ring: {
     learningRate: 0.05,
@@ -65,6 +67,8 @@ const DEFAULTS_BEFORE_TABLES = {
     beta: 0.95,
     statsEvery: 1,
     inverseEvery: 10,
+    convFactors: 'expand',
+    convPatchRows: 0,
   },
   reng: {
     learningRate: 0.05,
@@ -78,6 +82,8 @@ const DEFAULTS_BEFORE_TABLES = {
     beta: 0.95,
     statsEvery: 1,
     inverseEvery: 10,
+    convFactors: 'expand',
+    convPatchRows: 0,
   },
   rkalman: {
     learningRate: 1,
@@ -117,6 +123,8 @@ const ACCEPTED_BEFORE_TABLES: Record<string, readonly string[]> = {
     'newtonMaxIterations',
     'newtonWarmTrials',
     'inverse',
+    'convFactors',
+    'convPatchRows',
     'seed',
     'learningRate',
     'momentum',
@@ -181,6 +189,8 @@ describe('the registry is its option tables', () => {
       newtonMaxIterations: 30,
       newtonWarmTrials: 1,
       inverse: 'auto',
+      convFactors: 'expand',
+      convPatchRows: 0,
       seed: 1,
     });
   });

@@ -35,6 +35,17 @@ export interface CurvatureOptions {
    * Newton–Schulz.
    */
   readonly inverse?: InverseMethod;
+  /**
+   * How a conv layer's locations become factor statistics [prior: KFC]: `expand` (every example
+   * and location a row, A = T·Ā, default) or `reduce` (one row per example: the mean patch and the
+   * sum of δ over locations). Dense layers ignore it.
+   */
+  readonly convFactors?: 'expand' | 'reduce';
+  /**
+   * Most (example, location) rows a conv layer's `expand` statistics use per step, a seeded random
+   * subset; 0 = all [ours].
+   */
+  readonly convPatchRows?: number;
   /** Seed of the label sampling; default 1. */
   readonly seed?: number;
 }
@@ -124,6 +135,20 @@ export const CURVATURE_OPTIONS = {
     flag: '--inverse',
     placeholder: 'method',
     help: 'how factors are inverted: auto = float64 Cholesky where the native BLAS has LAPACK, else Newton–Schulz',
+  },
+  convFactors: {
+    kind: 'choice',
+    choices: ['expand', 'reduce'],
+    default: 'expand',
+    flag: '--conv-factors',
+    help: "conv layers' factors: expand (every location a row, A = T·Ā) or reduce (per-example mean patch, summed δ)",
+  },
+  convPatchRows: {
+    kind: 'integer',
+    min: 0,
+    default: 0,
+    flag: '--conv-patch-rows',
+    help: 'most patch rows per conv layer and step for expand (a seeded random subset), 0 = all',
   },
   seed: {
     kind: 'integer',

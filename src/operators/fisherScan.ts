@@ -81,7 +81,7 @@ export function fisherScan(
   const resolved = resolveCurvatureOptions(options);
   // One block per signal layer, in order; a layer kind without a block is an error here, before any
   // step.
-  const blocks = curvatureBlocks(model);
+  const blocks = curvatureBlocks(model, resolved);
   const inverseEvery = damping.norm === 'step' ? 1 : resolved.inverseEvery;
   const needsGradNorm = damping.rho > 0;
 
@@ -223,13 +223,22 @@ export function fisherScan(
         : undefined;
     try {
       const deltaOf = (i: number): tf.Tensor => (sampled ? sampled[i]! : signals[i]!.delta);
+      // Blocks that sample rows (conv2d's convPatchRows) draw them from this step's seed.
+      const context = { seed };
       if (state.layers === undefined) {
         state.layers = blocks.map((block, i) =>
-          foldStatistics(block, undefined, signals[i]!.a, deltaOf(i), resolved.beta),
+          foldStatistics(block, undefined, signals[i]!.a, deltaOf(i), resolved.beta, context),
         );
       } else {
         state.layers.forEach((layer, i) => {
-          const next = foldStatistics(blocks[i]!, layer, signals[i]!.a, deltaOf(i), resolved.beta);
+          const next = foldStatistics(
+            blocks[i]!,
+            layer,
+            signals[i]!.a,
+            deltaOf(i),
+            resolved.beta,
+            context,
+          );
           tf.dispose([layer.a.sum, layer.g.sum]);
           layer.a = next.a;
           layer.g = next.g;

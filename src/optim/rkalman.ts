@@ -9,7 +9,7 @@ import type { Sequential } from '../nn/sequential.js';
 import type { LayerSignals, Params } from '../types.js';
 import { checkKeys } from '../validate.js';
 import { floorAt } from '../linalg/floorAt.js';
-import { matMulTransposeA } from '../nn/ops.js';
+import { matMulTransposeA, matMulTransposeB } from '../nn/ops.js';
 import {
   nativeKalmanPosterior,
   nativeKalmanPrior,
@@ -191,8 +191,9 @@ export interface RkalmanState {
  * the addon, the prior and the posterior/update are one native pass per parameter each.
  *
  * Needs the per-sample signals and losses: run `forwardBackward(model, { signals: true })`.
- * Covers models whose every parameter belongs to a curvature block with outer-product
- * per-example gradients (curvature/blocks: dense).
+ * Covers models whose every parameter belongs to a curvature block with per-example gradients:
+ * outer products (dense, the pairwise form above) or sums of them as matrices (conv2d:
+ * S = (G ⊙ p̄) Gᵀ over the flattened per-example gradients G, docs/algorithms.md).
  * Diagnostics: `learningRate` (η_K), `kalmanTraceP` (tr(P)/n), `kalmanNoise` (r) and
  * `kalmanInnovationNorm` (‖e‖), the last three device scalars.
  *
@@ -239,7 +240,9 @@ export function rkalman(
         );
       }
       const k = Math.min(losses.shape[0], rows);
-      const layers = observationRows(blocks, signals, params, k);
+      const observed = observationRows(blocks, signals, params, k);
+      const layers = observed.filter((o): o is OuterProductRows => !('gradients' in o));
+      const examples = observed.filter((o): o is ExampleGradients => 'gradients' in o);
       const eta = valueAt(lr, state.count);
 
       // 1–2. Prior. ‖g‖² stays a device scalar: the GR shrinkage needs no read-back.
@@ -276,21 +279,38 @@ export function rkalman(
       const aa = layers.map((l) => rowPairs(l.a));
       const dd = layers.map((l) => rowPairs(l.delta));
       // (a_i⊙a_j)ᵀ P_W (δ_i⊙δ_j) + P_bᵀ (δ_i⊙δ_j), summed over layers, for every pair.
-      const hphPairs = tf.addN(
-        layers.map((l, i) =>
-          tf.sum(
-            tf.mul(
-              tf.add(tf.matMul(aa[i]!, prior[l.kernel] as tf.Tensor2D), prior[l.bias]!),
-              dd[i]!,
-            ),
-            1,
-          ),
-        ),
+      const hphPairs =
+        layers.length === 0
+          ? undefined
+          : tf.addN(
+              layers.map((l, i) =>
+                tf.sum(
+                  tf.mul(
+                    tf.add(tf.matMul(aa[i]!, prior[l.kernel] as tf.Tensor2D), prior[l.bias]!),
+                    dd[i]!,
+                  ),
+                  1,
+                ),
+              ),
+            );
+      const outerHph =
+        layers.length > 0
+          ? (tf.reshape(tf.gather(hphPairs!, tf.tensor1d(pairs.square, 'int32')), [
+              k,
+              k,
+            ]) as tf.Tensor2D)
+          : undefined;
+      // Blocks with per-example gradient matrices (conv2d): with G the k×n gradients of the
+      // block's parameters (laid out as its toMatrix) and p̄ their prior variances,
+      // (H P⁻ Hᵀ)_ij = Σ p̄ ⊙ G_i ⊙ G_j = (G ⊙ p̄) Gᵀ, one k×k product per block.
+      const flatPriors = examples.map((x) =>
+        tf.reshape(x.block.toMatrix(prior), [1, -1]),
+      ) as tf.Tensor2D[];
+      const exampleHph = examples.map((x, i) =>
+        matMulTransposeB(tf.mul(x.gradients, flatPriors[i]!) as tf.Tensor2D, x.gradients),
       );
-      const hph = tf.reshape(tf.gather(hphPairs, tf.tensor1d(pairs.square, 'int32')), [
-        k,
-        k,
-      ]) as tf.Tensor2D;
+      const hphTerms = [...(outerHph ? [outerHph] : []), ...exampleHph];
+      const hph = (hphTerms.length === 1 ? hphTerms[0]! : tf.addN(hphTerms)) as tf.Tensor2D;
       const s = tf.add(hph, tf.mul(tf.eye(k), state.r)) as tf.Tensor2D;
 
       // 5. w = S⁻¹e; the gain applied to e is P⁻ ⊙ Hᵀw = −P⁻ ⊙ Σ_i w_i ∇l_i, and −η_K is folded
@@ -336,6 +356,24 @@ export function rkalman(
         );
         finish(l.bias, tf.sum(weightedPairs, 0), tf.sum(weightedDelta, 0));
       });
+      examples.forEach((x) => {
+        // R = Σ_ij S⁻¹_ij G_i ⊙ G_j = Σ_i (S⁻¹G)_i ⊙ G_i, and the gain Σ_i w_i G_i = wᵀG, both
+        // back in the parameters' shapes through the block's matrix layout.
+        const [aSize, gSize] = [x.block.aSize, x.block.gSize];
+        const reduced = x.block.fromMatrix(
+          tf.reshape(tf.sum(tf.mul(tf.matMul(sInverse, x.gradients), x.gradients), 0), [
+            aSize,
+            gSize,
+          ]) as tf.Tensor2D,
+        );
+        const gain = x.block.fromMatrix(
+          tf.reshape(matMulTransposeA(w as tf.Tensor2D, x.gradients), [
+            aSize,
+            gSize,
+          ]) as tf.Tensor2D,
+        );
+        for (const key of x.block.params) finish(key, reduced[key]!, gain[key]!);
+      });
 
       // 7. Observation noise: what the innovations show beyond the predicted H P⁻ Hᵀ.
       const excess = tf.sub(tf.mean(tf.square(e)), tf.div(tf.sum(tf.mul(hph, tf.eye(k))), k));
@@ -374,7 +412,7 @@ function observationRows(
   signals: readonly LayerSignals[],
   params: Params,
   k: number,
-): OuterProductRows[] {
+): (OuterProductRows | ExampleGradients)[] {
   if (signals.length !== blocks.length) {
     throw new GrngError(
       'step',
@@ -391,12 +429,28 @@ function observationRows(
         `rkalman: signal ${index} is from layer ${layer}, the model's block ${index} is layer ${block.layer}`,
         { layer: block.layer },
       );
-    if (!block.outerProductRows)
-      throw new GrngError(
-        'invalid-model',
-        `rkalman: layer ${block.layer} (${block.kind}) has no per-example outer-product gradient rows; rkalman covers dense layers`,
-        { layer: block.layer },
-      );
+    if (!block.outerProductRows) {
+      if (!block.exampleGradients)
+        throw new GrngError(
+          'invalid-model',
+          `rkalman: layer ${block.layer} (${block.kind}) gives no per-example gradients; rkalman covers dense and conv2d layers`,
+          { layer: block.layer },
+        );
+      for (const key of block.params) {
+        if (!params[key])
+          throw new GrngError(
+            'shape',
+            `rkalman: layer ${block.layer} has signals but its parameter ${key} is missing`,
+            { layer: block.layer },
+          );
+        covered.add(key);
+      }
+      const gradients = block.exampleGradients(a, delta, k);
+      return {
+        block,
+        gradients: tf.reshape(gradients, [k, block.aSize * block.gSize]) as tf.Tensor2D,
+      };
+    }
     const rows = block.outerProductRows(a, delta, k);
     const [inputs, units] = [rows.a.shape[1], rows.delta.shape[1]];
     const w = params[rows.kernel];
@@ -415,11 +469,20 @@ function observationRows(
   if (uncovered.length > 0) {
     throw new GrngError(
       'invalid-model',
-      `rkalman covers dense layers only; no layer signals for ${uncovered.join(', ')}`,
+      `rkalman covers dense and conv2d layers only; no layer signals for ${uncovered.join(', ')}`,
       { keys: uncovered },
     );
   }
   return layers;
+}
+
+/**
+ * A block's first k per-example gradients, [k, d_A·d_G] in its toMatrix layout (for blocks whose
+ * per-example gradient is a sum of outer products, as conv2d's).
+ */
+interface ExampleGradients {
+  readonly block: KroneckerBlock;
+  readonly gradients: tf.Tensor2D;
 }
 
 /** Host-side indices of the row pairs i ≤ j of k rows (k(k+1)/2 of them). */

@@ -23,11 +23,13 @@ export interface KroneckerBlock {
    * The rows whose second moments are this batch's factors, from the layer's input `a` and
    * per-sample signal `delta`: A = Σ rows_aᵀ rows_a / count, G likewise (count = the rows of
    * each). A row matrix may be `a` or `delta` itself (no copy); the caller disposes those that
-   * are not. `a` and `delta` are not disposed.
+   * are not. `a` and `delta` are not disposed. `context.seed` changes every step, for blocks that
+   * sample rows (conv2d's row cap).
    */
   statisticRows(
     a: tf.Tensor,
     delta: tf.Tensor,
+    context?: StatisticsContext,
   ): { readonly a: tf.Tensor2D; readonly g: tf.Tensor2D };
   /**
    * The parameters' entries of a tree (gradient, update) as the d_A×d_G matrix the factors act on:
@@ -42,6 +44,18 @@ export interface KroneckerBlock {
    * (in×out) and bias. Undefined for a block whose per-example gradient is not one outer product.
    */
   outerProductRows?(a: tf.Tensor, delta: tf.Tensor, k: number): OuterProductRows;
+  /**
+   * For R-Kalman, where the per-example gradient is a sum of outer products (conv2d: Σ_t ā_t δ_tᵀ
+   * over locations): the first k examples' gradients as [k, d_A, d_G] matrices laid out as
+   * {@link toMatrix}. The caller owns the result.
+   */
+  exampleGradients?(a: tf.Tensor, delta: tf.Tensor, k: number): tf.Tensor3D;
+}
+
+/** What a block may use besides the signals when it makes its statistic rows. */
+export interface StatisticsContext {
+  /** Changes every statistics step (seeds a row subset). */
+  readonly seed?: number;
 }
 
 /** The per-example outer-product rows of a block; see {@link KroneckerBlock.outerProductRows}. */
@@ -66,8 +80,9 @@ export function foldStatistics(
   a: tf.Tensor,
   delta: tf.Tensor,
   beta: number,
+  context: StatisticsContext = {},
 ): FactorAverages {
-  const rows = block.statisticRows(a, delta);
+  const rows = block.statisticRows(a, delta, context);
   try {
     return foldGram(previous, rows.a, rows.g, beta);
   } finally {
