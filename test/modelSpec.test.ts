@@ -156,3 +156,101 @@ describe('JSON model files', () => {
     });
   }
 });
+
+describe('models built from specs', () => {
+  it('the benchmark CNN has PyTorch’s layers, shapes and parameter count, and runs a batch', async () => {
+    const { buildModel } = await import('../src/nn/buildModel.js');
+    const tf = await import('@tensorflow/tfjs');
+    const spec = 'cnn:28x28x1-c32k3-p2-c64k3-p2-d128-10';
+    const model = buildModel(parseCnnSpec(spec), { seed: 1, description: spec });
+    expect(model.layers.map((l) => [l.name, l.outputShape])).toEqual([
+      ['conv0', [28, 28, 32]],
+      ['pool0', [14, 14, 32]],
+      ['conv1', [14, 14, 64]],
+      ['pool1', [7, 7, 64]],
+      ['flatten0', [3136]],
+      ['dense0', [128]],
+      ['dense1', [10]],
+    ]);
+    // torch: 320 + 18,496 + 401,536 + 1,290
+    expect(model.size).toBe(421_642);
+    expect(model.signalLayers.map((l) => l.name)).toEqual(['conv0', 'conv1', 'dense0', 'dense1']);
+    const logits = tf.tidy(() => model.apply(model.params, tf.zeros([2, 28, 28, 1])).logits.shape);
+    expect(logits).toEqual([2, 10]);
+    model.dispose();
+  });
+
+  it('a layer that cannot take the shape before it is one error naming the layer, and nothing leaks', async () => {
+    const { buildModel } = await import('../src/nn/buildModel.js');
+    const tf = await import('@tensorflow/tfjs');
+    const before = tf.memory().numTensors;
+    const spec = { inputShape: [4, 4, 1], layers: [{ type: 'dense' as const, units: 3 }] };
+    expect(errorOf(() => buildModel(spec, { description: 'm.json' })).message).toMatch(
+      /invalid model m\.json: layer 0 \(dense\) needs flat input, got \[4, 4, 1\] \(put a flatten layer before it\)/,
+    );
+    const afterDense = {
+      inputShape: [4],
+      layers: [
+        { type: 'maxPool' as const, poolSize: [2, 2] as const },
+        { type: 'dense' as const, units: 2 },
+      ],
+    };
+    expect(errorOf(() => buildModel(afterDense)).message).toMatch(
+      /layer 0 \(maxPool\) needs image-shaped input/,
+    );
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('train() takes a cnn: spec and a JSON model file on image-shaped data, and refuses a shape mismatch', async () => {
+    const { train } = await import('../src/run/train.js');
+    const { syntheticDataset } = await import('../src/data/synthetic.js');
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const flat = syntheticDataset({ features: 16, classes: 3, train: 64, test: 16, seed: 1 });
+    const data = {
+      ...flat,
+      train: { ...flat.train, shape: [4, 4, 1] },
+      test: { ...flat.test, shape: [4, 4, 1] },
+    };
+    const viaSpec = await train({
+      dataset: data,
+      model: 'cnn:4x4x1-c2k3-p2-3',
+      optimizer: 'kfac',
+      steps: 3,
+      batchSize: 16,
+    });
+    expect(viaSpec.steps).toBe(3);
+    expect(viaSpec.meta.model).toBe('cnn:4x4x1-c2k3-p2-3');
+    const file = join(mkdtempSync(join(tmpdir(), 'grng-model-')), 'model.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        inputShape: [4, 4, 1],
+        layers: [
+          { type: 'conv2d', filters: 2, kernelSize: 3 },
+          { type: 'avgPool', poolSize: 2 },
+          { type: 'flatten' },
+          { type: 'dense', units: 3 },
+        ],
+      }),
+    );
+    const viaFile = await train({
+      dataset: data,
+      model: file,
+      optimizer: 'ring',
+      steps: 3,
+      batchSize: 16,
+    });
+    expect(viaFile.steps).toBe(3);
+    await expect(train({ dataset: data, model: 'cnn:8x8x1-c2k3-3', steps: 1 })).rejects.toThrow(
+      /takes examples of shape \[8, 8, 1\] but dataset synthetic has \[4, 4, 1\]/,
+    );
+    await expect(train({ dataset: flat, model: 'cnn:4x4x1-c2k3-3', steps: 1 })).rejects.toThrow(
+      /--input-shape 4x4x1/,
+    );
+    await expect(
+      train({ dataset: data, model: join(tmpdir(), 'missing-model.json'), steps: 1 }),
+    ).rejects.toThrow(/invalid model file .*missing-model\.json: cannot read it \(ENOENT\)/);
+  });
+});

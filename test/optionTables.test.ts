@@ -52,8 +52,6 @@ const DEFAULTS_BEFORE_TABLES = {
     beta: 0.95,
     statsEvery: 1,
     inverseEvery: 10,
-    convFactors: 'expand',
-    convPatchRows: 0,
   },
   ring: {
     learningRate: 0.05,
@@ -67,8 +65,6 @@ const DEFAULTS_BEFORE_TABLES = {
     beta: 0.95,
     statsEvery: 1,
     inverseEvery: 10,
-    convFactors: 'expand',
-    convPatchRows: 0,
   },
   reng: {
     learningRate: 0.05,
@@ -82,8 +78,6 @@ const DEFAULTS_BEFORE_TABLES = {
     beta: 0.95,
     statsEvery: 1,
     inverseEvery: 10,
-    convFactors: 'expand',
-    convPatchRows: 0,
   },
   rkalman: {
     learningRate: 1,

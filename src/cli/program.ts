@@ -68,7 +68,7 @@ function addRunOptions(command: Command): Command {
     )
     .option(
       '--model <spec>',
-      'model spec, e.g. mlp:784-256-10 (relu between layers) or mlp:784-256-10:tanh (default: mlp:<features>-256-<classes>)',
+      'model: mlp:784-256-10 (relu between layers; mlp:784-256-10:tanh), cnn:28x28x1-c32k3-p2-c64k3-p2-d128-10 (README: Model specs) or a JSON model file (default: mlp:<features>-256-<classes>)',
     )
     .option('--epochs <n>', 'passes over the training set', integer('--epochs', 1), 3)
     .option('--steps <n>', 'stop after N steps', integer('--steps', 1))

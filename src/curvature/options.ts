@@ -140,6 +140,9 @@ export const CURVATURE_OPTIONS = {
     kind: 'choice',
     choices: ['expand', 'reduce'],
     default: 'expand',
+    // Not filled in by name until its default is chosen by measurement (docs/algorithms.md), so
+    // MLP recordings keep the options they always listed; a value given is recorded.
+    listed: false,
     flag: '--conv-factors',
     help: "conv layers' factors: expand (every location a row, A = T·Ā) or reduce (per-example mean patch, summed δ)",
   },
@@ -147,6 +150,7 @@ export const CURVATURE_OPTIONS = {
     kind: 'integer',
     min: 0,
     default: 0,
+    listed: false,
     flag: '--conv-patch-rows',
     help: 'most patch rows per conv layer and step for expand (a seeded random subset), 0 = all',
   },

@@ -308,7 +308,8 @@ export function parseModelSpec(
   };
   if (typeof spec !== 'string') fail('not a string');
   const parts = spec.trim().split(':');
-  if (parts[0] !== 'mlp') fail(`unknown model kind ${JSON.stringify(parts[0])} (only mlp)`);
+  if (parts[0] !== 'mlp')
+    fail(`unknown model kind ${JSON.stringify(parts[0])} (mlp:, cnn: or a .json model file)`);
   if (parts.length > 3) fail(`${parts.length - 1} ":" separators, at most 2`);
   const widthsText = parts[1] ?? '';
   if (widthsText === '') fail('no layer widths after "mlp:"');

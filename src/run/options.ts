@@ -2,6 +2,8 @@ import type { BackendChoice } from '../runtime/backend.js';
 import type { Dataset } from '../data/dataset.js';
 import type { SyntheticOptions } from '../data/synthetic.js';
 import { GrngError, invalidOption } from '../errors.js';
+import { readFileSync } from 'node:fs';
+import { parseCnnSpec, parseModelJson, type ModelSpec } from '../nn/modelSpec.js';
 import { parseModelSpec, type MlpOptions } from '../nn/sequential.js';
 import type { Initializer } from '../nn/init.js';
 import { DEFAULT_MAX_BAD_STEPS } from '../operators/guardFinite.js';
@@ -27,8 +29,11 @@ export interface TrainOptions {
   readonly inputShape?: readonly number[];
   /** Options of the synthetic dataset (seeded by `seed` unless given). */
   readonly synthetic?: SyntheticOptions;
-  /** Model spec (`mlp:784-256-10`) or options; default an MLP with one hidden layer of 256. */
-  readonly model?: string | Omit<MlpOptions, 'seed'>;
+  /**
+   * Model: a spec (`mlp:784-256-10`, `cnn:28x28x1-c32k3-p2-d128-10`), a JSON model file
+   * (`model.json`), MLP options or a {@link ModelSpec}; default an MLP with one hidden layer of 256.
+   */
+  readonly model?: string | Omit<MlpOptions, 'seed'> | ModelSpec;
   /** Weight initialisation; default torch (PyTorch's nn.Linear: U(±1/√fanIn)). */
   readonly init?: Initializer;
   /** Optimizer by name; default adamw. */
@@ -135,8 +140,10 @@ export interface RunSettings {
   readonly guard: boolean;
   readonly checkpoint: { readonly dir: string; readonly every?: number } | undefined;
   readonly optimizerName: string;
-  /** The model asked for; undefined: the default MLP for the data. */
+  /** The MLP asked for; undefined: the default MLP for the data, or a layered model. */
   readonly model: Omit<MlpOptions, 'seed'> | undefined;
+  /** A model of typed layers (a `cnn:` spec, a JSON model file, a ModelSpec) and how to name it. */
+  readonly layered: { readonly spec: ModelSpec; readonly description: string } | undefined;
 }
 
 /**
@@ -180,7 +187,7 @@ export function resolveTrainOptions(given: TrainOptions): RunSettings {
   resolveOptimizerOptions(optimizerName, options.optimizerOptions, {
     lenient: options.lenientOptions ?? false,
   });
-  const model = typeof options.model === 'string' ? parseModelSpec(options.model) : options.model;
+  const { model, layered } = resolveModel(options.model);
   if (
     options.inputShape !== undefined &&
     (!Array.isArray(options.inputShape) ||
@@ -201,7 +208,47 @@ export function resolveTrainOptions(given: TrainOptions): RunSettings {
     checkpoint,
     optimizerName,
     model,
+    layered,
   };
+}
+
+/**
+ * The model option, parsed before anything slow starts: an `mlp:` spec or MLP options, or a
+ * layered model from a `cnn:` spec, a JSON model file (read here; errors name the file) or a
+ * ModelSpec.
+ */
+function resolveModel(given: TrainOptions['model']): Pick<RunSettings, 'model' | 'layered'> {
+  if (given === undefined) return { model: undefined, layered: undefined };
+  if (typeof given === 'string') {
+    const text = given.trim();
+    if (text.startsWith('cnn:'))
+      return { model: undefined, layered: { spec: parseCnnSpec(text), description: text } };
+    if (text.endsWith('.json')) {
+      let json: string;
+      try {
+        json = readFileSync(text, 'utf8');
+      } catch (error) {
+        throw new GrngError(
+          'invalid-model',
+          `invalid model file ${text}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+          {
+            option: 'model',
+            path: text,
+          },
+        );
+      }
+      return { model: undefined, layered: { spec: parseModelJson(json, text), description: text } };
+    }
+    return { model: parseModelSpec(text), layered: undefined };
+  }
+  const layers = (given as { layers?: unknown }).layers;
+  if (
+    Array.isArray(layers) &&
+    layers.every((l) => typeof l === 'object' && l !== null && 'type' in l)
+  ) {
+    return { model: undefined, layered: { spec: given as ModelSpec, description: 'model' } };
+  }
+  return { model: given as Omit<MlpOptions, 'seed'>, layered: undefined };
 }
 
 /**

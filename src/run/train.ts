@@ -9,6 +9,8 @@ import { loadFashionMnist, loadMnistFull } from '../data/imageDatasets.js';
 import { loadMnist } from '../data/mnist.js';
 import { syntheticDataset, type SyntheticOptions } from '../data/synthetic.js';
 import { GrngError } from '../errors.js';
+import { buildModel as buildModelFromSpec } from '../nn/buildModel.js';
+import type { ModelSpec } from '../nn/modelSpec.js';
 import { mlp, parseModelSpec, type MlpOptions, type Sequential } from '../nn/sequential.js';
 import type { ScanState } from '../operators/fisherScan.js';
 import { stepHealth } from '../operators/guardFinite.js';
@@ -215,6 +217,7 @@ export async function train(
  * classes.
  */
 function buildModel(settings: RunSettings, data: Dataset): Sequential {
+  if (settings.layered) return buildLayeredModel(settings, settings.layered, data);
   const modelOptions = settings.model ?? parseModelSpec(`mlp:${data.features}-256-${data.classes}`);
   if (modelOptions.inputs !== data.features) {
     throw new GrngError(
@@ -271,6 +274,40 @@ function isFolder(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** A model of typed layers (cnn:, JSON, ModelSpec), checked against the data's example shape and classes. */
+function buildLayeredModel(
+  settings: RunSettings,
+  { spec, description }: { readonly spec: ModelSpec; readonly description: string },
+  data: Dataset,
+): Sequential {
+  const dataShape = exampleShape(data.train);
+  if (spec.inputShape.join() !== dataShape.join()) {
+    const hint =
+      dataShape.length === 1
+        ? ` (a flat dataset takes a shape with --input-shape ${spec.inputShape.join('x')})`
+        : '';
+    throw new GrngError(
+      'invalid-model',
+      `model ${description} takes examples of shape [${spec.inputShape.join(', ')}] but dataset ${data.name} has [${dataShape.join(', ')}]${hint}`,
+      { option: 'model', value: description },
+    );
+  }
+  const last = spec.layers.at(-1);
+  const outputs = last?.type === 'dense' ? last.units : undefined;
+  if (outputs !== data.classes) {
+    throw new GrngError(
+      'invalid-model',
+      `model ${description} has ${outputs} outputs but dataset ${data.name} has ${data.classes} classes`,
+      {
+        option: 'model',
+        value: description,
+      },
+    );
+  }
+  const init = settings.options.init;
+  return buildModelFromSpec(spec, { seed: settings.seed, description, ...(init ? { init } : {}) });
 }
 
 function describe(options: MlpOptions | Omit<MlpOptions, 'seed'>): string {
