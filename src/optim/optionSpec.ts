@@ -206,3 +206,16 @@ export function formatDefault(value: number | boolean | string | undefined): str
   const exponential = value.toExponential().replace('e+', 'e');
   return exponential.length < plain.length ? exponential : plain;
 }
+
+/**
+ * ρ, the gradient-regularisation strength the three GRNG optimizers share (RING's damping term,
+ * RENG's Hg weight, R-Kalman's prior shrinkage): one entry, so its flag, bounds and default are
+ * written once. Default 0.1 [ours: tune].
+ */
+export const GRADIENT_REGULARIZATION_OPTION = {
+  kind: 'number',
+  min: 0,
+  default: 0.1,
+  flag: '--rho',
+  help: 'gradient-regularisation strength ρ',
+} as const satisfies NumberOptionSpec;

@@ -11,7 +11,7 @@ import {
   type KfacOptions,
 } from './kfac.js';
 import { naturalGradient, type NaturalGradientState } from './naturalGradient.js';
-import { optionKeys, readOption } from './optionSpec.js';
+import { GRADIENT_REGULARIZATION_OPTION, optionKeys, readOption } from './optionSpec.js';
 import { mapParams } from '../linalg/tree.js';
 import { globalNorm, sumAll } from '../linalg/reductions.js';
 
@@ -25,13 +25,7 @@ export interface RengOptions extends KfacOptions {
 }
 
 export const RENG_OPTIONS = kfacFamilyOptions({
-  rho: {
-    kind: 'number',
-    min: 0,
-    default: 0.1,
-    flag: '--rho',
-    help: 'gradient-regularisation strength ρ',
-  },
+  rho: GRADIENT_REGULARIZATION_OPTION,
   hvp: {
     kind: 'choice',
     choices: ['double-backprop', 'finite-difference'],

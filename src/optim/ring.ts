@@ -7,7 +7,7 @@ import {
   type KfacOptions,
 } from './kfac.js';
 import { naturalGradient, type NaturalGradientState } from './naturalGradient.js';
-import { optionKeys, readOption } from './optionSpec.js';
+import { GRADIENT_REGULARIZATION_OPTION, optionKeys, readOption } from './optionSpec.js';
 
 export interface RingOptions extends KfacOptions {
   /** Gradient-regularisation strength ρ; default 0.1 ([ours]: tune). */
@@ -20,13 +20,7 @@ export interface RingOptions extends KfacOptions {
 }
 
 export const RING_OPTIONS = kfacFamilyOptions({
-  rho: {
-    kind: 'number',
-    min: 0,
-    default: 0.1,
-    flag: '--rho',
-    help: 'gradient-regularisation strength ρ',
-  },
+  rho: GRADIENT_REGULARIZATION_OPTION,
   ringNorm: {
     kind: 'choice',
     choices: ['mean', 'step'],

@@ -17,7 +17,12 @@ import {
 } from '../runtime/nativeBlas.js';
 import { inverseSpd } from '../linalg/inverseSpd.js';
 import { valueAt, type Hyper } from './schedules.js';
-import { optionKeys, readOption, type OptionTable } from './optionSpec.js';
+import {
+  GRADIENT_REGULARIZATION_OPTION,
+  optionKeys,
+  readOption,
+  type OptionTable,
+} from './optionSpec.js';
 import { mapParams } from '../linalg/tree.js';
 import { sumAll, sumOfSquares } from '../linalg/reductions.js';
 import type { GradientTransformation, TransformResult, UpdateContext } from './transform.js';
@@ -113,13 +118,7 @@ export const RKALMAN_OPTIONS = {
     flag: '--process-noise',
     help: 'process noise q',
   },
-  rho: {
-    kind: 'number',
-    min: 0,
-    default: 0.1,
-    flag: '--rho',
-    help: 'gradient-regularisation strength ρ',
-  },
+  rho: GRADIENT_REGULARIZATION_OPTION,
   betaR: {
     kind: 'number',
     min: 0,
