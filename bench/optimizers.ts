@@ -6,7 +6,8 @@
  * refresh (fisherScan on refresh steps, beyond its statistics; amortized over the period),
  * optimizer update, metrics read-back.
  *
- *   npx tsx bench/optimizers.ts [--model mlp:784-512-512-10] [--batch 256] [--steps 30]
+ *   npx tsx bench/optimizers.ts [--model mlp:784-512-512-10|cnn:...] [--dataset mnist|fashion-mnist]
+ *                               [--batch 256] [--steps 30]
  *                               [--optimizers sgd,adamw,...] [--inverse auto|newton-schulz|cholesky]
  *                               [--quick] [--json]
  */
@@ -14,6 +15,9 @@ import * as tf from '@tensorflow/tfjs';
 import { identity, lastValueFrom, tap, toArray } from 'rxjs';
 import { initBackend } from '../src/runtime/backend.js';
 import { loadMnist } from '../src/data/mnist.js';
+import { loadFashionMnist } from '../src/data/imageDatasets.js';
+import { buildModel } from '../src/nn/buildModel.js';
+import { parseCnnSpec } from '../src/nn/modelSpec.js';
 import { mlp, parseModelSpec } from '../src/nn/sequential.js';
 import { fisherScan } from '../src/operators/fisherScan.js';
 import { forwardBackward } from '../src/operators/forwardBackward.js';
@@ -37,7 +41,12 @@ const names = flag('optimizers', OPTIMIZERS.join(',')).split(',');
 const inverse = flag('inverse', 'auto');
 
 const backend = await initBackend(flag('backend', 'wasm'));
-const data = await loadMnist();
+const data =
+  flag('dataset', 'mnist') === 'fashion-mnist' ? await loadFashionMnist() : await loadMnist();
+const makeModel = () =>
+  spec.startsWith('cnn:')
+    ? buildModel(parseCnnSpec(spec), { seed: 1, description: spec })
+    : mlp({ ...parseModelSpec(spec), seed: 1 });
 
 interface Stages {
   forwardBackward: number;
@@ -50,7 +59,7 @@ interface Stages {
 async function measure(
   name: string,
 ): Promise<{ msPerStep: number; stages: Stages; refreshSteps: number }> {
-  const model = mlp({ ...parseModelSpec(spec), seed: 1 });
+  const model = makeModel();
   const optimizer = createOptimizer(
     name,
     model,

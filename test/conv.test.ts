@@ -263,7 +263,7 @@ describe('patches and the patch-based convolution', () => {
       activation: 'identity',
       patchChunkElements: 10_000,
     });
-    expect(PATCH_CHUNK_ELEMENTS).toBe(2 ** 22);
+    expect(PATCH_CHUNK_ELEMENTS).toBe(2 ** 23);
     tf.tidy(() => {
       const x = tf.randomNormal([8, h, w, c], 0, 1, 'float32', 3);
       const { kernel, bias } = initConv2d(3, 3, c, 2, 'identity', 'torch', 4);

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
+import { nativeFoldPatches, nativePatches } from '../runtime/nativeWindowKernels.js';
 
 /** How a 2-D window (convolution or pooling) slides over an NHWC image. */
 export type Padding = 'same' | 'valid';
@@ -118,7 +119,8 @@ function slack(axis: AxisGeometry, inSize: number, kernel: number, stride: numbe
  * `reshape(kernel, [kh·kw·C, filters])` lines up with it. Built from pad, slice and reshape only
  * (no backend-specific kernel): it runs on cpu, wasm and webgpu, and its gradient (the adjoint,
  * {@link foldPatches}) and every higher one exist. `padValue` fills the padding (−∞ for max
- * pooling).
+ * pooling). On wasm with the native addon one native pass does it (runtime/nativeWindowKernels.ts),
+ * with the same values and the same gradients to every order.
  *
  * @example
  * const p = extractPatches(x, { kernelSize: [3, 3], strides: [1, 1], padding: 'same' }); // [N, 28, 28, 9]
@@ -140,6 +142,16 @@ export function extractPatches(
   const { rows, cols } = geometry;
   if (kh === 1 && kw === 1 && sh === 1 && sw === 1 && rows.size === h && cols.size === w)
     return tf.clone(x) as tf.Tensor4D;
+  return nativePatches(x, geometry, padValue) ?? patchesFromOps(x, geometry, padValue);
+}
+
+/** {@link extractPatches} from pad, slice and reshape: every backend, every order of gradient. */
+export function patchesFromOps(x: tf.Tensor, geometry: WindowGeometry, padValue = 0): tf.Tensor4D {
+  const n = x.shape[0]!;
+  const [h, w, c] = geometry.inputShape;
+  const [kh, kw] = geometry.kernelSize;
+  const [sh, sw] = geometry.strides;
+  const { rows, cols } = geometry;
   return tf.tidy(() => {
     const extraRows = slack(rows, h, kh, sh);
     const extraCols = slack(cols, w, kw, sw);
@@ -183,7 +195,7 @@ export function extractPatches(
  * The adjoint of {@link extractPatches}: patch-shaped values [N, H_out, W_out, kh·kw·C] summed
  * back onto the image positions they were read from, [N, H, W, C] (col2im). Linear and built from
  * slice, pad and reshape, so it is differentiable to any order (its own adjoint is
- * extractPatches).
+ * extractPatches). Native on wasm with the addon, as extractPatches.
  *
  * @example
  * const dx = foldPatches(dPatches, geometry); // the input gradient of a patch-based conv
@@ -203,6 +215,16 @@ export function foldPatches(patches: tf.Tensor, geometry: WindowGeometry): tf.Te
     );
   if (kh === 1 && kw === 1 && sh === 1 && sw === 1 && rows.size === h && cols.size === w)
     return tf.clone(patches) as tf.Tensor4D;
+  return nativeFoldPatches(patches, geometry) ?? foldFromOps(patches, geometry);
+}
+
+/** {@link foldPatches} from slice, pad and addN: every backend, every order of gradient. */
+export function foldFromOps(patches: tf.Tensor, geometry: WindowGeometry): tf.Tensor4D {
+  const n = patches.shape[0]!;
+  const [h, w, c] = geometry.inputShape;
+  const [kh, kw] = geometry.kernelSize;
+  const [sh, sw] = geometry.strides;
+  const { rows, cols } = geometry;
   return tf.tidy(() => {
     const paddedRows = h + rows.padBefore + rows.padAfter + slack(rows, h, kh, sh);
     const paddedCols = w + cols.padBefore + cols.padAfter + slack(cols, w, kw, sw);

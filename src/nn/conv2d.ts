@@ -37,16 +37,14 @@ export interface Conv2dLayer extends SignalLayer {
 }
 
 /**
- * Patch values per chunk of the batch: 2²² floats (16 MiB). The patches of a batch are kh·kw
- * times its input: the benchmark CNN's second conv (14×14×32, 3×3 same) has 56,448 patch values an
- * example, 29 MB at batch 128, so its products run over chunks of 74 examples, and a chunk's
- * patches are freed before the next is made (in the backward pass too: they are recomputed, not
- * kept on the tape). Measured on that layer, batch 128, plain wasm (no native BLAS): forward +
- * backward ≈ 2.5 s, of which the patches ≈ 0.38 s, the fold (col2im) ≈ 0.74 s and each
- * 25,088×288×64 product ≈ 0.25 s; tfjs-wasm's Slice and Pad of 4-D tensors dominate the first
- * two, so a native im2col/col2im kernel is where the time is.
+ * Patch values per chunk of the batch: 2²³ floats (32 MiB). The patches of a batch are kh·kw
+ * times its input: the benchmark CNN's second conv (14×14×32, 3×3 same) has 56,448 patch values
+ * an example, 29 MB at batch 128, which fits one chunk; batch 256 runs as two. A chunk's patches
+ * are freed before the next is made (in the backward pass too: they are recomputed, not kept on
+ * the tape). At 2²² the batch of 128 split in two, and the slices and concatenation cost ~10 ms a
+ * step (wasm, native kernels) for nothing.
  */
-export const PATCH_CHUNK_ELEMENTS = 2 ** 22;
+export const PATCH_CHUNK_ELEMENTS = 2 ** 23;
 
 /**
  * Describes a 2-D convolution layer; the model creates its parameters (see initConv2d).
@@ -101,14 +99,15 @@ export function conv2dLayer({
       const k = tf.reshape(params[kernel]!, [geometry.patchSize, filters]) as tf.Tensor2D;
       // As dense: the input layer needs no gradient with respect to the data, a constant-parameter
       // pass none with respect to the kernel; each form computes only what is asked.
+      const b = params[bias]!;
       const product = options.constantParams
         ? options.inputIsData
-          ? products.value(x, k)
-          : products.inputOnly(x, k)
+          ? products.value(x, k, b)
+          : products.inputOnly(x, k, b)
         : options.inputIsData
-          ? products.kernelOnly(x, k)
-          : products.both(x, k);
-      let s = tf.add(product, params[bias]!);
+          ? products.kernelOnly(x, k, b)
+          : products.both(x, k, b);
+      let s: tf.Tensor = product;
       if (options.signal) s = tf.add(s, options.signal);
       options.taps?.push({ a: x, s });
       return activate(activation, s);
@@ -116,12 +115,15 @@ export function conv2dLayer({
   };
 }
 
-/** Products of a patch-based convolution, by which inputs need a gradient. */
+/** patches(x)·K + b of a patch-based convolution, by which inputs need a gradient. */
+type PatchProduct = (x: tf.Tensor, k: tf.Tensor2D, b: tf.Tensor) => tf.Tensor4D;
 interface PatchProducts {
-  value(x: tf.Tensor, k: tf.Tensor2D): tf.Tensor4D;
-  both(x: tf.Tensor, k: tf.Tensor2D): tf.Tensor4D;
-  kernelOnly(x: tf.Tensor, k: tf.Tensor2D): tf.Tensor4D;
-  inputOnly(x: tf.Tensor, k: tf.Tensor2D): tf.Tensor4D;
+  value: PatchProduct;
+  both: PatchProduct;
+  /** Gradients for the kernel and the bias only. */
+  kernelOnly: PatchProduct;
+  /** A gradient for the input only. */
+  inputOnly: PatchProduct;
 }
 
 /**
@@ -172,9 +174,9 @@ function patchProducts(geometry: WindowGeometry, chunkElements: number): PatchPr
     return total!;
   };
 
-  const forward = (x: tf.Tensor, k: tf.Tensor2D): tf.Tensor4D =>
+  const forward = (x: tf.Tensor, k: tf.Tensor2D, b: tf.Tensor): tf.Tensor4D =>
     overChunks([x], (chunk) =>
-      tf.reshape(layerMatMul(patchRows(chunk), k), [
+      tf.reshape(tf.add(layerMatMul(patchRows(chunk), k), b), [
         chunk.shape[0]!,
         rows.size,
         cols.size,
@@ -199,24 +201,32 @@ function patchProducts(geometry: WindowGeometry, chunkElements: number): PatchPr
       );
     });
 
-  // Both tensors go through the custom op and are saved even where one needs no gradient: a
+  // ∇b = 1ᵀ·dy as a product: tfjs-wasm's Sum over the batch and location axes transposes first
+  // (13 ms for the benchmark's first conv at batch 128, against 1.5 ms for the product).
+  const biasGradient = (dy: tf.Tensor): tf.Tensor1D => {
+    const d = tf.reshape(dy, [-1, dy.shape[3]!]) as tf.Tensor2D;
+    return tf.reshape(layerMatMul(tf.ones([1, d.shape[0]]), d), [d.shape[1]]);
+  };
+
+  // Every tensor goes through the custom op and is saved even where it needs no gradient: a
   // tensor made inside a differentiated function (a reshaped kernel, a slice of the data) is
   // disposed before the backward pass runs, so the gradient may only use what was saved. The
   // unneeded gradient is zeros (a fill), never the product.
   const product = (wantInput: boolean, wantKernel: boolean) =>
-    tf.customGrad(((x: tf.Tensor, k: tf.Tensor2D, save: tf.GradSaveFunc) => {
-      save([x, k]);
+    tf.customGrad(((x: tf.Tensor, k: tf.Tensor2D, b: tf.Tensor, save: tf.GradSaveFunc) => {
+      save([x, k, b]);
       return {
-        value: forward(x, k),
-        gradFunc: (dy: tf.Tensor, [sx, sk]: tf.Tensor[]) => [
+        value: forward(x, k, b),
+        gradFunc: (dy: tf.Tensor, [sx, sk, sb]: tf.Tensor[]) => [
           wantInput ? inputGradient(dy, sk as tf.Tensor2D) : tf.zerosLike(sx!),
           wantKernel ? kernelGradient(sx!, dy) : tf.zerosLike(sk!),
+          wantKernel ? biasGradient(dy) : tf.zerosLike(sb!),
         ],
       };
-    }) as unknown as CustomGradientFunc) as unknown as PatchProducts['both'];
+    }) as unknown as CustomGradientFunc) as unknown as PatchProduct;
 
   return {
-    value: (x, k) => forward(x, k),
+    value: forward,
     both: product(true, true),
     kernelOnly: product(false, true),
     inputOnly: product(true, false),

@@ -79,6 +79,30 @@ export interface BlasAddon {
     alpha: number,
     beta: number,
   ): void;
+  /** im2col of NHWC images (see native/grng_native.c); `window` is the 12 geometry integers. */
+  patches(heap: Float32Array, ...args: number[]): void;
+  /** col2im, the adjoint of patches. */
+  foldPatches(heap: Float32Array, ...args: number[]): void;
+  /** Window maxima and the flat int32 position each came from. */
+  maxPool(heap: Float32Array, ...args: number[]): void;
+  /** out[o] = src[index[o]] (index −1: 0). */
+  gatherAt(
+    heap: Float32Array,
+    count: number,
+    srcOffset: number,
+    srcLength: number,
+    indexOffset: number,
+    outOffset: number,
+  ): void;
+  /** out = 0; out[index[o]] += src[o] (index −1: skipped). */
+  scatterAdd(
+    heap: Float32Array,
+    count: number,
+    outLength: number,
+    srcOffset: number,
+    indexOffset: number,
+    outOffset: number,
+  ): void;
   setThreads(threads: number): boolean;
   /**
    * X = M⁻¹ by float64 Cholesky; returns the estimated ‖I − M X‖_F/√d, or a negative number when M
@@ -106,4 +130,29 @@ export interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   disposeData(dataId: object): boolean;
   wasm: { HEAPF32: Float32Array };
+}
+
+/** Where a tensor's values start in the wasm heap, in 4-byte elements (float32 and int32 alike). */
+export const heapOffset = (backend: WasmBackendLike, t: tf.TensorInfo): number =>
+  backend.dataIdMap.get(t.dataId).memoryOffset / 4;
+
+/**
+ * Allocates outputs of these shapes (float32 unless a dtype is given), then runs `fill` on them;
+ * frees them if it throws. Offsets and the heap view must be taken inside `fill`: each makeOutput
+ * may grow the wasm heap, which detaches earlier views of it.
+ */
+export function withOutputs(
+  backend: WasmBackendLike,
+  shapes: readonly number[][],
+  fill: (outs: tf.TensorInfo[]) => void,
+  dtypes: readonly tf.DataType[] = [],
+): tf.TensorInfo[] {
+  const outs = shapes.map((shape, i) => backend.makeOutput(shape, dtypes[i] ?? 'float32'));
+  try {
+    fill(outs);
+  } catch (error) {
+    for (const out of outs) backend.disposeData(out.dataId);
+    throw error;
+  }
+  return outs;
 }

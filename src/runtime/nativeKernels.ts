@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import type { BlasAddon, WasmBackendLike } from './nativeAddon.js';
+import { heapOffset, withOutputs, type BlasAddon, type WasmBackendLike } from './nativeAddon.js';
+import { registerWindowKernels } from './nativeWindowKernels.js';
 
 /**
  * grng's own wasm kernels on the native BLAS addon (native/grng_native.c), besides the matMul
@@ -13,28 +14,7 @@ import type { BlasAddon, WasmBackendLike } from './nativeAddon.js';
 /** Which kernels are registered now. */
 const ready = { any: false, spdInverse: false, gram: false };
 
-const offsetOf = (backend: WasmBackendLike, t: tf.TensorInfo): number =>
-  backend.dataIdMap.get(t.dataId).memoryOffset / 4;
-
-/**
- * Allocates float32 outputs of these shapes, then runs `fill` on them; frees them if it throws.
- * Offsets and the heap view must be taken inside `fill`: each makeOutput may grow the wasm heap,
- * which detaches earlier views of it.
- */
-function withOutputs(
-  backend: WasmBackendLike,
-  shapes: readonly number[][],
-  fill: (outs: tf.TensorInfo[]) => void,
-): tf.TensorInfo[] {
-  const outs = shapes.map((shape) => backend.makeOutput(shape, 'float32'));
-  try {
-    fill(outs);
-  } catch (error) {
-    for (const out of outs) backend.disposeData(out.dataId);
-    throw error;
-  }
-  return outs;
-}
+const offsetOf = heapOffset;
 
 /** Whether the kernels are registered and the wasm backend is the one running. */
 const canRun = (): boolean => ready.any && tf.getBackend() === 'wasm';
@@ -85,12 +65,14 @@ export function registerNativeKernels(addon: BlasAddon): () => void {
   for (const [kernelName, kernelFunc] of kernels)
     if (!tf.getKernel(kernelName, 'wasm'))
       tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
+  const unregisterWindows = registerWindowKernels(addon);
   Object.assign(ready, {
     any: true,
     spdInverse: loaded.lapack === true,
     gram: loaded.gram === true,
   });
   return () => {
+    unregisterWindows();
     for (const [kernelName] of kernels)
       if (tf.getKernel(kernelName, 'wasm')) tf.unregisterKernel(kernelName, 'wasm');
     Object.assign(ready, { any: false, spdInverse: false, gram: false });
