@@ -662,18 +662,23 @@ static bool call_args(napi_env env, napi_callback_info info, size_t expected, na
 
 /*
  * patches(heap, n, h, w, c, kh, kw, sh, sw, padTop, padLeft, outH, outW, padValue, xOffset,
- *         outOffset)
- * im2col: out [n, outH, outW, kh*kw*c], each patch in (row i, column j, channel) order, the
- * row-major flattening of an HWIO kernel; padding reads padValue.
+ *         outOffset, scale, homogeneous)
+ * im2col: out [n, outH, outW, kh*kw*c (+1)], each patch in (row i, column j, channel) order, the
+ * row-major flattening of an HWIO kernel, times scale (padding reads padValue, scaled too). With
+ * homogeneous, each patch ends with scale itself: KFC's rows [s*a; s] in the same pass.
  */
 static napi_value js_patches(napi_env env, napi_callback_info info) {
-  napi_value argv[16];
+  napi_value argv[18];
   window_t g;
   const char *who = "patches";
-  if (!call_args(env, info, 16, argv, who) || !window_args(env, argv, 1, &g, who)) return NULL;
-  double pad_value = 0;
+  if (!call_args(env, info, 18, argv, who) || !window_args(env, argv, 1, &g, who)) return NULL;
+  double pad_value = 0, scale_value = 1;
+  bool homogeneous = false;
   CHECK(napi_get_value_double(env, argv[13], &pad_value));
-  const int64_t patch = g.kh * g.kw * g.c;
+  CHECK(napi_get_value_double(env, argv[16], &scale_value));
+  CHECK(napi_get_value_bool(env, argv[17], &homogeneous));
+  const float scale = (float)scale_value;
+  const int64_t patch = g.kh * g.kw * g.c + (homogeneous ? 1 : 0);
   const float *x = heap_array(env, argv[0], argv[14], g.n * g.h * g.w * g.c, "x", who);
   float *out = x ? heap_array(env, argv[0], argv[15], g.n * g.out_h * g.out_w * patch, "out", who) : NULL;
   if (!out) return NULL;
@@ -696,6 +701,11 @@ static napi_value js_patches(napi_env env, napi_callback_info info) {
               memcpy(dst, x + ((b * g.h + row) * g.w + col) * g.c, run);
             }
           }
+        }
+        if (homogeneous) *dst = 1.0f;
+        if (scale != 1.0f) {
+          float *row_start = out + ((b * g.out_h + oh) * g.out_w + ow) * patch;
+          for (int64_t k = 0; k < patch; k++) row_start[k] *= scale;
         }
       }
   return NULL;

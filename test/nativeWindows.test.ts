@@ -19,7 +19,11 @@ import {
   enableNativeBlas,
   nativeBlasStatus,
 } from '../src/runtime/nativeBlas.js';
-import { nativeMaxPool, nativePatches } from '../src/runtime/nativeWindowKernels.js';
+import {
+  nativeHomogeneousPatches,
+  nativeMaxPool,
+  nativePatches,
+} from '../src/runtime/nativeWindowKernels.js';
 import { expectNoTensorLeftPerTest, useTestBackend } from './helpers.js';
 import { needsPackage } from './systemPackages.js';
 
@@ -76,6 +80,26 @@ describe.runIf(
         expect(native, 'the native kernel runs here').toBeDefined();
         close(native!, patchesFromOps(x, geometry));
         close(nativePatches(x, geometry, -7)!, patchesFromOps(x, geometry, -7));
+        // KFC's rows √T·[ā; 1], and their gradient (the constant column drops out).
+        const homogeneous = (v: tf.Tensor) =>
+          tf.mul(
+            tf.concat([patchesFromOps(v, geometry), tf.ones([...native!.shape.slice(0, 3), 1])], 3),
+            3,
+          );
+        close(nativeHomogeneousPatches(x, geometry, 3)!, homogeneous(x));
+        const r = tf.randomNormal(
+          [3, ...native!.shape.slice(1, 3), native!.shape[3]! + 1],
+          0,
+          1,
+          'float32',
+          9,
+        );
+        close(
+          tf.grad((v: tf.Tensor) => tf.sum(tf.mul(nativeHomogeneousPatches(v, geometry, 3)!, r)))(
+            x,
+          ),
+          tf.grad((v: tf.Tensor) => tf.sum(tf.mul(homogeneous(v), r)))(x),
+        );
         const p = tf.randomNormal(native!.shape, 0, 1, 'float32', 2);
         close(foldPatches(p, geometry), foldFromOps(p, geometry));
         // A nonlinear scalar through both, so the second derivative is not trivially zero:

@@ -80,7 +80,7 @@ export interface BlasAddon {
     beta: number,
   ): void;
   /** im2col of NHWC images (see native/grng_native.c); `window` is the 12 geometry integers. */
-  patches(heap: Float32Array, ...args: number[]): void;
+  patches(heap: Float32Array, ...args: Array<number | boolean>): void;
   /** col2im, the adjoint of patches. */
   foldPatches(heap: Float32Array, ...args: number[]): void;
   /** Window maxima and the flat int32 position each came from. */

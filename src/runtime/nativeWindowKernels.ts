@@ -84,7 +84,7 @@ const windowArgs = (n: number, a: WindowAttrs): number[] => [
 interface KernelArgs<I> {
   inputs: I;
   backend: WasmBackendLike;
-  attrs: WindowAttrs & { padValue?: number; length?: number };
+  attrs: WindowAttrs & { padValue?: number; scale?: number; homogeneous?: number };
 }
 
 /**
@@ -99,13 +99,16 @@ export function registerWindowKernels(addon: BlasAddon): () => void {
       (args) => {
         const { inputs, backend, attrs: a } = args as unknown as KernelArgs<{ x: tf.TensorInfo }>;
         const n = inputs.x.shape[0]!;
-        return withOutputs(backend, [[n, a.outH, a.outW, a.kh * a.kw * a.c]], ([out]) =>
+        const width = a.kh * a.kw * a.c + (a.homogeneous ? 1 : 0);
+        return withOutputs(backend, [[n, a.outH, a.outW, width]], ([out]) =>
           addon.patches(
             backend.wasm.HEAPF32,
             ...windowArgs(n, a),
             a.padValue ?? 0,
             heapOffset(backend, inputs.x),
             heapOffset(backend, out!),
+            a.scale ?? 1,
+            a.homogeneous === 1,
           ),
         )[0]!;
       },
@@ -205,7 +208,16 @@ function registerGradients(): void {
   tf.registerGradient({
     kernelName: PATCHES,
     gradFunc: (dy, _saved, attrs) => ({
-      x: () => runFold(dy as tf.Tensor4D, attrs as unknown as WindowAttrs),
+      x: () => {
+        const a = attrs as unknown as KernelArgs<never>['attrs'];
+        const scale = a.scale ?? 1;
+        // The homogeneous column is a constant: its gradient goes nowhere.
+        const d = a.homogeneous
+          ? tf.slice(dy as tf.Tensor4D, [0, 0, 0, 0], [-1, -1, -1, a.kh * a.kw * a.c])
+          : (dy as tf.Tensor4D);
+        const folded = runFold(d, a);
+        return scale === 1 ? folded : tf.mul(folded, scale);
+      },
     }),
   });
   tf.registerGradient({
@@ -241,8 +253,19 @@ function registerGradients(): void {
   });
 }
 
-const runPatches = (x: tf.Tensor4D, attrs: WindowAttrs, padValue: number): tf.Tensor4D =>
-  tf.engine().runKernel(PATCHES, { x }, { ...attrs, padValue } as never) as tf.Tensor4D;
+const runPatches = (
+  x: tf.Tensor4D,
+  attrs: WindowAttrs,
+  padValue: number,
+  scale = 1,
+  homogeneous = false,
+): tf.Tensor4D =>
+  tf.engine().runKernel(PATCHES, { x }, {
+    ...attrs,
+    padValue,
+    scale,
+    homogeneous: homogeneous ? 1 : 0,
+  } as never) as tf.Tensor4D;
 const runFold = (p: tf.Tensor4D, attrs: WindowAttrs): tf.Tensor4D =>
   tf.engine().runKernel(FOLD_PATCHES, { p }, attrs as never) as tf.Tensor4D;
 const runGatherAt = (source: tf.Tensor, index: tf.Tensor): tf.Tensor =>
@@ -270,6 +293,22 @@ export function nativePatches(
   padValue = 0,
 ): tf.Tensor4D | undefined {
   return canRun(x) ? runPatches(x as tf.Tensor4D, attrsOf(window), padValue) : undefined;
+}
+
+/**
+ * KFC's factor rows for a conv layer, [N, H_out, W_out, kh·kw·C + 1]: each patch times `scale`
+ * with `scale` appended (the homogeneous 1, scaled), in one native pass where the tfjs way
+ * (patches, multiply, concatenate a column of ones) makes three; undefined where it cannot run.
+ *
+ * @example
+ * const rows = nativeHomogeneousPatches(a, geometry, Math.sqrt(locations)); // √T·[ā; 1]
+ */
+export function nativeHomogeneousPatches(
+  x: tf.Tensor,
+  window: NativeWindow,
+  scale = 1,
+): tf.Tensor4D | undefined {
+  return canRun(x) ? runPatches(x as tf.Tensor4D, attrsOf(window), 0, scale, true) : undefined;
 }
 
 /**

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../../errors.js';
 import { extractPatches } from '../../linalg/patches.js';
+import { nativeHomogeneousPatches } from '../../runtime/nativeWindowKernels.js';
 import type { Conv2dLayer } from '../../nn/conv2d.js';
 import type { Params } from '../../types.js';
 import type { KroneckerBlock, StatisticsContext } from './block.js';
@@ -39,12 +40,18 @@ export function conv2dBlock(layer: Conv2dLayer, options: ConvBlockOptions = {}):
   const cap = options.convPatchRows ?? 0;
   const [kh, kw, c] = [...geometry.kernelSize, geometry.inputShape[2]];
 
-  /** [n, T, patchSize + 1]: every location's homogeneous patch, for the first n examples. */
-  const homogeneousPatches = (a: tf.Tensor, n: number): tf.Tensor3D =>
+  /**
+   * [n, T, patchSize + 1]: every location's homogeneous patch times `scale`, [s·ā; s], for the
+   * first n examples (one native pass on wasm with the addon).
+   */
+  const homogeneousPatches = (a: tf.Tensor, n: number, scale = 1): tf.Tensor3D =>
     tf.tidy(() => {
       const x = n === a.shape[0] ? a : tf.slice(a, 0, n);
+      const native = nativeHomogeneousPatches(x, geometry, scale);
+      if (native) return tf.reshape(native, [n, locations, patchSize + 1]) as tf.Tensor3D;
       const p = tf.reshape(extractPatches(x, geometry), [n, locations, patchSize]);
-      return tf.concat([p, tf.ones([n, locations, 1])], 2) as tf.Tensor3D;
+      const homogeneous = tf.concat([p, tf.ones([n, locations, 1])], 2);
+      return (scale === 1 ? homogeneous : tf.mul(homogeneous, scale)) as tf.Tensor3D;
     });
 
   return {
@@ -65,19 +72,18 @@ export function conv2dBlock(layer: Conv2dLayer, options: ConvBlockOptions = {}):
           };
         }
         const rows = n * locations;
-        let p = tf.reshape(extractPatches(a, geometry), [rows, patchSize]) as tf.Tensor2D;
+        // √T on every entry (the homogeneous 1 included): the rows' mean second moment is T·Ā.
+        let p = tf.reshape(homogeneousPatches(a, n, Math.sqrt(locations)), [
+          rows,
+          patchSize + 1,
+        ]) as tf.Tensor2D;
         let d = tf.reshape(delta, [rows, filters]) as tf.Tensor2D;
         if (cap > 0 && rows > cap) {
           const picked = tf.tensor1d(sampleRows(rows, cap, context.seed ?? 0), 'int32');
           p = tf.gather(p, picked);
           d = tf.gather(d, picked);
         }
-        // √T on every entry (the homogeneous 1 included): the rows' mean second moment is T·Ā.
-        const root = Math.sqrt(locations);
-        return {
-          a: tf.concat([tf.mul(p, root), tf.fill([p.shape[0], 1], root)], 1) as tf.Tensor2D,
-          g: d,
-        };
+        return { a: p, g: d };
       });
     },
     toMatrix: (tree: Params) =>
