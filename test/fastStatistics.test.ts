@@ -8,8 +8,6 @@ import { startAverage, updateAverage } from '../src/curvature/movingAverage.js';
 import { sampledLabelPass, sampledSignals } from '../src/nn/sampledLabels.js';
 import { nativeMatMulActive } from '../src/runtime/matMulMode.js';
 import {
-  disableNativeBlas,
-  enableNativeBlas,
   nativeBlasCounts,
   nativeBlasStatus,
   nativeDot,
@@ -20,7 +18,7 @@ import { sumOfProducts, sumOfSquares } from '../src/linalg/reductions.js';
 import { computeStep } from '../src/operators/forwardBackward.js';
 import { mlp } from '../src/nn/sequential.js';
 import type { Activation } from '../src/nn/activations.js';
-import { expectNoTensorLeftPerTest, makeBatch, useTestBackend } from './helpers.js';
+import { expectNoTensorLeftPerTest, makeBatch, onFallback, useTestBackend } from './helpers.js';
 import { needsPackage } from './systemPackages.js';
 
 let backend = '';
@@ -165,16 +163,6 @@ describe('finiteFlags', () => {
     tf.dispose([flags, ...Object.values(tensors)]);
   });
 });
-
-/** The tfjs fallback of `f`: the native kernels taken away for the call, then put back. */
-function onFallback<T>(f: () => T): T {
-  disableNativeBlas();
-  try {
-    return f();
-  } finally {
-    enableNativeBlas();
-  }
-}
 
 // GRNG_BLAS=0 (npm run test:fallback) and other backends have no native kernels to compare.
 describe.runIf(

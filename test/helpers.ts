@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeEach, expect } from 'vitest';
 import { initBackend } from '../src/runtime/backend.js';
+import { disableNativeBlas, enableNativeBlas } from '../src/runtime/nativeBlas.js';
 import type { Batch } from '../src/types.js';
 
 /** Starts the backend tests run on: GRNG_TEST_BACKEND, default wasm (the project default). */
@@ -77,4 +78,14 @@ export function expectNoTensorLeftPerTest(): void {
   afterEach(() => {
     expect(tf.memory().numTensors).toBe(tensorsAtStart);
   });
+}
+
+/** `f` on the tfjs fallback: the native kernels taken away for the call, then put back. */
+export function onFallback<T>(f: () => T): T {
+  disableNativeBlas();
+  try {
+    return f();
+  } finally {
+    enableNativeBlas();
+  }
 }

@@ -14,33 +14,19 @@ import {
   type WindowGeometry,
 } from '../src/linalg/patches.js';
 import { poolLayer } from '../src/nn/pool.js';
-import {
-  disableNativeBlas,
-  enableNativeBlas,
-  nativeBlasStatus,
-} from '../src/runtime/nativeBlas.js';
+import { nativeBlasStatus } from '../src/runtime/nativeBlas.js';
 import {
   nativeHomogeneousPatches,
   nativeMaxPool,
   nativePatches,
 } from '../src/runtime/nativeWindowKernels.js';
-import { expectNoTensorLeftPerTest, useTestBackend } from './helpers.js';
+import { expectNoTensorLeftPerTest, onFallback, useTestBackend } from './helpers.js';
 import { needsPackage } from './systemPackages.js';
 
 beforeAll(async () => {
   await useTestBackend();
 });
 expectNoTensorLeftPerTest();
-
-/** `f` with the native kernels taken away for the call, then put back. */
-function onFallback<T>(f: () => T): T {
-  disableNativeBlas();
-  try {
-    return f();
-  } finally {
-    enableNativeBlas();
-  }
-}
 
 const close = (a: tf.Tensor, b: tf.Tensor, tolerance = 1e-5): void => {
   expect(a.shape).toEqual(b.shape);
