@@ -35,7 +35,7 @@ const flag = (name: string, fallback: string): string => {
 const spec = flag('model', quick ? 'mlp:784-128-10' : 'mlp:784-512-512-10');
 const batchSize = Number(flag('batch', quick ? '64' : '256'));
 const steps = Number(flag('steps', quick ? '12' : '30'));
-const warmup = quick ? 2 : 5;
+const warmup = Number(flag('warmup', quick ? '2' : '5'));
 const names = flag('optimizers', OPTIMIZERS.join(',')).split(',');
 /** How the Kronecker-factored optimizers invert their factors (their option `inverse`); default auto. */
 const inverse = flag('inverse', 'auto');
@@ -66,9 +66,10 @@ async function measure(
     ['kfac', 'ring', 'reng'].includes(name) ? { inverse: inverse as 'auto' } : {},
   );
   const inverseEvery = optimizer.curvature?.options.inverseEvery ?? 10;
-  const marks = { start: 0, fb: 0, curvature: 0, update: 0 };
+  const marks = { start: 0, fb: 0, curvature: 0, update: 0, refreshed: false };
   const perStep: Array<{
     step: number;
+    refreshed: boolean;
     total: number;
     fb: number;
     curvature: number;
@@ -84,7 +85,11 @@ async function measure(
       optimizer.curvature
         ? fisherScan(model, optimizer.curvature.damping, optimizer.curvature.options)
         : identity,
-      tap(() => (marks.curvature = now())),
+      tap((step) => {
+        marks.curvature = now();
+        // Early refreshes (earlyRefresh: doubling) are not on the inverseEvery grid.
+        marks.refreshed = step.curvature?.refreshed === true;
+      }),
       update(model, optimizer.transform),
       tap(() => (marks.update = now())),
       metrics(),
@@ -92,6 +97,7 @@ async function measure(
         const end = now();
         perStep.push({
           step: row.step,
+          refreshed: marks.refreshed,
           total: end - marks.start,
           fb: marks.fb - marks.start,
           curvature: marks.curvature - marks.fb,
@@ -106,7 +112,7 @@ async function measure(
   const timed = perStep.filter((s) => s.step >= warmup);
   const mean = (xs: number[]): number =>
     xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
-  const refreshing = timed.filter((s) => optimizer.curvature && s.step % inverseEvery === 0);
+  const refreshing = timed.filter((s) => s.refreshed);
   const ordinary = timed.filter((s) => !refreshing.includes(s));
   const statistics = mean(ordinary.map((s) => s.curvature));
   // A refresh step's fisherScan time beyond ordinary statistics, spread over its period.
@@ -132,13 +138,10 @@ for (const name of names) {
   const r = name === 'sgd' ? sgd : await measure(name);
   results[name] = { ...r, overSgd: r.msPerStep / sgd.msPerStep };
 }
-const goals: Record<string, number> = {
-  kfac: 1.5,
-  ring: 1.5,
-  rkalman: 1.5,
-  reng: 2.5,
-  sophia: 1.2,
-};
+// The MLP's goals (performance issue) and the CNN's (issue 11), as multiples of the SGD step.
+const goals: Record<string, number> = spec.startsWith('cnn:')
+  ? { kfac: 2, ring: 2, rkalman: 2, reng: 3, sophia: 1.2 }
+  : { kfac: 1.5, ring: 1.5, rkalman: 1.5, reng: 2.5, sophia: 1.2 };
 const out = {
   backend: backend.name,
   model: spec,

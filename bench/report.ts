@@ -35,8 +35,8 @@ export function renderReport(results: Json): string {
       parts.push('');
     }
   }
-  const o = results.optimizers as Json | undefined;
-  if (o) {
+  for (const o of [results.optimizers, results.optimizersCnn] as (Json | undefined)[]) {
+    if (!o) continue;
     parts.push(
       `**Optimizer overhead** (\`bench/optimizers.ts\`, ${o.backend}, ${o.model}, batch ${o.batchSize}, ${o.steps} timed steps after ${o.warmup}; stage times in ms per step, refresh amortized over its period):`,
       '',
@@ -54,9 +54,9 @@ export function renderReport(results: Json): string {
     }
     parts.push('');
   }
-  for (const key of ['scaling', 'memory', 'torch', 'accuracy']) {
+  for (const key of ['scaling', 'memory', 'torch', 'torchCnn', 'accuracy']) {
     if (results[key] === undefined) continue;
-    const rendered = renderers[key]?.(results[key]);
+    const rendered = renderers[key === 'torchCnn' ? 'torch' : key]?.(results[key]);
     parts.push(
       rendered ??
         `**${key}**:\n\n\`\`\`json\n${JSON.stringify(results[key], null, 1).slice(0, 4000)}\n\`\`\``,

@@ -5,6 +5,7 @@
  *
  *   npx tsx bench/torchReference.ts [--quick] [--json] [--install] [--threads N]
  *                                   [--only-best] [--batch 128] [--hidden 512,512]
+ *                                   [--model cnn:28x28x1-c32k3-p2-c64k3-p2-d128-10]
  *                                   [--steps 40] [--rounds 5]
  *
  * The step on both sides: a batch of rows from a shuffled host array → forward → softmax
@@ -47,10 +48,14 @@ const steps = Number(flag('steps', quick ? '10' : '40'));
 const rounds = Number(flag('rounds', quick ? '3' : '5'));
 const warmup = quick ? 30 : 60; // grng: wasm code and caches settle within ~0.5 s (≈ 20 steps)
 const lr = 0.05;
-const spec = `mlp:784-${hidden
-  .split(',')
-  .map((h) => h.trim())
-  .join('-')}-10`;
+/** `--model cnn:…` times that CNN on both sides instead of the MLP of `--hidden`. */
+const cnnSpec = flag('model', '').startsWith('cnn:') ? flag('model', '') : undefined;
+const spec =
+  cnnSpec ??
+  `mlp:784-${hidden
+    .split(',')
+    .map((h) => h.trim())
+    .join('-')}-10`;
 const script = join(dirname(fileURLToPath(import.meta.url)), 'torch_step.py');
 const PACKAGES = ['python3-torch', 'libopenblas0-pthread'];
 
@@ -171,8 +176,7 @@ function runTorch(nThreads: number, intraOp: number): TorchResult {
       '--json',
       '--batch',
       String(batchSize),
-      '--hidden',
-      hidden,
+      ...(cnnSpec ? ['--model', cnnSpec] : ['--hidden', hidden]),
       '--steps',
       String(steps),
       '--rounds',
@@ -255,6 +259,9 @@ const { loadMnist } = await import('../src/data/mnist.js');
 const { gatherRows } = await import('../src/data/dataset.js');
 const { softmaxCrossEntropy } = await import('../src/nn/losses.js');
 const { mlp, parseModelSpec } = await import('../src/nn/sequential.js');
+const { buildModel } = await import('../src/nn/buildModel.js');
+const { parseCnnSpec } = await import('../src/nn/modelSpec.js');
+const { withExampleShape } = await import('../src/data/dataset.js');
 const { forwardBackward } = await import('../src/operators/forwardBackward.js');
 const { metrics } = await import('../src/operators/metrics.js');
 const { update } = await import('../src/operators/update.js');
@@ -268,8 +275,12 @@ if (torch1 && threads > 1 && torch.matmulGflops < 1.3 * torch1.matmulGflops) {
   );
 }
 const backend = await initBackend('wasm');
-const data = await loadMnist();
-const model = mlp({ ...parseModelSpec(spec), seed: 1 });
+const cnn = cnnSpec ? parseCnnSpec(cnnSpec) : undefined;
+// The CNN sees the same MNIST rows as images of its input shape.
+const data = cnn ? withExampleShape(await loadMnist(), cnn.inputShape) : await loadMnist();
+const model = cnn
+  ? buildModel(cnn, { seed: 1, description: spec })
+  : mlp({ ...parseModelSpec(spec), seed: 1 });
 
 /** grng: batches → forwardBackward → update(sgd) → metrics({ norms: false }) (loss and accuracy). */
 async function grngStep(n: number): Promise<number> {
@@ -302,7 +313,7 @@ async function bareLoop(n: number): Promise<number> {
     const start = (s % perEpoch) * batchSize;
     const size = Math.min(batchSize, data.train.n - start);
     const rows = gatherRows(data.train, order, start, size);
-    const x = tf.tensor2d(rows.x, [size, features]);
+    const x = tf.tensor(rows.x, [size, ...(data.train.shape ?? [features])]);
     const y = tf.tensor1d(rows.y, 'int32');
     const loss = tf.tidy(() => {
       const oneHot = tf.cast(
@@ -366,7 +377,8 @@ const result = {
   ratio: grng.msPerStep / torch.msPerStep,
   ...(torch1 ? { ratioSingleThread: grng.msPerStep / torch1.msPerStep } : {}),
   ...(torchOob ? { ratioOutOfTheBox: grng.msPerStep / torchOob.msPerStep } : {}),
-  goal: 2,
+  // The MLP's goal (performance issue) and the CNN's (issue 11).
+  goal: cnn ? 1.2 : 2,
   otherProcessesCores: null as number | null,
   warnings,
 };
@@ -403,7 +415,7 @@ else {
       `${grng.msPerStep.toFixed(2).padStart(7)} ms/step   (bare tfjs loop ${grng.bareLoopMsPerStep.toFixed(2)} ms)`,
   );
   console.log(
-    `  grng / PyTorch reference (${torch.threads} core${torch.threads === 1 ? '' : 's'}): ${result.ratio.toFixed(2)}×   (goal ≤ 2×)`,
+    `  grng / PyTorch reference (${torch.threads} core${torch.threads === 1 ? '' : 's'}): ${result.ratio.toFixed(2)}×   (goal ≤ ${result.goal}×)`,
   );
   if (result.ratioSingleThread !== undefined)
     console.log(`  grng / PyTorch 1 thread:       ${result.ratioSingleThread.toFixed(2)}×`);

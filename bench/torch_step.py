@@ -2,7 +2,7 @@
 """PyTorch CPU reference for grng's training-step benchmark (bench/pipeline.ts, bench/torchReference.ts).
 
 Times the same SGD step grng's `batches -> forwardBackward -> update(sgd) -> metrics({ norms: false })`
-does: take a batch of rows from a shuffled host array, forward through an MLP (784-512-512-10, relu),
+does: take a batch of rows from a shuffled host array, forward through an MLP (784-512-512-10, relu) or the CNN of a grng `cnn:` spec (--model),
 softmax cross-entropy, backward, SGD update (lr 0.05, no momentum), then one read-back of loss and
 accuracy. float32. Synthetic MNIST-shaped data (pixels uniform in [0, 1], labels 0-9, fixed seed, no
 download): dense matmuls cost the same whatever the pixel values are.
@@ -21,7 +21,7 @@ workers and OpenBLAS's threads fight for them and the step gets ~3x slower on a 
 
 Run with Debian's interpreter (python3-torch installs there, not into other pythons):
 
-    /usr/bin/python3 bench/torch_step.py [--batch 128] [--hidden 512,512] [--steps 40]
+    /usr/bin/python3 bench/torch_step.py [--batch 128] [--hidden 512,512 | --model cnn:...] [--steps 40]
                                          [--rounds 5] [--threads N] [--intra-op M]
                                          [--warmup 10] [--json]
 
@@ -37,6 +37,7 @@ import time
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--batch", type=int, default=128)
 parser.add_argument("--hidden", default="512,512", help="hidden widths, comma-separated (input 784, output 10)")
+parser.add_argument("--model", default=None, help="a grng cnn: spec (README, Model specs), e.g. cnn:28x28x1-c32k3-p2-c64k3-p2-d128-10; replaces --hidden")
 parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
 parser.add_argument("--rounds", type=int, default=5)
 parser.add_argument("--warmup", type=int, default=10, help="untimed steps before the rounds")
@@ -127,17 +128,79 @@ def time_matmul(n=1024, reps=10):
     return seconds * 1e3, 2 * n**3 / seconds / 1e9
 
 
-widths = [FEATURES, *hidden, CLASSES]
-layers = []
-for i in range(len(widths) - 1):
-    layers.append(torch.nn.Linear(widths[i], widths[i + 1]))
-    if i < len(widths) - 2:
-        layers.append(torch.nn.ReLU())
-model = torch.nn.Sequential(*layers)
+def cnn_from_spec(spec):
+    """The PyTorch twin of grng's `cnn:` spec (src/nn/modelSpec.ts): conv cNkK[xK][sS][v] (same
+    padding unless v, relu), pool pK[sS] (max) or aK[sS] (average), valid, stride = size unless
+    given; dense dN (relu), a flatten before the first dense after an image; the last number is
+    the class count (identity). Input HxWxC is NHWC in grng and NCHW here: the arithmetic is the
+    same."""
+    import re
+    parts = spec[len("cnn:"):].split("-")
+    h, w, c = (int(v) for v in parts[0].split("x"))
+    layers, image = [], True
+    for token in parts[1:-1]:
+        conv = re.fullmatch(r"c(\d+)k(\d+)(?:x(\d+))?(?:s(\d+))?(v?)", token)
+        pool = re.fullmatch(r"([pa])(\d+)(?:s(\d+))?", token)
+        dense = re.fullmatch(r"d(\d+)", token)
+        if conv:
+            filters, kh = int(conv[1]), int(conv[2])
+            kw, stride = int(conv[3] or kh), int(conv[4] or 1)
+            if conv[5]:
+                layers.append(torch.nn.Conv2d(c, filters, (kh, kw), stride=stride))
+                h, w = (h - kh) // stride + 1, (w - kw) // stride + 1
+            else:
+                # grng's `same` is TensorFlow's: out = ceil(in / stride), extra padding at the end.
+                oh, ow = -(-h // stride), -(-w // stride)
+                ph, pw = max(0, (oh - 1) * stride + kh - h), max(0, (ow - 1) * stride + kw - w)
+                if ph % 2 == 0 and pw % 2 == 0:  # symmetric: the conv pads itself (no extra op)
+                    layers.append(torch.nn.Conv2d(c, filters, (kh, kw), stride=stride, padding=(ph // 2, pw // 2)))
+                else:
+                    layers.append(torch.nn.ZeroPad2d((pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)))
+                    layers.append(torch.nn.Conv2d(c, filters, (kh, kw), stride=stride))
+                h, w = oh, ow
+            layers.append(torch.nn.ReLU())
+            c = filters
+        elif pool:
+            size = int(pool[2])
+            stride = int(pool[3] or size)
+            layers.append((torch.nn.MaxPool2d if pool[1] == "p" else torch.nn.AvgPool2d)(size, stride))
+            h, w = (h - size) // stride + 1, (w - size) // stride + 1
+        elif dense:
+            if image:
+                layers.append(torch.nn.Flatten())
+                c, image = h * w * c, False
+            layers.append(torch.nn.Linear(c, int(dense[1])))
+            layers.append(torch.nn.ReLU())
+            c = int(dense[1])
+        else:
+            parser.error(f"--model: cannot read part {token!r} of {spec!r}")
+    if image:
+        layers.append(torch.nn.Flatten())
+        c = h * w * c
+    layers.append(torch.nn.Linear(c, int(parts[-1])))
+    return torch.nn.Sequential(*layers), [int(v) for v in parts[0].split("x")], int(parts[-1])
+
+
+if args.model and args.model.startswith("cnn:"):
+    model, (height, width, channels), CLASSES = cnn_from_spec(args.model)
+    SHAPE, FEATURES = (channels, height, width), height * width * channels
+    model_name = args.model
+elif args.model:
+    parser.error(f"--model: expected a cnn: spec (MLPs take --hidden), got {args.model!r}")
+else:
+    widths = [FEATURES, *hidden, CLASSES]
+    layers = []
+    for i in range(len(widths) - 1):
+        layers.append(torch.nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    SHAPE = (FEATURES,)
+    model_name = "mlp:" + "-".join(str(w) for w in widths)
 optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.0)
 
 generator = torch.Generator().manual_seed(args.seed)
-pool_x = torch.rand(POOL, FEATURES, generator=generator)
+pool_x = torch.rand(POOL, *SHAPE, generator=generator)
 pool_y = torch.randint(0, CLASSES, (POOL,), generator=generator)
 order = torch.randperm(POOL, generator=generator)
 cursor = 0
@@ -185,7 +248,7 @@ result = {
     "intraOpThreads": torch.get_num_threads(),
     "blas": blas_info(),
     "mkldnn": bool(torch.backends.mkldnn.is_available()),
-    "model": "mlp:" + "-".join(str(w) for w in widths),
+    "model": model_name,
     "batchSize": args.batch,
     "steps": args.steps,
     "rounds": args.rounds,

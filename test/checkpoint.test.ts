@@ -60,14 +60,28 @@ const comparable = (r: MetricsRow) => ({
   diagnostics: r.diagnostics,
 });
 
-describe.each(['cpu', 'wasm'] as const)('checkpoint and resume on %s', (backend) => {
+/** The same run with a small CNN (conv, max pool, dense) on the synthetic rows seen as 6×6×1 images. */
+const cnnBase = (optimizer: string, backend: 'cpu' | 'wasm'): TrainOptions => ({
+  ...base(optimizer, backend),
+  synthetic: { train: 300, test: 64, features: 36 },
+  inputShape: [6, 6, 1],
+  model: 'cnn:6x6x1-c4k3-p2-d8-4',
+});
+
+describe.each([
+  ['cpu', 'mlp', base],
+  ['wasm', 'mlp', base],
+  // wasm only: the cpu backend's conv path is the same code (checked in conv.test.ts) at ~10× the time.
+  ['wasm', 'cnn', cnnBase],
+] as const)('checkpoint and resume on %s, %s', (backend, kind, options) => {
   it.each(['sgd', 'adamw', 'sophia', 'kfac', 'ring', 'reng', 'rkalman'])(
     '%s: N steps + stop + resume + N steps equals 2N uninterrupted steps',
     async (optimizer) => {
+      const base = options;
       const whole = await runRows(base(optimizer, backend));
       expect(whole.map((r) => r.step)).toEqual([...Array(2 * N).keys()]);
 
-      const ckpt = join(dir, `${backend}-${optimizer}`);
+      const ckpt = join(dir, `${backend}-${kind}-${optimizer}`);
       const control = new RunControl();
       const first = await runRows(
         { ...base(optimizer, backend), control, checkpoint: { dir: ckpt, every: 1000 } },

@@ -64,11 +64,13 @@ describe('grng compare', () => {
         'meanGradNorm',
         'meanUpdateGradCorrelation',
         'epochsToTarget',
+        'secondsToTarget',
       ])
         expect(s).toHaveProperty(field);
       expect(s.steps).toBe(64);
     }
     expect(stderr).toMatch(/epochs→0.7/);
+    expect(stderr).toMatch(/s→0.7/);
   });
 });
 

@@ -102,7 +102,7 @@ const DEFAULTS_BEFORE_TABLES = {
   },
 } as const;
 
-/** The keys each optimizer accepted by name before the tables, plus the two the tables made reachable. */
+/** The keys each optimizer accepted by name before the tables, plus the two the tables made reachable, plus those added since. */
 const ACCEPTED_BEFORE_TABLES: Record<string, readonly string[]> = {
   sgd: ['learningRate', 'momentum', 'nesterov', 'weightDecay'],
   adamw: ['learningRate', 'weightDecay', 'b1', 'b2', 'eps'],
@@ -113,6 +113,7 @@ const ACCEPTED_BEFORE_TABLES: Record<string, readonly string[]> = {
     'beta',
     'statsEvery',
     'inverseEvery',
+    'earlyRefresh',
     'newtonTolerance',
     'newtonMaxIterations',
     'newtonWarmTrials',
@@ -179,6 +180,7 @@ describe('the registry is its option tables', () => {
       beta: 0.95,
       statsEvery: 1,
       inverseEvery: 10,
+      earlyRefresh: 'doubling',
       newtonTolerance: 1e-4,
       newtonMaxIterations: 30,
       newtonWarmTrials: 1,

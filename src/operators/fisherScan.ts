@@ -57,7 +57,7 @@ export interface FisherScanRun {
  * corrected, decay β), updated every `statsEvery` steps from the step's signals (and, for the
  * true Fisher, a sampled-label backward pass), and the damped inverses
  * (A + π√γ I)⁻¹, (G + √γ/π I)⁻¹ refreshed (Newton–Schulz, or float64 Cholesky: option `inverse`)
- * every `inverseEvery` steps with the
+ * every `inverseEvery` steps (and at steps 1, 2, 4, … before the first: option `earlyRefresh`) with the
  * damping γ = λ + ρ·ḡ² of `damping`. Steps leave with `curvature` attached; replaced tensors are
  * disposed, and all of them on complete, error and unsubscribe.
  *
@@ -142,7 +142,7 @@ export function fisherScan(
               const forced = health?.refreshDue === true;
               if (
                 !state.layers ||
-                (step.batch.step % inverseEvery !== 0 &&
+                (!refreshScheduled(step.batch.step) &&
                   !forced &&
                   state.layers.every((l) => l.inverse))
               ) {
@@ -186,6 +186,21 @@ export function fisherScan(
       );
     });
 
+  /** Steps below the first scheduled refresh, while `earlyRefresh: 'doubling'` is in force. */
+  function inEarlyRefreshes(step: number): boolean {
+    return resolved.earlyRefresh === 'doubling' && step < inverseEvery;
+  }
+
+  /**
+   * Refresh at every multiple of `inverseEvery`, and with `doubling` also at 1, 2, 4, 8, … below
+   * it: one batch's factors have rank ≤ the batch size, so the step-0 inverse of a wide layer is
+   * mostly damping; each early refresh doubles the statistics behind it.
+   */
+  function refreshScheduled(step: number): boolean {
+    if (step % inverseEvery === 0) return true;
+    return inEarlyRefreshes(step) && (step & (step - 1)) === 0;
+  }
+
   function accumulate(step: Step, state: ScanState): void {
     if (step.skipped) return;
     const signals = step.signals;
@@ -213,7 +228,10 @@ export function fisherScan(
       previous?.dispose();
     }
     state.stepsSinceRefresh += 1;
-    const due = state.layers === undefined || step.batch.step % resolved.statsEvery === 0;
+    const due =
+      state.layers === undefined ||
+      step.batch.step % resolved.statsEvery === 0 ||
+      inEarlyRefreshes(step.batch.step);
     if (!due) return;
     const seed = resolved.seed * 100_003 + step.batch.step;
     const sampled =

@@ -28,6 +28,11 @@ export interface RunSummary {
    * target.
    */
   readonly epochsToTarget: number | null;
+  /**
+   * Training seconds (evaluation excluded, the first step included) until the test accuracy first
+   * reached the target; null if never or no target.
+   */
+  readonly secondsToTarget: number | null;
 }
 
 export interface SummaryContext {
@@ -60,6 +65,8 @@ export function summarize(context: SummaryContext): OperatorFunction<MetricsRow,
       let testAccuracy: number | null = null;
       let testLoss: number | null = null;
       let epochsToTarget: number | null = null;
+      let secondsToTarget: number | null = null;
+      let trainingMs = 0;
       return source.subscribe({
         next(row) {
           steps += 1;
@@ -70,6 +77,7 @@ export function summarize(context: SummaryContext): OperatorFunction<MetricsRow,
             timedMs += row.stepMs - row.evaluationMs;
             timedSamples += row.samples;
           }
+          trainingMs += row.stepMs - row.evaluationMs;
           gradNormSum += row.gradNorm;
           if (Number.isFinite(row.updateGradCorrelation)) {
             correlationSum += row.updateGradCorrelation;
@@ -84,6 +92,7 @@ export function summarize(context: SummaryContext): OperatorFunction<MetricsRow,
               row.testAccuracy >= context.targetAccuracy
             ) {
               epochsToTarget = round((row.step + 1) / context.batchesPerEpoch, 4);
+              secondsToTarget = round(trainingMs / 1000, 3);
             }
           }
           lastEpoch = row.epoch;
@@ -110,6 +119,7 @@ export function summarize(context: SummaryContext): OperatorFunction<MetricsRow,
             meanGradNorm: steps ? gradNormSum / steps : NaN,
             meanUpdateGradCorrelation: correlationCount ? correlationSum / correlationCount : NaN,
             epochsToTarget,
+            secondsToTarget,
           });
           subscriber.complete();
         },

@@ -21,6 +21,7 @@ export function formatSummaryTable(
   if (targetAccuracy !== undefined) {
     columns.push(
       [`epochs→${targetAccuracy}`, (s) => fixed(s.epochsToTarget, 2)],
+      [`s→${targetAccuracy}`, (s) => fixed(s.secondsToTarget, 1)],
       ['corr(u,−g)', (s) => fixed(s.meanUpdateGradCorrelation, 3)],
     );
   }
