@@ -15,6 +15,8 @@ import * as tf from '@tensorflow/tfjs';
 import { identity, lastValueFrom, tap, toArray } from 'rxjs';
 import { initBackend } from '../src/runtime/backend.js';
 import { loadMnist } from '../src/data/mnist.js';
+import { resolveCurvatureOptions } from '../src/curvature/options.js';
+import { modelFamily } from '../src/nn/modelFamily.js';
 import { loadFashionMnist } from '../src/data/imageDatasets.js';
 import { buildModel } from '../src/nn/buildModel.js';
 import { parseCnnSpec } from '../src/nn/modelSpec.js';
@@ -65,7 +67,9 @@ async function measure(
     model,
     ['kfac', 'ring', 'reng'].includes(name) ? { inverse: inverse as 'auto' } : {},
   );
-  const inverseEvery = optimizer.curvature?.options.inverseEvery ?? 10;
+  const inverseEvery = optimizer.curvature
+    ? resolveCurvatureOptions(optimizer.curvature.options, modelFamily(model)).inverseEvery
+    : 10;
   const marks = { start: 0, fb: 0, curvature: 0, update: 0, refreshed: false };
   const perStep: Array<{
     step: number;

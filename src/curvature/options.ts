@@ -1,4 +1,5 @@
 import { DEFAULT_FACTOR_DECAY } from './movingAverage.js';
+import type { ModelFamily } from '../nn/modelFamily.js';
 import { checkKeys, checkOption } from '../validate.js';
 
 /**
@@ -184,12 +185,24 @@ export const CURVATURE_OPTIONS = {
 export const INVERSE_METHODS: readonly InverseMethod[] = CURVATURE_OPTIONS.inverse.choices;
 export const CURVATURE_KEYS = Object.keys(CURVATURE_OPTIONS) as (keyof typeof CURVATURE_OPTIONS)[];
 
-/** Validates curvature options (each error names the option) and fills in the defaults. */
-export function resolveCurvatureOptions(options: CurvatureOptions = {}): ResolvedCurvatureOptions {
+/**
+ * Validates curvature options (each error names the option) and fills in the defaults, the conv
+ * family's where it has its own.
+ */
+export function resolveCurvatureOptions(
+  options: CurvatureOptions = {},
+  family: ModelFamily = 'dense',
+): ResolvedCurvatureOptions {
   checkKeys('curvature', options, CURVATURE_KEYS);
   const resolved = Object.entries(CURVATURE_OPTIONS).map(([key, rule]) => [
     key,
-    checkOption(key, rule, options[key as keyof CurvatureOptions] ?? rule.default),
+    checkOption(
+      key,
+      rule,
+      options[key as keyof CurvatureOptions] ??
+        (family === 'conv' && 'conv' in rule ? rule.conv : undefined) ??
+        rule.default,
+    ),
   ]);
   return Object.fromEntries(resolved) as ResolvedCurvatureOptions;
 }

@@ -1,3 +1,4 @@
+import { modelFamily } from '../nn/modelFamily.js';
 import * as tf from '@tensorflow/tfjs';
 import { concatMap, defer, finalize, map, Observable, type OperatorFunction } from 'rxjs';
 import { dampFactors } from '../curvature/damping.js';
@@ -78,7 +79,7 @@ export function fisherScan(
   checkNumber('rho', damping.rho, { min: 0 });
   if (damping.lambda === 0 && damping.rho === 0)
     checkNumber('damping', damping.lambda, { min: 0, minExclusive: true });
-  const resolved = resolveCurvatureOptions(options);
+  const resolved = resolveCurvatureOptions(options, modelFamily(model));
   // One block per signal layer, in order; a layer kind without a block is an error here, before any
   // step.
   const blocks = curvatureBlocks(model, resolved);

@@ -1,3 +1,4 @@
+import { modelFamily } from '../nn/modelFamily.js';
 import {
   type CurvatureOptions,
   type DampingRule,
@@ -67,7 +68,7 @@ export function kfac(
   options: KfacOptions = {},
 ): CurvatureOptimizer<NaturalGradientState> {
   checkKeys('kfac', options, NATURAL_GRADIENT_KEYS);
-  const lambda = readOption(KFAC_OPTIONS, options, 'damping');
+  const lambda = readOption(KFAC_OPTIONS, options, 'damping', modelFamily(model));
   return {
     ...naturalGradient('kfac', model, options, (grads) => ({ v: grads })),
     curvature: { damping: { lambda, rho: 0, norm: 'mean' }, options: curvatureOptionsOf(options) },

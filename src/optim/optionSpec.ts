@@ -1,5 +1,6 @@
 import { GrngError } from '../errors.js';
 import { checkOption, type ValueRule } from '../validate.js';
+import type { ModelFamily } from '../nn/modelFamily.js';
 import { checkHyper, type Hyper } from './schedules.js';
 
 /**
@@ -18,6 +19,11 @@ interface Described<V> {
    * constructor's: e.g. SGD's momentum 0.9 of the reference runs against `sgd()`'s 0.
    */
   readonly named?: V;
+  /**
+   * The default for a model with a convolutional layer ({@link ModelFamily} `conv`), where the
+   * measurement on the benchmark CNN chose another value than for MLPs (docs/algorithms.md).
+   */
+  readonly conv?: V;
   /**
    * `false`: picking the optimizer by name leaves the option out of its resolved options (and so
    * out of recordings' hyper-parameters) unless given; the constructor's default applies. Holds
@@ -78,9 +84,13 @@ export function readOption<T extends OptionTable, K extends keyof T & string>(
   table: T,
   options: object,
   key: K,
+  family: ModelFamily = 'dense',
 ): OptionValue<T[K]> {
   const spec: OptionSpec = table[key]!;
-  const value = (options as Record<string, unknown>)[key] ?? spec.default;
+  const value =
+    (options as Record<string, unknown>)[key] ??
+    (family === 'conv' ? spec.conv : undefined) ??
+    spec.default;
   if (spec.kind === 'number' && spec.schedule) {
     return checkHyper(key, value, {
       min: spec.min ?? -Infinity,
@@ -96,16 +106,25 @@ export function optionKeys(table: OptionTable): string[] {
   return Object.keys(table);
 }
 
-/** The default an option has when its optimizer is picked by name. */
-export function namedDefault(spec: OptionSpec): number | boolean | string | undefined {
-  return spec.named ?? spec.default;
+/** The default an option has when its optimizer is picked by name, for a model family. */
+export function namedDefault(
+  spec: OptionSpec,
+  family: ModelFamily = 'dense',
+): number | boolean | string | undefined {
+  return (family === 'conv' ? spec.conv : undefined) ?? spec.named ?? spec.default;
 }
 
-/** The options picking an optimizer by name fills in: every listed option with a default. */
-export function namedDefaults(table: OptionTable): Record<string, number | boolean | string> {
+/**
+ * The options picking an optimizer by name fills in: every listed option with a default (the
+ * model family's where it has one).
+ */
+export function namedDefaults(
+  table: OptionTable,
+  family: ModelFamily = 'dense',
+): Record<string, number | boolean | string> {
   const defaults: Record<string, number | boolean | string> = {};
   for (const [key, spec] of Object.entries(table)) {
-    const value = namedDefault(spec);
+    const value = namedDefault(spec, family);
     if (spec.listed !== false && value !== undefined) defaults[key] = value;
   }
   return defaults;
@@ -189,7 +208,8 @@ export function flagHelp(flag: OptionFlag): string {
       if (flag.spec.kind === 'boolean') return `${help} (${names.join(', ')})`;
       const byDefault = new Map<string, string[]>();
       for (const t of takers) {
-        const shown = formatDefault(namedDefault(t.spec));
+        const conv = t.spec.conv === undefined ? '' : `, conv nets ${formatDefault(t.spec.conv)}`;
+        const shown = formatDefault(namedDefault(t.spec)) + conv;
         byDefault.set(shown, [...(byDefault.get(shown) ?? []), t.optimizer]);
       }
       if (byDefault.size === 1)

@@ -1,5 +1,6 @@
 import type { CurvatureOptions, DampingRule } from '../curvature/options.js';
 import { GrngError, invalidOption } from '../errors.js';
+import { modelFamily, type ModelFamily } from '../nn/modelFamily.js';
 import type { Sequential } from '../nn/sequential.js';
 import { ADAMW_OPTIONS, adamw, type AdamwOptions } from './adamw.js';
 import { KFAC_OPTIONS, kfac, type KfacOptions } from './kfac.js';
@@ -118,8 +119,11 @@ export function acceptsOption(name: OptimizerName, key: keyof NamedOptimizerOpti
 }
 
 /** The defaults of a named optimizer. */
-export function optimizerDefaults(name: OptimizerName): NamedOptimizerOptions {
-  return namedDefaults(REGISTRY[name].options) as NamedOptimizerOptions;
+export function optimizerDefaults(
+  name: OptimizerName,
+  family: ModelFamily = 'dense',
+): NamedOptimizerOptions {
+  return namedDefaults(REGISTRY[name].options, family) as NamedOptimizerOptions;
 }
 
 /**
@@ -130,12 +134,12 @@ export function optimizerDefaults(name: OptimizerName): NamedOptimizerOptions {
 export function resolveOptimizerOptions(
   name: string,
   options: NamedOptimizerOptions = {},
-  { lenient = false } = {},
+  { lenient = false, family = 'dense' }: { lenient?: boolean; family?: ModelFamily } = {},
 ): NamedOptimizerOptions {
   if (!(OPTIMIZERS as readonly string[]).includes(name))
     invalidOption('optimizer', name, `one of ${OPTIMIZERS.join(', ')}`);
   const table = REGISTRY[name as OptimizerName].options;
-  const resolved: Record<string, unknown> = namedDefaults(table);
+  const resolved: Record<string, unknown> = namedDefaults(table, family);
   for (const [key, value] of Object.entries(options)) {
     if (value === undefined) continue;
     if (!Object.hasOwn(table, key)) {
@@ -161,7 +165,7 @@ export function createOptimizer(
   options: NamedOptimizerOptions = {},
   { lenient = false } = {},
 ): NamedOptimizer {
-  const resolved = resolveOptimizerOptions(name, options, { lenient });
+  const resolved = resolveOptimizerOptions(name, options, { lenient, family: modelFamily(model) });
   const entry = REGISTRY[name as OptimizerName];
   const built = entry.build(model, resolved);
   const keys = Object.keys(model.params);

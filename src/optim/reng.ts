@@ -1,3 +1,4 @@
+import { modelFamily } from '../nn/modelFamily.js';
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
 import { softmaxCrossEntropy } from '../nn/losses.js';
@@ -56,7 +57,7 @@ export function reng(
   options: RengOptions = {},
 ): CurvatureOptimizer<NaturalGradientState> {
   checkKeys('reng', options, optionKeys(RENG_OPTIONS));
-  const lambda = readOption(RENG_OPTIONS, options, 'damping');
+  const lambda = readOption(RENG_OPTIONS, options, 'damping', modelFamily(model));
   const rho = readOption(RENG_OPTIONS, options, 'rho');
   const hvp = readOption(RENG_OPTIONS, options, 'hvp');
   const epsilon = readOption(RENG_OPTIONS, options, 'hvpEpsilon');

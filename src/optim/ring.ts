@@ -1,3 +1,4 @@
+import { modelFamily } from '../nn/modelFamily.js';
 import type { Sequential } from '../nn/sequential.js';
 import { checkKeys } from '../validate.js';
 import {
@@ -42,7 +43,7 @@ export function ring(
   options: RingOptions = {},
 ): CurvatureOptimizer<NaturalGradientState> {
   checkKeys('ring', options, optionKeys(RING_OPTIONS));
-  const lambda = readOption(RING_OPTIONS, options, 'damping');
+  const lambda = readOption(RING_OPTIONS, options, 'damping', modelFamily(model));
   const rho = readOption(RING_OPTIONS, options, 'rho');
   const norm = readOption(RING_OPTIONS, options, 'ringNorm');
   return {
