@@ -10,7 +10,11 @@ import {
 } from '../src/cli/optionFlags.js';
 import { buildProgram } from '../src/cli/program.js';
 import { resolveCurvatureOptions } from '../src/curvature/options.js';
+import { buildModel } from '../src/nn/buildModel.js';
+import { modelFamily } from '../src/nn/modelFamily.js';
+import { parseCnnSpec } from '../src/nn/modelSpec.js';
 import { mlp } from '../src/nn/sequential.js';
+import { kfac } from '../src/optim/kfac.js';
 import {
   formatDefault,
   namedDefault,
@@ -381,5 +385,43 @@ describe('the CLI flags are the option tables', () => {
         b: { rows: { kind: 'integer', min: 2, flag: '--rows', help: 'rows' } },
       }),
     ).toThrow(/flag --rows means different things/);
+  });
+});
+
+describe('defaults per model family', () => {
+  beforeAll(() => useTestBackend());
+
+  it('a model with a conv layer gets the conv defaults, by name and from the constructor; given values win', () => {
+    const cnn = buildModel(parseCnnSpec('cnn:6x6x1-c2k3-p2-4'), { seed: 1 });
+    const dense = mlp({ inputs: 4, layers: [{ units: 3 }], seed: 1 });
+    try {
+      expect(modelFamily(cnn)).toBe('conv');
+      expect(modelFamily(dense)).toBe('dense');
+      for (const name of ['kfac', 'ring', 'reng'] as const) {
+        const conv = createOptimizer(name, cnn);
+        expect(conv.options).toMatchObject({ damping: 0.1, statsEvery: 10, inverseEvery: 20 });
+        expect(conv.curvature!.damping.lambda).toBe(0.1);
+        expect(resolveCurvatureOptions(conv.curvature!.options, 'conv')).toMatchObject({
+          statsEvery: 10,
+          inverseEvery: 20,
+        });
+        const mlpOptimizer = createOptimizer(name, dense);
+        expect(mlpOptimizer.options).toMatchObject({
+          damping: 1e-3,
+          statsEvery: 1,
+          inverseEvery: 10,
+        });
+        const given = createOptimizer(name, cnn, { damping: 0.02, statsEvery: 3 });
+        expect(given.options).toMatchObject({ damping: 0.02, statsEvery: 3, inverseEvery: 20 });
+      }
+      // Constructors read the family too: kfac(model) on a CNN damps with 0.1.
+      expect(kfac(cnn).curvature.damping.lambda).toBe(0.1);
+      expect(kfac(dense).curvature.damping.lambda).toBe(1e-3);
+      expect(resolveCurvatureOptions({}, 'conv').statsEvery).toBe(10);
+      expect(resolveCurvatureOptions({}).statsEvery).toBe(1);
+    } finally {
+      cnn.dispose();
+      dense.dispose();
+    }
   });
 });

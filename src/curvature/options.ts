@@ -100,6 +100,8 @@ export const CURVATURE_OPTIONS = {
     kind: 'integer',
     min: 1,
     default: 1,
+    // Conv nets (docs/algorithms.md, "Defaults for conv nets").
+    conv: 10,
     flag: '--stats-every',
     help: 'factor statistics every N steps',
   },
@@ -107,6 +109,7 @@ export const CURVATURE_OPTIONS = {
     kind: 'integer',
     min: 1,
     default: 10,
+    conv: 20,
     flag: '--inverse-every',
     help: 'refresh the inverses every N steps',
   },

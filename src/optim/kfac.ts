@@ -42,6 +42,8 @@ export function kfacFamilyOptions<const Own extends OptionTable>(own: Own) {
       min: 0,
       minExclusive: true,
       default: 1e-3,
+      // Conv nets: chosen on the benchmark CNN (docs/algorithms.md, "Defaults for conv nets").
+      conv: 0.1,
       flag: '--damping',
       help: 'damping λ',
     },
