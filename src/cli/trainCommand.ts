@@ -312,7 +312,12 @@ export async function runCompareCommand(options: CompareCommandOptions, io: CliI
         io.err(
           `grng: stopped by ${control.stopReason}; ${summaries.length} of ${options.optimizers.length} optimizers run\n`,
         );
-      const fields = [...JSON_FIELDS, 'meanUpdateGradCorrelation', 'epochsToTarget', 'secondsToTarget'] as const;
+      const fields = [
+        ...JSON_FIELDS,
+        'meanUpdateGradCorrelation',
+        'epochsToTarget',
+        'secondsToTarget',
+      ] as const;
       printSummaries(
         io,
         formatSummaryTable(summaries, { targetAccuracy: options.target }),
