@@ -20,6 +20,9 @@ describe('npm run bench -- --quick', () => {
       expect(results.optimizers.results[name].msPerStep).toBeGreaterThan(0);
     }
     expect(results.optimizers.results.kfac.stages.refresh).toBeGreaterThan(0);
+    expect(results.optimizersCnn.model).toMatch(/^cnn:/);
+    for (const name of ['sgd', 'kfac'])
+      expect(results.optimizersCnn.results[name].msPerStep).toBeGreaterThan(0);
     expect(results.scaling).toBeDefined();
     expect(results.memory).toBeDefined();
   }, 180_000);

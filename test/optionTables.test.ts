@@ -414,6 +414,17 @@ describe('defaults per model family', () => {
         const given = createOptimizer(name, cnn, { damping: 0.02, statsEvery: 3 });
         expect(given.options).toMatchObject({ damping: 0.02, statsEvery: 3, inverseEvery: 20 });
       }
+      expect(createOptimizer('ring', cnn).options.rho).toBe(0.01);
+      expect(createOptimizer('reng', cnn).options).toMatchObject({
+        rho: 0.01,
+        hvp: 'finite-difference',
+      });
+      expect(createOptimizer('reng', dense).options).toMatchObject({
+        rho: 0.1,
+        hvp: 'double-backprop',
+      });
+      // R-Kalman's ρ (a prior shrinkage, not a damping) keeps 0.1 on conv nets.
+      expect(createOptimizer('rkalman', cnn).options.rho).toBe(0.1);
       // Constructors read the family too: kfac(model) on a CNN damps with 0.1.
       expect(kfac(cnn).curvature.damping.lambda).toBe(0.1);
       expect(kfac(dense).curvature.damping.lambda).toBe(1e-3);

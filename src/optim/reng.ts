@@ -26,11 +26,14 @@ export interface RengOptions extends KfacOptions {
 }
 
 export const RENG_OPTIONS = kfacFamilyOptions({
-  rho: GRADIENT_REGULARIZATION_OPTION,
+  rho: { ...GRADIENT_REGULARIZATION_OPTION, conv: 0.01 },
   hvp: {
     kind: 'choice',
     choices: ['double-backprop', 'finite-difference'],
     default: 'double-backprop',
+    // Conv nets: double backprop through the conv and pooling kernels costs ~2 SGD steps, the
+    // finite difference ~1 (docs/algorithms.md, "Defaults for conv nets").
+    conv: 'finite-difference',
     flag: '--hvp',
     help: 'how RENG computes Hg: double-backprop (exact) or finite-difference (one extra forward and backward)',
   },
@@ -58,8 +61,8 @@ export function reng(
 ): CurvatureOptimizer<NaturalGradientState> {
   checkKeys('reng', options, optionKeys(RENG_OPTIONS));
   const lambda = readOption(RENG_OPTIONS, options, 'damping', modelFamily(model));
-  const rho = readOption(RENG_OPTIONS, options, 'rho');
-  const hvp = readOption(RENG_OPTIONS, options, 'hvp');
+  const rho = readOption(RENG_OPTIONS, options, 'rho', modelFamily(model));
+  const hvp = readOption(RENG_OPTIONS, options, 'hvp', modelFamily(model));
   const epsilon = readOption(RENG_OPTIONS, options, 'hvpEpsilon');
   return {
     ...naturalGradient('reng', model, options, (grads, params, context) => {
