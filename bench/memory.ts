@@ -5,7 +5,8 @@
  *
  *   npx tsx bench/memory.ts [--steps 10000] [--optimizer ring[,sgd,...]] [--every 100]
  *                           [--quick] [--json] [--no-gc] [--backend wasm]
- *                           [--dataset synthetic|mnist] [--model mlp:64-64-10] [--batch 32]
+ *                           [--dataset synthetic|mnist|fashion-mnist] [--model mlp:64-64-10]
+ *                           [--batch 32] [--peak-steps 0] [--peak-batch 128]
  *
  * Set-up, chosen so that 10,000 ring steps take well under 3 minutes on the 2-core wasm machine:
  * the synthetic teacher–student set with 64 features and 10 classes (4,096 train / 512 test
@@ -26,12 +27,22 @@
  * is checked against ±0.1 MiB per 1,000 steps (≈ 100 bytes a step). RSS and heap settle only after
  * ~2,000–3,000 steps (JIT, the wasm heap reaching its high-water mark), so they are judged on runs
  * of at least 5,000 steps; `--quick` (1,000 steps) judges the tensor count only.
+ *
+ * `--peak-steps N` also runs N steps per optimizer at batch `--peak-batch` (default 128) inside
+ * tf.profile and reports its peakBytes: the most tensor memory live at once in a step (forward,
+ * backward, statistics, a refresh when N reaches one, update). Memory the native addon takes for
+ * its float64 Cholesky (2·d² doubles for the widest factor, transiently) is outside tfjs and not
+ * in it. The CNN check of issue 11:
+ *
+ *   npx tsx bench/memory.ts --dataset fashion-mnist --model cnn:28x28x1-c32k3-p2-c64k3-p2-d128-10 \
+ *     --optimizer kfac --steps 5000 --batch 32 --peak-steps 25
  */
 import * as tf from '@tensorflow/tfjs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { lastValueFrom, tap } from 'rxjs';
 import { initBackend } from '../src/runtime/backend.js';
+import { loadFashionMnist } from '../src/data/imageDatasets.js';
 import { loadMnist } from '../src/data/mnist.js';
 import { syntheticDataset } from '../src/data/synthetic.js';
 import { prepareRun } from '../src/run/train.js';
@@ -65,9 +76,13 @@ const datasetName = flag('dataset', 'synthetic');
 const dataset =
   datasetName === 'mnist'
     ? await loadMnist()
-    : syntheticDataset({ features: 64, classes: 10, train: 4096, test: 512, seed: 1 });
+    : datasetName === 'fashion-mnist'
+      ? await loadFashionMnist()
+      : syntheticDataset({ features: 64, classes: 10, train: 4096, test: 512, seed: 1 });
 const model = flag('model', datasetName === 'mnist' ? 'mlp:784-64-10' : 'mlp:64-64-10');
 const batchSize = Number(flag('batch', '32'));
+const peakSteps = Number(flag('peak-steps', '0'));
+const peakBatch = Number(flag('peak-batch', '128'));
 
 interface Sample {
   step: number;
@@ -203,11 +218,38 @@ async function runOne(optimizer: string) {
   };
 }
 
+/** The most tensor memory live at once over `peakSteps` steps at `peakBatch` (tf.profile). */
+async function peakOf(
+  optimizer: string,
+): Promise<{ batchSize: number; steps: number; peakMiB: number }> {
+  const run = await prepareRun({
+    dataset,
+    model,
+    optimizer,
+    batchSize: peakBatch,
+    steps: peakSteps,
+    partial: 'drop',
+    backend: backendName as 'wasm',
+    seed: 1,
+  });
+  try {
+    const info = await tf.profile(async () => {
+      await lastValueFrom(run.rows);
+    });
+    return { batchSize: peakBatch, steps: peakSteps, peakMiB: info.peakBytes / MIB };
+  } finally {
+    run.dispose();
+  }
+}
+
 await initBackend(backendName);
 const tensorsAtStart = tf.memory().numTensors;
 const runs = [];
 for (const optimizer of optimizers) {
-  const r = await runOne(optimizer);
+  const r = {
+    ...(await runOne(optimizer)),
+    ...(peakSteps > 0 ? { peak: await peakOf(optimizer) } : {}),
+  };
   runs.push(r);
   if (!json) {
     const mib = (v: number): string => (v / MIB).toFixed(1);
@@ -226,7 +268,7 @@ for (const optimizer of optimizers) {
       );
     }
     console.log(
-      `  ${r.flat ? 'FLAT' : 'NOT FLAT'}: tensors ${r.tensorsConstant ? 'exactly constant' : 'changing'} over the second half, RSS slope ${r.rssSlopeMiBPer1000.toFixed(3)} MiB/1000 steps (limit +${RSS_LIMIT_MIB}${r.memoryJudged ? '' : `, not judged under ${MIN_STEPS_FOR_RSS} steps: still warming up`}); heap slope ${r.heapSlopeMiBPer1000.toFixed(3)} MiB/1000 steps (${!r.memoryJudged ? 'not judged' : r.heapFlat ? 'within' : 'OUTSIDE'} ±${HEAP_LIMIT_MIB}); tensors after dispose ${r.tensorsAfterDispose - tensorsAtStart >= 0 ? '+' : ''}${r.tensorsAfterDispose - tensorsAtStart}`,
+      `${r.peak ? `  peak tensor memory over ${r.peak.steps} steps at batch ${r.peak.batchSize}: ${r.peak.peakMiB.toFixed(1)} MiB\n` : ''}  ${r.flat ? 'FLAT' : 'NOT FLAT'}: tensors ${r.tensorsConstant ? 'exactly constant' : 'changing'} over the second half, RSS slope ${r.rssSlopeMiBPer1000.toFixed(3)} MiB/1000 steps (limit +${RSS_LIMIT_MIB}${r.memoryJudged ? '' : `, not judged under ${MIN_STEPS_FOR_RSS} steps: still warming up`}); heap slope ${r.heapSlopeMiBPer1000.toFixed(3)} MiB/1000 steps (${!r.memoryJudged ? 'not judged' : r.heapFlat ? 'within' : 'OUTSIDE'} ±${HEAP_LIMIT_MIB}); tensors after dispose ${r.tensorsAfterDispose - tensorsAtStart >= 0 ? '+' : ''}${r.tensorsAfterDispose - tensorsAtStart}`,
     );
   }
 }
