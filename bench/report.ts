@@ -124,6 +124,8 @@ const renderers: Record<string, (r: Json) => string | undefined> = {
       lines.push(
         `| PyTorch, out of the box | ${fixed(r.torchOutOfTheBox.msPerStep)} | ${fixed(r.ratioOutOfTheBox)} |`,
       );
+    if (r.ratioBest !== undefined)
+      lines.push(`| grng ÷ the fastest PyTorch above | | **${fixed(r.ratioBest)}** |`);
     if (Array.isArray(r.warnings) && r.warnings.length > 0)
       lines.push('', ...r.warnings.map((w: unknown) => `Warning: ${String(w)}`));
     return lines.join('\n');
