@@ -1,5 +1,5 @@
 import { DEFAULT_FACTOR_DECAY } from './movingAverage.js';
-import type { ModelFamily } from '../nn/modelFamily.js';
+import { familyDefault, type ModelFamily } from '../nn/modelFamily.js';
 import { checkKeys, checkOption } from '../validate.js';
 
 /**
@@ -203,7 +203,7 @@ export function resolveCurvatureOptions(
       key,
       rule,
       options[key as keyof CurvatureOptions] ??
-        (family === 'conv' && 'conv' in rule ? rule.conv : undefined) ??
+        familyDefault<unknown>(rule as { readonly conv?: unknown }, family) ??
         rule.default,
     ),
   ]);

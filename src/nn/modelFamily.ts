@@ -6,6 +6,14 @@ import type { Layer } from './layer.js';
  */
 export type ModelFamily = 'dense' | 'conv';
 
+/**
+ * An option's own default for a family (the `conv:` value of an option table entry), if it has one;
+ * the caller falls back to its general default.
+ */
+export function familyDefault<V>(rule: { readonly conv?: V }, family: ModelFamily): V | undefined {
+  return family === 'conv' ? rule.conv : undefined;
+}
+
 /** The {@link ModelFamily} of a model's layers. */
 export function modelFamily(model: { readonly layers: readonly Layer[] }): ModelFamily {
   return model.layers.some((layer) => layer.kind === 'conv2d') ? 'conv' : 'dense';

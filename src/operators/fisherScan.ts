@@ -1,4 +1,3 @@
-import { modelFamily } from '../nn/modelFamily.js';
 import * as tf from '@tensorflow/tfjs';
 import { concatMap, defer, finalize, map, Observable, type OperatorFunction } from 'rxjs';
 import { dampFactors } from '../curvature/damping.js';
@@ -10,6 +9,7 @@ import {
   type CurvatureOptions,
   type DampingRule,
 } from '../curvature/options.js';
+import { modelFamily } from '../nn/modelFamily.js';
 import { sampledLabelPass, sampledSignals } from '../nn/sampledLabels.js';
 import { asGrngError, GrngError } from '../errors.js';
 import { nativeSpdInverse, nativeSpdInverseAvailable } from '../runtime/nativeBlas.js';

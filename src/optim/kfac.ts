@@ -1,4 +1,3 @@
-import { modelFamily } from '../nn/modelFamily.js';
 import {
   type CurvatureOptions,
   type DampingRule,
@@ -6,6 +5,7 @@ import {
   CURVATURE_OPTIONS,
   resolveCurvatureOptions,
 } from '../curvature/options.js';
+import { modelFamily } from '../nn/modelFamily.js';
 import type { Sequential } from '../nn/sequential.js';
 import { checkKeys } from '../validate.js';
 import {

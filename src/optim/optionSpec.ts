@@ -1,6 +1,6 @@
 import { GrngError } from '../errors.js';
 import { checkOption, type ValueRule } from '../validate.js';
-import type { ModelFamily } from '../nn/modelFamily.js';
+import { familyDefault, type ModelFamily } from '../nn/modelFamily.js';
 import { checkHyper, type Hyper } from './schedules.js';
 
 /**
@@ -89,7 +89,7 @@ export function readOption<T extends OptionTable, K extends keyof T & string>(
   const spec: OptionSpec = table[key]!;
   const value =
     (options as Record<string, unknown>)[key] ??
-    (family === 'conv' ? spec.conv : undefined) ??
+    familyDefault<unknown>(spec, family) ??
     spec.default;
   if (spec.kind === 'number' && spec.schedule) {
     return checkHyper(key, value, {
@@ -111,7 +111,7 @@ export function namedDefault(
   spec: OptionSpec,
   family: ModelFamily = 'dense',
 ): number | boolean | string | undefined {
-  return (family === 'conv' ? spec.conv : undefined) ?? spec.named ?? spec.default;
+  return familyDefault<number | boolean | string>(spec, family) ?? spec.named ?? spec.default;
 }
 
 /**

@@ -119,11 +119,8 @@ export function acceptsOption(name: OptimizerName, key: keyof NamedOptimizerOpti
 }
 
 /** The defaults of a named optimizer. */
-export function optimizerDefaults(
-  name: OptimizerName,
-  family: ModelFamily = 'dense',
-): NamedOptimizerOptions {
-  return namedDefaults(REGISTRY[name].options, family) as NamedOptimizerOptions;
+export function optimizerDefaults(name: OptimizerName): NamedOptimizerOptions {
+  return namedDefaults(REGISTRY[name].options) as NamedOptimizerOptions;
 }
 
 /**

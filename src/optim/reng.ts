@@ -1,7 +1,7 @@
-import { modelFamily } from '../nn/modelFamily.js';
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
 import { softmaxCrossEntropy } from '../nn/losses.js';
+import { modelFamily } from '../nn/modelFamily.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Params } from '../types.js';
 import { checkKeys } from '../validate.js';
@@ -60,9 +60,10 @@ export function reng(
   options: RengOptions = {},
 ): CurvatureOptimizer<NaturalGradientState> {
   checkKeys('reng', options, optionKeys(RENG_OPTIONS));
-  const lambda = readOption(RENG_OPTIONS, options, 'damping', modelFamily(model));
-  const rho = readOption(RENG_OPTIONS, options, 'rho', modelFamily(model));
-  const hvp = readOption(RENG_OPTIONS, options, 'hvp', modelFamily(model));
+  const family = modelFamily(model);
+  const lambda = readOption(RENG_OPTIONS, options, 'damping', family);
+  const rho = readOption(RENG_OPTIONS, options, 'rho', family);
+  const hvp = readOption(RENG_OPTIONS, options, 'hvp', family);
   const epsilon = readOption(RENG_OPTIONS, options, 'hvpEpsilon');
   return {
     ...naturalGradient('reng', model, options, (grads, params, context) => {

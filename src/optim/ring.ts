@@ -44,8 +44,9 @@ export function ring(
   options: RingOptions = {},
 ): CurvatureOptimizer<NaturalGradientState> {
   checkKeys('ring', options, optionKeys(RING_OPTIONS));
-  const lambda = readOption(RING_OPTIONS, options, 'damping', modelFamily(model));
-  const rho = readOption(RING_OPTIONS, options, 'rho', modelFamily(model));
+  const family = modelFamily(model);
+  const lambda = readOption(RING_OPTIONS, options, 'damping', family);
+  const rho = readOption(RING_OPTIONS, options, 'rho', family);
   const norm = readOption(RING_OPTIONS, options, 'ringNorm');
   return {
     ...naturalGradient('ring', model, options, (grads) => ({ v: grads })),
