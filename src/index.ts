@@ -44,6 +44,7 @@ export {
   exampleShape,
   withExampleShape,
   parseShape,
+  labelsPerExample,
   type Dataset,
   type Split,
 } from './data/dataset.js';
@@ -61,6 +62,14 @@ export {
   FASHION_MNIST_CLASSES,
   FASHION_MNIST_DIR,
 } from './data/imageDatasets.js';
+export {
+  loadTextDataset,
+  loadFortunes,
+  textWindows,
+  FORTUNES_DIR,
+  TEXT_TEST_FRACTION,
+  type TextDatasetOptions,
+} from './data/textDataset.js';
 
 export {
   Sequential,

@@ -26,7 +26,7 @@ export interface Batch {
   readonly size: number;
   /** Inputs [size, ...example shape] (e.g. [size, features]), float32. */
   readonly x: tf.Tensor;
-  /** Class labels, int32. */
+  /** Class labels, int32: size×targets of them, each example's together (one for classification). */
   readonly y: tf.Tensor1D;
   /**
    * Asks the source to keep this batch (and hold back the next one) until the returned

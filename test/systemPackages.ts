@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { FASHION_MNIST_DIR } from '../src/data/imageDatasets.js';
+import { FORTUNES_DIR } from '../src/data/textDataset.js';
 
 /** Where Debian's chromium package puts the browser. */
 export const CHROMIUM_PATH = '/usr/bin/chromium';
@@ -20,6 +21,8 @@ export const SYSTEM_PACKAGES = {
   'libopenblas0-pthread': () => sharedLibraryInstalled('libopenblas.so.0'),
   /** Fashion-MNIST's idx.gz files, read by `--dataset fashion-mnist`. */
   'dataset-fashion-mnist': () => existsSync(FASHION_MNIST_DIR),
+  /** The text loadFortunes reads; checked by a file of its own, as fortunes-min makes the folder too. */
+  fortunes: () => existsSync(join(FORTUNES_DIR, 'computers')),
 } satisfies Record<string, () => boolean>;
 
 export type SystemPackage = keyof typeof SYSTEM_PACKAGES;

@@ -54,6 +54,11 @@ export interface CurvatureOptions {
    * subset; 0 = all [ours].
    */
   readonly convPatchRows?: number;
+  /**
+   * Sequence-dense layers (attention projections, MLPs, a language model's head): `expand` (every
+   * token a row) or `reduce` (per-sequence mean input and summed δ); docs/algorithms.md.
+   */
+  readonly sequenceFactors?: 'expand' | 'reduce';
   /** Seed of the label sampling; default 1. */
   readonly seed?: number;
 }
@@ -166,6 +171,14 @@ export const CURVATURE_OPTIONS = {
     flag: '--conv-factors',
     help: "conv layers' factors: expand (every location a row, A = T·Ā) or reduce (per-example mean patch, summed δ)",
   },
+  sequenceFactors: {
+    kind: 'choice',
+    choices: ['expand', 'reduce'],
+    default: 'expand',
+    listed: false,
+    flag: '--sequence-factors',
+    help: "sequence-dense layers' factors: expand (every token a row; exact for a per-token loss) or reduce (per-sequence mean input, summed δ)",
+  },
   convPatchRows: {
     kind: 'integer',
     min: 0,
@@ -203,7 +216,10 @@ export function resolveCurvatureOptions(
       key,
       rule,
       options[key as keyof CurvatureOptions] ??
-        familyDefault<unknown>(rule as { readonly conv?: unknown }, family) ??
+        familyDefault<unknown>(
+          rule as { readonly conv?: unknown; readonly transformer?: unknown },
+          family,
+        ) ??
         rule.default,
     ),
   ]);

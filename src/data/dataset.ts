@@ -4,14 +4,30 @@ import { GrngError } from '../errors.js';
 export interface Split {
   /** n×features, row-major. */
   readonly x: Float32Array;
-  /** n labels in [0, classes). */
+  /** n×targets labels in [0, classes), row-major: example r's are y[r·targets .. (r+1)·targets). */
   readonly y: Int32Array;
   readonly n: number;
+  /**
+   * Labels per example; default 1 (classification). A language-model window of `context` tokens
+   * has `context` labels, the next token at each position, so that one split type serves both and
+   * a model's logits hold one row per label ([m·targets, classes], in y's order).
+   */
+  readonly targets?: number;
   /**
    * Shape of one example (e.g. [28, 28, 1]) when it is not a flat row: batches are then
    * [m, ...shape]. Its product is the features per row. Default [features].
    */
   readonly shape?: readonly number[];
+}
+
+/**
+ * Labels per example of a split: its `targets`, else 1.
+ *
+ * @example
+ * labelsPerExample({ x, y, n: 4, targets: 64 }); // 64
+ */
+export function labelsPerExample(split: Split): number {
+  return split.targets ?? 1;
 }
 
 /** The shape of one example of a split: its declared shape, else a flat row. */
@@ -76,7 +92,10 @@ export interface Dataset {
   readonly description: string;
 }
 
-/** Copies the rows `order[start .. start+size)` of a split into contiguous host arrays. */
+/**
+ * Copies the rows `order[start .. start+size)` of a split into contiguous host arrays: x is
+ * size×features, y size×targets (each example's labels kept together, in order).
+ */
 export function gatherRows(
   split: Split,
   order: ArrayLike<number>,
@@ -84,12 +103,14 @@ export function gatherRows(
   size: number,
 ): { x: Float32Array; y: Int32Array } {
   const features = split.x.length / split.n;
+  const targets = labelsPerExample(split);
   const x = new Float32Array(size * features);
-  const y = new Int32Array(size);
+  const y = new Int32Array(size * targets);
   for (let r = 0; r < size; r++) {
     const row = order[start + r]!;
     x.set(split.x.subarray(row * features, (row + 1) * features), r * features);
-    y[r] = split.y[row]!;
+    if (targets === 1) y[r] = split.y[row]!;
+    else y.set(split.y.subarray(row * targets, (row + 1) * targets), r * targets);
   }
   return { x, y };
 }
@@ -137,8 +158,18 @@ export function validateDataset(data: Dataset): Dataset {
         { split: name },
       );
     }
-    if (split.y.length !== split.n)
-      fail(`the ${name} split has ${split.y.length} labels for ${split.n} rows`, { split: name });
+    const targets = split.targets ?? 1;
+    if (!Number.isInteger(targets) || targets < 1)
+      fail(`the ${name} split's targets must be an integer ≥ 1, got ${String(targets)}`, {
+        split: name,
+      });
+    if (split.y.length !== split.n * targets)
+      fail(
+        targets === 1
+          ? `the ${name} split has ${split.y.length} labels for ${split.n} rows`
+          : `the ${name} split has ${split.y.length} labels, expected ${split.n} rows × ${targets} targets = ${split.n * targets}`,
+        { split: name },
+      );
     if (
       split.shape !== undefined &&
       (!Array.isArray(split.shape) ||
@@ -150,14 +181,22 @@ export function validateDataset(data: Dataset): Dataset {
         { split: name },
       );
     }
-    for (let i = 0; i < split.n; i++) {
+    for (let i = 0; i < split.y.length; i++) {
       const label = split.y[i]!;
-      if (label < 0 || label >= data.classes)
-        fail(`${name} row ${i} has label ${label}, outside [0, ${data.classes})`, {
-          split: name,
-          row: i,
-          label,
-        });
+      if (label < 0 || label >= data.classes) {
+        if (targets === 1)
+          fail(`${name} row ${i} has label ${label}, outside [0, ${data.classes})`, {
+            split: name,
+            row: i,
+            label,
+          });
+        const row = Math.floor(i / targets);
+        const position = i % targets;
+        fail(
+          `${name} row ${row} position ${position} has label ${label}, outside [0, ${data.classes})`,
+          { split: name, row, position, label },
+        );
+      }
     }
     for (let i = 0; i < split.x.length; i++) {
       if (!Number.isFinite(split.x[i]!)) {

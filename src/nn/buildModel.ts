@@ -8,6 +8,10 @@ import { initConv2d, initDense, type Initializer } from './init.js';
 import type { Layer } from './layer.js';
 import type { ModelSpec } from './modelSpec.js';
 import { poolLayer } from './pool.js';
+import { embeddingLayer, MAX_VOCABULARY } from './embedding.js';
+import { layerNormLayer } from './layerNorm.js';
+import { sequenceDenseLayer } from './sequenceDense.js';
+import { transformerBlockLayer } from './transformerBlock.js';
 import { MAX_PARAMETERS, Sequential } from './sequential.js';
 
 /**
@@ -112,13 +116,118 @@ export function buildModel(
       case 'flatten':
         layer = flattenLayer(nameOf('flatten'), shape);
         break;
+      case 'embedding': {
+        if (index !== 0 || shape.length !== 1)
+          fail(index, 'must be the first layer, over token ids [positions]');
+        if (layerSpec.vocabulary > MAX_VOCABULARY)
+          fail(
+            index,
+            `has a vocabulary of ${layerSpec.vocabulary}, more than the ${MAX_VOCABULARY} its one-hot lookup takes`,
+          );
+        const embedding = embeddingLayer({
+          name: nameOf('embed'),
+          vocabulary: layerSpec.vocabulary,
+          positions: shape[0]!,
+          width: layerSpec.width,
+        });
+        // GPT-2's N(0, 0.02) for both tables: unit-variance rows (PyTorch's nn.Embedding default)
+        // would swamp the residual stream at the first layer norm's input.
+        Object.assign(
+          initial,
+          tf.tidy(() => ({
+            [embedding.tokens]: tf.randomNormal(
+              [layerSpec.vocabulary, layerSpec.width],
+              0,
+              0.02,
+              'float32',
+              weightSeed,
+            ),
+            [embedding.positionTable]: tf.randomNormal(
+              [shape[0]!, layerSpec.width],
+              0,
+              0.02,
+              'float32',
+              weightSeed + 0.5,
+            ),
+          })),
+        );
+        parameters += (layerSpec.vocabulary + shape[0]!) * layerSpec.width;
+        parametrised += 1;
+        layer = embedding;
+        break;
+      }
+      case 'transformerBlock': {
+        if (shape.length !== 2 || layers[0]?.kind !== 'embedding')
+          fail(
+            index,
+            `needs a sequence [positions, width] after an embedding, got [${shape.join(', ')}]`,
+          );
+        const [positions, width] = shape as [number, number];
+        if (width % layerSpec.heads !== 0)
+          fail(index, `has ${layerSpec.heads} heads, which do not divide the width ${width}`);
+        const block = transformerBlockLayer({
+          name: nameOf('block'),
+          positions,
+          width,
+          heads: layerSpec.heads,
+          hidden: layerSpec.hidden ?? 4 * width,
+        });
+        for (const sublayer of block.sublayers) {
+          if (sublayer.kind === 'layerNorm') {
+            Object.assign(initial, layerNormInitial(sublayer.scale, sublayer.shift, width));
+            parameters += 2 * width;
+          } else {
+            const { kernel, bias } = initDense(
+              sublayer.inputs,
+              sublayer.units,
+              sublayer.activation,
+              init,
+              seed * 1009 + parametrised * 2 + 1,
+            );
+            Object.assign(initial, { [sublayer.kernel]: kernel, [sublayer.bias]: bias });
+            parameters += (sublayer.inputs + 1) * sublayer.units;
+            parametrised += 1;
+          }
+        }
+        layer = block;
+        break;
+      }
+      case 'layerNorm': {
+        const norm = layerNormLayer(nameOf('norm'), shape);
+        Object.assign(initial, layerNormInitial(norm.scale, norm.shift, shape.at(-1)!));
+        parameters += 2 * shape.at(-1)!;
+        layer = norm;
+        break;
+      }
       case 'dense': {
+        const activation = layerSpec.activation ?? (last ? 'identity' : 'relu');
+        if (shape.length === 2 && layers[0]?.kind === 'embedding') {
+          // Over a sequence: the same kernel at every position (a language model's head).
+          const dense = sequenceDenseLayer({
+            name: nameOf('dense'),
+            positions: shape[0]!,
+            inputs: shape[1]!,
+            units: layerSpec.units,
+            activation,
+          });
+          const { kernel, bias } = initDense(
+            dense.inputs,
+            dense.units,
+            activation,
+            init,
+            weightSeed,
+          );
+          Object.assign(initial, { [dense.kernel]: kernel, [dense.bias]: bias });
+          parameters += (dense.inputs + 1) * dense.units;
+          parametrised += 1;
+          layer = dense;
+          break;
+        }
         if (shape.length !== 1)
           fail(
             index,
             `needs flat input, got [${shape.join(', ')}] (put a flatten layer before it)`,
           );
-        const activation = layerSpec.activation ?? (last ? 'identity' : 'relu');
         const dense = denseLayer({
           name: nameOf('dense'),
           index: counts.dense!,
@@ -147,4 +256,9 @@ export function buildModel(
     layers.push(layer);
     shape = layer.outputShape;
   }
+}
+
+/** A layer norm's initial scale (ones) and shift (zeros), as PyTorch's nn.LayerNorm. */
+function layerNormInitial(scale: string, shift: string, width: number): Params {
+  return { [scale]: tf.ones([width]), [shift]: tf.zeros([width]) };
 }

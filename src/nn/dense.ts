@@ -58,20 +58,31 @@ export function denseLayer({
     params: [kernel, bias],
     apply(params: Params, a: tf.Tensor, options: LayerApplyOptions = {}): tf.Tensor {
       const x = a as tf.Tensor2D;
-      const w = params[kernel] as tf.Tensor2D;
-      // The input layer's product needs no gradient with respect to the data; with constant
-      // parameters none with respect to the kernel (see ops.ts for why each form is cheaper).
-      const product = options.constantParams
-        ? options.inputIsData
-          ? tf.matMul(x, w)
-          : matMulConstantB(x, w)
-        : options.inputIsData
-          ? matMulInput(x, w)
-          : layerMatMul(x, w);
-      let s = tf.add(product, params[bias]!);
+      let s = affine(x, params[kernel] as tf.Tensor2D, params[bias]!, options);
       if (options.signal) s = tf.add(s, options.signal);
       options.taps?.push({ a: x, s });
       return activate(activation, s);
     },
   };
+}
+
+/**
+ * x·W + b for m×in rows, in the cheapest differentiable form the pass allows: the input layer's
+ * product needs no gradient with respect to the data, and with constant parameters none with
+ * respect to the kernel (see ops.ts for why each form is cheaper).
+ */
+export function affine(
+  x: tf.Tensor2D,
+  w: tf.Tensor2D,
+  b: tf.Tensor,
+  options: LayerApplyOptions,
+): tf.Tensor2D {
+  const product = options.constantParams
+    ? options.inputIsData
+      ? tf.matMul(x, w)
+      : matMulConstantB(x, w)
+    : options.inputIsData
+      ? matMulInput(x, w)
+      : layerMatMul(x, w);
+  return tf.add(product, b);
 }

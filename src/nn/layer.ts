@@ -18,6 +18,11 @@ export interface LayerApplyOptions {
    * δ.
    */
   readonly signal?: tf.Tensor;
+  /**
+   * A composite layer's signals, by sublayer name (a transformer block hands each projection its
+   * own); leaf layers read `signal`.
+   */
+  readonly signals?: ReadonlyMap<string, tf.Tensor>;
   /** Receives the layer's input and pre-activation. */
   readonly taps?: LayerTap[];
   /**
@@ -50,6 +55,11 @@ export interface Layer {
    * curvature blocks use), or undefined for a layer without one (flatten, pooling, norms).
    */
   readonly signalShape?: readonly number[];
+  /**
+   * The layers inside a composite layer (a transformer block's projections, norms), in the order
+   * its forward pass runs them; their signal points are the model's, in that order.
+   */
+  readonly sublayers?: readonly Layer[];
   /** Forward pass of a batch [m, ...inputShape] with explicit parameters. */
   apply(params: Params, x: tf.Tensor, options?: LayerApplyOptions): tf.Tensor;
 }
@@ -62,4 +72,14 @@ export interface SignalLayer extends Layer {
 /** Whether a layer has a signal point. */
 export function hasSignal(layer: Layer): layer is SignalLayer {
   return layer.signalShape !== undefined;
+}
+
+/**
+ * The layers with a signal point among `layers` and inside their composites, in forward order:
+ * what per-layer signals, taps and curvature blocks align with.
+ */
+export function signalLayersOf(layers: readonly Layer[]): SignalLayer[] {
+  return layers.flatMap((layer) =>
+    layer.sublayers ? signalLayersOf(layer.sublayers) : hasSignal(layer) ? [layer] : [],
+  );
 }

@@ -18,7 +18,13 @@ export type LayerSpec =
       readonly strides?: readonly [number, number];
       readonly padding?: 'same' | 'valid';
     }
-  | { readonly type: 'flatten' };
+  | { readonly type: 'flatten' }
+  /** Token ids [positions] → token plus learned positional embedding [positions, width]. */
+  | { readonly type: 'embedding'; readonly vocabulary: number; readonly width: number }
+  /** A pre-norm causal self-attention and MLP block; MLP hidden width default 4·width. */
+  | { readonly type: 'transformerBlock'; readonly heads: number; readonly hidden?: number }
+  /** Layer norm over the last axis, learned scale and shift. */
+  | { readonly type: 'layerNorm' };
 
 /**
  * A model as a list of layers over an input shape: what `cnn:` specs and JSON model files
@@ -131,6 +137,75 @@ export function parseCnnSpec(spec: string): ModelSpec {
     }
   });
   return { inputShape, layers };
+}
+
+export const GPT_GRAMMAR =
+  'gpt:L<blocks>-d<width>-h<heads>-ctx<context>[-m<mlp width>][-v<vocabulary>], parts in any ' +
+  'order, e.g. gpt:L2-d128-h4-ctx64 (MLP width default 4·width, vocabulary default 256 bytes)';
+
+/**
+ * Parses the GPT-style model spec (grammar in the README, "Model specs"):
+ * `gpt:L2-d128-h4-ctx64` is a byte-level language model over windows of 64 tokens: token and
+ * positional embeddings of width 128, 2 pre-norm transformer blocks with 4 heads and an MLP of
+ * 4·128, a final layer norm and a head to the 256 byte values. `-m` sets the MLP width, `-v` the
+ * vocabulary. Each malformed part is a GrngError naming it.
+ *
+ * @example
+ * parseGptSpec('gpt:L2-d128-h4-ctx64').layers.length; // 5 (embedding, 2 blocks, layer norm, head)
+ */
+export function parseGptSpec(spec: string): ModelSpec {
+  const fail = (problem: string): never => {
+    throw new GrngError(
+      'invalid-model',
+      `invalid model spec ${JSON.stringify(spec)}: ${problem} (expected ${GPT_GRAMMAR})`,
+      { option: 'model', value: spec },
+    );
+  };
+  const text = spec.trim();
+  if (!text.startsWith('gpt:')) fail('not a gpt: spec');
+  const names: Record<string, string> = {
+    L: 'blocks',
+    d: 'width',
+    h: 'heads',
+    ctx: 'context',
+    m: 'mlp width',
+    v: 'vocabulary',
+  };
+  const values: Record<string, number> = {};
+  for (const part of text.slice(4).split('-')) {
+    if (part === '') fail('an empty part (two "-" in a row, or one at an end)');
+    const match = part.match(/^(L|d|h|ctx|m|v)(\d+)$/);
+    if (!match)
+      fail(`part ${JSON.stringify(part)} is not one of L<n>, d<n>, h<n>, ctx<n>, m<n>, v<n>`);
+    const [, key, digits] = match!;
+    if (values[key!] !== undefined) fail(`the ${names[key!]} (${key}) is given twice`);
+    const value = Number(digits);
+    if (value < 1 || !Number.isSafeInteger(value))
+      fail(`the ${names[key!]} ${digits} must be a whole number ≥ 1`);
+    values[key!] = value;
+  }
+  for (const key of ['L', 'd', 'h', 'ctx'])
+    if (values[key] === undefined) fail(`no ${names[key]} (${key}<n>)`);
+  const width = values.d!;
+  const heads = values.h!;
+  if (width % heads !== 0)
+    fail(`the width ${width} is not a multiple of the ${heads} heads (each head gets width/heads)`);
+  const vocabulary = values.v ?? 256;
+  if (vocabulary < 2) fail(`the vocabulary ${vocabulary} must be at least 2`);
+  const hidden = values.m ?? 4 * width;
+  return {
+    inputShape: [values.ctx!],
+    layers: [
+      { type: 'embedding', vocabulary, width },
+      ...Array.from({ length: values.L! }, () => ({
+        type: 'transformerBlock' as const,
+        heads,
+        hidden,
+      })),
+      { type: 'layerNorm' },
+      { type: 'dense', units: vocabulary, activation: 'identity' },
+    ],
+  };
 }
 
 /**
@@ -252,8 +327,25 @@ export function parseModelJson(text: string, source: string): ModelSpec {
       case 'flatten':
         allow([]);
         return { type: 'flatten' };
+      case 'embedding':
+        allow(['vocabulary', 'width']);
+        return { type: 'embedding', vocabulary: count('vocabulary')!, width: count('width')! };
+      case 'transformerBlock':
+        allow(['heads', 'hidden']);
+        return optionalFields({
+          type: 'transformerBlock',
+          heads: count('heads')!,
+          hidden: count('hidden', true),
+        });
+      case 'layerNorm':
+        allow([]);
+        return { type: 'layerNorm' };
       default:
-        return bad('type', '"dense", "conv2d", "maxPool", "avgPool" or "flatten"', layer.type);
+        return bad(
+          'type',
+          '"dense", "conv2d", "maxPool", "avgPool", "flatten", "embedding", "transformerBlock" or "layerNorm"',
+          layer.type,
+        );
     }
   });
   if (layers.at(-1)!.type !== 'dense')

@@ -129,3 +129,24 @@ export const tanh: <T extends tf.Tensor>(x: T) => T = tf.customGrad(((
       tf.mul(dy, tf.sub(1, tf.square(tanh(saved[0]!)))),
   };
 }) as unknown as CustomGradientFunc) as unknown as <T extends tf.Tensor>(x: T) => T;
+
+/**
+ * Maximum over the last axis, kept as a size-1 axis, carrying no gradient: the constant shift of
+ * a stable softmax over any rank (see {@link rowMaxNoGradient} for why inside a custom op).
+ */
+export const lastAxisMaxNoGradient: <T extends tf.Tensor>(x: T) => T = tf.customGrad(((
+  x: tf.Tensor,
+) => ({
+  value: tf.max(x, -1, true),
+  gradFunc: () => tf.zerosLike(x),
+})) as unknown as CustomGradientFunc) as unknown as <T extends tf.Tensor>(x: T) => T;
+
+/**
+ * softmax over the last axis, differentiable to any order. tfjs's tf.softmax has a fused
+ * gradient that reuses its saved output and cannot be differentiated again (RENG's Hg runs
+ * through attention's softmax), so this one is e^(x − max) / Σ e^(x − max) from {@link exp}.
+ */
+export function softmaxLastAxis<T extends tf.Tensor>(x: T): T {
+  const e = exp(tf.sub(x, lastAxisMaxNoGradient(x)));
+  return tf.div(e, tf.sum(e, -1, true)) as T;
+}

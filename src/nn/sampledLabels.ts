@@ -68,7 +68,9 @@ export function sampledLabelPass(
     const result = tf.grads(lossFn)([...paramArgs, ...zeros]);
     const out: { deltas?: tf.Tensor[]; grads?: Params } = {};
     if (grads) out.grads = Object.fromEntries(keys.map((k, i) => [k, result[i]!]));
-    if (signals) out.deltas = result.slice(paramArgs.length).map((g) => tf.mul(g, m));
+    // Per loss row, as forwardBackward's: m·labelsPerExample rows (tokens, for a language model).
+    const rows = m * model.labelsPerExample;
+    if (signals) out.deltas = result.slice(paramArgs.length).map((g) => tf.mul(g, rows));
     return out as tf.TensorContainer;
   }) as SampledPass;
 }

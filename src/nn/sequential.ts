@@ -4,7 +4,7 @@ import { checkChoice, checkInteger, checkKeys } from '../validate.js';
 import { ACTIVATIONS, type Activation } from './activations.js';
 import { denseLayer, type DenseLayer } from './dense.js';
 import { flattenLayer } from './flatten.js';
-import { hasSignal, type Layer, type LayerTap, type SignalLayer } from './layer.js';
+import { signalLayersOf, type Layer, type LayerTap, type SignalLayer } from './layer.js';
 import { INITIALIZERS, initDense, type Initializer } from './init.js';
 import type { Params } from '../types.js';
 
@@ -80,7 +80,14 @@ export class Sequential<L extends Layer = Layer> {
   readonly inputShape: readonly number[];
   /** Values in one example's input (the product of inputShape). */
   readonly inputs: number;
+  /** Classes (the width of a logits row): the vocabulary of a language model. */
   readonly outputs: number;
+  /**
+   * Logits rows (and labels) per example: 1 for a classifier, the positions of a language model,
+   * whose loss is the mean over every predicted token. `apply` returns [m·labelsPerExample,
+   * outputs], row-major by example, as the dataset lays out its labels.
+   */
+  readonly labelsPerExample: number;
   readonly description: string;
   private disposed = false;
 
@@ -120,18 +127,20 @@ export class Sequential<L extends Layer = Layer> {
       }
     }
     tf.dispose(Object.values(initial));
-    if (shape.length !== 1)
+    const tokenInput = layers[0]!.kind === 'embedding';
+    if (shape.length !== 1 && !(tokenInput && shape.length === 2))
       throw new GrngError(
         'invalid-model',
-        `invalid model: the last layer ${layers.at(-1)!.name} gives [${shape.join(', ')}], not class logits [classes]`,
+        `invalid model: the last layer ${layers.at(-1)!.name} gives [${shape.join(', ')}], not class logits [classes]${tokenInput ? ' or per-token logits [positions, vocabulary]' : ''}`,
         { option: 'layers' },
       );
     this.layers = layers;
-    this.signalLayers = layers.filter((layer): layer is L & SignalLayer => hasSignal(layer));
+    this.signalLayers = signalLayersOf(layers);
     this.params = params;
     this.inputShape = layers[0]!.inputShape;
     this.inputs = this.inputShape.reduce((n, d) => n * d, 1);
-    this.outputs = shape[0]!;
+    this.outputs = shape.at(-1)!;
+    this.labelsPerExample = shape.length === 2 ? shape[0]! : 1;
     this.description = description;
   }
 
@@ -157,17 +166,29 @@ export class Sequential<L extends Layer = Layer> {
       );
     }
     let a = x;
-    let signalIndex = 0;
+    const signals = options.signals
+      ? new Map(this.signalLayers.map((layer, i) => [layer.name, options.signals![i]!]))
+      : undefined;
+    const tapsBefore = options.taps?.length ?? 0;
     this.layers.forEach((layer, index) => {
-      const signal = layer.signalShape ? options.signals?.[signalIndex++] : undefined;
+      const signal = layer.signalShape ? signals?.get(layer.name) : undefined;
       a = layer.apply(params, a, {
         ...(signal ? { signal } : {}),
+        ...(layer.sublayers && signals ? { signals } : {}),
         ...(options.taps ? { taps: options.taps } : {}),
         ...(options.constantParams ? { constantParams: true } : {}),
         inputIsData: index === 0,
       });
     });
-    return { logits: a as tf.Tensor2D };
+    // Taps align with signalLayers by position: a composite that ran its projections in another
+    // order than it lists them would pair each block with another layer's statistics.
+    if (options.taps && options.taps.length - tapsBefore !== this.signalLayers.length)
+      throw new GrngError(
+        'internal',
+        `model ${this.description} recorded ${options.taps.length - tapsBefore} taps for ${this.signalLayers.length} signal layers`,
+      );
+    const logits = a.rank === 3 ? tf.reshape(a, [-1, this.outputs]) : a;
+    return { logits: logits as tf.Tensor2D };
   }
   /** Copies of the current parameter values (the caller owns them). */
   snapshot(): Params {

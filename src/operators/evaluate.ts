@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { OperatorFunction } from 'rxjs';
-import { exampleShape, type Split } from '../data/dataset.js';
+import { exampleShape, labelsPerExample, type Split } from '../data/dataset.js';
 import { correctCount, softmaxCrossEntropyPerSample } from '../nn/losses.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Params, Step } from '../types.js';
@@ -39,12 +39,13 @@ export function evaluate(
     () => {
       const features = test.x.length / test.n;
       const shape = exampleShape(test);
+      const targets = labelsPerExample(test);
       const chunks = [];
       for (let start = 0; start < test.n; start += batchSize) {
         const end = Math.min(test.n, start + batchSize);
         chunks.push({
           x: tf.tensor(test.x.subarray(start * features, end * features), [end - start, ...shape]),
-          y: tf.tensor1d(test.y.subarray(start, end), 'int32'),
+          y: tf.tensor1d(test.y.subarray(start * targets, end * targets), 'int32'),
         });
       }
       return { chunks };
@@ -73,7 +74,11 @@ export function evaluate(
           tf.dispose(sums);
           sums = next;
         }
-        evaluation = tf.tidy(() => tf.div(tf.stack(sums), test.n) as tf.Tensor1D);
+        // Both sums run over logits rows, one per label, so the means are per label (per token
+        // for a language model), not per example.
+        evaluation = tf.tidy(
+          () => tf.div(tf.stack(sums), test.n * labelsPerExample(test)) as tf.Tensor1D,
+        );
       } finally {
         tf.dispose(sums);
       }

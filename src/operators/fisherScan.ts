@@ -243,7 +243,7 @@ export function fisherScan(
     try {
       const deltaOf = (i: number): tf.Tensor => (sampled ? sampled[i]! : signals[i]!.delta);
       // Blocks that sample rows (conv2d's convPatchRows) draw them from this step's seed.
-      const context = { seed };
+      const context = { seed, rowsPerExample: model.labelsPerExample };
       if (state.layers === undefined) {
         state.layers = blocks.map((block, i) =>
           foldStatistics(block, undefined, signals[i]!.a, deltaOf(i), resolved.beta, context),

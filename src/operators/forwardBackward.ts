@@ -86,8 +86,10 @@ export function computeStep(model: Sequential, batch: Batch, withSignals: boolea
     ]);
     const gradTree: Params = {};
     keys.forEach((k, i) => (gradTree[k] = grads[i]!));
-    // The gradient of the *mean* loss w.r.t. the zero tensor is δ/m; δ is per sample.
-    const deltas = grads.slice(keys.length).map((g) => tf.mul(g, m));
+    // The gradient of the *mean* loss w.r.t. the zero tensor is δ/rows; δ is per loss row (an
+    // example, or a token of a language model: m·labelsPerExample rows).
+    const rows = m * model.labelsPerExample;
+    const deltas = grads.slice(keys.length).map((g) => tf.mul(g, rows));
     return { loss: value, grads: gradTree, deltas };
   });
   const correct = tf.tidy(() => correctCount(logits!, batch.y));

@@ -68,6 +68,8 @@ export function metrics(options: MetricsOptions = {}): OperatorFunction<Step, Me
             step: step.batch.step,
             epoch: step.batch.epoch,
             samples: step.batch.size,
+            // Accuracy is per label: a language model's batch has one per token.
+            labels: step.batch.y.size,
             evaluationMs: step.evaluationMs ?? 0,
             learningRate: step.update?.learningRate ?? NaN,
           };
@@ -194,6 +196,7 @@ function unpack(
     step: number;
     epoch: number;
     samples: number;
+    labels: number;
     evaluationMs: number;
     learningRate: number;
   },
@@ -223,7 +226,7 @@ function unpack(
     evaluationMs: summary.evaluationMs,
     samples: summary.samples,
     loss,
-    accuracy: correct / summary.samples,
+    accuracy: correct / summary.labels,
     learningRate: summary.learningRate,
     gradNorm: Math.sqrt(g2),
     updateNorm: Math.sqrt(u2),

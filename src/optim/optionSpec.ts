@@ -24,6 +24,8 @@ interface Described<V> {
    * measurement on the benchmark CNN chose another value than for MLPs (docs/algorithms.md).
    */
   readonly conv?: V;
+  /** The default for a transformer ({@link ModelFamily} `transformer`), where measured apart. */
+  readonly transformer?: V;
   /**
    * `false`: picking the optimizer by name leaves the option out of its resolved options (and so
    * out of recordings' hyper-parameters) unless given; the constructor's default applies. Holds
@@ -209,7 +211,11 @@ export function flagHelp(flag: OptionFlag): string {
       const byDefault = new Map<string, string[]>();
       for (const t of takers) {
         const conv = t.spec.conv === undefined ? '' : `, conv nets ${formatDefault(t.spec.conv)}`;
-        const shown = formatDefault(namedDefault(t.spec)) + conv;
+        const transformer =
+          t.spec.transformer === undefined
+            ? ''
+            : `, transformers ${formatDefault(t.spec.transformer)}`;
+        const shown = formatDefault(namedDefault(t.spec)) + conv + transformer;
         byDefault.set(shown, [...(byDefault.get(shown) ?? []), t.optimizer]);
       }
       if (byDefault.size === 1)

@@ -198,8 +198,9 @@ export function sophia(options: SophiaOptions): GradientTransformation<SophiaSta
           seed: sophiaHessianSeed(seed, count),
         }).grads!;
         // B·ĝ⊙ĝ: ĝ is the gradient of the *mean* sampled loss, so ĝ² is 1/B of the per-sample
-        // Gauss–Newton diagonal on average; B restores that scale.
-        const scale = (1 - b2) * batch.size;
+        // Gauss–Newton diagonal on average; B restores that scale. B counts loss rows: a language
+        // model's tokens (rows' sampled labels are independent, so the cross terms average out).
+        const scale = (1 - b2) * batch.size * model.labelsPerExample;
         h = mapParams(grads, (_, k) => {
           const gk = hat[k];
           if (!gk)

@@ -56,6 +56,11 @@ export interface KroneckerBlock {
 export interface StatisticsContext {
   /** Changes every statistics step (seeds a row subset). */
   readonly seed?: number;
+  /**
+   * Loss rows (labels) per example: 1 for a classifier, the positions of a language model. A
+   * block that pools an example's rows (sequence-dense `reduce`) scales by it.
+   */
+  readonly rowsPerExample?: number;
 }
 
 /** The per-example outer-product rows of a block; see {@link KroneckerBlock.outerProductRows}. */
