@@ -7,6 +7,14 @@ softmax cross-entropy, backward, SGD update (lr 0.05, no momentum), then one rea
 accuracy. float32. Synthetic MNIST-shaped data (pixels uniform in [0, 1], labels 0-9, fixed seed, no
 download): dense matmuls cost the same whatever the pixel values are.
 
+With `--model gpt:...` (bench/torch_models.py, gpt_from_spec) the step is a language-model one: N
+windows of ctx+1 byte tokens at random offsets of a synthetic random byte array (or of --text FILE),
+inputs the first ctx tokens and targets the next ctx, mean cross-entropy over all N*ctx tokens,
+backward, optimizer step, one read-back of loss and next-token accuracy.
+
+`--optimizer adamw` uses torch.optim.AdamW (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay
+0.01: grng's defaults) instead of SGD; --lr overrides either default.
+
 A few warm-up steps, then `rounds` x `steps` steps timed with time.perf_counter; the figure is the
 median ms/step over rounds (as bench/pipeline.ts does). Also reports the torch version, the thread
 counts, the BLAS (build configuration and the library actually loaded), oneDNN availability, and the
@@ -21,7 +29,8 @@ workers and OpenBLAS's threads fight for them and the step gets ~3x slower on a 
 
 Run with Debian's interpreter (python3-torch installs there, not into other pythons):
 
-    /usr/bin/python3 bench/torch_step.py [--batch 128] [--hidden 512,512 | --model cnn:...] [--steps 40]
+    /usr/bin/python3 bench/torch_step.py [--batch 128] [--hidden 512,512 | --model cnn:... | --model gpt:...]
+                                         [--text FILE] [--optimizer sgd|adamw] [--steps 40]
                                          [--rounds 5] [--threads N] [--intra-op M]
                                          [--warmup 10] [--json]
 
@@ -37,13 +46,15 @@ import time
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--batch", type=int, default=128)
 parser.add_argument("--hidden", default="512,512", help="hidden widths, comma-separated (input 784, output 10)")
-parser.add_argument("--model", default=None, help="a grng cnn: spec (README, Model specs), e.g. cnn:28x28x1-c32k3-p2-c64k3-p2-d128-10; replaces --hidden")
+parser.add_argument("--model", default=None, help="a grng cnn: or gpt: spec (README, Model specs), e.g. cnn:28x28x1-c32k3-p2-c64k3-p2-d128-10 or gpt:L2-d128-h4-ctx64; replaces --hidden")
+parser.add_argument("--text", default=None, help="gpt: cut the token windows from this file's bytes (default: synthetic random bytes)")
+parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd (lr 0.05, no momentum; default) or adamw (lr 1e-3, weight decay 0.01)")
 parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
 parser.add_argument("--rounds", type=int, default=5)
 parser.add_argument("--warmup", type=int, default=10, help="untimed steps before the rounds")
 parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="cores PyTorch may use = BLAS threads (default: all cores)")
 parser.add_argument("--intra-op", type=int, default=1, help="torch's own OpenMP threads (default 1; = --threads oversubscribes, see above)")
-parser.add_argument("--lr", type=float, default=0.05)
+parser.add_argument("--lr", type=float, default=None, help="learning rate (default 0.05 for sgd, 1e-3 for adamw)")
 parser.add_argument("--seed", type=int, default=1)
 parser.add_argument("--json", action="store_true")
 args = parser.parse_args()
@@ -55,6 +66,10 @@ except ValueError:
     parser.error(f"--hidden: expected comma-separated integers, got {args.hidden!r}")
 if not hidden or min(hidden) < 1:
     parser.error("--hidden: expected at least one width >= 1")
+if args.lr is None:
+    args.lr = 0.05 if args.optimizer == "sgd" else 1e-3
+if args.text and not (args.model or "").startswith("gpt:"):
+    parser.error("--text only goes with a --model gpt: spec")
 
 # The BLAS behind Debian's torch is whatever libblas.so.3 resolves to (OpenBLAS pthread, OpenMP,
 # or the reference BLAS); OpenBLAS reads its thread count from the environment when it loads,
@@ -129,10 +144,16 @@ def time_matmul(n=1024, reps=10):
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_models import cnn_from_spec  # noqa: E402
+from torch_models import cnn_from_spec, gpt_from_spec  # noqa: E402
 
-
-if args.model and args.model.startswith("cnn:"):
+GPT = bool(args.model and args.model.startswith("gpt:"))
+if GPT:
+    try:
+        model, CTX, VOCAB = gpt_from_spec(args.model)
+    except ValueError as error:
+        parser.error(f"--model: {error}")
+    model_name = args.model
+elif args.model and args.model.startswith("cnn:"):
     try:
         model, (height, width, channels), CLASSES = cnn_from_spec(args.model)
     except ValueError as error:
@@ -140,7 +161,7 @@ if args.model and args.model.startswith("cnn:"):
     SHAPE, FEATURES = (channels, height, width), height * width * channels
     model_name = args.model
 elif args.model:
-    parser.error(f"--model: expected a cnn: spec (MLPs take --hidden), got {args.model!r}")
+    parser.error(f"--model: expected a cnn: or gpt: spec (MLPs take --hidden), got {args.model!r}")
 else:
     widths = [FEATURES, *hidden, CLASSES]
     layers = []
@@ -151,12 +172,32 @@ else:
     model = torch.nn.Sequential(*layers)
     SHAPE = (FEATURES,)
     model_name = "mlp:" + "-".join(str(w) for w in widths)
-optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.0)
+if args.optimizer == "adamw":
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+else:
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.0)
 
 generator = torch.Generator().manual_seed(args.seed)
-pool_x = torch.rand(POOL, *SHAPE, generator=generator)
-pool_y = torch.randint(0, CLASSES, (POOL,), generator=generator)
-order = torch.randperm(POOL, generator=generator)
+if GPT:
+    TEXT_BYTES = 1 << 20  # synthetic corpus: 1 MiB of uniform random tokens
+    if args.text:
+        try:
+            with open(args.text, "rb") as f:
+                raw = f.read()
+        except OSError as error:
+            parser.error(f"--text: {error}")
+        text = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long() if raw else torch.zeros(0, dtype=torch.long)
+        if len(text) < CTX + 1:
+            parser.error(f"--text: {args.text} has {len(text)} bytes, fewer than ctx + 1 = {CTX + 1}")
+        if VOCAB < 256 and int(text.max()) >= VOCAB:
+            parser.error(f"--text: {args.text} has byte {int(text.max())}, outside the vocabulary of {VOCAB}")
+    else:
+        text = torch.randint(0, VOCAB, (TEXT_BYTES,), generator=generator)
+    window = torch.arange(CTX + 1)
+else:
+    pool_x = torch.rand(POOL, *SHAPE, generator=generator)
+    pool_y = torch.randint(0, CLASSES, (POOL,), generator=generator)
+    order = torch.randperm(POOL, generator=generator)
 cursor = 0
 
 
@@ -171,11 +212,24 @@ def next_batch():
     return pool_x.index_select(0, rows), pool_y.index_select(0, rows)
 
 
+def next_windows():
+    """N windows of ctx+1 tokens at random offsets: inputs the first ctx, targets the next ctx."""
+    starts = torch.randint(0, len(text) - CTX, (args.batch, 1), generator=generator)
+    tokens = text[starts + window]  # [N, ctx+1]
+    return tokens[:, :-1], tokens[:, 1:]
+
+
 def step():
-    """One training step: forward, loss, backward, SGD update, read back loss and accuracy."""
-    x, y = next_batch()
+    """One training step: forward, loss, backward, optimizer update, read back loss and accuracy."""
+    if GPT:
+        x, y = next_windows()
+        y = y.reshape(-1)
+    else:
+        x, y = next_batch()
     optimizer.zero_grad(set_to_none=True)
     logits = model(x)
+    if GPT:
+        logits = logits.reshape(-1, VOCAB)  # [N*ctx, V]: the mean is over every token
     loss = F.cross_entropy(logits, y)
     loss.backward()
     optimizer.step()
@@ -212,9 +266,23 @@ result = {
     "matmulGflops": matmul_gflops,
     "finalLoss": last[0] if last else None,
 }
+if GPT or args.optimizer != "sgd":
+    result["optimizer"] = args.optimizer
+    result["lr"] = args.lr
+if GPT:
+    result.update({
+        "batch": args.batch,
+        "ctx": CTX,
+        "vocab": VOCAB,
+        "tokensPerStep": args.batch * CTX,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "data": args.text or "synthetic random bytes",
+        "tokensPerSecond": args.batch * CTX / (result["msPerStep"] / 1e3),
+    })
 if args.json:
     print(json.dumps(result))
 else:
     print(f"PyTorch {result['version']}, {result['threads']} BLAS thread(s), {result['intraOpThreads']} intra-op thread(s), BLAS {result['blas']['name']} (build: {result['blas']['build']}), oneDNN {'yes' if result['mkldnn'] else 'no'}")
-    print(f"  {result['model']}, batch {args.batch}, {args.steps} steps x {args.rounds} rounds: {result['msPerStep']:.2f} ms/step (median; rounds {', '.join(f'{m:.2f}' for m in round_ms)})")
+    extra = (f", {args.optimizer}" if GPT or args.optimizer != "sgd" else "") + (f", {args.batch * CTX} tokens/step" if GPT else "")
+    print(f"  {result['model']}, batch {args.batch}{extra}, {args.steps} steps x {args.rounds} rounds: {result['msPerStep']:.2f} ms/step (median; rounds {', '.join(f'{m:.2f}' for m in round_ms)})")
     print(f"  1024x1024 matmul: {matmul_ms:.2f} ms = {matmul_gflops:.1f} GFLOP/s")
