@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Params } from '../types.js';
 import { activate, type Activation } from './activations.js';
 import type { LayerApplyOptions, SignalLayer } from './layer.js';
-import { layerMatMul, matMulConstantB, matMulInput } from './ops.js';
+import { addBroadcast, layerMatMul, matMulConstantB, matMulInput } from './ops.js';
 
 /**
  * A fully connected layer s = a·W + b followed by an activation, with W stored in×out (the
@@ -84,5 +84,5 @@ export function affine(
     : options.inputIsData
       ? matMulInput(x, w)
       : layerMatMul(x, w);
-  return tf.add(product, b);
+  return addBroadcast(product, b) as tf.Tensor2D;
 }

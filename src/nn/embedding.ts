@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Params } from '../types.js';
 import type { Layer, LayerApplyOptions } from './layer.js';
-import { matMulTransposeA } from './ops.js';
+import { addBroadcast, matMulTransposeA } from './ops.js';
 
 type CustomGradientFunc = Parameters<typeof tf.customGrad>[0];
 
@@ -80,8 +80,10 @@ export function embeddingLayer({
     params: [tokens, positionTable],
     apply(params: Params, x: tf.Tensor, options: LayerApplyOptions = {}): tf.Tensor {
       const m = x.shape[0]!;
+      // int32 one-hot, then a cast: tfjs-wasm's OneHot asked for float32 writes the integer bits
+      // of 1 (measured: 1.4e-45 in every hot entry), which zeroed every lookup.
       const oneHotOf = (): tf.Tensor2D =>
-        tf.reshape(tf.oneHot(tf.cast(x, 'int32'), vocabulary, 1, 0, 'float32'), [
+        tf.reshape(tf.cast(tf.oneHot(tf.cast(x, 'int32'), vocabulary), 'float32'), [
           m * positions,
           vocabulary,
         ]) as tf.Tensor2D;
@@ -89,7 +91,7 @@ export function embeddingLayer({
       const looked = options.constantParams
         ? tf.matMul(oneHotOf(), table)
         : lookup(oneHotOf, table);
-      return tf.add(tf.reshape(looked, [m, positions, width]), params[positionTable]!);
+      return addBroadcast(tf.reshape(looked, [m, positions, width]), params[positionTable]!);
     },
   };
 }

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Params } from '../types.js';
 import type { Layer } from './layer.js';
+import { addBroadcast, mulBroadcast } from './ops.js';
 
 /** PyTorch's nn.LayerNorm default, so runs compare with the PyTorch twin (bench/torch_models.py). */
 export const LAYER_NORM_EPSILON = 1e-5;
@@ -39,7 +40,7 @@ export function layerNormLayer(name: string, shape: readonly number[]): LayerNor
       const centered = tf.sub(x, tf.mean(x, -1, true));
       const variance = tf.mean(tf.square(centered), -1, true);
       const normalised = tf.mul(centered, tf.rsqrt(tf.add(variance, LAYER_NORM_EPSILON)));
-      return tf.add(tf.mul(normalised, params[scale]!), params[shift]!);
+      return addBroadcast(mulBroadcast(normalised, params[scale]!), params[shift]!);
     },
   };
 }

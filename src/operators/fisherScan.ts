@@ -83,6 +83,7 @@ export function fisherScan(
   // One block per signal layer, in order; a layer kind without a block is an error here, before any
   // step.
   const blocks = curvatureBlocks(model, resolved);
+  const blockParams = blocks.flatMap((block) => block.params);
   const inverseEvery = damping.norm === 'step' ? 1 : resolved.inverseEvery;
   const needsGradNorm = damping.rho > 0;
 
@@ -223,7 +224,9 @@ export function fisherScan(
     if (needsGradNorm) {
       const previous = state.gradNormSquaredSum;
       state.gradNormSquaredSum = tf.tidy(() => {
-        const g2 = tf.addN(Object.values(step.grads).map((g) => sumOfSquares(g)));
+        // Over the preconditioned parameters only: ρ‖g‖² regularises their Fisher, and the
+        // gradients of a first-order group (embeddings, norms) are another scale altogether.
+        const g2 = tf.addN(blockParams.map((key) => sumOfSquares(step.grads[key]!)));
         return (previous && damping.norm === 'mean' ? tf.add(previous, g2) : g2) as tf.Scalar;
       });
       previous?.dispose();

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import seedrandom from 'seedrandom';
 import { GrngError } from '../errors.js';
 import {
   curvatureBlocks,
@@ -84,7 +85,7 @@ export const RKALMAN_OPTIONS = {
     flagMin: 0,
     default: 32,
     flag: '--kalman-rows',
-    help: 'observation rows k per step (the first min(batch, k) rows)',
+    help: "observation rows k per step (the batch's first min(batch, k) rows; a language model's: k tokens drawn per step)",
   },
   p0: {
     kind: 'number',
@@ -216,6 +217,7 @@ export function rkalman(
   const pMin = readOption(RKALMAN_OPTIONS, options, 'pMin');
   const iterations = readOption(RKALMAN_OPTIONS, options, 'solveIterations');
   const blocks = curvatureBlocks(model);
+  const tokenRows = ((model as { labelsPerExample?: number }).labelsPerExample ?? 1) > 1;
 
   return {
     init: (params: Params) => ({
@@ -238,8 +240,21 @@ export function rkalman(
           { step: context.step },
         );
       }
-      const k = Math.min(losses.shape[0], rows);
-      const observed = observationRows(blocks, signals, params, k);
+      const total = losses.shape[0];
+      const k = Math.min(total, rows);
+      // A language model's loss rows are tokens, m·positions of them, and its first k rows would
+      // all be early tokens of the first window: observe k tokens drawn anew every step
+      // (seeded by the step count, so a resumed run draws the same), spread over the batch.
+      const picked =
+        tokenRows && total > k ? tf.tensor1d(drawRows(total, k, state.count), 'int32') : undefined;
+      const observedSignals = picked
+        ? signals.map((s) => ({
+            ...s,
+            a: tf.gather(tf.reshape(s.a, [total, -1]), picked),
+            delta: tf.gather(tf.reshape(s.delta, [total, -1]), picked),
+          }))
+        : signals;
+      const observed = observationRows(blocks, observedSignals, params, k);
       const layers = observed.filter((o): o is OuterProductRows => !('gradients' in o));
       const examples = observed.filter((o): o is ExampleGradients => 'gradients' in o);
       const eta = valueAt(lr, state.count);
@@ -261,7 +276,7 @@ export function rkalman(
       // symmetric, so the other half would just double the two O(k²·n) products. Kernel and
       // bias are handled apart (the bias is the homogeneous column, ā_ic ā_jc = 1) because
       // concatenating and slicing P and the updates costs more than the products themselves.
-      const e = tf.slice(losses, [0], [k]);
+      const e = picked ? tf.gather(losses, picked) : tf.slice(losses, [0], [k]);
       const pairs = rowPairIndex(k);
       // Pair rows are picked by products with 0/1 selection matrices (exact in float32): on
       // tfjs-wasm tf.gather of the same rows is ~15× slower than these small matmuls.
@@ -529,4 +544,18 @@ function rowPairIndex(k: number): RowPairs {
     pairCache.set(k, pairs);
   }
   return pairs;
+}
+
+/**
+ * k distinct row indices out of `total`, in increasing order, a seeded draw per step (partial
+ * Fisher–Yates on a seedrandom stream): the observed tokens of a language model.
+ */
+function drawRows(total: number, k: number, step: number): number[] {
+  const rng = seedrandom(`grng-rkalman-rows-${step}`);
+  const order = Int32Array.from({ length: total }, (_, i) => i);
+  for (let i = 0; i < k; i++) {
+    const j = i + Math.floor(rng() * (total - i));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return Array.from(order.subarray(0, k)).sort((a, b) => a - b);
 }

@@ -68,6 +68,8 @@ export interface BlasAddon {
   allFinite(heap: Float32Array, n: number, offset: number): boolean;
   /** Σ x·y over n float32 elements, accumulated in float64. */
   dot(heap: Float32Array, n: number, xOffset: number, yOffset: number): number;
+  /** out = exp(x) (op 0) or erf(x) (op 1), elementwise over n floats. */
+  unary(heap: Float32Array, n: number, xOffset: number, outOffset: number, op: 0 | 1): void;
   /** OUT = alpha·XᵀX + beta·PREVIOUS (previousOffset −1: none), through ssyrk. */
   gramUpdate(
     heap: Float32Array,

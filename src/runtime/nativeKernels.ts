@@ -12,7 +12,7 @@ import { registerWindowKernels } from './nativeWindowKernels.js';
  */
 
 /** Which kernels are registered now. */
-const ready = { any: false, spdInverse: false, gram: false };
+const ready = { any: false, spdInverse: false, gram: false, unary: false };
 
 const offsetOf = heapOffset;
 
@@ -38,6 +38,7 @@ export function registerNativeKernels(addon: BlasAddon): () => void {
   const kernels: Array<[string, tf.KernelFunc]> = [
     [ADAM_UPDATE, (args) => adamUpdateKernel(addon, args as unknown as AdamUpdateArgs)],
     [DOT, (args) => dotKernel(addon, args as unknown as DotArgs)],
+    [UNARY, (args) => unaryKernel(addon, args as unknown as UnaryArgs)],
     [FINITE_FLAGS, (args) => finiteFlagsKernel(addon, args as unknown as FiniteFlagsArgs)],
     [SOPHIA_UPDATE, (args) => sophiaUpdateKernel(addon, args as unknown as SophiaUpdateArgs)],
     [KALMAN_PRIOR, (args) => kalmanPriorKernel(addon, args as unknown as KalmanPriorArgs)],
@@ -68,6 +69,8 @@ export function registerNativeKernels(addon: BlasAddon): () => void {
   const unregisterWindows = registerWindowKernels(addon);
   Object.assign(ready, {
     any: true,
+    // An addon built before `unary` existed (a stale build/) lacks it: tfjs's kernels then run.
+    unary: typeof (addon as Partial<BlasAddon>).unary === 'function',
     spdInverse: loaded.lapack === true,
     gram: loaded.gram === true,
   });
@@ -75,7 +78,7 @@ export function registerNativeKernels(addon: BlasAddon): () => void {
     unregisterWindows();
     for (const [kernelName] of kernels)
       if (tf.getKernel(kernelName, 'wasm')) tf.unregisterKernel(kernelName, 'wasm');
-    Object.assign(ready, { any: false, spdInverse: false, gram: false });
+    Object.assign(ready, { any: false, spdInverse: false, gram: false, unary: false });
   };
 }
 
@@ -269,6 +272,42 @@ export function nativeSophiaUpdate(
     ...hyper,
   } as unknown as tf.NamedAttrMap) as tf.Tensor[];
   return { m: mOut!, update: update!, unclipped: hostResult };
+}
+
+const UNARY = 'GrngUnary';
+
+interface UnaryArgs {
+  inputs: { x: tf.TensorInfo };
+  backend: WasmBackendLike;
+  attrs: { op: 0 | 1 };
+}
+
+function unaryKernel(
+  addon: BlasAddon,
+  { inputs: { x }, backend, attrs }: UnaryArgs,
+): tf.TensorInfo {
+  return withOutputs(backend, [x.shape], ([out]) =>
+    addon.unary(
+      backend.wasm.HEAPF32,
+      tf.util.sizeFromShape(x.shape),
+      offsetOf(backend, x),
+      offsetOf(backend, out!),
+      attrs.op,
+    ),
+  )[0]!;
+}
+
+/**
+ * exp(x) or erf(x) in one native libm pass (see native/grng_native.c, `unary`, for the measured
+ * why); undefined where it cannot run (not wasm, native kernels off, not float32), and the caller
+ * uses tf.exp / tf.erf. No gradient of its own: callers wrap it in an op that has one.
+ *
+ * @example
+ * const e = nativeUnary(x, 'exp') ?? tf.exp(x);
+ */
+export function nativeUnary(x: tf.Tensor, op: 'exp' | 'erf'): tf.Tensor | undefined {
+  if (!canRun() || x.dtype !== 'float32' || !ready.unary) return undefined;
+  return tf.engine().runKernel(UNARY, { x }, { op: op === 'exp' ? 0 : 1 }) as tf.Tensor;
 }
 
 const DOT = 'GrngDot';
