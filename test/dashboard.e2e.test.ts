@@ -11,7 +11,8 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { RunHub } from '../src/sinks/runHub.js';
 import { startServer, type ServerHandle } from '../src/sinks/server.js';
-import { feedHub, syntheticRun } from './dashboardSynthetic.js';
+import { formatNumber } from '../src/dashboard/format.js';
+import { feedHub, syntheticRow, syntheticRun } from './dashboardSynthetic.js';
 import { CHROMIUM_PATH, needsPackage } from './systemPackages.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -144,6 +145,8 @@ describe('dashboard in headless Chromium', () => {
         await page.waitForSelector(`#chart-${chart}:not([hidden])`, { timeout: 5000 });
       }
       expect(await page.isHidden('#chart-kalmanTraceP')).toBe(true);
+      // Classifiers: no bits per character.
+      expect(await page.isHidden('#chart-bitsPerCharacter')).toBe(true);
 
       // The legend/metadata panel, with download links that carry the token and work.
       await expect
@@ -249,6 +252,62 @@ describe('dashboard in headless Chromium', () => {
       await page.click('#reset-zoom');
       await page.waitForSelector('#reset-zoom', { state: 'hidden', timeout: 5000 });
       await expect.poll(() => points(page, 'loss')).not.toBe(zoomed);
+    } finally {
+      await page.close();
+      await server.close();
+    }
+    expect(errorsOf(page)).toEqual([]);
+  }, 30_000);
+
+  it('draws a language model run in bits per character, train and test', async () => {
+    await ready();
+    const hub = new RunHub();
+    const total = 3000;
+    const gpt = syntheticRun('lm-gpt', 'adamw', {
+      label: 'gpt',
+      model: 'gpt:L2-d128-h4-ctx128',
+      dataset: 'fortunes',
+      labelsPerExample: 128,
+      totalSteps: total,
+    });
+    const mlp = syntheticRun('lm-mlp', 'ring', {
+      label: 'mlp',
+      labelsPerExample: 1,
+      totalSteps: total,
+    });
+    feedHub(hub, gpt, 'adamw', { total, finished: true });
+    feedHub(hub, mlp, 'ring', { total, finished: true });
+    const server = await startServer({ hub, port: 0, dashboardDir });
+    const page = await open(server);
+    try {
+      await page.waitForFunction(
+        (n) => (globalThis as unknown as { __grng?: Hook }).__grng?.rows() === n,
+        2 * total,
+        { timeout: 10_000 },
+      );
+      await page.waitForSelector('#chart-bitsPerCharacter:not([hidden])', { timeout: 5000 });
+      await expect.poll(() => points(page, 'bitsPerCharacter')).toBeGreaterThan(0);
+      // Only the language model, as two lines: train and test (dashed), in bits (nats ÷ ln 2).
+      const legend = page.locator('#chart-bitsPerCharacter .u-legend .u-series');
+      await expect
+        .poll(() => legend.locator('th').allTextContents())
+        .toEqual(['step', 'gpt train', 'gpt test']);
+      const lastTrain = syntheticRow('adamw', total - 1).loss;
+      const lastTest = syntheticRow('adamw', total - 100).testLoss!;
+      await expect
+        .poll(() => legend.nth(1).locator('td').textContent())
+        .toBe(formatNumber(lastTrain / Math.LN2));
+      await expect
+        .poll(() => legend.nth(2).locator('td').textContent())
+        .toBe(formatNumber(lastTest / Math.LN2));
+      // The loss charts keep every run, in nats.
+      await expect
+        .poll(() => page.locator('#chart-loss .u-legend th').allTextContents())
+        .toEqual(['step', 'gpt', 'mlp']);
+      await page.screenshot({
+        path: join(ARTIFACTS, 'dashboard-language-model.png'),
+        fullPage: true,
+      });
     } finally {
       await page.close();
       await server.close();

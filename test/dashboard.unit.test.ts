@@ -1,9 +1,10 @@
 // The dashboard's pure parts (no DOM): decimation, smoothing, Arrow decoding, the run store,
-// number formatting. The page itself is tested in headless Chromium (dashboard.e2e.test.ts).
+// number formatting, derived columns. The page itself is tested in headless Chromium (dashboard.e2e.test.ts).
 import { RecordBatchStreamWriter } from 'apache-arrow';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeBatch } from '../src/dashboard/arrow.js';
+import { CHARTS, linesOf } from '../src/dashboard/chartSpecs.js';
 import {
   decimateGrowing,
   decimateMinMax,
@@ -11,7 +12,7 @@ import {
   type GrowingState,
 } from '../src/dashboard/decimate.js';
 import { formatDuration, formatNumber, tickLabels } from '../src/dashboard/format.js';
-import { RunStore } from '../src/dashboard/store.js';
+import { DERIVED_COLUMNS, isLanguageModel, RunStore } from '../src/dashboard/store.js';
 import { metricsSchema, METRIC_COLUMNS } from '../src/metrics/schema.js';
 import { rowsToRecordBatch } from '../src/metrics/schema.js';
 import { encodeStream } from '../src/sinks/encodeStream.js';
@@ -228,6 +229,68 @@ describe('Arrow decoding and the run store', () => {
       0,
     );
     expect(store.runs.get('other')!.run.label).toBe('o');
+  });
+});
+
+describe('bits per character', () => {
+  const rows = Array.from({ length: 250 }, (_, i) => syntheticRow('adamw', i));
+  const frames = (run: ReturnType<typeof syntheticRun>) => {
+    const schema = metricsSchema(run);
+    return [0, 100, 200].map((at) =>
+      decodeBatch(encodeStream([rowsToRecordBatch(schema, rows.slice(at, at + 100))])),
+    );
+  };
+
+  it('a language model run gets its losses ÷ ln 2, announced first or not', () => {
+    const lm = syntheticRun('lm', 'adamw', { labelsPerExample: 128, dataset: 'fortunes' });
+    expect(isLanguageModel(lm)).toBe(true);
+    for (const announced of [true, false]) {
+      const store = new RunStore();
+      if (announced) store.upsert({ ...lm, rows: 0, finished: false });
+      for (const frame of frames(lm)) store.append(lm.id, frame, 0);
+      const s = store.runs.get(lm.id)!;
+      expect(s.rows).toBe(250);
+      expect(s.present.has('bitsPerCharacter')).toBe(true);
+      expect(s.present.has('testBitsPerCharacter')).toBe(true);
+      const bits = s.column('bitsPerCharacter')!;
+      const testBits = s.column('testBitsPerCharacter')!;
+      for (const row of rows) {
+        expect(bits[row.step]).toBeCloseTo(row.loss / Math.LN2, 12);
+        if (row.testLoss === null) expect(testBits[row.step]).toBeNaN();
+        else expect(testBits[row.step]).toBeCloseTo(row.testLoss / Math.LN2, 12);
+      }
+      // The recorded columns are left as they are (nats).
+      expect(s.column('loss')![7]).toBe(rows[7]!.loss);
+    }
+  });
+
+  it('a classifier, or a run recorded before labelsPerExample, gets none', () => {
+    for (const run of [
+      syntheticRun('old', 'ring'),
+      syntheticRun('mlp', 'ring', { labelsPerExample: 1 }),
+    ]) {
+      expect(isLanguageModel(run)).toBe(false);
+      const store = new RunStore();
+      for (const frame of frames(run)) store.append(run.id, frame, 0);
+      const s = store.runs.get(run.id)!;
+      expect(s.rows).toBe(250);
+      for (const name of Object.keys(DERIVED_COLUMNS)) {
+        expect(s.present.has(name)).toBe(false);
+        expect(s.column(name)).toBeUndefined();
+      }
+    }
+  });
+
+  it('every chart draws columns that exist: recorded or derived', () => {
+    const known = new Set([...METRIC_COLUMNS.map((c) => c.name), ...Object.keys(DERIVED_COLUMNS)]);
+    for (const spec of CHARTS)
+      for (const line of linesOf(spec)) expect(known).toContain(line.column);
+    const bits = CHARTS.find((c) => c.key === 'bitsPerCharacter')!;
+    expect(linesOf(bits).map((l) => l.column)).toEqual([
+      'bitsPerCharacter',
+      'testBitsPerCharacter',
+    ]);
+    expect(new Set(CHARTS.map((c) => c.key)).size).toBe(CHARTS.length);
   });
 });
 

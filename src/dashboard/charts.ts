@@ -1,42 +1,8 @@
 import uPlot from 'uplot';
 import { decimateGrowing, decimateMinMax, type GrowingState } from './decimate.js';
 import { formatDuration, formatNumber, formatStep, tickLabels } from './format.js';
+import { linesOf, type ChartLine, type ChartSpec } from './chartSpecs.js';
 import type { RunSeries, RunStore } from './store.js';
-
-export interface ChartSpec {
-  /** Metrics column drawn. */
-  readonly key: string;
-  readonly title: string;
-  /** Whether the log-scale toggle applies (quantities that are positive by nature). */
-  readonly log: boolean;
-  /**
-   * Shown as soon as there is a run, even before it has a value (the others appear with their first
-   * value).
-   */
-  readonly always?: boolean;
-}
-
-/** One chart per quantity, in display order. */
-export const CHARTS: readonly ChartSpec[] = [
-  { key: 'loss', title: 'Train loss', log: true, always: true },
-  { key: 'accuracy', title: 'Batch accuracy', log: false, always: true },
-  { key: 'testLoss', title: 'Test loss', log: true },
-  { key: 'testAccuracy', title: 'Test accuracy', log: false },
-  { key: 'gradNorm', title: '‖g‖ gradient norm', log: true },
-  { key: 'learningRate', title: 'Learning rate', log: true },
-  { key: 'damping', title: 'Damping', log: true },
-  { key: 'updateNorm', title: '‖Δθ‖ update norm', log: true },
-  { key: 'updateGradCorrelation', title: 'corr(update, −g)', log: false },
-  { key: 'newtonIterations', title: 'Newton iterations', log: false },
-  { key: 'newtonResidual', title: 'Newton residual', log: true },
-  { key: 'klClip', title: 'KL clip scale', log: false },
-  { key: 'winRate', title: 'Win rate (unclipped share)', log: false },
-  { key: 'kalmanTraceP', title: 'Kalman tr(P)', log: true },
-  { key: 'kalmanNoise', title: 'Kalman noise r', log: true },
-  { key: 'kalmanInnovationNorm', title: 'Kalman ‖innovation‖', log: true },
-  { key: 'hgNorm', title: '‖Hg‖', log: true },
-  { key: 'skippedSteps', title: 'Skipped steps', log: false },
-];
 
 export type XAxis = 'step' | 'wall';
 
@@ -108,14 +74,16 @@ export class Chart {
   private drawnAt = 0;
   /** Set while the page itself shows or hides series (not the user clicking the legend). */
   private applying = false;
-  /** Incremental decimation of each run (unzoomed). */
+  /** Incremental decimation of each run's line (unzoomed), by run id and column. */
   private readonly growing = new Map<string, GrowingState>();
+  private readonly lines: readonly ChartLine[];
 
   constructor(
     readonly spec: ChartSpec,
     parent: HTMLElement,
     private readonly events: ChartEvents,
   ) {
+    this.lines = linesOf(spec);
     this.el = document.createElement('figure');
     this.el.className = 'chart';
     this.el.id = `chart-${spec.key}`;
@@ -154,8 +122,12 @@ export class Chart {
   /** Whether any run has a value for this quantity. */
   hasData(store: RunStore): boolean {
     if (this.spec.always) return store.runs.size > 0;
-    for (const run of store.runs.values()) if (run.present.has(this.spec.key)) return true;
+    for (const run of store.runs.values()) if (this.reports(run)) return true;
     return false;
+  }
+
+  private reports(run: RunSeries): boolean {
+    return this.lines.some((line) => run.present.has(line.column));
   }
 
   /**
@@ -172,7 +144,7 @@ export class Chart {
     }
     // The runs that report this quantity (colours stay those of the run's place in the panel).
     const all = [...store.runs.values()];
-    const reporting = all.filter((r) => r.present.has(this.spec.key));
+    const reporting = all.filter((r) => this.reports(r));
     const runs = reporting.length > 0 ? reporting : all;
     const colors = runs.map((r) => colorOf(all.indexOf(r)));
     const log = view.log && this.spec.log;
@@ -206,38 +178,42 @@ export class Chart {
     runs.forEach((run: RunSeries, i) => {
       const visible = !view.hidden.has(run.run.id);
       const xs = run.column(xColumn);
-      const ys = run.smoothed(this.spec.key, view.smoothing);
-      if (!visible || !xs || !ys) {
-        tables.push([[], []]);
-      } else {
-        let d;
-        if (view.xRange) d = decimateMinMax(xs, ys, run.rows, buckets, x0, x1, log);
-        else {
-          // Unzoomed, the usual live case: only the rows added since the last frame are read.
-          const key = `${xColumn}|${view.smoothing}|${log}|${buckets}`;
-          const grown = decimateGrowing(
-            this.growing.get(run.run.id),
-            key,
-            xs,
-            ys,
-            run.rows,
-            buckets,
-            log,
-          );
-          if (grown.state) this.growing.set(run.run.id, grown.state);
-          else this.growing.delete(run.run.id);
-          d = grown.points;
+      this.lines.forEach((line, j) => {
+        const ys = run.smoothed(line.column, view.smoothing);
+        if (!visible || !xs || !ys) {
+          tables.push([[], []]);
+        } else {
+          let d;
+          if (view.xRange) d = decimateMinMax(xs, ys, run.rows, buckets, x0, x1, log);
+          else {
+            // Unzoomed, the usual live case: only the rows added since the last frame are read.
+            const key = `${xColumn}|${view.smoothing}|${log}|${buckets}`;
+            const id = `${run.run.id}\u0000${line.column}`;
+            const grown = decimateGrowing(
+              this.growing.get(id),
+              key,
+              xs,
+              ys,
+              run.rows,
+              buckets,
+              log,
+            );
+            if (grown.state) this.growing.set(id, grown.state);
+            else this.growing.delete(id);
+            d = grown.points;
+          }
+          points += d.x.length;
+          if (d.x.length > 0) lastX = Math.max(lastX, d.x[d.x.length - 1]!);
+          tables.push([d.x, d.y]);
         }
-        points += d.x.length;
-        if (d.x.length > 0) lastX = Math.max(lastX, d.x[d.x.length - 1]!);
-        tables.push([d.x, d.y]);
-      }
-      const s = plot.series[i + 1];
-      if (s && s.show !== visible) {
-        this.applying = true;
-        plot.setSeries(i + 1, { show: visible });
-        this.applying = false;
-      }
+        const index = 1 + i * this.lines.length + j;
+        const s = plot.series[index];
+        if (s && s.show !== visible) {
+          this.applying = true;
+          plot.setSeries(index, { show: visible });
+          this.applying = false;
+        }
+      });
     });
     const data: uPlot.AlignedData =
       tables.length === 0 ? [[]] : tables.length === 1 ? tables[0]! : uPlot.join(tables);
@@ -295,14 +271,17 @@ export class Chart {
           label: wall ? 'time' : 'step',
           value: (u, v, _s, idx) => formatX(idx === null ? lastValue(u.data[0]) : v, wall),
         },
-        ...runs.map((run, i) => ({
-          label: run.run.label,
-          stroke: colors[i]!,
-          width: 1.5,
-          spanGaps: true,
-          value: (u: uPlot, v: number | null, s: number, idx: number | null) =>
-            formatNumber(idx === null ? lastValue(u.data[s]) : v),
-        })),
+        ...runs.flatMap((run, i) =>
+          this.lines.map((line) => ({
+            label: line.label ? `${run.run.label} ${line.label}` : run.run.label,
+            stroke: colors[i]!,
+            width: 1.5,
+            ...(line.dash ? { dash: [...line.dash] } : {}),
+            spanGaps: true,
+            value: (u: uPlot, v: number | null, s: number, idx: number | null) =>
+              formatNumber(idx === null ? lastValue(u.data[s]) : v),
+          })),
+        ),
       ],
       hooks: {
         setSelect: [
@@ -317,7 +296,7 @@ export class Chart {
         ],
         setSeries: [
           (_u: uPlot, index: number | null, series: uPlot.Series) => {
-            const run = index ? runs[index - 1] : undefined;
+            const run = index ? runs[Math.floor((index - 1) / this.lines.length)] : undefined;
             if (!this.applying && run && series.show !== undefined)
               this.events.hide(run.run.id, !series.show);
           },
@@ -329,7 +308,7 @@ export class Chart {
         ],
       },
     };
-    return new uPlot(opts, [[], ...runs.map(() => [])], this.body);
+    return new uPlot(opts, [[], ...runs.flatMap(() => this.lines.map(() => []))], this.body);
   }
 }
 

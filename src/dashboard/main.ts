@@ -1,5 +1,6 @@
 import { decodeBatch } from './arrow.js';
-import { Chart, CHARTS, type View, type XAxis } from './charts.js';
+import { Chart, type View, type XAxis } from './charts.js';
+import { CHARTS } from './chartSpecs.js';
 import { connect, socketUrl, type ConnectionState } from './connection.js';
 import { RunsPanel } from './runsPanel.js';
 import { RunStore } from './store.js';

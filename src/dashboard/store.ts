@@ -5,6 +5,38 @@ import { emaInto, type EmaState } from './decimate.js';
 /** Protocol's RUN: the `grng.run` description plus `rows` and `finished`. */
 export type WireRun = RecordedRun & { readonly rows?: number; readonly finished?: boolean };
 
+/**
+ * Columns the page derives from recorded ones: a language model's losses in bits per character
+ * (its loss is nats per byte-level token, so ÷ ln 2; on ASCII text a byte is a character).
+ */
+export const DERIVED_COLUMNS: Readonly<Record<string, string>> = {
+  bitsPerCharacter: 'loss',
+  testBitsPerCharacter: 'testLoss',
+};
+
+/**
+ * Whether a run's loss is per token of a language model: more than one label per example.
+ * Recordings from before `labelsPerExample` was recorded are classifiers.
+ */
+export function isLanguageModel(run: RecordedRun): boolean {
+  return (run.labelsPerExample ?? 1) > 1;
+}
+
+/** The batch's columns plus, for a language model, the derived ones. */
+function withDerived(run: RecordedRun, batch: DecodedBatch): ReadonlyMap<string, Float64Array> {
+  if (!isLanguageModel(run)) return batch.columns;
+  const columns = new Map(batch.columns);
+  for (const [name, source] of Object.entries(DERIVED_COLUMNS)) {
+    const values = batch.columns.get(source);
+    if (values)
+      columns.set(
+        name,
+        values.map((v) => v / Math.LN2),
+      );
+  }
+  return columns;
+}
+
 /** One run's columns, grown in place (capacity doubles), NaN where null. */
 export class RunSeries {
   run: RecordedRun;
@@ -43,7 +75,8 @@ export class RunSeries {
     const n = batch.rows;
     if (n === 0) return;
     const need = this.rows + n;
-    for (const [name, values] of batch.columns) {
+    const columns = withDerived(this.run, batch);
+    for (const [name, values] of columns) {
       let col = this.columns.get(name);
       if (!col || col.length < need) {
         const grown = new Float64Array(Math.max(need, (col?.length ?? 0) * 2, 256)).fill(NaN);
@@ -63,7 +96,7 @@ export class RunSeries {
     }
     // Columns this batch lacks stay NaN for its rows (spare capacity is NaN from allocation).
     for (const [name, col] of this.columns) {
-      if (batch.columns.has(name) || col.length >= need) continue;
+      if (columns.has(name) || col.length >= need) continue;
       const grown = new Float64Array(Math.max(need, col.length * 2)).fill(NaN);
       grown.set(col.subarray(0, this.rows));
       this.columns.set(name, grown);

@@ -86,6 +86,12 @@ export interface RecordedRun {
   readonly startedAt: string;
   /** The group a run belongs to (a `compare` invocation), so dashboards can show it together. */
   readonly group?: string;
+  /**
+   * Labels per example: 1 for a classifier, the context for a byte-level language model, whose
+   * `loss` and `testLoss` are then the mean per token (byte) in nats, so that ÷ ln 2 they are
+   * bits per character. Absent in recordings made before it was recorded (read as 1).
+   */
+  readonly labelsPerExample?: number;
 }
 
 /** The metrics schema with a run's metadata attached. */

@@ -155,7 +155,7 @@ export function parseRecording(bytes: Uint8Array, path: string): Recording {
   }
   const wrongRunField = Object.entries(RUN_FIELD_TYPES).find(([key, type]) => {
     const value = (run as unknown as Record<string, unknown>)[key];
-    return key === 'group'
+    return OPTIONAL_RUN_FIELDS.has(key)
       ? value !== undefined && typeof value !== type
       : typeof value !== type || value === null;
   });
@@ -186,7 +186,10 @@ export function parseRecording(bytes: Uint8Array, path: string): Recording {
 
 const EOS = Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
 
-/** The `typeof` of every RecordedRun field (`group` may be absent). */
+/** Fields a recording may lack: `group`, and `labelsPerExample` (recordings from before it). */
+const OPTIONAL_RUN_FIELDS: ReadonlySet<string> = new Set(['group', 'labelsPerExample']);
+
+/** The `typeof` of every RecordedRun field (those of OPTIONAL_RUN_FIELDS may be absent). */
 const RUN_FIELD_TYPES: Record<keyof RecordedRun, 'string' | 'number' | 'object'> = {
   id: 'string',
   label: 'string',
@@ -202,6 +205,7 @@ const RUN_FIELD_TYPES: Record<keyof RecordedRun, 'string' | 'number' | 'object'>
   version: 'string',
   startedAt: 'string',
   group: 'string',
+  labelsPerExample: 'number',
 };
 
 function concat(parts: Uint8Array[]): Uint8Array {
