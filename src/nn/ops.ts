@@ -177,9 +177,16 @@ export function softmaxLastAxis<T extends tf.Tensor>(x: T): T {
  * so they stay differentiable to any order.
  */
 
-/** 1ᵀ·rows: the column sums of a [rows, width] matrix as [width]. */
+/**
+ * The column sums of a [rows, width] matrix as [width]: 1ᵀ·rows on the BLAS, tf.sum without it
+ * (where the product would be the slow wasm kernel anyway). tfjs's own matMul, not layerMatMul:
+ * a custom-gradient op inside this gradient made tfjs-wasm's BatchMatMul read freed memory
+ * further down the backward pass (measured: "Aborted()" in the embedding's gradient).
+ */
 function columnSums(rows: tf.Tensor2D): tf.Tensor1D {
-  return tf.reshape(layerMatMul(tf.ones([1, rows.shape[0]]), rows), [rows.shape[1]]);
+  return nativeMatMulActive()
+    ? tf.reshape(tf.matMul(tf.ones([1, rows.shape[0]]), rows), [rows.shape[1]])
+    : tf.sum(rows, 0);
 }
 
 /**
