@@ -88,7 +88,13 @@ export {
 } from './nn/layer.js';
 export { denseLayer, type DenseLayer } from './nn/dense.js';
 export { flattenLayer } from './nn/flatten.js';
-export { parseCnnSpec, parseModelJson, type ModelSpec, type LayerSpec } from './nn/modelSpec.js';
+export {
+  parseCnnSpec,
+  parseGptSpec,
+  parseModelJson,
+  type ModelSpec,
+  type LayerSpec,
+} from './nn/modelSpec.js';
 export {
   blockFor,
   curvatureBlocks,
@@ -207,6 +213,12 @@ export {
   type RunState,
 } from './run/checkpoint.js';
 export { describeRun, type PipelineRunFacts, type RunNaming } from './run/describeRun.js';
+export {
+  generateText,
+  generateTokens,
+  modelFromCheckpoint,
+  type GenerateOptions,
+} from './run/generate.js';
 
 export {
   METRIC_COLUMNS,

@@ -124,6 +124,7 @@ const ACCEPTED_BEFORE_TABLES: Record<string, readonly string[]> = {
     'inverse',
     'convFactors',
     'convPatchRows',
+    'sequenceFactors',
     'seed',
     'learningRate',
     'momentum',
@@ -191,6 +192,7 @@ describe('the registry is its option tables', () => {
       inverse: 'auto',
       convFactors: 'expand',
       convPatchRows: 0,
+      sequenceFactors: 'expand',
       seed: 1,
     });
   });

@@ -176,7 +176,7 @@ describe('twice-differentiable ops', () => {
       model.load(theta);
       const { value, owned } = computeStep(model, batch, false);
       const grads = Object.fromEntries(keys.map((k) => [k, tf.clone(value.grads[k]!)]));
-      tf.dispose(owned);
+      tf.dispose([...owned]);
       return grads;
     };
     const theta = model.snapshot();

@@ -120,6 +120,8 @@ const HAND_PICKED: Readonly<Record<string, readonly BadValue[]>> = {
   '--token': [v(''), v('   ')],
   '--max-clients': [v('0'), v('abc')],
   '--eval-every': [v('-1'), v('x')],
+  '--context': [v('0'), v('x'), v('8', { names: 'text dataset' })],
+  '--explain-groups': [v('=1')],
   '--optimizer': [v('rmsprop')],
   '--optimizers': [v('sgd,lbfgs'), v(''), v(',')],
   '--target': [v('2'), v('-0.1'), v('abc')],

@@ -44,6 +44,7 @@ export function recordedRunOf(
     batchSize: meta.batchSize,
     totalSteps: meta.totalSteps,
     batchesPerEpoch: meta.batchesPerEpoch,
+    labelsPerExample: meta.labelsPerExample,
     version: VERSION,
     startedAt: new Date().toISOString(),
     ...(group ? { group } : {}),

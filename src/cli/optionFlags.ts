@@ -91,6 +91,7 @@ export function optimizerOptionsOf(parsed: object): NamedOptimizerOptions {
 export const FLAG_OF_OPTION: Readonly<Record<string, string>> = {
   // train / compare
   dataset: '--dataset',
+  context: '--context',
   inputShape: '--input-shape',
   model: '--model',
   epochs: '--epochs',

@@ -18,11 +18,18 @@ import { RunControl } from '../run/runControl.js';
 import { reopenRecording, type ReopenedRecording } from '../sinks/reopenRecording.js';
 import { handleStopSignals } from './gracefulStop.js';
 import { hasCheckpoint, prepareCheckpointDir } from '../sinks/checkpointFile.js';
+import { isTextDataset } from '../run/options.js';
+import { explainGroups } from './explainGroups.js';
 
 /** Flags shared by `train` and `compare`, as commander parses them. */
 export interface RunCommandOptions extends LiveOptions {
-  /** mnist, mnist-full, fashion-mnist, synthetic, a folder of idx files or a dataset file path. */
+  /**
+   * mnist, mnist-full, fashion-mnist, synthetic, fortunes, text:PATH, a folder of idx files or a
+   * dataset file path.
+   */
   readonly dataset: string;
+  /** --context: bytes per window of a text dataset (the model's ctx). */
+  readonly context?: number;
   /** --input-shape 28x28x1, parsed. */
   readonly inputShape?: number[];
   readonly model?: string;
@@ -32,11 +39,14 @@ export interface RunCommandOptions extends LiveOptions {
   readonly partial: 'keep' | 'drop';
   readonly seed: number;
   readonly init: Initializer;
-  readonly evalEvery: number;
+  /** Undefined: compare's default (10 steps, 0 for text datasets). */
+  readonly evalEvery?: number;
   readonly backend: BackendChoice;
   readonly wasmThreads?: number;
   readonly json?: boolean;
   readonly maxBadSteps?: number;
+  /** --explain-groups: print the optimizer's parameter groups instead of training. */
+  readonly explainGroups?: boolean;
   // The optimizer flags (--lr, --momentum, ...) come from the option tables: optimizerOptionsOf
   // reads them.
 }
@@ -75,6 +85,7 @@ function trainOptionsOf(
 ): TrainOptions {
   return dropUndefined({
     dataset: options.dataset,
+    context: options.context,
     inputShape: options.inputShape,
     model: options.model,
     init: options.init,
@@ -112,9 +123,10 @@ async function runOne(trainOptions: TrainOptions, io: CliIo, live: LiveRun): Pro
     );
     const groups = Object.entries(meta.groups);
     // Said only when it is not the whole model: which parameters the optimizer leaves to another.
+    // A transformer has dozens, so a long group is counted here and listed by --explain-groups.
     if (groups.length > 1)
       io.err(
-        `grng: parameter groups: ${groups.map(([group, keys]) => `${group} (${keys.join(', ')})`).join('; ')}\n`,
+        `grng: parameter groups: ${groups.map(([group, keys]) => `${group} (${keys.length > 4 ? `${keys.length} parameters` : keys.join(', ')})`).join('; ')}${groups.some(([, keys]) => keys.length > 4) ? ' (--explain-groups lists them)' : ''}\n`,
       );
     const bar = progressBar({ total: meta.totalSteps, label: meta.optimizer });
     const arrow = liveSink(meta, live.options, live.hub, meta.optimizer, live.many, {
@@ -135,6 +147,16 @@ export async function runTrainCommand(
   io: CliIo,
   sourceOf: OptionSource = () => 'cli',
 ): Promise<void> {
+  if (options.explainGroups) {
+    if (options.resume)
+      throw new GrngError(
+        'invalid-option',
+        '--explain-groups takes the run configuration from the flags, not --resume',
+        { option: 'resume' },
+      );
+    await explainGroups([trainOptionsOf(options, options.optimizer)], io, options.json ?? false);
+    return;
+  }
   if (options.checkpointEvery !== undefined && !options.checkpointDir && !options.resume) {
     throw new GrngError(
       'invalid-option',
@@ -217,7 +239,7 @@ export async function runTrainCommand(
       printSummaries(
         io,
         formatSummaryTable([summary]),
-        options.json ? Object.fromEntries(JSON_FIELDS.map((k) => [k, summary[k]])) : undefined,
+        options.json ? jsonSummary(summary, JSON_FIELDS) : undefined,
       );
     };
     await withLive(
@@ -238,6 +260,17 @@ export async function runTrainCommand(
   } finally {
     restoreSignals();
   }
+}
+
+/**
+ * The JSON summary fields of a run; a text dataset adds testBitsPerCharacter, the test loss (nats
+ * per byte) in bits, the figure character-level language-model results quote.
+ */
+function jsonSummary(summary: RunSummary, fields: readonly (keyof RunSummary)[]): object {
+  const json: Record<string, unknown> = Object.fromEntries(fields.map((k) => [k, summary[k]]));
+  if (isTextDataset(summary.dataset))
+    json.testBitsPerCharacter = summary.testLoss === null ? null : summary.testLoss / Math.LN2;
+  return json;
 }
 
 /** The table on stdout; with --json the table goes to stderr and the JSON is stdout's last line. */
@@ -299,6 +332,16 @@ function trainOptionsOfGiven(
  * Ctrl-C/SIGTERM stops the optimizer in progress after its current step and skips the rest.
  */
 export async function runCompareCommand(options: CompareCommandOptions, io: CliIo): Promise<void> {
+  if (options.explainGroups) {
+    await explainGroups(
+      options.optimizers.map((optimizer) =>
+        trainOptionsOf(options, optimizer, { lenientOptions: true }),
+      ),
+      io,
+      options.json ?? false,
+    );
+    return;
+  }
   const summaries: RunSummary[] = [];
   const group = `compare-${randomUUID().slice(0, 8)}`;
   await checkEveryOptimizer(options);
@@ -321,9 +364,7 @@ export async function runCompareCommand(options: CompareCommandOptions, io: CliI
       printSummaries(
         io,
         formatSummaryTable(summaries, { targetAccuracy: options.target }),
-        options.json
-          ? summaries.map((s) => Object.fromEntries(fields.map((k) => [k, s[k]])))
-          : undefined,
+        options.json ? summaries.map((s) => jsonSummary(s, fields)) : undefined,
       );
     };
     await withLive(
@@ -337,6 +378,7 @@ export async function runCompareCommand(options: CompareCommandOptions, io: CliI
               trainOptionsOf(options, optimizer, {
                 lenientOptions: true,
                 targetAccuracy: options.target,
+                evalEvery: compareEvalEvery(options),
               }),
               io,
               { options, hub, many: true, group, control },
@@ -349,6 +391,15 @@ export async function runCompareCommand(options: CompareCommandOptions, io: CliI
   } finally {
     restoreSignals();
   }
+}
+
+/**
+ * Compare evaluates every 10 steps for its curves, but a text dataset's validation pass (every
+ * window, every position) costs many training steps, so there it is the last step and epoch ends
+ * unless --eval-every says otherwise.
+ */
+function compareEvalEvery(options: CompareCommandOptions): number {
+  return options.evalEvery ?? (isTextDataset(options.dataset) ? 0 : 10);
 }
 
 function dropUndefined<T extends object>(value: T): { [K in keyof T]: Exclude<T[K], undefined> } {

@@ -33,7 +33,14 @@ export function evaluate(
   checkKeys('evaluate', options, ['every', 'atEpochEnd', 'batchSize']);
   const every = checkInteger('evalEvery', options.every ?? 0, 0);
   const atEpochEnd = options.atEpochEnd ?? true;
-  const batchSize = checkInteger('evaluation batchSize', options.batchSize ?? 1024, 1);
+  // About 8,192 logits rows a chunk: 1,024 examples of a classifier, 128 windows of 64 tokens
+  // (1,024 windows of gpt:L2-d128-h4-ctx64 held gigabytes of activations and ran the wasm
+  // backend out of memory).
+  const batchSize = checkInteger(
+    'evaluation batchSize',
+    options.batchSize ?? Math.max(1, Math.min(1024, Math.floor(8192 / model.labelsPerExample))),
+    1,
+  );
   return ownedMap<Step, Step, { chunks: Array<{ x: tf.Tensor; y: tf.Tensor1D }> }>(
     'evaluate',
     () => {

@@ -118,6 +118,8 @@ export function decodeTree(encoded: EncodedTree, blobs: readonly Blob[], path = 
 /** The training options a checkpoint carries, so `--resume` rebuilds the same run. */
 export interface ResumableOptions {
   readonly dataset: string;
+  /** Window length of a text dataset. */
+  readonly context?: number;
   readonly synthetic?: Record<string, unknown>;
   readonly inputShape?: readonly number[];
   readonly model: string | Record<string, unknown>;

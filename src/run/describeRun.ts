@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
-import type { Dataset } from '../data/dataset.js';
+import { labelsPerExample, type Dataset } from '../data/dataset.js';
 import type { RecordedRun } from '../metrics/schema.js';
 import type { Sequential } from '../nn/sequential.js';
 import { activeBackend } from '../runtime/backend.js';
@@ -34,6 +34,7 @@ type PreparedRunFacts = Pick<
   | 'batchSize'
   | 'totalSteps'
   | 'batchesPerEpoch'
+  | 'labelsPerExample'
 > & { readonly optimizerOptions: object };
 
 /** How a run is named in recordings and dashboards. */
@@ -74,6 +75,9 @@ export function describeRun(
     batchSize: described.batchSize,
     totalSteps: described.totalSteps,
     batchesPerEpoch: described.batchesPerEpoch,
+    ...(described.labelsPerExample === undefined
+      ? {}
+      : { labelsPerExample: described.labelsPerExample }),
     version: VERSION,
     startedAt: new Date().toISOString(),
     ...(naming.group ? { group: naming.group } : {}),
@@ -94,5 +98,6 @@ function fromPipeline(facts: PipelineRunFacts): PreparedRunFacts {
     batchSize,
     totalSteps: Math.min(steps ?? Infinity, perEpoch * epochs),
     batchesPerEpoch: perEpoch,
+    labelsPerExample: labelsPerExample(facts.data.train),
   };
 }

@@ -3,7 +3,7 @@ import type { Dataset } from '../data/dataset.js';
 import type { SyntheticOptions } from '../data/synthetic.js';
 import { GrngError, invalidOption } from '../errors.js';
 import { readFileSync } from 'node:fs';
-import { parseCnnSpec, parseModelJson, type ModelSpec } from '../nn/modelSpec.js';
+import { parseCnnSpec, parseGptSpec, parseModelJson, type ModelSpec } from '../nn/modelSpec.js';
 import { parseModelSpec, type MlpOptions } from '../nn/sequential.js';
 import type { Initializer } from '../nn/init.js';
 import { DEFAULT_MAX_BAD_STEPS } from '../operators/guardFinite.js';
@@ -15,12 +15,25 @@ import type { RunControl } from './runControl.js';
 
 export interface TrainOptions {
   /**
-   * `mnist` (10,000 digits), `mnist-full` (60,000 + 10,000), `fashion-mnist`, `synthetic`, a
-   * folder of idx files, a path to a .csv/.arrow/.arrows/.feather file, or a dataset you built;
-   * default mnist.
+   * `mnist` (10,000 digits), `mnist-full` (60,000 + 10,000), `fashion-mnist`, `synthetic`,
+   * `fortunes` (byte-level text of Debian's fortunes package), `text:PATH` (any file as byte-level
+   * text), a folder of idx files, a path to a .csv/.arrow/.arrows/.feather file, or a dataset you
+   * built; default mnist. The text datasets need a token model (`gpt:...`).
    */
   readonly dataset?:
-    'mnist' | 'mnist-full' | 'fashion-mnist' | 'synthetic' | (string & {}) | Dataset;
+    | 'mnist'
+    | 'mnist-full'
+    | 'fashion-mnist'
+    | 'synthetic'
+    | 'fortunes'
+    | `text:${string}`
+    | (string & {})
+    | Dataset;
+  /**
+   * Bytes per window of a text dataset (`fortunes`, `text:PATH`); default and only allowed value:
+   * the model's context (the `ctx` of a `gpt:` spec), since its positions are fixed.
+   */
+  readonly context?: number;
   /**
    * Shape of one example, e.g. [28, 28, 1] for a file of flat 784-pixel rows: batches become
    * [m, ...inputShape]. Its product must be the dataset's features; it replaces the shape the
@@ -30,8 +43,9 @@ export interface TrainOptions {
   /** Options of the synthetic dataset (seeded by `seed` unless given). */
   readonly synthetic?: SyntheticOptions;
   /**
-   * Model: a spec (`mlp:784-256-10`, `cnn:28x28x1-c32k3-p2-d128-10`), a JSON model file
-   * (`model.json`), MLP options or a {@link ModelSpec}; default an MLP with one hidden layer of 256.
+   * Model: a spec (`mlp:784-256-10`, `cnn:28x28x1-c32k3-p2-d128-10`, `gpt:L2-d128-h4-ctx64`), a
+   * JSON model file (`model.json`), MLP options or a {@link ModelSpec}; default an MLP with one
+   * hidden layer of 256.
    */
   readonly model?: string | Omit<MlpOptions, 'seed'> | ModelSpec;
   /** Weight initialisation; default torch (PyTorch's nn.Linear: U(±1/√fanIn)). */
@@ -100,6 +114,7 @@ export const RESUME_MAY_CHANGE = [
 
 const KNOWN = [
   'dataset',
+  'context',
   'inputShape',
   'synthetic',
   'model',
@@ -142,8 +157,13 @@ export interface RunSettings {
   readonly optimizerName: string;
   /** The MLP asked for; undefined: the default MLP for the data, or a layered model. */
   readonly model: Omit<MlpOptions, 'seed'> | undefined;
-  /** A model of typed layers (a `cnn:` spec, a JSON model file, a ModelSpec) and how to name it. */
+  /**
+   * A model of typed layers (a `cnn:` or `gpt:` spec, a JSON model file, a ModelSpec) and how to
+   * name it.
+   */
   readonly layered: { readonly spec: ModelSpec; readonly description: string } | undefined;
+  /** Window length of a text dataset (the model's context); undefined for other data. */
+  readonly context: number | undefined;
 }
 
 /**
@@ -195,6 +215,7 @@ export function resolveTrainOptions(given: TrainOptions): RunSettings {
       !options.inputShape.every((d) => Number.isSafeInteger(d) && d >= 1))
   )
     invalidOption('inputShape', options.inputShape, 'whole numbers ≥ 1, e.g. [28, 28, 1]');
+  const context = resolveContext(options, layered);
   return {
     options,
     seed,
@@ -209,20 +230,79 @@ export function resolveTrainOptions(given: TrainOptions): RunSettings {
     optimizerName,
     model,
     layered,
+    context,
   };
+}
+
+/** Whether a dataset option names byte-level text (`fortunes`, `text:PATH`). */
+export function isTextDataset(dataset: TrainOptions['dataset']): boolean {
+  return typeof dataset === 'string' && (dataset === 'fortunes' || dataset.startsWith('text:'));
+}
+
+/**
+ * The positions of a token model (a spec whose first layer is an embedding): its input is one
+ * window of token ids; undefined for any other model.
+ */
+export function tokenContext(spec: ModelSpec | undefined): number | undefined {
+  return spec?.layers[0]?.type === 'embedding' && spec.inputShape.length === 1
+    ? spec.inputShape[0]
+    : undefined;
+}
+
+/**
+ * The window length of a text dataset: the token model's context. A text dataset without a token
+ * model, a context other than the model's, or a context without a text dataset is an error.
+ */
+function resolveContext(
+  options: TrainOptions,
+  layered: RunSettings['layered'],
+): number | undefined {
+  const given =
+    options.context === undefined ? undefined : checkInteger('context', options.context, 1);
+  const text = isTextDataset(options.dataset);
+  if (given !== undefined && !text)
+    invalidOption(
+      'context',
+      given,
+      `a text dataset to go with it (fortunes or text:PATH); dataset ${describeDataset(options.dataset)} has its own example shape`,
+    );
+  if (!text) return undefined;
+  const modelContext = tokenContext(layered?.spec);
+  if (modelContext === undefined)
+    throw new GrngError(
+      'invalid-model',
+      `dataset ${String(options.dataset)} is byte-level text and needs a token model (an embedding first), e.g. --model gpt:L2-d128-h4-ctx64; got ${layered ? layered.description : typeof options.model === 'string' ? options.model : 'an MLP'}`,
+      { option: 'model', dataset: options.dataset },
+    );
+  if (given !== undefined && given !== modelContext)
+    invalidOption(
+      'context',
+      given,
+      `the model's context ${modelContext} (${layered!.description}): its positions are fixed, so the windows are as long; leave it out or change the model's ctx`,
+    );
+  return modelContext;
+}
+
+function describeDataset(dataset: TrainOptions['dataset']): string {
+  return typeof dataset === 'object' ? dataset.name : (dataset ?? 'mnist');
 }
 
 /**
  * The model option, parsed before anything slow starts: an `mlp:` spec or MLP options, or a
- * layered model from a `cnn:` spec, a JSON model file (read here; errors name the file) or a
- * ModelSpec.
+ * layered model from a `cnn:` or `gpt:` spec, a JSON model file (read here; errors name the file)
+ * or a ModelSpec.
+ *
+ * @example
+ * resolveModel('gpt:L1-d16-h2-ctx8').layered?.spec.inputShape; // [8]
  */
-function resolveModel(given: TrainOptions['model']): Pick<RunSettings, 'model' | 'layered'> {
+export function resolveModel(given: TrainOptions['model']): Pick<RunSettings, 'model' | 'layered'> {
   if (given === undefined) return { model: undefined, layered: undefined };
   if (typeof given === 'string') {
     const text = given.trim();
     if (text.startsWith('cnn:'))
       return { model: undefined, layered: { spec: parseCnnSpec(text), description: text } };
+    if (text.startsWith('gpt:'))
+      return { model: undefined, layered: { spec: parseGptSpec(text), description: text } };
     if (text.endsWith('.json')) {
       let json: string;
       try {
@@ -326,6 +406,7 @@ export function resumableOptions(
   return {
     dataset:
       typeof options.dataset === 'object' ? options.dataset.name : (options.dataset ?? 'mnist'),
+    ...(settings.context !== undefined ? { context: settings.context } : {}),
     ...(options.synthetic ? { synthetic: { ...options.synthetic } } : {}),
     ...(options.inputShape ? { inputShape: [...options.inputShape] } : {}),
     model:

@@ -7,6 +7,7 @@ import { loadDatasetFile } from '../data/fileDataset.js';
 import { loadIdxDataset } from '../data/idx.js';
 import { loadFashionMnist, loadMnistFull } from '../data/imageDatasets.js';
 import { loadMnist } from '../data/mnist.js';
+import { loadFortunes, loadTextDataset } from '../data/textDataset.js';
 import { syntheticDataset, type SyntheticOptions } from '../data/synthetic.js';
 import { GrngError } from '../errors.js';
 import { buildModel as buildModelFromSpec } from '../nn/buildModel.js';
@@ -58,6 +59,8 @@ export interface RunMetadata {
   /** Parameter groups: group name → parameter keys (see NamedOptimizer.groups). */
   readonly groups: Readonly<Record<string, readonly string[]>>;
   readonly model: string;
+  /** Labels per example: 1 for a classifier, the context for a language model. */
+  readonly labelsPerExample: number;
   readonly parameters: number;
   readonly dataset: string;
   readonly datasetDescription: string;
@@ -90,7 +93,12 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
     options.backend ?? 'auto',
     options.wasmThreads === undefined ? {} : { wasmThreads: options.wasmThreads },
   );
-  const loaded = await loadDataset(options.dataset ?? 'mnist', options.synthetic, seed);
+  const loaded = await loadDataset(
+    options.dataset ?? 'mnist',
+    options.synthetic,
+    seed,
+    settings.context,
+  );
   const data = options.inputShape ? withExampleShape(loaded, options.inputShape) : loaded;
   const model = buildModel(settings, data);
   let optimizer: NamedOptimizer;
@@ -158,6 +166,7 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
     optimizerOptions: optimizer.options,
     groups: optimizer.groups,
     model: model.description,
+    labelsPerExample: model.labelsPerExample,
     parameters: model.size,
     dataset: data.name,
     datasetDescription: data.description,
@@ -257,8 +266,19 @@ async function loadDataset(
   dataset: string | Dataset,
   synthetic: SyntheticOptions | undefined,
   seed: number,
+  context: number | undefined,
 ): Promise<Dataset> {
   if (typeof dataset === 'object' && dataset !== null) return validateDataset(dataset);
+  // resolveTrainOptions set the context of a text dataset from the model's.
+  if (dataset === 'fortunes') return loadFortunes({ context: context! });
+  if (dataset.startsWith('text:')) {
+    const path = dataset.slice('text:'.length);
+    if (path === '')
+      throw new GrngError('invalid-data', `dataset "text:" names no file (text:PATH)`, {
+        option: 'dataset',
+      });
+    return loadTextDataset(path, { context: context! });
+  }
   if (dataset === 'mnist') return loadMnist();
   if (dataset === 'mnist-full') return loadMnistFull();
   if (dataset === 'fashion-mnist') return loadFashionMnist();
