@@ -68,11 +68,29 @@ const cnnBase = (optimizer: string, backend: 'cpu' | 'wasm'): TrainOptions => ({
   model: 'cnn:6x6x1-c4k3-p2-d8-4',
 });
 
+/**
+ * The same run with a tiny GPT on a text file: 2,400 bytes, windows of 8 → 270 training windows,
+ * batch 32 (9 batches an epoch, so the resume point is in the second epoch).
+ */
+const textFile = join(dir, 'text.txt');
+writeFileSync(
+  textFile,
+  Array.from({ length: 60 }, (_, i) => `line ${i}: the quick brown fox jumps. `)
+    .join('')
+    .slice(0, 2400),
+);
+const gptBase = (optimizer: string, backend: 'cpu' | 'wasm'): TrainOptions => {
+  const { synthetic: _synthetic, ...rest } = base(optimizer, backend);
+  return { ...rest, dataset: `text:${textFile}`, model: 'gpt:L1-d8-h2-ctx8' };
+};
+
 describe.each([
   ['cpu', 'mlp', base],
   ['wasm', 'mlp', base],
   // wasm only: the cpu backend's conv path is the same code (checked in conv.test.ts) at ~10× the time.
   ['wasm', 'cnn', cnnBase],
+  // The transformer on cpu is checked by test/transformer.test.ts's cpu run.
+  ['wasm', 'gpt', gptBase],
 ] as const)('checkpoint and resume on %s, %s', (backend, kind, options) => {
   it.each(['sgd', 'adamw', 'sophia', 'kfac', 'ring', 'reng', 'rkalman'])(
     '%s: N steps + stop + resume + N steps equals 2N uninterrupted steps',
