@@ -15,6 +15,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { FASHION_MNIST_DIR } from '../src/data/imageDatasets.js';
+import { FORTUNES_DIR } from '../src/data/textDataset.js';
 import { renderReport } from './report.js';
 
 const args = process.argv.slice(2);
@@ -67,6 +68,20 @@ results.optimizersCnn = runBench('bench/optimizers.ts', [
   '128',
   ...(quick ? ['--steps', '4', '--optimizers', 'sgd,kfac', '--warmup', '1'] : ['--steps', '30']),
 ]);
+// The transformer of issue 12 on fortunes (a Debian package: skipped, and said so, without it),
+// measured against AdamW's step.
+const GPT = 'gpt:L2-d128-h4-ctx64';
+results.optimizersGpt = existsSync(FORTUNES_DIR)
+  ? runBench('bench/optimizers.ts', [
+      '--model',
+      GPT,
+      '--dataset',
+      'fortunes',
+      ...(quick
+        ? ['--steps', '3', '--optimizers', 'adamw,kfac', '--warmup', '1']
+        : ['--steps', '30', '--optimizers', 'adamw,kfac,ring,reng,rkalman,sophia,sgd']),
+    ])
+  : { model: GPT, skipped: 'needs Debian package fortunes (apt-get install fortunes)' };
 if (existsSync(`${root}/bench/scaling.ts`))
   results.scaling = runBench('bench/scaling.ts', [
     ...q,
@@ -79,6 +94,8 @@ if (args.includes('--torch') && existsSync(`${root}/bench/torchReference.ts`)) {
   // All three PyTorch configurations: its convolutions run on OpenMP threads, so the MLP's
   // reference layout (OpenMP 1) is not PyTorch's fastest here.
   results.torchCnn = runBench('bench/torchReference.ts', [...q, '--model', CNN]);
+  if (existsSync(FORTUNES_DIR))
+    results.torchGpt = runBench('bench/torchReference.ts', [...q, '--model', GPT]);
 }
 if (args.includes('--accuracy'))
   results.accuracy = runBench('bench/accuracy.ts', quick ? ['--seeds', '1'] : []);

@@ -35,28 +35,35 @@ export function renderReport(results: Json): string {
       parts.push('');
     }
   }
-  for (const o of [results.optimizers, results.optimizersCnn] as (Json | undefined)[]) {
+  for (const o of [results.optimizers, results.optimizersCnn, results.optimizersGpt] as (
+    Json | undefined
+  )[]) {
     if (!o) continue;
     parts.push(
       `**Optimizer overhead** (\`bench/optimizers.ts\`, ${o.backend}, ${o.model}, batch ${o.batchSize}, ${o.steps} timed steps after ${o.warmup}; stage times in ms per step, refresh amortized over its period):`,
       '',
     );
+    if (o.skipped) {
+      parts.push(`**Optimizer overhead** on ${o.model}: skipped (${o.skipped}).`, '');
+      continue;
+    }
+    const baseline = o.baseline === 'adamw' ? 'AdamW' : 'SGD';
     parts.push(
-      '| optimizer | ms/step | × SGD | goal | fwd/bwd | statistics | Newton refresh | update | metrics |',
+      `| optimizer | ms/step | × ${baseline} | goal | fwd/bwd | statistics | Newton refresh | update | metrics |`,
       '|---|---|---|---|---|---|---|---|---|',
     );
     for (const [name, r] of Object.entries(o.results as Json)) {
       const s = (r as Json).stages;
       const goal = o.goals?.[name];
       parts.push(
-        `| ${name} | ${fixed(r.msPerStep, 1)} | ${fixed(r.overSgd)} | ${goal ? `≤ ${goal}` : ''} | ${fixed(s.forwardBackward, 1)} | ${fixed(s.statistics, 1)} | ${fixed(s.refresh, 1)} | ${fixed(s.update, 1)} | ${fixed(s.metrics, 1)} |`,
+        `| ${name} | ${fixed(r.msPerStep, 1)} | ${fixed(r.overBaseline ?? r.overSgd)} | ${goal ? `≤ ${goal}` : ''} | ${fixed(s.forwardBackward, 1)} | ${fixed(s.statistics, 1)} | ${fixed(s.refresh, 1)} | ${fixed(s.update, 1)} | ${fixed(s.metrics, 1)} |`,
       );
     }
     parts.push('');
   }
-  for (const key of ['scaling', 'memory', 'torch', 'torchCnn', 'accuracy']) {
+  for (const key of ['scaling', 'memory', 'torch', 'torchCnn', 'torchGpt', 'accuracy']) {
     if (results[key] === undefined) continue;
-    const rendered = renderers[key === 'torchCnn' ? 'torch' : key]?.(results[key]);
+    const rendered = renderers[key.startsWith('torch') ? 'torch' : key]?.(results[key]);
     parts.push(
       rendered ??
         `**${key}**:\n\n\`\`\`json\n${JSON.stringify(results[key], null, 1).slice(0, 4000)}\n\`\`\``,
@@ -109,7 +116,7 @@ const renderers: Record<string, (r: Json) => string | undefined> = {
   torch: (r) => {
     if (r.skipped) return `**PyTorch reference**: skipped (${r.skipped}).`;
     const lines = [
-      `**CPU throughput vs PyTorch** (\`bench/torchReference.ts\`, ${r.model}, batch ${r.batchSize}, SGD, ${r.steps} steps × ${r.rounds} rounds, median):`,
+      `**CPU throughput vs PyTorch** (\`bench/torchReference.ts\`, ${r.model}, batch ${r.batchSize}, ${String(r.model).startsWith('gpt:') ? 'AdamW' : 'SGD'}, ${r.steps} steps × ${r.rounds} rounds, median):`,
       '',
       '| run | ms/step | grng ÷ it |',
       '|---|---|---|',

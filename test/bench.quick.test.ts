@@ -23,6 +23,12 @@ describe('npm run bench -- --quick', () => {
     expect(results.optimizersCnn.model).toMatch(/^cnn:/);
     for (const name of ['sgd', 'kfac'])
       expect(results.optimizersCnn.results[name].msPerStep).toBeGreaterThan(0);
+    // The transformer's table: measured against AdamW where Debian's fortunes is installed.
+    if (results.optimizersGpt.skipped)
+      expect(results.optimizersGpt.skipped).toMatch(/needs Debian package fortunes/);
+    else
+      for (const name of ['adamw', 'kfac'])
+        expect(results.optimizersGpt.results[name].overBaseline).toBeGreaterThan(0);
     expect(results.scaling).toBeDefined();
     expect(results.memory).toBeDefined();
   }, 180_000);
