@@ -55,6 +55,22 @@ const recordingPath = (value: string): string => {
  * Flags shared by `train` and `compare`: data, model, schedule, backend, optimizer options (from
  * the optimizers' option tables).
  */
+/** `--backend`, shared by every command that starts a backend. */
+function backendOption(): Option {
+  return new Option('--backend <name>', 'tfjs backend (env GRNG_BACKEND overrides auto)')
+    .choices(['auto', ...BACKENDS])
+    .default('auto');
+}
+
+/** `--wasm-threads`, shared by every command that starts a backend. */
+function wasmThreadsOption(): [string, string, (value: string) => number] {
+  return [
+    '--wasm-threads <n>',
+    'threads of the wasm backend: > 1 runs its multi-threaded build (faster only when the cores are free; env GRNG_WASM_THREADS)',
+    integer('--wasm-threads', 1, 8),
+  ];
+}
+
 function addRunOptions(command: Command): Command {
   command
     .option(
@@ -95,16 +111,8 @@ function addRunOptions(command: Command): Command {
         .choices([...INITIALIZERS])
         .default('torch'),
     )
-    .addOption(
-      new Option('--backend <name>', 'tfjs backend (env GRNG_BACKEND overrides auto)')
-        .choices(['auto', ...BACKENDS])
-        .default('auto'),
-    )
-    .option(
-      '--wasm-threads <n>',
-      'threads of the wasm backend: > 1 runs its multi-threaded build (faster only when the cores are free; env GRNG_WASM_THREADS)',
-      integer('--wasm-threads', 1, 8),
-    )
+    .addOption(backendOption())
+    .option(...wasmThreadsOption())
     .option(
       '--json',
       'print the JSON summary as the last line of stdout (text datasets add testBitsPerCharacter: testLoss / ln 2)',
@@ -276,16 +284,8 @@ export function buildProgram(io: CliIo): Command {
         .choices([...INITIALIZERS])
         .default('torch'),
     )
-    .addOption(
-      new Option('--backend <name>', 'tfjs backend (env GRNG_BACKEND overrides auto)')
-        .choices(['auto', ...BACKENDS])
-        .default('auto'),
-    )
-    .option(
-      '--wasm-threads <n>',
-      'threads of the wasm backend (env GRNG_WASM_THREADS)',
-      integer('--wasm-threads', 1, 8),
-    )
+    .addOption(backendOption())
+    .option(...wasmThreadsOption())
     .action(async (options: GenerateCommandOptions) => {
       await runGenerateCommand(options, io);
     });

@@ -28,12 +28,7 @@ export function denseBlock(layer: DenseLayer): KroneckerBlock {
       checkSignals(name, a, delta, inputs, units);
       return { a: homogeneous(a as tf.Tensor2D), g: delta as tf.Tensor2D };
     },
-    toMatrix: (tree: Params) =>
-      tf.concat([tree[kernel]!, tf.reshape(tree[bias]!, [1, units])], 0) as tf.Tensor2D,
-    fromMatrix: (u: tf.Tensor2D) => ({
-      [kernel]: tf.slice(u, [0, 0], [inputs, units]),
-      [bias]: tf.reshape(tf.slice(u, [inputs, 0], [1, units]), [units]),
-    }),
+    ...kernelBiasLayout(kernel, bias, inputs, units),
     outerProductRows(a: tf.Tensor, delta: tf.Tensor, k: number): OuterProductRows {
       checkSignals(name, a, delta, inputs, units);
       const rowsOf = (t: tf.Tensor2D): tf.Tensor2D =>
@@ -115,4 +110,25 @@ function checkSignals(
       { layer, a: a.shape, delta: delta.shape },
     );
   }
+}
+
+/**
+ * The gradient matrix of a kernel (in×out) and bias: V = [∇W; ∇bᵀ], (in+1)×out with the bias as
+ * the last row (the homogeneous column of A), and back. Shared by every block over a dense kernel
+ * (dense, sequence dense).
+ */
+export function kernelBiasLayout(
+  kernel: string,
+  bias: string,
+  inputs: number,
+  units: number,
+): Pick<KroneckerBlock, 'toMatrix' | 'fromMatrix'> {
+  return {
+    toMatrix: (tree: Params) =>
+      tf.concat([tree[kernel]!, tf.reshape(tree[bias]!, [1, units])], 0) as tf.Tensor2D,
+    fromMatrix: (u: tf.Tensor2D) => ({
+      [kernel]: tf.slice(u, [0, 0], [inputs, units]),
+      [bias]: tf.reshape(tf.slice(u, [inputs, 0], [1, units]), [units]),
+    }),
+  };
 }

@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../../errors.js';
 import type { SequenceDenseLayer } from '../../nn/sequenceDense.js';
-import type { Params } from '../../types.js';
 import type { KroneckerBlock, OuterProductRows, StatisticsContext } from './block.js';
+import { kernelBiasLayout } from './dense.js';
 
 export interface SequenceBlockOptions {
   /** `expand` (default) or `reduce`; see {@link sequenceDenseBlock}. */
@@ -61,12 +61,7 @@ export function sequenceDenseBlock(
         return { a: homogeneous(meanA), g: sumD as tf.Tensor2D };
       });
     },
-    toMatrix: (tree: Params) =>
-      tf.concat([tree[kernel]!, tf.reshape(tree[bias]!, [1, units])], 0) as tf.Tensor2D,
-    fromMatrix: (u: tf.Tensor2D) => ({
-      [kernel]: tf.slice(u, [0, 0], [inputs, units]),
-      [bias]: tf.reshape(tf.slice(u, [inputs, 0], [1, units]), [units]),
-    }),
+    ...kernelBiasLayout(kernel, bias, inputs, units),
     // R-Kalman observes tokens, as the loss does: the rows are token rows (rkalman picks which).
     outerProductRows(a: tf.Tensor, delta: tf.Tensor, k: number): OuterProductRows {
       const aRows = tokenRows(a, inputs, 'a');
