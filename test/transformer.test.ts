@@ -436,6 +436,31 @@ describe('training a tiny GPT on text', () => {
   };
   const meanLoss = (rows: { loss: number }[]) => rows.reduce((s, r) => s + r.loss, 0) / rows.length;
 
+  it('pull pacing: the source makes the next batch only after the GPT step’s metrics are read', async () => {
+    const model = gpt('gpt:L1-d16-h2-ctx16-m32-v128', 3);
+    const optimizer = createOptimizer('kfac', model, { seed: 1 });
+    let made = 0;
+    let read = 0;
+    let ahead = 0;
+    await lastValueFrom(
+      batches(train, { batchSize: 8, steps: 12, seed: 1 }).pipe(
+        tap(() => {
+          made += 1;
+          ahead = Math.max(ahead, made - read);
+        }),
+        forwardBackward(model, { signals: true }),
+        fisherScan(model, optimizer.curvature!.damping, optimizer.curvature!.options),
+        update(model, optimizer.transform),
+        metrics(),
+        tap(() => (read += 1)),
+        toArray(),
+      ),
+    );
+    expect(read).toBe(12);
+    expect(ahead).toBe(1);
+    model.dispose();
+  });
+
   for (const [name, options] of [
     ['sgd', { learningRate: 0.3 }],
     ['adamw', { learningRate: 3e-3 }],
