@@ -183,6 +183,33 @@ describe('native BLAS BatchMatMul on the wasm backend', () => {
     tf.dispose([ints, a, b]);
   });
 
+  it('Identity shares its input’s buffer while the BLAS is on (a clone outlives its source), and copies again after disable', () => {
+    enableNativeBlas();
+    const buffers = tf.memory().numDataBuffers;
+    const x = tf.tensor1d([1, 2, 3, 4]);
+    const copy = tf.clone(x);
+    expect(tf.memory().numDataBuffers).toBe(buffers + 1); // one buffer for both
+    x.dispose();
+    expect(Array.from(copy.dataSync())).toEqual([1, 2, 3, 4]);
+    // Saved-for-gradient clones: the gradient through a kernel that saves its input is unchanged.
+    const w = tf.tensor1d([0.5, -1, 2]);
+    expect(
+      Array.from(
+        tf
+          .grad((v: tf.Tensor) => tf.sum(tf.exp(v)))(w)
+          .dataSync(),
+      ),
+    ).toEqual(Array.from(tf.exp(w).dataSync()));
+    copy.dispose();
+    disableNativeBlas();
+    const y = tf.tensor1d([5, 6]);
+    const before = tf.memory().numDataBuffers;
+    const second = tf.clone(y);
+    expect(tf.memory().numDataBuffers).toBe(before + 1); // tfjs's copying kernel is back
+    tf.dispose([y, second, w]);
+    enableNativeBlas();
+  });
+
   it('writes the right values when its own output allocation grows the wasm heap', async () => {
     enableNativeBlas();
     const heapBytes = (): number =>
