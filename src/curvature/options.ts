@@ -105,8 +105,10 @@ export const CURVATURE_OPTIONS = {
     kind: 'integer',
     min: 1,
     default: 1,
-    // Conv nets (docs/algorithms.md, "Defaults for conv nets").
+    // Conv nets and transformers (docs/algorithms.md, "Defaults for conv nets", "… for
+    // transformers"): statistics cost a sampled-label pass, amortised over 10 steps.
     conv: 10,
+    transformer: 10,
     flag: '--stats-every',
     help: 'factor statistics every N steps',
   },
@@ -115,6 +117,7 @@ export const CURVATURE_OPTIONS = {
     min: 1,
     default: 10,
     conv: 20,
+    transformer: 20,
     flag: '--inverse-every',
     help: 'refresh the inverses every N steps',
   },

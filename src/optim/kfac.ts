@@ -44,6 +44,9 @@ export function kfacFamilyOptions<const Own extends OptionTable>(own: Own) {
       default: 1e-3,
       // Conv nets: chosen on the benchmark CNN (docs/algorithms.md, "Defaults for conv nets").
       conv: 0.1,
+      // Transformers: chosen on gpt:L2-d128-h4-ctx64 / fortunes (docs/algorithms.md, "Defaults
+      // for transformers").
+      transformer: 1e-2,
       flag: '--damping',
       help: 'damping λ',
     },
