@@ -7,12 +7,13 @@
  *
  *   npx tsx bench/languageModel.ts --optimizer ring [--model gpt:L2-d128-h4-ctx64] [--batch 32]
  *       [--steps 300] [--seconds 120] [--seed 1] [--eval-windows 0] [--option key=value ...]
- *       [--backend wasm] [--json]
+ *       [--backend wasm] [--prompt 'The '] [--sample-tokens 200] [--json]
  *
  * Options go to createOptimizer as given (numbers parsed): --option learningRate=3e-3
  * --option lambda=0.01. The last stdout line with --json is one JSON object: per checkpoint
  * (`steps`, `seconds`) the step, training seconds, validation loss (nats per token), bits per
- * character (loss / ln 2) and next-token accuracy, plus the resolved optimizer options.
+ * character (loss / ln 2) and next-token accuracy, plus the resolved optimizer options and a
+ * sample of generated text (temperature 0.8, seed 1) from the trained model.
  */
 import * as tf from '@tensorflow/tfjs';
 import { identity, lastValueFrom, takeWhile, tap } from 'rxjs';
@@ -27,6 +28,7 @@ import { forwardBackward } from '../src/operators/forwardBackward.js';
 import { metrics } from '../src/operators/metrics.js';
 import { update } from '../src/operators/update.js';
 import { acceptsOption, createOptimizer, type OptimizerName } from '../src/optim/registry.js';
+import { generateText } from '../src/run/generate.js';
 import { initBackend } from '../src/runtime/backend.js';
 import { batches } from '../src/streams/batches.js';
 import type { Params } from '../src/types.js';
@@ -138,6 +140,13 @@ await lastValueFrom(
   ),
   { defaultValue: undefined },
 );
+// A sample of what was learned (docs/benchmarks.md shows the best run's): seeded, temperature 0.8.
+const sample = await generateText(model, {
+  prompt: flag('prompt', 'The '),
+  tokens: Number(flag('sample-tokens', '200')),
+  temperature: 0.8,
+  seed: 1,
+});
 const out = {
   optimizer: optimizerName,
   options: optimizer.options,
@@ -150,6 +159,7 @@ const out = {
   diverged,
   msPerStep: trainingMs / step,
   checkpoints,
+  sample,
 };
 model.dispose();
 if (args.includes('--json')) console.log(JSON.stringify(out));
