@@ -34,6 +34,8 @@ export const RENG_OPTIONS = kfacFamilyOptions({
     // Conv nets: double backprop through the conv and pooling kernels costs ~2 SGD steps, the
     // finite difference ~1 (docs/algorithms.md, "Defaults for conv nets").
     conv: 'finite-difference',
+    // Transformers: the same trade (docs/algorithms.md, "Defaults for transformers").
+    transformer: 'finite-difference',
     flag: '--hvp',
     help: 'how RENG computes Hg: double-backprop (exact) or finite-difference (one extra forward and backward)',
   },
