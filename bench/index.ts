@@ -79,7 +79,16 @@ results.optimizersGpt = existsSync(FORTUNES_DIR)
       'fortunes',
       ...(quick
         ? ['--steps', '3', '--optimizers', 'adamw,kfac', '--warmup', '1']
-        : ['--steps', '30', '--optimizers', 'adamw,kfac,ring,reng,rkalman,sophia,sgd']),
+        : // Past the early refreshes (statistics every step below inverseEvery 20), so the
+          // figure is the long-run step: timed steps 40–79.
+          [
+            '--steps',
+            '40',
+            '--warmup',
+            '40',
+            '--optimizers',
+            'adamw,kfac,ring,reng,rkalman,sophia,sgd',
+          ]),
     ])
   : { model: GPT, skipped: 'needs Debian package fortunes (apt-get install fortunes)' };
 if (existsSync(`${root}/bench/scaling.ts`))
