@@ -81,7 +81,7 @@ export function foldFactors(
 }
 
 /** [a, 1]: the input with the homogeneous column last. */
-function homogeneous(a: tf.Tensor2D): tf.Tensor2D {
+export function homogeneous(a: tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => tf.concat([a, tf.ones([a.shape[0], 1])], 1) as tf.Tensor2D);
 }
 

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../../errors.js';
 import type { SequenceDenseLayer } from '../../nn/sequenceDense.js';
 import type { KroneckerBlock, OuterProductRows, StatisticsContext } from './block.js';
-import { kernelBiasLayout } from './dense.js';
+import { homogeneous, kernelBiasLayout } from './dense.js';
 
 export interface SequenceBlockOptions {
   /** `expand` (default) or `reduce`; see {@link sequenceDenseBlock}. */
@@ -40,8 +40,6 @@ export function sequenceDenseBlock(
       );
     return tf.reshape(t, [-1, width]);
   };
-  const homogeneous = (rows: tf.Tensor2D): tf.Tensor2D =>
-    tf.concat([rows, tf.ones([rows.shape[0], 1])], 1);
   return {
     layer: name,
     kind: 'sequenceDense',
