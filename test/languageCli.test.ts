@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { buildModel } from '../src/nn/buildModel.js';
@@ -110,6 +110,33 @@ describe('grng train on a text dataset', () => {
     ]);
     expect(code).toBe(2);
     expect(stderr).toMatch(/invalid --context: 8 \(expected a text dataset/);
+  });
+
+  it('an embedding smaller than the byte values is an error, not zero lookups', async () => {
+    const file = join(dirname(textFile), 'small-vocabulary.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        inputShape: [8],
+        layers: [
+          { type: 'embedding', vocabulary: 16, width: 8 },
+          { type: 'transformerBlock', heads: 2 },
+          { type: 'layerNorm' },
+          { type: 'dense', units: 256 },
+        ],
+      }),
+    );
+    const { code, stderr } = await grng([
+      'train',
+      '--dataset',
+      `text:${textFile}`,
+      '--model',
+      file,
+      '--backend',
+      backend,
+    ]);
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/embeds a vocabulary of 16 but dataset text:.* has 256 token values/);
   });
 
   it('a text dataset with the default MLP suggests a gpt model', async () => {

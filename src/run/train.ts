@@ -326,6 +326,16 @@ function buildLayeredModel(
       },
     );
   }
+  // A token model reads the same symbols it predicts: an embedding with fewer rows than the data's
+  // classes would look up no row for the larger ids (a one-hot of an id past the table is all
+  // zeros) and train on silently wrong inputs.
+  const first = spec.layers[0];
+  if (first?.type === 'embedding' && first.vocabulary < data.classes)
+    throw new GrngError(
+      'invalid-model',
+      `model ${description} embeds a vocabulary of ${first.vocabulary} but dataset ${data.name} has ${data.classes} token values`,
+      { option: 'model', value: description },
+    );
   const init = settings.options.init;
   return buildModelFromSpec(spec, { seed: settings.seed, description, ...(init ? { init } : {}) });
 }
