@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GrngError } from '../errors.js';
 import { tensorsIn } from '../linalg/tree.js';
+import type { ModelSpec } from '../nn/modelSpec.js';
 import type { ScanState } from '../operators/fisherScan.js';
 import type { StateSlot } from '../operators/stateSlot.js';
 import { readCheckpointFile, writeCheckpointFile } from '../sinks/checkpointFile.js';
@@ -123,6 +124,12 @@ export interface ResumableOptions {
   readonly synthetic?: Record<string, unknown>;
   readonly inputShape?: readonly number[];
   readonly model: string | Record<string, unknown>;
+  /**
+   * The model's layer layout, every default explicit (see modelLayout): evaluate, export, generate
+   * and resume rebuild the model from it, without the model file it may have come from. Absent in
+   * checkpoints written before grng 0.1's issue 13; `model` then rebuilds it.
+   */
+  readonly layout?: ModelSpec;
   readonly init?: string;
   readonly optimizer: string;
   readonly optimizerOptions: Record<string, unknown>;

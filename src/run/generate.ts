@@ -6,8 +6,7 @@ import type { Initializer } from '../nn/init.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Params } from '../types.js';
 import { checkInteger, checkKeys } from '../validate.js';
-import { disposeCheckpoint, loadCheckpoint } from './checkpoint.js';
-import { resolveModel, tokenContext } from './options.js';
+import { savedModelFromCheckpoint } from './savedModel.js';
 
 /** How {@link generateTokens} samples. */
 export interface GenerateOptions {
@@ -94,41 +93,17 @@ export async function generateText(model: Sequential, options: GenerateOptions):
  * const model = modelFromCheckpoint('runs/fortunes'); console.log(await generateText(model, { tokens: 80 })); model.dispose();
  */
 export function modelFromCheckpoint(dir: string): Sequential {
-  const checkpoint = loadCheckpoint(dir);
-  try {
-    const { layered } = resolveModel(checkpoint.run.model as Parameters<typeof resolveModel>[0]);
-    const description = typeof checkpoint.run.model === 'string' ? checkpoint.run.model : 'an MLP';
-    if (!layered || tokenContext(layered.spec) === undefined)
-      throw new GrngError(
-        'invalid-model',
-        `checkpoint ${checkpoint.path} holds model ${description}, not a token model (gpt:..., or an embedding first): there is no text to generate`,
-        { option: 'checkpoint', path: checkpoint.path },
-      );
-    const model = buildModel(layered.spec, {
-      seed: checkpoint.run.seed,
-      description: layered.description,
-      ...(checkpoint.run.init ? { init: checkpoint.run.init as Initializer } : {}),
-    });
-    try {
-      model.load(checkpoint.params);
-    } catch (error) {
-      model.dispose();
-      throw isGrngError(error)
-        ? new GrngError(
-            'invalid-data',
-            `checkpoint ${checkpoint.path}: ${error.message}`,
-            {
-              option: 'checkpoint',
-              path: checkpoint.path,
-            },
-            { cause: error },
-          )
-        : error;
-    }
-    return model;
-  } finally {
-    disposeCheckpoint(checkpoint);
+  const { model, run } = savedModelFromCheckpoint(dir);
+  if (model.layers[0]?.kind !== 'embedding') {
+    const description = typeof run.model === 'string' ? run.model : 'an MLP';
+    model.dispose();
+    throw new GrngError(
+      'invalid-model',
+      `checkpoint ${dir} holds model ${description}, not a token model (gpt:..., or an embedding first): there is no text to generate`,
+      { option: 'checkpoint', path: dir },
+    );
   }
+  return model;
 }
 
 function checkGenerateOptions(

@@ -3,6 +3,7 @@ import type { Dataset } from '../data/dataset.js';
 import type { SyntheticOptions } from '../data/synthetic.js';
 import { GrngError, invalidOption } from '../errors.js';
 import { readFileSync } from 'node:fs';
+import { isLayersModelPath, readLayersModelTopology } from '../interop/layersModelFiles.js';
 import { parseCnnSpec, parseGptSpec, parseModelJson, type ModelSpec } from '../nn/modelSpec.js';
 import { parseModelSpec, type MlpOptions } from '../nn/sequential.js';
 import type { Initializer } from '../nn/init.js';
@@ -161,7 +162,14 @@ export interface RunSettings {
    * A model of typed layers (a `cnn:` or `gpt:` spec, a JSON model file, a ModelSpec) and how to
    * name it.
    */
-  readonly layered: { readonly spec: ModelSpec; readonly description: string } | undefined;
+  readonly layered:
+    | {
+        readonly spec: ModelSpec;
+        readonly description: string;
+        /** The model.json of a TensorFlow.js LayersModel whose weights the model starts from. */
+        readonly layersModel?: string;
+      }
+    | undefined;
   /** Window length of a text dataset (the model's context); undefined for other data. */
   readonly context: number | undefined;
 }
@@ -207,7 +215,13 @@ export function resolveTrainOptions(given: TrainOptions): RunSettings {
   resolveOptimizerOptions(optimizerName, options.optimizerOptions, {
     lenient: options.lenientOptions ?? false,
   });
-  const { model, layered } = resolveModel(options.model);
+  // A resumed run's checkpoint holds the layout and the weights: the model file it came from
+  // may have moved or changed since.
+  const layout = resume?.run.layout;
+  const { model, layered } =
+    layout && typeof options.model === 'string' && isModelFile(options.model)
+      ? { model: undefined, layered: { spec: layout, description: options.model } }
+      : resolveModel(options.model);
   if (
     options.inputShape !== undefined &&
     (!Array.isArray(options.inputShape) ||
@@ -303,6 +317,13 @@ export function resolveModel(given: TrainOptions['model']): Pick<RunSettings, 'm
       return { model: undefined, layered: { spec: parseCnnSpec(text), description: text } };
     if (text.startsWith('gpt:'))
       return { model: undefined, layered: { spec: parseGptSpec(text), description: text } };
+    if (isLayersModelPath(text)) {
+      const mapping = readLayersModelTopology(text);
+      return {
+        model: undefined,
+        layered: { spec: mapping.spec, description: text, layersModel: mapping.path },
+      };
+    }
     if (text.endsWith('.json')) {
       let json: string;
       try {
@@ -329,6 +350,11 @@ export function resolveModel(given: TrainOptions['model']): Pick<RunSettings, 'm
     return { model: undefined, layered: { spec: given as ModelSpec, description: 'model' } };
   }
   return { model: given as Omit<MlpOptions, 'seed'>, layered: undefined };
+}
+
+/** Whether a model option names a file or folder (a model file, a LayersModel), not a spec. */
+export function isModelFile(model: string): boolean {
+  return !/^(mlp|cnn|gpt):/.test(model.trim());
 }
 
 /**
@@ -401,6 +427,7 @@ export function resumableOptions(
   settings: RunSettings,
   data: { readonly features: number; readonly classes: number },
   optimizerOptions: NamedOptimizerOptions,
+  layout?: ModelSpec,
 ): ResumableOptions {
   const { options } = settings;
   return {
@@ -413,6 +440,7 @@ export function resumableOptions(
       typeof options.model === 'object'
         ? { ...options.model }
         : (options.model ?? `mlp:${data.features}-256-${data.classes}`),
+    ...(layout ? { layout } : {}),
     ...(options.init ? { init: options.init } : {}),
     optimizer: settings.optimizerName,
     optimizerOptions: { ...optimizerOptions } as Record<string, unknown>,

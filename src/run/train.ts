@@ -11,6 +11,8 @@ import { loadFortunes, loadTextDataset } from '../data/textDataset.js';
 import { syntheticDataset, type SyntheticOptions } from '../data/synthetic.js';
 import { GrngError } from '../errors.js';
 import { buildModel as buildModelFromSpec } from '../nn/buildModel.js';
+import { loadLayersModelFile } from '../interop/layersModelFiles.js';
+import { modelLayout } from '../nn/modelLayout.js';
 import type { ModelSpec } from '../nn/modelSpec.js';
 import { mlp, parseModelSpec, type MlpOptions, type Sequential } from '../nn/sequential.js';
 import type { ScanState } from '../operators/fisherScan.js';
@@ -99,8 +101,12 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
     seed,
     settings.context,
   );
-  const data = options.inputShape ? withExampleShape(loaded, options.inputShape) : loaded;
+  const data = options.inputShape
+    ? withExampleShape(loaded, options.inputShape)
+    : flatForModel(loaded, settings.layered?.spec);
   const model = buildModel(settings, data);
+  if (settings.layered?.layersModel)
+    await startFromLayersModel(model, settings.layered.layersModel, resume === undefined);
   let optimizer: NamedOptimizer;
   try {
     const given = { ...options.optimizerOptions };
@@ -139,7 +145,7 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
       dir: checkpoint.dir,
       every: checkpoint.every ?? perEpoch,
       backend: backend.name,
-      run: resumableOptions(settings, data, optimizer.options),
+      run: resumableOptions(settings, data, optimizer.options, modelLayout(model)),
       ...(options.recording ? { recording: options.recording } : {}),
       state,
     },
@@ -338,6 +344,44 @@ function buildLayeredModel(
     );
   const init = settings.options.init;
   return buildModelFromSpec(spec, { seed: settings.seed, description, ...(init ? { init } : {}) });
+}
+
+/**
+ * Image data seen as flat rows when a layered model takes flat rows of the same size (a Keras MLP
+ * over [784] trained on [28, 28, 1] digits): the rows are the same, row-major, as a flatten layer
+ * would make them.
+ */
+function flatForModel(data: Dataset, spec: ModelSpec | undefined): Dataset {
+  const shape = exampleShape(data.train);
+  if (!spec || spec.inputShape.length !== 1 || shape.length === 1) return data;
+  return spec.inputShape[0] === data.features ? withExampleShape(data, spec.inputShape) : data;
+}
+
+/**
+ * Puts a LayersModel's weights into the freshly built model (which has its layout). A resumed run
+ * skips it: its checkpoint's weights replace them anyway.
+ */
+async function startFromLayersModel(
+  model: Sequential,
+  path: string,
+  needed: boolean,
+): Promise<void> {
+  if (!needed) return;
+  let imported: Sequential;
+  try {
+    imported = await loadLayersModelFile(path, { description: model.description });
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+  try {
+    model.load(imported.params);
+  } catch (error) {
+    model.dispose();
+    throw error;
+  } finally {
+    imported.dispose();
+  }
 }
 
 function describe(options: MlpOptions | Omit<MlpOptions, 'seed'>): string {
