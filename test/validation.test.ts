@@ -21,6 +21,21 @@ mkdirSync(folderNamedCsv);
 const emptyServeDir = join(dir, 'recordings');
 mkdirSync(emptyServeDir);
 writeFileSync(join(dir, 'notes.txt'), 'label,a\n0,1\n');
+/** 20 features, as the synthetic dataset and mlp:20-8-4 have; and a file with one. */
+const rowsCsv = join(dir, 'rows.csv');
+writeFileSync(
+  rowsCsv,
+  `${Array.from({ length: 20 }, (_, i) => `f${i}`).join(',')}\n${Array(20).fill('0.5').join(',')}\n`,
+);
+writeFileSync(join(dir, 'short.csv'), 'f0\n0.5\n');
+const brokenModelJson = join(dir, 'broken', 'model.json');
+mkdirSync(join(dir, 'broken'));
+writeFileSync(
+  brokenModelJson,
+  '{"modelTopology": {"class_name": "Sequential", "config": {"layers": [',
+);
+/** The commands that take a saved model (--model DIR | --checkpoint DIR). */
+const MODEL_COMMANDS = ['export', 'evaluate', 'predict'];
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** One bad value: `--flag value`, or `=value` for `--flag=value` (how a boolean flag gets one). */
@@ -32,6 +47,8 @@ interface BadValue {
   readonly optimizer?: string;
   /** Extra arguments the case needs (e.g. --serve for server-only checks). */
   readonly with?: readonly string[];
+  /** The commands the case is for, when a flag means something else elsewhere. */
+  readonly only?: readonly string[];
 }
 
 const v = (value: string, more: Omit<BadValue, 'value'> = {}): BadValue => ({ value, ...more });
@@ -93,10 +110,12 @@ const HAND_PICKED: Readonly<Record<string, readonly BadValue[]>> = {
     v('mlp:20-0-4'),
     v('mlp:20-8-4:sigmoid'),
     v('mlp:20-70000-70000-4'),
-    v('mlp:10-4'),
-    v('mlp:20-8-7'),
+    v('mlp:10-4', { only: ['train', 'compare', 'evaluate'] }),
+    v('mlp:20-8-7', { only: ['train', 'compare', 'evaluate'] }),
     v('resnet'),
     v('mlp:20-x-4'),
+    v(dir, { only: MODEL_COMMANDS }),
+    v(brokenModelJson, { only: MODEL_COMMANDS }),
   ],
   '--epochs': [v('0'), v('-1'), v('1.5'), v('abc')],
   '--steps': [v('0'), v('-2'), v('x')],
@@ -132,6 +151,21 @@ const HAND_PICKED: Readonly<Record<string, readonly BadValue[]>> = {
   '--max-bad-steps': [v('-1'), v('x'), v('0')],
   '--wasm-threads': [v('0'), v('9'), v('two')],
   '--resume': [v('/no/such/checkpoint'), v(dir), v(join(dir, 'notes.txt'))],
+  '--save-model': [v(join(dir, 'notes.txt'), { names: 'a file' }), v('')],
+  '--export-output': [v('softmax')],
+  '--checkpoint': [v('/no/such/checkpoint'), v(dir, { names: 'no checkpoint' })],
+  '--out': [
+    v(join(dir, 'notes.txt'), { only: ['export'], names: 'is a file' }),
+    v(join(dir, 'predictions.json'), { only: ['predict'], names: '.json' }),
+    v(''),
+  ],
+  '--input': [
+    v('/no/such/rows.csv'),
+    v(join(dir, 'notes.txt'), { names: '.txt' }),
+    v(join(dir, 'short.csv'), { names: '1 feature column' }),
+    v(''),
+  ],
+  '--split': [v('validation')],
 };
 
 const BAD: Readonly<Record<string, readonly BadValue[]>> = { ...HAND_PICKED };
@@ -168,7 +202,15 @@ function argsFor(command: string, flag: string, bad: BadValue): string[] {
     ],
     replay: ['replay', join(dir, 'missing.arrows')],
     serve: ['serve', emptyServeDir],
+    export: ['export', '--model', 'mlp:20-8-4', '--out', join(dir, 'exported'), '--overwrite'],
+    evaluate: ['evaluate', '--model', 'mlp:20-8-4', '--dataset', 'synthetic'],
+    predict: ['predict', '--model', 'mlp:20-8-4', '--input', rowsCsv],
   };
+  // A bad --checkpoint is the only model source: --model beside it would be the error.
+  if (flag === '--checkpoint')
+    base[command] = base[command]!.filter(
+      (_, i, all) => all[i] !== '--model' && all[i - 1] !== '--model',
+    );
   const given = bad.value.startsWith('=') ? [`${flag}${bad.value}`] : [flag, bad.value];
   // `serve` always serves, so it has no --serve to add.
   const extra = (bad.with ?? []).filter((arg) =>
@@ -204,18 +246,18 @@ function expectOneLine(
 }
 
 const program = buildProgram({ out: () => {}, err: () => {}, isTTY: false });
-const COMMANDS = ['train', 'compare', 'replay', 'serve'];
+const COMMANDS = ['train', 'compare', 'replay', 'serve', ...MODEL_COMMANDS];
 const commandOf = (name: string): Command => program.commands.find((c) => c.name() === name)!;
 const optionsOf = (name: string): readonly Option[] =>
   commandOf(name).options.filter((o) => o.long !== '--help');
 const tally = { cases: 0, missing: 0 };
 
 describe('every CLI option rejects bad values with one line', () => {
-  it('has a bad-value case for every option of train, compare, replay and serve', () => {
+  it('has a bad-value case for every option of every command', () => {
     expect(program.commands.map((c) => c.name())).toEqual(expect.arrayContaining(COMMANDS));
     const untested = COMMANDS.flatMap((name) =>
       optionsOf(name)
-        .filter((o) => !BAD[o.long!]?.length)
+        .filter((o) => !BAD[o.long!]?.some((b) => !b.only || b.only.includes(name)))
         .map((o) => `${name} ${o.long}`),
     );
     expect(untested, 'add bad values for these flags to BAD in test/validation.test.ts').toEqual(
@@ -227,7 +269,7 @@ describe('every CLI option rejects bad values with one line', () => {
     describe(command, () => {
       for (const option of optionsOf(command)) {
         const flag = option.long!;
-        for (const bad of BAD[flag] ?? []) {
+        for (const bad of (BAD[flag] ?? []).filter((b) => !b.only || b.only.includes(command))) {
           tally.cases += 1;
           it(`${flag} ${JSON.stringify(bad.value)}${bad.optimizer ? ` (${bad.optimizer})` : ''}`, async () => {
             const value = bad.value.replace(/^=/, '');
@@ -249,11 +291,16 @@ describe('every CLI option rejects bad values with one line', () => {
       }
 
       it('an unknown option, with the suggestion on the same line', async () => {
-        expectOneLine(await cli([command, '--bogus']), "unknown option '--bogus'");
+        // With the command's required options, so that the unknown one is what fails.
+        const base = argsFor(command, '--x', v('x')).slice(0, -2);
+        expectOneLine(await cli([...base, '--bogus']), "unknown option '--bogus'");
+        const [typo, meant] = MODEL_COMMANDS.includes(command)
+          ? ['--bakend', '--backend']
+          : ['--prot', '--port'];
         expectOneLine(
-          await cli([command, '--prot', '1']),
-          "unknown option '--prot'",
-          'Did you mean --port?',
+          await cli([...base, typo, '1']),
+          `unknown option '${typo}'`,
+          `Did you mean ${meant}?`,
         );
       });
     });

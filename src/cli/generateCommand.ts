@@ -1,4 +1,3 @@
-import { existsSync, statSync } from 'node:fs';
 import { GrngError, isGrngError } from '../errors.js';
 import { buildModel } from '../nn/buildModel.js';
 import type { Initializer } from '../nn/init.js';
@@ -6,8 +5,8 @@ import type { Sequential } from '../nn/sequential.js';
 import { generateTokens, modelFromCheckpoint } from '../run/generate.js';
 import { resolveModel, tokenContext } from '../run/options.js';
 import { initBackend, type BackendChoice } from '../runtime/backend.js';
-import { hasCheckpoint } from '../sinks/checkpointFile.js';
 import type { CliIo } from './io.js';
+import { checkCheckpointDir } from './modelCommands.js';
 
 /** Flags of `grng generate`, as commander parses them. */
 export interface GenerateCommandOptions {
@@ -109,21 +108,6 @@ async function* withFlagNames(bytes: AsyncGenerator<number>): AsyncGenerator<num
       );
     throw error;
   }
-}
-
-function checkCheckpointDir(dir: string): void {
-  if (!existsSync(dir) || !statSync(dir).isDirectory())
-    throw new GrngError(
-      'invalid-option',
-      `--checkpoint ${dir}: no such folder (a folder written by grng train --checkpoint-dir)`,
-      { option: 'checkpoint', path: dir },
-    );
-  if (!hasCheckpoint(dir))
-    throw new GrngError(
-      'invalid-option',
-      `--checkpoint ${dir}: the folder holds no checkpoint (grng train --checkpoint-dir writes one)`,
-      { option: 'checkpoint', path: dir },
-    );
 }
 
 function tokenModelSpec(

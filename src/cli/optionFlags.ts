@@ -117,6 +117,14 @@ export const FLAG_OF_OPTION: Readonly<Record<string, string>> = {
   checkpointEvery: '--checkpoint-every',
   maxBadSteps: '--max-bad-steps',
   wasmThreads: '--wasm-threads',
+  // saved models: export, evaluate, predict, --save-model
+  saveModel: '--save-model',
+  'saveModel.dir': '--save-model',
+  output: '--export-output',
+  'saveModel.output': '--export-output',
+  checkpoint: '--checkpoint',
+  input: '--input',
+  out: '--out',
   // optimizer options: each key's flag, from the optimizers' option tables
   ...Object.fromEntries(
     Object.values(optimizerOptionTables()).flatMap((table) =>

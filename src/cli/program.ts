@@ -5,6 +5,7 @@ import { BACKENDS } from '../runtime/backend.js';
 import { INITIALIZERS } from '../nn/init.js';
 import { parseShape } from '../data/dataset.js';
 import { OPTIMIZERS } from '../optim/registry.js';
+import { EXPORT_OUTPUTS } from '../interop/layersModel.js';
 import { addOptimizerOptions, integer, number } from './optionFlags.js';
 import {
   runCompareCommand,
@@ -13,6 +14,14 @@ import {
   type TrainCommandOptions,
 } from './trainCommand.js';
 import { runGenerateCommand, type GenerateCommandOptions } from './generateCommand.js';
+import {
+  runEvaluateCommand,
+  runExportCommand,
+  runPredictCommand,
+  type EvaluateCommandOptions,
+  type ExportCommandOptions,
+  type PredictCommandOptions,
+} from './modelCommands.js';
 import {
   runReplayCommand,
   runServeCommand,
@@ -133,7 +142,23 @@ function addRunOptions(command: Command): Command {
       'record the metrics to an Arrow IPC stream file (.arrows); compare writes one file per optimizer (NAME.OPTIMIZER.arrows)',
       recordingPath,
     )
-    .option('--overwrite', 'replace an existing recording');
+    .option(
+      '--save-model <dir>',
+      'when training ends (or is stopped), write the model as a TensorFlow.js LayersModel (model.json + weights.bin, loadable with tf.loadLayersModel); compare writes DIR/OPTIMIZER (README: Saving and loading models)',
+      nonEmpty('--save-model'),
+    )
+    .addOption(exportOutputOption())
+    .option('--overwrite', 'replace an existing recording, checkpoint or saved model');
+}
+
+/** `--export-output`: what a saved model's predict returns. */
+function exportOutputOption(): Option {
+  return new Option(
+    '--export-output <kind>',
+    "what the saved model's predict returns: class probabilities (a softmax after the last layer) or grng's raw logits",
+  )
+    .choices([...EXPORT_OUTPUTS])
+    .default('probabilities');
 }
 
 /** Flags of the dashboard server. */
@@ -288,6 +313,89 @@ export function buildProgram(io: CliIo): Command {
     .option(...wasmThreadsOption())
     .action(async (options: GenerateCommandOptions) => {
       await runGenerateCommand(options, io);
+    });
+
+  const modelSource = (command: Command): Command =>
+    command
+      .option(
+        '--model <dir|spec>',
+        'a saved TensorFlow.js LayersModel (a folder with model.json, or the model.json: grng export, --save-model, or tfjs/Keras), or an untrained spec seeded by --seed',
+      )
+      .option(
+        '--checkpoint <dir>',
+        'a training checkpoint (--checkpoint-dir): its model, weights and dataset',
+      )
+      .option('--seed <n>', 'seed of an untrained --model spec', integer('--seed', 0))
+      .addOption(backendOption())
+      .option(...wasmThreadsOption());
+
+  modelSource(
+    program
+      .command('export')
+      .description(
+        "write a checkpoint's model as a TensorFlow.js LayersModel (model.json + weights.bin) for tf.loadLayersModel",
+      ),
+  )
+    .requiredOption(
+      '--out <dir>',
+      'the folder to write model.json and weights.bin into',
+      nonEmpty('--out'),
+    )
+    .addOption(exportOutputOption())
+    .option('--overwrite', 'replace a model already in --out')
+    .action(async (options: ExportCommandOptions) => {
+      await runExportCommand(options, io);
+    });
+
+  modelSource(
+    program
+      .command('evaluate')
+      .description(
+        "loss, accuracy and confusion matrix of a saved model on a dataset's test split (the numbers train reports)",
+      ),
+  )
+    .option('--dataset <name|path>', "as for train (default: the checkpoint's dataset, else mnist)")
+    .option(
+      '--input-shape <shape>',
+      "shape of one example, as for train (default: the checkpoint's, or the model's when only the shape differs)",
+      inputShape,
+    )
+    .addOption(
+      new Option('--split <split>', 'which split to evaluate')
+        .choices(['test', 'train'])
+        .default('test'),
+    )
+    .option(
+      '--batch-size <n>',
+      'examples per forward pass (default: about 8,192 logits rows)',
+      integer('--batch-size', 1),
+    )
+    .option('--json', 'also print the result as one JSON line (with the confusion matrix)')
+    .action(async (options: EvaluateCommandOptions) => {
+      await runEvaluateCommand(options, io);
+    });
+
+  modelSource(
+    program
+      .command('predict')
+      .description(
+        'class probabilities and the predicted class of every row of a CSV or Arrow file',
+      ),
+  )
+    .requiredOption(
+      '--input <file>',
+      'rows to classify: .csv (header; numeric feature columns, an optional label column) or .arrow/.arrows/.feather (README: Data)',
+      nonEmpty('--input'),
+    )
+    .option(
+      '--out <file>',
+      'write row, [label,] predicted, p0…pK to .csv, .arrow or .arrows (default: CSV on stdout)',
+      nonEmpty('--out'),
+    )
+    .option('--batch-size <n>', 'rows per forward pass', integer('--batch-size', 1), 1024)
+    .option('--overwrite', 'replace an existing --out file')
+    .action(async (options: PredictCommandOptions) => {
+      await runPredictCommand(options, io);
     });
 
   addLiveOptions(

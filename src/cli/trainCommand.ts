@@ -11,7 +11,8 @@ import { liveSink, newRunId, withLive, type LiveOptions } from './live.js';
 import { optimizerOptionsOf } from './optionFlags.js';
 import type { RunHub } from '../sinks/runHub.js';
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { disposeCheckpoint, loadCheckpoint } from '../run/checkpoint.js';
 import { GrngError } from '../errors.js';
 import { RunControl } from '../run/runControl.js';
@@ -47,6 +48,10 @@ export interface RunCommandOptions extends LiveOptions {
   readonly maxBadSteps?: number;
   /** --explain-groups: print the optimizer's parameter groups instead of training. */
   readonly explainGroups?: boolean;
+  /** --save-model DIR: write the trained model as a LayersModel (compare: DIR/OPTIMIZER). */
+  readonly saveModel?: string | undefined;
+  /** --export-output: what the saved model's predict returns. */
+  readonly exportOutput?: 'probabilities' | 'logits';
   // The optimizer flags (--lr, --momentum, ...) come from the option tables: optimizerOptionsOf
   // reads them.
 }
@@ -100,8 +105,40 @@ function trainOptionsOf(
     backend: options.backend,
     wasmThreads: options.wasmThreads,
     maxBadSteps: options.maxBadSteps,
+    saveModel: options.saveModel
+      ? {
+          dir: options.saveModel,
+          ...(options.exportOutput ? { output: options.exportOutput } : {}),
+        }
+      : undefined,
     ...extra,
   }) as TrainOptions;
+}
+
+/**
+ * A LayersModel already in a --save-model folder is kept unless --overwrite says otherwise,
+ * checked before training so that an hour of it is not lost to the refusal.
+ */
+function checkSaveModelDirs(dirs: readonly string[], overwrite: boolean | undefined): void {
+  for (const dir of dirs) {
+    // The folder, or the first of its parents that exists, must be a folder (compare's DIR/sgd
+    // under a file DIR would fail only after training).
+    let existing = dir;
+    while (!existsSync(existing) && dirname(existing) !== existing) existing = dirname(existing);
+    if (!statSync(existing).isDirectory())
+      throw new GrngError(
+        'invalid-option',
+        `--save-model ${dir}: ${existing} is a file, not a folder`,
+        { option: 'saveModel', path: existing },
+      );
+    const saved = join(dir, 'model.json');
+    if (existsSync(saved) && !overwrite)
+      throw new GrngError(
+        'invalid-option',
+        `--save-model ${dir} already holds a model (${saved}): replace it with --overwrite, or choose another folder`,
+        { option: 'saveModel', path: saved },
+      );
+  }
 }
 
 interface LiveRun {
@@ -121,6 +158,7 @@ async function runOne(trainOptions: TrainOptions, io: CliIo, live: LiveRun): Pro
     io.err(
       `grng: backend ${meta.backend} (${meta.backendDetail}); ${meta.model} (${meta.parameters} parameters) on ${meta.dataset}, ${meta.optimizer} ${JSON.stringify(meta.optimizerOptions)}, ${meta.totalSteps} steps${from}\n`,
     );
+    for (const note of meta.modelNotes ?? []) io.err(`grng: ${meta.model}: ${note}\n`);
     const groups = Object.entries(meta.groups);
     // Said only when it is not the whole model: which parameters the optimizer leaves to another.
     // A transformer has dozens, so a long group is counted here and listed by --explain-groups.
@@ -180,6 +218,7 @@ export async function runTrainCommand(
       );
     }
   }
+  if (options.saveModel) checkSaveModelDirs([options.saveModel], options.overwrite);
   const checkpointDir = options.checkpointDir ?? options.resume;
   const control = new RunControl();
   const restoreSignals = handleStopSignals(io, control);
@@ -342,6 +381,10 @@ export async function runCompareCommand(options: CompareCommandOptions, io: CliI
     );
     return;
   }
+  const saveDir = (optimizer: string): string | undefined =>
+    options.saveModel === undefined ? undefined : join(options.saveModel, optimizer);
+  if (options.saveModel)
+    checkSaveModelDirs(options.optimizers.map(saveDir) as string[], options.overwrite);
   const summaries: RunSummary[] = [];
   const group = `compare-${randomUUID().slice(0, 8)}`;
   await checkEveryOptimizer(options);
@@ -375,7 +418,7 @@ export async function runCompareCommand(options: CompareCommandOptions, io: CliI
           if (control.stopRequested) break;
           summaries.push(
             await runOne(
-              trainOptionsOf(options, optimizer, {
+              trainOptionsOf({ ...options, saveModel: saveDir(optimizer) }, optimizer, {
                 lenientOptions: true,
                 targetAccuracy: options.target,
                 evalEvery: compareEvalEvery(options),

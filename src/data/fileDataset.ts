@@ -22,19 +22,58 @@ export const FILE_TEST_FRACTION = 0.2;
 /** Labels are stored as Int32 and a model needs one output per class. */
 const MAX_LABEL = 2 ** 31 - 2;
 
-/** Rows as read from a file, before the train/test split. */
-interface Rows {
+/**
+ * A file being read, as its errors name it: every message starts with `role path`
+ * ("dataset file runs/iris.csv"), and errors about the path itself carry `option`.
+ */
+export interface SourceFile {
+  readonly path: string;
+  /** What the file is to the caller: "dataset file", "input file". */
+  readonly role: string;
+  /** The option that named the file (`dataset`), for errors about the path. */
+  readonly option: string;
+}
+
+/** The feature columns of a file: numeric columns by name, or one fixed-size list column. */
+export type FeatureColumns =
+  | { readonly kind: 'columns'; readonly names: readonly string[] }
+  | { readonly kind: 'list'; readonly name: string; readonly size: number };
+
+/** What a reader demands of a file beyond its features. */
+export interface ReadRules {
+  /** Training needs a `label` column; prediction reads one when the file has it. */
+  readonly label: 'required' | 'optional';
+  /** `read` checks `split` values (train/test); `ignore` only keeps the column out of the features. */
+  readonly split: 'read' | 'ignore';
+  /**
+   * Sees the feature columns before any row is read, so a file that cannot fit fails before
+   * the cost of parsing it; it throws to refuse.
+   */
+  readonly checkFeatures?: (columns: FeatureColumns) => void;
+}
+
+/** Rows as read from a file, before any train/test split. */
+export interface TableRows {
   readonly features: number;
   readonly n: number;
+  /** n×features, row-major. */
   readonly x: Float32Array;
-  readonly y: Int32Array;
-  /** 1 for a test row, 0 for a train row; undefined without a `split` column. */
+  /** The `label` column; undefined when the file has none (allowed by `label: 'optional'`). */
+  readonly labels: Int32Array | undefined;
+  /** 1 for a test row, 0 for a train row; undefined without a `split` column or when ignored. */
   readonly isTest: Uint8Array | undefined;
-  /** Names of the feature columns (or `features[i]`), for the description. */
-  readonly columns: string;
+  readonly columns: FeatureColumns;
   /** The example shape the file declares (Arrow schema metadata `grng.shape`). */
   readonly shape?: readonly number[];
 }
+
+/** How many values a row holds in these feature columns. */
+export function featureCount(columns: FeatureColumns): number {
+  return columns.kind === 'list' ? columns.size : columns.names.length;
+}
+
+const DATASET_FILE: Omit<SourceFile, 'path'> = { role: 'dataset file', option: 'dataset' };
+const TRAINING_RULES: ReadRules = { label: 'required', split: 'read' };
 
 /** Arrow schema metadata key that declares the shape of one example, e.g. `28x28x1`. */
 export const ARROW_SHAPE_METADATA = 'grng.shape';
@@ -76,12 +115,41 @@ export function loadDatasetFile(path: string): Dataset {
       { option: 'dataset', value: path },
     );
   }
-  const bytes = readDatasetBytes(path);
-  const rows = extension === '.csv' ? parseCsvDataset(bytes, path) : parseArrowDataset(bytes, path);
-  return splitRows(rows, path);
+  const file = { ...DATASET_FILE, path };
+  const bytes = readFileBytes(
+    file,
+    ' (a folder of idx files is read by loadIdxDataset, and by train and --dataset)',
+  );
+  return splitRows(parseTableBytes(bytes, extension, file, TRAINING_RULES), path);
 }
 
-function readDatasetBytes(path: string): Buffer {
+/**
+ * Rows of a `.csv` (by `extension`) or Arrow IPC file (any other), by `rules`; the one parser of
+ * both formats, for training datasets and prediction inputs alike.
+ *
+ * @example
+ * const rows = parseTableBytes(readFileSync(p), '.csv', { path: p, role: 'input file', option: 'input' }, { label: 'optional', split: 'ignore' });
+ */
+export function parseTableBytes(
+  bytes: Uint8Array,
+  extension: string,
+  file: SourceFile,
+  rules: ReadRules,
+): TableRows {
+  return extension === '.csv'
+    ? parseCsvRows(bytes, file, rules)
+    : parseArrowRows(bytes, file, rules);
+}
+
+/**
+ * The bytes of a file that must exist, be a file and hold something; `directoryHint` follows
+ * the error for a folder (where a folder means something else to the caller).
+ *
+ * @example
+ * const bytes = readFileBytes({ path: 'x.csv', role: 'input file', option: 'input' });
+ */
+export function readFileBytes(file: SourceFile, directoryHint = ''): Buffer {
+  const { path, role, option } = file;
   let isDirectory: boolean;
   try {
     isDirectory = statSync(path).isDirectory();
@@ -95,16 +163,16 @@ function readDatasetBytes(path: string): Buffer {
           : `cannot be read (${(error as Error).message})`;
     throw new GrngError(
       'invalid-option',
-      `dataset file ${path} ${why}`,
-      { option: 'dataset', value: path, file: path },
+      `${role} ${path} ${why}`,
+      { option, value: path, file: path },
       { cause: error },
     );
   }
   if (isDirectory)
     throw new GrngError(
       'invalid-option',
-      `dataset file ${path} is a directory, expected a file (a folder of idx files is read by loadIdxDataset, and by train and --dataset)`,
-      { option: 'dataset', value: path, file: path },
+      `${role} ${path} is a directory, expected a file${directoryHint}`,
+      { option, value: path, file: path },
     );
   let bytes: Buffer;
   try {
@@ -112,13 +180,13 @@ function readDatasetBytes(path: string): Buffer {
   } catch (error) {
     throw new GrngError(
       'invalid-data',
-      `dataset file ${path} cannot be read (${(error as Error).message})`,
+      `${role} ${path} cannot be read (${(error as Error).message})`,
       { file: path },
       { cause: error },
     );
   }
   if (bytes.length === 0)
-    throw new GrngError('invalid-data', `dataset file ${path} is empty (0 bytes)`, {
+    throw new GrngError('invalid-data', `${role} ${path} is empty (0 bytes)`, {
       file: path,
       offset: 0,
     });
@@ -132,15 +200,15 @@ interface CsvPlace {
   readonly column?: { readonly index: number; readonly name: string };
 }
 
-function csvError(path: string, place: CsvPlace, problem: string): GrngError {
+function csvError(file: SourceFile, place: CsvPlace, problem: string): GrngError {
   const column = place.column
     ? `, column ${place.column.index + 1} (${JSON.stringify(place.column.name)})`
     : '';
   return new GrngError(
     'invalid-data',
-    `dataset file ${path} line ${place.line}${column}, byte ${place.byte}: ${problem}`,
+    `${file.role} ${file.path} line ${place.line}${column}, byte ${place.byte}: ${problem}`,
     {
-      file: path,
+      file: file.path,
       line: place.line,
       offset: place.byte,
       ...(place.column ? { column: place.column.name } : {}),
@@ -166,13 +234,13 @@ const LF = 0x0a;
  * reported offset a true byte offset in the file (a multi-byte character before the problem
  * would otherwise shift it). Records that are entirely empty (blank lines) are skipped.
  */
-function* csvRecords(bytes: Uint8Array, path: string): Generator<CsvRecord> {
+function* csvRecords(bytes: Uint8Array, file: SourceFile): Generator<CsvRecord> {
   const decoder = new TextDecoder('utf-8', { fatal: true });
   const text = (start: number, end: number, place: CsvPlace): string => {
     try {
       return decoder.decode(bytes.subarray(start, end));
     } catch {
-      throw csvError(path, place, 'the cell is not valid UTF-8');
+      throw csvError(file, place, 'the cell is not valid UTF-8');
     }
   };
   let i = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
@@ -191,7 +259,7 @@ function* csvRecords(bytes: Uint8Array, path: string): Generator<CsvRecord> {
         for (;;) {
           if (i >= bytes.length)
             throw csvError(
-              path,
+              file,
               { line: openLine, byte: start },
               'a quoted cell opened here is never closed',
             );
@@ -212,7 +280,7 @@ function* csvRecords(bytes: Uint8Array, path: string): Generator<CsvRecord> {
         const next = bytes[i];
         if (i < bytes.length && next !== COMMA && next !== CR && next !== LF) {
           throw csvError(
-            path,
+            file,
             { line, byte: i },
             `unexpected ${JSON.stringify(String.fromCharCode(next!))} after the closing quote of a cell (a quote inside a quoted cell is written "")`,
           );
@@ -243,102 +311,139 @@ function* csvRecords(bytes: Uint8Array, path: string): Generator<CsvRecord> {
 const DECIMAL = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
 const NOT_FINITE = /^[+-]?(?:nan|inf|infinity)$/i;
 
-function parseCsvDataset(bytes: Uint8Array, path: string): Rows {
-  const records = csvRecords(bytes, path);
+/** Where each kind of column sits in a CSV header (0-based cell indexes). */
+interface CsvLayout {
+  readonly header: CsvRecord;
+  readonly names: readonly string[];
+  readonly labelIndex: number | undefined;
+  /** The `split` column's index when its values are read (`split: 'read'`). */
+  readonly splitIndex: number | undefined;
+  readonly featureIndexes: readonly number[];
+}
+
+function parseCsvRows(bytes: Uint8Array, file: SourceFile, rules: ReadRules): TableRows {
+  const records = csvRecords(bytes, file);
+  const layout = csvLayout(records, file, rules);
+  const { header, names, labelIndex, splitIndex, featureIndexes } = layout;
+  const columns: FeatureColumns = { kind: 'columns', names: featureIndexes.map((i) => names[i]!) };
+  rules.checkFeatures?.(columns);
+  const x = new GrowableFloat32();
+  const y: number[] = [];
+  const isTest: number[] = [];
+  let n = 0;
+  for (const record of records) {
+    checkCellCount(record, names.length, file);
+    const placeOf = (index: number): CsvPlace => ({
+      line: record.line,
+      byte: record.offsets[index]!,
+      column: { index, name: names[index]! },
+    });
+    if (labelIndex !== undefined) {
+      const labelCell = record.cells[labelIndex]!.trim();
+      y.push(checkLabel(labelCell, (problem) => csvError(file, placeOf(labelIndex), problem)));
+    }
+    if (splitIndex !== undefined) {
+      const split = record.cells[splitIndex]!.trim().toLowerCase();
+      if (split !== 'train' && split !== 'test')
+        throw csvError(
+          file,
+          placeOf(splitIndex),
+          `split ${JSON.stringify(record.cells[splitIndex])} is neither train nor test`,
+        );
+      isTest.push(split === 'test' ? 1 : 0);
+    }
+    for (const index of featureIndexes)
+      x.push(csvFeature(record.cells[index]!.trim(), () => placeOf(index), file));
+    n += 1;
+  }
+  if (n === 0)
+    throw csvError(
+      file,
+      { line: header.line, byte: header.byte },
+      'the file has a header but no data rows',
+    );
+  return {
+    features: featureIndexes.length,
+    n,
+    x: x.toArray(),
+    labels: labelIndex === undefined ? undefined : Int32Array.from(y),
+    isTest: splitIndex === undefined ? undefined : Uint8Array.from(isTest),
+    columns,
+  };
+}
+
+/** Reads the header record and sorts its columns into label, split and features. */
+function csvLayout(records: Iterator<CsvRecord>, file: SourceFile, rules: ReadRules): CsvLayout {
   const first = records.next();
   if (first.done)
     throw new GrngError(
       'invalid-data',
-      `dataset file ${path} has no header row (only blank lines)`,
-      { file: path, offset: 0 },
+      `${file.role} ${file.path} has no header row (only blank lines)`,
+      { file: file.path, offset: 0 },
     );
   const header = first.value;
   const names = header.cells.map((c) => c.trim());
   const seen = new Map<string, number>();
   names.forEach((name, index) => {
     const place = { line: header.line, byte: header.offsets[index]!, column: { index, name } };
-    if (name === '') throw csvError(path, place, 'the header has an empty column name');
+    if (name === '') throw csvError(file, place, 'the header has an empty column name');
     const earlier = seen.get(name);
     if (earlier !== undefined)
       throw csvError(
-        path,
+        file,
         place,
         `the header names column ${JSON.stringify(name)} twice (also column ${earlier + 1})`,
       );
     seen.set(name, index);
   });
+  const headerPlace = { line: header.line, byte: header.byte };
   const labelIndex = seen.get('label');
-  if (labelIndex === undefined) {
+  if (labelIndex === undefined && rules.label === 'required') {
     throw csvError(
-      path,
-      { line: header.line, byte: header.byte },
-      `the header has no "label" column (columns: ${names.map((n) => JSON.stringify(n)).join(', ')})`,
+      file,
+      headerPlace,
+      `the header has no "label" column (columns: ${quoteAll(names)})`,
     );
   }
-  const splitIndex = seen.get('split');
-  const featureIndexes = names.map((_, i) => i).filter((i) => i !== labelIndex && i !== splitIndex);
+  const splitColumn = seen.get('split');
+  const featureIndexes = names
+    .map((_, i) => i)
+    .filter((i) => i !== labelIndex && i !== splitColumn);
   if (featureIndexes.length === 0)
-    throw csvError(
-      path,
-      { line: header.line, byte: header.byte },
-      'the header has no feature columns besides "label"',
-    );
-  const features = featureIndexes.length;
-  const x = new GrowableFloat32();
-  const y: number[] = [];
-  const isTest: number[] = [];
-  for (const record of records) {
-    if (record.cells.length !== names.length) {
-      throw csvError(
-        path,
-        { line: record.line, byte: record.byte },
-        `${record.cells.length} cell${record.cells.length === 1 ? '' : 's'}, but the header has ${names.length} columns`,
-      );
-    }
-    const placeOf = (index: number): CsvPlace => ({
-      line: record.line,
-      byte: record.offsets[index]!,
-      column: { index, name: names[index]! },
-    });
-    const labelCell = record.cells[labelIndex]!.trim();
-    y.push(checkLabel(labelCell, (problem) => csvError(path, placeOf(labelIndex), problem)));
-    if (splitIndex !== undefined) {
-      const split = record.cells[splitIndex]!.trim().toLowerCase();
-      if (split !== 'train' && split !== 'test')
-        throw csvError(
-          path,
-          placeOf(splitIndex),
-          `split ${JSON.stringify(record.cells[splitIndex])} is neither train nor test`,
-        );
-      isTest.push(split === 'test' ? 1 : 0);
-    }
-    for (const index of featureIndexes) {
-      const cell = record.cells[index]!.trim();
-      const fail = (problem: string): never => {
-        throw csvError(path, placeOf(index), problem);
-      };
-      if (cell === '') fail('the cell is empty (features must be numbers)');
-      if (NOT_FINITE.test(cell)) fail(`${cell} is not a finite number (features must be finite)`);
-      if (!DECIMAL.test(cell)) fail(`${JSON.stringify(cell)} is not a number`);
-      const value = Math.fround(Number(cell));
-      if (!Number.isFinite(value)) fail(`${cell} does not fit in a 32-bit float (|x| < 3.4e38)`);
-      x.push(value);
-    }
-  }
-  if (y.length === 0)
-    throw csvError(
-      path,
-      { line: header.line, byte: header.byte },
-      'the file has a header but no data rows',
-    );
-  return {
-    features,
-    n: y.length,
-    x: x.toArray(),
-    y: Int32Array.from(y),
-    isTest: splitIndex === undefined ? undefined : Uint8Array.from(isTest),
-    columns: featureIndexes.map((i) => names[i]).join(','),
+    throw csvError(file, headerPlace, `the header has no feature columns ${besides(rules, names)}`);
+  const splitIndex = rules.split === 'read' ? splitColumn : undefined;
+  return { header, names, labelIndex, splitIndex, featureIndexes };
+}
+
+/** How a file with only label/split columns is told it lacks features. */
+function besides(rules: ReadRules, names: readonly string[]): string {
+  return rules.label === 'required' ? 'besides "label"' : `(columns: ${quoteAll(names)})`;
+}
+
+function quoteAll(names: readonly string[]): string {
+  return names.map((n) => JSON.stringify(n)).join(', ');
+}
+
+function checkCellCount(record: CsvRecord, columns: number, file: SourceFile): void {
+  if (record.cells.length === columns) return;
+  throw csvError(
+    file,
+    { line: record.line, byte: record.byte },
+    `${record.cells.length} cell${record.cells.length === 1 ? '' : 's'}, but the header has ${columns} columns`,
+  );
+}
+
+/** A feature cell's float32 value; `place` is built only for an error, off the hot path. */
+function csvFeature(cell: string, place: () => CsvPlace, file: SourceFile): number {
+  const fail = (problem: string): never => {
+    throw csvError(file, place(), problem);
   };
+  if (cell === '') fail('the cell is empty (features must be numbers)');
+  if (NOT_FINITE.test(cell)) fail(`${cell} is not a finite number (features must be finite)`);
+  if (!DECIMAL.test(cell)) fail(`${JSON.stringify(cell)} is not a number`);
+  const value = Math.fround(Number(cell));
+  if (!Number.isFinite(value)) fail(`${cell} does not fit in a 32-bit float (|x| < 3.4e38)`);
+  return value;
 }
 
 /** An integer label ≥ 0 from its text, or the problem `fail` turns into an error. */
@@ -382,13 +487,50 @@ class GrowableFloat32 {
 const ARROW_FILE_MAGIC = 'ARROW1';
 const FEATHER_V1_MAGIC = 'FEA1';
 
-function parseArrowDataset(bytes: Uint8Array, path: string): Rows {
-  const fail = (problem: string, context: Record<string, unknown> = {}): never => {
-    throw new GrngError('invalid-data', `dataset file ${path}: ${problem}`, {
-      file: path,
+/** Throws an invalid-data error naming the file and, in `context`, the row or column. */
+type Fail = (problem: string, context?: Record<string, unknown>) => never;
+
+function arrowFail(file: SourceFile): Fail {
+  return (problem, context = {}) => {
+    throw new GrngError('invalid-data', `${file.role} ${file.path}: ${problem}`, {
+      file: file.path,
       ...context,
     });
   };
+}
+
+function parseArrowRows(bytes: Uint8Array, file: SourceFile, rules: ReadRules): TableRows {
+  const fail = arrowFail(file);
+  const table = decodeArrow(bytes, fail);
+  const names = table.schema.fields.map((f) => f.name);
+  const label = names.includes('label') ? table.getChild('label')! : undefined;
+  if (!label && rules.label === 'required')
+    fail(`has no "label" column (columns: ${quoteAll(names)})`);
+  if (label && !DataType.isInt(label.type))
+    fail(
+      `column "label" is ${String(label.type)}, expected an integer type (class indices 0, 1, 2, …)`,
+      { column: 'label' },
+    );
+  if (table.numRows === 0) fail(`has no rows (columns: ${names.join(', ')})`);
+  const labels = label ? arrowLabels(label, table.numRows, file) : undefined;
+  const isTest =
+    rules.split === 'read' && names.includes('split')
+      ? arrowSplit(table.getChild('split')!, table.numRows, fail)
+      : undefined;
+  const featureNames = names.filter((name) => name !== 'label' && name !== 'split');
+  if (featureNames.length === 0) fail(`has no feature columns ${besides(rules, names)}`);
+  const features = arrowFeatures(table, featureNames, fail, rules);
+  return {
+    ...features,
+    n: table.numRows,
+    labels,
+    isTest,
+    ...declaredShape(table, features.features, file),
+  };
+}
+
+/** The table of an Arrow IPC file or stream, with what is wrong said in terms of its bytes. */
+function decodeArrow(bytes: Uint8Array, fail: Fail): Table {
   const head = Buffer.from(bytes.subarray(0, 8));
   const isFile = head.subarray(0, 6).toString('latin1') === ARROW_FILE_MAGIC;
   const isStream = head.length >= 4 && head.readUInt32LE(0) === 0xffffffff;
@@ -421,115 +563,67 @@ function parseArrowDataset(bytes: Uint8Array, path: string): Rows {
   }
   if (table.schema.fields.length === 0)
     fail('has no schema (an Arrow stream with no messages)', { offset: 0 });
-  const names = table.schema.fields.map((f) => f.name);
-  const columnOf = (name: string): Vector => table.getChild(name)!;
-  if (!names.includes('label'))
-    fail(`has no "label" column (columns: ${names.map((n) => JSON.stringify(n)).join(', ')})`);
-  const label = columnOf('label');
-  if (!DataType.isInt(label.type))
-    fail(
-      `column "label" is ${String(label.type)}, expected an integer type (class indices 0, 1, 2, …)`,
-      { column: 'label' },
-    );
-  if (table.numRows === 0) fail(`has no rows (columns: ${names.join(', ')})`);
-  const n = table.numRows;
+  return table;
+}
+
+function arrowLabels(label: Vector, n: number, file: SourceFile): Int32Array {
   const y = new Int32Array(n);
   for (let row = 0; row < n; row++) {
     const raw = label.get(row) as number | bigint | null;
     const rowFail = (problem: string): GrngError =>
-      new GrngError('invalid-data', `dataset file ${path} row ${row}, column "label": ${problem}`, {
-        file: path,
-        row,
-        column: 'label',
-      });
+      new GrngError(
+        'invalid-data',
+        `${file.role} ${file.path} row ${row}, column "label": ${problem}`,
+        { file: file.path, row, column: 'label' },
+      );
     if (raw === null || raw === undefined) throw rowFail('the label is null');
     y[row] = checkLabelValue(Number(raw), rowFail);
   }
-  let isTest: Uint8Array | undefined;
-  if (names.includes('split')) {
-    const split = columnOf('split');
-    if (
-      !DataType.isUtf8(split.type) &&
-      !DataType.isLargeUtf8(split.type) &&
-      !(
-        DataType.isDictionary(split.type) &&
-        (DataType.isUtf8(split.type.dictionary) || DataType.isLargeUtf8(split.type.dictionary))
-      )
-    ) {
-      fail(`column "split" is ${String(split.type)}, expected strings train/test`, {
-        column: 'split',
-      });
-    }
-    isTest = new Uint8Array(n);
-    for (let row = 0; row < n; row++) {
-      const value = String(split.get(row) ?? '')
-        .trim()
-        .toLowerCase();
-      if (value !== 'train' && value !== 'test')
-        fail(
-          `row ${row}, column "split": ${JSON.stringify(split.get(row))} is neither train nor test`,
-          { row, column: 'split' },
-        );
-      isTest[row] = value === 'test' ? 1 : 0;
-    }
+  return y;
+}
+
+function arrowSplit(split: Vector, n: number, fail: Fail): Uint8Array {
+  if (
+    !DataType.isUtf8(split.type) &&
+    !DataType.isLargeUtf8(split.type) &&
+    !(
+      DataType.isDictionary(split.type) &&
+      (DataType.isUtf8(split.type.dictionary) || DataType.isLargeUtf8(split.type.dictionary))
+    )
+  ) {
+    fail(`column "split" is ${String(split.type)}, expected strings train/test`, {
+      column: 'split',
+    });
   }
-  const featureNames = names.filter((name) => name !== 'label' && name !== 'split');
-  if (featureNames.length === 0) fail('has no feature columns besides "label"');
-  const listColumn =
-    featureNames.length === 1 && DataType.isFixedSizeList(columnOf(featureNames[0]!).type)
-      ? columnOf(featureNames[0]!)
-      : undefined;
-  const checkValue = (value: unknown, row: number, column: string): number => {
-    if (value === null || value === undefined)
+  const isTest = new Uint8Array(n);
+  for (let row = 0; row < n; row++) {
+    const value = String(split.get(row) ?? '')
+      .trim()
+      .toLowerCase();
+    if (value !== 'train' && value !== 'test')
       fail(
-        `row ${row}, column ${JSON.stringify(column)}: the value is null (features must be numbers)`,
-        { row, column },
+        `row ${row}, column "split": ${JSON.stringify(split.get(row))} is neither train nor test`,
+        { row, column: 'split' },
       );
-    const number = Math.fround(Number(value));
-    if (!Number.isFinite(number))
-      fail(
-        `row ${row}, column ${JSON.stringify(column)}: ${String(value)} is not a finite 32-bit float (features must be finite)`,
-        { row, column },
-      );
-    return number;
-  };
-  if (listColumn) {
-    const type = listColumn.type as DataType & { listSize: number; children: { type: DataType }[] };
-    const inner = type.children[0]!.type;
-    if (!DataType.isFloat(inner) && !DataType.isInt(inner))
-      fail(
-        `column ${JSON.stringify(featureNames[0])} is ${String(type)}, expected a fixed-size list of numbers`,
-        { column: featureNames[0] },
-      );
-    const features = type.listSize;
-    if (features < 1)
-      fail(
-        `column ${JSON.stringify(featureNames[0])} is a fixed-size list of ${features} values, expected at least 1`,
-        { column: featureNames[0] },
-      );
-    const x = new Float32Array(n * features);
-    for (let row = 0; row < n; row++) {
-      const list = listColumn.get(row) as Vector | null;
-      if (list === null)
-        fail(`row ${row}, column ${JSON.stringify(featureNames[0])}: the list is null`, {
-          row,
-          column: featureNames[0],
-        });
-      for (let j = 0; j < features; j++)
-        x[row * features + j] = checkValue(list!.get(j), row, `${featureNames[0]}[${j}]`);
-    }
-    return {
-      features,
-      n,
-      x,
-      y,
-      isTest,
-      columns: `${featureNames[0]}[${features}]`,
-      ...declaredShape(table, features, path),
-    };
+    isTest[row] = value === 'test' ? 1 : 0;
   }
+  return isTest;
+}
+
+type ArrowFeatures = Pick<TableRows, 'features' | 'x' | 'columns'>;
+
+/** Feature values from numeric columns, or from one FixedSizeList<number> column. */
+function arrowFeatures(
+  table: Table,
+  featureNames: readonly string[],
+  fail: Fail,
+  rules: ReadRules,
+): ArrowFeatures {
+  const first = table.getChild(featureNames[0]!)!;
+  if (featureNames.length === 1 && DataType.isFixedSizeList(first.type))
+    return arrowListFeatures(first, featureNames[0]!, table.numRows, fail, rules);
   const columns = featureNames.map((name) => {
-    const column = columnOf(name);
+    const column = table.getChild(name)!;
     if (!DataType.isFloat(column.type) && !DataType.isInt(column.type)) {
       fail(
         `column ${JSON.stringify(name)} is ${String(column.type)}; feature columns must be numeric (or one FixedSizeList<number> column named "features")`,
@@ -538,28 +632,71 @@ function parseArrowDataset(bytes: Uint8Array, path: string): Rows {
     }
     return column;
   });
+  const described: FeatureColumns = { kind: 'columns', names: featureNames };
+  rules.checkFeatures?.(described);
+  const n = table.numRows;
   const features = columns.length;
   const x = new Float32Array(n * features);
   columns.forEach((column, j) => {
     for (let row = 0; row < n; row++)
-      x[row * features + j] = checkValue(column.get(row), row, featureNames[j]!);
+      x[row * features + j] = arrowFeature(column.get(row), row, featureNames[j]!, fail);
   });
-  return {
-    features,
-    n,
-    x,
-    y,
-    isTest,
-    columns: featureNames.join(','),
-    ...declaredShape(table, features, path),
-  };
+  return { features, x, columns: described };
+}
+
+function arrowListFeatures(
+  listColumn: Vector,
+  name: string,
+  n: number,
+  fail: Fail,
+  rules: ReadRules,
+): ArrowFeatures {
+  const type = listColumn.type as DataType & { listSize: number; children: { type: DataType }[] };
+  const inner = type.children[0]!.type;
+  if (!DataType.isFloat(inner) && !DataType.isInt(inner))
+    fail(
+      `column ${JSON.stringify(name)} is ${String(type)}, expected a fixed-size list of numbers`,
+      { column: name },
+    );
+  const features = type.listSize;
+  if (features < 1)
+    fail(
+      `column ${JSON.stringify(name)} is a fixed-size list of ${features} values, expected at least 1`,
+      { column: name },
+    );
+  const described: FeatureColumns = { kind: 'list', name, size: features };
+  rules.checkFeatures?.(described);
+  const x = new Float32Array(n * features);
+  for (let row = 0; row < n; row++) {
+    const list = listColumn.get(row) as Vector | null;
+    if (list === null)
+      fail(`row ${row}, column ${JSON.stringify(name)}: the list is null`, { row, column: name });
+    for (let j = 0; j < features; j++)
+      x[row * features + j] = arrowFeature(list!.get(j), row, `${name}[${j}]`, fail);
+  }
+  return { features, x, columns: described };
+}
+
+function arrowFeature(value: unknown, row: number, column: string, fail: Fail): number {
+  if (value === null || value === undefined)
+    fail(
+      `row ${row}, column ${JSON.stringify(column)}: the value is null (features must be numbers)`,
+      { row, column },
+    );
+  const number = Math.fround(Number(value));
+  if (!Number.isFinite(number))
+    fail(
+      `row ${row}, column ${JSON.stringify(column)}: ${String(value)} is not a finite 32-bit float (features must be finite)`,
+      { row, column },
+    );
+  return number;
 }
 
 /** The `grng.shape` schema metadata, checked against the features the file has. */
 function declaredShape(
   table: Table,
   features: number,
-  path: string,
+  file: SourceFile,
 ): { shape?: readonly number[] } {
   const text = table.schema.metadata.get(ARROW_SHAPE_METADATA);
   if (text === undefined) return {};
@@ -567,8 +704,8 @@ function declaredShape(
   const fail = (problem: string): never => {
     throw new GrngError(
       'invalid-data',
-      `dataset file ${path}: schema metadata ${ARROW_SHAPE_METADATA} ${JSON.stringify(text)} ${problem}`,
-      { file: path, metadata: ARROW_SHAPE_METADATA },
+      `${file.role} ${file.path}: schema metadata ${ARROW_SHAPE_METADATA} ${JSON.stringify(text)} ${problem}`,
+      { file: file.path, metadata: ARROW_SHAPE_METADATA },
     );
   };
   if (!shape)
@@ -580,14 +717,16 @@ function declaredShape(
 }
 
 /** The train/test split: the `split` column, else the last ⌈20%⌉ of each class in file order. */
-function splitRows(rows: Rows, path: string): Dataset {
+function splitRows(rows: TableRows, path: string): Dataset {
+  // TRAINING_RULES demand a label column, so the reader has made labels.
+  const labels = rows.labels!;
   let classes = 0;
-  for (const label of rows.y) classes = Math.max(classes, label + 1);
-  const distinct = new Set(rows.y).size;
+  for (const label of labels) classes = Math.max(classes, label + 1);
+  const distinct = new Set(labels).size;
   if (distinct < 2) {
     throw new GrngError(
       'invalid-data',
-      `dataset file ${path}: every one of its ${rows.n} rows has label ${rows.y[0]}; a classifier needs at least 2 classes`,
+      `dataset file ${path}: every one of its ${rows.n} rows has label ${labels[0]}; a classifier needs at least 2 classes`,
       { file: path },
     );
   }
@@ -597,7 +736,7 @@ function splitRows(rows: Rows, path: string): Dataset {
     rule = 'split column';
   } else {
     const perClass = new Map<number, number>();
-    for (const label of rows.y) perClass.set(label, (perClass.get(label) ?? 0) + 1);
+    for (const label of labels) perClass.set(label, (perClass.get(label) ?? 0) + 1);
     const testLeft = new Map(
       [...perClass].map(([label, count]) => [
         label,
@@ -606,7 +745,7 @@ function splitRows(rows: Rows, path: string): Dataset {
     );
     isTest = new Uint8Array(rows.n);
     for (let row = rows.n - 1; row >= 0; row--) {
-      const label = rows.y[row]!;
+      const label = labels[row]!;
       const left = testLeft.get(label)!;
       if (left > 0) {
         isTest[row] = 1;
@@ -624,7 +763,7 @@ function splitRows(rows: Rows, path: string): Dataset {
     for (let row = 0; row < rows.n; row++) {
       if (isTest![row] !== test) continue;
       x.set(rows.x.subarray(row * rows.features, (row + 1) * rows.features), out * rows.features);
-      y[out] = rows.y[row]!;
+      y[out] = labels[row]!;
       out += 1;
     }
     return { x, y, n, ...(rows.shape ? { shape: rows.shape } : {}) };
@@ -637,10 +776,18 @@ function splitRows(rows: Rows, path: string): Dataset {
     classes,
     train,
     test,
-    description: `file ${path}: ${rows.features} features (${abbreviate(rows.columns)}${rows.shape ? `, examples ${rows.shape.join('x')} by ${ARROW_SHAPE_METADATA}` : ''}), ${classes} classes, ${rule}: ${train.n} train / ${test.n} test`,
+    description: `file ${path}: ${rows.features} features (${describeColumns(rows.columns)}${rows.shape ? `, examples ${rows.shape.join('x')} by ${ARROW_SHAPE_METADATA}` : ''}), ${classes} classes, ${rule}: ${train.n} train / ${test.n} test`,
   });
 }
 
-function abbreviate(columns: string): string {
-  return columns.length > 80 ? `${columns.slice(0, 77)}...` : columns;
+/**
+ * The feature columns for a description, cut to 80 characters: `a,b,c` or `features[784]`.
+ *
+ * @example
+ * describeColumns({ kind: 'list', name: 'features', size: 784 }); // 'features[784]'
+ */
+export function describeColumns(columns: FeatureColumns): string {
+  const text =
+    columns.kind === 'list' ? `${columns.name}[${columns.size}]` : columns.names.join(',');
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }

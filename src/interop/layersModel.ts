@@ -11,8 +11,9 @@ import { VERSION } from '../version.js';
 import { mapKerasTopology, type KerasMapping } from './kerasTopology.js';
 import { GrngEmbedding, GrngTransformerBlock } from './tfjsLayers.js';
 
-/** What the exported model's `predict` returns. */
-export type ExportOutput = 'probabilities' | 'logits';
+/** What the exported model's `predict` can return. */
+export const EXPORT_OUTPUTS = ['probabilities', 'logits'] as const;
+export type ExportOutput = (typeof EXPORT_OUTPUTS)[number];
 
 export interface ToLayersModelOptions {
   /**

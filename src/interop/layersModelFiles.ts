@@ -4,7 +4,12 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { GrngError } from '../errors.js';
 import type { Sequential } from '../nn/sequential.js';
 import { mapKerasTopology, type KerasMapping } from './kerasTopology.js';
-import { buildMapped, toLayersModel, type ToLayersModelOptions } from './layersModel.js';
+import {
+  buildMapped,
+  toLayersModel,
+  type GrngExportMetadata,
+  type ToLayersModelOptions,
+} from './layersModel.js';
 
 /** The weights file an export writes next to model.json. */
 const WEIGHTS_FILE = 'weights.bin';
@@ -90,10 +95,20 @@ export function layersModelFiles(path: string): tf.io.IOHandler {
  * @example
  * const { spec } = readLayersModelTopology('saved');
  */
-export function readLayersModelTopology(path: string): KerasMapping & { readonly path: string } {
+export function readLayersModelTopology(path: string): KerasMapping & {
+  readonly path: string;
+  /** What grng wrote about the model when it exported it; undefined for other files. */
+  readonly exported?: GrngExportMetadata;
+} {
   const jsonPath = modelJsonPath(path);
   const modelJson = readModelJson(jsonPath);
-  return { ...mapKerasTopology(modelJson.modelTopology, jsonPath), path: jsonPath };
+  const exported = (modelJson.userDefinedMetadata as { grng?: GrngExportMetadata } | undefined)
+    ?.grng;
+  return {
+    ...mapKerasTopology(modelJson.modelTopology, jsonPath),
+    path: jsonPath,
+    ...(exported && typeof exported.model === 'string' ? { exported } : {}),
+  };
 }
 
 /**
@@ -110,7 +125,8 @@ export async function loadLayersModelFile(
   const mapping = readLayersModelTopology(path);
   const keras = await tf.loadLayersModel(layersModelFiles(mapping.path));
   try {
-    return buildMapped(mapping, description ?? path, mapping.path, (name) =>
+    const named = mapping.exported ? `${path} (${mapping.exported.model})` : path;
+    return buildMapped(mapping, description ?? named, mapping.path, (name) =>
       keras.getLayer(name).getWeights(),
     );
   } finally {
@@ -217,7 +233,7 @@ function fileError(path: string, problem: string, cause?: unknown): GrngError {
   return new GrngError(
     'invalid-data',
     `LayersModel file ${path} ${problem}`,
-    { file: path },
+    { option: 'model', file: path },
     cause === undefined ? undefined : { cause },
   );
 }

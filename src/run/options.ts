@@ -2,7 +2,9 @@ import type { BackendChoice } from '../runtime/backend.js';
 import type { Dataset } from '../data/dataset.js';
 import type { SyntheticOptions } from '../data/synthetic.js';
 import { GrngError, invalidOption } from '../errors.js';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import type { KerasMapping } from '../interop/kerasTopology.js';
+import { EXPORT_OUTPUTS } from '../interop/layersModel.js';
 import { isLayersModelPath, readLayersModelTopology } from '../interop/layersModelFiles.js';
 import { parseCnnSpec, parseGptSpec, parseModelJson, type ModelSpec } from '../nn/modelSpec.js';
 import { parseModelSpec, type MlpOptions } from '../nn/sequential.js';
@@ -94,6 +96,12 @@ export interface TrainOptions {
   readonly resume?: Checkpoint;
   /** The run's recording and id, noted in checkpoints so a resumed run appends to it. */
   readonly recording?: { readonly path: string; readonly runId: string };
+  /**
+   * When the run ends (or is stopped through `control`), write the trained model as a
+   * TensorFlow.js LayersModel (model.json + weights.bin) into `dir`; `output` as in
+   * toLayersModel (default probabilities).
+   */
+  readonly saveModel?: { readonly dir: string; readonly output?: 'probabilities' | 'logits' };
 }
 
 /** Options a resumed run may change; every other one comes from the checkpoint. */
@@ -111,6 +119,7 @@ export const RESUME_MAY_CHANGE = [
   'resume',
   'recording',
   'maxBadSteps',
+  'saveModel',
 ] as const;
 
 const KNOWN = [
@@ -138,6 +147,7 @@ const KNOWN = [
   'resume',
   'recording',
   'wasmThreads',
+  'saveModel',
 ];
 
 /**
@@ -168,6 +178,8 @@ export interface RunSettings {
         readonly description: string;
         /** The model.json of a TensorFlow.js LayersModel whose weights the model starts from. */
         readonly layersModel?: string;
+        /** What the import changed, for people (a Dropout left out, a softmax left to the loss). */
+        readonly notes?: readonly string[];
       }
     | undefined;
   /** Window length of a text dataset (the model's context); undefined for other data. */
@@ -209,6 +221,7 @@ export function resolveTrainOptions(given: TrainOptions): RunSettings {
       'a dataset object',
       'a dataset by name or file (a checkpoint must name the data to resume with); or pass it again to prepareRun with resume',
     );
+  if (options.saveModel !== undefined) checkSaveModel(options.saveModel);
   if (checkpoint) checkSerializable('optimizerOptions', options.optimizerOptions);
   if (checkpoint) prepareCheckpointDir(checkpoint.dir);
   const optimizerName = options.optimizer ?? 'adamw';
@@ -321,7 +334,12 @@ export function resolveModel(given: TrainOptions['model']): Pick<RunSettings, 'm
       const mapping = readLayersModelTopology(text);
       return {
         model: undefined,
-        layered: { spec: mapping.spec, description: text, layersModel: mapping.path },
+        layered: {
+          spec: mapping.spec,
+          description: text,
+          layersModel: mapping.path,
+          notes: importNotes(mapping),
+        },
       };
     }
     if (text.endsWith('.json')) {
@@ -350,6 +368,18 @@ export function resolveModel(given: TrainOptions['model']): Pick<RunSettings, 'm
     return { model: undefined, layered: { spec: given as ModelSpec, description: 'model' } };
   }
   return { model: given as Omit<MlpOptions, 'seed'>, layered: undefined };
+}
+
+/** What importing a LayersModel changed, one line each. */
+function importNotes(mapping: KerasMapping): string[] {
+  return [
+    ...mapping.dropped.map((why) => `left out ${why}`),
+    ...(mapping.softmaxOutput
+      ? [
+          "the final softmax is left to grng's loss (logits come before it); --save-model puts it back",
+        ]
+      : []),
+  ];
 }
 
 /** Whether a model option names a file or folder (a model file, a LayersModel), not a spec. */
@@ -404,6 +434,15 @@ function checkCheckpointOptions(value: { readonly dir: string; readonly every?: 
     dir,
     ...(every !== undefined ? { every: checkInteger('checkpoint.every', every, 1) } : {}),
   };
+}
+
+function checkSaveModel(value: NonNullable<TrainOptions['saveModel']>): void {
+  checkKeys('saveModel', value, ['dir', 'output']);
+  if (typeof value.dir !== 'string' || value.dir.trim() === '')
+    invalidOption('saveModel.dir', value.dir, 'a folder path');
+  if (existsSync(value.dir) && !statSync(value.dir).isDirectory())
+    invalidOption('saveModel.dir', value.dir, 'a folder (this is a file)');
+  if (value.output !== undefined) checkChoice('saveModel.output', value.output, EXPORT_OUTPUTS);
 }
 
 function checkSerializable(option: string, value: unknown): void {

@@ -11,7 +11,7 @@ import { loadFortunes, loadTextDataset } from '../data/textDataset.js';
 import { syntheticDataset, type SyntheticOptions } from '../data/synthetic.js';
 import { GrngError } from '../errors.js';
 import { buildModel as buildModelFromSpec } from '../nn/buildModel.js';
-import { loadLayersModelFile } from '../interop/layersModelFiles.js';
+import { loadLayersModelFile, saveLayersModel } from '../interop/layersModelFiles.js';
 import { modelLayout } from '../nn/modelLayout.js';
 import type { ModelSpec } from '../nn/modelSpec.js';
 import { mlp, parseModelSpec, type MlpOptions, type Sequential } from '../nn/sequential.js';
@@ -77,6 +77,8 @@ export interface RunMetadata {
   readonly startStep: number;
   /** The checkpoint a resumed run continues. */
   readonly resumedFrom?: string;
+  /** What building the model changed of the model asked for (an imported Dropout left out). */
+  readonly modelNotes?: readonly string[];
 }
 
 /**
@@ -95,7 +97,7 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
     options.backend ?? 'auto',
     options.wasmThreads === undefined ? {} : { wasmThreads: options.wasmThreads },
   );
-  const loaded = await loadDataset(
+  const loaded = await loadRunDataset(
     options.dataset ?? 'mnist',
     options.synthetic,
     seed,
@@ -185,6 +187,7 @@ export async function prepareRun(given: TrainOptions = {}): Promise<PreparedRun>
     batchesPerEpoch: perEpoch,
     startStep: resume ? resume.position.step : 0,
     ...(resume ? { resumedFrom: resume.path } : {}),
+    ...(settings.layered?.notes?.length ? { modelNotes: settings.layered.notes } : {}),
   };
   const dispose = (): void => {
     for (const slot of [state.slots.optimizer, state.slots.curvature] as StateSlot<unknown>[])
@@ -221,6 +224,10 @@ export async function train(
         }),
       ),
     );
+    if (options.saveModel)
+      await saveLayersModel(run.model, options.saveModel.dir, {
+        ...(options.saveModel.output ? { output: options.saveModel.output } : {}),
+      });
     return { ...summary, meta: run.meta };
   } finally {
     run.dispose();
@@ -268,7 +275,14 @@ function buildModel(settings: RunSettings, data: Dataset): Sequential {
   });
 }
 
-async function loadDataset(
+/**
+ * The dataset a run option names (see TrainOptions.dataset): a dataset object is validated, a
+ * name or path loaded; `context` is a text dataset's window length.
+ *
+ * @example
+ * const data = await loadRunDataset('mnist', undefined, 1, undefined);
+ */
+export async function loadRunDataset(
   dataset: string | Dataset,
   synthetic: SyntheticOptions | undefined,
   seed: number,
