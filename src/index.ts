@@ -220,6 +220,44 @@ export {
   type GenerateOptions,
 } from './run/generate.js';
 
+export { evaluateModel, predictClasses, type ModelEvaluation } from './run/evaluateModel.js';
+export { loadSavedModel, savedModelFromCheckpoint, type SavedModel } from './run/savedModel.js';
+export { modelLayout } from './nn/modelLayout.js';
+export {
+  mapKerasTopology,
+  SUPPORTED_KERAS_LAYERS,
+  type KerasMapping,
+} from './interop/kerasTopology.js';
+export {
+  EXPORT_OUTPUTS,
+  fromLayersModel,
+  toLayersModel,
+  type ExportOutput,
+  type GrngExportMetadata,
+  type ToLayersModelOptions,
+} from './interop/layersModel.js';
+export {
+  isLayersModelPath,
+  layersModelFiles,
+  loadLayersModelFile,
+  readLayersModelTopology,
+  saveLayersModel,
+} from './interop/layersModelFiles.js';
+export {
+  GrngEmbedding,
+  GrngTransformerBlock,
+  registerGrngLayers,
+  type GrngEmbeddingArgs,
+  type GrngTransformerBlockArgs,
+} from './interop/tfjsLayers.js';
+export { readFeatureRows, type FeatureRows } from './data/featureRows.js';
+export {
+  predictionsCsv,
+  writePredictions,
+  PREDICTION_FILE_EXTENSIONS,
+  type Predictions,
+} from './sinks/predictionFile.js';
+
 export {
   METRIC_COLUMNS,
   metricsSchema,

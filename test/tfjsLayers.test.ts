@@ -2,6 +2,7 @@
 // tf.sequential() twin of a `gpt:` model, loaded with grng's parameters, predicts grng's logits;
 // it survives a save and a tf.loadLayersModel round trip bit for bit; predicting leaks nothing.
 import * as tf from '@tensorflow/tfjs';
+import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   GrngEmbedding,
@@ -10,6 +11,7 @@ import {
 } from '../src/interop/tfjsLayers.js';
 import { buildModel } from '../src/nn/buildModel.js';
 import { LAYER_NORM_EPSILON } from '../src/nn/layerNorm.js';
+import { GRNG_LAYER_NORM_EPSILON } from '../src/interop/tfjsLayers.js';
 import { parseGptSpec } from '../src/nn/modelSpec.js';
 import type { Sequential } from '../src/nn/sequential.js';
 import { useTestBackend } from './helpers.js';
@@ -78,6 +80,14 @@ beforeAll(async () => {
 });
 
 describe('a gpt: model exported as a tfjs-layers model', () => {
+  it("uses grng's layer-norm epsilon, and imports nothing but tfjs (a browser takes it alone)", () => {
+    expect(GRNG_LAYER_NORM_EPSILON).toBe(LAYER_NORM_EPSILON);
+    const source = readFileSync(new URL('../src/interop/tfjsLayers.ts', import.meta.url), 'utf8');
+    expect([...source.matchAll(/^import .* from '([^']+)';$/gm)].map((m) => m[1])).toEqual([
+      '@tensorflow/tfjs',
+    ]);
+  });
+
   it('has grng weight order and readable names', () => {
     const names = exported.layers.map((layer) =>
       layer.weights.map((w) => w.originalName.slice(layer.name.length + 1)),

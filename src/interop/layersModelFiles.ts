@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { GrngError } from '../errors.js';
+import { GrngError, isGrngError } from '../errors.js';
 import type { Sequential } from '../nn/sequential.js';
 import { mapKerasTopology, type KerasMapping } from './kerasTopology.js';
 import {
@@ -80,7 +80,7 @@ export function layersModelFiles(path: string): tf.io.IOHandler {
         if (data.byteLength !== expected)
           throw fileError(
             jsonPath,
-            `its weight files hold ${data.byteLength} bytes, its manifest lists ${expected}`,
+            `lists ${expected} bytes of weights, but its weight files hold ${data.byteLength}`,
           );
         return [specs, data];
       });
@@ -123,7 +123,18 @@ export async function loadLayersModelFile(
   { description }: { description?: string } = {},
 ): Promise<Sequential> {
   const mapping = readLayersModelTopology(path);
-  const keras = await tf.loadLayersModel(layersModelFiles(mapping.path));
+  let keras: tf.LayersModel;
+  try {
+    keras = await tf.loadLayersModel(layersModelFiles(mapping.path));
+  } catch (error) {
+    // tfjs's own loader says `Shape mismatch: [6,4] vs. [4,6]` with no file; name it.
+    if (isGrngError(error)) throw error;
+    throw fileError(
+      mapping.path,
+      `cannot be loaded by tfjs (${(error as Error).message}): its weights manifest does not fit its layers`,
+      error,
+    );
+  }
   try {
     const named = mapping.exported ? `${path} (${mapping.exported.model})` : path;
     return buildMapped(mapping, description ?? named, mapping.path, (name) =>

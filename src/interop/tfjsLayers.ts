@@ -6,7 +6,7 @@
  *
  *   GrngEmbedding({ vocabulary, positions, width, inputShape: [positions] }),
  *   L × GrngTransformerBlock({ positions, width, heads, hidden }),
- *   tf.layers.layerNormalization({ axis: -1, epsilon: LAYER_NORM_EPSILON }),
+ *   tf.layers.layerNormalization({ axis: -1, epsilon: 1e-5 }),
  *   tf.layers.dense({ units: vocabulary }),
  *
  * and each layer's weights, in order, are the grng layer's `params` values in order. The built-in
@@ -16,7 +16,13 @@
  * additions), so predictions agree with grng's to float32 rounding (test/tfjsLayers.test.ts).
  */
 import * as tf from '@tensorflow/tfjs';
-import { LAYER_NORM_EPSILON } from '../nn/layerNorm.js';
+
+/**
+ * grng's layer-norm ε (nn/layerNorm.ts's LAYER_NORM_EPSILON, which a test holds this equal to),
+ * written out so that this module imports nothing but tfjs: a browser bundle takes it alone
+ * (`grng/tfjs-layers`) without grng's Node parts.
+ */
+export const GRNG_LAYER_NORM_EPSILON = 1e-5;
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 type LayerVariable = tf.LayerVariable;
@@ -147,7 +153,7 @@ type BlockWeight = (typeof BLOCK_WEIGHTS)[number];
  * A pre-norm transformer block, grng's `transformerBlock` layer: x + attention(ln1(x)), then
  * x + fc2(gelu(fc1(ln2(x)))), [batch, positions, width] → the same shape. Causal multi-head
  * attention with Q scaled by 1/√(width/heads); layer norms with biased variance and ε =
- * LAYER_NORM_EPSILON; exact GELU. Weights, in grng's `params` order: `ln1/gamma`, `ln1/beta`,
+ * GRNG_LAYER_NORM_EPSILON; exact GELU. Weights, in grng's `params` order: `ln1/gamma`, `ln1/beta`,
  * `q/kernel`, `q/bias`, `k/kernel`, `k/bias`, `v/kernel`, `v/bias`, `o/kernel`, `o/bias`,
  * `ln2/gamma`, `ln2/beta`, `fc1/kernel` [width, hidden], `fc1/bias`, `fc2/kernel`
  * [hidden, width], `fc2/bias` (projections [width, width], biases and norms [units]).
@@ -227,7 +233,7 @@ export class GrngTransformerBlock extends tf.layers.Layer {
       const layerNorm = (t: tf.Tensor, part: 'ln1' | 'ln2'): tf.Tensor => {
         const centered = tf.sub(t, tf.mean(t, -1, true));
         const variance = tf.mean(tf.square(centered), -1, true);
-        const normalised = tf.mul(centered, tf.rsqrt(tf.add(variance, LAYER_NORM_EPSILON)));
+        const normalised = tf.mul(centered, tf.rsqrt(tf.add(variance, GRNG_LAYER_NORM_EPSILON)));
         return tf.add(tf.mul(normalised, w(`${part}/gamma`)), w(`${part}/beta`));
       };
       // One 2-D product over all token rows, as grng's sequence-dense layer: a batched or
