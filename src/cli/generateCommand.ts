@@ -7,6 +7,7 @@ import { resolveModel, tokenContext } from '../run/options.js';
 import { initBackend, type BackendChoice } from '../runtime/backend.js';
 import type { CliIo } from './io.js';
 import { checkCheckpointDir } from './modelCommands.js';
+import { isLayersModelPath, loadLayersModelFile } from '../interop/layersModelFiles.js';
 
 /** Flags of `grng generate`, as commander parses them. */
 export interface GenerateCommandOptions {
@@ -44,7 +45,10 @@ export async function runGenerateCommand(
     options.wasmThreads === undefined ? {} : { wasmThreads: options.wasmThreads },
   );
   let model: Sequential;
-  if (spec) {
+  if (spec && options.model !== undefined && isLayersModelPath(options.model)) {
+    // A saved model (grng export, --save-model) keeps its weights: the seed does not apply.
+    model = await loadLayersModelFile(options.model);
+  } else if (spec) {
     model = buildModel(spec, {
       seed: options.seed,
       init: options.init,

@@ -93,7 +93,7 @@ export async function runEvaluateCommand(
       throw new GrngError(
         'invalid-model',
         `model ${model.description} has ${model.outputs} outputs but dataset ${data.name} has ${data.classes} classes`,
-        { option: 'model' },
+        { option: options.checkpoint !== undefined ? 'checkpoint' : 'model' },
       );
     const split = options.split === 'train' ? data.train : data.test;
     const result = await evaluateModel(model, split, {
@@ -187,7 +187,12 @@ async function withSavedModel(
   } catch (error) {
     const flag = options.checkpoint !== undefined ? '--checkpoint' : '--model';
     const value = options.checkpoint ?? options.model;
-    if (isGrngError(error) && value !== undefined && !error.message.includes(value))
+    if (
+      isGrngError(error) &&
+      value !== undefined &&
+      !error.message.includes(value) &&
+      !(options.model !== undefined && options.checkpoint !== undefined)
+    )
       throw new GrngError(
         error.code,
         `${flag} ${value}: ${error.message}`,

@@ -288,7 +288,7 @@ export function buildProgram(io: CliIo): Command {
     .option('--checkpoint <dir>', 'the checkpoint folder of a trained run (--checkpoint-dir)')
     .option(
       '--model <spec>',
-      'an untrained token model instead (gpt:L2-d128-h4-ctx64, seeded by --seed): for trying the command',
+      'a saved token model (a LayersModel folder from grng export or --save-model), or an untrained one (gpt:L2-d128-h4-ctx64, seeded by --seed: for trying the command)',
     )
     .option('--prompt <text>', 'text to continue (empty: start from a newline)', '')
     .option('--tokens <n>', 'bytes to generate', integer('--tokens', 1), 200)
