@@ -88,11 +88,22 @@ export async function runEvaluateCommand(
       run?.seed ?? options.seed ?? 1,
       context,
     );
+    // A flag that contradicts an image model's shape is a mistake, not a request to reshape.
+    if (
+      options.inputShape &&
+      model.inputShape.length > 1 &&
+      options.inputShape.join('x') !== model.inputShape.join('x')
+    )
+      throw new GrngError(
+        'invalid-option',
+        `--input-shape ${options.inputShape.join('x')}: model ${model.description} takes examples of shape [${model.inputShape.join(', ')}]`,
+        { option: 'inputShape' },
+      );
     const data = shapedFor(loaded, model, options.inputShape ?? run?.inputShape);
     if (model.outputs !== data.classes)
       throw new GrngError(
         'invalid-model',
-        `model ${model.description} has ${model.outputs} outputs but dataset ${data.name} has ${data.classes} classes`,
+        `model ${model.description} has ${model.outputs} outputs but dataset ${data.name} has ${data.classes} classes${options.dataset === undefined && run === undefined ? ' (mnist is the default: name its dataset with --dataset)' : ''}`,
         { option: options.checkpoint !== undefined ? 'checkpoint' : 'model' },
       );
     const split = options.split === 'train' ? data.train : data.test;
