@@ -11,7 +11,7 @@ import { main } from '../src/cli/main.js';
 import { loadIdxDataset, parseIdx, readIdxFile } from '../src/data/idx.js';
 import { GrngError, isGrngError } from '../src/errors.js';
 import { batches } from '../src/streams/batches.js';
-import { useTestBackend } from './helpers.js';
+import { useTestBackend, errorOf } from './helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'grng-idx-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -39,16 +39,6 @@ function idx(type: keyof typeof TYPE, dims: number[], values: ArrayLike<number>)
     else body.writeDoubleBE(v, 8 * i);
   }
   return Buffer.concat([header, body]);
-}
-
-function errorOf(action: () => unknown): GrngError {
-  try {
-    action();
-  } catch (error) {
-    expect(isGrngError(error), String(error)).toBe(true);
-    return error as GrngError;
-  }
-  throw new Error('expected a GrngError, nothing was thrown');
 }
 
 async function rejectionOf(promise: Promise<unknown>): Promise<GrngError> {

@@ -16,6 +16,7 @@ import {
   Utf8,
   vectorFromArray,
 } from 'apache-arrow';
+import { errorOf } from './helpers.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFeatureRows } from '../src/data/featureRows.js';
 import { GrngError, isGrngError } from '../src/errors.js';
@@ -28,16 +29,6 @@ function file(name: string, content: string | Uint8Array): string {
   const path = join(dir, name);
   writeFileSync(path, content);
   return path;
-}
-
-function errorOf(action: () => unknown): GrngError {
-  try {
-    action();
-  } catch (error) {
-    expect(isGrngError(error), String(error)).toBe(true);
-    return error as GrngError;
-  }
-  throw new Error('expected a GrngError, nothing was thrown');
 }
 
 /** A FixedSizeList<Float32> column of the given rows, as pyarrow writes a features column. */

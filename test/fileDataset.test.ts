@@ -19,6 +19,7 @@ import {
   Utf8,
   vectorFromArray,
 } from 'apache-arrow';
+import { errorOf } from './helpers.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { cliMessage } from '../src/cli/optionFlags.js';
@@ -35,16 +36,6 @@ function file(name: string, content: string | Uint8Array): string {
   const path = join(dir, name);
   writeFileSync(path, content);
   return path;
-}
-
-function errorOf(action: () => unknown): GrngError {
-  try {
-    action();
-  } catch (error) {
-    expect(isGrngError(error), String(error)).toBe(true);
-    return error as GrngError;
-  }
-  throw new Error('expected a GrngError, nothing was thrown');
 }
 
 async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {

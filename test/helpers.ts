@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeEach, expect } from 'vitest';
+import { isGrngError, type GrngError } from '../src/errors.js';
 import { initBackend } from '../src/runtime/backend.js';
 import { disableNativeBlas, enableNativeBlas } from '../src/runtime/nativeBlas.js';
 import type { Batch } from '../src/types.js';
@@ -88,4 +89,15 @@ export function onFallback<T>(f: () => T): T {
   } finally {
     enableNativeBlas();
   }
+}
+
+/** The GrngError an action throws (failing the test when it throws nothing, or something else). */
+export function errorOf(action: () => unknown): GrngError {
+  try {
+    action();
+  } catch (error) {
+    expect(isGrngError(error), String(error)).toBe(true);
+    return error as GrngError;
+  }
+  throw new Error('expected a GrngError, nothing was thrown');
 }
