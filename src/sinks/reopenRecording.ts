@@ -32,6 +32,9 @@ export function reopenRecording(path: string, throughStep: number): ReopenedReco
   let rows = 0;
   let lastStep = -1;
   for (const batch of recording.batches) {
+    // A recording reopened before starts with an empty batch (the schema's carrier, below):
+    // stopping at it lost every row on the second resume.
+    if (batch.numRows === 0) continue;
     const steps = batch.getChild('step')!;
     let keep = 0;
     while (keep < batch.numRows && (steps.get(keep) as number) <= throughStep) keep += 1;
