@@ -9,9 +9,15 @@ export interface BatchHeader {
   readonly history: boolean;
 }
 
+/** What `hello` says about the server besides its runs. */
+export interface HelloInfo {
+  readonly sweep: boolean;
+}
+
 export interface ProtocolHandlers {
   state(state: ConnectionState): void;
-  hello(runs: readonly WireRun[]): void;
+  /** `info.sweep`: the server answers `GET /api/sweep` (it is a sweep's). */
+  hello(runs: readonly WireRun[], info: HelloInfo): void;
   run(run: WireRun): void;
   batch(header: BatchHeader, bytes: Uint8Array): void;
   end(runId: string): void;
@@ -60,7 +66,9 @@ export function connect(url: string, on: ProtocolHandlers): { close(): void } {
         case 'hello':
           attempt = 0;
           on.state('live');
-          on.hello(Array.isArray(msg.runs) ? (msg.runs as WireRun[]) : []);
+          on.hello(Array.isArray(msg.runs) ? (msg.runs as WireRun[]) : [], {
+            sweep: msg.sweep === true,
+          });
           break;
         case 'run':
           if (msg.run && typeof msg.run === 'object') on.run(msg.run as WireRun);

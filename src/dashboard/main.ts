@@ -4,6 +4,8 @@ import { CHARTS } from './chartSpecs.js';
 import { connect, socketUrl, type ConnectionState } from './connection.js';
 import { RunsPanel } from './runsPanel.js';
 import { RunStore } from './store.js';
+import { parseSnapshot } from './sweepModel.js';
+import { SweepView, type SweepStats } from './sweepView.js';
 
 /** Test hook: what the page drew (see test/dashboard.e2e.test.ts). */
 interface GrngHook {
@@ -11,6 +13,8 @@ interface GrngHook {
   /** The largest x drawn in `chart` (-Infinity when nothing is drawn). */
   lastX(chart: string): number;
   rows(runId?: string): number;
+  /** The sweep view: what its table, scatter, parallel coordinates and curves show. */
+  sweep(): SweepStats;
 }
 declare global {
   interface Window {
@@ -68,6 +72,7 @@ const charts = CHARTS.map(
       },
     }),
 );
+const sweepView = new SweepView($('sweep'), { redraw: () => schedule() });
 const panel = new RunsPanel(
   $('run-list'),
   (id) => withToken(`runs/${encodeURIComponent(id)}.arrows`),
@@ -106,6 +111,7 @@ function draw(): void {
   drawnAt = performance.now();
   const v = view();
   let stale = false;
+  stale = sweepView.render(store, v.smoothing, forceAll) === 'stale' || stale;
   for (const chart of charts) stale = chart.render(store, v, forceAll) === 'stale' || stale;
   forceAll = false;
   panel.render(store, hidden);
@@ -122,7 +128,9 @@ function setState(state: ConnectionState): void {
 const target = (): RunStore => incoming ?? store;
 connect(socketUrl(location, token), {
   state: setState,
-  hello(runs) {
+  hello(runs, info) {
+    if (info.sweep) sweepPoller.start();
+    else sweepPoller.stop(true);
     // A (re)connection resends everything: decode it aside so the charts do not blink empty.
     incoming = store.runs.size > 0 ? new RunStore() : undefined;
     if (!incoming) store = new RunStore();
@@ -174,9 +182,73 @@ resetZoomEl.addEventListener('click', () => {
   schedule();
 });
 
+/**
+ * Polls `GET /api/sweep` every 2 s while the server says (in `hello`) that it is a sweep's; stops
+ * for good on 404 (not a sweep) or 401. A page hidden in a background tab skips its polls.
+ */
+const SWEEP_POLL_MS = 2000;
+const sweepPoller = (() => {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let running = false;
+  /** Bumped by each start, so a fetch still in flight from before a stop ends its loop. */
+  let generation = 0;
+  let last = '';
+  const later = (): void => {
+    if (running) timer = setTimeout(() => void poll(generation), SWEEP_POLL_MS);
+  };
+  async function poll(mine: number): Promise<void> {
+    timer = undefined;
+    if (!running || mine !== generation) return;
+    if (document.visibilityState === 'hidden') return later();
+    try {
+      const response = await fetch(withToken('api/sweep'), { cache: 'no-store' });
+      if (!running || mine !== generation) return;
+      if (response.status === 404 || response.status === 401) {
+        stop(true);
+        return;
+      }
+      if (response.ok) {
+        const body = await response.text();
+        if (!running || mine !== generation) return;
+        if (body !== last) {
+          last = body;
+          const snapshot = parseSnapshot(JSON.parse(body));
+          if (typeof snapshot === 'string') console.warn(`grng: bad sweep snapshot: ${snapshot}`);
+          else {
+            sweepView.setSnapshot(snapshot);
+            schedule();
+          }
+        }
+      }
+    } catch {
+      // The server is away (it reconnects) or sent something unreadable: try again later.
+    }
+    later();
+  }
+  function stop(hide: boolean): void {
+    running = false;
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+    if (hide) {
+      last = '';
+      sweepView.setSnapshot(undefined);
+      schedule();
+    }
+  }
+  return {
+    start(): void {
+      if (running) return;
+      running = true;
+      void poll(++generation);
+    },
+    stop,
+  };
+})();
+
 window.__grng = {
   points: (chart) => charts.find((c) => c.spec.key === chart)?.points ?? 0,
   lastX: (chart) => charts.find((c) => c.spec.key === chart)?.lastX ?? -Infinity,
   rows: (runId) => store.rows(runId),
+  sweep: () => sweepView.summary(),
 };
 schedule();

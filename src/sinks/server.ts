@@ -55,6 +55,13 @@ export interface ServerOptions {
    * (an idle keep-alive, a download the client stopped reading) is closed.
    */
   readonly httpTimeoutMs?: number | undefined;
+  /**
+   * When set, the server is a sweep's: `GET /api/sweep` answers what it returns, as JSON (the
+   * sweep's trials and their results, docs/protocol.md), 404 while it returns undefined, 500 with
+   * the message when it throws; `hello` carries `"sweep": true` so the dashboard knows to ask.
+   * Called on each request.
+   */
+  readonly sweep?: (() => object | undefined) | undefined;
 }
 
 /** What a client's send queue holds right now (a test and diagnostics hook). */
@@ -125,6 +132,7 @@ const KNOWN_OPTIONS = [
   'historyChunkRows',
   'maxClients',
   'httpTimeoutMs',
+  'sweep',
 ];
 
 const SERVER_NAME = `grng ${packageVersion()}`;
@@ -251,6 +259,9 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     options.httpTimeoutMs === undefined
       ? 10_000
       : checkInteger('httpTimeoutMs', options.httpTimeoutMs, 100, 2 ** 31 - 1);
+  const sweep = options.sweep;
+  if (sweep !== undefined && typeof sweep !== 'function')
+    invalidOption('sweep', sweep, 'a function returning the sweep snapshot');
   const tokenDigest = token === undefined ? undefined : sha256(token);
 
   const clients = new Set<Client>();
@@ -295,6 +306,27 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     if (path === '/api/runs') {
       const body = Buffer.from(JSON.stringify(hub.runs().map(describe)));
       res.writeHead(200, {
+        'Content-Type': 'application/json; charset=utf-8',
+        'Content-Length': body.byteLength,
+      });
+      res.end(head ? undefined : body);
+      return;
+    }
+    if (path === '/api/sweep') {
+      let status = 200;
+      let answer: unknown;
+      try {
+        answer = sweep?.() ?? undefined;
+      } catch (error) {
+        status = 500;
+        answer = { error: error instanceof Error ? error.message : String(error) };
+      }
+      if (answer === undefined || answer === null) {
+        status = 404;
+        answer = { error: 'not a sweep' };
+      }
+      const body = Buffer.from(JSON.stringify(answer));
+      res.writeHead(status, {
         'Content-Type': 'application/json; charset=utf-8',
         'Content-Length': body.byteLength,
       });
@@ -449,6 +481,7 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
         protocol: PROTOCOL_VERSION,
         server: SERVER_NAME,
         runs: runs.map(describe),
+        ...(sweep ? { sweep: true } : {}),
       }),
       false,
     );
