@@ -1,16 +1,15 @@
-import { lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
-import { isAbsolute, join, relative, sep } from 'node:path';
+import { readdirSync, statSync } from 'node:fs';
 import { from, lastValueFrom, Subject, type Subscription } from 'rxjs';
-import { GrngError, isGrngError } from '../errors.js';
+import { GrngError } from '../errors.js';
 import { broadcast } from '../sinks/broadcast.js';
 import { summarize, type RunSummary } from '../sinks/summarize.js';
 import { toRecordBatches } from '../sinks/toRecordBatches.js';
 import { metricsSchema, type RecordedRun } from '../metrics/schema.js';
 import type { RunHub } from '../sinks/runHub.js';
 import { formatSummaryTable } from '../sinks/summaryTable.js';
-import { readRecording } from '../streams/readRecording.js';
 import { replayArrow } from '../streams/replayArrow.js';
 import type { MetricsRow } from '../types.js';
+import { followFolder, type FolderFollowing } from './followFolder.js';
 import { withLive, type LiveOptions } from './live.js';
 import type { CliIo } from './io.js';
 
@@ -105,22 +104,22 @@ export function summaryOf(run: RecordedRun, rows: MetricsRow[]): Promise<RunSumm
 }
 
 /**
- * `grng serve DIR`: every recording in a folder, finished, on the dashboard. Unreadable files
- * are reported and skipped; truncated ones are served up to their last complete batch. Only
- * regular files whose real path lies inside DIR are served: a symbolic link out of DIR would
- * publish whatever it points to, and a FIFO would block the reader forever. A second file with
- * the id of a run already served is skipped too, so one id always names one file.
+ * `grng serve DIR`: every recording in a folder on the dashboard, followed: finished recordings
+ * are served whole, ones still being written are served live as their rows are appended, new
+ * files are picked up as they appear, and a sweep folder's trial recordings are served too (see
+ * {@link followFolder}). Unreadable files are reported and skipped. Only regular files whose real
+ * path lies inside DIR are served: a symbolic link out of DIR would publish whatever it points
+ * to, and a FIFO would block the reader forever. A second file with the id of a run already
+ * served is skipped too, so one id always names one file.
  */
 export async function runServeCommand(
   dir: string,
   options: ServeCommandOptions,
   io: CliIo,
 ): Promise<void> {
-  let names: string[];
   try {
-    names = readdirSync(dir)
-      .filter((n) => n.endsWith('.arrows'))
-      .sort();
+    if (!statSync(dir).isDirectory()) throw new Error('not a folder');
+    readdirSync(dir);
   } catch (error) {
     throw new GrngError(
       'invalid-option',
@@ -128,62 +127,28 @@ export async function runServeCommand(
       { option: 'dir', value: dir },
     );
   }
-  await withLive(
-    { ...options, serve: true },
-    io,
-    async (hub) => {
-      const realDir = realpathSync(dir);
-      for (const name of names) {
-        const path = join(dir, name);
-        const refusal = unservable(path, realDir);
-        if (refusal) {
-          io.err(`grng: warning: skipping ${path}: ${refusal}\n`);
-          continue;
-        }
-        try {
-          const rec = readRecording(path);
-          if (rec.truncated)
-            io.err(
-              `grng: warning: ${path}: truncated at byte ${rec.truncated.offset}; serving ${rec.rows} rows\n`,
-            );
-          const earlier = hub!.run(rec.run.id);
-          if (earlier) {
-            io.err(
-              `grng: warning: skipping ${path}: run id ${JSON.stringify(rec.run.id)} is already served from ${earlier.recordingPath ?? 'another file'}\n`,
-            );
-            continue;
-          }
-          hub!.addRun(rec.run, rec.schema, {
-            batches: rec.batches,
-            finished: true,
-            recordingPath: path,
-          });
-        } catch (error) {
-          if (!isGrngError(error)) throw error;
-          io.err(`grng: skipping ${error.message}\n`);
-        }
-      }
-      io.err(`grng: ${hub!.runs().length} recording(s) from ${dir}\n`);
-    },
-    { alwaysServe: true, finished: 'recordings loaded' },
-  );
-}
-
-/**
- * Why `path` (an entry of the folder whose real path is `realDir`) must not be served, if it must
- * not.
- */
-function unservable(path: string, realDir: string): string | undefined {
+  const stop = new AbortController();
+  let following: FolderFollowing | undefined;
   try {
-    if (lstatSync(path).isSymbolicLink()) {
-      const target = realpathSync(path);
-      const inside = relative(realDir, target);
-      if (inside === '' || inside === '..' || inside.startsWith(`..${sep}`) || isAbsolute(inside))
-        return `a symbolic link to ${target}, outside the folder`;
-    }
-    if (!statSync(path).isFile()) return 'not a regular file';
-  } catch (error) {
-    return (error as Error).message;
+    await withLive(
+      { ...options, serve: true },
+      io,
+      async (hub) => {
+        following = followFolder(dir, hub!, {
+          signal: stop.signal,
+          warn: (message) => io.err(`grng: warning: ${message}\n`),
+          note: (message) => io.err(`grng: ${message}\n`),
+        });
+        await following.ready;
+        io.err(`grng: ${hub!.runs().length} recording(s) from ${dir}\n`);
+      },
+      {
+        alwaysServe: true,
+        finished: 'recordings loaded, following the folder for new rows and files',
+      },
+    );
+  } finally {
+    stop.abort();
+    await following?.done;
   }
-  return undefined;
 }
