@@ -259,6 +259,37 @@ export {
 } from './sinks/predictionFile.js';
 
 export {
+  expandTrials,
+  parseSweepConfig,
+  trialArgv,
+  trialId,
+  SWEEP_METRICS,
+  type Axis,
+  type FlagValue,
+  type Halving,
+  type SweepConfig,
+  type SweepMetricName,
+} from './sweep/config.js';
+export { FULL_RUN, runHalving, type SweepRow } from './sweep/halving.js';
+export { localPool, threadEnv } from './sweep/localPool.js';
+export { readResult, runTrial, type RunTrialOptions } from './sweep/runTrial.js';
+export {
+  formatSweepTable,
+  sweepTable,
+  sweepTableArrow,
+  sweepTableCsv,
+  type SweepRecord,
+  type SweepTable,
+} from './sweep/table.js';
+export type {
+  Trial,
+  TrialExecutor,
+  TrialOptions,
+  TrialRequest,
+  TrialResult,
+} from './sweep/types.js';
+
+export {
   METRIC_COLUMNS,
   metricsSchema,
   runOfSchema,

@@ -9,6 +9,7 @@
  *   program (src/cli/program.ts) with its actions replaced, so unknown flags, bad values, bad
  *   choices and stray arguments fail here; nothing is trained. `npm …` lines must name an npm
  *   built-in or a script of package.json. Any other command fails the test until taught here.
+ * - ```json blocks are sweep configs: they must parse and expand into trials (src/sweep/config.ts).
  * - blocks without a language (or ```text) are diagrams and are not run.
  *
  * Command lines use man-page notation, read as follows: `[…]` is optional (tried with and
@@ -24,6 +25,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildProgram } from '../src/cli/program.js';
+import { expandTrials, parseSweepConfig } from '../src/sweep/config.js';
 
 const run = promisify(execFile);
 const root = new URL('..', import.meta.url).pathname;
@@ -39,6 +41,7 @@ const scripts = Object.keys(
 const TYPESCRIPT = ['ts', 'typescript'];
 const SHELL = ['sh', 'bash', 'shell'];
 const TEXT = ['', 'text'];
+const JSON_BLOCK = ['json'];
 /** npm's own commands that need no script. */
 const NPM_BUILTINS = ['install', 'ci'];
 
@@ -170,7 +173,7 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 describe('the README test harness', () => {
   it('finds the blocks, and every block is TypeScript, shell or a diagram', () => {
     const unknown = blocks
-      .filter((b) => ![...TYPESCRIPT, ...SHELL, ...TEXT].includes(b.lang))
+      .filter((b) => ![...TYPESCRIPT, ...SHELL, ...TEXT, ...JSON_BLOCK].includes(b.lang))
       .map((b) => `line ${b.line}: \`\`\`${b.lang}`);
     expect(unknown, 'a block in a language this test neither runs nor parses').toEqual([]);
     expect(blocks.filter((b) => TYPESCRIPT.includes(b.lang)).length).toBeGreaterThanOrEqual(3);
@@ -271,6 +274,12 @@ describe('README code blocks', () => {
         });
         if (block.code.includes('console.log(')) expect(stdout.trim()).not.toBe('');
       }, 300_000);
+    } else if (JSON_BLOCK.includes(block.lang)) {
+      // JSON blocks are sweep configs: they must read as one and expand into trials.
+      it(`JSON block at README line ${block.line} is a valid sweep config`, () => {
+        const config = parseSweepConfig(block.code, `README line ${block.line}`);
+        expect(expandTrials(config).length).toBeGreaterThan(0);
+      });
     } else if (SHELL.includes(block.lang)) {
       it(`shell block at README line ${block.line}: every command parses`, async () => {
         const commands = commandsOf(block.code);

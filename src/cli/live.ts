@@ -71,6 +71,8 @@ export interface LiveEnd {
   readonly done?: () => void | Promise<void>;
   /** What the line printed before keep-serving says is over (e.g. "training done"). */
   readonly finished?: string;
+  /** A sweep's snapshot, served as GET /api/sweep (the dashboard's sweep view). */
+  readonly sweep?: () => object | undefined;
 }
 
 /**
@@ -87,6 +89,7 @@ export async function withLive(
     stopped = (): boolean => false,
     done = (): void => undefined,
     finished = 'done',
+    sweep,
   }: LiveEnd = {},
 ): Promise<void> {
   if (!options.serve && !alwaysServe) {
@@ -97,6 +100,7 @@ export async function withLive(
   const hub = new RunHub();
   const server = await startServer({
     hub,
+    ...(sweep ? { sweep } : {}),
     host: options.host,
     port: options.port,
     ...(options.token ? { token: options.token } : {}),

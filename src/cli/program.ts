@@ -1,19 +1,31 @@
 import type { CliIo } from './io.js';
 import { existsSync, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { BACKENDS } from '../runtime/backend.js';
+import { BACKENDS, initBackend } from '../runtime/backend.js';
 import { INITIALIZERS } from '../nn/init.js';
 import { parseShape } from '../data/dataset.js';
-import { OPTIMIZERS } from '../optim/registry.js';
+import { createOptimizer, OPTIMIZERS } from '../optim/registry.js';
+import { mlp } from '../nn/sequential.js';
 import { EXPORT_OUTPUTS } from '../interop/layersModel.js';
-import { addOptimizerOptions, integer, number } from './optionFlags.js';
+import {
+  addOptimizerOptions,
+  cliMessage,
+  integer,
+  number,
+  optimizerOptionsOf,
+} from './optionFlags.js';
 import {
   runCompareCommand,
   runTrainCommand,
+  trainOptionsOf,
   type CompareCommandOptions,
   type TrainCommandOptions,
 } from './trainCommand.js';
 import { runGenerateCommand, type GenerateCommandOptions } from './generateCommand.js';
+import { runSweepCommand, type SweepCommandOptions } from './sweepCommand.js';
+import { runWorkerCommand, type WorkerCommandOptions } from './workerCommand.js';
+import { isGrngError } from '../errors.js';
+import { resolveTrainOptions } from '../run/options.js';
 import {
   runEvaluateCommand,
   runExportCommand,
@@ -400,6 +412,58 @@ export function buildProgram(io: CliIo): Command {
 
   addLiveOptions(
     program
+      .command('sweep')
+      .description(
+        'run a search (grid, random, per-optimizer spaces, seeds; successive halving) on local worker processes or BullMQ workers, and print the sweep table (README: Sweeps)',
+      )
+      .argument('<config>', 'sweep config (JSON), e.g. sweeps/mnist-lr.json'),
+  )
+    .option(
+      '--out <dir>',
+      'the sweep folder: trials, recordings, results (default runs/sweeps/NAME)',
+      nonEmpty('--out'),
+    )
+    .option(
+      '--workers <n>',
+      'local trial processes at once (default: one per core; BLAS threads are divided among them)',
+      integer('--workers', 1, 64),
+    )
+    .option(
+      '--queue <url>',
+      'put the trials on a BullMQ queue at redis://HOST:PORT instead; run grng worker --queue URL on each machine',
+      nonEmpty('--queue'),
+    )
+    .option('--dry-run', 'print the trials (id and settings) and the plan, run nothing')
+    .option(
+      '--resume',
+      'continue the sweep in --out: finished trials are kept, unfinished ones resume from their checkpoints',
+    )
+    .option('--json', 'also print the table as one JSON line')
+    .addOption(
+      new Option('--backend <name>', 'tfjs backend of every trial').choices(['auto', ...BACKENDS]),
+    )
+    .action(async (config: string, options: SweepCommandOptions) => {
+      await runSweepCommand(config, options, io, checkTrainArgv);
+    });
+
+  program
+    .command('worker')
+    .description(
+      'run sweep trials from a BullMQ queue (grng sweep --queue), one process per trial, until Ctrl-C',
+    )
+    .requiredOption('--queue <url>', "redis://HOST:PORT of the sweep's queue", nonEmpty('--queue'))
+    .option(
+      '--concurrency <n>',
+      'trials at once on this machine (BLAS threads are divided among them)',
+      integer('--concurrency', 1, 64),
+      1,
+    )
+    .action(async (options: WorkerCommandOptions) => {
+      await runWorkerCommand(options, io);
+    });
+
+  addLiveOptions(
+    program
       .command('replay')
       .description('replay recordings: a summary table, or through the dashboard')
       .argument('<files...>', 'recordings (.arrows)'),
@@ -443,4 +507,38 @@ export function buildProgram(io: CliIo): Command {
   });
 
   return program;
+}
+
+/**
+ * Checks a sweep trial's `grng train` arguments as train would, without training: the flags and
+ * their values (commander), then the options the train command resolves (optimizer options, the
+ * model); the problem's one line, or undefined.
+ */
+async function checkTrainArgv(argv: readonly string[]): Promise<string | undefined> {
+  let said = '';
+  const checker = buildProgram({
+    out: () => undefined,
+    err: (t) => void (said += t),
+    isTTY: false,
+  });
+  const train = checker.commands.find((c) => c.name() === 'train')!;
+  train.action((options: TrainCommandOptions) => {
+    resolveTrainOptions({ ...trainOptionsOf(options, options.optimizer) });
+    // Option values are checked where the optimizer is built: on a 2-2-2 probe, as compare does.
+    const probe = mlp({ inputs: 2, layers: [{ units: 2 }, { units: 2 }], seed: 0 });
+    try {
+      createOptimizer(options.optimizer, probe, optimizerOptionsOf(options));
+    } finally {
+      probe.dispose();
+    }
+  });
+  // The probe needs a backend; the coordinator trains nothing, so the plain cpu one does.
+  await initBackend('cpu');
+  try {
+    await checker.parseAsync(['train', ...argv], { from: 'user' });
+    return undefined;
+  } catch (error) {
+    if (isGrngError(error)) return cliMessage(error);
+    return said.replace(/^grng: /, '').trim() || (error as Error).message;
+  }
 }

@@ -1,4 +1,5 @@
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { from, lastValueFrom, Subject, type Subscription } from 'rxjs';
 import { GrngError } from '../errors.js';
 import { broadcast } from '../sinks/broadcast.js';
@@ -12,6 +13,7 @@ import type { MetricsRow } from '../types.js';
 import { followFolder, type FolderFollowing } from './followFolder.js';
 import { withLive, type LiveOptions } from './live.js';
 import type { CliIo } from './io.js';
+import { sweepSnapshot } from '../sweep/snapshot.js';
 
 export interface ReplayCommandOptions extends LiveOptions {
   readonly speed?: number;
@@ -145,6 +147,8 @@ export async function runServeCommand(
       {
         alwaysServe: true,
         finished: 'recordings loaded, following the folder for new rows and files',
+        // A sweep folder also feeds the dashboard's sweep view, read afresh at each request.
+        ...(existsSync(join(dir, 'sweep.json')) ? { sweep: () => sweepSnapshot(dir) } : {}),
       },
     );
   } finally {

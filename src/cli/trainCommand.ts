@@ -83,7 +83,7 @@ export const JSON_FIELDS = [
   'meanGradNorm',
 ] as const;
 
-function trainOptionsOf(
+export function trainOptionsOf(
   options: RunCommandOptions,
   optimizer: string,
   extra: Partial<TrainOptions> = {},

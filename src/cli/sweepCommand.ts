@@ -1,0 +1,197 @@
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { writeFileAtomically } from '../sinks/writeFileAtomically.js';
+import { availableParallelism } from 'node:os';
+import { basename, join } from 'node:path';
+import { GrngError } from '../errors.js';
+import { expandTrials, parseSweepConfig, trialArgv, type SweepConfig } from '../sweep/config.js';
+import { FULL_RUN, runHalving } from '../sweep/halving.js';
+import { localPool } from '../sweep/localPool.js';
+import type { RunTrialOptions } from '../sweep/runTrial.js';
+import { formatSweepTable, sweepTable, sweepTableArrow, sweepTableCsv } from '../sweep/table.js';
+import type { Trial, TrialExecutor } from '../sweep/types.js';
+import type { CliIo } from './io.js';
+import { followFolder, type FolderFollowing } from './followFolder.js';
+import { withLive, type LiveOptions } from './live.js';
+import { sweepSnapshot } from '../sweep/snapshot.js';
+import type { SweepRow } from '../sweep/halving.js';
+
+export interface SweepCommandOptions extends LiveOptions {
+  readonly out?: string;
+  readonly workers?: number;
+  readonly queue?: string;
+  readonly dryRun?: boolean;
+  readonly resume?: boolean;
+  readonly json?: boolean;
+  readonly backend?: string;
+}
+
+/** Checks one trial's `grng train` arguments as the train command would parse them. */
+export type TrainArgvCheck = (argv: readonly string[]) => Promise<string | undefined>;
+
+/**
+ * `grng sweep CONFIG.json`: expands the config into trials (each checked as a `grng train`
+ * command line before anything runs), runs them with successive halving on a local pool of
+ * processes or through BullMQ workers, and prints and writes the sweep table.
+ */
+export async function runSweepCommand(
+  file: string,
+  options: SweepCommandOptions,
+  io: CliIo,
+  checkTrainArgv: TrainArgvCheck,
+): Promise<void> {
+  const config = readConfig(file);
+  const trials = expandTrials(config);
+  for (const trial of trials) {
+    const problem = await checkTrainArgv(trialArgv(trial.options));
+    if (problem)
+      throw new GrngError(
+        'invalid-option',
+        `${file}: trial ${trial.id} (${describe(trial)}): ${problem}`,
+        { option: 'config', path: file },
+      );
+  }
+  const budgets = [...(config.halving?.rungs ?? []), FULL_RUN];
+  const plan = `${trials.length} trials (${Object.keys(config.optimizers).length} optimizers, ${config.seeds.length} seed${config.seeds.length === 1 ? '' : 's'}), ${config.search.kind} search, ${budgets.length > 1 ? `successive halving at ${config.halving!.rungs.join(', ')} steps keeping 1/${config.halving!.reduction} per optimizer, then the whole run` : 'each the whole run'}; metric ${config.metric.name}`;
+  if (options.dryRun) {
+    io.out(`${plan}\n`);
+    for (const trial of trials) io.out(`${trial.id}  ${describe(trial)}\n`);
+    return;
+  }
+  const dir = options.out ?? join('runs', 'sweeps', config.name);
+  prepareSweepDir(dir, config, trials, options.resume ?? false);
+  const workers = options.workers ?? defaultWorkers();
+  io.err(
+    `grng: sweep ${config.name}: ${plan}; ${options.queue ? `queue ${options.queue} (run grng worker --queue ${options.queue} on each machine)` : `${workers} local worker${workers === 1 ? '' : 's'}`}; folder ${dir}\n`,
+  );
+  const runOptions: RunTrialOptions = {
+    metric: config.metric.name,
+    higherIsBetter: config.metric.higherIsBetter,
+    checkpointEvery: config.checkpointEvery,
+    ...(options.backend ? { extraArgs: ['--backend', options.backend] } : {}),
+  };
+  // BullMQ (and its Redis client) load only for a queued sweep.
+  const executor: TrialExecutor = options.queue
+    ? (await import('../sweep/redisQueue.js')).redisExecutor(options.queue, runOptions, {})
+    : localPool(workers, runOptions);
+  const started = Date.now();
+  let finished = 0;
+  let rows: SweepRow[] | undefined;
+  const run = async (): Promise<void> => {
+    rows = await runHalving(config, trials, dir, executor, (result, trial, kept) => {
+      if (kept) return;
+      finished += 1;
+      const outcome =
+        result.status === 'failed'
+          ? `failed: ${result.error}`
+          : `${config.metric.name} ${result.metric === null ? '–' : result.metric.toFixed(4)} at step ${result.steps} (${result.seconds.toFixed(1)} s)`;
+      io.err(`grng: [${finished}] ${trial.id} ${describe(trial)} → ${outcome}\n`);
+    });
+  };
+  const stop = new AbortController();
+  let following: FolderFollowing | undefined;
+  let table: ReturnType<typeof sweepTable> | undefined;
+  try {
+    // With --serve the dashboard follows every trial's recording as its process writes it, and
+    // the sweep view reads the folder at each request.
+    await withLive(
+      options,
+      io,
+      async (hub) => {
+        if (hub) {
+          following = followFolder(dir, hub, {
+            signal: stop.signal,
+            warn: (message) => io.err(`grng: warning: ${message}\n`),
+          });
+          await following.ready;
+        }
+        try {
+          await run();
+        } finally {
+          await executor.close();
+        }
+        table = sweepTable(rows!, config);
+        writeText(join(dir, 'results.json'), `${JSON.stringify(table.records, null, 2)}\n`);
+        writeText(join(dir, 'results.csv'), sweepTableCsv(table));
+        writeText(join(dir, 'results.arrow'), sweepTableArrow(table));
+      },
+      { sweep: () => sweepSnapshot(dir), finished: 'sweep done' },
+    );
+  } finally {
+    stop.abort();
+    await following?.done;
+  }
+  if (!table) return;
+  io.out(formatSweepTable(table, config.metric.name));
+  const hours = (Date.now() - started) / 3_600_000;
+  io.err(
+    `grng: ${trials.length} trials in ${(hours * 60).toFixed(1)} min (${(trials.length / hours).toFixed(0)} trials per hour); table in ${join(dir, 'results.csv')}, .json, .arrow\n`,
+  );
+  if (options.json) io.out(`${JSON.stringify(table.records)}\n`);
+}
+
+/** Local workers by default: one per core (measured in docs/benchmarks.md, "Sweeps"). */
+export function defaultWorkers(): number {
+  return Math.max(1, availableParallelism());
+}
+
+function readConfig(file: string): SweepConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new GrngError(
+      'invalid-option',
+      `sweep config ${file} cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+      { option: 'config', path: file },
+    );
+  }
+  return parseSweepConfig(text, file);
+}
+
+/**
+ * The sweep folder: created with the config and its trials (sweep.json); a folder holding another
+ * sweep is refused, the same sweep continues only with --resume (finished trials are kept).
+ */
+function prepareSweepDir(
+  dir: string,
+  config: SweepConfig,
+  trials: readonly Trial[],
+  resume: boolean,
+): void {
+  const path = join(dir, 'sweep.json');
+  const ids = trials.map((t) => t.id);
+  if (existsSync(path)) {
+    const before = JSON.parse(readFileSync(path, 'utf8')) as { trials?: { id: string }[] };
+    const same = JSON.stringify((before.trials ?? []).map((t) => t.id)) === JSON.stringify(ids);
+    if (!resume)
+      throw new GrngError(
+        'invalid-option',
+        `--out ${dir} already holds a sweep${same ? '' : ' of other trials'}: ${same ? 'continue it with --resume' : 'choose another folder'}`,
+        { option: 'out', path: dir },
+      );
+    if (!same)
+      throw new GrngError(
+        'invalid-option',
+        `--resume: ${dir} holds a sweep of other trials than ${basename(dir)}'s config now makes (the config changed); start a new folder`,
+        { option: 'resume', path: dir },
+      );
+    return;
+  }
+  if (resume)
+    throw new GrngError('invalid-option', `--resume: ${dir} holds no sweep to continue`, {
+      option: 'resume',
+      path: dir,
+    });
+  mkdirSync(dir, { recursive: true });
+  writeText(path, `${JSON.stringify({ config, trials }, null, 2)}\n`);
+}
+
+function describe(trial: Trial): string {
+  return Object.entries(trial.settings)
+    .map(([k, v]) => (k === 'optimizer' ? String(v) : `${k}=${String(v)}`))
+    .join(' ');
+}
+
+function writeText(path: string, content: string | Uint8Array): void {
+  writeFileAtomically(path, [typeof content === 'string' ? Buffer.from(content, 'utf8') : content]);
+}
