@@ -271,6 +271,13 @@ export {
   type SweepMetricName,
 } from './sweep/config.js';
 export { FULL_RUN, runHalving, type SweepRow } from './sweep/halving.js';
+export { sweepSnapshot, type SweepSnapshot } from './sweep/snapshot.js';
+export {
+  followRecording,
+  RecordingFollower,
+  type FollowEvent,
+  type FollowRecordingOptions,
+} from './streams/followRecording.js';
 export { localPool, threadEnv } from './sweep/localPool.js';
 export { readResult, runTrial, type RunTrialOptions } from './sweep/runTrial.js';
 export {

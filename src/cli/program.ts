@@ -481,7 +481,9 @@ export function buildProgram(io: CliIo): Command {
   addLiveOptions(
     program
       .command('serve')
-      .description('serve the dashboard for every recording in a folder')
+      .description(
+        'serve the dashboard for every recording in a folder, following those still being written and new ones (a sweep folder: its trials and the sweep view)',
+      )
       .argument('<dir>', 'folder of recordings (.arrows)'),
     { serveFlag: false },
   ).action(async (dir: string, options: ServeCommandOptions) => {
