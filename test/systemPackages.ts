@@ -13,6 +13,9 @@ import { FORTUNES_DIR } from '../src/data/textDataset.js';
 /** Where Debian's chromium package puts the browser. */
 export const CHROMIUM_PATH = '/usr/bin/chromium';
 
+/** Where Debian's redis-server package puts the server the queue tests start. */
+export const REDIS_SERVER_PATH = '/usr/bin/redis-server';
+
 /** How a test tells that each package is installed: by the file it will use. */
 export const SYSTEM_PACKAGES = {
   /** The dashboard's browser test drives it through playwright-core. */
@@ -23,6 +26,8 @@ export const SYSTEM_PACKAGES = {
   'dataset-fashion-mnist': () => existsSync(FASHION_MNIST_DIR),
   /** The text loadFortunes reads; checked by a file of its own, as fortunes-min makes the folder too. */
   fortunes: () => existsSync(join(FORTUNES_DIR, 'computers')),
+  /** The Redis the BullMQ sweep queue tests run their coordinator and workers on. */
+  'redis-server': () => existsSync(REDIS_SERVER_PATH),
 } satisfies Record<string, () => boolean>;
 
 export type SystemPackage = keyof typeof SYSTEM_PACKAGES;

@@ -58,6 +58,8 @@ export async function runSweepCommand(
     return;
   }
   const dir = options.out ?? join('runs', 'sweeps', config.name);
+  // Checked before the folder is made: a typo must not leave a sweep that needs --resume.
+  if (options.queue) (await import('../sweep/redisQueue.js')).checkQueueUrl(options.queue);
   prepareSweepDir(dir, config, trials, options.resume ?? false);
   const workers = options.workers ?? defaultWorkers();
   io.err(

@@ -222,6 +222,7 @@ export async function runTrainCommand(
   const checkpointDir = options.checkpointDir ?? options.resume;
   const control = new RunControl();
   const restoreSignals = handleStopSignals(io, control);
+  const stopWatching = stopWithParent(control);
   let summary!: RunSummary;
   try {
     const checkpoint = options.resume ? loadCheckpoint(options.resume) : undefined;
@@ -298,7 +299,24 @@ export async function runTrainCommand(
     );
   } finally {
     restoreSignals();
+    stopWatching();
   }
+}
+
+/**
+ * With GRNG_STOP_WITH_PARENT=1 (a sweep's trial process), a run whose parent process has gone
+ * (its runner was killed; the process is re-parented) stops after its current step and
+ * checkpoints, as on Ctrl-C: the runner that takes the trial over resumes it, with no second
+ * process writing the same files.
+ */
+function stopWithParent(control: RunControl): () => void {
+  if (process.env.GRNG_STOP_WITH_PARENT !== '1') return () => undefined;
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid !== parent) control.requestStop('its parent process exiting');
+  }, 500);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /**

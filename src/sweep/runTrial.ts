@@ -107,8 +107,11 @@ async function runLocked(
   const ranBy = `${hostname()}:${process.pid}`;
   // A run that already reached the budget (its result file lost, or written by a runner that
   // died just after the run) is read back, not run: resuming past its end is an error.
-  if (reachedBudget(recording, Math.min(steps, numberOr(trial.options.steps, Infinity)), trial))
-    return resultFromRecording(trial.id, steps, recording, options, ranBy);
+  if (reachedBudget(recording, Math.min(steps, numberOr(trial.options.steps, Infinity)), trial)) {
+    const result = resultFromRecording(trial.id, steps, recording, options, ranBy);
+    writeJsonAtomically(resultPath(sweepDir, trial.id, steps), result);
+    return result;
+  }
   const resumable = hasCheckpoint(checkpoint);
   // A base `steps` is the whole run's length; the budget (a rung) stops it earlier.
   const { steps: runLength, ...flags } = trial.options;
@@ -133,7 +136,14 @@ async function runLocked(
     ...(options.extraArgs ?? []),
   );
   const started = Date.now();
-  const { code, stdout, stderr } = await runChild(argv, options);
+  const { code, signal, stdout, stderr } = await runChild(argv, options);
+  // Not the trial's outcome, so nothing is written and the next runner resumes it: a training
+  // process killed (OOM killer, a dying machine) or stopped (a signal, its runner gone) before
+  // its budget.
+  if (signal !== null || /^grng: stopped by /m.test(stderr))
+    throw new Error(
+      `trial ${trial.id} was ${signal ? `killed by ${signal}` : 'stopped'} before ${until} steps; it resumes from its checkpoint when run again`,
+    );
   const summary = code === 0 ? lastJson(stdout) : undefined;
   let result: TrialResult;
   if (!summary) {
@@ -238,10 +248,14 @@ function failed(
 function runChild(
   argv: readonly string[],
   options: RunTrialOptions,
-): Promise<{ code: number; stdout: string; stderr: string }> {
+): Promise<{ code: number; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [GRNG_BIN, ...argv], {
-      env: { ...process.env, ...options.env },
+      // Its own process group, so a terminal's Ctrl-C stops the runner, not the run mid-step;
+      // and GRNG_STOP_WITH_PARENT makes it checkpoint and stop when its runner dies (a SIGKILLed
+      // worker), instead of training on beside the runner that takes its trial over.
+      detached: true,
+      env: { ...process.env, ...options.env, GRNG_STOP_WITH_PARENT: '1' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     if (child.pid !== undefined) options.onChild?.(child.pid);
@@ -254,9 +268,7 @@ function runChild(
       (chunk: Buffer) => (stderr = (stderr + chunk.toString('utf8')).slice(-8192)),
     );
     child.on('error', reject);
-    child.on('close', (code, signal) =>
-      resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr }),
-    );
+    child.on('close', (code, signal) => resolve({ code: code ?? 1, signal, stdout, stderr }));
   });
 }
 
