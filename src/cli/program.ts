@@ -425,7 +425,7 @@ export function buildProgram(io: CliIo): Command {
     )
     .option(
       '--workers <n>',
-      'local trial processes at once (default: one per core; BLAS threads are divided among them)',
+      'local trial processes at once (default: one per core; each trial runs one BLAS thread, so any worker count gives the same numbers)',
       integer('--workers', 1, 64),
     )
     .option(
@@ -454,7 +454,7 @@ export function buildProgram(io: CliIo): Command {
     .requiredOption('--queue <url>', "redis://HOST:PORT of the sweep's queue", nonEmpty('--queue'))
     .option(
       '--concurrency <n>',
-      'trials at once on this machine (BLAS threads are divided among them)',
+      'trials at once on this machine (each runs one BLAS thread: give it the cores)',
       integer('--concurrency', 1, 64),
       1,
     )

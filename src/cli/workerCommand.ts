@@ -29,7 +29,7 @@ export async function runWorkerCommand(options: WorkerCommandOptions, io: CliIo)
     const { runWorker } = await import('../sweep/redisQueue.js');
     await runWorker(options.queue, {
       concurrency: options.concurrency,
-      env: threadEnv(options.concurrency),
+      env: threadEnv(),
       signal: stop.signal,
       onLine: (line) => io.err(`grng: ${line}\n`),
     });

@@ -1,20 +1,19 @@
-import { availableParallelism } from 'node:os';
 import { runTrial, type RunTrialOptions } from './runTrial.js';
 import type { TrialExecutor, TrialRequest, TrialResult } from './types.js';
 
 /**
- * The environment of one of `workers` trial processes sharing this machine: OpenBLAS gets the
- * cores divided among them (at least one each) and the wasm backend one thread, so N workers do
- * not run N × cores threads.
+ * The environment of a trial process: one OpenBLAS thread and one wasm thread. A sweep's
+ * parallelism is its trials; and OpenBLAS rounds differently with another thread count (measured:
+ * a sweep on 1 worker with 2 BLAS threads and on 2 workers with 1 each gave different accuracies),
+ * so one thread per trial is what makes a sweep give the same numbers on any number of workers
+ * and machines. More workers than cores would oversubscribe the machine: the default is one per
+ * core.
  *
  * @example
- * threadEnv(2, 2); // { OPENBLAS_NUM_THREADS: '1', GRNG_WASM_THREADS: '1' }
+ * threadEnv(); // { OPENBLAS_NUM_THREADS: '1', GRNG_WASM_THREADS: '1' }
  */
-export function threadEnv(workers: number, cores = availableParallelism()): NodeJS.ProcessEnv {
-  return {
-    OPENBLAS_NUM_THREADS: String(Math.max(1, Math.floor(cores / workers))),
-    GRNG_WASM_THREADS: '1',
-  };
+export function threadEnv(): NodeJS.ProcessEnv {
+  return { OPENBLAS_NUM_THREADS: '1', GRNG_WASM_THREADS: '1' };
 }
 
 /**
@@ -25,7 +24,7 @@ export function threadEnv(workers: number, cores = availableParallelism()): Node
  * const pool = localPool(2, { metric: 'testAccuracy', higherIsBetter: true, checkpointEvery: 50 });
  */
 export function localPool(workers: number, options: RunTrialOptions): TrialExecutor {
-  const env = { ...threadEnv(workers), ...options.env };
+  const env = { ...threadEnv(), ...options.env };
   let running = 0;
   const waiting: Array<() => void> = [];
   let closed = false;
