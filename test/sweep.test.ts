@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
@@ -290,6 +290,27 @@ describe('grng sweep', () => {
         stepsPerSecond: expect.any(Number),
       })),
     );
+  });
+
+  it('bad flags and files are one line naming them, before any folder is made', async () => {
+    const file = configFile('flags', HALVING);
+    const out = join(dir, 'never-made');
+    for (const [argv, names] of [
+      [['sweep', file, '--workers', '0'], '--workers'],
+      [['sweep', file, '--queue', ''], '--queue'],
+      [['sweep', file, '--queue', 'http://localhost:6379', '--out', out], '--queue'],
+      [['sweep', join(dir, 'missing.json')], 'missing.json'],
+      [['sweep', file, '--resume', '--out', out], '--resume'],
+      [['worker', '--queue', 'localhost:6379'], '--queue'],
+      [['worker'], "required option '--queue <url>'"],
+    ] as const) {
+      const result = await cli([...argv]);
+      expect(result.code, result.err).toBe(2);
+      const lines = result.err.trim().split('\n');
+      expect(lines, result.err).toHaveLength(1);
+      expect(lines[0]).toContain(names);
+    }
+    expect(existsSync(out)).toBe(false);
   });
 
   it('two runners racing for one trial run it once', async () => {

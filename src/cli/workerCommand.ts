@@ -22,11 +22,13 @@ export async function runWorkerCommand(options: WorkerCommandOptions, io: CliIo)
     stop.abort();
     if (signals > 1) process.exit(130);
   };
+  // A malformed URL is one line, before the worker says it started.
+  const { checkQueueUrl, runWorker } = await import('../sweep/redisQueue.js');
+  checkQueueUrl(options.queue);
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
     io.err(`grng: worker on ${options.queue}, ${options.concurrency} trial(s) at once\n`);
-    const { runWorker } = await import('../sweep/redisQueue.js');
     await runWorker(options.queue, {
       concurrency: options.concurrency,
       env: threadEnv(),
