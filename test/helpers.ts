@@ -101,3 +101,18 @@ export function errorOf(action: () => unknown): GrngError {
   }
   throw new Error('expected a GrngError, nothing was thrown');
 }
+
+/** Runs the CLI in-process (src/cli/main.ts) and returns its exit code and what it printed. */
+export async function runCli(
+  argv: readonly string[],
+): Promise<{ code: number; out: string; err: string }> {
+  const { main } = await import('../src/cli/main.js');
+  let out = '';
+  let err = '';
+  const code = await main(argv, {
+    out: (t) => void (out += t),
+    err: (t) => void (err += t),
+    isTTY: false,
+  });
+  return { code, out, err };
+}

@@ -3,26 +3,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
-import { main } from '../src/cli/main.js';
 import { isGrngError } from '../src/errors.js';
 import { recordBatchToRows } from '../src/metrics/schema.js';
 import { readRecording } from '../src/streams/readRecording.js';
 import { expandTrials, parseSweepConfig, trialId } from '../src/sweep/config.js';
 import { resultPath, runTrial, trialDir } from '../src/sweep/runTrial.js';
+import { runCli } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'grng-sweep-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, {
-    out: (t) => void (out += t),
-    err: (t) => void (err += t),
-    isTTY: false,
-  });
-  return { code, out, err };
-}
+const cli = (argv: readonly string[]) => runCli(argv);
 
 function configFile(name: string, config: object): string {
   const path = join(dir, `${name}.json`);

@@ -2,37 +2,18 @@
 // answers, the table's columns, sorting and filter grammar, axis scales, and the mean ± spread of
 // a group of curves. The view itself is sweepView.ts.
 
-export type TrialStatus = 'pending' | 'running' | 'done' | 'stopped' | 'failed';
-export type SettingValue = string | number | boolean;
+import type {
+  SweepSettingValue,
+  SweepSnapshot,
+  SweepSnapshotTrial,
+  SweepTrialStatus,
+} from '../metrics/sweepSnapshot.js';
 
-/** One trial of a sweep, as `GET /api/sweep` has it. */
-export interface SweepTrial {
-  readonly trial: string;
-  /** Its run among the server's runs (the WebSocket's run ids), null before it starts. */
-  readonly runId: string | null;
-  readonly status: TrialStatus;
-  /** The last step budget (rung of successive halving) it has a result for; null: none yet. */
-  readonly rung: number | null;
-  readonly settings: Readonly<Record<string, SettingValue>>;
-  readonly steps: number | null;
-  /** The sweep metric at the last evaluation, and its best. */
-  readonly metric: number | null;
-  readonly best: number | null;
-  readonly seconds: number | null;
-  readonly stepsPerSecond: number | null;
-  readonly error?: string;
-}
-
-/** What `GET /api/sweep` answers (docs/protocol.md). */
-export interface SweepSnapshot {
-  readonly name: string;
-  /** The metric trials are ranked by (`testAccuracy`, `testLoss`, `finalLoss`). */
-  readonly metric: string;
-  readonly higherIsBetter: boolean;
-  /** The varied settings, seed last. */
-  readonly settings: readonly string[];
-  readonly trials: readonly SweepTrial[];
-}
+// The contract lives in metrics/ (the server's sweep writes it); these names are the view's.
+export type TrialStatus = SweepTrialStatus;
+export type SettingValue = SweepSettingValue;
+export type SweepTrial = SweepSnapshotTrial;
+export type { SweepSnapshot };
 
 const STATUSES: readonly string[] = ['pending', 'running', 'done', 'stopped', 'failed'];
 

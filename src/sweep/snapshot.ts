@@ -4,37 +4,9 @@ import { GrngError } from '../errors.js';
 import { parseRecording } from '../streams/readRecording.js';
 import { STALE_LOCK_MS, trialDir } from './runTrial.js';
 import type { TrialResult } from './types.js';
+import type { SweepSnapshot, SweepSnapshotTrial } from '../metrics/sweepSnapshot.js';
 
-/** One trial as the dashboard's sweep view shows it. */
-export interface SweepSnapshotTrial {
-  readonly trial: string;
-  /** The run id of its recording (what the dashboard's runs are keyed by); null before it exists. */
-  readonly runId: string | null;
-  readonly status: 'pending' | 'running' | 'done' | 'stopped' | 'failed';
-  /** The last step budget it has a result for (FULL_RUN, 2³¹ − 1, for the whole run); null: none. */
-  readonly rung: number | null;
-  /** The settings the sweep varies, as the trial has them. */
-  readonly settings: Readonly<Record<string, string | number | boolean>>;
-  readonly steps: number | null;
-  /** The sweep metric at its last evaluation, and the best over its run. */
-  readonly metric: number | null;
-  readonly best: number | null;
-  readonly seconds: number | null;
-  readonly stepsPerSecond: number | null;
-  /** The error line of a failed trial. */
-  readonly error?: string;
-}
-
-/** A sweep folder as it is now: what the dashboard's sweep view shows. */
-export interface SweepSnapshot {
-  readonly name: string;
-  readonly metric: string;
-  readonly higherIsBetter: boolean;
-  /** The varied settings (table columns), the seed last. */
-  readonly settings: string[];
-  /** In the sweep's own order (sweep.json). */
-  readonly trials: SweepSnapshotTrial[];
-}
+export type { SweepSnapshot, SweepSnapshotTrial };
 
 /** What the snapshot needs of sweep.json (written by `grng sweep`). */
 interface SweepFile {
