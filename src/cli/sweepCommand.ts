@@ -61,9 +61,12 @@ export async function runSweepCommand(
   // Checked before the folder is made: a typo must not leave a sweep that needs --resume.
   if (options.queue) (await import('../sweep/redisQueue.js')).checkQueueUrl(options.queue);
   prepareSweepDir(dir, config, trials, options.resume ?? false);
+  const redactedQueue = options.queue
+    ? (await import('../sweep/redisQueue.js')).redacted(options.queue)
+    : undefined;
   const workers = options.workers ?? defaultWorkers();
   io.err(
-    `grng: sweep ${config.name}: ${plan}; ${options.queue ? `queue ${options.queue} (run grng worker --queue ${options.queue} on each machine)` : `${workers} local worker${workers === 1 ? '' : 's'}`}; folder ${dir}\n`,
+    `grng: sweep ${config.name}: ${plan}; ${options.queue ? `queue ${redactedQueue} (run grng worker --queue ${redactedQueue} on each machine)` : `${workers} local worker${workers === 1 ? '' : 's'}`}; folder ${dir}\n`,
   );
   const runOptions: RunTrialOptions = {
     metric: config.metric.name,

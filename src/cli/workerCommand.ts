@@ -23,12 +23,12 @@ export async function runWorkerCommand(options: WorkerCommandOptions, io: CliIo)
     if (signals > 1) process.exit(130);
   };
   // A malformed URL is one line, before the worker says it started.
-  const { checkQueueUrl, runWorker } = await import('../sweep/redisQueue.js');
+  const { checkQueueUrl, redacted, runWorker } = await import('../sweep/redisQueue.js');
   checkQueueUrl(options.queue);
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    io.err(`grng: worker on ${options.queue}, ${options.concurrency} trial(s) at once\n`);
+    io.err(`grng: worker on ${redacted(options.queue)}, ${options.concurrency} trial(s) at once\n`);
     await runWorker(options.queue, {
       concurrency: options.concurrency,
       env: threadEnv(),

@@ -355,7 +355,7 @@ function connectionOf(url: string, closing: () => boolean): RedisOptions {
 }
 
 /** The URL without its password, for messages. */
-function redacted(url: string): string {
+export function redacted(url: string): string {
   return url.replace(/^(rediss?:\/\/[^:@/]*:)[^@/]*@/, '$1***@');
 }
 
