@@ -13,7 +13,7 @@ import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import type { SweepSnapshot, SweepTrial } from '../src/dashboard/sweepModel.js';
 import { metricsSchema, rowsToRecordBatch, type RecordedRun } from '../src/metrics/schema.js';
 import { RunHub } from '../src/sinks/runHub.js';
-import { startServer, type ServerHandle } from '../src/sinks/server.js';
+import { startServer } from '../src/sinks/server.js';
 import type { MetricsRow } from '../src/types.js';
 import { syntheticRow, syntheticRun } from './dashboardSynthetic.js';
 import { CHROMIUM_PATH, needsPackage } from './systemPackages.js';

@@ -19,7 +19,6 @@ import {
 import { errorOf } from './helpers.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFeatureRows } from '../src/data/featureRows.js';
-import { GrngError, isGrngError } from '../src/errors.js';
 import { predictionsCsv, writePredictions, type Predictions } from '../src/sinks/predictionFile.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'grng-feature-rows-'));

@@ -1,5 +1,4 @@
 import { GrngError, isGrngError } from '../errors.js';
-import { buildModel } from '../nn/buildModel.js';
 import type { Initializer } from '../nn/init.js';
 import type { Sequential } from '../nn/sequential.js';
 import { generateTokens, modelFromCheckpoint } from '../run/generate.js';
@@ -7,7 +6,7 @@ import { resolveModel, tokenContext } from '../run/options.js';
 import { initBackend, type BackendChoice } from '../runtime/backend.js';
 import type { CliIo } from './io.js';
 import { checkCheckpointDir } from './modelCommands.js';
-import { isLayersModelPath, loadLayersModelFile } from '../interop/layersModelFiles.js';
+import { loadSavedModel } from '../run/savedModel.js';
 
 /** Flags of `grng generate`, as commander parses them. */
 export interface GenerateCommandOptions {
@@ -45,15 +44,10 @@ export async function runGenerateCommand(
     options.wasmThreads === undefined ? {} : { wasmThreads: options.wasmThreads },
   );
   let model: Sequential;
-  if (spec && options.model !== undefined && isLayersModelPath(options.model)) {
-    // A saved model (grng export, --save-model) keeps its weights: the seed does not apply.
-    model = await loadLayersModelFile(options.model);
-  } else if (spec) {
-    model = buildModel(spec, {
-      seed: options.seed,
-      init: options.init,
-      description: options.model!,
-    });
+  if (spec) {
+    // A saved model (grng export, --save-model) keeps its weights; a spec is seeded.
+    model = (await loadSavedModel({ model: options.model, seed: options.seed, init: options.init }))
+      .model;
   } else {
     try {
       model = modelFromCheckpoint(options.checkpoint!);

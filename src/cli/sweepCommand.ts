@@ -1,5 +1,5 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { writeFileAtomically } from '../sinks/writeFileAtomically.js';
+import { writeFileAtomically, writeTextAtomically } from '../sinks/writeFileAtomically.js';
 import { availableParallelism } from 'node:os';
 import { basename, join } from 'node:path';
 import { GrngError } from '../errors.js';
@@ -58,12 +58,12 @@ export async function runSweepCommand(
     return;
   }
   const dir = options.out ?? join('runs', 'sweeps', config.name);
+  // BullMQ (and its Redis client) load only for a queued sweep.
+  const redis = options.queue ? await import('../sweep/redisQueue.js') : undefined;
   // Checked before the folder is made: a typo must not leave a sweep that needs --resume.
-  if (options.queue) (await import('../sweep/redisQueue.js')).checkQueueUrl(options.queue);
+  if (options.queue) redis!.checkQueueUrl(options.queue);
   prepareSweepDir(dir, config, trials, options.resume ?? false);
-  const redactedQueue = options.queue
-    ? (await import('../sweep/redisQueue.js')).redacted(options.queue)
-    : undefined;
+  const redactedQueue = options.queue ? redis!.redacted(options.queue) : undefined;
   const workers = options.workers ?? defaultWorkers();
   io.err(
     `grng: sweep ${config.name}: ${plan}; ${options.queue ? `queue ${redactedQueue} (run grng worker --queue ${redactedQueue} on each machine)` : `${workers} local worker${workers === 1 ? '' : 's'}`}; folder ${dir}\n`,
@@ -74,9 +74,8 @@ export async function runSweepCommand(
     checkpointEvery: config.checkpointEvery,
     ...(options.backend ? { extraArgs: ['--backend', options.backend] } : {}),
   };
-  // BullMQ (and its Redis client) load only for a queued sweep.
   const executor: TrialExecutor = options.queue
-    ? (await import('../sweep/redisQueue.js')).redisExecutor(options.queue, runOptions, {})
+    ? redis!.redisExecutor(options.queue, runOptions, {})
     : localPool(workers, runOptions);
   const started = Date.now();
   let finished = 0;
@@ -114,10 +113,13 @@ export async function runSweepCommand(
         } finally {
           await executor.close();
         }
-        table = sweepTable(rows!, config);
-        writeText(join(dir, 'results.json'), `${JSON.stringify(table.records, null, 2)}\n`);
-        writeText(join(dir, 'results.csv'), sweepTableCsv(table));
-        writeText(join(dir, 'results.arrow'), sweepTableArrow(table));
+        table = sweepTable(rows!);
+        writeTextAtomically(
+          join(dir, 'results.json'),
+          `${JSON.stringify(table.records, null, 2)}\n`,
+        );
+        writeTextAtomically(join(dir, 'results.csv'), sweepTableCsv(table));
+        writeFileAtomically(join(dir, 'results.arrow'), [sweepTableArrow(table)]);
       },
       { sweep: () => sweepSnapshot(dir), finished: 'sweep done' },
     );
@@ -188,15 +190,11 @@ function prepareSweepDir(
       path: dir,
     });
   mkdirSync(dir, { recursive: true });
-  writeText(path, `${JSON.stringify({ config, trials }, null, 2)}\n`);
+  writeTextAtomically(path, `${JSON.stringify({ config, trials }, null, 2)}\n`);
 }
 
 function describe(trial: Trial): string {
   return Object.entries(trial.settings)
     .map(([k, v]) => (k === 'optimizer' ? String(v) : `${k}=${String(v)}`))
     .join(' ');
-}
-
-function writeText(path: string, content: string | Uint8Array): void {
-  writeFileAtomically(path, [typeof content === 'string' ? Buffer.from(content, 'utf8') : content]);
 }

@@ -196,32 +196,45 @@ export function buildMapped(
     );
   }
   try {
-    const values: Params = {};
-    model.layers.forEach((layer, index) => {
-      const from = mapping.weightsFrom[index];
-      if (layer.params.length === 0 || from === undefined) return;
-      const weights = weightsOf(from);
-      if (weights.length !== layer.params.length)
-        throw new GrngError(
-          'invalid-model',
-          `model ${source}: layer ${mapping.origins[index]} has ${weights.length} weights, grng's ${layer.kind} layer takes ${layer.params.length} (${layer.params.join(', ')})`,
-          { option: 'model', path: source, layer: mapping.origins[index] },
-        );
-      layer.params.forEach((key, i) => {
-        const want = model.params[key]!.shape;
-        if (weights[i]!.shape.join() !== want.join())
-          throw new GrngError(
-            'shape',
-            `model ${source}: layer ${mapping.origins[index]} weight ${i} has shape [${weights[i]!.shape.join(', ')}], grng's ${key} is [${want.join(', ')}]`,
-            { option: 'model', path: source, layer: mapping.origins[index] },
-          );
-        values[key] = weights[i]!;
-      });
-    });
-    model.load(values);
+    loadMappedWeights(model, mapping, source, weightsOf);
   } catch (error) {
     model.dispose();
     throw error;
   }
   return model;
+}
+
+/**
+ * Puts a mapped Keras model's weights into a grng model built from the same mapping (its layers
+ * one to one with `mapping.spec`); a count or shape that differs is an error naming the layer.
+ */
+export function loadMappedWeights(
+  model: Sequential,
+  mapping: KerasMapping,
+  source: string,
+  weightsOf: (name: string) => tf.Tensor[],
+): void {
+  const values: Params = {};
+  model.layers.forEach((layer, index) => {
+    const from = mapping.weightsFrom[index];
+    if (layer.params.length === 0 || from === undefined) return;
+    const weights = weightsOf(from);
+    if (weights.length !== layer.params.length)
+      throw new GrngError(
+        'invalid-model',
+        `model ${source}: layer ${mapping.origins[index]} has ${weights.length} weights, grng's ${layer.kind} layer takes ${layer.params.length} (${layer.params.join(', ')})`,
+        { option: 'model', path: source, layer: mapping.origins[index] },
+      );
+    layer.params.forEach((key, i) => {
+      const want = model.params[key]!.shape;
+      if (weights[i]!.shape.join() !== want.join())
+        throw new GrngError(
+          'shape',
+          `model ${source}: layer ${mapping.origins[index]} weight ${i} has shape [${weights[i]!.shape.join(', ')}], grng's ${key} is [${want.join(', ')}]`,
+          { option: 'model', path: source, layer: mapping.origins[index] },
+        );
+      values[key] = weights[i]!;
+    });
+  });
+  model.load(values);
 }

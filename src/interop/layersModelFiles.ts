@@ -1,11 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { writeFileAtomically } from '../sinks/writeFileAtomically.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { GrngError, isGrngError } from '../errors.js';
 import type { Sequential } from '../nn/sequential.js';
 import { mapKerasTopology, type KerasMapping } from './kerasTopology.js';
 import {
   buildMapped,
+  loadMappedWeights,
   toLayersModel,
   type GrngExportMetadata,
   type ToLayersModelOptions,
@@ -58,8 +60,8 @@ export function layersModelFiles(path: string): tf.io.IOHandler {
           ? { userDefinedMetadata: artifacts.userDefinedMetadata }
           : {}),
       };
-      writeAtomically(join(dir, WEIGHTS_FILE), weights);
-      writeAtomically(jsonPath, new TextEncoder().encode(JSON.stringify(modelJson)));
+      writeModelFile(join(dir, WEIGHTS_FILE), weights);
+      writeModelFile(jsonPath, new TextEncoder().encode(JSON.stringify(modelJson)));
       return {
         modelArtifactsInfo: {
           dateSaved: new Date(),
@@ -123,23 +125,44 @@ export async function loadLayersModelFile(
   { description }: { description?: string } = {},
 ): Promise<Sequential> {
   const mapping = readLayersModelTopology(path);
+  const named = mapping.exported ? `${path} (${mapping.exported.model})` : path;
+  return withKerasModel(mapping.path, (keras) =>
+    buildMapped(mapping, description ?? named, mapping.path, (name) =>
+      keras.getLayer(name).getWeights(),
+    ),
+  );
+}
+
+/**
+ * Loads a LayersModel file's weights into a grng model already built from its layout (what
+ * `--model DIR` trains from), without building a second model to copy them from.
+ *
+ * @example
+ * await loadLayersModelWeights(model, 'saved');
+ */
+export async function loadLayersModelWeights(model: Sequential, path: string): Promise<void> {
+  const mapping = readLayersModelTopology(path);
+  await withKerasModel(mapping.path, (keras) =>
+    loadMappedWeights(model, mapping, mapping.path, (name) => keras.getLayer(name).getWeights()),
+  );
+}
+
+/** Runs `use` on the LayersModel tfjs loads from a model.json, disposed afterwards. */
+async function withKerasModel<T>(jsonPath: string, use: (keras: tf.LayersModel) => T): Promise<T> {
   let keras: tf.LayersModel;
   try {
-    keras = await tf.loadLayersModel(layersModelFiles(mapping.path));
+    keras = await tf.loadLayersModel(layersModelFiles(jsonPath));
   } catch (error) {
     // tfjs's own loader says `Shape mismatch: [6,4] vs. [4,6]` with no file; name it.
     if (isGrngError(error)) throw error;
     throw fileError(
-      mapping.path,
+      jsonPath,
       `cannot be loaded by tfjs (${(error as Error).message}): its weights manifest does not fit its layers`,
       error,
     );
   }
   try {
-    const named = mapping.exported ? `${path} (${mapping.exported.model})` : path;
-    return buildMapped(mapping, description ?? named, mapping.path, (name) =>
-      keras.getLayer(name).getWeights(),
-    );
+    return use(keras);
   } finally {
     keras.dispose();
   }
@@ -229,13 +252,11 @@ function weightBytes(spec: tf.io.WeightsManifestEntry): number {
   return size * bytes;
 }
 
-function writeAtomically(path: string, bytes: Uint8Array): void {
-  const temporary = `${path}.${process.pid}.tmp`;
+/** writeFileAtomically (temporary file, fsync, rename), its failure named as a model file's. */
+function writeModelFile(path: string, bytes: Uint8Array): void {
   try {
-    writeFileSync(temporary, bytes);
-    renameSync(temporary, path);
+    writeFileAtomically(path, [bytes]);
   } catch (error) {
-    rmSync(temporary, { force: true });
     throw fileError(path, `cannot be written (${(error as Error).message})`, error);
   }
 }

@@ -1,8 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import seedrandom from 'seedrandom';
-import { GrngError, invalidOption, isGrngError } from '../errors.js';
-import { buildModel } from '../nn/buildModel.js';
-import type { Initializer } from '../nn/init.js';
+import { GrngError, invalidOption } from '../errors.js';
 import type { Sequential } from '../nn/sequential.js';
 import type { Params } from '../types.js';
 import { checkInteger, checkKeys } from '../validate.js';

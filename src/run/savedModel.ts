@@ -77,10 +77,13 @@ export async function loadSavedModel({
   model,
   checkpoint,
   seed = 1,
+  init,
 }: {
   model?: string | undefined;
   checkpoint?: string | undefined;
+  /** Seed and initialiser of an untrained spec (a saved model keeps its weights). */
   seed?: number;
+  init?: Initializer;
 }): Promise<SavedModel> {
   if ((model === undefined) === (checkpoint === undefined))
     throw new GrngError(
@@ -91,7 +94,10 @@ export async function loadSavedModel({
   if (checkpoint !== undefined) return savedModelFromCheckpoint(checkpoint);
   if (isLayersModelPath(model!)) return { model: await loadLayersModelFile(model!) };
   const resolved = resolveModel(model!);
+  const initOption = init ? { init } : {};
   if (resolved.layered)
-    return { model: buildModel(resolved.layered.spec, { seed, description: model! }) };
-  return { model: mlp({ ...resolved.model!, seed }) };
+    return {
+      model: buildModel(resolved.layered.spec, { seed, description: model!, ...initOption }),
+    };
+  return { model: mlp({ ...resolved.model!, seed, ...initOption }) };
 }

@@ -11,7 +11,7 @@ import { loadFortunes, loadTextDataset } from '../data/textDataset.js';
 import { syntheticDataset, type SyntheticOptions } from '../data/synthetic.js';
 import { GrngError } from '../errors.js';
 import { buildModel as buildModelFromSpec } from '../nn/buildModel.js';
-import { loadLayersModelFile, saveLayersModel } from '../interop/layersModelFiles.js';
+import { loadLayersModelWeights, saveLayersModel } from '../interop/layersModelFiles.js';
 import { modelLayout } from '../nn/modelLayout.js';
 import type { ModelSpec } from '../nn/modelSpec.js';
 import { mlp, parseModelSpec, type MlpOptions, type Sequential } from '../nn/sequential.js';
@@ -381,20 +381,11 @@ async function startFromLayersModel(
   needed: boolean,
 ): Promise<void> {
   if (!needed) return;
-  let imported: Sequential;
   try {
-    imported = await loadLayersModelFile(path, { description: model.description });
+    await loadLayersModelWeights(model, path);
   } catch (error) {
     model.dispose();
     throw error;
-  }
-  try {
-    model.load(imported.params);
-  } catch (error) {
-    model.dispose();
-    throw error;
-  } finally {
-    imported.dispose();
   }
 }
 

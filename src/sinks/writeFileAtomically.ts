@@ -42,3 +42,13 @@ function syncFolder(dir: string): void {
     if (fd !== undefined) closeSync(fd);
   }
 }
+
+/**
+ * Text (UTF-8) written as {@link writeFileAtomically} writes bytes.
+ *
+ * @example
+ * writeTextAtomically('runs/sweeps/a/results.json', JSON.stringify(rows));
+ */
+export function writeTextAtomically(path: string, text: string): void {
+  writeFileAtomically(path, [Buffer.from(text, 'utf8')]);
+}

@@ -3,7 +3,6 @@ import {
   existsSync,
   mkdirSync,
   readFileSync,
-  renameSync,
   rmSync,
   statSync,
   utimesSync,
@@ -14,7 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { recordBatchToRows } from '../metrics/schema.js';
 import { hasCheckpoint } from '../sinks/checkpointFile.js';
-import { writeFileAtomically } from '../sinks/writeFileAtomically.js';
+import { writeTextAtomically } from '../sinks/writeFileAtomically.js';
 import { readRecording } from '../streams/readRecording.js';
 import type { SweepMetricName } from './config.js';
 import { trialArgv } from './config.js';
@@ -109,7 +108,10 @@ async function runLocked(
   // died just after the run) is read back, not run: resuming past its end is an error.
   if (reachedBudget(recording, Math.min(steps, numberOr(trial.options.steps, Infinity)), trial)) {
     const result = resultFromRecording(trial.id, steps, recording, options, ranBy);
-    writeJsonAtomically(resultPath(sweepDir, trial.id, steps), result);
+    writeTextAtomically(
+      resultPath(sweepDir, trial.id, steps),
+      `${JSON.stringify(result, null, 2)}\n`,
+    );
     return result;
   }
   const resumable = hasCheckpoint(checkpoint);
@@ -153,7 +155,10 @@ async function runLocked(
   } else {
     result = resultFromRecording(trial.id, steps, recording, options, ranBy);
   }
-  writeJsonAtomically(resultPath(sweepDir, trial.id, steps), result);
+  writeTextAtomically(
+    resultPath(sweepDir, trial.id, steps),
+    `${JSON.stringify(result, null, 2)}\n`,
+  );
   return result;
 }
 
@@ -318,8 +323,4 @@ function tryLock(path: string): (() => void) | undefined {
       // Already gone.
     }
   };
-}
-
-function writeJsonAtomically(path: string, value: unknown): void {
-  writeFileAtomically(path, [Buffer.from(`${JSON.stringify(value, null, 2)}\n`, 'utf8')]);
 }

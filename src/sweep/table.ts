@@ -1,5 +1,4 @@
 import { Float64, Table, tableToIPC, Utf8, vectorFromArray } from 'apache-arrow';
-import type { SweepConfig } from './config.js';
 import type { SweepRow } from './halving.js';
 
 /** One trial as the sweep table has it: flat, JSON, CSV and Arrow alike. */
@@ -30,9 +29,9 @@ const OUTCOME = [
  * second.
  *
  * @example
- * const { records } = sweepTable(rows, config);
+ * const { records } = sweepTable(rows);
  */
-export function sweepTable(rows: readonly SweepRow[], config: SweepConfig): SweepTable {
+export function sweepTable(rows: readonly SweepRow[]): SweepTable {
   const settings = [...new Set(rows.flatMap((row) => Object.keys(row.trial.settings)))];
   // The seed last among the settings, as people read a table: configuration, then repetition.
   settings.sort((a, b) => Number(a === 'seed') - Number(b === 'seed'));
@@ -57,7 +56,6 @@ export function sweepTable(rows: readonly SweepRow[], config: SweepConfig): Swee
     });
     return record;
   });
-  void config;
   return { settings, records };
 }
 
