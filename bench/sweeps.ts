@@ -1,7 +1,8 @@
 /**
  * Trials per hour of a sweep at several local worker counts (and through Redis with two `grng
- * worker` processes when `--redis redis://HOST:PORT` is given), on the same config, each run from
- * an empty folder. The baseline is the one-worker run measured in the same process.
+ * worker` processes when `--redis redis://HOST:PORT` is given, once with the shared folder and
+ * once through the coordinator's trial files, as workers on machines without the folder run), on
+ * the same config, each run from an empty folder. The baseline is the one-worker run measured in the same process.
  *
  *   npx tsx bench/sweeps.ts [--config sweeps/mnist-lr.json] [--workers 1,2,4] [--redis redis://127.0.0.1:6379] [--json]
  */
@@ -89,6 +90,46 @@ if (redis) {
     );
   } finally {
     for (const worker of workers) worker.kill('SIGKILL');
+  }
+  // Workers in folders of their own, through the coordinator's trial files over HTTP.
+  const token = 'bench-sweeps';
+  const remote = [0, 1].map((i) =>
+    spawn(
+      process.execPath,
+      [
+        bin,
+        'worker',
+        '--queue',
+        redis,
+        '--files',
+        'http',
+        '--token',
+        token,
+        '--cache',
+        join(root, `machine-${i}`),
+      ],
+      { stdio: 'ignore' },
+    ),
+  );
+  try {
+    results.push(
+      await measure('Redis, 2 workers, trial files over HTTP', [
+        'sweep',
+        config,
+        '--out',
+        join(root, 'redis-http'),
+        '--queue',
+        redis,
+        '--serve',
+        '--port',
+        '0',
+        '--token',
+        token,
+        '--json',
+      ]),
+    );
+  } finally {
+    for (const worker of remote) worker.kill('SIGKILL');
   }
 }
 const baseline = results[0]!;

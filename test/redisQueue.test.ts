@@ -9,7 +9,13 @@ import { createServer } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+
+// The coordinator's trial files (in this process) judge a remote worker's lock stale after 2 s,
+// as the workers below judge shared-folder locks.
+vi.hoisted(() => {
+  process.env.GRNG_TRIAL_LOCK_STALE_MS = '2000';
+});
 import { isGrngError } from '../src/errors.js';
 import { recordBatchToRows } from '../src/metrics/schema.js';
 import type { MetricsRow } from '../src/types.js';
@@ -26,6 +32,9 @@ import {
 import { runTrial, trialDir, type RunTrialOptions } from '../src/sweep/runTrial.js';
 import type { Trial, TrialExecutor, TrialResult } from '../src/sweep/types.js';
 import { readRecording } from '../src/streams/readRecording.js';
+import { RunHub } from '../src/sinks/runHub.js';
+import { startServer } from '../src/sinks/server.js';
+import { trialFilesRoutes } from '../src/sweep/trialFiles.js';
 import { startRedis, type RedisServer } from './redisServer.js';
 import { needsPackage } from './systemPackages.js';
 
@@ -84,8 +93,8 @@ const workers: WorkerProcess[] = [];
  * A worker in a process group of its own (detached), so a SIGKILL to the group takes its trial's
  * `grng train` child with it, as a machine that dies would.
  */
-function startWorker(url: string): WorkerProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', WORKER, url], {
+function startWorker(url: string, files: readonly string[] = []): WorkerProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', WORKER, url, ...files], {
     cwd: ROOT,
     // A dead worker's trial lock is taken over after 2 s instead of 30 s.
     env: { ...process.env, GRNG_TRIAL_LOCK_STALE_MS: '2000' },
@@ -143,8 +152,11 @@ function killGroup(worker: WorkerProcess): void {
 }
 
 const executors: TrialExecutor[] = [];
-function executor(url: string, timeoutMs?: number): TrialExecutor {
-  const made = redisExecutor(url, RUN_OPTIONS, timeoutMs === undefined ? {} : { timeoutMs });
+function executor(url: string, timeoutMs?: number, filesUrl?: string): TrialExecutor {
+  const made = redisExecutor(url, RUN_OPTIONS, {
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    ...(filesUrl ? { filesUrl } : {}),
+  });
   executors.push(made);
   return made;
 }
@@ -361,6 +373,65 @@ describe('sweep trials through BullMQ on redis-server', () => {
       expect(results[i]!.steps).toBe(STEPS);
       expect(resultFiles(sweepDir, trial)).toEqual([`result-${STEPS}.json`]);
       expect(recordedSteps(sweepDir, trial)).toEqual(range(STEPS));
+    }
+  });
+});
+
+describe('workers without the sweep folder (through the coordinator’s trial files)', () => {
+  beforeEach((context) => needsPackage(context, 'redis-server'));
+
+  it('two workers with their own folders run the trials, one SIGKILLed mid-trial: everything lands at the coordinator, resumed, each step once, the numbers of direct runs', async () => {
+    const { url } = await server();
+    const token = 'sweep-files-token';
+    const sweepDir = sweepFolder();
+    writeFileSync(join(sweepDir, 'sweep.json'), JSON.stringify({ config: {}, trials }));
+    const dashboard = await startServer({
+      hub: new RunHub(),
+      port: 0,
+      token,
+      routes: trialFilesRoutes(sweepDir),
+    });
+    try {
+      const files = `http://127.0.0.1:${dashboard.port}`;
+      const first = startWorker(url, [token, sweepFolder()]);
+      const queue = executor(url, undefined, files);
+      const long = trials[1]!;
+      const steps = (trial: Trial): number => (trial === long ? 400 : STEPS);
+      const all = Promise.all(
+        trials.map((trial) => queue.run({ sweepDir, trial, steps: steps(trial) })),
+      );
+      // The long trial's first checkpoint reached the coordinator: kill the worker running it.
+      await first.waitFor(new RegExp(`trial ${long.id} .*: started`), 60_000);
+      const second = startWorker(url, [token, sweepFolder()]);
+      await expect
+        .poll(() => hasCheckpoint(join(trialDir(sweepDir, long.id), 'checkpoint')), {
+          timeout: 30_000,
+          interval: 50,
+        })
+        .toBe(true);
+      const killed = new Promise((resolve) => first.child.once('exit', resolve));
+      killGroup(first);
+      await killed;
+      const results = await all;
+      const directDir = sweepFolder();
+      for (const [i, trial] of trials.entries()) {
+        const result = results[i]!;
+        expect(result.status, result.error).toBe('done');
+        expect(result.steps).toBe(steps(trial));
+        const direct = await runTrial(
+          { sweepDir: directDir, trial, steps: steps(trial) },
+          RUN_OPTIONS,
+        );
+        expect(numbers(result)).toEqual(numbers(direct));
+        expect(resultFiles(sweepDir, trial)).toEqual([`result-${steps(trial)}.json`]);
+        expect(recordedSteps(sweepDir, trial)).toEqual(range(steps(trial)));
+      }
+      expect(results[1]!.ranBy).toBe(second.ranBy);
+      expect(second.output()).toMatch(
+        new RegExp(`trial ${long.id} to 400 steps .*: done at step 400`),
+      );
+    } finally {
+      await dashboard.close();
     }
   });
 });

@@ -294,6 +294,28 @@ describe('grng sweep', () => {
       [['sweep', file, '--resume', '--out', out], '--resume'],
       [['worker', '--queue', 'localhost:6379'], '--queue'],
       [['worker'], "required option '--queue <url>'"],
+      [
+        ['worker', '--queue', 'redis://127.0.0.1:1', '--files', 'http'],
+        '--files http needs --token',
+      ],
+      [['worker', '--queue', 'redis://127.0.0.1:1', '--files', 'nfs'], '--files'],
+      [['sweep', file, '--advertise', 'http://me:8080', '--out', out], '--advertise'],
+      [
+        [
+          'sweep',
+          file,
+          '--queue',
+          'redis://127.0.0.1:1',
+          '--serve',
+          '--token',
+          't',
+          '--advertise',
+          'me:8080',
+          '--out',
+          out,
+        ],
+        'invalid --advertise: "me:8080"',
+      ],
     ] as const) {
       const result = await cli([...argv]);
       expect(result.code, result.err).toBe(2);

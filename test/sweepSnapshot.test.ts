@@ -8,7 +8,7 @@ import { metricsSchema, rowsToRecordBatch } from '../src/metrics/schema.js';
 import { encodeMessages } from '../src/sinks/recordArrow.js';
 import { encodeStream } from '../src/sinks/encodeStream.js';
 import { FULL_RUN } from '../src/sweep/halving.js';
-import { STALE_LOCK_MS } from '../src/sweep/runTrial.js';
+import { STALE_LOCK_MS } from '../src/sweep/trialLock.js';
 import { sweepSnapshot } from '../src/sweep/snapshot.js';
 import type { TrialResult } from '../src/sweep/types.js';
 import { fakeMetricsRow, fakeRecordedRun } from './fixtures/fakeRuns.js';

@@ -4,7 +4,7 @@ import type { MonoTypeOperatorFunction } from 'rxjs';
 import { arrowSink } from '../sinks/arrowSink.js';
 import type { RecordedRun } from '../metrics/schema.js';
 import { RunHub } from '../sinks/runHub.js';
-import { startServer } from '../sinks/server.js';
+import { startServer, type ExtraRoutes, type ServerHandle } from '../sinks/server.js';
 import type { RunMetadata } from '../run/train.js';
 import type { MetricsRow } from '../types.js';
 import { VERSION } from '../version.js';
@@ -73,6 +73,8 @@ export interface LiveEnd {
   readonly finished?: string;
   /** A sweep's snapshot, served as GET /api/sweep (the dashboard's sweep view). */
   readonly sweep?: () => object | undefined;
+  /** More HTTP paths (a sweep's trial files); the server refuses them without a token. */
+  readonly routes?: ExtraRoutes;
 }
 
 /**
@@ -83,17 +85,18 @@ export interface LiveEnd {
 export async function withLive(
   options: LiveOptions,
   io: CliIo,
-  body: (hub: RunHub | undefined) => Promise<void>,
+  body: (hub: RunHub | undefined, server: ServerHandle | undefined) => Promise<void>,
   {
     alwaysServe = false,
     stopped = (): boolean => false,
     done = (): void => undefined,
     finished = 'done',
     sweep,
+    routes,
   }: LiveEnd = {},
 ): Promise<void> {
   if (!options.serve && !alwaysServe) {
-    await body(undefined);
+    await body(undefined, undefined);
     await done();
     return;
   }
@@ -101,6 +104,7 @@ export async function withLive(
   const server = await startServer({
     hub,
     ...(sweep ? { sweep } : {}),
+    ...(routes ? { routes } : {}),
     host: options.host,
     port: options.port,
     ...(options.token ? { token: options.token } : {}),
@@ -108,7 +112,7 @@ export async function withLive(
   });
   io.err(`grng: dashboard at ${server.url}\n`);
   try {
-    await body(hub);
+    await body(hub, server);
     await done();
     if ((options.keepServing || alwaysServe) && !stopped()) {
       // Listen before saying so: a Ctrl-C right after the line must find the handler.

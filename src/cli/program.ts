@@ -439,6 +439,11 @@ export function buildProgram(io: CliIo): Command {
       'continue the sweep in --out: finished trials are kept, unfinished ones resume from their checkpoints',
     )
     .option('--json', 'also print the table as one JSON line')
+    .option(
+      '--advertise <url>',
+      "with --queue --serve --token: the http://HOST:PORT workers on other machines reach this dashboard's trial files at (default this machine's name and --port)",
+      nonEmpty('--advertise'),
+    )
     .addOption(
       new Option('--backend <name>', 'tfjs backend of every trial').choices(['auto', ...BACKENDS]),
     )
@@ -457,6 +462,24 @@ export function buildProgram(io: CliIo): Command {
       'trials at once on this machine (each runs one BLAS thread: give it the cores)',
       integer('--concurrency', 1, 64),
       1,
+    )
+    .addOption(
+      new Option(
+        '--files <how>',
+        "how trials' files are reached: shared (the sweep folder at the coordinator's path), http (through the coordinator's dashboard, with --token), auto (http when the coordinator serves trial files and its folder is not here)",
+      )
+        .choices(['auto', 'shared', 'http'])
+        .default('auto'),
+    )
+    .option(
+      '--token <token>',
+      "the token grng sweep --serve was given: for trials run through the coordinator's trial files",
+      nonEmpty('--token'),
+    )
+    .option(
+      '--cache <dir>',
+      "this machine's folder for trials run through trial files (default the temp folder's grng-worker)",
+      nonEmpty('--cache'),
     )
     .action(async (options: WorkerCommandOptions) => {
       await runWorkerCommand(options, io);

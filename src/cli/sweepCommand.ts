@@ -1,6 +1,8 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { writeFileAtomically, writeTextAtomically } from '../sinks/writeFileAtomically.js';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
+import type { ServerHandle } from '../sinks/server.js';
+import { trialFilesRoutes } from '../sweep/trialFiles.js';
 import { basename, join } from 'node:path';
 import { GrngError } from '../errors.js';
 import { expandTrials, parseSweepConfig, trialArgv, type SweepConfig } from '../sweep/config.js';
@@ -23,6 +25,8 @@ export interface SweepCommandOptions extends LiveOptions {
   readonly resume?: boolean;
   readonly json?: boolean;
   readonly backend?: string;
+  /** The URL workers on other machines reach this coordinator's trial files at. */
+  readonly advertise?: string;
 }
 
 /** Checks one trial's `grng train` arguments as the train command would parse them. */
@@ -62,6 +66,20 @@ export async function runSweepCommand(
   const redis = options.queue ? await import('../sweep/redisQueue.js') : undefined;
   // Checked before the folder is made: a typo must not leave a sweep that needs --resume.
   if (options.queue) redis!.checkQueueUrl(options.queue);
+  // Workers without this folder run trials through its files on the dashboard's server, which
+  // must then have a token (anything that writes is authenticated).
+  const remoteFiles = options.queue !== undefined && options.serve === true && !!options.token;
+  if (options.advertise !== undefined && !remoteFiles)
+    throw new GrngError(
+      'invalid-option',
+      '--advertise: trial files are served only with --queue, --serve and --token',
+      { option: 'advertise', value: options.advertise },
+    );
+  if (options.advertise !== undefined) checkAdvertise(options.advertise);
+  if (options.queue && options.serve && !options.token)
+    io.err(
+      'grng: note: without --token the dashboard serves no trial files; workers need this folder at the same path\n',
+    );
   prepareSweepDir(dir, config, trials, options.resume ?? false);
   const redactedQueue = options.queue ? redis!.redacted(options.queue) : undefined;
   const workers = options.workers ?? defaultWorkers();
@@ -74,14 +92,19 @@ export async function runSweepCommand(
     checkpointEvery: config.checkpointEvery,
     ...(options.backend ? { extraArgs: ['--backend', options.backend] } : {}),
   };
-  const executor: TrialExecutor = options.queue
-    ? redis!.redisExecutor(options.queue, runOptions, {})
-    : localPool(workers, runOptions);
+  let executor: TrialExecutor | undefined;
+  const executorFor = (server: ServerHandle | undefined): TrialExecutor => {
+    if (!options.queue) return localPool(workers, runOptions);
+    const filesUrl =
+      remoteFiles && server ? (options.advertise ?? advertisedUrl(server)) : undefined;
+    if (filesUrl) io.err(`grng: trial files for workers without this folder at ${filesUrl}\n`);
+    return redis!.redisExecutor(options.queue, runOptions, filesUrl ? { filesUrl } : {});
+  };
   const started = Date.now();
   let finished = 0;
   let rows: SweepRow[] | undefined;
   const run = async (): Promise<void> => {
-    rows = await runHalving(config, trials, dir, executor, (result, trial, kept) => {
+    rows = await runHalving(config, trials, dir, executor!, (result, trial, kept) => {
       if (kept) return;
       finished += 1;
       const outcome =
@@ -100,7 +123,8 @@ export async function runSweepCommand(
     await withLive(
       options,
       io,
-      async (hub) => {
+      async (hub, server) => {
+        executor = executorFor(server);
         if (hub) {
           following = followFolder(dir, hub, {
             signal: stop.signal,
@@ -121,7 +145,11 @@ export async function runSweepCommand(
         writeTextAtomically(join(dir, 'results.csv'), sweepTableCsv(table));
         writeFileAtomically(join(dir, 'results.arrow'), [sweepTableArrow(table)]);
       },
-      { sweep: () => sweepSnapshot(dir), finished: 'sweep done' },
+      {
+        sweep: () => sweepSnapshot(dir),
+        finished: 'sweep done',
+        ...(remoteFiles ? { routes: trialFilesRoutes(dir) } : {}),
+      },
     );
   } finally {
     stop.abort();
@@ -134,6 +162,31 @@ export async function runSweepCommand(
     `grng: ${trials.length} trials in ${(hours * 60).toFixed(1)} min (${(trials.length / hours).toFixed(0)} trials per hour); table in ${join(dir, 'results.csv')}, .json, .arrow\n`,
   );
   if (options.json) io.out(`${JSON.stringify(table.records)}\n`);
+}
+
+/**
+ * Where workers reach this machine's server: its bound address, or its host name when bound to
+ * every interface (0.0.0.0, ::), which is only a listening address.
+ */
+function advertisedUrl(server: ServerHandle): string {
+  const everywhere = server.host === '0.0.0.0' || server.host === '::' || server.host === '';
+  const host = everywhere ? hostname() : server.host;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${server.port}`;
+}
+
+function checkAdvertise(url: string): void {
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.search)
+    throw new GrngError(
+      'invalid-option',
+      `invalid --advertise: ${JSON.stringify(url)} (expected http://HOST:PORT, the address workers reach this machine's dashboard at)`,
+      { option: 'advertise', value: url },
+    );
 }
 
 /** Local workers by default: one per core (measured in docs/benchmarks.md, "Sweeps"). */

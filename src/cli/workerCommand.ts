@@ -1,9 +1,15 @@
+import { resolve } from 'node:path';
+import { GrngError } from '../errors.js';
 import { threadEnv } from '../sweep/localPool.js';
+import type { WorkerFiles } from '../sweep/redisQueue.js';
 import type { CliIo } from './io.js';
 
 export interface WorkerCommandOptions {
   readonly queue: string;
   readonly concurrency: number;
+  readonly files: WorkerFiles;
+  readonly token?: string;
+  readonly cache?: string;
 }
 
 /**
@@ -25,6 +31,12 @@ export async function runWorkerCommand(options: WorkerCommandOptions, io: CliIo)
   // A malformed URL is one line, before the worker says it started.
   const { checkQueueUrl, redacted, runWorker } = await import('../sweep/redisQueue.js');
   checkQueueUrl(options.queue);
+  if (options.files === 'http' && !options.token)
+    throw new GrngError(
+      'invalid-option',
+      '--files http needs --token: the token grng sweep --serve was started with',
+      { option: 'token' },
+    );
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
@@ -34,6 +46,9 @@ export async function runWorkerCommand(options: WorkerCommandOptions, io: CliIo)
       env: threadEnv(),
       signal: stop.signal,
       onLine: (line) => io.err(`grng: ${line}\n`),
+      files: options.files,
+      ...(options.token ? { token: options.token } : {}),
+      ...(options.cache ? { cacheDir: resolve(options.cache) } : {}),
     });
   } finally {
     process.off('SIGINT', onSignal);

@@ -62,7 +62,17 @@ export interface ServerOptions {
    * Called on each request.
    */
   readonly sweep?: (() => object | undefined) | undefined;
+  /**
+   * More HTTP paths (a sweep's trial files for workers on other machines, src/sweep/trialFiles.ts):
+   * asked first for every request that passed the token check, with any method; true when it
+   * answered. They can write, and anything that writes needs a token: the server refuses them
+   * without one.
+   */
+  readonly routes?: ExtraRoutes | undefined;
 }
+
+/** See {@link ServerOptions.routes}. */
+export type ExtraRoutes = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean>;
 
 /** What a client's send queue holds right now (a test and diagnostics hook). */
 export interface ClientStats {
@@ -133,6 +143,7 @@ const KNOWN_OPTIONS = [
   'maxClients',
   'httpTimeoutMs',
   'sweep',
+  'routes',
 ];
 
 const SERVER_NAME = `grng ${packageVersion()}`;
@@ -262,6 +273,15 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
   const sweep = options.sweep;
   if (sweep !== undefined && typeof sweep !== 'function')
     invalidOption('sweep', sweep, 'a function returning the sweep snapshot');
+  const routes = options.routes;
+  if (routes !== undefined && typeof routes !== 'function')
+    invalidOption('routes', routes, 'a function answering requests');
+  if (routes !== undefined && token === undefined)
+    invalidOption(
+      'routes',
+      'without a token',
+      'a token with them: these paths write, and anything that writes must be authenticated',
+    );
   const tokenDigest = token === undefined ? undefined : sha256(token);
 
   const clients = new Set<Client>();
@@ -295,6 +315,7 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
       res.setHeader('WWW-Authenticate', 'Bearer realm="grng"');
       return text(res, 401, 'token required: add ?token=... or Authorization: Bearer ...');
     }
+    if (routes && (await routes(req, res, url))) return;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('Allow', 'GET, HEAD');
       return text(res, 405, 'only GET and HEAD');

@@ -1,10 +1,11 @@
 import { Queue, QueueEvents, Worker, type Job, type JobsOptions, type RedisOptions } from 'bullmq';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { hostname } from 'node:os';
-import { resolve } from 'node:path';
+import { hostname, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { GrngError } from '../errors.js';
 import { FULL_RUN } from './halving.js';
+import { runRemoteTrial, type TrialFilesEndpoint } from './remoteTrial.js';
 import { resultPath, runTrial, type RunTrialOptions } from './runTrial.js';
 import type { TrialExecutor, TrialRequest, TrialResult } from './types.js';
 
@@ -21,7 +22,15 @@ export type QueuedRunOptions = Pick<
 export interface TrialJobData {
   readonly request: TrialRequest;
   readonly runOptions: QueuedRunOptions;
+  /**
+   * The coordinator's URL for its trial files (`grng sweep --serve --token`), for workers on
+   * machines without the sweep folder (src/sweep/remoteTrial.ts). The token does not travel here.
+   */
+  readonly files?: string;
 }
+
+/** How a worker gets at a trial's files. */
+export type WorkerFiles = 'auto' | 'shared' | 'http';
 
 /**
  * Retries are for a worker whose run threw (its process could not start, the shared folder
@@ -67,7 +76,11 @@ const POLL_MS = 2_000;
 export function redisExecutor(
   url: string,
   runOptions: RunTrialOptions,
-  options: { readonly timeoutMs?: number } = {},
+  options: {
+    readonly timeoutMs?: number;
+    /** The coordinator's trial-files URL, for workers without the sweep folder. */
+    readonly filesUrl?: string;
+  } = {},
 ): TrialExecutor {
   let closed = false;
   const connection = connectionOf(url, () => closed);
@@ -132,7 +145,11 @@ export function redisExecutor(
     async run(request: TrialRequest): Promise<TrialResult> {
       // Workers run in other folders, maybe on other machines: the path must not be relative.
       const sweepDir = resolve(request.sweepDir);
-      const data: TrialJobData = { request: { ...request, sweepDir }, runOptions: queued };
+      const data: TrialJobData = {
+        request: { ...request, sweepDir },
+        runOptions: queued,
+        ...(options.filesUrl ? { files: options.filesUrl } : {}),
+      };
       const jobId = trialJobId(data.request);
       // A finished job is run again at most once per request, so this never loops: a job that
       // failed before this request gets its attempts anew; a completed one whose result file is
@@ -146,6 +163,12 @@ export function redisExecutor(
           // Not there (never added, removed, or lost with Redis's data): add it; a job another
           // coordinator added in between is kept, as BullMQ adds an id only once.
           await answer(() => queue.add('trial', data, { ...JOB_OPTIONS, jobId }));
+        } else if (state === 'waiting' || state === 'delayed' || state === 'prioritized') {
+          // Added by an earlier coordinator of this sweep (a --resume), maybe on another port:
+          // its workers must reach this one's trial files.
+          const job = await answer(() => queue.getJob(jobId));
+          if (job && job.data.files !== data.files)
+            await answer(() => job.updateData(data).catch(() => undefined));
         } else if (state === 'completed' || state === 'failed') {
           const job = await answer(() => queue.getJob(jobId));
           const { trial, steps } = data.request;
@@ -202,6 +225,16 @@ export async function runWorker(
     readonly env?: NodeJS.ProcessEnv;
     readonly signal?: AbortSignal;
     readonly onLine?: (line: string) => void;
+    /**
+     * 'shared': the sweep folder is on this machine at the coordinator's path (one machine, NFS);
+     * 'http': through the coordinator's trial files, with `token`; 'auto' (default): http when
+     * the coordinator serves trial files and its folder is not here, else shared.
+     */
+    readonly files?: WorkerFiles;
+    /** The coordinator's token, for trials run through its trial files. */
+    readonly token?: string;
+    /** This machine's folder for trials run through trial files; default the OS's temp folder. */
+    readonly cacheDir?: string;
   } = {},
 ): Promise<void> {
   let stopping = false;
@@ -222,11 +255,18 @@ export async function runWorker(
       let child: number | undefined;
       active += 1;
       try {
-        const result = await runTrial(request, {
+        const trialOptions: RunTrialOptions = {
           ...runOptions,
           ...(options.env ? { env: options.env } : {}),
           onChild: (pid) => children.add((child = pid)),
-        });
+        };
+        const endpoint = filesOf(job.data, options.files ?? 'auto', options.token);
+        const result = endpoint
+          ? await runRemoteTrial(request, endpoint, {
+              ...trialOptions,
+              cacheDir: options.cacheDir ?? join(tmpdir(), 'grng-worker'),
+            })
+          : await runTrial(request, trialOptions);
         say(
           `${what}: ${result.status === 'done' ? `done at step ${result.steps}` : `failed: ${result.error ?? ''}`}`,
         );
@@ -293,6 +333,31 @@ export async function runWorker(
   } finally {
     process.off('exit', stopChildren);
   }
+}
+
+/**
+ * Where a worker finds a job's trial files: undefined for the shared sweep folder (it is on this
+ * machine), else the coordinator's endpoint. Throws one line saying what is missing.
+ */
+function filesOf(
+  data: TrialJobData,
+  mode: WorkerFiles,
+  token: string | undefined,
+): TrialFilesEndpoint | undefined {
+  const { sweepDir } = data.request;
+  // A coordinator that serves no trial files has its workers share its folder (as before trial
+  // files existed): runTrial makes the trial's folder under that path.
+  if (mode === 'shared' || (mode === 'auto' && !data.files)) return undefined;
+  if (mode === 'auto' && existsSync(join(sweepDir, 'sweep.json'))) return undefined;
+  if (!data.files)
+    throw new Error(
+      `the sweep folder ${sweepDir} is not on this machine and its coordinator serves no trial files: start grng sweep with --serve --token (README: Sweeps)`,
+    );
+  if (!token)
+    throw new Error(
+      `the sweep folder ${sweepDir} is not on this machine: give grng worker the sweep's --token to use its trial files at ${data.files}`,
+    );
+  return { url: data.files, token };
 }
 
 /**

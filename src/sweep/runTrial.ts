@@ -1,13 +1,5 @@
 import { spawn } from 'node:child_process';
-import {
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  utimesSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,21 +9,11 @@ import { writeTextAtomically } from '../sinks/writeFileAtomically.js';
 import { readRecording } from '../streams/readRecording.js';
 import type { SweepMetricName } from './config.js';
 import { trialArgv } from './config.js';
+import { holdLock } from './trialLock.js';
 import type { TrialRequest, TrialResult } from './types.js';
 
 /** The CLI a trial runs: this package's own bin (from src/ under tsx, or dist/). */
 const GRNG_BIN = fileURLToPath(new URL('../../bin/grng.js', import.meta.url));
-
-/**
- * A lock not touched for this long belongs to a runner that died (its machine, its process).
- * GRNG_TRIAL_LOCK_STALE_MS shortens it, so tests of a killed worker need not wait 30 s.
- */
-export const STALE_LOCK_MS =
-  Number(process.env.GRNG_TRIAL_LOCK_STALE_MS) > 0
-    ? Number(process.env.GRNG_TRIAL_LOCK_STALE_MS)
-    : 30_000;
-// Several heartbeats per stale period, so a live runner's lock never looks stale.
-const LOCK_HEARTBEAT_MS = Math.min(5_000, STALE_LOCK_MS / 3);
 
 /** Where a trial keeps its files. */
 export function trialDir(sweepDir: string, id: string): string {
@@ -83,7 +65,7 @@ export async function runTrial(
   for (;;) {
     const done = readResult(sweepDir, trial.id, steps);
     if (done) return done;
-    const release = tryLock(join(dir, 'lock'));
+    const release = holdLock(join(dir, 'lock'));
     if (release) {
       try {
         // A runner that finished while this one waited for the lock left its result.
@@ -119,7 +101,9 @@ async function runLocked(
   const { steps: runLength, ...flags } = trial.options;
   const until = String(Math.min(steps, numberOr(runLength, Infinity)));
   const argv = resumable
-    ? ['train', '--resume', checkpoint, '--steps', until]
+    ? // The recording is named here, not taken from the checkpoint: the checkpoint may come
+      // from a runner on another machine, whose folder had another path (src/sweep/remoteTrial.ts).
+      ['train', '--resume', checkpoint, '--steps', until, '--record', recording]
     : [
         'train',
         ...trialArgv(flags),
@@ -284,43 +268,4 @@ function lastJson(stdout: string): Record<string, unknown> | undefined {
   } catch {
     return undefined;
   }
-}
-
-/**
- * Takes the trial's lock file (created exclusively, so two runners never both get it), or
- * undefined while another runner holds a fresh one. The holder touches it every few seconds; a
- * lock untouched for STALE_LOCK_MS is a dead runner's and is taken over.
- */
-function tryLock(path: string): (() => void) | undefined {
-  const owner = `${hostname()}:${process.pid}:${Date.now()}`;
-  try {
-    writeFileSync(path, owner, { flag: 'wx' });
-  } catch {
-    let age: number;
-    try {
-      age = Date.now() - statSync(path).mtimeMs;
-    } catch {
-      return undefined; // released just now: the next round takes it
-    }
-    if (age < STALE_LOCK_MS) return undefined;
-    rmSync(path, { force: true });
-    return tryLock(path);
-  }
-  const heartbeat = setInterval(() => {
-    const now = new Date();
-    try {
-      utimesSync(path, now, now);
-    } catch {
-      // Removed by a runner that took it over: this runner's result still counts (same run).
-    }
-  }, LOCK_HEARTBEAT_MS);
-  heartbeat.unref();
-  return () => {
-    clearInterval(heartbeat);
-    try {
-      if (readFileSync(path, 'utf8') === owner) rmSync(path, { force: true });
-    } catch {
-      // Already gone.
-    }
-  };
 }

@@ -2,7 +2,8 @@ import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } fr
 import { join } from 'node:path';
 import { GrngError } from '../errors.js';
 import { parseRecording } from '../streams/readRecording.js';
-import { STALE_LOCK_MS, trialDir } from './runTrial.js';
+import { trialDir } from './runTrial.js';
+import { STALE_LOCK_MS } from './trialLock.js';
 import type { TrialResult } from './types.js';
 import type { SweepSnapshot, SweepSnapshotTrial } from '../metrics/sweepSnapshot.js';
 
