@@ -47,6 +47,23 @@ export interface SweepConfig {
   readonly halving?: Halving;
   /** Steps between checkpoints of a trial (what a retried trial repeats at most); default 50. */
   readonly checkpointEvery: number;
+  /** How `grng report` presents this sweep (docs/results.md); no effect on running it. */
+  readonly report?: ReportSpec;
+}
+
+/**
+ * A sweep's place in the report: a comparison of tuned optimizers, or an ablation of one choice
+ * (its `defaults` mark the library's default value of each varied setting).
+ */
+export interface ReportSpec {
+  readonly kind: 'comparison' | 'ablation';
+  readonly title: string;
+  /** What the ablation asks, in a sentence. */
+  readonly question?: string;
+  /** The library's default of each setting the sweep varies (ablations), e.g. {"ring-norm": "mean"}. */
+  readonly defaults?: Readonly<Record<string, FlagValue>>;
+  /** A metric value to reach, for "time to target" (comparisons). */
+  readonly target?: number;
 }
 
 export const SWEEP_METRICS = ['testAccuracy', 'testLoss', 'finalLoss'] as const;
@@ -62,6 +79,7 @@ const TOP_KEYS = [
   'metric',
   'halving',
   'checkpointEvery',
+  'report',
 ];
 
 /** Flags a sweep sets itself for each trial; a config may not. */
@@ -144,6 +162,7 @@ export function parseSweepConfig(text: string, source: string): SweepConfig {
   if (!(SWEEP_METRICS as readonly unknown[]).includes(metricName))
     fail('metric', `must be one of ${SWEEP_METRICS.join(', ')}`);
   const halving = value.halving === undefined ? undefined : halvingOf(value.halving, fail);
+  const report = value.report === undefined ? undefined : reportOf(value.report, fail);
   const checkpointEvery = value.checkpointEvery ?? 50;
   if (!Number.isSafeInteger(checkpointEvery) || (checkpointEvery as number) < 1)
     fail('checkpointEvery', 'must be a whole number ≥ 1');
@@ -167,6 +186,7 @@ export function parseSweepConfig(text: string, source: string): SweepConfig {
     metric: { name: metricName as SweepMetricName, higherIsBetter: metricName === 'testAccuracy' },
     ...(halving ? { halving } : {}),
     checkpointEvery: checkpointEvery as number,
+    ...(report ? { report } : {}),
   };
 }
 
@@ -347,6 +367,34 @@ function halvingOf(value: unknown, fail: (key: string, problem: string) => never
   if (typeof reduction !== 'number' || !(reduction > 1))
     fail('halving.reduction', 'must be a number > 1 (keep the best 1/reduction at each rung)');
   return { rungs: rungs as number[], reduction: reduction as number };
+}
+
+function reportOf(value: unknown, fail: (key: string, problem: string) => never): ReportSpec {
+  if (!isObject(value))
+    return fail('report', 'must be { "kind": "comparison" | "ablation", "title": … }');
+  const keys = ['kind', 'title', 'question', 'defaults', 'target'];
+  const extra = Object.keys(value).find((k) => !keys.includes(k));
+  if (extra) fail(`report.${extra}`, `is not a report key (${keys.join(', ')})`);
+  if (value.kind !== 'comparison' && value.kind !== 'ablation')
+    fail('report.kind', 'must be "comparison" or "ablation"');
+  if (typeof value.title !== 'string' || value.title.trim() === '')
+    fail('report.title', 'must be a non-empty string');
+  if (value.question !== undefined && typeof value.question !== 'string')
+    fail('report.question', 'must be a string');
+  if (
+    value.target !== undefined &&
+    !(typeof value.target === 'number' && Number.isFinite(value.target))
+  )
+    fail('report.target', 'must be a number');
+  const defaults =
+    value.defaults === undefined ? undefined : flags(value.defaults, 'report.defaults', fail);
+  return {
+    kind: value.kind as ReportSpec['kind'],
+    title: value.title as string,
+    ...(typeof value.question === 'string' ? { question: value.question } : {}),
+    ...(defaults ? { defaults } : {}),
+    ...(typeof value.target === 'number' ? { target: value.target } : {}),
+  };
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
