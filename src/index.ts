@@ -267,6 +267,7 @@ export {
   type Axis,
   type FlagValue,
   type Halving,
+  type ReportSpec,
   type SweepConfig,
   type SweepMetricName,
 } from './sweep/config.js';
@@ -280,6 +281,25 @@ export {
 } from './streams/followRecording.js';
 export { localPool, threadEnv } from './sweep/localPool.js';
 export { readResult, runTrial, type RunTrialOptions } from './sweep/runTrial.js';
+export {
+  runRemoteTrial,
+  type RemoteTrialOptions,
+  type TrialFilesEndpoint,
+} from './sweep/remoteTrial.js';
+export { trialFilesRoutes, MAX_CHUNK_BYTES } from './sweep/trialFiles.js';
+export {
+  ablation,
+  comparison,
+  configurations,
+  metricView,
+  type Ablation,
+  type Comparison,
+  type Configuration,
+} from './report/analysis.js';
+export { renderReport, type RenderedReport } from './report/markdown.js';
+export { renderSvg, type ChartSpec } from './report/charts.js';
+export { loadSweep, type SweepData, type TrialData } from './report/sweepData.js';
+export { compare, stat, type Stat, type Verdict } from './report/statistics.js';
 export {
   formatSweepTable,
   sweepTable,

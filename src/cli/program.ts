@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { CliIo } from './io.js';
 import { existsSync, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -24,6 +25,7 @@ import {
 import { runGenerateCommand, type GenerateCommandOptions } from './generateCommand.js';
 import { runSweepCommand, type SweepCommandOptions } from './sweepCommand.js';
 import { runWorkerCommand, type WorkerCommandOptions } from './workerCommand.js';
+import { runReportCommand, type ReportCommandOptions } from './reportCommand.js';
 import { isGrngError } from '../errors.js';
 import { resolveTrainOptions } from '../run/options.js';
 import {
@@ -449,6 +451,31 @@ export function buildProgram(io: CliIo): Command {
     )
     .action(async (config: string, options: SweepCommandOptions) => {
       await runSweepCommand(config, options, io, checkTrainArgv);
+    });
+
+  program
+    .command('report')
+    .description(
+      "write docs/results.md and its SVG plots from finished sweeps: the paper's claims, each model family's tuned optimizers, the ablations (README: The evidence)",
+    )
+    .argument('<configs...>', 'sweep configs with a "report" block, e.g. sweeps/report/*.json')
+    .option(
+      '--runs <dir>',
+      "where the sweeps' folders are (RUNS/NAME, grng sweep's default)",
+      nonEmpty('--runs'),
+      join('runs', 'sweeps'),
+    )
+    .option('--out <file>', 'the report', nonEmpty('--out'), join('docs', 'results.md'))
+    .option(
+      '--plots <dir>',
+      'folder of the SVG plots (default: results/ beside --out)',
+      nonEmpty('--plots'),
+    )
+    .option('--run', 'first run every sweep that has no results yet (resuming unfinished ones)')
+    .action(async (configs: string[], options: ReportCommandOptions) => {
+      await runReportCommand(configs, options, io, (config, out, resume) =>
+        runSweepCommand(config, { out, resume, port: 8080, host: '127.0.0.1' }, io, checkTrainArgv),
+      );
     });
 
   program

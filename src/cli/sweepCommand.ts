@@ -3,6 +3,7 @@ import { writeFileAtomically, writeTextAtomically } from '../sinks/writeFileAtom
 import { availableParallelism, hostname } from 'node:os';
 import type { ServerHandle } from '../sinks/server.js';
 import { trialFilesRoutes } from '../sweep/trialFiles.js';
+import type { SweepSession } from '../report/sweepData.js';
 import { basename, join } from 'node:path';
 import { GrngError } from '../errors.js';
 import { expandTrials, parseSweepConfig, trialArgv, type SweepConfig } from '../sweep/config.js';
@@ -144,6 +145,18 @@ export async function runSweepCommand(
         );
         writeTextAtomically(join(dir, 'results.csv'), sweepTableCsv(table));
         writeFileAtomically(join(dir, 'results.arrow'), [sweepTableArrow(table)]);
+        // Each session's wall clock, so a report can say what the sweep cost (resumes add up).
+        const timing = join(dir, 'sweep-time.json');
+        const sessions = existsSync(timing)
+          ? (JSON.parse(readFileSync(timing, 'utf8')) as SweepSession[])
+          : [];
+        sessions.push({
+          seconds: Math.round((Date.now() - started) / 100) / 10,
+          workers: options.queue ? 'queue' : workers,
+          host: hostname(),
+          cpus: availableParallelism(),
+        });
+        writeTextAtomically(timing, `${JSON.stringify(sessions, null, 2)}\n`);
       },
       {
         sweep: () => sweepSnapshot(dir),

@@ -1,0 +1,87 @@
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { GrngError } from '../errors.js';
+import { ablation, comparison, type Ablation, type Comparison } from '../report/analysis.js';
+import { renderSvg } from '../report/charts.js';
+import { renderReport } from '../report/markdown.js';
+import { loadSweep } from '../report/sweepData.js';
+import { writeTextAtomically } from '../sinks/writeFileAtomically.js';
+import { expandTrials, parseSweepConfig, type SweepConfig } from '../sweep/config.js';
+import type { CliIo } from './io.js';
+
+export interface ReportCommandOptions {
+  /** Where the sweeps' folders are: RUNS/NAME for each config (grng sweep's default). */
+  readonly runs: string;
+  readonly out: string;
+  /** Folder of the SVG plots; default beside --out, named after it (docs/results/). */
+  readonly plots?: string;
+  /** Run (or finish, with --resume) every sweep that has no results yet, first. */
+  readonly run?: boolean;
+}
+
+/** Runs one sweep config into a folder (the sweep command), for --run. */
+export type SweepRunner = (config: string, out: string, resume: boolean) => Promise<void>;
+
+/**
+ * `grng report CONFIG.json…`: reads each config's sweep (RUNS/NAME; with --run, runs the ones
+ * not finished first), and writes the report (docs/results.md by default) and its SVG plots.
+ * Configs whose `report.kind` is "comparison" become model-family sections and feed the claims
+ * table; "ablation" configs become ablation sections.
+ */
+export async function runReportCommand(
+  configs: readonly string[],
+  options: ReportCommandOptions,
+  io: CliIo,
+  runSweep: SweepRunner,
+): Promise<void> {
+  const parsed = configs.map((path) => ({ path, config: readConfig(path) }));
+  for (const { path, config } of parsed)
+    if (!config.report)
+      throw new GrngError(
+        'invalid-option',
+        `report: ${path} has no "report" block saying whether it is a comparison or an ablation`,
+        { option: 'config', path },
+      );
+  if (options.run)
+    for (const { path, config } of parsed) {
+      const dir = join(options.runs, config.name);
+      if (existsSync(join(dir, 'results.json'))) continue;
+      io.err(`grng: report: running sweep ${config.name} (${path})\n`);
+      await runSweep(path, dir, existsSync(join(dir, 'sweep.json')));
+    }
+  const comparisons: Comparison[] = [];
+  const ablations: Ablation[] = [];
+  for (const { path, config } of parsed) {
+    const sweep = loadSweep(join(options.runs, config.name), path, expandTrials(config));
+    if (config.report!.kind === 'comparison') comparisons.push(comparison(sweep));
+    else ablations.push(ablation(sweep));
+  }
+  const plots = options.plots ?? join(dirname(options.out), 'results');
+  const command = `grng report ${configs.join(' ')}${options.runs === join('runs', 'sweeps') ? '' : ` --runs ${options.runs}`} --out ${options.out}`;
+  const { markdown, charts } = renderReport(comparisons, ablations, {
+    command,
+    plotDir: relative(dirname(resolve(options.out)), resolve(plots)) || '.',
+  });
+  mkdirSync(plots, { recursive: true });
+  for (const chart of charts)
+    writeTextAtomically(join(plots, chart.file), `${await renderSvg(chart.spec)}\n`);
+  mkdirSync(dirname(options.out), { recursive: true });
+  writeTextAtomically(options.out, markdown);
+  io.err(
+    `grng: report: ${comparisons.length} model famil${comparisons.length === 1 ? 'y' : 'ies'}, ${ablations.length} ablation${ablations.length === 1 ? '' : 's'}; ${options.out} and ${charts.length} plots in ${plots}\n`,
+  );
+}
+
+function readConfig(path: string): SweepConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new GrngError(
+      'invalid-option',
+      `report: sweep config ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+      { option: 'config', path },
+    );
+  }
+  return parseSweepConfig(text, path);
+}
