@@ -115,7 +115,7 @@ describe('grng report', () => {
     expect(markdown).toContain('| ★ ring rho=0.1 |');
     expect(markdown).toMatch(/ring rho=0 and kfac give the same test accuracy on every seed\./);
     expect(markdown).toMatch(/\*\*What it means for the default:\*\* .+\./);
-    expect(markdown).toMatch(/\| \*\*all\*\* \| 48 \| \| \*\*\d+\.\d min\*\* \| \|/);
+    expect(markdown).toMatch(/\| \*\*all\*\* \| 39 \| \| \*\*\d+\.\d min\*\* \| \|/);
     // Plots: valid SVG, linked relative to the report.
     const plots = readdirSync(join(dir, 'docs', 'results')).sort();
     expect(plots).toEqual([
