@@ -40,7 +40,7 @@ const COMPARISON = {
 const ABLATION = {
   name: 'report-test-rho',
   base: { ...BASE, steps: 30 },
-  optimizers: { ring: { rho: [0, 0.1] }, kfac: {} },
+  optimizers: { ring: { rho: [0, 0.1] }, kfac: { damping: [0.001, 0.03] } },
   seeds: [1, 2],
   checkpointEvery: 10,
   report: {
@@ -113,9 +113,15 @@ describe('grng report', () => {
     // The ablation: ρ = 0 is K-FAC exactly, the default is marked, the verdict is a sentence.
     expect(markdown).toContain('### GR strength ρ');
     expect(markdown).toContain('| ★ ring rho=0.1 |');
-    expect(markdown).toMatch(/ring rho=0 and kfac give the same test accuracy on every seed\./);
+    expect(markdown).toMatch(
+      /ring rho=0 and kfac damping=0\.001 give the same test accuracy on every seed\./,
+    );
+    // RING against the K-FAC whose λ is nearest its mean γ, with what that means.
+    expect(markdown).toMatch(
+      /RING \(mean γ [\d.e-]+\) [\d.]+ ± [\d.]+ against kfac damping=0\.0\d+ \(λ nearest that γ\) [\d.]+ ± [\d.]+: .*(damping level)/,
+    );
     expect(markdown).toMatch(/\*\*What it means for the default:\*\* .+\./);
-    expect(markdown).toMatch(/\| \*\*all\*\* \| 39 \| \| \*\*\d+\.\d min\*\* \| \|/);
+    expect(markdown).toMatch(/\| \*\*all\*\* \| 42 \| \| \*\*\d+\.\d min\*\* \| \|/);
     // Plots: valid SVG, linked relative to the report.
     const plots = readdirSync(join(dir, 'docs', 'results')).sort();
     expect(plots).toEqual([
@@ -146,7 +152,7 @@ describe('grng report', () => {
     const runs = join(dir, 'runs');
     for (const [argv, message] of [
       [[plain], 'has no "report" block'],
-      [[missing], 'not a sweep folder (no sweep.json)'],
+      [[missing], 'holds no sweep never-run'],
     ] as const) {
       const result = await runCli(['report', ...argv, '--runs', runs, '--out', join(dir, 'x.md')]);
       expect(result.code, result.err).toBe(2);

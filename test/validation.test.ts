@@ -34,6 +34,19 @@ writeFileSync(
   brokenModelJson,
   '{"modelTopology": {"class_name": "Sequential", "config": {"layers": [',
 );
+/** A small sweep config (and one with a report block) for sweep and report. */
+const sweepConfig = join(dir, 'sweep.json');
+writeFileSync(
+  sweepConfig,
+  JSON.stringify({
+    name: 'validation',
+    base: { dataset: 'synthetic', steps: 2 },
+    optimizers: { sgd: {} },
+    report: { kind: 'comparison', title: 'validation' },
+  }),
+);
+/** A fresh folder per sweep case: a bad flag that passes parsing must not meet an earlier case's sweep. */
+let sweeps = 0;
 /** The commands that take a saved model (--model DIR | --checkpoint DIR). */
 const MODEL_COMMANDS = ['export', 'evaluate', 'predict'];
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -150,7 +163,22 @@ const HAND_PICKED: Readonly<Record<string, readonly BadValue[]>> = {
   '--checkpoint-dir': [v(''), v(join(dir, 'notes.txt'))],
   '--max-bad-steps': [v('-1'), v('x'), v('0')],
   '--wasm-threads': [v('0'), v('9'), v('two')],
-  '--resume': [v('/no/such/checkpoint'), v(dir), v(join(dir, 'notes.txt'))],
+  '--resume': [
+    v('/no/such/checkpoint', { only: ['train', 'compare'] }),
+    v(dir, { only: ['train', 'compare'] }),
+    v(join(dir, 'notes.txt'), { only: ['train', 'compare'] }),
+    v('=1', { only: ['sweep'] }),
+  ],
+  '--workers': [v('0'), v('65'), v('two')],
+  '--queue': [v(''), v('http://127.0.0.1:6379', { names: 'invalid --queue' }), v('localhost:6379')],
+  '--dry-run': [v('=1')],
+  '--advertise': [v(''), v('http://me:8080', { names: 'only with --queue, --serve and --token' })],
+  '--concurrency': [v('0'), v('65'), v('x')],
+  '--files': [v('nfs')],
+  '--cache': [v('')],
+  '--runs': [v(''), v(join(dir, 'no-runs'), { names: 'holds no sweep validation' })],
+  '--plots': [v('')],
+  '--run': [v('=1')],
   '--save-model': [v(join(dir, 'notes.txt'), { names: 'a file' }), v('')],
   '--export-output': [v('softmax')],
   '--checkpoint': [v('/no/such/checkpoint'), v(dir, { names: 'no checkpoint' })],
@@ -205,7 +233,13 @@ function argsFor(command: string, flag: string, bad: BadValue): string[] {
     export: ['export', '--model', 'mlp:20-8-4', '--out', join(dir, 'exported'), '--overwrite'],
     evaluate: ['evaluate', '--model', 'mlp:20-8-4', '--dataset', 'synthetic'],
     predict: ['predict', '--model', 'mlp:20-8-4', '--input', rowsCsv],
+    sweep: ['sweep', sweepConfig, '--out', join(dir, `sweep-${(sweeps += 1)}`)],
+    worker: ['worker', '--queue', 'redis://127.0.0.1:1'],
+    report: ['report', sweepConfig, '--runs', join(dir, 'no-runs'), '--out', join(dir, 'r.md')],
   };
+  // A flag given twice is the later one: the bad value must be the only one.
+  if (flag === '--out' || flag === '--runs' || flag === '--queue')
+    base[command] = base[command]!.filter((_, i, all) => all[i] !== flag && all[i - 1] !== flag);
   // A bad --checkpoint is the only model source: --model beside it would be the error.
   if (flag === '--checkpoint')
     base[command] = base[command]!.filter(
@@ -246,7 +280,21 @@ function expectOneLine(
 }
 
 const program = buildProgram({ out: () => {}, err: () => {}, isTTY: false });
-const COMMANDS = ['train', 'compare', 'replay', 'serve', ...MODEL_COMMANDS];
+const COMMANDS = [
+  'train',
+  'compare',
+  'replay',
+  'serve',
+  ...MODEL_COMMANDS,
+  'sweep',
+  'worker',
+  'report',
+];
+/** A misspelt option per command, and what commander suggests for it. */
+const TYPO: Readonly<Record<string, readonly [string, string]>> = {
+  worker: ['--queu', '--queue'],
+  report: ['--plotz', '--plots'],
+};
 const commandOf = (name: string): Command => program.commands.find((c) => c.name() === name)!;
 const optionsOf = (name: string): readonly Option[] =>
   commandOf(name).options.filter((o) => o.long !== '--help');
@@ -294,9 +342,9 @@ describe('every CLI option rejects bad values with one line', () => {
         // With the command's required options, so that the unknown one is what fails.
         const base = argsFor(command, '--x', v('x')).slice(0, -2);
         expectOneLine(await cli([...base, '--bogus']), "unknown option '--bogus'");
-        const [typo, meant] = MODEL_COMMANDS.includes(command)
-          ? ['--bakend', '--backend']
-          : ['--prot', '--port'];
+        const [typo, meant] =
+          TYPO[command] ??
+          (MODEL_COMMANDS.includes(command) ? ['--bakend', '--backend'] : ['--prot', '--port']);
         expectOneLine(
           await cli([...base, typo, '1']),
           `unknown option '${typo}'`,

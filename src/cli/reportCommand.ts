@@ -49,6 +49,13 @@ export async function runReportCommand(
       io.err(`grng: report: running sweep ${config.name} (${path})\n`);
       await runSweep(path, dir, existsSync(join(dir, 'sweep.json')));
     }
+  for (const { path, config } of parsed)
+    if (!existsSync(join(options.runs, config.name, 'sweep.json')))
+      throw new GrngError(
+        'invalid-option',
+        `report: --runs ${options.runs} holds no sweep ${config.name} (${path}): run grng sweep ${path}, or grng report with --run`,
+        { option: 'runs', path: join(options.runs, config.name) },
+      );
   const comparisons: Comparison[] = [];
   const ablations: Ablation[] = [];
   for (const { path, config } of parsed) {

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { writeFileAtomically, writeTextAtomically } from '../sinks/writeFileAtomically.js';
 import { availableParallelism, hostname } from 'node:os';
-import type { ServerHandle } from '../sinks/server.js';
+import { checkHost, type ServerHandle } from '../sinks/server.js';
 import { trialFilesRoutes } from '../sweep/trialFiles.js';
 import type { SweepSession } from '../report/sweepData.js';
 import { basename, join } from 'node:path';
@@ -67,6 +67,7 @@ export async function runSweepCommand(
   const redis = options.queue ? await import('../sweep/redisQueue.js') : undefined;
   // Checked before the folder is made: a typo must not leave a sweep that needs --resume.
   if (options.queue) redis!.checkQueueUrl(options.queue);
+  if (options.serve) checkHost(options.host);
   // Workers without this folder run trials through its files on the dashboard's server, which
   // must then have a token (anything that writes is authenticated).
   const remoteFiles = options.queue !== undefined && options.serve === true && !!options.token;

@@ -10,7 +10,7 @@ import {
   type Configuration,
 } from './analysis.js';
 import { bandChart, binnedPoints, evalPoints, seedLinesChart, type ChartSpec } from './charts.js';
-import { standardError, type Stat } from './statistics.js';
+import { compare, standardError, type Stat } from './statistics.js';
 import type { SweepData } from './sweepData.js';
 
 /** The report's Markdown and the charts it links (rendered to SVG by the caller). */
@@ -266,6 +266,8 @@ function ablationSection(a: Ablation, chart: (spec: ChartSpec) => string): strin
     );
   }
   out.push('', `**What it means for the default:** ${a.verdict}`);
+  const dampingLevel = dampingLevelSentence(a);
+  if (dampingLevel) out.push('', dampingLevel);
   for (const [x, y] of a.identical)
     out.push('', `${x.label} and ${y.label} give the same ${view.name} on every seed.`);
   out.push(
@@ -281,6 +283,33 @@ function ablationSection(a: Ablation, chart: (spec: ChartSpec) => string): strin
     ),
   );
   return out;
+}
+
+/**
+ * Where an ablation runs RING beside K-FAC at several dampings: RING against the K-FAC whose λ is
+ * nearest RING's own mean γ. A tie says RING's advantage here is its damping level.
+ */
+function dampingLevelSentence(a: Ablation): string | undefined {
+  const ring =
+    a.defaultVariant?.optimizer === 'ring' && a.defaultVariant.damping
+      ? a.defaultVariant
+      : a.variants.find((v) => v.optimizer === 'ring' && v.damping);
+  const kfacs = a.variants.filter((v) => v.optimizer === 'kfac' && v.damping);
+  if (!ring || kfacs.length < 2) return undefined;
+  const gamma = ring.damping!.mean;
+  const nearest = [...kfacs].sort(
+    (x, y) =>
+      Math.abs(Math.log(x.damping!.mean / gamma)) - Math.abs(Math.log(y.damping!.mean / gamma)),
+  )[0]!;
+  const verdict = compare(ring.final!, nearest.final!, a.view.higherIsBetter);
+  const f = (s: Stat): string =>
+    `${s.mean.toFixed(a.view.digits)} ± ${s.sd.toFixed(a.view.digits)}`;
+  const head = `RING (mean γ ${gamma.toPrecision(3)}) ${f(ring.final!)} against ${nearest.label} (λ nearest that γ) ${f(nearest.final!)}:`;
+  return verdict === 'better'
+    ? `${head} RING still beats K-FAC at its damping level, so its advantage here is more than the level of damping.`
+    : verdict === 'worse'
+      ? `${head} K-FAC at RING's damping level beats RING, so RING's advantage over K-FAC at its default λ is its damping level, and RING's adaptive γ costs something here.`
+      : `${head} a tie, so RING's advantage over K-FAC at its default λ is its damping level.`;
 }
 
 function setupLine(sweep: SweepData): string {

@@ -71,6 +71,18 @@ export interface ServerOptions {
   readonly routes?: ExtraRoutes | undefined;
 }
 
+/**
+ * Checks an address to bind, as startServer does, so a command can refuse a bad `--host` before
+ * it makes anything (a sweep's folder).
+ *
+ * @example
+ * checkHost('local host'); // throws: invalid --host: "local host" (expected an address …)
+ */
+export function checkHost(host: unknown): void {
+  if (typeof host !== 'string' || host.trim() === '' || /\s/.test(host))
+    invalidOption('host', host, 'an address such as 127.0.0.1 or 0.0.0.0');
+}
+
 /** See {@link ServerOptions.routes}. */
 export type ExtraRoutes = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean>;
 
@@ -228,8 +240,7 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     invalidOption('hub', hub, 'a RunHub');
   }
   const host = options.host ?? '127.0.0.1';
-  if (typeof host !== 'string' || host.trim() === '' || /\s/.test(host))
-    invalidOption('host', host, 'an address such as 127.0.0.1 or 0.0.0.0');
+  checkHost(host);
   const port = options.port === undefined ? 8080 : checkInteger('port', options.port, 0, 65535);
   const token = options.token;
   if (
