@@ -181,6 +181,28 @@ function familySection(family: Comparison, chart: (spec: ChartSpec) => string): 
       `| ${c.optimizer} | ${setting(c)} | ${f(c.final)} | ${f(family.atEqualTime.get(c))} |${targetCell} ${f(c.gradNorm, 3)} | ${f(c.correlation, 3)} | ${f(c.earlyLoss, 3)} | ${f(c.trainingSeconds, 1)} | ${f(c.msPerStep, 1)} |`,
     );
   }
+  const edges = family.chosen.flatMap((c) =>
+    Object.entries(sweep.config.optimizers[c.optimizer] ?? {}).flatMap(([axis, values]) => {
+      if (
+        !Array.isArray(values) ||
+        values.length < 2 ||
+        !values.every((x) => typeof x === 'number')
+      )
+        return [];
+      const chosen = c.setting[axis];
+      const sorted = [...(values as number[])].sort((x, y) => x - y);
+      return chosen === sorted[0]
+        ? [`${c.optimizer} ${axis} ${String(chosen)} (the smallest tried)`]
+        : chosen === sorted.at(-1)
+          ? [`${c.optimizer} ${axis} ${String(chosen)} (the largest tried)`]
+          : [];
+    }),
+  );
+  if (edges.length)
+    out.push(
+      '',
+      `Tuned to the edge of its grid, so a wider grid might do better: ${edges.join('; ')}.`,
+    );
   const same = identicalPairs(family.all);
   if (same.length)
     out.push(
