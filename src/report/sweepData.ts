@@ -37,6 +37,8 @@ export interface SweepData {
   readonly wallFrom: 'sessions' | 'file times';
   /** Local workers of each session (0: through a queue). */
   readonly workers: readonly number[];
+  /** The machines of its sessions: `host (N cores)`. */
+  readonly machines: readonly string[];
 }
 
 /** What `grng sweep` appends to sweep-time.json at the end of each session. */
@@ -126,5 +128,6 @@ export function loadSweep(dir: string, configPath: string, expected: readonly Tr
       : (lastResult - statSync(join(dir, 'sweep.json')).mtimeMs) / 1000,
     wallFrom: sessions.length ? 'sessions' : 'file times',
     workers: [...new Set(sessions.map((s) => (s.workers === 'queue' ? 0 : s.workers)))],
+    machines: [...new Set(sessions.map((s) => `${s.host} (${s.cpus} cores)`))],
   };
 }
