@@ -58,41 +58,32 @@ export function bandChart(
   };
   const x = { field: 'x', type: 'quantitative' as const, title: axes.x };
   const yScale = axes.yLog ? { type: 'log' as const } : { zero: false };
-  return {
-    file,
-    title,
-    spec: {
-      $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-      title,
-      width: WIDTH,
-      height: HEIGHT,
-      data: { values: points as unknown as Record<string, unknown>[] },
-      layer: [
-        {
-          mark: { type: 'errorband', extent: 'stdev', opacity: 0.25 },
-          encoding: {
-            x,
-            y: { field: 'y', type: 'quantitative', title: axes.y, scale: yScale },
-            color: colour,
-          },
+  return chartOf(file, title, points, {
+    layer: [
+      {
+        mark: { type: 'errorband', extent: 'stdev', opacity: 0.25 },
+        encoding: {
+          x,
+          y: { field: 'y', type: 'quantitative', title: axes.y, scale: yScale },
+          color: colour,
         },
-        {
-          mark: { type: 'line', strokeWidth: 1.5 },
-          encoding: {
-            x,
-            y: {
-              aggregate: 'mean',
-              field: 'y',
-              type: 'quantitative',
-              title: axes.y,
-              scale: yScale,
-            },
-            color: colour,
+      },
+      {
+        mark: { type: 'line', strokeWidth: 1.5 },
+        encoding: {
+          x,
+          y: {
+            aggregate: 'mean',
+            field: 'y',
+            type: 'quantitative',
+            title: axes.y,
+            scale: yScale,
           },
+          color: colour,
         },
-      ],
-    },
-  };
+      },
+    ],
+  });
 }
 
 /** Every seed's curve as its own thin line (x differs between seeds, e.g. seconds). */
@@ -103,6 +94,30 @@ export function seedLinesChart(
   axes: { x: string; y: string; series: string },
 ): ChartSpec {
   const series = [...new Set(points.map((p) => p.series))];
+  return chartOf(file, title, points, {
+    mark: { type: 'line', strokeWidth: 1, opacity: 0.8 },
+    encoding: {
+      x: { field: 'x', type: 'quantitative', title: axes.x },
+      y: { field: 'y', type: 'quantitative', title: axes.y, scale: { zero: false } },
+      color: {
+        field: 'series',
+        type: 'nominal',
+        title: axes.series,
+        sort: series,
+        scale: colourScale(series, true),
+      },
+      detail: { field: 'seed', type: 'nominal' },
+    },
+  });
+}
+
+/** A chart of its own size, title and data: the rest of the Vega-Lite spec is `view`. */
+function chartOf(
+  file: string,
+  title: string,
+  points: readonly Line[],
+  view: Record<string, unknown>,
+): ChartSpec {
   return {
     file,
     title,
@@ -112,20 +127,8 @@ export function seedLinesChart(
       width: WIDTH,
       height: HEIGHT,
       data: { values: points as unknown as Record<string, unknown>[] },
-      mark: { type: 'line', strokeWidth: 1, opacity: 0.8 },
-      encoding: {
-        x: { field: 'x', type: 'quantitative', title: axes.x },
-        y: { field: 'y', type: 'quantitative', title: axes.y, scale: { zero: false } },
-        color: {
-          field: 'series',
-          type: 'nominal',
-          title: axes.series,
-          sort: series,
-          scale: colourScale(series, true),
-        },
-        detail: { field: 'seed', type: 'nominal' },
-      },
-    },
+      ...view,
+    } as TopLevelSpec,
   };
 }
 
