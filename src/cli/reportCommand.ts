@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { GrngError } from '../errors.js';
 import { ablation, comparison, type Ablation, type Comparison } from '../report/analysis.js';
@@ -65,7 +65,24 @@ export async function runReportCommand(
   }
   const plots = options.plots ?? join(dirname(options.out), 'results');
   const command = `grng report ${configs.join(' ')}${options.runs === join('runs', 'sweeps') ? '' : ` --runs ${options.runs}`} --out ${options.out}`;
+  // Configs beside the given ones that are not in this report: said at its top, so a partial
+  // report does not pass for the whole.
+  const given = new Set(configs.map((c) => resolve(c)));
+  const left = [...new Set(configs.map((c) => dirname(resolve(c))))].flatMap((folder) =>
+    readdirSync(folder)
+      .sort()
+      .filter((name) => name.endsWith('.json') && !given.has(join(folder, name)))
+      .filter((name) => {
+        try {
+          return readConfig(join(folder, name)).report !== undefined;
+        } catch {
+          return false;
+        }
+      })
+      .map((name) => relative(process.cwd(), join(folder, name))),
+  );
   const { markdown, charts } = renderReport(comparisons, ablations, {
+    left,
     command,
     plotDir: relative(dirname(resolve(options.out)), resolve(plots)) || '.',
   });

@@ -31,7 +31,12 @@ export interface RenderedReport {
 export function renderReport(
   comparisons: readonly Comparison[],
   ablations: readonly Ablation[],
-  options: { readonly command: string; readonly plotDir: string },
+  options: {
+    readonly command: string;
+    readonly plotDir: string;
+    /** Report configs beside these that this report leaves out (their sweeps not run). */
+    readonly left?: readonly string[];
+  },
 ): RenderedReport {
   const charts: ChartSpec[] = [];
   const chart = (spec: ChartSpec): string => {
@@ -50,6 +55,11 @@ export function renderReport(
     'test with three seeds.',
     '',
   ];
+  if (options.left?.length)
+    out.push(
+      `**Not in this report:** ${options.left.map((c) => `\`${c}\``).join(', ')}. Their sweeps have not been run into it, so every statement below rests on the sweeps listed at the end only.`,
+      '',
+    );
   out.push(...claimsSection(comparisons), '');
   for (const family of comparisons) out.push(...familySection(family, chart), '');
   if (ablations.length) {
