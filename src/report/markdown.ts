@@ -129,7 +129,7 @@ function claimsSection(comparisons: readonly Comparison[]): string[] {
   return [
     "## The paper's claims here",
     '',
-    'Each claim of docs/algorithms.md §8, checked on the tuned optimizers of each model family',
+    'Each claim of docs/algorithms.md ("What the paper reports"), checked on the tuned optimizers of each model family',
     'below: **holds** when every GRNG variant beats the reference, **does not hold** when none',
     'does, **mixed** otherwise.',
     '',
