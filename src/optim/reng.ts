@@ -7,6 +7,7 @@ import type { Params } from '../types.js';
 import { checkKeys } from '../validate.js';
 import {
   curvatureOptionsOf,
+  FIXED_DAMPING_OPTION,
   kfacFamilyOptions,
   type CurvatureOptimizer,
   type KfacOptions,
@@ -25,30 +26,34 @@ export interface RengOptions extends KfacOptions {
   readonly hvpEpsilon?: number;
 }
 
-export const RENG_OPTIONS = kfacFamilyOptions({
-  rho: { ...GRADIENT_REGULARIZATION_OPTION, conv: 0.01 },
-  hvp: {
-    kind: 'choice',
-    choices: ['double-backprop', 'finite-difference'],
-    default: 'double-backprop',
-    // Conv nets: double backprop through the conv and pooling kernels costs ~2 SGD steps, the
-    // finite difference ~1 (docs/algorithms.md, "Defaults for conv nets").
-    conv: 'finite-difference',
-    // Transformers: the same trade (docs/algorithms.md, "Defaults for transformers").
-    transformer: 'finite-difference',
-    flag: '--hvp',
-    help: 'how RENG computes Hg: double-backprop (exact) or finite-difference (one extra forward and backward)',
+export const RENG_OPTIONS = kfacFamilyOptions(
+  {
+    rho: { ...GRADIENT_REGULARIZATION_OPTION, conv: 0.01 },
+    hvp: {
+      kind: 'choice',
+      choices: ['double-backprop', 'finite-difference'],
+      default: 'double-backprop',
+      // Conv nets: double backprop through the conv and pooling kernels costs ~2 SGD steps, the
+      // finite difference ~1 (docs/algorithms.md, "Defaults for conv nets").
+      conv: 'finite-difference',
+      // Transformers: the same trade (docs/algorithms.md, "Defaults for transformers").
+      transformer: 'finite-difference',
+      flag: '--hvp',
+      help: 'how RENG computes Hg: double-backprop (exact) or finite-difference (one extra forward and backward)',
+    },
+    hvpEpsilon: {
+      kind: 'number',
+      min: 0,
+      minExclusive: true,
+      default: 1e-3,
+      listed: false,
+      flag: '--hvp-epsilon',
+      help: 'step ε of the finite-difference Hg',
+    },
   },
-  hvpEpsilon: {
-    kind: 'number',
-    min: 0,
-    minExclusive: true,
-    default: 1e-3,
-    listed: false,
-    flag: '--hvp-epsilon',
-    help: 'step ε of the finite-difference Hg',
-  },
-});
+  // λ is the whole of RENG's damping, as for K-FAC: the MLP comparison tuned it to 0.1 too.
+  FIXED_DAMPING_OPTION,
+);
 
 /**
  * RENG — Regularized Explicit Natural Gradient [paper: double backprop; form ours].

@@ -1,6 +1,15 @@
 import type { FlagValue } from '../sweep/config.js';
 import type { MetricsRow } from '../types.js';
-import { compare, median, stat, standardError, type Stat, type Verdict } from './statistics.js';
+import {
+  compare,
+  formatDifference,
+  formatStat,
+  median,
+  stat,
+  standardError,
+  type Stat,
+  type Verdict,
+} from './statistics.js';
 import type { SweepData, TrialData } from './sweepData.js';
 
 /** How a sweep's quality metric is read from evaluation rows and shown. */
@@ -293,7 +302,6 @@ function verdictOf(
   const worse = variants.filter(
     (v) => v !== base && compare(v.final!, base.final!, view.higherIsBetter) === 'worse',
   );
-  const f = (x: number): string => x.toFixed(view.digits);
   const cost = (v: Configuration): string =>
     v.msPerStep && base.msPerStep
       ? `, at ×${(v.msPerStep.mean / base.msPerStep.mean).toFixed(2)} the time per step`
@@ -303,8 +311,7 @@ function verdictOf(
   const best = better.sort(
     (a, b) => (b.final!.mean - a.final!.mean) * (view.higherIsBetter ? 1 : -1),
   )[0]!;
-  const delta = best.final!.mean - base.final!.mean;
-  return `${best.label} beats the default (${base.label}) by ${delta >= 0 ? '+' : ''}${f(delta)} ± ${f(standardError(best.final!, base.final!))}${cost(best)}: a candidate default on this model, to confirm on the other families before it changes.`;
+  return `${best.label} beats the default (${base.label}) by ${formatDifference(best.final!, base.final!, view.digits)}${cost(best)}: a candidate default on this model, to confirm on the other families before it changes.`;
 }
 
 /** How a claim fares: on one family, and over all. */
@@ -350,7 +357,7 @@ export function checkClaim(
     (a, b) => (quantity(b)!.mean - quantity(a)!.mean) * (higherIsBetter ? 1 : -1),
   );
   const targets = how === 'best of' ? [sorted[0]!] : refs;
-  const f = (s: Stat): string => `${s.mean.toFixed(digits)} ± ${s.sd.toFixed(digits)}`;
+  const f = (s: Stat): string => formatStat(s, digits);
   const checks: ClaimCheck[] = [];
   for (const name of GRNG_VARIANTS) {
     const variant = by.get(name);

@@ -10,7 +10,7 @@ import {
   type Configuration,
 } from './analysis.js';
 import { bandChart, binnedPoints, evalPoints, seedLinesChart, type ChartSpec } from './charts.js';
-import { compare, standardError, type Stat } from './statistics.js';
+import { compare, formatDifference, formatStat, type Stat } from './statistics.js';
 import type { SweepData } from './sweepData.js';
 
 /** The report's Markdown and the charts it links (rendered to SVG by the caller). */
@@ -151,8 +151,7 @@ function familySection(family: Comparison, chart: (spec: ChartSpec) => string): 
   const { sweep, view } = family;
   const title = sweep.config.report?.title ?? sweep.config.name;
   const name = sweep.config.name;
-  const f = (s: Stat | undefined, digits = view.digits): string =>
-    s ? `${s.mean.toFixed(digits)} ± ${s.sd.toFixed(digits)}` : '–';
+  const f = (s: Stat | undefined, digits = view.digits): string => formatStat(s, digits);
   const setting = (c: Configuration): string =>
     Object.entries(c.setting)
       .map(([k, v]) => `${k} ${String(v)}`)
@@ -277,8 +276,7 @@ function ablationSection(a: Ablation, chart: (spec: ChartSpec) => string): strin
   const { sweep, view } = a;
   const spec = sweep.config.report;
   const title = spec?.title ?? sweep.config.name;
-  const f = (s: Stat | undefined, digits = view.digits): string =>
-    s ? `${s.mean.toFixed(digits)} ± ${s.sd.toFixed(digits)}` : '–';
+  const f = (s: Stat | undefined, digits = view.digits): string => formatStat(s, digits);
   const base = a.defaultVariant;
   const out = [`### ${title}`, ''];
   if (spec?.question) out.push(spec.question, '');
@@ -291,7 +289,7 @@ function ablationSection(a: Ablation, chart: (spec: ChartSpec) => string): strin
   for (const v of a.variants) {
     const delta =
       base && v !== base && v.final && base.final
-        ? `${v.final.mean - base.final.mean >= 0 ? '+' : ''}${(v.final.mean - base.final.mean).toFixed(view.digits)} ± ${standardError(v.final, base.final).toFixed(view.digits)}`
+        ? formatDifference(v.final, base.final, view.digits)
         : '';
     out.push(
       `| ${v === base ? '★ ' : ''}${v.label} | ${f(v.final)} | ${delta} | ${f(v.gradNorm, 3)} |${damped ? ` ${v.damping ? v.damping.mean.toPrecision(3) : '–'} |` : ''} ${f(v.msPerStep, 1)} | ${f(v.trainingSeconds, 1)} |`,
@@ -334,8 +332,7 @@ function dampingLevelSentence(a: Ablation): string | undefined {
       Math.abs(Math.log(x.damping!.mean / gamma)) - Math.abs(Math.log(y.damping!.mean / gamma)),
   )[0]!;
   const verdict = compare(ring.final!, nearest.final!, a.view.higherIsBetter);
-  const f = (s: Stat): string =>
-    `${s.mean.toFixed(a.view.digits)} ± ${s.sd.toFixed(a.view.digits)}`;
+  const f = (s: Stat): string => formatStat(s, a.view.digits);
   const head = `RING (mean γ ${gamma.toPrecision(3)}) ${f(ring.final!)} against ${nearest.label} (λ nearest that γ) ${f(nearest.final!)}:`;
   return verdict === 'better'
     ? `${head} RING still beats K-FAC at its damping level, so its advantage here is more than the level of damping.`
@@ -359,7 +356,7 @@ function setupLine(sweep: SweepData): string {
   const halving = sweep.config.halving
     ? `; successive halving at step ${sweep.config.halving.rungs.join(', ')} keeping ⌈n/${sweep.config.halving.reduction}⌉ configurations per optimizer (ranked by mean ${sweep.config.metric.name} over seeds), which then run to the end`
     : '';
-  return `Setup: \`${String(flag('model') ?? run?.model ?? 'default model')}\` on \`${String(flag('dataset') ?? run?.dataset)}\`, batch ${String(flag('batch-size') ?? run?.batchSize ?? 128)}, ${flag('steps') !== undefined ? `${String(flag('steps'))} steps` : `${String(flag('epochs') ?? 3)} epochs`}${run ? ` (${run.batchesPerEpoch} steps per epoch)` : ''}, evaluated every ${String(flag('eval-every') ?? 'epoch')} steps, backend ${run?.backend ?? '?'}; seeds ${sweep.config.seeds.join(', ')}; grid ${grids}${halving}. Config: \`${sweep.configPath}\`.`;
+  return `Setup: \`${String(flag('model') ?? run?.model ?? 'default model')}\` on \`${String(flag('dataset') ?? run?.dataset)}\`, batch ${String(flag('batch-size') ?? run?.batchSize ?? 128)}, ${flag('steps') !== undefined ? plural(Number(flag('steps')), 'step') : plural(Number(flag('epochs') ?? 3), 'epoch')}${run ? ` (${run.batchesPerEpoch} steps per epoch)` : ''}, evaluated every ${String(flag('eval-every') ?? 'epoch')} steps, backend ${run?.backend ?? '?'}; seeds ${sweep.config.seeds.join(', ')}; grid ${grids}${halving}. Config: \`${sweep.configPath}\`.`;
 }
 
 function costSection(sweeps: readonly SweepData[]): string[] {
@@ -379,4 +376,8 @@ function costSection(sweeps: readonly SweepData[]): string[] {
     }),
     `| **all** | ${sweeps.reduce((n, s) => n + s.trials.length, 0)} | | **${minutes(total)}** | |`,
   ];
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }

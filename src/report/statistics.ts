@@ -53,3 +53,14 @@ export function median(values: readonly number[]): number {
   const middle = sorted.length >> 1;
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
+
+/** "mean ± sd" at a number of decimals; '–' for no values, as the report's tables show a gap. */
+export function formatStat(s: Stat | undefined, digits: number): string {
+  return s ? `${s.mean.toFixed(digits)} ± ${s.sd.toFixed(digits)}` : '–';
+}
+
+/** "+Δ ± standard error" of a's mean over b's, signed so a reader sees the direction at once. */
+export function formatDifference(a: Stat, b: Stat, digits: number): string {
+  const delta = a.mean - b.mean;
+  return `${delta >= 0 ? '+' : ''}${delta.toFixed(digits)} ± ${standardError(a, b).toFixed(digits)}`;
+}

@@ -13,6 +13,7 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { GrngError, invalidOption } from '../errors.js';
 import { checkInteger, checkKeys } from '../validate.js';
 import { encodeStream } from './encodeStream.js';
+import { replyJson, replyText } from './httpReply.js';
 import type { HubEvent, HubRun, RunHub } from './runHub.js';
 
 /** Options of {@link startServer}. */
@@ -321,27 +322,26 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     res.setHeader('Referrer-Policy', 'no-referrer');
     res.setHeader('Cache-Control', 'no-store');
     const url = requestUrl(req);
-    if (!url) return text(res, 400, 'bad request path');
+    if (!url) return void replyText(res, 400, 'bad request path');
     if (!authorized(req, url)) {
       res.setHeader('WWW-Authenticate', 'Bearer realm="grng"');
-      return text(res, 401, 'token required: add ?token=... or Authorization: Bearer ...');
+      return void replyText(
+        res,
+        401,
+        'token required: add ?token=... or Authorization: Bearer ...',
+      );
     }
     if (routes && (await routes(req, res, url))) return;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('Allow', 'GET, HEAD');
-      return text(res, 405, 'only GET and HEAD');
+      return void replyText(res, 405, 'only GET and HEAD');
     }
     const head = req.method === 'HEAD';
     const path = url.pathname;
     const asset = DASHBOARD_FILES[path];
     if (asset) return serveDashboardFile(res, asset.file, asset.type, head);
     if (path === '/api/runs') {
-      const body = Buffer.from(JSON.stringify(hub.runs().map(describe)));
-      res.writeHead(200, {
-        'Content-Type': 'application/json; charset=utf-8',
-        'Content-Length': body.byteLength,
-      });
-      res.end(head ? undefined : body);
+      replyJson(res, 200, hub.runs().map(describe));
       return;
     }
     if (path === '/api/sweep') {
@@ -357,29 +357,28 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
         status = 404;
         answer = { error: 'not a sweep' };
       }
-      const body = Buffer.from(JSON.stringify(answer));
-      res.writeHead(status, {
-        'Content-Type': 'application/json; charset=utf-8',
-        'Content-Length': body.byteLength,
-      });
-      res.end(head ? undefined : body);
+      replyJson(res, status, answer);
       return;
     }
     if (path === '/ws')
-      return text(res, 426, 'this is the WebSocket endpoint: connect with a WebSocket client');
+      return void replyText(
+        res,
+        426,
+        'this is the WebSocket endpoint: connect with a WebSocket client',
+      );
     const download = /^\/runs\/([^/]+)\.arrows$/.exec(path);
     if (download) {
       let id: string;
       try {
         id = decodeURIComponent(download[1]!);
       } catch {
-        return text(res, 400, 'bad run id');
+        return void replyText(res, 400, 'bad run id');
       }
       const run = hub.run(id);
-      if (!run) return text(res, 404, 'no such run');
+      if (!run) return void replyText(res, 404, 'no such run');
       return serveRun(res, run, head);
     }
-    return text(res, 404, 'not found');
+    return void replyText(res, 404, 'not found');
   }
 
   async function serveDashboardFile(
@@ -389,12 +388,12 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     head: boolean,
   ): Promise<void> {
     const full = resolve(dashboardDir, file);
-    if (!full.startsWith(dashboardDir + sep)) return text(res, 404, 'not found');
+    if (!full.startsWith(dashboardDir + sep)) return void replyText(res, 404, 'not found');
     let body: Buffer;
     try {
       body = await readFile(full);
     } catch {
-      return text(res, 503, 'the dashboard is not built: run `npm run build`');
+      return void replyText(res, 503, 'the dashboard is not built: run `npm run build`');
     }
     res.writeHead(200, { 'Content-Type': type, 'Content-Length': body.byteLength });
     res.end(head ? undefined : body);
@@ -437,7 +436,7 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     },
     (req, res) => {
       onRequest(req, res).catch(() => {
-        if (!res.headersSent) text(res, 500, 'internal error');
+        if (!res.headersSent) replyText(res, 500, 'internal error');
         else res.destroy();
       });
     },
@@ -980,15 +979,6 @@ function requestUrl(req: IncomingMessage): URL | undefined {
   } catch {
     return undefined;
   }
-}
-
-function text(res: ServerResponse, status: number, message: string): void {
-  const body = Buffer.from(`${message}\n`);
-  res.writeHead(status, {
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': body.byteLength,
-  });
-  res.end(res.req.method === 'HEAD' ? undefined : body);
 }
 
 function refuseUpgrade(

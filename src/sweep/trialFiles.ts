@@ -15,6 +15,7 @@ import {
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { CHECKPOINT_FILE, readCheckpointFile } from '../sinks/checkpointFile.js';
+import { replyJson } from '../sinks/httpReply.js';
 import type { ExtraRoutes } from '../sinks/server.js';
 import { writeFileAtomically, writeTextAtomically } from '../sinks/writeFileAtomically.js';
 import { resultPath, trialDir } from './runTrial.js';
@@ -62,25 +63,25 @@ export function trialFilesRoutes(sweepDir: string): ExtraRoutes {
   return async (req, res, url) => {
     if (!url.pathname.startsWith('/api/trials/')) return false;
     const match = TRIAL_PATH.exec(url.pathname);
-    if (!match) return answer(res, 404, { error: 'not a trial file' });
+    if (!match) return replyJson(res, 404, { error: 'not a trial file' });
     const [, id, file, budget] = match as unknown as [string, string, string, string | undefined];
-    if (!isTrial(id)) return answer(res, 404, { error: `no trial ${id} in this sweep` });
+    if (!isTrial(id)) return replyJson(res, 404, { error: `no trial ${id} in this sweep` });
     const dir = trialDir(sweepDir, id);
     mkdirSync(dir, { recursive: true });
     const lock = join(dir, 'lock');
     const method = req.method ?? 'GET';
     const owner = url.searchParams.get('owner');
     if (method !== 'GET' && method !== 'HEAD' && (owner === null || !OWNER.test(owner)))
-      return answer(res, 400, { error: 'owner: missing or not a runner name' });
+      return replyJson(res, 400, { error: 'owner: missing or not a runner name' });
 
     if (file === 'lock') {
       if (method === 'POST')
         return acquireLock(lock, owner!)
-          ? answer(res, 200, { held: true })
-          : answer(res, 409, { held: false, holder: lockHolder(lock) ?? null });
+          ? replyJson(res, 200, { held: true })
+          : replyJson(res, 409, { held: false, holder: lockHolder(lock) ?? null });
       if (method === 'DELETE') {
         releaseLock(lock, owner!);
-        return answer(res, 200, { held: false });
+        return replyJson(res, 200, { held: false });
       }
       return notAllowed(res, 'POST, DELETE');
     }
@@ -95,7 +96,7 @@ export function trialFilesRoutes(sweepDir: string): ExtraRoutes {
 
     // Every write: its runner must hold the lock (and the write keeps the lock fresh).
     if (!renewLock(lock, owner!))
-      return answer(res, 409, {
+      return replyJson(res, 409, {
         error: `trial ${id}'s lock is not held by ${owner}`,
         holder: lockHolder(lock) ?? null,
       });
@@ -104,9 +105,9 @@ export function trialFilesRoutes(sweepDir: string): ExtraRoutes {
       const body = await readBody(req, res, MAX_RESULT_BYTES);
       if (!body) return true;
       const problem = checkResult(body, id, Number(budget));
-      if (problem) return answer(res, 400, { error: `result-${budget}.json: ${problem}` });
+      if (problem) return replyJson(res, 400, { error: `result-${budget}.json: ${problem}` });
       writeTextAtomically(path, body.toString('utf8'));
-      return answer(res, 200, { written: body.byteLength });
+      return replyJson(res, 200, { written: body.byteLength });
     }
     if (file === 'run.arrows') {
       if (method !== 'PUT') return notAllowed(res, 'GET, HEAD, PUT');
@@ -128,22 +129,23 @@ export function trialFilesRoutes(sweepDir: string): ExtraRoutes {
     if (method === 'POST') {
       const size = Number(url.searchParams.get('size') ?? NaN);
       const sha256 = url.searchParams.get('sha256') ?? '';
-      if (!existsSync(staged)) return answer(res, 409, { error: 'no checkpoint upload to commit' });
+      if (!existsSync(staged))
+        return replyJson(res, 409, { error: 'no checkpoint upload to commit' });
       const bytes = readFileSync(staged);
       if (bytes.byteLength !== size || sha256Hex(bytes) !== sha256)
-        return answer(res, 409, {
+        return replyJson(res, 409, {
           error: `the upload holds ${bytes.byteLength} bytes with another digest than the ${size} announced`,
         });
       try {
         readCheckpointFile(join(dir, STAGING));
       } catch (error) {
-        return answer(res, 400, { error: `not a grng checkpoint: ${(error as Error).message}` });
+        return replyJson(res, 400, { error: `not a grng checkpoint: ${(error as Error).message}` });
       }
       mkdirSync(join(dir, 'checkpoint'), { recursive: true });
       syncFile(staged);
       renameSync(staged, path);
       rmSync(join(dir, STAGING), { recursive: true, force: true });
-      return answer(res, 200, { committed: size });
+      return replyJson(res, 200, { committed: size });
     }
     return notAllowed(res, 'GET, HEAD, PUT, POST');
   };
@@ -164,15 +166,15 @@ async function appendAt(
   // Number(null) is 0, which would start the file anew: a missing offset is an error.
   const offset = given === null || !/^\d+$/.test(given) ? -1 : Number(given);
   if (!Number.isSafeInteger(offset) || offset < 0)
-    return answer(res, 400, { error: 'offset: missing or not a byte position' });
+    return replyJson(res, 400, { error: 'offset: missing or not a byte position' });
   const size = existsSync(path) ? statSync(path).size : 0;
   if (offset !== 0 && offset !== size)
-    return answer(res, 409, { error: `offset ${offset} is not the file's end`, size });
+    return replyJson(res, 409, { error: `offset ${offset} is not the file's end`, size });
   const chunk = await readBody(req, res, MAX_CHUNK_BYTES);
   if (!chunk) return true;
   if (offset === 0) restart(chunk);
   else appendFileSync(path, chunk);
-  return answer(res, 200, { size: offset + chunk.byteLength });
+  return replyJson(res, 200, { size: offset + chunk.byteLength });
 }
 
 /** The request's body, or undefined after answering 413 when it is over `limit` bytes. */
@@ -183,7 +185,7 @@ async function readBody(
 ): Promise<Buffer | undefined> {
   const declared = Number(req.headers['content-length']);
   if (declared > limit) {
-    answer(res, 413, { error: `at most ${limit} bytes per request` });
+    replyJson(res, 413, { error: `at most ${limit} bytes per request` });
     req.resume();
     return undefined;
   }
@@ -192,7 +194,7 @@ async function readBody(
   for await (const chunk of req as AsyncIterable<Buffer>) {
     bytes += chunk.byteLength;
     if (bytes > limit) {
-      answer(res, 413, { error: `at most ${limit} bytes per request` });
+      replyJson(res, 413, { error: `at most ${limit} bytes per request` });
       req.destroy();
       return undefined;
     }
@@ -208,7 +210,7 @@ function download(res: ServerResponse, path: string, head: boolean): true {
     if (!stats.isFile()) throw new Error('not a file');
     size = stats.size;
   } catch {
-    return answer(res, 404, { error: 'none yet' });
+    return replyJson(res, 404, { error: 'none yet' });
   }
   res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': size });
   if (head) res.end();
@@ -234,19 +236,9 @@ function checkResult(body: Buffer, id: string, budget: number): string | undefin
   return undefined;
 }
 
-function answer(res: ServerResponse, status: number, body: object): true {
-  const bytes = Buffer.from(JSON.stringify(body));
-  res.writeHead(status, {
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': bytes.byteLength,
-  });
-  res.end(bytes);
-  return true;
-}
-
 function notAllowed(res: ServerResponse, allow: string): true {
   res.setHeader('Allow', allow);
-  return answer(res, 405, { error: `only ${allow}` });
+  return replyJson(res, 405, { error: `only ${allow}` });
 }
 
 function sha256Hex(bytes: Uint8Array): string {
