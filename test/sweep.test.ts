@@ -8,6 +8,7 @@ import { recordBatchToRows } from '../src/metrics/schema.js';
 import { readRecording } from '../src/streams/readRecording.js';
 import { expandTrials, parseSweepConfig, trialId } from '../src/sweep/config.js';
 import { resultPath, runTrial, trialDir } from '../src/sweep/runTrial.js';
+import { readSessions } from '../src/sweep/sessionClock.js';
 import { runCli } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'grng-sweep-'));
@@ -281,6 +282,13 @@ describe('grng sweep', () => {
         stepsPerSecond: expect.any(Number),
       })),
     );
+    // Each session's wall clock, for the report's "what it took": the resume adds its own.
+    const sessions = readSessions(out);
+    // (The resume finishes its one trial from that trial's last checkpoint, in well under 1 s.)
+    expect(sessions.map((session) => session.workers)).toEqual([1, 2]);
+    expect(sessions[0]!.seconds).toBeGreaterThan(0);
+    expect(sessions[1]!.seconds).toBeGreaterThanOrEqual(0);
+    expect(sessions[1]!.seconds).toBeLessThan(sessions[0]!.seconds);
   });
 
   it('bad flags and files are one line naming them, before any folder is made', async () => {

@@ -3,7 +3,6 @@ import { writeFileAtomically, writeTextAtomically } from '../sinks/writeFileAtom
 import { availableParallelism, hostname } from 'node:os';
 import { checkHost, type ServerHandle } from '../sinks/server.js';
 import { trialFilesRoutes } from '../sweep/trialFiles.js';
-import type { SweepSession } from '../report/sweepData.js';
 import { basename, join } from 'node:path';
 import { GrngError } from '../errors.js';
 import { expandTrials, parseSweepConfig, trialArgv, type SweepConfig } from '../sweep/config.js';
@@ -16,6 +15,7 @@ import type { CliIo } from './io.js';
 import { followFolder, type FolderFollowing } from './followFolder.js';
 import { withLive, type LiveOptions } from './live.js';
 import { sweepSnapshot } from '../sweep/snapshot.js';
+import { startSessionClock } from '../sweep/sessionClock.js';
 import type { SweepRow } from '../sweep/halving.js';
 
 export interface SweepCommandOptions extends LiveOptions {
@@ -134,9 +134,16 @@ export async function runSweepCommand(
           });
           await following.ready;
         }
+        // Each session's wall clock, so a report can say what the sweep cost (resumes add up).
+        const clock = startSessionClock(dir, {
+          workers: options.queue ? 'queue' : workers,
+          host: hostname(),
+          cpus: availableParallelism(),
+        });
         try {
           await run();
         } finally {
+          clock.stop();
           await executor.close();
         }
         table = sweepTable(rows!);
@@ -146,18 +153,6 @@ export async function runSweepCommand(
         );
         writeTextAtomically(join(dir, 'results.csv'), sweepTableCsv(table));
         writeFileAtomically(join(dir, 'results.arrow'), [sweepTableArrow(table)]);
-        // Each session's wall clock, so a report can say what the sweep cost (resumes add up).
-        const timing = join(dir, 'sweep-time.json');
-        const sessions = existsSync(timing)
-          ? (JSON.parse(readFileSync(timing, 'utf8')) as SweepSession[])
-          : [];
-        sessions.push({
-          seconds: Math.round((Date.now() - started) / 100) / 10,
-          workers: options.queue ? 'queue' : workers,
-          host: hostname(),
-          cpus: availableParallelism(),
-        });
-        writeTextAtomically(timing, `${JSON.stringify(sessions, null, 2)}\n`);
       },
       {
         sweep: () => sweepSnapshot(dir),

@@ -5,6 +5,7 @@ import { recordBatchToRows, type RecordedRun } from '../metrics/schema.js';
 import { readRecording } from '../streams/readRecording.js';
 import type { FlagValue, SweepConfig } from '../sweep/config.js';
 import { trialDir } from '../sweep/runTrial.js';
+import { readSessions } from '../sweep/sessionClock.js';
 import type { SweepRecord } from '../sweep/table.js';
 import type { Trial } from '../sweep/types.js';
 import type { MetricsRow } from '../types.js';
@@ -34,19 +35,11 @@ export interface SweepData {
    * run before that file was written, the span from sweep.json to the last result file.
    */
   readonly wallSeconds: number;
-  readonly wallFrom: 'sessions' | 'file times';
+  readonly wallFrom: 'sessions' | 'sessions, some from file times' | 'file times';
   /** Local workers of each session (0: through a queue). */
   readonly workers: readonly number[];
   /** The machines of its sessions: `host (N cores)`. */
   readonly machines: readonly string[];
-}
-
-/** What `grng sweep` appends to sweep-time.json at the end of each session. */
-export interface SweepSession {
-  readonly seconds: number;
-  readonly workers: number | 'queue';
-  readonly host: string;
-  readonly cpus: number;
 }
 
 /**
@@ -107,10 +100,7 @@ export function loadSweep(dir: string, configPath: string, expected: readonly Tr
       rows,
     };
   });
-  const sessionsPath = join(dir, 'sweep-time.json');
-  const sessions = existsSync(sessionsPath)
-    ? (JSON.parse(readFileSync(sessionsPath, 'utf8')) as SweepSession[])
-    : [];
+  const sessions = readSessions(dir);
   const lastResult = Math.max(
     ...trials.flatMap((trial) =>
       readdirSync(trialDir(dir, trial.id))
@@ -126,7 +116,11 @@ export function loadSweep(dir: string, configPath: string, expected: readonly Tr
     wallSeconds: sessions.length
       ? sessions.reduce((sum, s) => sum + s.seconds, 0)
       : (lastResult - statSync(join(dir, 'sweep.json')).mtimeMs) / 1000,
-    wallFrom: sessions.length ? 'sessions' : 'file times',
+    wallFrom: !sessions.length
+      ? 'file times'
+      : sessions.some((session) => session.measured)
+        ? 'sessions, some from file times'
+        : 'sessions',
     workers: [...new Set(sessions.map((s) => (s.workers === 'queue' ? 0 : s.workers)))],
     machines: [...new Set(sessions.map((s) => `${s.host} (${s.cpus} cores)`))],
   };
