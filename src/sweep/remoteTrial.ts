@@ -281,8 +281,26 @@ class FolderSync {
 
   private async round(): Promise<void> {
     if (this.lost) return;
-    await this.pushRecording();
-    await this.pushCheckpoint();
+    // The checkpoint is pinned before the recording is read: the trial appends a step's rows
+    // before it checkpoints that step, so the recording sent after the pin covers the pinned
+    // checkpoint. Read the other way round, a checkpoint written between the two reads went up
+    // ahead of its rows, and a runner killed then left a resume point past the coordinator's
+    // recording: the next runner resumed from it, and the rows between were never recorded.
+    const checkpoint = this.openCheckpoint();
+    try {
+      await this.pushRecording();
+      if (checkpoint !== undefined && !this.lost) await this.pushCheckpoint(checkpoint);
+    } finally {
+      if (checkpoint !== undefined) closeSync(checkpoint);
+    }
+  }
+
+  private openCheckpoint(): number | undefined {
+    try {
+      return openSync(this.checkpointPath, 'r');
+    } catch {
+      return undefined; // none yet
+    }
   }
 
   private async pushRecording(): Promise<void> {
@@ -317,35 +335,25 @@ class FolderSync {
     }
   }
 
-  private async pushCheckpoint(): Promise<void> {
-    let fd: number;
-    try {
-      fd = openSync(this.checkpointPath, 'r');
-    } catch {
-      return;
+  private async pushCheckpoint(fd: number): Promise<void> {
+    // The descriptor pins one version: a checkpoint written meanwhile is renamed over the path
+    // and goes next round.
+    const stats = fstatSync(fd);
+    const current = `${stats.ino}:${stats.size}:${stats.mtimeMs}`;
+    if (current === this.checkpointVersion || stats.size === 0) return;
+    const digest = createHash('sha256');
+    let offset = 0;
+    while (offset < stats.size) {
+      const bytes = readChunk(fd, offset, stats.size);
+      digest.update(bytes);
+      const next = await this.files.putAt('checkpoint', offset, bytes);
+      if (next === 'lost') return this.lose();
+      if (next === 'elsewhere') throw new Error('the checkpoint upload was interleaved');
+      offset = next;
     }
-    try {
-      // The descriptor pins one version: a checkpoint written meanwhile is renamed over the path
-      // and goes next round.
-      const stats = fstatSync(fd);
-      const current = `${stats.ino}:${stats.size}:${stats.mtimeMs}`;
-      if (current === this.checkpointVersion || stats.size === 0) return;
-      const digest = createHash('sha256');
-      let offset = 0;
-      while (offset < stats.size) {
-        const bytes = readChunk(fd, offset, stats.size);
-        digest.update(bytes);
-        const next = await this.files.putAt('checkpoint', offset, bytes);
-        if (next === 'lost') return this.lose();
-        if (next === 'elsewhere') throw new Error('the checkpoint upload was interleaved');
-        offset = next;
-      }
-      if ((await this.files.commitCheckpoint(stats.size, digest.digest('hex'))) === 'lost')
-        return this.lose();
-      this.checkpointVersion = current;
-    } finally {
-      closeSync(fd);
-    }
+    if ((await this.files.commitCheckpoint(stats.size, digest.digest('hex'))) === 'lost')
+      return this.lose();
+    this.checkpointVersion = current;
   }
 }
 
