@@ -372,7 +372,7 @@ function costSection(sweeps: readonly SweepData[]): string[] {
         (sum, t) => sum + Math.max(0, (t.rows.at(-1)?.wallMs ?? 0) / 1000),
         0,
       );
-      return `| ${s.config.name} | ${s.trials.length} | ${trainingSeconds.toFixed(0)} | ${minutes(s.wallSeconds)} | ${s.wallFrom !== 'file times' ? `grng sweep's sessions${s.wallFrom === 'sessions' ? '' : ' (some measured from trial file times)'} on ${s.machines.join(', ')} (${s.workers.map((w) => (w === 0 ? 'queue' : `${w} workers`)).join(', ')})` : 'sweep.json to the last result file'} |`;
+      return `| ${s.config.name} | ${s.trials.length} | ${trainingSeconds.toFixed(0)} | ${minutes(s.wallSeconds)} | ${s.wallFrom !== 'file times' ? `grng sweep's sessions${s.wallFrom === 'sessions' ? '' : ' (some measured from file and process times)'} on ${s.machines.join(', ')} (${s.workers.map((w) => (w === 0 ? 'queue' : plural(w, 'worker'))).join(', ')})` : 'sweep.json to the last result file'} |`;
     }),
     `| **all** | ${sweeps.reduce((n, s) => n + s.trials.length, 0)} | | **${minutes(total)}** | |`,
   ];
