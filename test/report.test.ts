@@ -2,7 +2,15 @@
 // comparison of all seven optimizers with successive halving and an ablation whose ρ = 0 variant
 // must equal K-FAC, run by `grng report --run`; the report names the tuned configurations, checks
 // the claims, writes valid SVG plots, and is the same bytes when generated again.
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -144,6 +152,32 @@ describe('grng report', () => {
     expect(again.err).not.toContain('running sweep');
     expect(readFileSync(out, 'utf8')).toBe(markdown);
     expect(readFileSync(join(dir, 'docs', 'results', plots[0]!), 'utf8')).toBe(svgBefore);
+    // Without the sweeps' folders (they do not outlive the machine that ran them), the digests
+    // written beside the configs give the same bytes, and --run has nothing left to run.
+    expect(first.err).toContain(`${join(dir, 'digests', 'report-test-rho.json')} written from`);
+    expect(again.err).not.toContain('written from');
+    const svgs = plots.map((plot) => readFileSync(join(dir, 'docs', 'results', plot), 'utf8'));
+    rmSync(join(dir, 'docs'), { recursive: true });
+    renameSync(runs, `${runs}-elsewhere`);
+    try {
+      const fromDigests = await runCli([
+        'report',
+        comparison,
+        rho,
+        '--runs',
+        runs,
+        '--out',
+        out,
+        '--run',
+      ]);
+      expect(fromDigests.code, fromDigests.err).toBe(0);
+      expect(fromDigests.err).not.toContain('running sweep');
+      expect(readFileSync(out, 'utf8')).toBe(markdown);
+      for (const [i, plot] of plots.entries())
+        expect(readFileSync(join(dir, 'docs', 'results', plot), 'utf8')).toBe(svgs[i]);
+    } finally {
+      renameSync(`${runs}-elsewhere`, runs);
+    }
   }, 600_000);
 
   it('a config without a report block, an unfinished sweep or a changed config is one line saying so', async () => {
@@ -167,6 +201,18 @@ describe('grng report', () => {
       const result = await runCli(['report', changed, '--runs', runs, '--out', join(dir, 'x.md')]);
       expect(result.code).toBe(2);
       expect(result.err).toContain('its trials are not the ones');
+      // Its digest was made from the other version of the config: said, where there is no folder.
+      const fromDigest = await runCli([
+        'report',
+        changed,
+        '--runs',
+        join(dir, 'no-runs'),
+        '--out',
+        join(dir, 'x.md'),
+      ]);
+      expect(fromDigest.code).toBe(2);
+      expect(fromDigest.err.trim().split('\n')).toHaveLength(1);
+      expect(fromDigest.err).toContain('it was made from another version of');
     }
   });
 });

@@ -4,7 +4,13 @@ import { GrngError } from '../errors.js';
 import { ablation, comparison, type Ablation, type Comparison } from '../report/analysis.js';
 import { renderSvg } from '../report/charts.js';
 import { renderReport } from '../report/markdown.js';
-import { loadSweep } from '../report/sweepData.js';
+import {
+  digestPath,
+  loadDigest,
+  loadSweep,
+  sweepDigest,
+  type SweepData,
+} from '../report/sweepData.js';
 import { writeTextAtomically } from '../sinks/writeFileAtomically.js';
 import { expandTrials, parseSweepConfig, type SweepConfig } from '../sweep/config.js';
 import type { CliIo } from './io.js';
@@ -42,24 +48,42 @@ export async function runReportCommand(
         `report: ${path} has no "report" block saying whether it is a comparison or an ablation`,
         { option: 'config', path },
       );
+  const digestOf = (path: string, config: SweepConfig): string => digestPath(path, config.name);
   if (options.run)
     for (const { path, config } of parsed) {
       const dir = join(options.runs, config.name);
       if (existsSync(join(dir, 'results.json'))) continue;
+      if (!existsSync(join(dir, 'sweep.json')) && existsSync(digestOf(path, config))) continue;
       io.err(`grng: report: running sweep ${config.name} (${path})\n`);
       await runSweep(path, dir, existsSync(join(dir, 'sweep.json')));
     }
   for (const { path, config } of parsed)
-    if (!existsSync(join(options.runs, config.name, 'sweep.json')))
+    if (
+      !existsSync(join(options.runs, config.name, 'sweep.json')) &&
+      !existsSync(digestOf(path, config))
+    )
       throw new GrngError(
         'invalid-option',
-        `report: --runs ${options.runs} holds no sweep ${config.name} (${path}): run grng sweep ${path}, or grng report with --run`,
+        `report: --runs ${options.runs} holds no sweep ${config.name} (${path}) and there is no digest ${digestOf(path, config)}: run grng sweep ${path}, or grng report with --run`,
         { option: 'runs', path: join(options.runs, config.name) },
       );
   const comparisons: Comparison[] = [];
   const ablations: Ablation[] = [];
   for (const { path, config } of parsed) {
-    const sweep = loadSweep(join(options.runs, config.name), path, expandTrials(config));
+    // A sweep's folder, where there is one, is read and its digest rewritten; else the committed
+    // digest stands in for it (sweepData.ts says why).
+    const dir = join(options.runs, config.name);
+    const digest = digestOf(path, config);
+    let sweep: SweepData;
+    if (existsSync(join(dir, 'sweep.json'))) {
+      sweep = loadSweep(dir, path, expandTrials(config));
+      const text = sweepDigest(sweep);
+      if (!existsSync(digest) || readFileSync(digest, 'utf8') !== text) {
+        mkdirSync(dirname(digest), { recursive: true });
+        writeTextAtomically(digest, text);
+        io.err(`grng: report: ${digest} written from ${dir}\n`);
+      }
+    } else sweep = loadDigest(digest, path, config);
     if (config.report!.kind === 'comparison') comparisons.push(comparison(sweep));
     else ablations.push(ablation(sweep));
   }

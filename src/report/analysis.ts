@@ -10,14 +10,14 @@ import {
   type Stat,
   type Verdict,
 } from './statistics.js';
-import type { SweepData, TrialData } from './sweepData.js';
+import type { SweepData, TrialData, TrialSummary } from './sweepData.js';
 
 /** How a sweep's quality metric is read from evaluation rows and shown. */
 export interface MetricView {
   readonly name: string;
   readonly higherIsBetter: boolean;
   readonly digits: number;
-  of(row: MetricsRow): number | null;
+  of(row: Pick<MetricsRow, 'testLoss' | 'testAccuracy'>): number | null;
 }
 
 /**
@@ -67,7 +67,7 @@ export interface SeedRun {
   /** Mean training loss over the first tenth of the full run's steps. */
   readonly earlyLoss: number | null;
   /** Per-step rows (training loss, ‖g‖) in 40 bins over the run, for plots. */
-  readonly binned: readonly { epoch: number; loss: number; gradNorm: number | null }[];
+  readonly binned: TrialSummary['binned'];
 }
 
 /** A configuration (settings without the seed) and its seeds' runs. */
@@ -92,10 +92,6 @@ export interface Configuration {
 
 /** Groups a sweep's trials into configurations, in the config's order. */
 export function configurations(sweep: SweepData, view: MetricView): Configuration[] {
-  const fullSteps = Math.max(
-    0,
-    ...sweep.trials.filter((t) => t.status === 'done').map((t) => (t.rows.at(-1)?.step ?? -1) + 1),
-  );
   const rung = sweep.config.halving?.rungs[0];
   const groups = new Map<string, TrialData[]>();
   for (const trial of sweep.trials) {
@@ -103,7 +99,7 @@ export function configurations(sweep: SweepData, view: MetricView): Configuratio
     groups.set(key, [...(groups.get(key) ?? []), trial]);
   }
   return [...groups.values()].map((trials) => {
-    const seeds = trials.map((trial) => seedRun(trial, view, fullSteps));
+    const seeds = trials.map((trial) => seedRun(trial, view));
     const { optimizer, setting } = trials[0]!;
     const parts = Object.entries(setting).map(([k, v]) => `${k}=${String(v)}`);
     return {
@@ -127,53 +123,26 @@ export function configurations(sweep: SweepData, view: MetricView): Configuratio
   });
 }
 
-function seedRun(trial: TrialData, view: MetricView, fullSteps: number): SeedRun {
-  const rows = trial.rows;
-  const perEpoch = trial.run?.batchesPerEpoch ?? 1;
+function seedRun(trial: TrialData, view: MetricView): SeedRun {
+  const summary = trial.summary;
   const evals: EvalPoint[] = [];
-  let evaluationMs = 0;
-  for (const row of rows) {
-    evaluationMs += row.evaluationMs;
+  for (const row of summary.evals) {
     const value = view.of(row);
     if (value !== null && Number.isFinite(value))
-      evals.push({
-        step: row.step,
-        epoch: (row.step + 1) / perEpoch,
-        seconds: Math.max(0, row.wallMs - evaluationMs) / 1000,
-        value,
-      });
-  }
-  const last = rows.at(-1);
-  const finite = (values: (number | null)[]): number[] =>
-    values.filter((v): v is number => v !== null && Number.isFinite(v));
-  const mean = (values: number[]): number | null =>
-    values.length ? values.reduce((a, b) => a + b, 0) / values.length : null;
-  const early = rows.filter((r) => r.step < Math.max(1, Math.round(fullSteps / 10)));
-  const bins = 40;
-  const binned: SeedRun['binned'][number][] = [];
-  if (rows.length > 0) {
-    const width = Math.max(1, Math.ceil(rows.length / bins));
-    for (let i = 0; i < rows.length; i += width) {
-      const slice = rows.slice(i, i + width);
-      binned.push({
-        epoch: (slice.at(-1)!.step + 1) / perEpoch,
-        loss: mean(finite(slice.map((r) => r.loss))) ?? NaN,
-        gradNorm: mean(finite(slice.map((r) => r.gradNorm))),
-      });
-    }
+      evals.push({ step: row.step, epoch: row.epoch, seconds: row.seconds, value });
   }
   return {
     trial,
     evals,
-    steps: last ? last.step + 1 : 0,
-    trainingSeconds: last ? Math.max(0, last.wallMs - evaluationMs) / 1000 : 0,
-    msPerStep: median(rows.map((r) => r.stepMs)),
+    steps: summary.steps,
+    trainingSeconds: summary.trainingSeconds,
+    msPerStep: summary.msPerStep ?? NaN,
     final: evals.at(-1)?.value ?? null,
-    meanGradNorm: mean(finite(rows.map((r) => r.gradNorm))),
-    meanCorrelation: mean(finite(rows.map((r) => r.updateGradCorrelation))),
-    meanDamping: mean(finite(rows.map((r) => r.diagnostics.damping ?? null))),
-    earlyLoss: mean(finite(early.map((r) => r.loss))),
-    binned,
+    meanGradNorm: summary.meanGradNorm,
+    meanCorrelation: summary.meanCorrelation,
+    meanDamping: summary.meanDamping,
+    earlyLoss: summary.earlyLoss,
+    binned: summary.binned,
   };
 }
 
