@@ -1,5 +1,5 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -286,6 +286,11 @@ describe('grng sweep', () => {
     const sessions = readSessions(out);
     // (The resume finishes its one trial from that trial's last checkpoint, in well under 1 s.)
     expect(sessions.map((session) => session.workers)).toEqual([1, 2]);
+    // Each names its machine's processor (hosts can share a name).
+    expect(sessions.map((session) => session.cpu)).toEqual([
+      cpus()[0]!.model.trim(),
+      cpus()[0]!.model.trim(),
+    ]);
     expect(sessions[0]!.seconds).toBeGreaterThan(0);
     expect(sessions[1]!.seconds).toBeGreaterThanOrEqual(0);
     expect(sessions[1]!.seconds).toBeLessThan(sessions[0]!.seconds);

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { writeFileAtomically, writeTextAtomically } from '../sinks/writeFileAtomically.js';
-import { availableParallelism, hostname } from 'node:os';
+import { availableParallelism, cpus, hostname } from 'node:os';
 import { checkHost, type ServerHandle } from '../sinks/server.js';
 import { trialFilesRoutes } from '../sweep/trialFiles.js';
 import { basename, join } from 'node:path';
@@ -139,6 +139,7 @@ export async function runSweepCommand(
           workers: options.queue ? 'queue' : workers,
           host: hostname(),
           cpus: availableParallelism(),
+          ...(cpus()[0]?.model && { cpu: cpus()[0]!.model.trim() }),
         });
         try {
           await run();

@@ -78,7 +78,7 @@ export interface SweepData {
   readonly wallFrom: 'sessions' | 'sessions, some from file times' | 'file times';
   /** Local workers of each session (0: through a queue). */
   readonly workers: readonly number[];
-  /** The machines of its sessions: `host (N cores)`. */
+  /** The machines of its sessions: `host (N cores)`, with the processor where recorded. */
   readonly machines: readonly string[];
 }
 
@@ -167,7 +167,9 @@ export function loadSweep(dir: string, configPath: string, expected: readonly Tr
         ? 'sessions, some from file times'
         : 'sessions',
     workers: [...new Set(sessions.map((s) => (s.workers === 'queue' ? 0 : s.workers)))],
-    machines: [...new Set(sessions.map((s) => `${s.host} (${s.cpus} cores)`))],
+    machines: [
+      ...new Set(sessions.map((s) => `${s.host} (${s.cpus} cores${s.cpu ? `, ${s.cpu}` : ''})`)),
+    ],
   };
 }
 

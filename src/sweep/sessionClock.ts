@@ -8,6 +8,11 @@ export interface SweepSession {
   readonly workers: number | 'queue';
   readonly host: string;
   readonly cpus: number;
+  /**
+   * The processor's model name; absent in sessions recorded before it was (hosts can share a
+   * name: two machines called "vm", of 2 and 16 cores, ran the report's sweeps).
+   */
+  readonly cpu?: string;
   /** How `seconds` was measured, when not by the session itself (e.g. from trial file times). */
   readonly measured?: string;
 }
