@@ -1,6 +1,8 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { tableFromIPC } from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isGrngError } from '../src/errors.js';
@@ -8,6 +10,8 @@ import { recordBatchToRows } from '../src/metrics/schema.js';
 import { readRecording } from '../src/streams/readRecording.js';
 import { expandTrials, parseSweepConfig, trialId } from '../src/sweep/config.js';
 import { resultPath, runTrial, trialDir } from '../src/sweep/runTrial.js';
+
+const GRNG_BIN = fileURLToPath(new URL('../bin/grng.js', import.meta.url));
 import { readSessions } from '../src/sweep/sessionClock.js';
 import { runCli } from './helpers.js';
 
@@ -295,6 +299,57 @@ describe('grng sweep', () => {
     expect(sessions[1]!.seconds).toBeGreaterThanOrEqual(0);
     expect(sessions[1]!.seconds).toBeLessThan(sessions[0]!.seconds);
   });
+
+  it('SIGTERM stops a sweep with its time recorded once its trial has checkpointed and stopped; --resume finishes it, each step recorded once', async () => {
+    const config = configFile('signal', {
+      ...HALVING,
+      name: 'signal',
+      // Long enough (about 15 s) to be stopped while it trains.
+      base: { ...HALVING.base, steps: 20000, epochs: 1000, 'eval-every': 5000 },
+      halving: undefined,
+      optimizers: { sgd: { lr: [0.03] } },
+      seeds: [1],
+      checkpointEvery: 5000,
+    });
+    const out = join(dir, 'signal-run');
+    // The real CLI in its own process, as a terminal or a job system runs it.
+    const child = spawn(
+      process.execPath,
+      [GRNG_BIN, 'sweep', config, '--out', out, '--workers', '1'],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    let err = '';
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')));
+    const exited = new Promise<number | null>((resolve) =>
+      child.on('close', (code) => resolve(code)),
+    );
+    const [trial] = expandTrials(parseSweepConfig(readFileSync(config, 'utf8'), config));
+    const recording = join(trialDir(out, trial!.id), 'run.arrows');
+    // Stopped once its trial is training (its recording has rows).
+    for (let i = 0; i < 600 && !(existsSync(recording) && statSync(recording).size > 2000); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    const stoppedAt = Date.now();
+    child.kill('SIGTERM');
+    expect(await exited).toBe(143);
+    expect(Date.now() - stoppedAt).toBeLessThan(20_000);
+    expect(err).toContain(
+      `grng: sweep signal: stopped by SIGTERM; trials in progress checkpoint and stop; go on with grng sweep ${config} --out ${out} --resume`,
+    );
+    // Its time is the session's, to the stop, not to the last 15-s tick.
+    const [session] = readSessions(out);
+    expect(session!.seconds).toBeGreaterThan(0.5);
+    // It exited once its trial had checkpointed after its current step and stopped, and its
+    // lock was released: a resume starts at once.
+    expect(existsSync(join(trialDir(out, trial!.id), 'checkpoint', 'checkpoint.grng'))).toBe(true);
+    expect(existsSync(join(trialDir(out, trial!.id), 'lock'))).toBe(false);
+    const resumed = await cli(['sweep', config, '--out', out, '--resume', '--json']);
+    expect(resumed.code, resumed.err).toBe(0);
+    const steps = recordedSteps(recording);
+    // Each step once, to the end.
+    expect(steps).toEqual(Array.from({ length: 20000 }, (_, i) => i));
+  }, 180_000);
 
   it('bad flags and files are one line naming them, before any folder is made', async () => {
     const file = configFile('flags', HALVING);

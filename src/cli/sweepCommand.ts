@@ -88,7 +88,9 @@ export async function runSweepCommand(
   io.err(
     `grng: sweep ${config.name}: ${plan}; ${options.queue ? `queue ${redactedQueue} (run grng worker --queue ${redactedQueue} on each machine)` : `${workers} local worker${workers === 1 ? '' : 's'}`}; folder ${dir}\n`,
   );
+  const children = new Set<number>();
   const runOptions: RunTrialOptions = {
+    onChild: (pid) => children.add(pid),
     metric: config.metric.name,
     higherIsBetter: config.metric.higherIsBetter,
     checkpointEvery: config.checkpointEvery,
@@ -141,9 +143,30 @@ export async function runSweepCommand(
           cpus: availableParallelism(),
           ...(cpus()[0]?.model && { cpu: cpus()[0]!.model.trim() }),
         });
+        // Stopped by a signal (Ctrl-C, a job system's SIGTERM), the sweep records its time, starts
+        // no more trials and stops the ones running (their own process groups, so they would
+        // miss a terminal's Ctrl-C): each checkpoints after its current step (trainCommand.ts)
+        // and its runner releases its lock, so --resume takes each up where it stopped. Exits
+        // once they are gone; a second signal exits at once (they then stop with their parent).
+        let stopping = false;
+        const onSignal = (signal: NodeJS.Signals): void => {
+          const code = signal === 'SIGINT' ? 130 : 143;
+          if (stopping) process.exit(code);
+          stopping = true;
+          clock.stop();
+          io.err(
+            `grng: sweep ${config.name}: stopped by ${signal}; trials in progress checkpoint and stop; go on with grng sweep ${file}${options.out ? ` --out ${dir}` : ''} --resume\n`,
+          );
+          void executor!.close();
+          void stopTrialProcesses(children).then(() => process.exit(code));
+        };
+        process.once('SIGTERM', onSignal);
+        process.once('SIGINT', onSignal);
         try {
           await run();
         } finally {
+          process.off('SIGTERM', onSignal);
+          process.off('SIGINT', onSignal);
           clock.stop();
           await executor.close();
         }
@@ -260,4 +283,29 @@ function describe(trial: Trial): string {
   return Object.entries(trial.settings)
     .map(([k, v]) => (k === 'optimizer' ? String(v) : `${k}=${String(v)}`))
     .join(' ');
+}
+
+/**
+ * SIGTERMs the trial processes still running and resolves once they have exited and their
+ * runners have seen them go (each releases its trial's lock as its child closes).
+ */
+async function stopTrialProcesses(pids: ReadonlySet<number>): Promise<void> {
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // Already gone.
+    }
+  }
+  while ([...pids].some(alive)) await new Promise((resolve) => setTimeout(resolve, 100));
+  // A child's 'close' (its pipes drained, then the runner's lock release) follows its exit.
+  await new Promise((resolve) => setTimeout(resolve, 300));
 }
