@@ -59,7 +59,7 @@ export function renderReport(
   ];
   if (options.left?.length)
     out.push(
-      `**Not in this report:** ${options.left.map((c) => `\`${c}\``).join(', ')}. Their sweeps have not been run into it, so every statement below rests on the sweeps listed at the end only.`,
+      `**Not in this report:** ${options.left.map((c) => `\`${c}\``).join(', ')}. ${options.left.length === 1 ? 'Its sweep has' : 'Their sweeps have'} not been run into it (no finished sweep folder and no digest was given), so every statement below rests on the sweeps listed at the end only.`,
       '',
     );
   out.push(...claimsSection(comparisons), '');
@@ -374,6 +374,10 @@ function costSection(sweeps: readonly SweepData[]): string[] {
       return `| ${s.config.name} | ${s.trials.length} | ${trainingSeconds.toFixed(0)} | ${minutes(s.wallSeconds)} | ${s.wallFrom !== 'file times' ? `grng sweep's sessions${s.wallFrom === 'sessions' ? '' : ' (some measured from file and process times)'} on ${s.machines.join(', ')} (${s.workers.map((w) => (w === 0 ? 'queue' : plural(w, 'worker'))).join(', ')})` : 'sweep.json to the last result file'} |`;
     }),
     `| **all** | ${sweeps.reduce((n, s) => n + s.trials.length, 0)} | | **${minutes(total)}** | |`,
+    '',
+    "Each sweep's wall clock is the sum of its `grng sweep` sessions. Sweeps run at the same time",
+    '(several on one machine) are each counted whole, so where they overlapped the total is more',
+    'than the time that passed.',
   ];
 }
 
