@@ -298,7 +298,15 @@ export {
 } from './report/analysis.js';
 export { renderReport, type RenderedReport } from './report/markdown.js';
 export { renderSvg, type ChartSpec } from './report/charts.js';
-export { loadSweep, type SweepData, type TrialData } from './report/sweepData.js';
+export {
+  digestPath,
+  loadDigest,
+  loadSweep,
+  sweepDigest,
+  type SweepData,
+  type TrialData,
+  type TrialSummary,
+} from './report/sweepData.js';
 export { compare, stat, type Stat, type Verdict } from './report/statistics.js';
 export {
   formatSweepTable,
