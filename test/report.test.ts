@@ -147,15 +147,24 @@ describe('grng report', () => {
     }
     // Again, from the same recordings: the same bytes.
     const svgBefore = readFileSync(join(dir, 'docs', 'results', plots[0]!), 'utf8');
+    // (a digest that is missing, the report writes from the folder it read)
+    const comparisonDigest = join(dir, 'digests', 'report-test-comparison.json');
+    rmSync(comparisonDigest);
     const again = await runCli(['report', comparison, rho, '--runs', runs, '--out', out]);
     expect(again.code, again.err).toBe(0);
+    expect(again.err).toContain(
+      `${comparisonDigest} written from ${join(runs, 'report-test-comparison')}`,
+    );
     expect(again.err).not.toContain('running sweep');
     expect(readFileSync(out, 'utf8')).toBe(markdown);
     expect(readFileSync(join(dir, 'docs', 'results', plots[0]!), 'utf8')).toBe(svgBefore);
     // Without the sweeps' folders (they do not outlive the machine that ran them), the digests
-    // written beside the configs give the same bytes, and --run has nothing left to run.
-    expect(first.err).toContain(`${join(dir, 'digests', 'report-test-rho.json')} written from`);
-    expect(again.err).not.toContain('written from');
+    // written beside the configs give the same bytes, and --run has nothing left to run
+    // (each sweep wrote its own at its end, so the report found them current)
+    expect(first.err).toContain(
+      `grng: sweep report-test-rho: digest ${join(dir, 'digests', 'report-test-rho.json')} written`,
+    );
+    expect(first.err).not.toContain('written from');
     const svgs = plots.map((plot) => readFileSync(join(dir, 'docs', 'results', plot), 'utf8'));
     rmSync(join(dir, 'docs'), { recursive: true });
     renameSync(runs, `${runs}-elsewhere`);

@@ -4,16 +4,11 @@ import { GrngError } from '../errors.js';
 import { ablation, comparison, type Ablation, type Comparison } from '../report/analysis.js';
 import { renderSvg } from '../report/charts.js';
 import { renderReport } from '../report/markdown.js';
-import {
-  digestPath,
-  loadDigest,
-  loadSweep,
-  sweepDigest,
-  type SweepData,
-} from '../report/sweepData.js';
+import { digestPath, loadDigest, loadSweep, type SweepData } from '../report/sweepData.js';
 import { writeTextAtomically } from '../sinks/writeFileAtomically.js';
 import { expandTrials, parseSweepConfig, type SweepConfig } from '../sweep/config.js';
 import type { CliIo } from './io.js';
+import { writeDigest } from './writeDigest.js';
 
 export interface ReportCommandOptions {
   /** Where the sweeps' folders are: RUNS/NAME for each config (grng sweep's default). */
@@ -77,12 +72,7 @@ export async function runReportCommand(
     let sweep: SweepData;
     if (existsSync(join(dir, 'sweep.json'))) {
       sweep = loadSweep(dir, path, expandTrials(config));
-      const text = sweepDigest(sweep);
-      if (!existsSync(digest) || readFileSync(digest, 'utf8') !== text) {
-        mkdirSync(dirname(digest), { recursive: true });
-        writeTextAtomically(digest, text);
-        io.err(`grng: report: ${digest} written from ${dir}\n`);
-      }
+      if (writeDigest(sweep, digest)) io.err(`grng: report: ${digest} written from ${dir}\n`);
     } else sweep = loadDigest(digest, path, config);
     if (config.report!.kind === 'comparison') comparisons.push(comparison(sweep));
     else ablations.push(ablation(sweep));

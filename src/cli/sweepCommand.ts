@@ -12,10 +12,12 @@ import type { RunTrialOptions } from '../sweep/runTrial.js';
 import { formatSweepTable, sweepTable, sweepTableArrow, sweepTableCsv } from '../sweep/table.js';
 import type { Trial, TrialExecutor } from '../sweep/types.js';
 import type { CliIo } from './io.js';
+import { writeDigest } from './writeDigest.js';
 import { followFolder, type FolderFollowing } from './followFolder.js';
 import { withLive, type LiveOptions } from './live.js';
 import { sweepSnapshot } from '../sweep/snapshot.js';
 import { startSessionClock } from '../sweep/sessionClock.js';
+import { digestPath, loadSweep } from '../report/sweepData.js';
 import type { SweepRow } from '../sweep/halving.js';
 
 export interface SweepCommandOptions extends LiveOptions {
@@ -177,6 +179,15 @@ export async function runSweepCommand(
         );
         writeTextAtomically(join(dir, 'results.csv'), sweepTableCsv(table));
         writeFileAtomically(join(dir, 'results.arrow'), [sweepTableArrow(table)]);
+        // A report's sweep keeps its digest beside its config at once: the folder may not
+        // outlive this machine, and the report regenerates from the digest (sweepData.ts).
+        if (config.report) {
+          const digest = digestPath(file, config.name);
+          if (writeDigest(loadSweep(dir, file, trials), digest))
+            io.err(
+              `grng: sweep ${config.name}: digest ${digest} written (commit it with the config)\n`,
+            );
+        }
       },
       {
         sweep: () => sweepSnapshot(dir),
