@@ -35,7 +35,10 @@ export async function runReportCommand(
   io: CliIo,
   runSweep: SweepRunner,
 ): Promise<void> {
-  const parsed = configs.map((path) => ({ path, config: readConfig(path) }));
+  const parsed = configs.map((path) => {
+    const config = readConfig(path);
+    return { path, config, digest: digestPath(path, config.name) };
+  });
   for (const { path, config } of parsed)
     if (!config.report)
       throw new GrngError(
@@ -43,32 +46,27 @@ export async function runReportCommand(
         `report: ${path} has no "report" block saying whether it is a comparison or an ablation`,
         { option: 'config', path },
       );
-  const digestOf = (path: string, config: SweepConfig): string => digestPath(path, config.name);
   if (options.run)
-    for (const { path, config } of parsed) {
+    for (const { path, config, digest } of parsed) {
       const dir = join(options.runs, config.name);
       if (existsSync(join(dir, 'results.json'))) continue;
-      if (!existsSync(join(dir, 'sweep.json')) && existsSync(digestOf(path, config))) continue;
+      if (!existsSync(join(dir, 'sweep.json')) && existsSync(digest)) continue;
       io.err(`grng: report: running sweep ${config.name} (${path})\n`);
       await runSweep(path, dir, existsSync(join(dir, 'sweep.json')));
     }
-  for (const { path, config } of parsed)
-    if (
-      !existsSync(join(options.runs, config.name, 'sweep.json')) &&
-      !existsSync(digestOf(path, config))
-    )
+  for (const { path, config, digest } of parsed)
+    if (!existsSync(join(options.runs, config.name, 'sweep.json')) && !existsSync(digest))
       throw new GrngError(
         'invalid-option',
-        `report: --runs ${options.runs} holds no sweep ${config.name} (${path}) and there is no digest ${digestOf(path, config)}: run grng sweep ${path}, or grng report with --run`,
+        `report: --runs ${options.runs} holds no sweep ${config.name} (${path}) and there is no digest ${digest}: run grng sweep ${path}, or grng report with --run`,
         { option: 'runs', path: join(options.runs, config.name) },
       );
   const comparisons: Comparison[] = [];
   const ablations: Ablation[] = [];
-  for (const { path, config } of parsed) {
+  for (const { path, config, digest } of parsed) {
     // A sweep's folder, where there is one, is read and its digest rewritten; else the committed
     // digest stands in for it (sweepData.ts says why).
     const dir = join(options.runs, config.name);
-    const digest = digestOf(path, config);
     let sweep: SweepData;
     if (existsSync(join(dir, 'sweep.json'))) {
       sweep = loadSweep(dir, path, expandTrials(config));

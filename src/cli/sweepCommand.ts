@@ -93,6 +93,7 @@ export async function runSweepCommand(
   const children = new Set<number>();
   const runOptions: RunTrialOptions = {
     onChild: (pid) => children.add(pid),
+    onChildExit: (pid) => children.delete(pid),
     metric: config.metric.name,
     higherIsBetter: config.metric.higherIsBetter,
     checkpointEvery: config.checkpointEvery,
@@ -143,7 +144,7 @@ export async function runSweepCommand(
           workers: options.queue ? 'queue' : workers,
           host: hostname(),
           cpus: availableParallelism(),
-          ...(cpus()[0]?.model && { cpu: cpus()[0]!.model.trim() }),
+          ...(cpus()[0] && { cpu: cpus()[0]!.model.trim() }),
         });
         // Stopped by a signal (Ctrl-C, a job system's SIGTERM), the sweep records its time, starts
         // no more trials and stops the ones running (their own process groups, so they would
@@ -297,18 +298,11 @@ function describe(trial: Trial): string {
 }
 
 /**
- * SIGTERMs the trial processes still running and resolves once they have exited and their
- * runners have seen them go (each releases its trial's lock as its child closes).
+ * SIGTERMs the trial processes still running and resolves once each has exited and its runner has
+ * released its trial's lock (`pids` is kept to the running ones by onChild/onChildExit; the lock
+ * is released in the microtasks after a child's exit, before the next timer).
  */
 async function stopTrialProcesses(pids: ReadonlySet<number>): Promise<void> {
-  const alive = (pid: number): boolean => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
   for (const pid of pids) {
     try {
       process.kill(pid, 'SIGTERM');
@@ -316,7 +310,5 @@ async function stopTrialProcesses(pids: ReadonlySet<number>): Promise<void> {
       // Already gone.
     }
   }
-  while ([...pids].some(alive)) await new Promise((resolve) => setTimeout(resolve, 100));
-  // A child's 'close' (its pipes drained, then the runner's lock release) follows its exit.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  while (pids.size > 0) await new Promise((resolve) => setTimeout(resolve, 100));
 }

@@ -43,6 +43,8 @@ export interface RunTrialOptions {
   readonly extraArgs?: readonly string[];
   /** Told the trial's child process, so a worker can kill it on shutdown. */
   readonly onChild?: (pid: number) => void;
+  /** Told when that process has exited and its output is read (before the trial's lock is released). */
+  readonly onChildExit?: (pid: number) => void;
 }
 
 /**
@@ -257,7 +259,10 @@ function runChild(
       (chunk: Buffer) => (stderr = (stderr + chunk.toString('utf8')).slice(-8192)),
     );
     child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code: code ?? 1, signal, stdout, stderr }));
+    child.on('close', (code, signal) => {
+      if (child.pid !== undefined) options.onChildExit?.(child.pid);
+      resolve({ code: code ?? 1, signal, stdout, stderr });
+    });
   });
 }
 
